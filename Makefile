@@ -1,0 +1,62 @@
+# The two commands of a fresh clone: `make run-all` and `make test`.
+# Everything else (venv, kernel, demo data) is made on the way.
+
+PROFILE  ?= smoke
+DATA_DIR ?=
+PYTHON   ?= python3.11
+VENV     := .venv
+PY       := $(VENV)/bin/python
+KERNEL   := idc-notebooks
+# TensorFlow build: the GPU one where an NVIDIA driver answers, else the CPU one.
+TF_EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+PYTEST_ARGS ?=
+
+.PHONY: help setup data run-all test test-fast lab bench clean distclean
+
+help:
+	@echo "make run-all [PROFILE=smoke|cpu|full] [DATA_DIR=/path/to/IDC]  run every notebook"
+	@echo "make test        the whole test suite (notebooks included, smoke profile)"
+	@echo "make test-fast   unit tests only"
+	@echo "make lab         JupyterLab on notebooks/"
+	@echo "make data        generate the demo data set for PROFILE"
+	@echo "make bench       images/s of the input pipelines"
+	@echo "make clean       remove outputs/ (distclean: also .venv and data/demo)"
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) \
+		--display-name "Python (idc-notebooks)" --env TF_CPP_MIN_LOG_LEVEL 2
+	touch $@
+
+setup: $(VENV)/.installed
+
+data: setup
+ifeq ($(strip $(DATA_DIR)),)
+	$(PY) -m helpers make-demo --profile $(PROFILE)
+else
+	$(PY) -m helpers index "$(DATA_DIR)" --examples 3
+endif
+
+run-all: data
+	$(PY) -m helpers run-all --profile $(PROFILE) $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)")
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not notebook and not slow" $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	$(PY) -m helpers bench $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)")
+
+clean:
+	rm -rf outputs
+
+distclean: clean
+	rm -rf $(VENV) data/demo

@@ -1,0 +1,100 @@
+"""Profiles and paths: one place that turns a notebook's parameters cell into settings.
+
+A profile sets every parameter; a parameter given explicitly (not None) wins.
+``smoke`` runs the whole series in minutes on 2 CPU cores; ``cpu`` is a longer
+run that still fits a laptop; ``full`` is for the real data on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROFILES = {
+    "smoke": dict(epochs=1, batch_size=64, sample_size=1500, image_size=50, weights=None,
+                  demo_patients=24, seeds=1),
+    "cpu": dict(epochs=10, batch_size=128, sample_size=20_000, image_size=50, weights=None,
+                demo_patients=60, seeds=2),
+    "full": dict(epochs=50, batch_size=128, sample_size=None, image_size=50, weights="imagenet",
+                 demo_patients=120, seeds=3),
+}
+
+
+@dataclass
+class Config:
+    profile: str
+    data_dir: Path
+    output_dir: Path
+    generated: bool  # True for the generated demo set: no clinical claim rests on it
+    epochs: int
+    batch_size: int
+    sample_size: int | None
+    image_size: int
+    weights: str | None
+    seed: int
+    demo_patients: int
+    seeds: int
+
+    @property
+    def figures(self) -> Path:
+        return self.output_dir / "figures"
+
+    @property
+    def data_label(self) -> str:
+        return "generated demo data" if self.generated else f"real data: {self.data_dir.name}"
+
+    def as_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    def __str__(self) -> str:
+        width = max(map(len, self.as_dict()))
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.as_dict().items())
+
+
+def demo_dir(patients: int = PROFILES["smoke"]["demo_patients"]) -> Path:
+    """Where the generated set of that many patients lives (IDC_DEMO_ROOT moves it)."""
+    base = Path(os.environ.get("IDC_DEMO_ROOT", ROOT / "data" / "demo"))
+    return base / f"idc-{patients}p"
+
+
+def is_generated(data_dir) -> bool:
+    return (Path(data_dir) / "GENERATED.txt").is_file()
+
+
+def resolve(profile: str = "smoke", data_dir=None, output_dir=None, epochs=None,
+            batch_size=None, sample_size=None, image_size=None, weights=None,
+            seed: int = 42, make_demo: bool = True) -> Config:
+    """Settings for one notebook run.
+
+    ``data_dir`` None means the generated demo set in ``data/demo/`` (made on
+    first use, seconds on a CPU). ``sample_size`` 0 means no cap.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    base = PROFILES[profile]
+    if data_dir in (None, ""):
+        data_dir = demo_dir(base["demo_patients"])
+        if make_demo and not is_generated(data_dir):
+            from .demo import make_demo as _make
+
+            _make(data_dir, n_patients=base["demo_patients"], seed=0)
+    data_dir = Path(data_dir).expanduser()
+    pick = lambda given, key: base[key] if given is None else given  # noqa: E731
+    size = pick(sample_size, "sample_size")
+    return Config(
+        profile=profile,
+        data_dir=data_dir,
+        output_dir=Path(output_dir or ROOT / "outputs").expanduser(),
+        generated=is_generated(data_dir),
+        epochs=int(pick(epochs, "epochs")),
+        batch_size=int(pick(batch_size, "batch_size")),
+        sample_size=None if not size else int(size),
+        image_size=int(pick(image_size, "image_size")),
+        weights=pick(weights, "weights"),
+        seed=int(seed),
+        demo_patients=base["demo_patients"],
+        seeds=base["seeds"],
+    )

@@ -1,0 +1,237 @@
+"""Read the Kaggle "Breast Histopathology Images" layout into a table.
+
+Layout: ``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``. The
+archive also nests a second copy of the tree under ``IDC_regular_ps50_idx5/``;
+both trees are read and merged on (patient, x, y, label), so a patch counts once.
+
+Nothing is dropped silently: every file that cannot be used is listed in the
+report with its category.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+NAME = re.compile(r"^(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
+NESTED = "IDC_regular_ps50_idx5"
+PATCH = 50
+COLUMNS = ["path", "patient", "x", "y", "label", "width", "height"]
+
+# Why a file was not used. Keys are stable: tests and notebooks read them.
+SKIP_REASONS = {
+    "bad_name": "name does not match <patient>_idx5_x<X>_y<Y>_class<0|1>.png",
+    "outside_layout": "not inside <patient>/<0|1>/",
+    "patient_mismatch": "patient id in the name differs from its folder",
+    "label_mismatch": "class in the name differs from its 0/1 folder",
+    "empty_file": "zero bytes",
+    "undecodable": "not a readable image (corrupt, truncated or another format)",
+    "conflicting_duplicate": "same patient, x, y and label as another file, but different pixels",
+}
+
+
+class DataError(ValueError):
+    """A data directory that cannot be used at all."""
+
+
+@dataclass
+class IndexReport:
+    root: str
+    files_seen: int = 0
+    unique_patches: int = 0
+    patients: int = 0
+    positives: int = 0
+    negatives: int = 0
+    duplicates_merged: int = 0
+    small_patches: int = 0
+    skipped: dict = field(default_factory=dict)
+    skipped_files: list = field(default_factory=list)
+    empty_patient_folders: list = field(default_factory=list)
+
+    def summary(self, examples: int = 5) -> dict:
+        """The JSON-ready summary; ``examples`` skipped files are listed per category."""
+        out = asdict(self)
+        out.pop("skipped_files")
+        out["skipped_total"] = sum(self.skipped.values())
+        shown = {}
+        for path, reason, detail in self.skipped_files:
+            shown.setdefault(reason, [])
+            if len(shown[reason]) < examples:
+                shown[reason].append({"path": path, "detail": detail})
+        out["skipped_examples"] = shown
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.summary(), indent=2)
+
+
+def _inspect(path: Path):
+    """(width, height, digest, None) for a usable PNG, else (None, None, None, (reason, detail))."""
+    try:
+        if path.stat().st_size == 0:
+            return None, None, None, ("empty_file", "0 bytes")
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "PNG":
+                return None, None, None, ("undecodable", f"format {im.format}, expected PNG")
+            im.load()  # full decode: catches truncated files, which open() alone does not
+            width, height = im.size
+    except Exception as exc:  # PIL raises many types for bad files
+        return None, None, None, ("undecodable", f"{type(exc).__name__}: {exc}")
+    return width, height, hashlib.blake2b(data, digest_size=16).hexdigest(), None
+
+
+def _candidates(root: Path):
+    """Yield (path, folder_patient, folder_label, reason) for every file under root."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(root).parts
+        if rel and rel[0] == NESTED:
+            rel = rel[1:]
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue  # .DS_Store and friends are not data
+            path = Path(dirpath) / name
+            if name in ("GENERATED.txt", "generated.json", "README.md", "LICENSE"):
+                continue
+            if len(rel) != 2 or rel[1] not in ("0", "1"):
+                yield path, None, None, "outside_layout"
+            else:
+                yield path, rel[0], int(rel[1]), None
+
+
+def _patient_dirs(root: Path):
+    for base in (root, root / NESTED):
+        if base.is_dir():
+            for d in sorted(base.iterdir()):
+                if d.is_dir() and d.name != NESTED:
+                    yield d
+
+
+def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexReport]:
+    """Index every patch under ``root``.
+
+    Returns the table (columns ``COLUMNS``, one row per unique patch, sorted by
+    patient, y, x) and an :class:`IndexReport` that counts what was merged or
+    skipped. Raises :class:`DataError` if ``root`` is missing, not a folder, or
+    holds no usable patch.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data directory {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data directory {root} is not a folder")
+
+    report = IndexReport(root=str(root))
+    report.empty_patient_folders = [
+        str(d) for d in _patient_dirs(root) if not any(p.is_file() for p in d.rglob("*"))
+    ]
+
+    def skip(path, reason, detail=""):
+        report.skipped[reason] = report.skipped.get(reason, 0) + 1
+        report.skipped_files.append((str(path), reason, detail or SKIP_REASONS[reason]))
+
+    named = []
+    for path, folder_patient, folder_label, reason in _candidates(root):
+        report.files_seen += 1
+        if reason:
+            skip(path, reason)
+            continue
+        match = NAME.match(path.name)
+        if not match:
+            skip(path, "bad_name")
+            continue
+        if match["patient"] != folder_patient:
+            skip(path, "patient_mismatch", f"name says {match['patient']}, folder {folder_patient}")
+            continue
+        if int(match["label"]) != folder_label:
+            skip(path, "label_mismatch", f"name says class {match['label']}, folder {folder_label}")
+            continue
+        named.append((path, match))
+
+    if report.files_seen == 0:
+        raise DataError(f"data directory {root} holds no files")
+
+    paths = [p for p, _ in named]
+    workers = workers or os.cpu_count() or 1
+    # PNG decoding holds the GIL, so threads do not help; forked processes do.
+    # Forking a process whose TensorFlow runtime is up can deadlock, so then we
+    # decode in this process (index before importing TensorFlow to go faster).
+    if workers > 1 and len(paths) > 4000 and "tensorflow" not in sys.modules:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            inspected = list(pool.map(_inspect, paths, chunksize=512))
+    else:
+        inspected = [_inspect(p) for p in paths]
+
+    rows, digests = [], []
+    for (path, match), (width, height, digest, problem) in zip(named, inspected):
+        if problem:
+            skip(path, *problem)
+            continue
+        rows.append((str(path), match["patient"], int(match["x"]), int(match["y"]),
+                     int(match["label"]), width, height))
+        digests.append(digest)
+
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["digest"] = digests
+    # Top-level files come before the nested tree, so the top-level copy is kept.
+    df["nested"] = df["path"].str.contains(f"{os.sep}{NESTED}{os.sep}", regex=False)
+    df = df.sort_values(["nested", "path"], kind="stable")
+    key = ["patient", "x", "y", "label"]
+    dup = df.duplicated(key, keep="first")
+    first_digest = df.drop_duplicates(key).set_index(key)["digest"]
+    later = df[dup]
+    same = later.set_index(key).index.map(first_digest).to_numpy() == later["digest"].to_numpy()
+    report.duplicates_merged = int(same.sum())
+    for path in later.loc[~same, "path"]:
+        skip(path, "conflicting_duplicate")
+
+    df = df[~dup].drop(columns=["digest", "nested"])
+    if df.empty:
+        raise DataError(
+            f"data directory {root} holds {report.files_seen} files but no usable patch "
+            f"(expected <patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png); "
+            f"skipped: {report.skipped}"
+        )
+    df = df.sort_values(["patient", "y", "x"], kind="stable").reset_index(drop=True)
+    df["label"] = df["label"].astype("int8")
+
+    report.unique_patches = len(df)
+    report.patients = int(df["patient"].nunique())
+    report.positives = int(df["label"].sum())
+    report.negatives = report.unique_patches - report.positives
+    report.small_patches = int(((df["width"] < PATCH) | (df["height"] < PATCH)).sum())
+    return df, report
+
+
+def save_index(df: pd.DataFrame, path) -> Path:
+    """Write the index as CSV atomically (patient ids stay strings)."""
+    from .io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def load_index(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"index file {path} does not exist; build it with build_index()")
+    df = pd.read_csv(path, dtype={"patient": str})
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"index file {path} lacks columns {missing}")
+    return df

@@ -1,0 +1,180 @@
+"""From the index to batches: tf.data from PNG files, and a packed uint8 array.
+
+Border patches (smaller than 50x50) are padded on the right and bottom with
+white (255). The patch's origin is its top-left corner, so the missing part is
+beyond the slide's edge, where a scan shows bright empty glass. White keeps that
+meaning; black (zero) padding would draw a hard dark edge that no tissue has and
+that a CNN can learn as a shortcut for "border patch".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .index import PATCH, DataError
+from .io import atomic_path
+
+FILL = 255
+
+
+def load_patch(path, size: int = PATCH) -> np.ndarray:
+    """One patch as uint8 RGB (size, size, 3), padded with white at right/bottom."""
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"))
+    return pad_patch(arr, size)
+
+
+def pad_patch(arr: np.ndarray, size: int = PATCH) -> np.ndarray:
+    h, w = arr.shape[:2]
+    if h > size or w > size:
+        arr = arr[:size, :size]
+        h, w = arr.shape[:2]
+    if (h, w) == (size, size):
+        return arr
+    out = np.full((size, size, 3), FILL, dtype=np.uint8)
+    out[:h, :w] = arr
+    return out
+
+
+def load_arrays(df: pd.DataFrame, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every patch with PIL into one array (what the seed projects did)."""
+    images = np.empty((len(df), PATCH, PATCH, 3), dtype=np.uint8)
+    for i, path in enumerate(tqdm(df["path"], disable=not progress, desc="decode", unit="img")):
+        images[i] = load_patch(path)
+    return images, df["label"].to_numpy(dtype=np.int32)
+
+
+# --- packed form -------------------------------------------------------------
+
+def pack(df: pd.DataFrame, path, progress: bool = True) -> Path:
+    """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and
+    ``<path>.csv`` (the index rows, in the same order). Both are written
+    atomically: an interrupted pack leaves the previous pack, or none."""
+    path = Path(path).with_suffix("")
+    npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
+    with atomic_path(npy) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                        shape=(len(df), PATCH, PATCH, 3))
+        for i, p in enumerate(tqdm(df["path"], disable=not progress, desc="pack", unit="img")):
+            out[i] = load_patch(p)
+        out.flush()
+        del out
+    with atomic_path(table) as tmp:
+        df.drop(columns=["split"], errors="ignore").to_csv(tmp, index=False)
+    return npy
+
+
+def load_pack(path, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """Reload a pack: (images, index). With ``mmap`` the array stays on disk
+    until read, so reloading takes milliseconds whatever its size."""
+    path = Path(path).with_suffix("")
+    npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
+    for f in (npy, table):
+        if not f.is_file():
+            raise DataError(f"pack file {f} does not exist; make it with pack()")
+    images = np.load(npy, mmap_mode="r" if mmap else None)
+    df = pd.read_csv(table, dtype={"patient": str})
+    if len(df) != len(images):
+        raise DataError(f"pack {npy} holds {len(images)} images but {table} lists {len(df)}")
+    return images, df
+
+
+def pack_is_current(df: pd.DataFrame, path) -> bool:
+    """True if the pack at ``path`` holds exactly the patches of ``df``, in order."""
+    try:
+        _, packed = load_pack(path)
+    except DataError:
+        return False
+    return packed["path"].tolist() == df["path"].tolist()
+
+
+# --- tf.data -----------------------------------------------------------------
+
+def _tf():
+    import tensorflow as tf  # imported late: indexing and EDA do not need it
+
+    return tf
+
+
+def decode_png(path, tf=None):
+    """A tf.data map: file path -> uint8 (50, 50, 3), white-padded."""
+    tf = tf or _tf()
+    img = tf.io.decode_png(tf.io.read_file(path), channels=3)
+    img = img[:PATCH, :PATCH]
+    # pad_to_bounding_box fills with 0; invert, pad, invert back to fill with 255
+    img = 255 - tf.image.pad_to_bounding_box(255 - img, 0, 0, PATCH, PATCH)
+    return img
+
+
+def make_dataset(
+    df: pd.DataFrame | None = None,
+    *,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    batch_size: int = 64,
+    image_size: int = PATCH,
+    preprocess=None,
+    augment=None,
+    shuffle: bool = False,
+    cache: bool | str = False,
+    seed: int = 0,
+    one_hot: bool = False,
+):
+    """A batched ``tf.data.Dataset`` of (image, label).
+
+    The source is either the index ``df`` (PNG files, decoded in parallel) or
+    arrays from a pack (``images`` uint8 N x 50 x 50 x 3 and ``labels``).
+    Images reach ``preprocess`` as float32 in [0, 255], resized to
+    ``image_size`` if that is not 50 (models such as Xception need >= 71);
+    ``preprocess`` is the model's own function, e.g.
+    ``keras.applications.resnet50.preprocess_input``, or None to keep [0, 255].
+    ``augment`` (a Keras layer or function) runs on training batches after
+    caching, so each epoch sees new variants. ``cache`` True caches in memory,
+    a string caches to that file.
+    """
+    tf = _tf()
+    auto = tf.data.AUTOTUNE
+    if (df is None) == (images is None):
+        raise ValueError("give either df (PNG files) or images (a packed array), not both")
+    if df is not None:
+        if len(df) == 0:
+            raise DataError("make_dataset got an empty index")
+        n = len(df)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (df["path"].to_numpy(dtype=str), df["label"].to_numpy(dtype=np.int32)))
+        if shuffle and not cache:  # file names shuffle cheaply before decoding
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda p, y: (decode_png(p, tf), y), num_parallel_calls=auto,
+                    deterministic=not shuffle)
+    else:
+        labels = np.asarray(labels, dtype=np.int32)
+        n = len(labels)
+        if len(images) != n:
+            raise ValueError(f"{len(images)} images but {n} labels")
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if cache:  # cache uint8 patches, before resizing: 4x smaller than float32
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+    if shuffle and (cache or images is not None):
+        ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+
+    def to_float(x, y):
+        x = tf.cast(x, tf.float32)
+        if image_size != PATCH:
+            x = tf.image.resize(x, (image_size, image_size), method="bilinear")
+        if preprocess is not None:
+            x = preprocess(x)
+        if one_hot:
+            y = tf.one_hot(y, 2)
+        return x, y
+
+    ds = ds.batch(batch_size).map(to_float, num_parallel_calls=auto)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True) if hasattr(augment, "call")
+                                  else augment(x), y), num_parallel_calls=auto)
+    return ds.prefetch(auto)

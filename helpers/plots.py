@@ -1,0 +1,134 @@
+"""Figures shared by the notebooks. Each function returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .pipeline import load_patch
+
+CLASS_NAMES = {0: "IDC-negative", 1: "IDC-positive"}
+CLASS_COLOURS = {0: "#4c72b0", 1: "#c44e52"}
+
+
+def scikitplot():
+    """Import scikit-plot 0.3.7 on current SciPy, NumPy and Matplotlib.
+
+    It still calls ``scipy.interp``, ``np.in1d`` and ``matplotlib.cm.get_cmap``,
+    all removed upstream; the aliases below are their documented replacements.
+    """
+    import scipy
+
+    if not hasattr(scipy, "interp"):
+        scipy.interp = np.interp
+    if not hasattr(np, "in1d"):
+        np.in1d = np.isin
+    if not hasattr(matplotlib.cm, "get_cmap"):
+        matplotlib.cm.get_cmap = matplotlib.colormaps.get_cmap
+    import scikitplot as skplt
+
+    return skplt
+
+
+def title_with_source(ax, title: str, source: str) -> None:
+    """A title plus the data it came from, so no figure is read without it."""
+    ax.set_title(f"{title}\n({source})", fontsize=11)
+
+
+def patches_per_patient(df: pd.DataFrame, source: str):
+    counts = df.groupby("patient").size()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sns.histplot(counts, bins=30, ax=ax, color="#55a868")
+    ax.set_xlabel("patches per patient")
+    ax.set_ylabel("patients")
+    ax.axvline(counts.median(), color="k", ls="--", lw=1, label=f"median {counts.median():.0f}")
+    ax.legend()
+    title_with_source(ax, f"Patches per patient: {counts.min()} to {counts.max()}", source)
+    return fig
+
+
+def positive_share_per_patient(df: pd.DataFrame, source: str, threshold: float = 0.8):
+    share = df.groupby("patient")["label"].mean().sort_values()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    colours = np.where(share > threshold, CLASS_COLOURS[1], "#8c8c8c")
+    ax.bar(range(len(share)), share.to_numpy(), color=colours, width=1.0)
+    ax.axhline(threshold, color="k", ls="--", lw=1)
+    high = int((share > threshold).sum())
+    ax.text(0.01, threshold + 0.02, f"{high} patients above {threshold:.0%} IDC-positive",
+            transform=ax.get_yaxis_transform())
+    ax.set_xlabel("patients, sorted by IDC share")
+    ax.set_ylabel("share of IDC-positive patches")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(-0.5, len(share) - 0.5)
+    title_with_source(ax, "IDC share per patient", source)
+    return fig
+
+
+def class_balance(df: pd.DataFrame, source: str):
+    counts = df["label"].value_counts().reindex([0, 1], fill_value=0)
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.bar([CLASS_NAMES[i] for i in counts.index], counts.to_numpy(),
+           color=[CLASS_COLOURS[i] for i in counts.index])
+    for i, n in enumerate(counts):
+        ax.text(i, n, f"{n:,}\n({n / counts.sum():.0%})", ha="center", va="bottom")
+    ax.set_ylabel("patches")
+    ax.set_ylim(0, counts.max() * 1.25)
+    title_with_source(ax, "Class balance", source)
+    return fig
+
+
+def patch_grid(df: pd.DataFrame, title: str, rows: int = 4, cols: int = 8, seed: int = 0):
+    """A grid of random patches from ``df`` at their real size (border patches show white padding)."""
+    n = min(rows * cols, len(df))
+    picked = df.sample(n, random_state=seed) if n else df
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25), layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (_, row) in zip(axes.flat, picked.iterrows()):
+        ax.imshow(load_patch(row["path"]))
+        ax.set_title(f"{row['patient']}", fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def colour_table(df: pd.DataFrame, n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Mean R, G, B and saturation of up to ``n`` random patches (padding excluded)."""
+    picked = df.sample(min(n, len(df)), random_state=seed)
+    rows = []
+    for _, row in picked.iterrows():
+        img = load_patch(row["path"])[: row["height"], : row["width"]].reshape(-1, 3).astype(float)
+        sat = (img.max(1) - img.min(1)) / np.maximum(img.max(1), 1)
+        rows.append({"label": CLASS_NAMES[row["label"]], "red": img[:, 0].mean(),
+                     "green": img[:, 1].mean(), "blue": img[:, 2].mean(), "saturation": sat.mean()})
+    return pd.DataFrame(rows)
+
+
+def colour_stats(table: pd.DataFrame, source: str):
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), layout="constrained")
+    palette = {CLASS_NAMES[k]: v for k, v in CLASS_COLOURS.items()}
+    for i, (ax, channel) in enumerate(zip(axes, ["red", "green", "blue", "saturation"])):
+        sns.kdeplot(data=table, x=channel, hue="label", ax=ax, common_norm=False,
+                    fill=True, palette=palette, warn_singular=False, legend=i == 0)
+        ax.set_xlabel(f"mean {channel}" + (" (0-1)" if channel == "saturation" else " (0-255)"))
+        ax.set_yticks([])
+        ax.set_ylabel("density" if i == 0 else "")
+    fig.suptitle(f"Colour of patches by class ({source})")
+    return fig
+
+
+def slide_with_labels(mosaic: np.ndarray, labels: np.ndarray, patient: str, source: str):
+    """The rebuilt tissue beside its annotation map (IDC-positive cells in red)."""
+    aspect = mosaic.shape[0] / max(mosaic.shape[1], 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6 * aspect + 0.8), layout="constrained")
+    axes[0].imshow(mosaic)
+    axes[0].set_title(f"patient {patient}: patches tiled by their x, y")
+    cmap = matplotlib.colors.ListedColormap(["#d9d9d9", CLASS_COLOURS[1]])
+    axes[1].imshow(np.ma.masked_invalid(labels), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    axes[1].set_title("annotation: grey IDC-negative, red IDC-positive, white no patch")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"One patient's tissue rebuilt from patch coordinates ({source})")
+    return fig

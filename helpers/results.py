@@ -1,0 +1,53 @@
+"""The results registry: ``outputs/results.csv``, one row per run of any notebook.
+
+Rows from different notebooks have different columns; the file holds their
+union. Every write replaces the file atomically, so a crash never truncates it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_path
+
+FIRST = ["time", "notebook", "run", "profile", "data", "generated", "split"]
+
+
+def registry_path(output_dir) -> Path:
+    return Path(output_dir) / "results.csv"
+
+
+def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
+    """Append ``rows`` (one dict per run) for ``notebook``; return the whole registry.
+
+    ``split`` names the split the figures were measured on (e.g. "test, by
+    patient, seed 42"), so no number is ever read without it.
+    """
+    if not rows:
+        raise ValueError(f"{notebook}: no result rows to record")
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    new = pd.DataFrame([
+        {"time": stamp, "notebook": notebook, "profile": cfg.profile, "data": str(cfg.data_dir),
+         "generated": cfg.generated, "split": split, **row}
+        for row in rows
+    ])
+    path = registry_path(cfg.output_dir)
+    old = load(path)
+    table = pd.concat([old, new], ignore_index=True) if len(old) else new
+    ordered = [c for c in FIRST if c in table] + [c for c in table if c not in FIRST]
+    table = table[ordered]
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def load(path) -> pd.DataFrame:
+    path = Path(path)
+    if path.is_dir():
+        path = registry_path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=FIRST)
+    return pd.read_csv(path)

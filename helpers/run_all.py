@@ -1,0 +1,103 @@
+"""Execute every notebook in order through papermill, keep going past failures,
+and close with a summary: notebook, status, seconds (and the failing cell)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ROOT
+
+KERNEL = "idc-notebooks"
+
+
+@dataclass
+class Outcome:
+    notebook: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    detail: str = ""
+
+
+def notebooks_in(folder) -> list[Path]:
+    """The numbered notebooks of ``folder``, in order (NN_topic.ipynb)."""
+    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
+    return found
+
+
+def _failure(exc) -> str:
+    cell = getattr(exc, "cell_index", None)
+    count = getattr(exc, "exec_count", None)
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    where = f"cell {cell}" + (f" (In [{count}])" if count is not None else "") if cell is not None else "before any cell"
+    first = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
+    return f"{where}: {ename}: {first}"[:300]
+
+
+def run_all(notebooks, out_dir, parameters: dict, kernel: str | None = KERNEL,
+            progress: bool = True, echo=print) -> list[Outcome]:
+    """Run each notebook into ``out_dir``; a failure is recorded and the next one runs.
+
+    The executed copy of a failed notebook is still written (papermill saves it
+    with the error), so its outputs up to the failing cell can be read.
+    """
+    import papermill as pm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for i, nb in enumerate(notebooks, 1):
+        echo(f"[{i}/{len(notebooks)}] {nb.name}", flush=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb), str(out_dir / nb.name), parameters=parameters, kernel_name=kernel,
+                cwd=str(nb.parent), progress_bar=progress, log_output=False,
+            )
+            outcome = Outcome(nb.name, "ok", time.perf_counter() - start)
+        except Exception as exc:  # one notebook's failure must not stop the series
+            outcome = Outcome(nb.name, "failed", time.perf_counter() - start, _failure(exc))
+        echo(f"    {outcome.status} in {outcome.seconds:.1f} s {outcome.detail}", flush=True)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    width = max(len(o.notebook) for o in outcomes)
+    lines = [f"{'notebook':<{width}}  status  seconds", "-" * (width + 17)]
+    for o in outcomes:
+        lines.append(f"{o.notebook:<{width}}  {o.status:<6}  {o.seconds:7.1f}")
+    total = sum(o.seconds for o in outcomes)
+    failed = [o for o in outcomes if o.status != "ok"]
+    lines.append(f"{'total':<{width}}  {len(outcomes) - len(failed)}/{len(outcomes)} ok {total:7.1f}")
+    for o in failed:
+        lines.append(f"FAILED {o.notebook}: {o.detail}")
+    return "\n".join(lines)
+
+
+def kernel_available(name: str) -> bool:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return name in KernelSpecManager().find_kernel_specs()
+
+
+def main(profile: str, data_dir: str | None, out_dir=None, notebooks_dir=None,
+         only: list[str] | None = None, kernel: str | None = None) -> int:
+    notebooks = notebooks_in(notebooks_dir or ROOT / "notebooks")
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
+    kernel = kernel or (KERNEL if kernel_available(KERNEL) else "python3")
+    params = {"PROFILE": profile}
+    if data_dir:
+        params["DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    out_dir = Path(out_dir or ROOT / "outputs" / "notebooks")
+    print(f"running {len(notebooks)} notebooks, profile {profile}, "
+          f"data {params.get('DATA_DIR', 'generated demo set')}, kernel {kernel}")
+    outcomes = run_all(notebooks, out_dir, params, kernel=kernel)
+    print()
+    print(summary(outcomes))
+    print(f"executed notebooks: {out_dir}")
+    return 0 if all(o.status == "ok" for o in outcomes) else 1

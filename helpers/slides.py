@@ -1,0 +1,51 @@
+"""Rebuild a patient's tissue from the patch coordinates in the file names.
+
+Each patch name carries the x, y of its top-left corner in the whole-slide
+image, so the patches of one patient tile back into the slide (minus the
+background the archive left out). With predictions, the same grid becomes a
+probability heatmap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .index import PATCH
+from .pipeline import load_patch
+
+
+def grid_positions(df: pd.DataFrame, step: int = PATCH) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Row and column of each patch on the patient's grid, and the grid's (rows, cols)."""
+    if df["patient"].nunique() != 1:
+        raise ValueError(f"a mosaic is one patient's; got {df['patient'].nunique()} patients")
+    cols = ((df["x"] - df["x"].min()) // step).to_numpy()
+    rows = ((df["y"] - df["y"].min()) // step).to_numpy()
+    return rows, cols, (int(rows.max()) + 1, int(cols.max()) + 1)
+
+
+def value_map(df: pd.DataFrame, values, step: int = PATCH) -> np.ndarray:
+    """One value per grid cell (NaN where the archive has no patch): labels, or probabilities."""
+    rows, cols, shape = grid_positions(df, step)
+    grid = np.full(shape, np.nan)
+    grid[rows, cols] = np.asarray(values, dtype=float)
+    return grid
+
+
+def tissue_mosaic(df: pd.DataFrame, cell: int = PATCH, background: int = 255) -> np.ndarray:
+    """The patient's patches tiled into one RGB image, each patch shrunk to ``cell`` pixels.
+
+    Border patches keep their real size (scaled), the rest of their cell stays
+    background, as on the slide.
+    """
+    from PIL import Image
+
+    rows, cols, (n_rows, n_cols) = grid_positions(df)
+    out = np.full((n_rows * cell, n_cols * cell, 3), background, dtype=np.uint8)
+    for r, c, path, w, h in zip(rows, cols, df["path"], df["width"], df["height"]):
+        patch = load_patch(path)
+        if cell != PATCH:
+            patch = np.asarray(Image.fromarray(patch).resize((cell, cell), Image.BILINEAR))
+        hh, ww = max(1, round(h * cell / PATCH)), max(1, round(w * cell / PATCH))
+        out[r * cell:r * cell + hh, c * cell:c * cell + ww] = patch[:hh, :ww]
+    return out

@@ -1,0 +1,131 @@
+"""Train / validation / test splits by patient, never by patch.
+
+Patches of one patient are near-duplicates (neighbouring tiles of one slide), so
+a patch-level split lets the model see the test patients during training and
+inflates every metric. Each function here returns the index with a ``split``
+column; a patient's patches always share one value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+SPLITS = ("train", "val", "test")
+
+
+def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
+                     seed: int = 0) -> pd.DataFrame:
+    """Assign whole patients to train/val/test, keeping each split's share of
+    IDC-positive patches near the whole set's.
+
+    ``StratifiedGroupKFold`` does the balancing: the test split is one of
+    ``round(1/test)`` folds, the validation split one fold of the rest, so the
+    fractions are met to the nearest fold.
+    """
+    for name, frac in (("val", val), ("test", test)):
+        if not 0 <= frac < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
+    if val + test >= 1:
+        raise ValueError(f"val + test must leave patients for training, got {val} + {test}")
+    patients = df["patient"].nunique()
+    if patients < 3 and (val and test):
+        raise ValueError(f"a three-way split by patient needs at least 3 patients, got {patients}")
+
+    out = df.copy()
+    out["split"] = "train"
+    rest = out.index
+    for name, frac in (("test", test), ("val", val / (1 - test) if test < 1 else 0)):
+        if frac == 0:
+            continue
+        part = out.loc[rest]
+        n_folds = min(max(2, round(1 / frac)), part["patient"].nunique())
+        folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        _, held = next(folds.split(part, part["label"], groups=part["patient"]))
+        out.loc[part.index[held], "split"] = name
+        rest = part.index.difference(part.index[held])
+    return out
+
+
+def read_patient_list(path) -> list[str]:
+    """Patient ids, one per line (blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"patient list {path} does not exist")
+    ids = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    return [i for i in ids if i]
+
+
+def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]:
+    """Assign splits from patient-id list files, e.g. ``{"train": "cases_train.txt", ...}``.
+
+    Returns the index (patients on no list are dropped) and a report: patients of
+    each list that the index lacks, and index patients that no list names.
+    """
+    owner = {}
+    for name, path in lists.items():
+        for pid in read_patient_list(path):
+            if pid in owner and owner[pid] != name:
+                raise ValueError(f"patient {pid} is on both the {owner[pid]} and {name} lists")
+            owner[pid] = name
+    present = set(df["patient"].unique())
+    report = {
+        "missing_from_data": {n: sorted(set(read_patient_list(p)) - present) for n, p in lists.items()},
+        "not_on_any_list": sorted(present - set(owner)),
+    }
+    out = df[df["patient"].isin(owner)].copy()
+    out["split"] = out["patient"].map(owner)
+    return out, report
+
+
+def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = False,
+           seed: int = 0) -> pd.DataFrame:
+    """Draw a subset of patches within each split, so no patient changes side.
+
+    ``max_patches`` caps the total (shared among splits in proportion to their
+    size); ``balanced`` draws equal numbers of IDC-negative and positive patches
+    per split (the seed projects trained on ~5,500 such patches).
+    """
+    if max_patches is not None and max_patches < 2:
+        raise ValueError(f"max_patches must be at least 2, got {max_patches}")
+    rng = np.random.default_rng(seed)
+    groups = df.groupby("split", sort=False) if "split" in df else [(None, df)]
+    total = len(df)
+    parts = []
+    for _, part in groups:
+        cap = len(part) if max_patches is None else max(2, round(max_patches * len(part) / total))
+        if balanced:
+            counts = part["label"].value_counts()
+            per_class = min(cap // 2, counts.get(0, 0), counts.get(1, 0))
+            take = [_pick(part[part["label"] == c], per_class, rng) for c in (0, 1)]
+            parts.append(pd.concat(take))
+        else:
+            parts.append(_pick(part, cap, rng))
+    return pd.concat(parts).sort_index()
+
+
+def _pick(part: pd.DataFrame, n: int, rng) -> pd.DataFrame:
+    if n >= len(part):
+        return part
+    return part.iloc[np.sort(rng.choice(len(part), size=n, replace=False))]
+
+
+def describe(df: pd.DataFrame) -> pd.DataFrame:
+    """Patients, patches and IDC share per split: the table to print under every split."""
+    table = df.groupby("split").agg(
+        patients=("patient", "nunique"), patches=("label", "size"), positives=("label", "sum")
+    )
+    table["positive_share"] = (table["positives"] / table["patches"]).round(3)
+    order = [s for s in SPLITS if s in table.index] + [s for s in table.index if s not in SPLITS]
+    return table.loc[order]
+
+
+def check_disjoint(df: pd.DataFrame) -> None:
+    """Raise if any patient appears in more than one split."""
+    counts = df.groupby("patient")["split"].nunique()
+    leaked = counts[counts > 1]
+    if len(leaked):
+        raise AssertionError(f"patients in more than one split: {list(leaked.index[:10])}")

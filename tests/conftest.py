@@ -1,0 +1,55 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def write_patch(path, size=(50, 50), colour=(200, 100, 150), mode="RGB"):
+    """A solid-colour PNG at ``path`` (w, h = size)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, colour)
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path)
+    return path
+
+
+def patch_path(root, patient, x, y, label, folder_label=None, nested=False):
+    base = Path(root) / ("IDC_regular_ps50_idx5" if nested else "")
+    folder = label if folder_label is None else folder_label
+    return base / str(patient) / str(folder) / f"{patient}_idx5_x{x}_y{y}_class{label}.png"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A valid two-patient tree: patient 1 has a 3x2 grid, patient 2 a 2x2 grid."""
+    root = tmp_path / "idc"
+    for patient, cols, rows in ((1, 3, 2), (2, 2, 2)):
+        for c in range(cols):
+            for r in range(rows):
+                label = int(patient == 1 and c == 2)
+                write_patch(patch_path(root, patient, 1 + 50 * c, 1 + 50 * r, label),
+                            colour=(10 * c, 10 * r, 100 * label))
+    return root
+
+
+@pytest.fixture
+def idc_sample():
+    path = SHARED / "idc-sample"
+    if not path.is_dir():
+        pytest.skip("../shared/data/idc-sample is not here")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

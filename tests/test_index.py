@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, patch_path, write_patch
+
+from helpers.index import COLUMNS, DataError, build_index
+
+
+def test_valid_tree_is_indexed_with_positions(tree):
+    df, report = build_index(tree)
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 10 and report.unique_patches == 10 and report.files_seen == 10
+    assert report.patients == 2 and report.positives == 2 and report.negatives == 8
+    assert report.skipped == {} and report.duplicates_merged == 0
+    assert set(df["patient"]) == {"1", "2"}
+    row = df[(df.patient == "1") & (df.x == 101) & (df.y == 51)].iloc[0]
+    assert row["label"] == 1 and (row["width"], row["height"]) == (50, 50)
+
+
+def test_nested_tree_is_merged_and_identical_copies_counted(tree):
+    # An identical copy of a top-level patch, and a patch that only the nested tree has.
+    src = patch_path(tree, 2, 1, 1, 0)
+    copy = patch_path(tree, 2, 1, 1, 0, nested=True)
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(src.read_bytes())
+    write_patch(patch_path(tree, 3, 1, 1, 1, nested=True))
+    df, report = build_index(tree)
+    assert report.files_seen == 12
+    assert report.duplicates_merged == 1
+    assert report.unique_patches == 11 and report.patients == 3
+    kept = df[(df.patient == "2") & (df.x == 1) & (df.y == 1)]
+    assert len(kept) == 1 and "IDC_regular_ps50_idx5" not in kept.iloc[0]["path"]
+
+
+def test_nested_copy_with_different_pixels_is_reported(tree):
+    write_patch(patch_path(tree, 2, 1, 1, 0, nested=True), colour=(1, 2, 3))
+    df, report = build_index(tree)
+    assert report.skipped == {"conflicting_duplicate": 1}
+    assert report.unique_patches == 10 and report.duplicates_merged == 0
+
+
+def test_bad_files_are_counted_by_category(tree):
+    good = patch_path(tree, 1, 1, 1, 0)
+    (good.parent / "notes.jpg").write_bytes(b"\xff\xd8\xff")                        # bad name
+    patch_path(tree, 1, 501, 1, 0).write_bytes(good.read_bytes()[:40])              # truncated PNG
+    patch_path(tree, 1, 551, 1, 0).write_bytes(b"")                                 # zero bytes
+    patch_path(tree, 1, 601, 1, 0).write_bytes(b"this is not a png at all")         # not a PNG
+    write_patch(patch_path(tree, 1, 651, 1, 1, folder_label=0))                     # label != folder
+    write_patch(tree / "2" / "0" / "3_idx5_x1_y1_class0.png")                       # patient != folder
+    write_patch(tree / "stray.png")                                                 # outside layout
+    (tree / "4").mkdir()                                                            # empty patient folder
+    jpeg = patch_path(tree, 1, 701, 1, 0)
+    from PIL import Image
+    Image.new("RGB", (50, 50)).save(jpeg, format="JPEG")                            # JPEG named .png
+
+    df, report = build_index(tree)
+    assert report.unique_patches == 10
+    assert report.skipped == {"bad_name": 1, "undecodable": 3, "empty_file": 1,
+                              "label_mismatch": 1, "patient_mismatch": 1, "outside_layout": 1}
+    assert report.files_seen == 10 + 8
+    assert [p.endswith("/4") for p in report.empty_patient_folders] == [True]
+    reasons = {r for _, r, _ in report.skipped_files}
+    assert reasons == set(report.skipped)
+    summary = report.summary()
+    assert summary["skipped_total"] == 8
+    assert any("format JPEG" in e["detail"] for e in summary["skipped_examples"]["undecodable"])
+
+
+def test_small_rgba_and_grayscale_patches_are_kept(tree):
+    write_patch(patch_path(tree, 2, 101, 1, 0), size=(50, 23))
+    write_patch(patch_path(tree, 2, 101, 51, 0), size=(17, 50), mode="RGBA")
+    write_patch(patch_path(tree, 2, 101, 101, 0), mode="L")
+    df, report = build_index(tree)
+    assert report.unique_patches == 13
+    assert report.small_patches == 2
+    sizes = df[(df.patient == "2") & (df.x == 101)].set_index("y")[["width", "height"]]
+    assert sizes.loc[1].tolist() == [50, 23] and sizes.loc[51].tolist() == [17, 50]
+
+
+def test_missing_empty_and_useless_directories_raise(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        build_index(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no files"):
+        build_index(tmp_path / "empty")
+    write_patch(tmp_path / "flat" / "a.png")
+    with pytest.raises(DataError, match="no usable patch"):
+        build_index(tmp_path / "flat")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        build_index(tmp_path / "file")
+
+
+def test_shared_sample_numbers(idc_sample):
+    df, report = build_index(idc_sample)
+    assert report.files_seen == 9599
+    assert report.unique_patches == 9563 == len(df)
+    assert report.patients == 230
+    assert report.positives == 2344 and report.negatives == 7219
+    assert report.duplicates_merged == 36
+    assert report.small_patches == 78
+    assert report.skipped == {}
+    assert not df.duplicated(["patient", "x", "y", "label"]).any()
+
+
+def test_cli_prints_json_summary(tree, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "helpers", "index", str(tree), "--save",
+                          str(tmp_path / "i.csv")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    for key in ("files_seen", "unique_patches", "patients", "positives", "negatives",
+                "duplicates_merged", "small_patches", "skipped"):
+        assert key in summary
+    assert summary["unique_patches"] == 10 and (tmp_path / "i.csv").is_file()
+
+
+def test_cli_missing_directory_is_one_clear_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "helpers", "index", str(tmp_path / "missing")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: data directory {tmp_path / 'missing'} does not exist"

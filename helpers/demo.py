@@ -136,33 +136,35 @@ def _patient(rng, n_target, tumour_frac, cut):
     theta = (rng.uniform(0, np.pi) + 1.2 * _field(rng, is_patch.shape, 3.0))[rr, cc][:, None, None]
     phase = y * np.cos(theta) + x * np.sin(theta) + coarse(3.0 * _field(rng, sub, 1.0)) + 1.5 * warp
     fib = f32(0.5 + 0.5 * np.cos(phase * np.float32(2 * np.pi / rng.uniform(3.0, 5.0))))
-    E = (0.42 + 0.1 * coarse(_field(rng, sub, 3.0))) * (0.65 + 0.5 * fib)
-    E[(fib > 0.9) & (fine(5.0) > 1.3)] *= 0.15  # thin white cracks between bundles
-    H = 0.05 + 0.03 * fib
+    E = (0.45 + 0.1 * coarse(_field(rng, sub, 3.0))) * (0.8 + 0.3 * fib)
+    E[(fib > 0.9) & (fine(5.0) > 1.6)] *= 0.15  # thin white cracks between bundles
+    H = 0.05 + 0.02 * fib
 
     # Fat: white vacuoles (a warped honeycomb) with thin walls, rarer in tumour.
     fat = (coarse(_field(rng, sub, 4.0)) - 1.2 * f32(tum)) > rng.uniform(0.2, 1.2)
-    lam = np.float32(2 * np.pi / (rng.uniform(8, 14) * np.sqrt(3) / 2))
+    lam = np.float32(2 * np.pi / (rng.uniform(10, 18) * np.sqrt(3) / 2))
     uy = (rr * PATCH)[:, None, None] + y + 2.5 * edge
     ux = (cc * PATCH)[:, None, None] + x + 2.5 * warp
     uy, ux = uy[fat], ux[fat]
     g = sum(np.cos(lam * (uy * np.sin(a) + ux * np.cos(a))) for a in rng.uniform(0, np.pi) + np.arange(3) * 2 * np.pi / 3)
-    E[fat], H[fat] = 0.35 * (g < -0.75), 0.05 * (g < -0.75)
+    wall = np.clip(-2.5 * (g + 0.75), 0, 1)  # soft, thin membranes
+    E[fat], H[fat] = 0.4 * wall, 0.06 * wall
     soft = tis & ~fat
 
     # Tumour: crowded nests of purple cells with small lumens, in desmoplastic stroma.
-    nests = tum & ~fat & (fine(rng.uniform(3.0, 5.0)) > rng.uniform(-0.6, 0.2))
-    lumen = nests & (fine(1.5) > 2.0)
+    nests = tum & ~fat & (fine(rng.uniform(3.0, 4.5)) > rng.uniform(-0.6, 0.2))
+    lumen = nests & (fine(1.5) > 1.6)
     nests &= ~lumen
     E = np.where(nests, 0.3 + 0.1 * fib, E)
     E[lumen] = 0.04
     H = H + 0.1 * f32(tum & ~fat) + 0.2 * f32(nests)
     grade = rng.uniform(0, 1)  # low grade tumours look closer to normal tissue
-    t_sig = 0.9 + 0.4 * grade
-    dens = f32(nests) * (0.05 + 0.04 * grade) / t_sig**2 + f32(tum & soft) * 0.006
-    H = H + (0.8 + 0.6 * grade) * _nuclei(rng, dens, t_sig)
+    dens = f32(nests) * (0.05 + 0.05 * grade) + f32(tum & soft) * 0.008
+    H = H + (0.9 + 0.5 * grade) * _nuclei(rng, dens, 0.55 + 0.25 * grade)
     healthy = soft & ~tum
-    H = H + 0.8 * _nuclei(rng, f32(healthy) * 0.004, 0.9)  # sparse fibroblasts
+    # Fibroblasts: sparse, but crowded in patches of cellular stroma (another look-alike).
+    cellular = f32(coarse(_field(rng, sub, 3.0)) > 1.0)
+    H = H + 0.06 * cellular * healthy + 0.8 * _nuclei(rng, f32(healthy) * (0.004 + 0.02 * cellular), 0.7)
 
     # Confounders in healthy tissue: lymphocyte clusters (dense, small, dark) and
     # benign lobules (small rings of nuclei around lumens).
@@ -175,19 +177,20 @@ def _patient(rng, n_target, tumour_frac, cut):
         rings, holes = [], []
         for c in centres[n_lym:]:
             for a in c + rng.normal(0, 12, (rng.integers(3, 9), 2)):
-                r = rng.uniform(2.5, 5)
-                t = rng.uniform(0, 2 * np.pi) + np.arange(0, 2 * np.pi, 1.9 / r)
+                r = rng.uniform(2.0, 4.0)
+                t = rng.uniform(0, 2 * np.pi) + np.arange(0, 2 * np.pi, 1.6 / r)
                 rings.append(a + r * np.stack([np.sin(t), np.cos(t)], 1) + rng.normal(0, 0.4, (len(t), 2)))
                 holes.append(a)
-        H = H + 1.4 * _stain(_impulses(np.concatenate(lym + rings + [np.zeros((0, 2))]), is_patch, n), 0.85) * soft
-        hole = _stain(_impulses(np.array(holes).reshape(-1, 2), is_patch, n), 1.5) > 0.6
+        H = H + 1.4 * _stain(_impulses(np.concatenate(lym + rings + [np.zeros((0, 2))]), is_patch, n), 0.7) * soft
+        hole = _stain(_impulses(np.array(holes).reshape(-1, 2), is_patch, n), 1.2) > 0.6
         E[hole], H[hole] = 0.1, 0.05
 
     # Per-patient stain: different labs, batches and scanners.
     hv = f32(_unit(_H + rng.normal(0, 0.05, 3)))
     ev = f32(_unit(_E + rng.normal(0, 0.07, 3)))
-    H = H * np.float32(rng.uniform(0.75, 1.3)) * tis
-    E = E * np.float32(rng.uniform(0.7, 1.35)) * tis
+    grain = 1 + 0.25 * fine(0.6)  # tissue is granular at this scale
+    H = H * grain * np.float32(rng.uniform(0.75, 1.3)) * tis
+    E = E * grain * np.float32(rng.uniform(0.7, 1.6)) * tis
     od = H[..., None] * hv + E[..., None] * ev + np.float32(_BACKGROUND_OD)
     img = 255 * np.exp(-od) + 3 * rng.standard_normal(od.shape, dtype=np.float32)
     img = np.clip(img, 0, 255).astype(np.uint8)

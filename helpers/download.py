@@ -66,9 +66,11 @@ def find_data_root(folder) -> Path:
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")
 
+    def is_patient(p: Path) -> bool:
+        return p.name.isdigit() and ((p / "0").is_dir() or (p / "1").is_dir())
+
     def is_root(d: Path) -> bool:
-        return any(p.name.isdigit() and ((p / "0").is_dir() or (p / "1").is_dir())
-                   for p in d.iterdir() if p.is_dir())
+        return any(is_patient(p) for p in d.iterdir() if p.is_dir())
 
     level = [folder]
     for _ in range(4):  # breadth first: the archive's root is near the top
@@ -76,5 +78,5 @@ def find_data_root(folder) -> Path:
             if is_root(d):
                 return d.parent if d.name == NESTED else d
         level = [c for d in level for c in sorted(d.iterdir())
-                 if c.is_dir() and not c.name.isdigit()]
+                 if c.is_dir() and not is_patient(c)]
     raise DataError(f"no <patient>/<0|1>/ folders found under {folder}")

@@ -32,9 +32,15 @@ def _failure(exc) -> str:
     cell = getattr(exc, "cell_index", None)
     count = getattr(exc, "exec_count", None)
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
-    where = f"cell {cell}" + (f" (In [{count}])" if count is not None else "") if cell is not None else "before any cell"
+    # cell numbers count from 0 in the executed copy (papermill adds a parameters cell)
+    if cell is None:
+        where = "before any cell"
+    else:
+        where = f"cell {cell}" + (f" (In [{count}])" if count is not None else "")
     first = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
-    return f"{where}: {ename}: {first}"[:300]
+    source = (getattr(exc, "source", "") or "").strip().splitlines()
+    code = f" `{source[0][:60]}`" if source else ""
+    return f"{where}{code}: {ename}: {first}"[:300]
 
 
 def run_all(notebooks, out_dir, parameters: dict, kernel: str | None = KERNEL,

@@ -1,0 +1,52 @@
+import pandas as pd
+import pytest
+
+from helpers import config, results
+from helpers.io import atomic_path
+
+
+def test_profile_sets_everything_and_explicit_values_win(tree, tmp_path):
+    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    assert cfg.epochs == config.PROFILES["smoke"]["epochs"] and cfg.generated is False
+    assert cfg.data_label == "real data: idc"
+    full = config.resolve("full", data_dir=tree, output_dir=tmp_path, epochs=3, sample_size=0)
+    assert full.epochs == 3 and full.sample_size is None and full.weights == "imagenet"
+    assert cfg.figures == tmp_path / "figures"
+
+
+def test_unknown_profile_lists_the_known_ones(tree):
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'.*'cpu', 'full', 'smoke'"):
+        config.resolve("fast", data_dir=tree)
+
+
+def test_no_data_dir_means_the_generated_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDC_DEMO_ROOT", str(tmp_path / "demo"))
+    cfg = config.resolve("smoke", output_dir=tmp_path / "out")
+    assert cfg.generated and cfg.data_label == "generated demo data"
+    assert cfg.data_dir == tmp_path / "demo" / "idc-24p"
+    assert (cfg.data_dir / "GENERATED.txt").is_file()
+
+
+def test_registry_appends_rows_with_the_union_of_columns(tree, tmp_path):
+    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    results.record(cfg, "00_data", [{"run": "a", "patches": 10}], split="none")
+    table = results.record(cfg, "02_cnn", [{"run": "b", "f1": 0.5}, {"run": "c", "f1": 0.7}],
+                           split="test, by patient")
+    assert list(table["run"]) == ["a", "b", "c"]
+    assert list(table.columns[:7]) == results.FIRST
+    on_disk = results.load(tmp_path)
+    assert len(on_disk) == 3 and pd.isna(on_disk.loc[0, "f1"]) and on_disk.loc[2, "f1"] == 0.7
+    assert on_disk.loc[1, "split"] == "test, by patient"
+    with pytest.raises(ValueError, match="no result rows"):
+        results.record(cfg, "x", [], split="none")
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "r.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]

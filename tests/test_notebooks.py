@@ -1,0 +1,51 @@
+"""Every notebook of the series, executed by papermill with the smoke profile."""
+
+import nbformat
+import pandas as pd
+import pytest
+
+from helpers import run_all
+from helpers.config import ROOT
+
+NOTEBOOKS = run_all.notebooks_in(ROOT / "notebooks")
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_with_smoke_profile(path, tmp_path, demo_root, monkeypatch):
+    monkeypatch.setenv("IDC_DEMO_ROOT", str(demo_root))  # the kernel inherits it
+    kernel = run_all.KERNEL if run_all.kernel_available(run_all.KERNEL) else "python3"
+    out = tmp_path / "outputs"
+    outcomes = run_all.run_all([path], out / "notebooks",
+                               {"PROFILE": "smoke", "OUTPUT_DIR": str(out)},
+                               kernel=kernel, progress=False)
+    assert outcomes[0].status == "ok", outcomes[0].detail
+
+    nb = nbformat.read(out / "notebooks" / path.name, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    assert sum("parameters" in t for t in tags) == 1, "exactly one parameters cell"
+
+    registry = pd.read_csv(out / "results.csv")
+    assert (registry["notebook"] == path.stem).any(), "the notebook wrote its results"
+    assert registry["generated"].all(), "the smoke run used the generated set"
+    assert registry["split"].notna().all()
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+        first = nb.cells[0]
+        assert first.cell_type == "markdown" and first.source.startswith("# "), f"{path.name}: no title"
+        sources = [c.source for c in nb.cells]
+        assert any("google.colab" in s for s in sources), f"{path.name}: no Colab setup cell"

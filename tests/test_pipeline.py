@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+from conftest import patch_path, write_patch
+
+from helpers import pipeline
+from helpers.index import DataError, build_index
+
+
+def test_pad_patch_fills_right_and_bottom_with_white():
+    arr = np.zeros((37, 20, 3), dtype=np.uint8)
+    out = pipeline.pad_patch(arr)
+    assert out.shape == (50, 50, 3) and out.dtype == np.uint8
+    assert (out[:37, :20] == 0).all()
+    assert (out[37:] == 255).all() and (out[:, 20:] == 255).all()
+    big = np.zeros((60, 60, 3), dtype=np.uint8)
+    assert pipeline.pad_patch(big).shape == (50, 50, 3)
+
+
+def test_load_patch_converts_rgba_and_grayscale(tmp_path):
+    rgba = write_patch(tmp_path / "a.png", size=(20, 50), colour=(10, 20, 30), mode="RGBA")
+    gray = write_patch(tmp_path / "g.png", colour=(90, 90, 90), mode="L")
+    a = pipeline.load_patch(rgba)
+    assert a.shape == (50, 50, 3) and tuple(a[0, 0]) == (10, 20, 30) and tuple(a[0, 30]) == (255, 255, 255)
+    g = pipeline.load_patch(gray)
+    assert g.shape == (50, 50, 3) and len(set(g[10, 10])) == 1
+
+
+@pytest.fixture
+def small_index(tree):
+    write_patch(patch_path(tree, 2, 101, 1, 0), size=(50, 30), colour=(0, 0, 0))
+    write_patch(patch_path(tree, 2, 101, 51, 1), mode="RGBA", colour=(5, 6, 7))
+    df, _ = build_index(tree)
+    return df
+
+
+def test_tf_data_matches_pil_and_pads_white(small_index):
+    images, labels = pipeline.load_arrays(small_index)
+    ds = pipeline.make_dataset(small_index, batch_size=5)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [5, 5, 2]
+    x = np.concatenate([b[0].numpy() for b in batches])
+    y = np.concatenate([b[1].numpy() for b in batches])
+    assert x.dtype == np.float32 and x.shape == (12, 50, 50, 3)
+    np.testing.assert_array_equal(x.astype(np.uint8), images)
+    np.testing.assert_array_equal(y, labels)
+    small = small_index.index[(small_index.height == 30)][0]
+    assert (x[small, 30:] == 255).all() and (x[small, :30] == 0).all()
+
+
+def test_resize_preprocess_one_hot_and_shuffle(small_index):
+    ds = pipeline.make_dataset(small_index, batch_size=4, image_size=75,
+                               preprocess=lambda t: t / 127.5 - 1, one_hot=True,
+                               shuffle=True, seed=1, cache=True)
+    x, y = next(iter(ds))
+    assert x.shape == (4, 75, 75, 3) and y.shape == (4, 2)
+    assert float(x.numpy().min()) >= -1 and float(x.numpy().max()) <= 1
+    epoch1 = np.concatenate([b[1].numpy().argmax(1) for b in ds])
+    assert sorted(epoch1) == sorted(small_index["label"])
+
+
+def test_pack_round_trip_and_dataset_from_arrays(small_index, tmp_path):
+    npy = pipeline.pack(small_index, tmp_path / "cache" / "idc", progress=False)
+    assert npy.name == "idc.npy"
+    images, table = pipeline.load_pack(tmp_path / "cache" / "idc")
+    expected, labels = pipeline.load_arrays(small_index)
+    np.testing.assert_array_equal(np.asarray(images), expected)
+    assert table["path"].tolist() == small_index["path"].tolist()
+    assert table["patient"].dtype == object or str(table["patient"].dtype).startswith("str")
+    assert pipeline.pack_is_current(small_index, tmp_path / "cache" / "idc")
+    assert not pipeline.pack_is_current(small_index.iloc[1:], tmp_path / "cache" / "idc")
+    ds = pipeline.make_dataset(images=images, labels=table["label"].to_numpy(), batch_size=12)
+    x, y = next(iter(ds))
+    np.testing.assert_array_equal(x.numpy().astype(np.uint8), expected)
+    assert not list((tmp_path / "cache").glob(".*")), "temporary files left behind"
+
+
+def test_bad_inputs_raise_clearly(small_index, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        pipeline.load_pack(tmp_path / "missing")
+    with pytest.raises(ValueError, match="either df"):
+        pipeline.make_dataset(small_index, images=np.zeros((1, 50, 50, 3), np.uint8), labels=[0])
+    with pytest.raises(DataError, match="empty"):
+        pipeline.make_dataset(small_index.iloc[:0])
+    with pytest.raises(ValueError, match="2 images but 3 labels"):
+        pipeline.make_dataset(images=np.zeros((2, 50, 50, 3), np.uint8), labels=[0, 1, 0])

@@ -1,0 +1,73 @@
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import patch_path, write_patch
+
+from helpers import plots, slides
+from helpers.index import build_index
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """One patient: cells (row, col) (0,0) red, (0,2) green, (1,1) a 50x20 blue border patch."""
+    root = tmp_path / "grid"
+    write_patch(patch_path(root, 7, 101, 201, 0), colour=(255, 0, 0))
+    write_patch(patch_path(root, 7, 201, 201, 1), colour=(0, 255, 0))
+    write_patch(patch_path(root, 7, 151, 251, 1), size=(50, 20), colour=(0, 0, 255))
+    df, _ = build_index(root)
+    return df
+
+
+def test_positions_and_value_map(grid):
+    rows, cols, shape = slides.grid_positions(grid)
+    assert shape == (2, 3)
+    got = {(r, c) for r, c in zip(rows, cols)}
+    assert got == {(0, 0), (0, 2), (1, 1)}
+    labels = slides.value_map(grid, grid["label"])
+    assert labels[0, 0] == 0 and labels[0, 2] == 1 and labels[1, 1] == 1
+    assert np.isnan(labels[0, 1]) and np.isnan(labels[1, 0]) and np.isnan(labels[1, 2])
+
+
+def test_mosaic_places_patches_and_keeps_border_size(grid):
+    m = slides.tissue_mosaic(grid)
+    assert m.shape == (100, 150, 3)
+    assert tuple(m[10, 10]) == (255, 0, 0)
+    assert tuple(m[10, 110]) == (0, 255, 0)
+    assert tuple(m[10, 60]) == (255, 255, 255)          # no patch: background
+    assert tuple(m[55, 60]) == (0, 0, 255)              # border patch, its 20 real rows
+    assert tuple(m[75, 60]) == (255, 255, 255)          # below the border patch: background
+    small = slides.tissue_mosaic(grid, cell=10)
+    assert small.shape == (20, 30, 3) and tuple(small[12, 15]) == (0, 0, 255)
+    assert tuple(small[17, 15]) == (255, 255, 255)
+
+
+def test_mosaic_refuses_several_patients(grid):
+    two = pd.concat([grid, grid.assign(patient="8")])
+    with pytest.raises(ValueError, match="2 patients"):
+        slides.tissue_mosaic(two)
+
+
+def test_eda_figures_have_their_source_in_the_title(grid, tree):
+    df, _ = build_index(tree)
+    for fig in (plots.patches_per_patient(df, "generated demo data"),
+                plots.positive_share_per_patient(df, "generated demo data"),
+                plots.class_balance(df, "generated demo data")):
+        assert "generated demo data" in fig.axes[0].get_title()
+    share = plots.positive_share_per_patient(df, "x", threshold=0.3)
+    assert "1 patients above 30%" in " ".join(t.get_text() for t in share.axes[0].texts)
+    table = plots.colour_table(df, n=5, seed=0)
+    assert len(table) == 5 and set(table.columns) == {"label", "red", "green", "blue", "saturation"}
+    matplotlib.pyplot.close("all")
+
+
+def test_scikitplot_imports_and_plots_on_current_libraries():
+    skplt = plots.scikitplot()
+    y = np.array([0, 0, 1, 1, 0, 1])
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    ax = skplt.metrics.plot_roc(y, proba)
+    assert len(ax.get_lines()) >= 2
+    ax = skplt.metrics.plot_confusion_matrix(y, proba.argmax(1))
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["1", "1", "2", "2"]
+    matplotlib.pyplot.close("all")

@@ -1,0 +1,103 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import splits
+
+
+def make_index(n_patients=40, seed=0):
+    """Patients of 10-200 patches with IDC shares from 0 to 1."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        n = int(rng.integers(10, 200))
+        share = rng.uniform(0, 1)
+        labels = (rng.uniform(size=n) < share).astype(int)
+        rows += [{"path": f"{p}/{i}.png", "patient": str(1000 + p), "x": i, "y": 0, "label": y}
+                 for i, y in enumerate(labels)]
+    return pd.DataFrame(rows)
+
+
+def test_no_patient_in_two_splits_and_all_patches_kept():
+    df = make_index()
+    out = splits.split_by_patient(df, val=0.15, test=0.15, seed=1)
+    assert len(out) == len(df)
+    assert (out.groupby("patient")["split"].nunique() == 1).all()
+    splits.check_disjoint(out)
+    assert set(out["split"]) == {"train", "val", "test"}
+
+
+def test_split_fractions_and_positive_share_are_near_the_whole():
+    df = make_index(n_patients=120)
+    out = splits.split_by_patient(df, val=0.15, test=0.15, seed=3)
+    table = splits.describe(out)
+    whole = df["label"].mean()
+    assert (abs(table["positive_share"] - whole) < 0.06).all(), table
+    share = table["patches"] / table["patches"].sum()
+    assert 0.6 < share["train"] < 0.8 and 0.08 < share["test"] < 0.24 and 0.08 < share["val"] < 0.24
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    df = make_index()
+    a = splits.split_by_patient(df, seed=7)["split"]
+    b = splits.split_by_patient(df, seed=7)["split"]
+    c = splits.split_by_patient(df, seed=8)["split"]
+    assert a.equals(b) and not a.equals(c)
+
+
+def test_check_disjoint_catches_a_leak():
+    df = make_index(5)
+    df["split"] = "train"
+    df.loc[df.index[0], "split"] = "test"
+    with pytest.raises(AssertionError, match=df.loc[df.index[0], "patient"]):
+        splits.check_disjoint(df)
+
+
+@pytest.mark.parametrize("val,test", [(-0.1, 0.2), (0.5, 0.5), (0.2, 1.0)])
+def test_bad_fractions_raise(val, test):
+    with pytest.raises(ValueError, match="fraction|leave patients"):
+        splits.split_by_patient(make_index(), val=val, test=test)
+
+
+def test_lists_assign_splits_and_report_missing(tmp_path):
+    df = make_index(6)
+    (tmp_path / "train.txt").write_text("1000\n1001\n# a comment\n1002\n\n")
+    (tmp_path / "test.txt").write_text("1003\n9999")
+    out, report = splits.split_from_lists(df, {"train": tmp_path / "train.txt",
+                                               "test": tmp_path / "test.txt"})
+    assert sorted(out[out.split == "train"]["patient"].unique()) == ["1000", "1001", "1002"]
+    assert list(out[out.split == "test"]["patient"].unique()) == ["1003"]
+    assert report["missing_from_data"] == {"train": [], "test": ["9999"]}
+    assert report["not_on_any_list"] == ["1004", "1005"]
+    splits.check_disjoint(out)
+
+
+def test_a_patient_on_two_lists_raises(tmp_path):
+    (tmp_path / "a.txt").write_text("1000\n")
+    (tmp_path / "b.txt").write_text("1000\n")
+    with pytest.raises(ValueError, match="1000"):
+        splits.split_from_lists(make_index(3), {"train": tmp_path / "a.txt", "val": tmp_path / "b.txt"})
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        splits.read_patient_list(tmp_path / "nope.txt")
+
+
+def test_balanced_sample_keeps_patients_on_their_side():
+    df = splits.split_by_patient(make_index(60), seed=0)
+    owner = df.groupby("patient")["split"].first()
+    sub = splits.sample(df, max_patches=600, balanced=True, seed=0)
+    assert (sub["patient"].map(owner) == sub["split"]).all()
+    per_split = sub.groupby(["split", "label"]).size().unstack()
+    assert (per_split[0] == per_split[1]).all()
+    assert 500 <= len(sub) <= 600
+    assert not sub.index.duplicated().any() and sub.index.isin(df.index).all()
+
+
+def test_size_limited_sample_is_reproducible_and_capped():
+    df = splits.split_by_patient(make_index(60), seed=0)
+    a = splits.sample(df, max_patches=1000, seed=4)
+    b = splits.sample(df, max_patches=1000, seed=4)
+    assert a.index.equals(b.index)
+    assert abs(len(a) - 1000) <= 3
+    assert splits.sample(df).index.equals(df.index)
+    with pytest.raises(ValueError, match="max_patches"):
+        splits.sample(df, max_patches=1)

@@ -50,6 +50,7 @@ def _lerp(positions):
 # Upsampling as two small matrix products is much faster than ndimage.zoom on stacks of patches.
 _COARSE = _lerp(SUB * np.arange(PATCH // SUB + 2) - SUB / 2)  # 7 layout samples around a cell
 _HALF = _lerp(2.0 * np.arange(PATCH // 2 + 1))  # 26 half-resolution samples
+_DISC = np.argwhere(np.hypot(*np.mgrid[-2:3, -2:3]) <= 1.6) - 2  # pixel offsets of a small lumen
 
 
 def _resize(a, m):
@@ -57,21 +58,19 @@ def _resize(a, m):
 
 
 def _field(rng, shape, sigma):
-    """Smooth gaussian noise with zero mean and unit std (sigma in samples); the last two axes are smoothed."""
-    a = rng.standard_normal(shape, dtype=np.float32)
+    """Smooth noise with zero mean and unit std (sigma in samples) over the last two axes.
+
+    Uniform draws are several times cheaper than normal ones and, once smoothed, just as gaussian.
+    """
+    a = rng.random(shape, dtype=np.float32)
     a = ndimage.gaussian_filter(a, (0,) * (len(shape) - 2) + (sigma, sigma), mode="wrap")
     return (a - a.mean()) / (a.std() + 1e-6)
 
 
-def _nuclei(rng, density, sigma):
-    """Nuclei as blurred impulses at random points (density: nuclei per pixel); 0..1 darkness."""
-    img = (rng.random(density.shape, dtype=np.float32) < density).astype(np.float32)
-    return _stain(img, sigma)
-
-
 def _stain(impulses, sigma):
+    """Nuclei from impulses: a blur, then saturation where they crowd, as stain does (0..1)."""
     img = ndimage.gaussian_filter(impulses, (0, sigma, sigma)) * np.float32(2 * np.pi * sigma**2)
-    return 1 - np.exp(-1.6 * img)  # saturates where nuclei crowd, as stain does
+    return 1 - np.exp(-1.6 * img)
 
 
 def _layout(rng, n_target, tumour_frac):
@@ -120,8 +119,8 @@ def _patient(rng, n_target, tumour_frac, cut):
         a = np.pad(a, 1, mode="edge")[(rr * k)[:, None, None] + win[:, None], (cc * k)[:, None, None] + win]
         return _resize(a.astype(np.float32), _COARSE)
 
-    def fine(sigma):  # per-patch noise; from sigma 3 px on, drawn at half resolution for speed
-        if sigma < 3:
+    def fine(sigma):  # per-patch noise; from sigma 2 px on, drawn at half resolution for speed
+        if sigma < 2:
             return _field(rng, (n, PATCH, PATCH), sigma)
         return _resize(_field(rng, (n, PATCH // 2 + 1, PATCH // 2 + 1), sigma / 2), _HALF)
 
@@ -136,54 +135,60 @@ def _patient(rng, n_target, tumour_frac, cut):
     theta = (rng.uniform(0, np.pi) + 1.2 * _field(rng, is_patch.shape, 3.0))[rr, cc][:, None, None]
     phase = y * np.cos(theta) + x * np.sin(theta) + coarse(3.0 * _field(rng, sub, 1.0)) + 1.5 * warp
     fib = f32(0.5 + 0.5 * np.cos(phase * np.float32(2 * np.pi / rng.uniform(3.0, 5.0))))
-    E = (0.45 + 0.1 * coarse(_field(rng, sub, 3.0))) * (0.8 + 0.3 * fib)
+    E = (0.45 + 0.12 * coarse(_field(rng, sub, 3.0))) * (0.8 + 0.3 * fib)
     E[(fib > 0.9) & (fine(5.0) > 1.6)] *= 0.15  # thin white cracks between bundles
     H = 0.05 + 0.02 * fib
 
     # Fat: white vacuoles (a warped honeycomb) with thin walls, rarer in tumour.
     fat = (coarse(_field(rng, sub, 4.0)) - 1.2 * f32(tum)) > rng.uniform(0.2, 1.2)
     lam = np.float32(2 * np.pi / (rng.uniform(10, 18) * np.sqrt(3) / 2))
-    uy = (rr * PATCH)[:, None, None] + y + 2.5 * edge
-    ux = (cc * PATCH)[:, None, None] + x + 2.5 * warp
-    uy, ux = uy[fat], ux[fat]
+    uy = ((rr * PATCH)[:, None, None] + y + 2.5 * edge)[fat]
+    ux = ((cc * PATCH)[:, None, None] + x + 2.5 * warp)[fat]
     g = sum(np.cos(lam * (uy * np.sin(a) + ux * np.cos(a))) for a in rng.uniform(0, np.pi) + np.arange(3) * 2 * np.pi / 3)
     wall = np.clip(-2.5 * (g + 0.75), 0, 1)  # soft, thin membranes
     E[fat], H[fat] = 0.4 * wall, 0.06 * wall
     soft = tis & ~fat
+    healthy = soft & ~tum
 
     # Tumour: crowded nests of purple cells with small lumens, in desmoplastic stroma.
     nests = tum & ~fat & (fine(rng.uniform(3.0, 4.5)) > rng.uniform(-0.6, 0.2))
-    lumen = nests & (fine(1.5) > 1.6)
+    lumen = nests & (fine(2.0) > 1.6)
     nests &= ~lumen
-    E = np.where(nests, 0.3 + 0.1 * fib, E)
+    E[nests] = 0.3 + 0.1 * fib[nests]
     E[lumen] = 0.04
-    H = H + 0.1 * f32(tum & ~fat) + 0.2 * f32(nests)
-    grade = rng.uniform(0, 1)  # low grade tumours look closer to normal tissue
-    dens = f32(nests) * (0.05 + 0.05 * grade) + f32(tum & soft) * 0.008
-    H = H + (0.9 + 0.5 * grade) * _nuclei(rng, dens, 0.55 + 0.25 * grade)
-    healthy = soft & ~tum
-    # Fibroblasts: sparse, but crowded in patches of cellular stroma (another look-alike).
-    cellular = f32(coarse(_field(rng, sub, 3.0)) > 1.0)
-    H = H + 0.06 * cellular * healthy + 0.8 * _nuclei(rng, f32(healthy) * (0.004 + 0.02 * cellular), 0.7)
+    H += 0.1 * f32(tum & ~fat) + 0.2 * f32(nests)
 
-    # Confounders in healthy tissue: lymphocyte clusters (dense, small, dark) and
-    # benign lobules (small rings of nuclei around lumens).
+    # Nuclei, all drawn at once: tumour cells crowd the nests (denser, larger and
+    # darker with grade); fibroblasts are sparse, but crowd in patches of cellular
+    # stroma, one of the look-alikes of tumour.
+    grade = rng.uniform(0, 1)  # low grade tumours look closer to normal tissue
+    cellular = f32(coarse(_field(rng, sub, 3.0)) > 1.0) * healthy
+    H += 0.06 * cellular
+    dens = f32(nests) * (0.05 + 0.05 * grade) + f32(tum & soft) * 0.008 + f32(healthy) * 0.004 + 0.02 * cellular
+    nuclei = f32(rng.random(dens.shape, dtype=np.float32) < dens)
+    dark = np.where(tum, np.float32(0.9 + 0.5 * grade), np.float32(0.8))
+
+    # More look-alikes in healthy tissue: lymphocyte clusters (dense, small, dark)
+    # and benign lobules (small rings of nuclei around lumens).
     where = np.flatnonzero(healthy)
     n_lym, n_lob = rng.poisson(n / 30), rng.poisson(n / 30)
+    holes = np.zeros((0, 2))
     if len(where) and n_lym + n_lob:
         p, py, px = np.unravel_index(rng.choice(where, n_lym + n_lob), healthy.shape)
         centres = np.stack([rr[p] * PATCH + py, cc[p] * PATCH + px], 1).astype(np.float32)
-        lym = [c + rng.normal(0, rng.uniform(5, 14), (rng.integers(60, 300), 2)) for c in centres[:n_lym]]
-        rings, holes = [], []
+        pts = [c + rng.normal(0, rng.uniform(5, 14), (rng.integers(60, 300), 2)) for c in centres[:n_lym]]
+        holes = [holes]
         for c in centres[n_lym:]:
             for a in c + rng.normal(0, 12, (rng.integers(3, 9), 2)):
                 r = rng.uniform(2.0, 4.0)
                 t = rng.uniform(0, 2 * np.pi) + np.arange(0, 2 * np.pi, 1.6 / r)
-                rings.append(a + r * np.stack([np.sin(t), np.cos(t)], 1) + rng.normal(0, 0.4, (len(t), 2)))
-                holes.append(a)
-        H = H + 1.4 * _stain(_impulses(np.concatenate(lym + rings + [np.zeros((0, 2))]), is_patch, n), 0.7) * soft
-        hole = _stain(_impulses(np.array(holes).reshape(-1, 2), is_patch, n), 1.2) > 0.6
-        E[hole], H[hole] = 0.1, 0.05
+                pts.append(a + r * np.stack([np.sin(t), np.cos(t)], 1) + rng.normal(0, 0.4, (len(t), 2)))
+                holes.append(a + _DISC)
+        nuclei += 2 * _impulses(np.concatenate(pts + [np.zeros((0, 2))]), is_patch, n) * soft
+        holes = np.concatenate(holes)
+    H += dark * _stain(nuclei, 0.55 + 0.25 * grade)
+    hole = _impulses(holes, is_patch, n) > 0
+    E[hole], H[hole] = 0.1, 0.05
 
     # Per-patient stain: different labs, batches and scanners.
     hv = f32(_unit(_H + rng.normal(0, 0.05, 3)))
@@ -192,7 +197,7 @@ def _patient(rng, n_target, tumour_frac, cut):
     H = H * grain * np.float32(rng.uniform(0.75, 1.3)) * tis
     E = E * grain * np.float32(rng.uniform(0.7, 1.6)) * tis
     od = H[..., None] * hv + E[..., None] * ev + np.float32(_BACKGROUND_OD)
-    img = 255 * np.exp(-od) + 3 * rng.standard_normal(od.shape, dtype=np.float32)
+    img = 255 * np.exp(-od) + 10 * (rng.random(od.shape, dtype=np.float32) - 0.5)  # sensor noise
     img = np.clip(img, 0, 255).astype(np.uint8)
 
     # A slide ends where it ends: its last row or column of cells is cut short.

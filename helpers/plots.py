@@ -132,3 +132,41 @@ def slide_with_labels(mosaic: np.ndarray, labels: np.ndarray, patient: str, sour
         ax.axis("off")
     fig.suptitle(f"One patient's tissue rebuilt from patch coordinates ({source})")
     return fig
+
+
+def training_curves(history: pd.DataFrame, title: str, metrics=("loss", "accuracy", "f1")):
+    """Training against validation, one panel per metric, from a history table."""
+    metrics = [m for m in metrics if m in history]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), layout="constrained",
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        long = pd.concat([
+            pd.DataFrame({"epoch": history["epoch"] + 1, metric: history[metric], "split": "training"}),
+            pd.DataFrame({"epoch": history["epoch"] + 1, metric: history.get(f"val_{metric}"),
+                          "split": "validation"}),
+        ]).dropna()
+        sns.lineplot(data=long, x="epoch", y=metric, hue="split", marker="o", ax=ax)
+        ax.set_title(metric)
+        if ax is not axes[0][0] and ax.get_legend():
+            ax.get_legend().remove()
+    fig.suptitle(title)
+    return fig
+
+
+def evaluation_plots(y_true, proba, threshold: float, title: str):
+    """ROC, precision-recall and confusion matrix (at ``threshold``) through scikit-plot."""
+    skplt = scikitplot()
+    y_true = np.asarray(y_true).astype(int)
+    probas = np.column_stack([1 - np.asarray(proba), np.asarray(proba)])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+    skplt.metrics.plot_roc(y_true, probas, ax=axes[0], plot_micro=False, plot_macro=False,
+                           classes_to_plot=[1], title="ROC (IDC)")
+    skplt.metrics.plot_precision_recall(y_true, probas, ax=axes[1], plot_micro=False,
+                                        classes_to_plot=[1], title="Precision-recall (IDC)")
+    y_pred = (np.asarray(proba) >= threshold).astype(int)
+    skplt.metrics.plot_confusion_matrix(y_true, y_pred, ax=axes[2],
+                                        title=f"Confusion matrix (threshold {threshold:.2f})")
+    axes[2].set_xticks([0, 1], ["IDC(-)", "IDC(+)"])
+    axes[2].set_yticks([0, 1], ["IDC(-)", "IDC(+)"])
+    fig.suptitle(title)
+    return fig

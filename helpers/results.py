@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
 from .io import atomic_path
 
@@ -35,12 +36,15 @@ def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
         for row in rows
     ])
     path = registry_path(cfg.output_dir)
-    old = load(path)
-    table = pd.concat([old, new], ignore_index=True) if len(old) else new
-    ordered = [c for c in FIRST if c in table] + [c for c in table if c not in FIRST]
-    table = table[ordered]
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Read-modify-write under a lock: two runs appending at once both keep their rows.
+    with FileLock(str(path) + ".lock", timeout=120):
+        old = load(path)
+        table = pd.concat([old, new], ignore_index=True) if len(old) else new
+        ordered = [c for c in FIRST if c in table] + [c for c in table if c not in FIRST]
+        table = table[ordered]
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
     return table
 
 

@@ -1,0 +1,186 @@
+"""One training loop for every notebook: optimizer by name, class weights,
+checkpoints of the best epoch, early stopping, a CSV history, and resumption of
+an interrupted run where it stopped.
+
+Labels are one-hot (the pipeline's ``one_hot=True``) so that label smoothing
+works with the same loss; the output is a 2-way softmax, column 1 = IDC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import write_text
+
+# Learning rates are Keras' defaults except adagrad/adadelta, whose defaults
+# (0.001) barely move a CNN in the few epochs of a teaching run.
+OPTIMIZERS = {
+    "adagrad": 0.01,
+    "sgd": 0.01,  # with momentum 0.9
+    "rmsprop": 0.001,
+    "adam": 0.001,
+    "adadelta": 1.0,  # the value of the original paper (Zeiler 2012)
+}
+
+
+def make_optimizer(name: str, learning_rate: float | None = None):
+    """A Keras optimizer by name: adagrad, sgd (momentum 0.9), rmsprop, adam, adadelta."""
+    import keras
+
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    lr = OPTIMIZERS[key] if learning_rate is None else float(learning_rate)
+    if not lr > 0:
+        raise ValueError(f"learning rate must be positive, got {learning_rate}")
+    if key == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+    cls = {"adagrad": keras.optimizers.Adagrad, "rmsprop": keras.optimizers.RMSprop,
+           "adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta}[key]
+    return cls(learning_rate=lr)
+
+
+def class_weights(labels) -> dict[int, float]:
+    """Weights that make both classes count equally in the loss (n / (2 * n_class))."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels).astype(int)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise ValueError(f"the training split holds only class {present.tolist()}: cannot weight two classes")
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+    return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def compile_model(model, optimizer="adam", learning_rate=None, label_smoothing: float = 0.0):
+    """Compile with categorical cross-entropy and the metrics every run logs."""
+    import keras
+
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate) if isinstance(optimizer, str) else optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.AUC(name="auc"),
+                 keras.metrics.Precision(class_id=1, name="precision"),
+                 keras.metrics.Recall(class_id=1, name="recall")],
+    )
+    return model
+
+
+def _f1_callback():
+    import keras
+
+    class F1FromPrecisionRecall(keras.callbacks.Callback):
+        """Adds f1 / val_f1 (IDC class, threshold 0.5) to the logs, before checkpoints read them."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            for prefix in ("", "val_"):
+                p, r = logs.get(f"{prefix}precision"), logs.get(f"{prefix}recall")
+                if p is not None and r is not None:
+                    logs[f"{prefix}f1"] = 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+    return F1FromPrecisionRecall()
+
+
+def make_callbacks(run_dir, name: str, monitor: str = "val_auc", patience: int = 5,
+                   extra=()) -> list:
+    """F1, best-epoch checkpoint, early stopping, CSV history, backup for resumption."""
+    import keras
+
+    run_dir = Path(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    mode = "min" if "loss" in monitor else "max"
+    return [
+        _f1_callback(),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "checkpoints" / f"{name}-epoch{{epoch:02d}}-{monitor}{{{monitor}:.4f}}.keras"),
+            monitor=monitor, mode=mode, save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        # Saves the model, optimizer and epoch after every epoch; a new fit() in
+        # the same run_dir starts from there. Deleted when training ends.
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        *extra,
+    ]
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    best_checkpoint: str | None
+    epochs_run: int
+    seconds: float
+    images_per_s: float
+    train_patches: int
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return read_history(self.run_dir)
+
+
+def read_history(run_dir) -> pd.DataFrame:
+    """The epochs logged in ``run_dir/history.csv`` (one row per epoch, resumed runs included)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no history at {path}: has this run trained yet?")
+    history = pd.read_csv(path)
+    # A resumed run logs again from the epoch it restarted at: keep the last row per epoch.
+    return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def best_checkpoint(run_dir, monitor: str = "val_auc") -> Path | None:
+    """The checkpoint of the best epoch (ModelCheckpoint only writes improvements)."""
+    found = sorted(Path(run_dir, "checkpoints").glob("*.keras"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = None,
+        optimizer="adam", learning_rate=None, class_weight=None, label_smoothing: float = 0.0,
+        monitor: str = "val_auc", patience: int = 5, seed: int = 42, train_patches: int | None = None,
+        extra_callbacks=(), verbose: int = 2) -> TrainResult:
+    """Compile and train ``model``; everything the run writes goes to ``run_dir``.
+
+    Run it again with the same ``run_dir`` after an interruption (a crash, a
+    closed laptop, a Colab timeout) and it resumes at the epoch after the last
+    one finished. ``verbose=2`` prints one line per epoch: progress bars would
+    redraw into an executed notebook and bloat it.
+    """
+    import keras
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    keras.utils.set_random_seed(seed)
+    name = name or model.name
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    compile_model(model, optimizer, learning_rate, label_smoothing)
+    callbacks = make_callbacks(run_dir, name, monitor, patience, extra_callbacks)
+    start = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                        shuffle=False,  # the tf.data pipeline shuffles
+                        callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    epochs_run = len(history.epoch)
+    n = train_patches or 0
+    result = TrainResult(
+        run_dir=str(run_dir),
+        best_checkpoint=str(best_checkpoint(run_dir, monitor) or "") or None,
+        epochs_run=epochs_run,
+        seconds=round(seconds, 2),
+        images_per_s=round(n * epochs_run / seconds, 1) if n and seconds > 0 else math.nan,
+        train_patches=n,
+    )
+    write_text(run_dir / "train.json", json.dumps(
+        {**asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+         "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed}, indent=2))
+    return result

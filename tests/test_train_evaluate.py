@@ -1,0 +1,154 @@
+import json
+import threading
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from helpers import config, evaluate, results, train
+
+
+def tiny_model():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.Dense(4, activation="relu")(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="tiny")
+
+
+def separable(n=256, seed=0):
+    """Bright images are class 1, dark ones class 0: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(0, 0.3, (n, 8, 8, 3)).astype("float32") + (y * 2.0 - 1)[:, None, None, None]
+    return tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 2))).batch(32), y
+
+
+@pytest.mark.parametrize("name", sorted(train.OPTIMIZERS))
+def test_optimizers_by_name(name):
+    opt = train.make_optimizer(name, 0.05)
+    assert float(opt.learning_rate) == pytest.approx(0.05)
+    if name == "sgd":
+        assert opt.momentum == 0.9
+
+
+def test_bad_optimizer_and_rate_raise():
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'.*adadelta"):
+        train.make_optimizer("adamw")
+    with pytest.raises(ValueError, match="positive"):
+        train.make_optimizer("adam", 0)
+
+
+def test_class_weights_balance_the_classes():
+    w = train.class_weights([0, 0, 0, 1])
+    assert w == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+    with pytest.raises(ValueError, match="only class"):
+        train.class_weights([1, 1])
+
+
+def test_fit_learns_and_writes_checkpoint_history_and_summary(tmp_path):
+    ds, _ = separable()
+    val, y_val = separable(seed=1)
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=4, optimizer="adam",
+                       learning_rate=0.05, train_patches=256, verbose=0)
+    history = result.history
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    assert {"loss", "val_loss", "val_auc", "f1", "val_f1"} <= set(history.columns)
+    assert history["val_accuracy"].iloc[-1] > 0.9
+    best = tmp_path / "run" / "checkpoints"
+    assert result.best_checkpoint and result.best_checkpoint.endswith(".keras")
+    assert "tiny-epoch" in result.best_checkpoint and "val_auc" in result.best_checkpoint
+    assert len(list(best.glob("*.keras"))) >= 1
+    reloaded = keras.models.load_model(result.best_checkpoint)
+    y, p = evaluate.predict(reloaded, val)
+    assert (y == y_val).all() and evaluate.scores(y, p)["balanced_accuracy"] > 0.9
+    summary = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert summary["epochs_run"] == 4 and summary["images_per_s"] > 0
+    assert not (tmp_path / "run" / "backup").exists(), "the backup is removed after a finished run"
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    ds, _ = separable()
+    val, _ = separable(seed=1)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise Crash()
+
+    with pytest.raises(Crash):
+        train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05,
+                  extra_callbacks=[CrashAfterFirstEpoch()], verbose=0)
+    assert (tmp_path / "run" / "backup").exists()
+    assert list(train.read_history(tmp_path / "run")["epoch"]) == [0]
+
+    started = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            started.append(epoch)
+
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05,
+                       extra_callbacks=[Record()], verbose=0)
+    assert started == [1, 2], "the second fit starts after the epoch that finished"
+    assert result.epochs_run == 2
+    assert list(train.read_history(tmp_path / "run")["epoch"]) == [0, 1, 2]
+
+
+def test_scores_exact_values():
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    p = np.array([0.1, 0.6, 0.2, 0.9, 0.4, 0.7, 0.3, 0.8])
+    s = evaluate.scores(y, p, threshold=0.5)
+    assert (s["tn"], s["fp"], s["fn"], s["tp"]) == (3, 1, 1, 3)
+    assert s["precision"] == 0.75 and s["recall"] == 0.75 and s["f1"] == 0.75
+    assert s["balanced_accuracy"] == 0.75 and s["accuracy"] == 0.75
+    assert s["roc_auc"] == pytest.approx(15 / 16)
+    with pytest.raises(ValueError, match="8 labels but 3"):
+        evaluate.scores(y, p[:3])
+
+
+def test_threshold_is_the_best_f1_cut_on_validation():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.35, 0.3, 0.4, 0.9])
+    t = evaluate.choose_threshold(y, p)
+    assert t == pytest.approx(0.3)
+    assert evaluate.scores(y, p, t)["f1"] == pytest.approx(2 * 0.75 * 1 / 1.75)
+    assert evaluate.choose_threshold([1, 1], [0.2, 0.7]) == 0.5
+
+
+def test_classification_table_and_per_patient():
+    y = np.array([0, 1, 1, 0, 0, 1])
+    p = np.array([0.2, 0.8, 0.3, 0.1, 0.6, 0.9])
+    table = evaluate.classification_table(y, p)
+    assert list(table.index[:2]) == ["IDC(-)", "IDC(+)"]
+    assert table.loc["IDC(+)", "support"] == 3 and table.loc["IDC(+)", "recall"] == pytest.approx(0.667)
+    index = pd.DataFrame({"patient": ["a", "a", "a", "b", "b", "b"], "label": y})
+    per = evaluate.per_patient(index, p, 0.5).set_index("patient")
+    assert per.loc["a", "patches"] == 3 and per.loc["a", "idc_share"] == pytest.approx(2 / 3)
+    assert per.loc["a", "predicted_idc_share"] == pytest.approx(1 / 3)
+    assert per.loc["b", "accuracy"] == pytest.approx(2 / 3)
+
+
+def test_concurrent_registry_writes_lose_no_row(tree, tmp_path):
+    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    errors = []
+
+    def writer(k):
+        try:
+            for i in range(5):
+                results.record(cfg, f"nb{k}", [{"run": f"{k}-{i}"}], split="none")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(results.load(tmp_path)["run"]) == sorted(f"{k}-{i}" for k in range(4) for i in range(5))

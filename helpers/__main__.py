@@ -18,12 +18,16 @@ def _index(args) -> int:
 
 
 def _make_demo(args) -> int:
-    from .config import PROFILES, demo_dir
+    from .config import PROFILES, demo_dir, ensure_demo
     from .demo import make_demo
 
+    if args.profile not in PROFILES:
+        raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(PROFILES)}")
     patients = args.patients or PROFILES[args.profile]["demo_patients"]
-    target = args.dir or demo_dir(patients)
-    summary = make_demo(target, n_patients=patients, seed=args.seed, progress=True)
+    if args.dir:
+        summary = make_demo(args.dir, n_patients=patients, seed=args.seed, progress=True)
+    else:  # the project's own demo folder: a stale generated set there is replaced
+        summary = ensure_demo(demo_dir(patients), patients, seed=args.seed)
     print(json.dumps({k: str(v) if k == "root" else v for k, v in summary.items()}, indent=2))
     return 0
 
@@ -42,6 +46,26 @@ def _run_all(args) -> int:
     from .run_all import main
 
     return main(args.profile, args.data_dir, out_dir=args.out, only=args.only, kernel=args.kernel)
+
+
+def _train(args) -> int:
+    from .experiment import train_to_dir
+
+    summary = train_to_dir(args.model, args.data_dir, args.out, epochs=args.epochs,
+                           batch_size=args.batch_size, optimizer=args.optimizer,
+                           learning_rate=args.lr, weights=args.weights, split_dir=args.split_dir,
+                           seed=args.seed, profile=args.profile, sample_size=args.sample_size,
+                           fine_tune_at=args.fine_tune_at)
+    print(json.dumps(summary, indent=2, default=float))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .experiment import evaluate_dir
+
+    print(json.dumps(evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold),
+                     indent=2, default=float))
+    return 0
 
 
 def _bench(args) -> int:
@@ -79,6 +103,28 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--kernel", default=None)
     p.set_defaults(func=_run_all)
+
+    p = sub.add_parser("train", help="train one model with a patient-level validation split")
+    p.add_argument("--model", required=True, help="a name of helpers.models.MODELS")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", required=True, help="folder for model.keras, model.json and the run")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
+    p.add_argument("--weights", default=None, help="imagenet, a weights file, or omit for none")
+    p.add_argument("--fine-tune-at", type=int, default=None, help="freeze the backbone's first N layers")
+    p.add_argument("--split-dir", help="folder with cases_train.txt, cases_val.txt [, cases_test.txt]")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--profile", default="smoke", help="defaults for what is not given")
+    p.add_argument("--sample-size", type=int, help="cap on patches (0: all)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score every patch under a folder with a saved model")
+    p.add_argument("--model-path", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--threshold", type=float, help="default: the one chosen on validation at training")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("bench", help="images/s of the input pipelines")
     p.add_argument("--data-dir", default=None, help="default: ../shared/data/idc-sample, else the demo set")

@@ -64,6 +64,25 @@ def is_generated(data_dir) -> bool:
     return (Path(data_dir) / "GENERATED.txt").is_file()
 
 
+def ensure_demo(data_dir: Path, patients: int, seed: int = 0) -> dict:
+    """Make the generated set at ``data_dir`` unless it is there already.
+
+    A set left by an older version of the generator (other parameters) is ours
+    to replace; any other non-empty folder is refused by ``make_demo``.
+    """
+    import shutil
+
+    from .demo import make_demo
+
+    try:
+        return make_demo(data_dir, n_patients=patients, seed=seed)
+    except ValueError:
+        if not is_generated(data_dir):
+            raise
+        shutil.rmtree(data_dir)
+        return make_demo(data_dir, n_patients=patients, seed=seed)
+
+
 def resolve(profile: str = "smoke", data_dir=None, output_dir=None, epochs=None,
             batch_size=None, sample_size=None, image_size=None, weights=None,
             seed: int = 42, make_demo: bool = True) -> Config:
@@ -77,10 +96,8 @@ def resolve(profile: str = "smoke", data_dir=None, output_dir=None, epochs=None,
     base = PROFILES[profile]
     if data_dir in (None, ""):
         data_dir = demo_dir(base["demo_patients"])
-        if make_demo and not is_generated(data_dir):
-            from .demo import make_demo as _make
-
-            _make(data_dir, n_patients=base["demo_patients"], seed=0)
+        if make_demo:
+            ensure_demo(data_dir, base["demo_patients"])
     data_dir = Path(data_dir).expanduser()
     pick = lambda given, key: base[key] if given is None else given  # noqa: E731
     size = pick(sample_size, "sample_size")

@@ -27,6 +27,21 @@ def test_no_data_dir_means_the_generated_set(tmp_path, monkeypatch):
     assert (cfg.data_dir / "GENERATED.txt").is_file()
 
 
+def test_a_stale_generated_set_is_replaced_but_a_foreign_folder_is_not(tmp_path):
+    stale = tmp_path / "idc-3p"
+    stale.mkdir()
+    (stale / "GENERATED.txt").write_text("an older generator")
+    (stale / "generated.json").write_text("{}")
+    summary = config.ensure_demo(stale, 3)
+    assert summary["patients"] == 3 and "older" not in (stale / "GENERATED.txt").read_text()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "a.txt").write_text("keep")
+    with pytest.raises(ValueError, match="mine"):
+        config.ensure_demo(foreign, 3)
+    assert (foreign / "a.txt").read_text() == "keep"
+
+
 def test_registry_appends_rows_with_the_union_of_columns(tree, tmp_path):
     cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
     results.record(cfg, "00_data", [{"run": "a", "patches": 10}], split="none")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -132,6 +133,11 @@ def main(argv=None) -> int:
     p.set_defaults(func=_bench)
 
     args = parser.parse_args(argv)
+    if args.command in ("train", "evaluate", "bench"):
+        from .notebook import import_tensorflow_quietly
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import_tensorflow_quietly()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback

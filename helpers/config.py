@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PROFILES = {
-    "smoke": dict(epochs=1, batch_size=64, sample_size=1500, image_size=50, weights=None,
-                  demo_patients=24, seeds=1),
+    "smoke": dict(epochs=2, batch_size=64, sample_size=2000, image_size=50, weights=None,
+                  demo_patients=40, seeds=1),
     "cpu": dict(epochs=10, batch_size=128, sample_size=20_000, image_size=50, weights=None,
                 demo_patients=60, seeds=2),
     "full": dict(epochs=50, batch_size=128, sample_size=None, image_size=50, weights="imagenet",
@@ -110,7 +110,8 @@ def resolve(profile: str = "smoke", data_dir=None, output_dir=None, epochs=None,
         batch_size=int(pick(batch_size, "batch_size")),
         sample_size=None if not size else int(size),
         image_size=int(pick(image_size, "image_size")),
-        weights=pick(weights, "weights"),
+        # "scratch" (or "none") asks for no pretrained weights even where the profile has some
+        weights=None if str(pick(weights, "weights")).lower() in ("none", "scratch") else pick(weights, "weights"),
         seed=int(seed),
         demo_patients=base["demo_patients"],
         seeds=base["seeds"],

@@ -130,3 +130,145 @@ def registry_row(run: str, model_name: str, result, assessment: dict, params: di
         value = scored[key]
         row[key] = round(value, 4) if isinstance(value, float) and not np.isnan(value) else value
     return row
+
+
+# --- the command line: python -m helpers train / evaluate ---------------------
+
+def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=None, optimizer="adam",
+                 learning_rate=None, weights=None, split_dir=None, seed: int = 42,
+                 profile: str = "smoke", sample_size=None, fine_tune_at=None) -> dict:
+    """Train one model with a patient-level validation split; write ``model.keras``
+    (the best epoch) and ``model.json`` (settings, threshold, scores) to ``out_dir``."""
+    import json
+
+    import keras
+
+    from . import config, models, train
+    from .io import atomic_path, write_text
+
+    out_dir = Path(out_dir)
+    cfg = config.resolve(profile, data_dir=data_dir, output_dir=out_dir, epochs=epochs,
+                         batch_size=batch_size, sample_size=sample_size, seed=seed)
+    size = models.input_size(model_name, None)
+    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name),
+                        split_dir=split_dir)
+    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at)
+    result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
+                       optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
+                       seed=seed, train_patches=len(data.part("train")))
+    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    assessment = assess(best, data)
+    with atomic_path(out_dir / "model.keras") as tmp:
+        best.save(tmp)
+    summary = {
+        "model": model_name, "image_size": size, "threshold": assessment["threshold"],
+        "data_dir": str(cfg.data_dir), "generated": cfg.generated, "split": data.split_note,
+        "epochs": cfg.epochs, "epochs_run": result.epochs_run, "batch_size": cfg.batch_size,
+        "optimizer": optimizer, "learning_rate": learning_rate, "weights": weights, "seed": seed,
+        "train_patches": result.train_patches, "train_seconds": result.seconds,
+        "images_per_s": result.images_per_s, "params": models.count_params(best)["total"],
+        "val": assessment["val"], "test": assessment["test"],
+    }
+    write_text(out_dir / "model.json", json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256) -> dict:
+    """Score every patch under ``data_dir`` (all its patients are test patients)."""
+    import json
+
+    import keras
+
+    from . import models
+    from .index import build_index
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file {model_path} does not exist")
+    sidecar = model_path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as exc:
+        raise ValueError(f"model file {model_path} does not load: {exc}") from exc
+    name = meta.get("model")
+    size = meta.get("image_size") or int(model.input_shape[1])
+    if threshold is None:
+        threshold = meta.get("threshold", 0.5)
+    df, report = build_index(data_dir)
+    ds = pipeline.make_dataset(df, batch_size=batch_size, image_size=size, one_hot=True,
+                               preprocess=models.preprocess_for(name) if name else None)
+    y, p = evaluate.predict(model, ds)
+    per = evaluate.per_patient(df, p, threshold)
+    return {
+        "model_path": str(model_path), "model": name, "data_dir": str(data_dir),
+        "threshold": float(threshold),
+        "threshold_source": "chosen on validation at training" if "threshold" in meta and threshold == meta["threshold"] else "given",
+        "files_seen": report.files_seen, "skipped": report.skipped,
+        **evaluate.scores(y, p, threshold),
+        "per_patient": json.loads(per.to_json(orient="records")),
+    }
+
+
+# --- what a model notebook shows and keeps ------------------------------------
+
+def scores_table(assessment: dict) -> pd.DataFrame:
+    """Validation and test scores side by side (threshold chosen on validation)."""
+    cols = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "n", "positives"]
+    rows = {"validation": assessment["val"]}
+    if assessment["test"]:
+        rows["test"] = assessment["test"]
+    return pd.DataFrame(rows).T[cols].astype(float).round(3)
+
+
+def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
+    """The seed project's published figures for this model beside ours, each with its split."""
+    from .reference import seed_rows
+
+    scored = assessment["test"] or assessment["val"]
+    ours = pd.DataFrame([{
+        "model": model_name, "setting": f"this run ({cfg.profile} profile, {cfg.epochs} epochs)",
+        "train": None, "val": round(assessment["val"]["accuracy"], 3),
+        "test": round(assessment["test"]["accuracy"], 3) if assessment["test"] else None,
+        "f1": round(scored["f1"], 3), "split": data.split_note, "note": cfg.data_label,
+    }])
+    seed = seed_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
+    return pd.concat([seed, ours], ignore_index=True)
+
+
+def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict,
+           data: Data, params: dict | None = None) -> dict:
+    """Figures (training curves; ROC, PR, confusion), predictions and one registry row.
+
+    Returns the paths written and the row.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import plots, results
+    from .models import count_params
+    from .notebook import save_figure
+
+    scored_on = "test" if assessment["test"] else "val"
+    split = f"{scored_on} split, {data.split_note}"
+    title = f"{model_name}: {run} ({cfg.data_label}; {split})"
+    written = {}
+    fig = plots.training_curves(result.history, f"{model_name}: training ({cfg.data_label})")
+    written["curves"] = save_figure(fig, cfg, f"{run}_curves")
+    plt.show() if _interactive() else plt.close(fig)
+    part = data.part(scored_on)
+    fig = plots.evaluation_plots(part["label"], assessment["pred"][scored_on], assessment["threshold"], title)
+    written["evaluation"] = save_figure(fig, cfg, f"{run}_evaluation")
+    plt.show() if _interactive() else plt.close(fig)
+    for name, proba in assessment["pred"].items():
+        written[f"predictions_{name}"] = Path(cfg.output_dir) / "predictions" / f"{run}_{name}.csv"
+        evaluate.save_predictions(data.part(name), proba, written[f"predictions_{name}"], split=name)
+    row = registry_row(run, model_name, result, assessment, params or {}, count_params(model)["total"])
+    row["predictions"] = str(written.get("predictions_test", written["predictions_val"]))
+    results.record(cfg, notebook, [row], split=split)
+    return {"written": written, "row": row}
+
+
+def _interactive() -> bool:
+    import sys
+
+    return "ipykernel" in sys.modules

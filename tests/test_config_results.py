@@ -23,7 +23,7 @@ def test_no_data_dir_means_the_generated_set(tmp_path, monkeypatch):
     monkeypatch.setenv("IDC_DEMO_ROOT", str(tmp_path / "demo"))
     cfg = config.resolve("smoke", output_dir=tmp_path / "out")
     assert cfg.generated and cfg.data_label == "generated demo data"
-    assert cfg.data_dir == tmp_path / "demo" / "idc-24p"
+    assert cfg.data_dir == tmp_path / "demo" / "idc-40p"
     assert (cfg.data_dir / "GENERATED.txt").is_file()
 
 

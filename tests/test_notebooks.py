@@ -29,6 +29,9 @@ def test_notebook_runs_with_smoke_profile(path, tmp_path, demo_root, monkeypatch
     nb = nbformat.read(out / "notebooks" / path.name, as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    stderr = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                     if o.get("name") == "stderr")
+    assert "absl::InitializeLog" not in stderr and "oneDNN" not in stderr, "TensorFlow's start-up log leaked"
     tags = [c.metadata.get("tags", []) for c in nb.cells]
     assert sum("parameters" in t for t in tags) == 1, "exactly one parameters cell"
 

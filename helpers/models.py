@@ -1,0 +1,352 @@
+"""Every model of the series, built by name: ``build_model("cancernet")``.
+
+Each model ends in ``Dense(2)`` (layer "logits") and a float32 softmax (layer
+"predictions"): column 1 is the probability of IDC. The output stays float32 so
+that mixed precision can be switched on without losing precision in the loss.
+
+Two kinds of model:
+
+* from scratch (``vgg_style``, ``cancernet``): the pipeline feeds [0, 255] and a
+  ``Rescaling(1/255)`` layer inside the model does the rest;
+* a Keras application as backbone (``resnet50``, ``inception_v3``, ``xception``,
+  ``mobilenet_v2``): the backbone is ONE layer named "backbone" of the outer model
+  (reach its inner layers with ``model.get_layer("backbone").get_layer(...)``),
+  and its own ``preprocess_input`` runs in the data pipeline:
+  ``preprocess_for(name)``.
+
+Weights of a backbone: ``"imagenet"`` (needs the internet once; Keras caches the
+file in ``~/.keras/models/``), ``None`` (random, train from scratch), or a path to
+a file (``.keras``, ``.weights.h5`` or ``.h5``), for example a whole model of this
+registry trained on BreakHis: its backbone's weights are taken, the head starts fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+from keras import layers
+
+BACKBONE = "backbone"
+# Momentum of the BatchNormalization layers this module creates (Keras' default is
+# 0.99). predict() normalises with moving statistics that start at mean 0 / variance 1
+# and move towards the batch statistics by (1 - momentum) per step. CancerNet's first
+# BN sees variances near 1e-3, so until momentum**n is well below that, predict()
+# shrinks every activation: 0.99 needs ~700 steps, more than a short teaching run has
+# (measured: after one epoch of 2,800 patches the validation AUC was 0.23); 0.9,
+# PyTorch's default, needs ~70.
+BN_MOMENTUM = 0.9
+# A download that stalls (a firewall that drops packets) should fail in seconds, not
+# hang a notebook. The timeout is per socket operation, so a slow but live download
+# still goes through.
+DOWNLOAD_TIMEOUT = 20.0
+
+
+class WeightsError(ValueError):
+    """The requested weights cannot be had (offline, missing or unsuitable file)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    builder: Callable  # builder(size, *, weights, pretrained, dropout, **kwargs) -> keras.Model
+    min_size: int  # smallest input side the architecture accepts
+    default_size: int  # the side the series feeds it
+    preprocess: Callable | None  # applied in the tf.data pipeline to float32 in [0, 255]
+    pretrained: bool  # True: a Keras application that has ImageNet weights
+    about: str = ""
+
+
+# --- the head shared by every model ------------------------------------------
+
+def _classify(x, inputs, name, dropout=None):
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    # float32 here: under a mixed_float16 policy the softmax would otherwise run in float16.
+    x = layers.Dense(2, dtype="float32", name="logits")(x)
+    outputs = layers.Activation("softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+# --- from scratch -------------------------------------------------------------
+
+def _vgg_style(size, *, weights=None, pretrained=False, dropout=None,
+               filters=(32, 64, 128, 256, 256), dense_units=256):
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    for b, f in enumerate(filters, 1):
+        for c in (1, 2):
+            x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{c}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, activation="relu", name="fc")(x)
+    return _classify(x, inputs, "vgg_style", 0.5 if dropout is None else dropout)
+
+
+def _cancernet(size, *, weights=None, pretrained=False, dropout=None,
+               filters=((32,), (64, 64), (128, 128, 128)), dense_units=256):
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    for b, block in enumerate(filters, 1):
+        for c, f in enumerate(block, 1):
+            x = layers.SeparableConv2D(f, 3, padding="same", name=f"block{b}_sepconv{c}")(x)
+            x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn{c}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+        x = layers.Dropout(0.25, name=f"block{b}_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(dense_units, name="fc")(x)
+    x = layers.Activation("relu", name="fc_relu")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="fc_bn")(x)
+    return _classify(x, inputs, "cancernet", 0.5 if dropout is None else dropout)
+
+
+# --- pretrained backbones -----------------------------------------------------
+
+@contextlib.contextmanager
+def _imagenet_download(name):
+    """Turn a failed download of ImageNet weights into a WeightsError that says what to do."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    try:
+        yield
+    except Exception as exc:
+        # keras' get_file wraps URL errors in a bare Exception; a stalled socket raises
+        # TimeoutError (an OSError). Anything else (e.g. a bad alpha) is not a download.
+        if not (type(exc) is Exception or isinstance(exc, OSError) or "corrupted" in str(exc)):
+            raise
+        raise WeightsError(
+            f"Could not get the ImageNet weights for {name!r}: {exc}. Choose one of: "
+            "weights='imagenet' needs internet access once (e.g. on Colab; Keras then "
+            "caches the file in ~/.keras/models/); weights=None trains from scratch; "
+            "weights='path/to/file.keras' (or .weights.h5 / .h5) loads a weights file."
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _backbone(app, name, head):
+    def build(size, *, weights=None, pretrained=False, dropout=None, **kwargs):
+        inputs = keras.Input((size, size, 3), name="image")
+        with _imagenet_download(name) if weights == "imagenet" else contextlib.nullcontext():
+            backbone = app(include_top=False, weights=weights, input_shape=(size, size, 3),
+                           name=BACKBONE, **kwargs)
+        # Pretrained: BatchNormalization must keep the statistics learnt in pretraining,
+        # even where layers are unfrozen; updating them from small batches of a new data
+        # set wrecks the features the fine-tuning starts from. training=False is the
+        # Keras guide's way, but Keras 3 lets fit()'s training=True override it inside a
+        # functional model (keras-team/keras#20285), so _freeze also sets every BN of a
+        # pretrained backbone to trainable=False, which Keras 3 runs in inference mode.
+        # From scratch the statistics must be learnt, so BN follows fit/predict as usual.
+        x = backbone(inputs, training=False) if pretrained else backbone(inputs)
+        return head(x, inputs, name, dropout)
+    return build
+
+
+def _flatten_head(x, inputs, name, dropout):
+    # The seed's ResNet50 head: Flatten -> Dense 256 -> ReLU -> BatchNorm -> Dense 2 -> softmax.
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(256, name="fc")(x)
+    x = layers.Activation("relu", name="fc_relu")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="fc_bn")(x)
+    return _classify(x, inputs, name, dropout)
+
+
+def _gap_head(x, inputs, name, dropout):
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return _classify(x, inputs, name, dropout)
+
+
+_apps = keras.applications
+MODELS: dict[str, ModelSpec] = {
+    "vgg_style": ModelSpec(_vgg_style, 32, 50, None, False,
+                           "5 blocks of two 3x3 convs + max-pool (the seed's VGG16-like CNN)"),
+    "cancernet": ModelSpec(_cancernet, 8, 50, None, False,
+                           "SeparableConv2D blocks 32 / 64x2 / 128x3 with BatchNorm and Dropout"),
+    "resnet50": ModelSpec(_backbone(_apps.ResNet50, "resnet50", _flatten_head), 32, 50,
+                          _apps.resnet50.preprocess_input, True, "ResNet50 + Flatten/Dense 256 head"),
+    "inception_v3": ModelSpec(_backbone(_apps.InceptionV3, "inception_v3", _gap_head), 75, 75,
+                              _apps.inception_v3.preprocess_input, True, "InceptionV3 + GAP head"),
+    "xception": ModelSpec(_backbone(_apps.Xception, "xception", _gap_head), 71, 71,
+                          _apps.xception.preprocess_input, True, "Xception + GAP head"),
+    "mobilenet_v2": ModelSpec(_backbone(_apps.MobileNetV2, "mobilenet_v2", _gap_head), 32, 50,
+                              _apps.mobilenet_v2.preprocess_input, True, "MobileNetV2 + GAP head"),
+}
+
+
+# --- public functions ---------------------------------------------------------
+
+def _spec(name) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def input_size(name, image_size=None) -> int:
+    """The side to resize the 50x50 patches to for model ``name``.
+
+    None gives the model's default size (71 for Xception, 75 for InceptionV3, else
+    50). A size below the model's minimum is raised to it, as the seed resized
+    50 -> 71 for Xception (``build_model`` itself refuses a too-small size).
+    """
+    spec = _spec(name)
+    return max(int(image_size or spec.default_size), spec.min_size)
+
+
+def preprocess_for(name):
+    """The function the tf.data pipeline applies to float32 images in [0, 255].
+
+    A backbone's own ``preprocess_input`` (e.g. [-1, 1] for MobileNetV2, BGR minus
+    the ImageNet means for ResNet50); None for the models that rescale inside.
+    """
+    return _spec(name).preprocess
+
+
+def count_params(model) -> dict:
+    """{"total", "trainable", "non_trainable"} parameter counts of a built model."""
+    def size(ws):
+        return int(sum(int(keras.ops.size(w)) for w in ws))
+    trainable, frozen = size(model.trainable_weights), size(model.non_trainable_weights)
+    return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
+
+
+def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=None, **kwargs):
+    """Build model ``name`` of ``MODELS`` for 2 classes (softmax; column 1 = IDC).
+
+    image_size   side of the square input; None = the model's default size.
+    weights      None (random init), "imagenet" (backbones only; needs the internet
+                 unless cached), or a path to a ``.keras`` / ``.weights.h5`` / ``.h5``
+                 file. A file holding a whole model (e.g. one trained on BreakHis)
+                 gives its backbone's weights; the head starts fresh.
+    fine_tune_at None: with pretrained weights (ImageNet or a file) the whole backbone
+                 is frozen and only the new head trains (feature extraction); without
+                 weights everything trains. N: the first N layers of the backbone
+                 (``model.get_layer("backbone").layers[:N]``) are frozen, the rest
+                 train; 0 trains everything. With pretrained weights the backbone's
+                 BatchNormalization layers stay frozen whatever N is. For vgg_style /
+                 cancernet, N counts the layers after the input rescaling
+                 (cancernet's first block is 5 layers, as the seed's fine_tune_at=5).
+    dropout      rate of a Dropout before the final Dense; None = the model's own
+                 default (0.5 for vgg_style and cancernet, none for the backbones).
+    **kwargs     passed to the builder, e.g. ``alpha=0.35`` for mobilenet_v2 or
+                 ``filters=(16, 32, 64, 128, 128)`` for vgg_style.
+
+    Freezing is set here; compile the model after any later change to ``trainable``.
+    """
+    spec = _spec(name)
+    size = int(image_size or spec.default_size)
+    if size < spec.min_size:
+        raise ValueError(f"model {name!r} needs image_size >= {spec.min_size}, got {size}")
+    path = _weights_path(name, spec, weights)
+    build = lambda: spec.builder(size, weights=weights if weights == "imagenet" else None,  # noqa: E731
+                                 pretrained=weights is not None, dropout=dropout, **kwargs)
+    model = build()
+    if path is not None:
+        _load_weights_file(model, spec, path, donor=build)
+    _freeze(model, spec, fine_tune_at, pretrained=weights is not None)
+    return model
+
+
+# --- weights and freezing -----------------------------------------------------
+
+def _weights_path(name, spec, weights):
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        if not spec.pretrained:
+            raise WeightsError(f"{name!r} has no ImageNet weights: use weights=None "
+                               "(train from scratch) or a path to a weights file")
+        return None
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path} (weights= takes 'imagenet', "
+                           "None, or a path to a .keras / .weights.h5 / .h5 file)")
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise WeightsError(f"cannot read weights from {path}: use a .keras, .weights.h5 or .h5 file")
+    return path
+
+
+def _nests_a_model(path) -> bool:
+    # A whole model saved with save_weights keeps its nested backbone under
+    # layers/functional*; a bare backbone's file has its conv layers right there.
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return any(k.startswith("functional") for k in f.get("layers", {}))
+
+
+def _find_backbone(model):
+    with contextlib.suppress(ValueError):
+        return model.get_layer(BACKBONE)
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested[0] if len(nested) == 1 else model
+
+
+def _load_weights_file(model, spec, path, donor):
+    target = model.get_layer(BACKBONE) if spec.pretrained else model
+    try:
+        if path.suffix == ".keras":
+            source = keras.saving.load_model(path, compile=False)
+        elif spec.pretrained and path.name.endswith(".weights.h5") and _nests_a_model(path):
+            source = donor()  # same architecture, so the saved topology matches
+            source.load_weights(path, skip_mismatch=True)  # a head of other shape is skipped
+        else:  # the model's own weights, a bare backbone, or Keras's ImageNet .h5
+            target.load_weights(path)
+            return
+    except Exception as exc:
+        raise WeightsError(f"could not load weights from {path}: {exc}") from exc
+    _copy_weights(target, _find_backbone(source) if spec.pretrained else source, path,
+                  strict=spec.pretrained)
+
+
+def _copy_weights(target, source, path, strict):
+    """Layer by layer in order. strict: every layer must fit (a backbone); else a layer
+    whose shapes differ keeps its fresh weights (e.g. the Dense after Flatten when the
+    file was trained at another image size)."""
+    dst = [layer for layer in target.layers if layer.weights]
+    src = [layer for layer in source.layers if layer.weights]
+    if len(dst) != len(src):
+        raise WeightsError(f"{path} holds another architecture ({len(src)} layers with "
+                           f"weights; {target.name!r} has {len(dst)})")
+    skipped = []
+    for d, s in zip(dst, src):
+        values = s.get_weights()
+        if [v.shape for v in values] == [tuple(w.shape) for w in d.weights]:
+            d.set_weights(values)
+        else:
+            skipped.append(d.name)
+    if skipped and (strict or len(skipped) == len(dst)):
+        raise WeightsError(f"{path} holds another variant of the architecture: the shapes of "
+                           f"{len(skipped)} of {len(dst)} layers differ ({', '.join(skipped[:3])}, ...)")
+    if skipped:
+        warnings.warn(f"{len(skipped)} layer(s) keep fresh weights, their shapes differ "
+                      f"in {path}: {', '.join(skipped[:5])}", stacklevel=4)
+
+
+def _freeze(model, spec, fine_tune_at, pretrained):
+    if spec.pretrained:
+        body = model.get_layer(BACKBONE)
+        if fine_tune_at is None:
+            body.trainable = not pretrained
+            return
+        body.trainable = True
+        body_layers = body.layers
+        if pretrained:  # see _backbone: keep the pretrained BN statistics
+            for layer in body_layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+    else:
+        if fine_tune_at is None:
+            return
+        body_layers = [layer for layer in model.layers
+                       if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Rescaling))]
+    n = int(fine_tune_at)
+    if not 0 <= n <= len(body_layers):
+        raise ValueError(f"fine_tune_at={fine_tune_at} is outside 0..{len(body_layers)} "
+                         f"(the layers of {model.name!r} that can be frozen)")
+    for layer in body_layers[:n]:
+        layer.trainable = False

@@ -1,0 +1,360 @@
+"""The model registry: every model builds and predicts, the seed's layer settings,
+freezing, weights from files, and the offline ImageNet message."""
+
+import os
+import socket
+import time
+import urllib.error
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from helpers import models  # noqa: E402
+from helpers.models import MODELS, WeightsError, build_model, count_params  # noqa: E402
+
+PRETRAINED = [n for n, s in MODELS.items() if s.pretrained]
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Each model at its default size with weights=None, built once for the module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build_model(name)
+        return cache[name]
+    return get
+
+
+def images(n, size, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def same_weights(a, b):
+    wa, wb = a.get_weights(), b.get_weights()
+    return len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+# --- every model --------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_builds_and_predicts_two_probabilities(built, name):
+    model = built(name)
+    size = models.input_size(name)
+    assert size == MODELS[name].default_size >= MODELS[name].min_size
+    assert model.input_shape == (None, size, size, 3)
+    x = images(2, size)
+    prep = models.preprocess_for(name)
+    if prep is not None:
+        x = prep(x)
+    y = np.asarray(model(x, training=False))
+    assert y.shape == (2, 2) and y.dtype == np.float32
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+    assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+    assert not isinstance(model, keras.Sequential)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_backbone_nests_as_one_layer_and_preprocessing_is_outside(built, name):
+    model = built(name)
+    if MODELS[name].pretrained:
+        assert isinstance(model.get_layer("backbone"), keras.Model)
+        assert models.preprocess_for(name) is getattr(
+            keras.applications, name).preprocess_input
+    else:
+        assert models.preprocess_for(name) is None
+        assert any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+
+
+def test_count_params_adds_up(built):
+    model = built("cancernet")
+    counts = count_params(model)
+    assert counts["total"] == model.count_params() == counts["trainable"] + counts["non_trainable"]
+    assert counts["non_trainable"] == 2 * (32 + 64 * 2 + 128 * 3 + 256)  # BN moving mean/var
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_preprocess_runs_inside_tf_data(name):
+    size = models.input_size(name)
+    ds = tf.data.Dataset.from_tensor_slices(images(4, size)).batch(2).map(models.preprocess_for(name))
+    batch = next(iter(ds)).numpy()
+    assert batch.shape == (2, size, size, 3) and np.isfinite(batch).all()
+    if name != "resnet50":  # "tf" mode scales to [-1, 1]; ResNet50 subtracts the ImageNet means
+        assert batch.min() >= -1 and batch.max() <= 1
+
+
+# --- the seed's settings ------------------------------------------------------
+
+def test_resnet50_head_matches_the_seed(built):
+    model = built("resnet50")
+    backbone = model.get_layer("backbone")
+    assert backbone.output.shape == (None, 2, 2, 2048)
+    assert backbone.count_params() == 23_587_712  # the seed's summary
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [layer.count_params() for layer in dense] == [2_097_408, 514]
+    assert [layer.count_params() for layer in bn] == [1_024]
+    kinds = [type(layer).__name__ for layer in model.layers[2:]]
+    assert kinds == ["Flatten", "Dense", "Activation", "BatchNormalization", "Dense", "Activation"]
+
+
+def test_cancernet_structure(built):
+    model = built("cancernet")
+    seps = [layer for layer in model.layers if isinstance(layer, keras.layers.SeparableConv2D)]
+    assert [layer.filters for layer in seps] == [32, 64, 64, 128, 128, 128]
+    assert all(layer.kernel_size == (3, 3) and layer.padding == "same" for layer in seps)
+    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert sorted(rates) == [0.25, 0.25, 0.25, 0.5]
+    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    assert len(pools) == 3
+    # each conv is followed by ReLU then BatchNormalization, as in the seed
+    for sep in seps:
+        i = model.layers.index(sep)
+        assert type(model.layers[i + 1]).__name__ == "Activation"
+        assert type(model.layers[i + 2]).__name__ == "BatchNormalization"
+
+
+def test_vgg_style_structure(built):
+    model = built("vgg_style")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 32, 64, 64, 128, 128, 256, 256, 256, 256]
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == 5
+
+
+def test_gradients_reach_the_last_conv(built):
+    # Grad-CAM needs the gradient of the IDC score w.r.t. a conv feature map.
+    model = built("cancernet")
+    grad_model = keras.Model(model.inputs, [model.get_layer("block3_sepconv3").output, model.output])
+    x = tf.constant(images(1, 50))
+    with tf.GradientTape() as tape:
+        conv, pred = grad_model(x, training=False)
+        score = pred[:, 1]
+    grads = tape.gradient(score, conv)
+    assert grads is not None and grads.shape == conv.shape
+
+
+# --- freezing -----------------------------------------------------------------
+
+def test_fine_tune_at_freezes_the_first_layers_of_the_backbone():
+    model = build_model("xception", fine_tune_at=100)
+    backbone = model.get_layer("backbone")
+    assert len(backbone.layers) > 100
+    assert not any(layer.trainable for layer in backbone.layers[:100])
+    assert all(layer.trainable for layer in backbone.layers[100:])  # from scratch: BN too
+    assert all(layer.trainable for layer in model.layers if layer is not backbone)
+
+
+def test_without_weights_everything_trains(built):
+    for name in ("mobilenet_v2", "cancernet"):
+        assert all(layer.trainable for layer in built(name).layers)
+
+
+def test_fine_tune_at_on_cancernet_freezes_the_first_block():
+    model = build_model("cancernet", fine_tune_at=5)
+    frozen = [layer.name for layer in model.layers if not layer.trainable]
+    assert frozen == ["block1_sepconv1", "block1_relu1", "block1_bn1", "block1_pool", "block1_dropout"]
+
+
+def test_fine_tune_at_out_of_range():
+    with pytest.raises(ValueError, match="fine_tune_at"):
+        build_model("cancernet", fine_tune_at=1000)
+
+
+# --- weights from files -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_mobilenet(tmp_path_factory):
+    """A MobileNetV2 'pretrained elsewhere': perturbed weights, saved three ways."""
+    d = tmp_path_factory.mktemp("weights")
+    model = build_model("mobilenet_v2")
+    rng = np.random.default_rng(1)
+    for w in model.weights:
+        w.assign(w.numpy() + rng.normal(0, 0.01, w.shape).astype(w.dtype))
+    model.save(d / "breakhis.keras")
+    model.save_weights(d / "breakhis.weights.h5")
+    model.get_layer("backbone").save_weights(d / "backbone.weights.h5")
+    return model, d
+
+
+@pytest.mark.parametrize("fname", ["breakhis.keras", "breakhis.weights.h5", "backbone.weights.h5"])
+def test_weights_from_a_file(trained_mobilenet, fname):
+    source, d = trained_mobilenet
+    model = build_model("mobilenet_v2", weights=d / fname)
+    backbone = model.get_layer("backbone")
+    assert same_weights(backbone, source.get_layer("backbone"))
+    # pretrained and fine_tune_at=None: the backbone is frozen, the new head trains
+    assert not backbone.trainable and model.get_layer("logits").trainable
+    # training=False on the backbone: BatchNorm stays in inference mode while training
+    x = models.preprocess_for("mobilenet_v2")(images(4, 50))
+    np.testing.assert_allclose(model(x, training=True), model(x, training=False), atol=1e-6)
+
+
+def test_weights_from_a_file_with_fine_tune_at(trained_mobilenet, tmp_path):
+    source, d = trained_mobilenet
+    model = build_model("mobilenet_v2", weights=d / "breakhis.keras", fine_tune_at=100)
+    layers_ = model.get_layer("backbone").layers
+    assert not any(layer.trainable for layer in layers_[:100])
+    bn = keras.layers.BatchNormalization
+    assert all(layer.trainable for layer in layers_[100:] if not isinstance(layer, bn))
+    # Keras 3: fit()'s training=True overrides the backbone's training=False, so the
+    # pretrained BatchNorm layers are frozen to keep them in inference mode ...
+    assert not any(layer.trainable for layer in layers_ if isinstance(layer, bn))
+    x = models.preprocess_for("mobilenet_v2")(images(4, 50))
+    np.testing.assert_allclose(model(x, training=True), model(x, training=False), atol=1e-6)
+    # ... and that survives a checkpoint: a resumed run trains the same way.
+    model.save(tmp_path / "checkpoint.keras")
+    again = keras.models.load_model(tmp_path / "checkpoint.keras")
+    np.testing.assert_allclose(again(x, training=True), again(x, training=False), atol=1e-6)
+    assert count_params(again) == count_params(model)
+
+
+def test_missing_weights_file_names_the_path(tmp_path):
+    path = tmp_path / "nowhere" / "breakhis.keras"
+    with pytest.raises(WeightsError, match="breakhis.keras") as err:
+        build_model("mobilenet_v2", weights=path)
+    assert str(path) in str(err.value)
+
+
+def test_a_file_of_another_model_is_refused(tmp_path, built):
+    built("cancernet").save(tmp_path / "cancernet.keras")
+    with pytest.raises(WeightsError, match="cancernet.keras"):
+        build_model("mobilenet_v2", weights=tmp_path / "cancernet.keras")
+
+
+def test_cancernet_from_its_own_file(tmp_path, built):
+    source = built("cancernet")
+    source.save(tmp_path / "c.keras")
+    model = build_model("cancernet", weights=tmp_path / "c.keras")
+    assert same_weights(model, source)
+
+
+# --- ImageNet offline ---------------------------------------------------------
+
+OFFLINE_ERRORS = {
+    "no-dns": urllib.error.URLError("[Errno -3] Temporary failure in name resolution"),
+    "stalled": TimeoutError("timed out"),
+}
+
+
+@pytest.fixture(params=list(OFFLINE_ERRORS))
+def offline(request, tmp_path, monkeypatch):
+    """An empty Keras cache and a download that fails as it does without a network.
+
+    keras.applications call keras.src.utils.file_utils.get_file, which downloads
+    with the urlretrieve it imported from urllib.request.
+    """
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras"))
+    calls = []
+
+    def no_network(url, *args, **kwargs):
+        calls.append((url, socket.getdefaulttimeout()))
+        raise OFFLINE_ERRORS[request.param]
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    return tmp_path / "keras", calls
+
+
+def test_imagenet_offline_fails_at_once_with_the_three_choices(offline):
+    _, calls = offline
+    timeout = socket.getdefaulttimeout()
+    start = time.perf_counter()
+    with pytest.raises(WeightsError) as err:
+        build_model("mobilenet_v2", weights="imagenet")
+    assert time.perf_counter() - start < 30
+    assert len(calls) == 1, "the download was never tried"
+    assert calls[0][1] == models.DOWNLOAD_TIMEOUT  # a stalled connection cannot hang
+    message = str(err.value)
+    for word in ("imagenet", "None", "path", "mobilenet_v2"):
+        assert word in message
+    assert socket.getdefaulttimeout() == timeout
+
+
+def test_imagenet_from_the_cache_works_offline(offline):
+    # The file Keras would have downloaded on an earlier, online run.
+    import h5py
+    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+    home, calls = offline
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(50, 50, 3))
+    cached = home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    cached.parent.mkdir(parents=True)
+    with h5py.File(cached, "w") as f:
+        save_weights_to_hdf5_group(f, reference)
+    with pytest.warns(UserWarning, match="input_shape"):  # 50 is not an ImageNet size: fine
+        model = build_model("mobilenet_v2", weights="imagenet")
+    assert not calls
+    assert same_weights(model.get_layer("backbone"), reference)
+    assert not model.get_layer("backbone").trainable
+
+
+def test_other_errors_are_not_blamed_on_the_network():
+    with pytest.raises(ValueError, match="alpha") as err:
+        build_model("mobilenet_v2", weights="imagenet", alpha=0.3)  # no such ImageNet variant
+    assert not isinstance(err.value, WeightsError)
+
+
+def test_imagenet_for_a_scratch_model_is_refused():
+    with pytest.raises(WeightsError, match="cancernet"):
+        build_model("cancernet", weights="imagenet")
+
+
+# --- names and sizes ----------------------------------------------------------
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError) as err:
+        build_model("resnet51")
+    for name in MODELS:
+        assert name in str(err.value)
+    with pytest.raises(ValueError, match="resnet51"):
+        models.input_size("resnet51")
+
+
+def test_too_small_image_size_names_the_minimum():
+    with pytest.raises(ValueError, match="75") as err:
+        build_model("inception_v3", image_size=50)
+    assert "inception_v3" in str(err.value)
+
+
+def test_input_size():
+    assert models.input_size("xception") == 71
+    assert models.input_size("inception_v3") == 75
+    assert models.input_size("cancernet") == models.input_size("mobilenet_v2") == 50
+    assert models.input_size("xception", 50) == 71  # raised to the minimum, as the seed did
+    assert models.input_size("mobilenet_v2", 96) == 96
+
+
+# --- it learns ----------------------------------------------------------------
+
+def test_cancernet_learns_a_separable_task():
+    # Dark vs light noisy images. Scored with predict(), i.e. with BatchNorm's moving
+    # statistics: with Keras' default momentum 0.99 they would still be near their
+    # start (variance 1) after these 100 steps and every image would get one class.
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+
+    def make(n, size=32):
+        y = rng.integers(0, 2, n)
+        x = np.where(y[:, None, None, None] == 1, 170.0, 80.0) + rng.normal(0, 30, (n, size, size, 3))
+        return np.clip(x, 0, 255).astype("float32"), keras.utils.to_categorical(y, 2)
+
+    (x, y), (xt, yt) = make(160), make(128)
+    model = build_model("cancernet", image_size=32)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=10, batch_size=16, verbose=0)
+    accuracy = (model.predict(xt, verbose=0).argmax(1) == yt.argmax(1)).mean()
+    assert accuracy > 0.9
+
+
+def test_batchnorm_momentum_suits_short_runs(built):
+    bns = [layer for layer in built("cancernet").layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 7 and all(layer.momentum == models.BN_MOMENTUM == 0.9 for layer in bns)

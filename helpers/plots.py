@@ -147,6 +147,7 @@ def training_curves(history: pd.DataFrame, title: str, metrics=("loss", "accurac
         ]).dropna()
         sns.lineplot(data=long, x="epoch", y=metric, hue="split", marker="o", ax=ax)
         ax.set_title(metric)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if ax is not axes[0][0] and ax.get_legend():
             ax.get_legend().remove()
     fig.suptitle(title)

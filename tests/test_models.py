@@ -358,3 +358,34 @@ def test_batchnorm_momentum_suits_short_runs(built):
     bns = [layer for layer in built("cancernet").layers
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(bns) == 7 and all(layer.momentum == models.BN_MOMENTUM == 0.9 for layer in bns)
+
+
+def test_scratch_backbone_batchnorm_catches_up_in_a_short_run():
+    # MobileNetV2's own BN momentum is 0.999: after a short run from scratch its moving
+    # statistics were still near mean 0 / variance 1 and predict() gave one class for all.
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+
+    def make(n, size=32):
+        y = rng.integers(0, 2, n)
+        x = np.where(y[:, None, None, None] == 1, 170.0, 80.0) + rng.normal(0, 30, (n, size, size, 3))
+        return models.preprocess_for("mobilenet_v2")(np.clip(x, 0, 255).astype("float32")), y
+
+    (x, y), (xt, yt) = make(320), make(128)
+    model = build_model("mobilenet_v2", image_size=32, alpha=0.35)
+    bns = [layer for layer in model.get_layer("backbone").layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum <= models.BN_MOMENTUM for layer in bns)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    model.fit(x, keras.utils.to_categorical(y, 2), epochs=4, batch_size=16, verbose=0)
+    predicted = model.predict(xt, verbose=0).argmax(1)
+    assert len(set(predicted)) == 2, "one class for every image: stale BatchNorm statistics"
+    assert (predicted == yt).mean() > 0.8
+
+
+def test_pretrained_backbone_keeps_its_batchnorm_momentum(trained_mobilenet):
+    _, d = trained_mobilenet
+    model = build_model("mobilenet_v2", weights=d / "breakhis.keras")
+    bns = [layer for layer in model.get_layer("backbone").layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(layer.momentum == 0.999 for layer in bns)

@@ -333,19 +333,21 @@ def test_input_size():
 
 # --- it learns ----------------------------------------------------------------
 
+def dark_or_light(rng, n, size=32):
+    """Noisy images, class 1 light and class 0 dark: (images in [0, 255], labels)."""
+    y = rng.integers(0, 2, n)
+    x = np.where(y[:, None, None, None] == 1, 170.0, 80.0) + rng.normal(0, 30, (n, size, size, 3))
+    return np.clip(x, 0, 255).astype("float32"), y
+
+
 def test_cancernet_learns_a_separable_task():
     # Dark vs light noisy images. Scored with predict(), i.e. with BatchNorm's moving
     # statistics: with Keras' default momentum 0.99 they would still be near their
     # start (variance 1) after these 100 steps and every image would get one class.
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-
-    def make(n, size=32):
-        y = rng.integers(0, 2, n)
-        x = np.where(y[:, None, None, None] == 1, 170.0, 80.0) + rng.normal(0, 30, (n, size, size, 3))
-        return np.clip(x, 0, 255).astype("float32"), keras.utils.to_categorical(y, 2)
-
-    (x, y), (xt, yt) = make(160), make(128)
+    (x, y), (xt, yt) = dark_or_light(rng, 160), dark_or_light(rng, 128)
+    y, yt = keras.utils.to_categorical(y, 2), keras.utils.to_categorical(yt, 2)
     model = build_model("cancernet", image_size=32)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
                   metrics=["accuracy"])
@@ -365,13 +367,8 @@ def test_scratch_backbone_batchnorm_catches_up_in_a_short_run():
     # statistics were still near mean 0 / variance 1 and predict() gave one class for all.
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(1)
-
-    def make(n, size=32):
-        y = rng.integers(0, 2, n)
-        x = np.where(y[:, None, None, None] == 1, 170.0, 80.0) + rng.normal(0, 30, (n, size, size, 3))
-        return models.preprocess_for("mobilenet_v2")(np.clip(x, 0, 255).astype("float32")), y
-
-    (x, y), (xt, yt) = make(320), make(128)
+    (x, y), (xt, yt) = dark_or_light(rng, 320), dark_or_light(rng, 128)
+    x, xt = models.preprocess_for("mobilenet_v2")(x), models.preprocess_for("mobilenet_v2")(xt)
     model = build_model("mobilenet_v2", image_size=32, alpha=0.35)
     bns = [layer for layer in model.get_layer("backbone").layers
            if isinstance(layer, keras.layers.BatchNormalization)]

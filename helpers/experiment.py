@@ -7,6 +7,7 @@ and ``evaluate`` commands use the same functions.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,53 @@ def registry_row(run: str, model_name: str, result, assessment: dict, params: di
         value = scored[key]
         row[key] = round(value, 4) if isinstance(value, float) and not np.isnan(value) else value
     return row
+
+
+def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", optimizer: str = "adam",
+                  learning_rate=None):
+    """(model, data) for notebooks that need a trained model rather than teach training.
+
+    The run is named by model, profile and a fingerprint of the data and settings,
+    so a notebook rerun (or another notebook with the same settings) loads the
+    model instead of training again, and other data never reuses it. An
+    interrupted training resumes (see ``train.fit``).
+    """
+    import hashlib
+
+    import keras
+
+    from . import models, train
+    from .io import atomic_path
+
+    size = models.input_size(model_name, None)
+    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name))
+    key = f"{Path(cfg.data_dir).resolve()}|{cfg.seed}|{cfg.sample_size}|{cfg.epochs}|{cfg.batch_size}|{optimizer}|{learning_rate}"
+    run_dir = Path(cfg.output_dir) / "runs" / (
+        f"{prefix}_{model_name}_{cfg.profile}_{hashlib.sha1(key.encode()).hexdigest()[:8]}")
+    done = run_dir / "model.keras"
+    if done.is_file():
+        return keras.models.load_model(done), data
+    model = models.build_model(model_name, image_size=size)
+    result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=model_name,
+                       optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
+                       seed=cfg.seed, train_patches=len(data.part("train")))
+    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    with atomic_path(done) as tmp:
+        best.save(tmp)
+    return best, data
+
+
+def predict_patients(model, index: pd.DataFrame, patients, data: Data, batch_size: int = 256) -> pd.DataFrame:
+    """Every patch of ``patients`` from the full ``index`` (not the capped sample), with
+    the model's IDC probability in a ``proba`` column: whole slides for heatmaps."""
+    wanted = {str(p) for p in patients}
+    rows = index[index["patient"].astype(str).isin(wanted)].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"none of the patients {sorted(wanted)[:5]} is in the index")
+    ds = pipeline.make_dataset(rows, batch_size=batch_size, image_size=data.image_size,
+                               preprocess=data.preprocess, one_hot=True)
+    _, proba = evaluate.predict(model, ds)
+    return rows.assign(proba=proba)
 
 
 # --- the command line: python -m helpers train / evaluate ---------------------
@@ -259,8 +307,10 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
     fig = plots.evaluation_plots(part["label"], assessment["pred"][scored_on], assessment["threshold"], title)
     written["evaluation"] = save_figure(fig, cfg, f"{run}_evaluation")
     plt.show() if _interactive() else plt.close(fig)
+    # Stamped: a rerun of the same run name must not overwrite the file an older registry row names.
+    stamp = time.strftime("%Y%m%dT%H%M%S")
     for name, proba in assessment["pred"].items():
-        written[f"predictions_{name}"] = Path(cfg.output_dir) / "predictions" / f"{run}_{name}.csv"
+        written[f"predictions_{name}"] = Path(cfg.output_dir) / "predictions" / f"{run}_{stamp}_{name}.csv"
         evaluate.save_predictions(data.part(name), proba, written[f"predictions_{name}"], split=name)
     row = registry_row(run, model_name, result, assessment, params or {}, count_params(model)["total"])
     row["predictions"] = str(written.get("predictions_test", written["predictions_val"]))

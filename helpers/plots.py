@@ -134,6 +134,32 @@ def slide_with_labels(mosaic: np.ndarray, labels: np.ndarray, patient: str, sour
     return fig
 
 
+def slide_heatmap(maps: dict, source: str, threshold: float | None = None):
+    """Tissue, annotated IDC and predicted IDC probability of one patient, side by side.
+
+    ``maps`` comes from ``slides.patient_maps``; ``threshold`` (the one chosen on
+    validation) outlines the cells the model calls IDC.
+    """
+    aspect = maps["mosaic"].shape[0] / max(maps["mosaic"].shape[1], 1)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5 * aspect + 1.2), layout="constrained")
+    axes[0].imshow(maps["mosaic"])
+    axes[0].set_title(f"tissue ({maps['patches']} patches)")
+    cmap = matplotlib.colors.ListedColormap(["#d9d9d9", CLASS_COLOURS[1]])
+    axes[1].imshow(np.ma.masked_invalid(maps["labels"]), cmap=cmap, vmin=0, vmax=1)
+    axes[1].set_title("annotated: red IDC, grey not, white no patch")
+    heat = axes[2].imshow(np.ma.masked_invalid(maps["proba"]), cmap="magma", vmin=0, vmax=1)
+    if threshold is not None and np.nanmax(maps["proba"]) >= threshold:
+        called = np.nan_to_num(maps["proba"], nan=0.0) >= threshold
+        axes[2].contour(called, levels=[0.5], colors="cyan", linewidths=1)
+    axes[2].set_title("predicted IDC probability" + ("" if threshold is None else
+                                                   f" (cyan: >= {threshold:.2f})"))
+    fig.colorbar(heat, ax=axes[2], shrink=0.8)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"Patient {maps['patient']} ({source})")
+    return fig
+
+
 def training_curves(history: pd.DataFrame, title: str, metrics=("loss", "accuracy", "f1")):
     """Training against validation, one panel per metric, from a history table."""
     metrics = [m for m in metrics if m in history]

@@ -49,3 +49,24 @@ def tissue_mosaic(df: pd.DataFrame, cell: int = PATCH, background: int = 255) ->
         hh, ww = max(1, round(h * cell / PATCH)), max(1, round(w * cell / PATCH))
         out[r * cell:r * cell + hh, c * cell:c * cell + ww] = patch[:hh, :ww]
     return out
+
+
+def patient_maps(df: pd.DataFrame, proba=None, cell: int = PATCH) -> dict:
+    """One patient's tissue mosaic, annotation grid and (with ``proba``) probability grid.
+
+    ``proba`` gives the model's IDC probability per row of ``df`` (a column name of
+    ``df`` or an array). Grids hold one value per patch position, NaN where the
+    archive has no patch; the mosaic shrinks each patch to ``cell`` pixels.
+    """
+    if df.empty:
+        raise ValueError("no patches: cannot rebuild a slide from an empty index")
+    if isinstance(proba, str):
+        proba = df[proba]
+    maps = {"patient": str(df["patient"].iloc[0]), "patches": len(df),
+            "mosaic": tissue_mosaic(df, cell=cell), "labels": value_map(df, df["label"])}
+    if proba is not None:
+        proba = np.asarray(proba, dtype=float)
+        if len(proba) != len(df):
+            raise ValueError(f"{len(proba)} probabilities for {len(df)} patches")
+        maps["proba"] = value_map(df, proba)
+    return maps

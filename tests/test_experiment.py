@@ -83,3 +83,33 @@ def test_cancernet_beats_chance_on_held_out_real_patients(idc_sample, tmp_path):
     # held-out patients: the test split, threshold from validation
     assert assessment["test"]["roc_auc"] > 0.75, assessment["test"]
     assert assessment["test"]["balanced_accuracy"] > 0.65, assessment["test"]
+
+
+@pytest.mark.slow
+def test_train_or_load_trains_once_and_predicts_whole_patients(small_demo, tmp_path, monkeypatch):
+    from helpers import train
+    from helpers.data import cached_index
+
+    cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=400, epochs=1)
+    model, data = experiment.train_or_load(cfg, "cancernet", prefix="t")
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "model.keras").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of loading the finished run")
+    monkeypatch.setattr(train, "fit", no_training)
+    again, _ = experiment.train_or_load(cfg, "cancernet", prefix="t")
+
+    df, _ = cached_index(cfg)
+    patients = data.part("test")["patient"].unique()[:2]
+    whole = experiment.predict_patients(model, df, patients, data)
+    assert len(whole) == df["patient"].isin(patients).sum() > len(data.part("test").query("patient in @patients"))
+    assert whole["proba"].between(0, 1).all()
+    same = experiment.predict_patients(again, df, patients, data)
+    assert (same["proba"] - whole["proba"]).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="none of the patients"):
+        experiment.predict_patients(model, df, ["no-such-patient"], data)
+
+    other = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300, epochs=1)
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: a run of its own
+        experiment.train_or_load(other, "cancernet", prefix="t")

@@ -71,3 +71,26 @@ def test_scikitplot_imports_and_plots_on_current_libraries():
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == ["1", "1", "2", "2"]
     matplotlib.pyplot.close("all")
+
+
+def test_patient_maps_put_each_probability_in_its_cell(grid):
+    maps = slides.patient_maps(grid, proba=[0.1, 0.9, 0.6])
+    assert maps["patient"] == "7" and maps["patches"] == 3
+    assert maps["mosaic"].shape == (100, 150, 3)
+    by_xy = dict(zip(zip(grid["x"], grid["y"]), [0.1, 0.9, 0.6]))
+    proba = maps["proba"]
+    assert proba[0, 0] == by_xy[(101, 201)] and proba[0, 2] == by_xy[(201, 201)]
+    assert proba[1, 1] == by_xy[(151, 251)]  # the border patch has a cell like any other
+    assert np.isnan(proba).sum() == 3
+    np.testing.assert_array_equal(np.isnan(maps["labels"]), np.isnan(proba))
+    fig = plots.slide_heatmap(maps, "generated demo data", threshold=0.5)
+    assert "generated demo data" in fig._suptitle.get_text()
+    matplotlib.pyplot.close("all")
+
+
+def test_patient_maps_refuse_bad_input(grid):
+    with pytest.raises(ValueError, match="2 probabilities for 3 patches"):
+        slides.patient_maps(grid, proba=[0.1, 0.2])
+    with pytest.raises(ValueError, match="empty"):
+        slides.patient_maps(grid.iloc[:0])
+    assert "proba" not in slides.patient_maps(grid)

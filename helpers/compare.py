@@ -1,0 +1,306 @@
+"""Every model run of the registry in one place, for the comparison notebook.
+
+The registry (``outputs/results.csv``) holds whatever has run so far: any
+subset of the series, repeated runs, and later study notebooks' rows. Nothing
+here assumes a full series: what is absent is named (``missing``) with the
+command that makes it, and a prediction file that cannot be used is reported
+and left out rather than stopping the comparison.
+
+Every figure and table carries the data set and the split its numbers come
+from: a score on generated data, or on a random patch split, is not comparable
+with one on real data split by patient.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn import metrics as skm
+
+from . import results
+from .config import ROOT
+from .plots import title_with_source
+from .reference import LITERATURE_IDC, SEED_IDC
+
+# The model notebooks of the series and the model each one trains. Study
+# notebooks (08 onwards) add rows too: they are shown, but not expected.
+EXPECTED = {
+    "02_vgg_style": "vgg_style",
+    "03_resnet50": "resnet50",
+    "04_inception_v3": "inception_v3",
+    "05_xception": "xception",
+    "06_mobilenet_v2": "mobilenet_v2",
+    "07_cancernet": "cancernet",
+}
+
+METRICS = ["f1", "balanced_accuracy", "roc_auc"]
+# The comparison table's columns, in reading order. ``data`` is readable
+# ("generated demo data" or "real data: NAME"); ``data_dir`` is the path.
+COLUMNS = ["notebook", "run", "model", "data", "split", "scored_on", *METRICS, "accuracy",
+           "params", "train_seconds", "images_per_s", "profile", "time", "data_dir", "predictions"]
+NUMBERS = [*METRICS, "accuracy", "train_seconds", "images_per_s"]
+AUC_TOLERANCE = 1e-3  # the registry rounds AUC to 4 decimals
+PUBLISHED = ["source", "model", "setting", "f1", "balanced_accuracy", "accuracy", "split", "note"]
+
+
+# --- the table -----------------------------------------------------------------
+
+def read_registry(registry) -> tuple[pd.DataFrame, str]:
+    """The registry as a table and a name for messages.
+
+    ``registry`` is a DataFrame, the CSV file or the output folder holding it
+    (None: the project's ``outputs/``, wherever the notebook runs from).
+    A missing file is an empty registry (nothing has run yet); a file that
+    exists but cannot be parsed is an error that names it.
+    """
+    if isinstance(registry, pd.DataFrame):
+        return registry, "the registry table"
+    path = Path(ROOT / "outputs" if registry is None else registry)
+    path = results.registry_path(path) if path.is_dir() else path
+    try:
+        return results.load(path), str(path)
+    except Exception as exc:
+        raise ValueError(f"results registry {path} cannot be read: {exc}") from exc
+
+
+def data_label(data_dir, generated) -> str:
+    """What a reader needs to know about the data (as ``Config.data_label`` says it)."""
+    if str(generated).strip().lower() in ("true", "1", "1.0"):
+        return "generated demo data"
+    if pd.isna(data_dir) or not str(data_dir):
+        return "unknown data"
+    return f"real data: {Path(str(data_dir)).name}"
+
+
+def model_runs(registry=None, latest: bool = True) -> pd.DataFrame:
+    """The model rows of the registry (a model and at least one score), one per run.
+
+    Re-running a notebook appends a row under the same run name; by default
+    only the latest row of each run is kept (``latest=False`` keeps them all,
+    oldest first). Rows of data notebooks have no model and are left out. An
+    empty registry, or one without model rows, gives an empty table with the
+    same columns, so the notebook runs from a fresh clone.
+    """
+    table, name = read_registry(registry)
+    table = table.reindex(columns=list(dict.fromkeys([*table.columns, *COLUMNS])))
+    for column in [*NUMBERS, "params"]:
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    rows = table[table["model"].notna() & table[METRICS].notna().any(axis=1)]
+    if rows["run"].isna().any():
+        lines = [i + 2 for i in rows.index[rows["run"].isna()]]  # +2: header, then 1-based
+        raise ValueError(f"{name}: model rows without a run name (lines {lines})")
+    if latest:
+        rows = rows.drop_duplicates("run", keep="last")  # rows are appended: last is latest
+    rows = rows.assign(data_dir=rows["data"],
+                       data=[data_label(d, g) for d, g in zip(rows["data"], rows["generated"])])
+    rows = rows.sort_values(["notebook", "time"], kind="stable", na_position="last")
+    out = rows[COLUMNS].reset_index(drop=True)
+    out = out.astype({c: "float64" for c in NUMBERS} | {"params": "Int64"})
+    return out.astype({c: "object" for c in COLUMNS if c not in NUMBERS and c != "params"})
+
+
+def run_labels(runs: pd.DataFrame) -> list[str]:
+    """One distinct name per row: the run, plus its time where a run appears twice."""
+    repeated = runs["run"].duplicated(keep=False)
+    return [f"{run} ({str(time)[:19].replace('T', ' ')})" if twice else str(run)
+            for run, time, twice in zip(runs["run"], runs["time"], repeated)]
+
+
+def missing(runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
+    """The expected model notebooks with no row yet, and the command that makes each.
+
+    The command runs the notebook with the profile (and real data folder) of
+    the runs already present, so the new row compares with them; ``make
+    run-all`` runs the whole series.
+    """
+    done = set(zip(runs["notebook"], runs["model"]))
+    if profile is None:
+        profiles = runs["profile"].dropna().unique()
+        profile = profiles[0] if len(profiles) == 1 else "smoke"
+    real = runs.loc[runs["data"] != "generated demo data", "data_dir"].dropna().unique()
+    data = f' --data-dir "{real[0]}"' if len(real) == 1 and runs["data_dir"].nunique() == 1 else ""
+    rows = [{"notebook": notebook, "model": model,
+             "command": f"python -m helpers run-all --profile {profile}{data} --only {notebook[:2]}"}
+            for notebook, model in EXPECTED.items() if (notebook, model) not in done]
+    return pd.DataFrame(rows, columns=["notebook", "model", "command"])
+
+
+# --- saved predictions ---------------------------------------------------------
+
+def read_predictions(path, registry_auc=None) -> pd.DataFrame:
+    """One run's predictions file (label, proba), checked; raises ValueError naming it.
+
+    A file whose AUC differs from the one the registry recorded belongs to
+    another run: a later run of the same name writes to the same path.
+    """
+    if pd.isna(path) or not str(path):
+        raise ValueError("the registry row names no predictions file")
+    path = Path(str(path))
+    if not path.is_file():
+        raise ValueError(f"predictions file {path} is missing")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:
+        raise ValueError(f"predictions file {path} is unreadable: {exc}") from exc
+    absent = [c for c in ("label", "proba") if c not in frame]
+    if absent:
+        raise ValueError(f"predictions file {path} has no column {', '.join(absent)}")
+    label = pd.to_numeric(frame["label"], errors="coerce")
+    proba = pd.to_numeric(frame["proba"], errors="coerce")
+    if label.isna().any() or proba.isna().any() or not label.isin([0, 1]).all():
+        raise ValueError(f"predictions file {path} has labels other than 0/1 or missing probabilities")
+    if label.nunique() < 2:
+        raise ValueError(f"predictions file {path} holds one class only: no ROC curve")
+    auc = skm.roc_auc_score(label, proba)
+    if pd.notna(registry_auc) and abs(auc - float(registry_auc)) > AUC_TOLERANCE:
+        raise ValueError(f"predictions file {path} gives AUC {auc:.4f} but the registry row says "
+                         f"{float(registry_auc):.4f}: a later run has probably overwritten it")
+    return pd.DataFrame({"label": label.astype(int), "proba": proba.astype(float)})
+
+
+def load_predictions(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Every run's saved predictions in one long table, and the problems met.
+
+    The table has columns run, model, data, split, label, proba (one row per
+    patch). A run whose file is missing or unusable is left out and named in
+    the problems, so the other runs are still compared.
+    """
+    frames, problems = [], []
+    for name, (_, row) in zip(run_labels(runs), runs.iterrows()):
+        try:
+            frame = read_predictions(row["predictions"], row["roc_auc"])
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        frames.append(frame.assign(run=name, model=row["model"], data=row["data"], split=row["split"]))
+    columns = ["run", "model", "data", "split", "label", "proba"]
+    table = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return table, problems
+
+
+# --- figures -------------------------------------------------------------------
+
+def source_of(frame: pd.DataFrame) -> str:
+    """Data set and split of the rows, for a title; says so when rows mix them."""
+    if frame.empty:
+        return "nothing recorded yet"
+    parts = []
+    for column, what in (("data", "data sets"), ("split", "splits")):
+        values = [str(v) for v in frame[column].dropna().unique()]
+        parts.append(values[0] if len(values) == 1 else
+                     f"mixed {what}: {' | '.join(values)}" if values else f"no {column} recorded")
+    return textwrap.fill("; ".join(parts), 90)
+
+
+def _axes(frame: pd.DataFrame, title: str, size, empty: str):
+    """A figure with one titled axes; a note in place of a plot when ``frame`` is empty."""
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    title_with_source(ax, title, source_of(frame))
+    if frame.empty:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, ax
+
+
+def roc_all(predictions: pd.DataFrame, title: str = "ROC of every run, from its saved predictions"):
+    """One ROC curve per run on one axes, the legend ranked by AUC (sklearn's roc_auc_score)."""
+    fig, ax = _axes(predictions, title, (7.5, 6), "no saved predictions to plot")
+    if predictions.empty:
+        return fig
+    curves = []
+    for run, part in predictions.groupby("run", sort=False):
+        fpr, tpr, _ = skm.roc_curve(part["label"], part["proba"])
+        curves.append((skm.roc_auc_score(part["label"], part["proba"]), run, fpr, tpr))
+    for auc, run, fpr, tpr in sorted(curves, key=lambda c: -c[0]):
+        ax.plot(fpr, tpr, lw=2, label=f"{run} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="_chance")
+    ax.text(0.6, 0.52, "chance", color="grey", rotation=38, transform=ax.transAxes)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal",
+           xlabel="false positive rate (IDC-negative patches called IDC)",
+           ylabel="true positive rate (IDC patches found)")
+    ax.legend(loc="lower right", fontsize=9)
+    return fig
+
+
+def score_bars(runs: pd.DataFrame, title: str = "IDC F1 and balanced accuracy per run"):
+    """F1 of IDC and balanced accuracy side by side, one pair of bars per run."""
+    fig, ax = _axes(runs, title, (9, 1.2 + 0.6 * max(len(runs), 2)), "no model runs yet")
+    if runs.empty:
+        return fig
+    long = runs.assign(run=run_labels(runs)).melt(
+        id_vars="run", value_vars=["f1", "balanced_accuracy"], var_name="metric", value_name="score")
+    long["metric"] = long["metric"].map({"f1": "F1 (IDC)", "balanced_accuracy": "balanced accuracy"})
+    sns.barplot(data=long, y="run", x="score", hue="metric", orient="h", errorbar=None, ax=ax,
+                palette=["#c44e52", "#4c72b0"])
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=9)
+    ax.axvline(0.5, color="grey", ls="--", lw=1, label="chance (balanced accuracy)")
+    ax.set(xlim=(0, 1.1), xlabel="score", ylabel="")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    return fig
+
+
+def params_vs_f1(runs: pd.DataFrame, title: str = "Size against IDC F1"):
+    """Parameters (log scale) against F1: does a bigger network score better here?"""
+    usable = runs.dropna(subset=["params", "f1"])
+    fig, ax = _axes(usable, title, (8, 5), "no run with both a parameter count and an F1")
+    left_out = runs.loc[~runs.index.isin(usable.index), "run"].tolist()
+    if left_out:
+        ax.annotate(f"left out (no parameter count or F1): {', '.join(map(str, left_out))}",
+                    (0, -0.16), xycoords="axes fraction", fontsize=8, color="grey")
+    if usable.empty:
+        return fig
+    usable = usable.astype({"params": "float64"})
+    sns.scatterplot(data=usable, x="params", y="f1", hue="model", s=80, legend=False, ax=ax)
+    for _, row in usable.iterrows():
+        ax.annotate(row["model"], (row["params"], row["f1"]), xytext=(6, 4),
+                    textcoords="offset points", fontsize=9)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1e6:g}M"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    low, high = usable["params"].min(), usable["params"].max()
+    ax.set_xlim(low / 1.6, high * 2.5)  # room for the labels right of the points
+    ax.set(ylim=(max(0, usable["f1"].min() - 0.1), min(1.05, usable["f1"].max() + 0.1)),
+           xlabel="parameters (millions, log scale)", ylabel="F1 (IDC)")
+    return fig
+
+
+# --- beside the published figures -------------------------------------------------
+
+def beside_published(runs: pd.DataFrame) -> pd.DataFrame:
+    """Our F1, balanced accuracy and accuracy beside the seed project's and the literature's.
+
+    Every row says its split: the seed project split patches at random (a
+    patient's near-duplicate patches on both sides), the literature and this
+    series split by patient; the numbers are only comparable within a split.
+    """
+    ours = pd.DataFrame({
+        "source": "this series", "model": runs["model"],
+        "setting": [f"{run} ({profile} profile)" for run, profile in zip(runs["run"], runs["profile"])],
+        "f1": runs["f1"], "balanced_accuracy": runs["balanced_accuracy"], "accuracy": runs["accuracy"],
+        "split": runs["split"], "note": runs["data"],
+    })
+    seed = []
+    for row in SEED_IDC:
+        part = "test" if row["test"] is not None else "validation" if row["val"] is not None else None
+        seed.append({"source": "seed project", "model": row["model"], "setting": row["setting"],
+                     "f1": row["f1"], "accuracy": row["test"] if row["test"] is not None else row["val"],
+                     "split": f"{row['split']}, {part}" if part else row["split"], "note": row["note"]})
+    literature = [{"source": "literature", "setting": "published", "note": "", **row}
+                  for row in LITERATURE_IDC]
+    table = pd.concat([ours, pd.DataFrame(seed), pd.DataFrame(literature)], ignore_index=True)
+    table = table.reindex(columns=PUBLISHED).astype({"f1": float, "balanced_accuracy": float,
+                                                     "accuracy": float})
+    order = list(EXPECTED.values())
+    rank = table["model"].map(lambda m: order.index(m) if m in order else len(order))
+    last = (table["source"] == "literature").astype(int)
+    return table.assign(_last=last, _rank=rank).sort_values(
+        ["_last", "_rank", "model"], kind="stable").drop(columns=["_last", "_rank"]).reset_index(drop=True)

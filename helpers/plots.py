@@ -147,16 +147,40 @@ def slide_heatmap(maps: dict, source: str, threshold: float | None = None):
     cmap = matplotlib.colors.ListedColormap(["#d9d9d9", CLASS_COLOURS[1]])
     axes[1].imshow(np.ma.masked_invalid(maps["labels"]), cmap=cmap, vmin=0, vmax=1)
     axes[1].set_title("annotated: red IDC, grey not, white no patch")
-    heat = axes[2].imshow(np.ma.masked_invalid(maps["proba"]), cmap="magma", vmin=0, vmax=1)
-    if threshold is not None and np.nanmax(maps["proba"]) >= threshold:
+    # A briefly trained model can squeeze every probability near 0 (its threshold, chosen on
+    # validation, is then tiny too): on a 0-1 scale the map would be black. Say so, and scale.
+    top = float(np.nanmax(maps["proba"]))
+    vmax = 1.0 if top >= 0.5 else max(top, 1e-6)
+    heat = axes[2].imshow(np.ma.masked_invalid(maps["proba"]), cmap="magma", vmin=0, vmax=vmax)
+    if threshold is not None and top >= threshold:
         called = np.nan_to_num(maps["proba"], nan=0.0) >= threshold
         axes[2].contour(called, levels=[0.5], colors="cyan", linewidths=1)
     axes[2].set_title("predicted IDC probability" + ("" if threshold is None else
-                                                   f" (cyan: >= {threshold:.2f})"))
-    fig.colorbar(heat, ax=axes[2], shrink=0.8)
+                                                   f" (cyan: >= {threshold:.3g})"))
+    bar = fig.colorbar(heat, ax=axes[2], shrink=0.8)
+    if vmax < 1:
+        bar.set_label(f"scale 0 to {vmax:.3g}, this slide's highest probability")
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"Patient {maps['patient']} ({source})")
+    return fig
+
+
+def idc_share_agreement(per_patient: pd.DataFrame, source: str):
+    """Per patient: annotated against predicted share of IDC patches (the IDC area of the slide)."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect agreement")
+    ax.scatter(per_patient["idc_share"], per_patient["predicted_idc_share"], s=18 + per_patient["patches"] / 10,
+               color=CLASS_COLOURS[1], alpha=0.7, edgecolor="k", label="a patient (size: patches)")
+    for _, row in per_patient.iterrows():
+        ax.annotate(str(row["patient"]), (row["idc_share"], row["predicted_idc_share"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("annotated IDC share of the patient's patches")
+    ax.set_ylabel("predicted IDC share")
+    ax.legend(loc="upper left", fontsize=8)
+    title_with_source(ax, "IDC area per patient", source)
     return fig
 
 

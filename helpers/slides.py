@@ -51,19 +51,20 @@ def tissue_mosaic(df: pd.DataFrame, cell: int = PATCH, background: int = 255) ->
     return out
 
 
-def patient_maps(df: pd.DataFrame, proba=None, cell: int = PATCH) -> dict:
+def patient_maps(df: pd.DataFrame, proba=None, cell: int | None = None) -> dict:
     """One patient's tissue mosaic, annotation grid and (with ``proba``) probability grid.
 
     ``proba`` gives the model's IDC probability per row of ``df`` (a column name of
     ``df`` or an array). Grids hold one value per patch position, NaN where the
-    archive has no patch; the mosaic shrinks each patch to ``cell`` pixels.
+    archive has no patch; the mosaic shrinks each patch to ``cell`` pixels (None:
+    full size for small slides, 20 pixels from 400 patches on, to stay readable).
     """
     if df.empty:
         raise ValueError("no patches: cannot rebuild a slide from an empty index")
     if isinstance(proba, str):
         proba = df[proba]
     maps = {"patient": str(df["patient"].iloc[0]), "patches": len(df),
-            "mosaic": tissue_mosaic(df, cell=cell), "labels": value_map(df, df["label"])}
+            "mosaic": tissue_mosaic(df, cell=cell or (PATCH if len(df) < 400 else 20)), "labels": value_map(df, df["label"])}
     if proba is not None:
         proba = np.asarray(proba, dtype=float)
         if len(proba) != len(df):

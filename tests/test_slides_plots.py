@@ -94,3 +94,14 @@ def test_patient_maps_refuse_bad_input(grid):
     with pytest.raises(ValueError, match="empty"):
         slides.patient_maps(grid.iloc[:0])
     assert "proba" not in slides.patient_maps(grid)
+
+
+def test_idc_share_agreement_plots_one_point_per_patient():
+    table = pd.DataFrame({"patient": ["a", "b", "c"], "patches": [10, 200, 40],
+                          "idc_share": [0.1, 0.5, 0.9], "predicted_idc_share": [0.2, 0.4, 0.95]})
+    fig = plots.idc_share_agreement(table, "generated demo data; test split")
+    ax = fig.axes[0]
+    offsets = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(offsets, table[["idc_share", "predicted_idc_share"]].to_numpy())
+    assert "test split" in ax.get_title()
+    matplotlib.pyplot.close("all")

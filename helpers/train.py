@@ -30,8 +30,11 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(name: str, learning_rate: float | None = None):
-    """A Keras optimizer by name: adagrad, sgd (momentum 0.9), rmsprop, adam, adadelta."""
+def make_optimizer(name: str, learning_rate: float | None = None, **options):
+    """A Keras optimizer by name: adagrad, sgd (momentum 0.9), rmsprop, adam, adadelta.
+
+    ``options`` go to the optimizer, e.g. ``clipnorm=1.0`` (gradient clipping).
+    """
     import keras
 
     key = name.lower()
@@ -41,10 +44,10 @@ def make_optimizer(name: str, learning_rate: float | None = None):
     if not lr > 0:
         raise ValueError(f"learning rate must be positive, got {learning_rate}")
     if key == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, **options)
     cls = {"adagrad": keras.optimizers.Adagrad, "rmsprop": keras.optimizers.RMSprop,
            "adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta}[key]
-    return cls(learning_rate=lr)
+    return cls(learning_rate=lr, **options)
 
 
 def class_weights(labels) -> dict[int, float]:
@@ -59,12 +62,14 @@ def class_weights(labels) -> dict[int, float]:
     return {0: float(weights[0]), 1: float(weights[1])}
 
 
-def compile_model(model, optimizer="adam", learning_rate=None, label_smoothing: float = 0.0):
+def compile_model(model, optimizer="adam", learning_rate=None, label_smoothing: float = 0.0,
+                  optimizer_options: dict | None = None):
     """Compile with categorical cross-entropy and the metrics every run logs."""
     import keras
 
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate) if isinstance(optimizer, str) else optimizer,
+        optimizer=(make_optimizer(optimizer, learning_rate, **(optimizer_options or {}))
+                   if isinstance(optimizer, str) else optimizer),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.AUC(name="auc"),
@@ -147,7 +152,7 @@ def best_checkpoint(run_dir, monitor: str = "val_auc") -> Path | None:
 def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = None,
         optimizer="adam", learning_rate=None, class_weight=None, label_smoothing: float = 0.0,
         monitor: str = "val_auc", patience: int = 5, seed: int = 42, train_patches: int | None = None,
-        extra_callbacks=(), verbose: int = 2) -> TrainResult:
+        extra_callbacks=(), verbose: int = 2, optimizer_options: dict | None = None) -> TrainResult:
     """Compile and train ``model``; everything the run writes goes to ``run_dir``.
 
     Run it again with the same ``run_dir`` after an interruption (a crash, a
@@ -163,7 +168,13 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     name = name or model.name
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    compile_model(model, optimizer, learning_rate, label_smoothing)
+    if not (run_dir / "backup").exists():
+        # A fresh start, not a resumption: the history and checkpoints of an earlier,
+        # finished run in this folder would mix with this one's.
+        (run_dir / "history.csv").unlink(missing_ok=True)
+        for old in (run_dir / "checkpoints").glob("*.keras"):
+            old.unlink()
+    compile_model(model, optimizer, learning_rate, label_smoothing, optimizer_options)
     callbacks = make_callbacks(run_dir, name, monitor, patience, extra_callbacks)
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,

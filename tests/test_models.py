@@ -386,3 +386,30 @@ def test_pretrained_backbone_keeps_its_batchnorm_momentum(trained_mobilenet):
     bns = [layer for layer in model.get_layer("backbone").layers
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert all(layer.momentum == 0.999 for layer in bns)
+
+
+def test_cancernet_variants_of_the_architecture_study():
+    thin = build_model("cancernet", filters=((16,), (32, 32), (64, 64, 64), (64, 64, 64)))
+    seps = [layer for layer in thin.layers if isinstance(layer, keras.layers.SeparableConv2D)]
+    assert [layer.filters for layer in seps] == [16, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert thin.get_layer("block4_pool").output.shape[1:3] == (3, 3)  # 50 -> 25 -> 12 -> 6 -> 3
+    for k in (2, 5):
+        model = build_model("cancernet", kernel_size=k)
+        assert model.get_layer("block1_sepconv1").kernel_size == (k, k)
+    strided = build_model("cancernet", downsample="stride")
+    assert not any(isinstance(layer, keras.layers.MaxPooling2D) for layer in strided.layers)
+    assert strided.get_layer("block1_sepconv1").strides == (2, 2)
+    assert strided.get_layer("block2_sepconv2").strides == (1, 1)
+    assert strided.get_layer("flatten").output.shape[1] == 7 * 7 * 128  # 50 -> 25 -> 13 -> 7
+    with pytest.raises(ValueError, match="downsample"):
+        build_model("cancernet", downsample="avg")
+
+
+def test_cancernet_l2_and_dropout_options():
+    plain = build_model("cancernet")
+    assert not plain.losses
+    penalised = build_model("cancernet", l2=1e-3)
+    penalised(images(1, 50))
+    assert len(penalised.losses) == 2 * 6 + 1  # depthwise + pointwise per conv, and the dense
+    no_drop = build_model("cancernet", block_dropout=0, dropout=0)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in no_drop.layers)

@@ -100,6 +100,22 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert list(train.read_history(tmp_path / "run")["epoch"]) == [0, 1, 2]
 
 
+def test_a_rerun_of_a_finished_run_starts_a_clean_history(tmp_path):
+    ds, _ = separable()
+    val, _ = separable(seed=1)
+    train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05, verbose=0)
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=1, learning_rate=0.05, verbose=0)
+    assert list(result.history["epoch"]) == [0], "epochs of the earlier run leaked into this one"
+    assert len(list((tmp_path / "run" / "checkpoints").glob("*.keras"))) == 1
+
+
+def test_optimizer_options_reach_the_optimizer():
+    opt = train.make_optimizer("rmsprop", 0.01, clipnorm=1.0)
+    assert opt.clipnorm == 1.0 and float(opt.learning_rate) == pytest.approx(0.01)
+    model = train.compile_model(tiny_model(), "sgd", 0.1, optimizer_options={"clipnorm": 0.5})
+    assert model.optimizer.clipnorm == 0.5 and model.optimizer.momentum == 0.9
+
+
 def test_scores_exact_values():
     y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
     p = np.array([0.1, 0.6, 0.2, 0.9, 0.4, 0.7, 0.3, 0.8])

@@ -58,13 +58,21 @@ def split_index(df: pd.DataFrame, seed: int, split_dir=None) -> tuple[pd.DataFra
 
 
 def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
-                 balanced_train: bool = True) -> Data:
+                 balanced_train: bool = True, augment="none") -> Data:
     """Index, split by patient, cap to the profile's sample size, and build the pipelines.
 
     The training split is class-balanced (as the seed projects trained); the
     validation and test splits keep the natural IDC share, so their scores
-    mean what they would mean on new slides.
+    mean what they would mean on new slides. ``augment`` (a name of
+    ``helpers.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
     """
+    if isinstance(augment, str):
+        if augment == "none":
+            augment = None
+        else:
+            from .augment import by_name
+
+            augment = by_name(augment, seed=cfg.seed)
     df, _ = cached_index(cfg)
     split_df, note = split_index(df, cfg.seed, split_dir)
     splits.check_disjoint(split_df)
@@ -85,7 +93,7 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     data.class_weight = _weights(train_part["label"])
     data.train = pipeline.make_dataset(train_part, batch_size=cfg.batch_size, image_size=image_size,
                                        preprocess=preprocess, one_hot=True, shuffle=True,
-                                       seed=cfg.seed, cache=True)
+                                       seed=cfg.seed, cache=True, augment=augment)
     data.val = data.dataset("val")
     data.test = data.dataset("test") if (index["split"] == "test").any() else None
     return data

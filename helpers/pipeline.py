@@ -135,7 +135,7 @@ def make_dataset(
     ``preprocess`` is the model's own function, e.g.
     ``keras.applications.resnet50.preprocess_input``, or None to keep [0, 255].
     ``augment`` (a Keras layer or function) runs on training batches after
-    caching, so each epoch sees new variants. ``cache`` True caches in memory,
+    caching, so each epoch sees new variants, on [0, 255] images before ``preprocess``. ``cache`` True caches in memory,
     a string caches to that file.
     """
     tf = _tf()
@@ -167,6 +167,8 @@ def make_dataset(
         x = tf.cast(x, tf.float32)
         if image_size != PATCH:
             x = tf.image.resize(x, (image_size, image_size), method="bilinear")
+        if augment is not None:  # on [0, 255] images, before a backbone's own scaling
+            x = augment(x, training=True) if hasattr(augment, "call") else augment(x)
         if preprocess is not None:
             x = preprocess(x)
         if one_hot:
@@ -174,7 +176,4 @@ def make_dataset(
         return x, y
 
     ds = ds.batch(batch_size).map(to_float, num_parallel_calls=auto)
-    if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x, training=True) if hasattr(augment, "call")
-                                  else augment(x), y), num_parallel_calls=auto)
     return ds.prefetch(auto)

@@ -184,6 +184,31 @@ def idc_share_agreement(per_patient: pd.DataFrame, source: str):
     return fig
 
 
+def study_curves(history: pd.DataFrame, title: str, metrics=("loss", "accuracy", "f1"),
+                 log_loss: bool = False):
+    """Every variant of a study on one figure: one panel per metric, one colour per
+    variant, training solid and validation dashed; with several seeds the line is
+    their mean and the band their spread (one standard deviation)."""
+    metrics = [m for m in metrics if m in set(history["metric"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), layout="constrained",
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = history[history["metric"] == metric]
+        sns.lineplot(data=part, x="epoch", y="value", hue="variant", style="split",
+                     style_order=["training", "validation"], errorbar="sd", ax=ax)
+        ax.set_title(metric)
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if metric == "loss" and log_loss:
+            ax.set_yscale("log")
+        if ax is not axes[0][-1] and ax.get_legend():
+            ax.get_legend().remove()
+    if axes[0][-1].get_legend():
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
 def training_curves(history: pd.DataFrame, title: str, metrics=("loss", "accuracy", "f1")):
     """Training against validation, one panel per metric, from a history table."""
     metrics = [m for m in metrics if m in history]

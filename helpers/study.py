@@ -1,0 +1,142 @@
+"""Studies: runs that differ in one thing only, on the same split, seeds and epochs.
+
+A study is a list of ``Variant``s. ``run_study`` trains each variant once per
+seed on the same patient split, scores it (threshold chosen on validation),
+collects every epoch of every run into one long history table, and writes one
+registry row per run. A finished run is not trained again when the study is
+rerun with the same settings (its row and history are read back), and an
+interrupted run resumes at its last finished epoch (``train.fit``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import experiment, models, results, train
+from .io import atomic_path, write_text
+
+
+@dataclass
+class Variant:
+    """One arm of a study: what differs from the other arms, and nothing else."""
+
+    name: str
+    model: str = "cancernet"
+    build: dict = field(default_factory=dict)  # keywords of models.build_model
+    fit: dict = field(default_factory=dict)  # keywords of train.fit (optimizer, learning_rate, ...)
+    image_size: int | None = None  # None: the model's own input size
+    augment: str = "none"  # a name of helpers.augment.AUGMENTATIONS
+
+
+@dataclass
+class Study:
+    runs: pd.DataFrame  # one row per (variant, seed): the registry rows
+    history: pd.DataFrame  # long: variant, seed, epoch, metric, split, value
+    split_note: str
+
+    def summary(self, columns=("val_f1", "val_balanced_accuracy", "f1", "balanced_accuracy",
+                               "roc_auc", "gap")) -> pd.DataFrame:
+        """Mean and standard deviation over seeds, one row per variant, in study order."""
+        cols = [c for c in columns if c in self.runs]
+        order = list(dict.fromkeys(self.runs["variant"]))
+        grouped = self.runs.groupby("variant", sort=False)[cols]
+        table = grouped.mean().round(3)
+        if self.runs["seed"].nunique() > 1:
+            table = table.join(grouped.std().round(3).add_suffix("_sd"))
+        extra = self.runs.groupby("variant", sort=False)[["params", "images_per_s", "epochs_run"]].mean()
+        return table.join(extra.round(0).astype("Int64")).loc[order]
+
+
+def _fingerprint(cfg, variant: Variant, seed: int) -> str:
+    key = json.dumps({"data": str(Path(cfg.data_dir).resolve()), "sample": cfg.sample_size,
+                      "epochs": cfg.epochs, "batch": cfg.batch_size, "split_seed": cfg.seed,
+                      "seed": seed, **asdict(variant)}, sort_keys=True, default=str)
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def _long_history(history: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
+    rows = []
+    for column in history.columns:
+        if column == "epoch":
+            continue
+        split, metric = ("validation", column[4:]) if column.startswith("val_") else ("training", column)
+        rows.append(pd.DataFrame({"variant": variant, "seed": seed, "epoch": history["epoch"] + 1,
+                                  "metric": metric, "split": split, "value": history[column]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _gap(history: pd.DataFrame) -> float:
+    """Training minus validation accuracy at the last epoch: how much the run overfits."""
+    last = history.iloc[-1]
+    return round(float(last["accuracy"] - last["val_accuracy"]), 4)
+
+
+def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=None,
+              split_dir=None, monitor: str = "val_auc", patience: int = 5) -> Study:
+    """Train every variant once per seed on one patient split; record every run.
+
+    ``seeds`` default to the profile's count (``cfg.seeds``) starting at ``cfg.seed``;
+    the split itself always uses ``cfg.seed``, so only the training differs by seed.
+    """
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique, got {names}")
+    seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(cfg.seeds)]
+    data_cache: dict = {}
+    rows, histories, split_note = [], [], ""
+    for variant in variants:
+        size = models.input_size(variant.model, variant.image_size)
+        key = (size, variant.model if models.preprocess_for(variant.model) else None, variant.augment)
+        if key not in data_cache:
+            data_cache[key] = experiment.prepare_data(
+                cfg, image_size=size, preprocess=models.preprocess_for(variant.model),
+                split_dir=split_dir, augment=variant.augment)
+        data = data_cache[key]
+        split_note = data.split_note
+        for seed in seeds:
+            row, history = _run_once(cfg, study, variant, seed, data, size, monitor, patience)
+            rows.append(row)
+            histories.append(_long_history(history, variant.name, seed))
+    scored_on = rows[0]["scored_on"] if rows else "val"
+    results.record(cfg, notebook, rows, split=f"{scored_on} split, {split_note}")
+    return Study(pd.DataFrame(rows), pd.concat(histories, ignore_index=True), split_note)
+
+
+def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
+    import keras
+
+    run = f"{study}_{variant.name}_seed{seed}"
+    run_dir = Path(cfg.output_dir) / "runs" / study / f"{variant.name}_seed{seed}"
+    done = run_dir / "done.json"
+    fingerprint = _fingerprint(cfg, variant, seed)
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved.get("fingerprint") == fingerprint:
+            print(f"{run}: finished earlier with these settings, read back")
+            return saved["row"], train.read_history(run_dir)
+    print(f"{run}: training")
+    model = models.build_model(variant.model, image_size=size, **variant.build)
+    fit_options = {"optimizer": "adam", **variant.fit}
+    result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=variant.name,
+                       class_weight=data.class_weight, seed=seed, monitor=monitor, patience=patience,
+                       train_patches=len(data.part("train")), **fit_options)
+    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    assessment = experiment.assess(best, data)
+    history = result.history
+    params = {"study": study, "variant": variant.name, "seed": seed, "image_size": size,
+              "augment": variant.augment, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+              "settings": json.dumps({"build": variant.build, "fit": fit_options}, default=str)}
+    row = experiment.registry_row(run, variant.model, result, assessment, params,
+                                  models.count_params(model)["total"])
+    row["gap"] = _gap(history)
+    row["max_val_loss"] = float(np.nanmax(history["val_loss"])) if "val_loss" in history else None
+    with atomic_path(run_dir / "best.keras") as tmp:
+        best.save(tmp)
+    write_text(done, json.dumps({"fingerprint": fingerprint, "row": row}, indent=2, default=float))
+    return row, history

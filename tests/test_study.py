@@ -1,0 +1,61 @@
+"""Studies: variants on one split, one registry row per run, finished runs read back."""
+
+import os
+
+import matplotlib
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+pytest.importorskip("keras")
+
+from helpers import config, plots, results, study, train  # noqa: E402
+from helpers.study import Variant  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    from helpers.demo import make_demo
+
+    root = tmp_path_factory.mktemp("demo") / "idc"
+    make_demo(root, n_patients=12, seed=5)
+    return root
+
+
+VARIANTS = [Variant("adam", fit={"optimizer": "adam"}),
+            Variant("sgd", fit={"optimizer": "sgd", "learning_rate": 0.01},
+                    build={"dense_units": 32})]
+
+
+@pytest.mark.slow
+def test_a_study_runs_each_variant_per_seed_and_rereads_finished_runs(small_demo, tmp_path, monkeypatch):
+    cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300, epochs=2)
+    found = study.run_study(cfg, "opt", "08_test", VARIANTS, seeds=[1, 2])
+    assert list(found.runs["variant"]) == ["adam", "adam", "sgd", "sgd"]
+    assert list(found.runs["seed"]) == [1, 2, 1, 2]
+    assert found.runs["params"].iloc[0] > found.runs["params"].iloc[2]  # dense 256 vs 32
+    assert set(found.history["split"]) == {"training", "validation"}
+    assert found.history.groupby(["variant", "seed"])["epoch"].max().le(2).all()
+    summary = found.summary()
+    assert list(summary.index) == ["adam", "sgd"] and "f1_sd" in summary
+    registry = results.load(tmp_path)
+    assert (registry["notebook"] == "08_test").sum() == 4
+    assert registry["split"].str.contains("by patient").all()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(train, "fit", no_training)
+    again = study.run_study(cfg, "opt", "08_test", VARIANTS, seeds=[1, 2])
+    assert list(again.runs["f1"]) == list(found.runs["f1"])
+    changed = [Variant("adam", fit={"optimizer": "adam", "learning_rate": 0.01})]
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: trained anew
+        study.run_study(cfg, "opt", "08_test", changed, seeds=[1])
+
+    fig = plots.study_curves(found.history, "a study (generated demo data)")
+    assert len(fig.axes) == 3 and fig.axes[0].get_title() == "loss"
+    matplotlib.pyplot.close("all")
+
+
+def test_variant_names_must_be_unique(tmp_path, small_demo):
+    cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="unique"):
+        study.run_study(cfg, "s", "nb", [Variant("a"), Variant("a")])

@@ -177,3 +177,17 @@ def make_dataset(
 
     ds = ds.batch(batch_size).map(to_float, num_parallel_calls=auto)
     return ds.prefetch(auto)
+
+
+def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarray:
+    """uint8 patches (n, 50, 50, 3) as a model takes them: float32, resized to
+    ``image_size`` and preprocessed exactly as ``make_dataset`` does."""
+    tf = _tf()
+    x = tf.cast(np.asarray(images), tf.float32)
+    if x.shape.rank != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected images of shape (n, h, w, 3), got {tuple(x.shape)}")
+    if image_size != x.shape[1]:
+        x = tf.image.resize(x, (image_size, image_size), method="bilinear")
+    if preprocess is not None:
+        x = preprocess(x)
+    return np.asarray(x)

@@ -253,7 +253,7 @@ def manual_grad_cam_resnet50(model, x, inner_name, class_index):
         features, y = two(x, training=False)
         for layer in head:
             y = layer(y, training=False)
-        score = tf.reduce_sum(y[:, class_index])
+        score = tf.reduce_sum(y[:, class_index] - tf.reduce_mean(y, axis=1))  # the centred logit
     grads = tape.gradient(score, features)
     assert grads is not None
     raw = np.maximum((features.numpy() * grads.numpy().mean(axis=(1, 2))[:, None, None]).sum(-1), 0)
@@ -352,3 +352,18 @@ def test_outcome_grid_copes_with_empty_outcomes():
         assert f"no {outcome} at threshold 0.50" in texts
     with pytest.raises(ValueError, match="lengths"):
         cam.outcome_grid(images, np.zeros((3, 50, 50)), [1, 1], [0.9, 0.8], 0.5, "bad")
+
+
+def test_layer_comparison_has_a_row_per_patch_and_a_column_per_layer():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (3, 20, 20, 3)).astype("float32")
+    maps = {"early": rng.uniform(0, 1, (3, 20, 20)), "late": rng.uniform(0, 1, (3, 20, 20))}
+    fig = cam.layer_comparison(images, maps, "two layers", proba=[0.1, 0.5, 0.9])
+    assert len(fig.axes) == 3 * 3
+    assert fig.axes[1].get_title() == "early" and fig.axes[2].get_title() == "late"
+    assert fig.axes[3].get_title() == "patch, p=0.50"
+    with pytest.raises(ValueError, match="'late': 2 maps for 3 images"):
+        cam.layer_comparison(images, {"late": maps["late"][:2]}, "bad")
+    plt.close("all")

@@ -413,3 +413,37 @@ def test_cancernet_l2_and_dropout_options():
     assert len(penalised.losses) == 2 * 6 + 1  # depthwise + pointwise per conv, and the dense
     no_drop = build_model("cancernet", block_dropout=0, dropout=0)
     assert not any(isinstance(layer, keras.layers.Dropout) for layer in no_drop.layers)
+
+
+def test_recalibrated_batchnorm_matches_the_real_statistics():
+    from helpers import train
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(2)
+    (x, y), (xt, yt) = dark_or_light(rng, 192), dark_or_light(rng, 128)
+    ds = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y, 2))).batch(32)
+    model = build_model("cancernet", image_size=32)
+    train.compile_model(model, "adam", 1e-3)
+    model.fit(ds, epochs=1, verbose=0, shuffle=False)  # 6 steps: the moving statistics lag far behind
+    stale = (model.predict(xt, verbose=0).argmax(1) == yt).mean()
+
+    assert train.recalibrate_batchnorm(model, ds, batches=6) == 6
+    probe = keras.Model(model.inputs, model.get_layer("block1_relu1").output)
+    real = np.asarray(probe(x, training=False)).reshape(-1, 32)
+    bn = model.get_layer("block1_bn1")
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), real.mean(0), rtol=0.05, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), real.var(0), rtol=0.25, atol=1e-4)
+    assert bn.momentum == models.BN_MOMENTUM, "the momentum is restored"
+    fresh = (model.predict(xt, verbose=0).argmax(1) == yt).mean()
+    assert fresh > 0.9 and fresh > stale
+
+
+def test_batchnorm_layers_skip_a_frozen_pretrained_backbone(trained_mobilenet):
+    from helpers import train
+
+    _, d = trained_mobilenet
+    frozen = build_model("mobilenet_v2", weights=d / "breakhis.keras")
+    assert not train.batchnorm_layers(frozen)  # its head has no BatchNorm
+    scratch = build_model("mobilenet_v2")
+    assert len(train.batchnorm_layers(scratch)) == sum(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in scratch.get_layer("backbone").layers)

@@ -83,3 +83,19 @@ def test_bad_inputs_raise_clearly(small_index, tmp_path):
         pipeline.make_dataset(small_index.iloc[:0])
     with pytest.raises(ValueError, match="2 images but 3 labels"):
         pipeline.make_dataset(images=np.zeros((2, 50, 50, 3), np.uint8), labels=[0, 1, 0])
+
+
+def test_to_model_input_matches_the_pipeline(tree):
+    import keras
+
+    from helpers.index import build_index
+
+    df, _ = build_index(tree)
+    images, _ = pipeline.load_arrays(df)
+    prep = keras.applications.xception.preprocess_input
+    x = pipeline.to_model_input(images, 71, prep)
+    batch = next(iter(pipeline.make_dataset(df, batch_size=len(df), image_size=71, preprocess=prep)))[0]
+    np.testing.assert_allclose(x, np.asarray(batch), atol=1e-5)
+    assert x.shape == (len(df), 71, 71, 3) and x.dtype == np.float32
+    with pytest.raises(ValueError, match="shape"):
+        pipeline.to_model_input(images[0])

@@ -49,14 +49,34 @@ def _run_all(args) -> int:
     return main(args.profile, args.data_dir, out_dir=args.out, only=args.only, kernel=args.kernel)
 
 
+def _options(pairs, flag) -> dict:
+    """KEY=VALUE pairs, values read as JSON where they parse (1e-4, true, [16, 32]) else text."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def _train(args) -> int:
     from .experiment import train_to_dir
 
+    build = {"dropout": args.dropout, "l2": args.l2, "kernel_size": args.kernel_size}
+    fit = {"label_smoothing": args.label_smoothing, "recalibrate_bn": args.recalibrate_bn}
     summary = train_to_dir(args.model, args.data_dir, args.out, epochs=args.epochs,
                            batch_size=args.batch_size, optimizer=args.optimizer,
                            learning_rate=args.lr, weights=args.weights, split_dir=args.split_dir,
                            seed=args.seed, profile=args.profile, sample_size=args.sample_size,
-                           fine_tune_at=args.fine_tune_at)
+                           fine_tune_at=args.fine_tune_at, image_size=args.image_size, augment=args.augment,
+                           build={**{k: v for k, v in build.items() if v is not None},
+                                  **_options(args.build, "--build")},
+                           fit={**{k: v for k, v in fit.items() if v is not None},
+                                **_options(args.fit, "--fit")})
     print(json.dumps(summary, indent=2, default=float))
     return 0
 
@@ -119,6 +139,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--profile", default="smoke", help="defaults for what is not given")
     p.add_argument("--sample-size", type=int, help="cap on patches (0: all)")
+    p.add_argument("--image-size", type=int, help="input side (default: the model's own)")
+    p.add_argument("--augment", default="none", help="none, seed or histology (training batches only)")
+    p.add_argument("--dropout", type=float, help="dropout before the last Dense (default: the model's)")
+    p.add_argument("--l2", type=float, help="L2 penalty on the kernels (cancernet)")
+    p.add_argument("--kernel-size", type=int, help="convolution kernel size (cancernet)")
+    p.add_argument("--label-smoothing", type=float, help="e.g. 0.1")
+    p.add_argument("--recalibrate-bn", type=int, help="training batches that refresh BatchNorm "
+                   "statistics before each validation (default 20; 0: off)")
+    p.add_argument("--build", nargs="*", metavar="KEY=VALUE",
+                   help="more keywords of models.build_model, e.g. downsample=stride 'filters=[[16],[32,32]]'")
+    p.add_argument("--fit", nargs="*", metavar="KEY=VALUE",
+                   help="more keywords of train.fit, e.g. optimizer_options='{\"clipnorm\": 1}'")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="score every patch under a folder with a saved model")

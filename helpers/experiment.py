@@ -192,9 +192,15 @@ def predict_patients(model, index: pd.DataFrame, patients, data: Data, batch_siz
 
 def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=None, optimizer="adam",
                  learning_rate=None, weights=None, split_dir=None, seed: int = 42,
-                 profile: str = "smoke", sample_size=None, fine_tune_at=None) -> dict:
+                 profile: str = "smoke", sample_size=None, fine_tune_at=None, image_size=None,
+                 augment: str = "none", build: dict | None = None, fit: dict | None = None) -> dict:
     """Train one model with a patient-level validation split; write ``model.keras``
-    (the best epoch) and ``model.json`` (settings, threshold, scores) to ``out_dir``."""
+    (the best epoch) and ``model.json`` (settings, threshold, scores) to ``out_dir``.
+
+    ``build`` and ``fit`` are extra keywords of ``models.build_model`` and
+    ``train.fit`` (e.g. ``{"l2": 1e-4}``, ``{"label_smoothing": 0.1}``): every study
+    variant of notebooks 08-12 can run here, on a machine without the notebook.
+    """
     import json
 
     import keras
@@ -205,13 +211,14 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     out_dir = Path(out_dir)
     cfg = config.resolve(profile, data_dir=data_dir, output_dir=out_dir, epochs=epochs,
                          batch_size=batch_size, sample_size=sample_size, seed=seed)
-    size = models.input_size(model_name, None)
+    size = models.input_size(model_name, image_size)
     data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name),
-                        split_dir=split_dir)
-    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at)
+                        split_dir=split_dir, augment=augment)
+    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at,
+                               **(build or {}))
     result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
-                       seed=seed, train_patches=len(data.part("train")))
+                       seed=seed, train_patches=len(data.part("train")), **(fit or {}))
     best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
     assessment = assess(best, data)
     with atomic_path(out_dir / "model.keras") as tmp:
@@ -221,6 +228,7 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
         "data_dir": str(cfg.data_dir), "generated": cfg.generated, "split": data.split_note,
         "epochs": cfg.epochs, "epochs_run": result.epochs_run, "batch_size": cfg.batch_size,
         "optimizer": optimizer, "learning_rate": learning_rate, "weights": weights, "seed": seed,
+        "augment": augment, "build": build or {}, "fit": fit or {},
         "train_patches": result.train_patches, "train_seconds": result.seconds,
         "images_per_s": result.images_per_s, "params": models.count_params(best)["total"],
         "val": assessment["val"], "test": assessment["test"],

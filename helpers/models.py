@@ -89,13 +89,14 @@ def _vgg_style(size, *, weights=None, pretrained=False, dropout=None,
 
 def _cancernet(size, *, weights=None, pretrained=False, dropout=None,
                filters=((32,), (64, 64), (128, 128, 128)), dense_units=256, kernel_size=3,
-               downsample="pool", block_dropout=0.25, l2=0.0):
+               downsample="pool", block_dropout=0.25, l2=0.0, bn_momentum=BN_MOMENTUM):
     """CancerNet; the keywords are the knobs of the architecture and regularization studies.
 
     downsample  "pool": a 2x2 max-pool closes each block (the original); "stride": the
                 block's first convolution has stride 2 instead (fewer operations, learnt
                 downsampling).
     l2          weight of an L2 penalty on every convolution and dense kernel (0: none).
+    bn_momentum of every BatchNormalization (the seed used Keras' default, 0.99).
     """
     if downsample not in ("pool", "stride"):
         raise ValueError(f"downsample must be 'pool' or 'stride', got {downsample!r}")
@@ -109,7 +110,7 @@ def _cancernet(size, *, weights=None, pretrained=False, dropout=None,
             x = layers.SeparableConv2D(f, kernel_size, strides=stride, padding="same",
                                        name=f"block{b}_sepconv{c}", **conv_reg)(x)
             x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn{c}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{b}_bn{c}")(x)
         if downsample == "pool":
             x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
         if block_dropout:
@@ -117,7 +118,7 @@ def _cancernet(size, *, weights=None, pretrained=False, dropout=None,
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense_units, kernel_regularizer=reg, name="fc")(x)
     x = layers.Activation("relu", name="fc_relu")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="fc_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="fc_bn")(x)
     return _classify(x, inputs, "cancernet", 0.5 if dropout is None else dropout)
 
 

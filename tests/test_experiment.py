@@ -113,3 +113,28 @@ def test_train_or_load_trains_once_and_predicts_whole_patients(small_demo, tmp_p
     other = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300, epochs=1)
     with pytest.raises(AssertionError, match="trained again"):  # other settings: a run of its own
         experiment.train_or_load(other, "cancernet", prefix="t")
+
+
+@pytest.mark.slow
+def test_cli_train_takes_the_study_options(small_demo, tmp_path):
+    import keras
+
+    out = subprocess.run(
+        [sys.executable, "-m", "helpers", "train", "--model", "cancernet", "--data-dir", str(small_demo),
+         "--out", str(tmp_path / "run"), "--epochs", "1", "--sample-size", "300", "--augment", "histology",
+         "--l2", "0.001", "--kernel-size", "5", "--label-smoothing", "0.1", "--recalibrate-bn", "0",
+         "--build", "downsample=stride", "filters=[[16],[32,32]]", "--fit", 'optimizer_options={"clipnorm": 1}'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert summary["augment"] == "histology"
+    assert summary["build"] == {"l2": 0.001, "kernel_size": 5, "downsample": "stride", "filters": [[16], [32, 32]]}
+    assert summary["fit"] == {"label_smoothing": 0.1, "recalibrate_bn": 0, "optimizer_options": {"clipnorm": 1}}
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert model.get_layer("block1_sepconv1").kernel_size == (5, 5)
+    assert model.get_layer("block2_sepconv1").strides == (2, 2) and model.get_layer("block2_sepconv2").filters == 32
+
+    bad = subprocess.run([sys.executable, "-m", "helpers", "train", "--model", "cancernet", "--data-dir",
+                          str(small_demo), "--out", str(tmp_path / "bad"), "--build", "l2"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--build takes KEY=VALUE, got 'l2'" in bad.stderr

@@ -411,6 +411,9 @@ def test_cancernet_l2_and_dropout_options():
     penalised = build_model("cancernet", l2=1e-3)
     penalised(images(1, 50))
     assert len(penalised.losses) == 2 * 6 + 1  # depthwise + pointwise per conv, and the dense
+    seed_bn = build_model("cancernet", bn_momentum=0.99)
+    assert {layer.momentum for layer in seed_bn.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
     no_drop = build_model("cancernet", block_dropout=0, dropout=0)
     assert not any(isinstance(layer, keras.layers.Dropout) for layer in no_drop.layers)
 

@@ -10,6 +10,9 @@ KERNEL   := idc-notebooks
 # TensorFlow build: the GPU one where an NVIDIA driver answers, else the CPU one.
 TF_EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 PYTEST_ARGS ?=
+# Two test processes: most of a notebook test is start-up (kernel, TensorFlow, model
+# builds), which a second process overlaps on a 2-core machine. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup data run-all test test-fast lab bench clean distclean
 
@@ -44,7 +47,7 @@ run-all: data
 	$(PY) -m helpers run-all --profile $(PROFILE) $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)")
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not notebook and not slow" $(PYTEST_ARGS)

@@ -1,8 +1,10 @@
-"""Command line: ``python -m helpers {index,make-demo,pack,run-all,bench} ...``."""
+"""Command line: ``python -m helpers {index,make-demo,pack,run-all,train,evaluate,bench,make-breakhis-demo,
+pretrain-breakhis} ...``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -89,6 +91,38 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _make_breakhis_demo(args) -> int:
+    from .breakhis import make_demo
+
+    summary = make_demo(args.dir, n_patients=args.patients, images_per_patient=args.images, seed=args.seed,
+                        progress=True)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _pretrain_breakhis(args) -> int:
+    from pathlib import Path
+
+    from .breakhis import pretrain
+    from .config import resolve
+    from .notebook import import_tensorflow_quietly
+
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise ValueError(f"--out must name a .keras file, got {out}")
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"BreakHis directory {args.data_dir} does not exist")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow_quietly()  # after the checks: a wrong argument is told in a second
+    cfg = resolve(args.profile, data_dir=args.data_dir, output_dir=out.parent, epochs=args.epochs,
+                  batch_size=args.batch_size, seed=args.seed, make_demo=False)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
+        done = pretrain(cfg, args.data_dir, args.model, mode=args.mode, tiles_per_image=args.tiles,
+                        weights=args.weights, out=out)
+    print(json.dumps(done.as_dict(), indent=2, default=float))
+    return 0
+
+
 def _bench(args) -> int:
     from .bench import main
 
@@ -163,6 +197,27 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="default: ../shared/data/idc-sample, else the demo set")
     p.add_argument("--sample", type=int, default=None, help="use at most this many patches")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("make-breakhis-demo", help="write a generated BreakHis-like set (official layout)")
+    p.add_argument("dir")
+    p.add_argument("--patients", type=int, default=16)
+    p.add_argument("--images", type=int, default=12, help="images per patient (40X, 100X, 200X, 400X in turn)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_make_breakhis_demo)
+
+    p = sub.add_parser("pretrain-breakhis", help="pretrain a model on BreakHis (benign / malignant, split "
+                       "by patient) and save it for fine-tuning on IDC")
+    p.add_argument("--data-dir", required=True, help="the BreakHis folder (official layout or flat)")
+    p.add_argument("--model", required=True, help="a name of helpers.models.MODELS, e.g. cancernet")
+    p.add_argument("--out", required=True, help="the .keras file to write (its scores go beside, .json)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--profile", default="smoke", help="defaults for what is not given")
+    p.add_argument("--seed", type=int, default=42, help="the patient split's and the training's seed")
+    p.add_argument("--mode", default="tiles", choices=("tiles", "resize"), help="how images become 50x50 inputs")
+    p.add_argument("--tiles", type=int, default=4, help="tiles per image (mode tiles)")
+    p.add_argument("--weights", default=None, help="start from: imagenet (backbones), or omit for none")
+    p.set_defaults(func=_pretrain_breakhis)
 
     args = parser.parse_args(argv)
     if args.command in ("train", "evaluate", "bench"):

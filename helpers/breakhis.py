@@ -1,5 +1,7 @@
 """BreakHis (Spanhol et al. 2016): read the archive into a table, split it by patient, turn its
-images into inputs for the IDC models, and draw a *generated* BreakHis-like demo set.
+images into inputs for the IDC models, and draw a *generated* BreakHis-like demo set; then (notebook
+12, and notebook 11's Bayesian search) pretrain a model on it, saved for fine-tuning on IDC, and
+compare the fine-tuned arms with the seed project's figures.
 
 BreakHis holds 7,909 RGB PNG microscopy images (700x460) of breast tumour tissue from 82 patients,
 at 40X, 100X, 200X and 400X, benign or malignant, in four subtypes each. Official layout::
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -778,3 +781,389 @@ def _demo_summary(root, infos, params) -> dict:
             "by_magnification", "by_subtype")
     return {"root": str(root), **{k: getattr(report, k) for k in keys}, "size": params["size"],
             "seed": params["seed"], "generated": True}
+
+
+# ---------------------------------------------------------------- where the data are
+
+# Patients and images per patient of the generated set, by profile (the real set has 82 patients).
+DEMO_SIZES = {"smoke": (16, 12), "cpu": (40, 24), "full": (82, 48)}
+# The real BreakHis per subtype: (patients, images), Spanhol et al. 2016, table 1.
+PUBLISHED = {"A": (4, 444), "F": (10, 1014), "PT": (3, 453), "TA": (7, 569),
+             "DC": (38, 3451), "LC": (5, 626), "MC": (9, 792), "PC": (6, 560)}
+
+
+def demo_dir(patients: int) -> Path:
+    """Where the generated BreakHis-like set of that many patients lives: beside the generated IDC
+    sets, ``data/demo/breakhis-<N>p`` (the environment variable IDC_DEMO_ROOT moves both)."""
+    from .config import demo_dir as idc_demo_dir
+
+    return idc_demo_dir(patients).with_name(f"breakhis-{patients}p")
+
+
+def resolve_dir(breakhis_dir=None, profile: str = "smoke", seed: int = 0) -> Path:
+    """``breakhis_dir`` as a Path (it must exist); None or "": the generated set of the profile's size
+    (``DEMO_SIZES``), made on first use in :func:`demo_dir`. A generated set there left by an older
+    version of the generator is replaced; any other folder is never touched."""
+    if breakhis_dir not in (None, ""):
+        path = Path(breakhis_dir).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"BreakHis directory {path} does not exist (None: the generated set)")
+        return path
+    if profile not in DEMO_SIZES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(DEMO_SIZES)}")
+    patients, per_patient = DEMO_SIZES[profile]
+    root = demo_dir(patients)
+    try:
+        make_demo(root, n_patients=patients, images_per_patient=per_patient, seed=seed)
+    except ValueError:
+        if not (root / "GENERATED.txt").is_file():
+            raise
+        shutil.rmtree(root)
+        make_demo(root, n_patients=patients, images_per_patient=per_patient, seed=seed)
+    return root
+
+
+def sample_dir(given=None) -> Path | None:
+    """A small real BreakHis sample to show beside the generated set: ``given`` if set, else
+    ``../shared/data/breakhis-sample`` beside the repository when it is there, else None."""
+    if given not in (None, ""):
+        return Path(given).expanduser()
+    from .config import ROOT
+
+    found = ROOT.parent / "shared" / "data" / "breakhis-sample"
+    return found if found.is_dir() else None
+
+
+def data_label(root) -> str:
+    """"generated BreakHis-like demo data" or "real BreakHis: <folder>", for titles."""
+    root = Path(root)
+    return ("generated BreakHis-like demo data" if (root / "GENERATED.txt").is_file()
+            else f"real BreakHis: {root.name}")
+
+
+# ---------------------------------------------------------------- tables and figures
+
+
+def counts_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Patients and images per subtype and magnification, the published counts of the real
+    BreakHis beside them, and a total row."""
+    rows = []
+    for code, (name, label) in SUBTYPES.items():
+        part = df[df["subtype"] == code]
+        rows.append({"class": CLASSES[label], "subtype": f"{name} ({code})", "patients": part["patient"].nunique(),
+                     **{f"{m}X": int((part["magnification"] == m).sum()) for m in MAGNIFICATIONS},
+                     "images": len(part), "real BreakHis patients": PUBLISHED[code][0],
+                     "real BreakHis images": PUBLISHED[code][1]})
+    table = pd.DataFrame(rows)
+    total = table.sum(numeric_only=True).to_dict()
+    return pd.concat([table, pd.DataFrame([{"class": "all", "subtype": "", **total}])], ignore_index=True)
+
+
+def _thumbnail(path, width: int = 240) -> np.ndarray:
+    im = _load_rgb(path)
+    im.thumbnail((width, width), Image.Resampling.BOX)
+    return np.asarray(im)
+
+
+def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
+    """One image per subtype (rows, benign first) and magnification (columns), each of a randomly
+    chosen patient of that subtype; an empty cell where the index holds no such image. A sample that
+    would leave most cells empty (a few images) is shown as a gallery of every image instead."""
+    import matplotlib.pyplot as plt
+
+    codes = [c for c in SUBTYPES if (df["subtype"] == c).any()]
+    mags = [m for m in MAGNIFICATIONS if (df["magnification"] == m).any()]
+    if not codes:
+        raise ValueError("example_grid got an empty table")
+    if 2 * len(df[["subtype", "magnification"]].drop_duplicates()) < len(codes) * len(mags):
+        return _gallery(df, source)
+    fig, axes = plt.subplots(len(codes), len(mags), figsize=(2.3 * len(mags) + 1.2, 1.6 * len(codes) + 0.9),
+                             squeeze=False)
+    rng = np.random.default_rng(seed)
+    for r, code in enumerate(codes):
+        for c, mag in enumerate(mags):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            part = df[(df["subtype"] == code) & (df["magnification"] == mag)]
+            if len(part):
+                row = part.iloc[rng.integers(len(part))]
+                ax.imshow(_thumbnail(row["path"]))
+                ax.set_xlabel(f"patient {row['patient']}", fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="0.5")
+                ax.set_frame_on(False)
+            if r == 0:
+                ax.set_title(f"{mag}X", fontsize=10)
+            if c == 0:
+                name, label = SUBTYPES[code]
+                ax.set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8,
+                              color="#c44e52" if label else "#4c72b0")
+    fig.suptitle(f"BreakHis: one image per subtype and magnification\n({source})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _gallery(df: pd.DataFrame, source: str, cols: int = 4):
+    """Every image of a small index, titled with its subtype, class and magnification."""
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(df) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    ordered = df.assign(order=df["subtype"].map(list(SUBTYPES).index)).sort_values(["order", "magnification"])
+    for ax, (_, row) in zip(axes.flat, ordered.iterrows()):
+        name, label = SUBTYPES[row["subtype"]]
+        ax.imshow(_thumbnail(row["path"]))
+        ax.set_title(f"{name} ({CLASSES[label]})\n{row['magnification']}X, patient {row['patient']}", fontsize=8,
+                     color="#c44e52" if label else "#4c72b0")
+    fig.suptitle(f"BreakHis: every image of the sample, by subtype\n({source})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def scale_table(df: pd.DataFrame, size: int = 50) -> pd.DataFrame:
+    """Per magnification, at the index's most common image size: micrometres per pixel and field of
+    view of the image, of a "resize" input (the whole field in ``size`` px) and of a "tiles" input
+    (:func:`tile_downscale`); the IDC patches' scale in the last row."""
+    width, height = (int(v) for v in df[["width", "height"]].value_counts().idxmax())
+    rows = []
+    for mag in MAGNIFICATIONS:
+        um = um_per_px(mag, width)
+        tile_um = um * tile_downscale(mag, width, height, size)
+        rows.append({"input": f"BreakHis {mag}X ({width}x{height} px)", "image µm/px": um,
+                     "field (µm)": f"{width * um:.0f} x {height * um:.0f}",
+                     "resize: µm/px": f"{width * um / size:.1f} x {height * um / size:.1f}",
+                     "tiles: µm/px": tile_um, f"tile of {size} px (µm)": size * tile_um})
+    idc = size * IDC_UM_PER_PX
+    rows.append({"input": "IDC patch (Kaggle)", "image µm/px": IDC_UM_PER_PX, "field (µm)": f"{idc:.0f}",
+                 "resize: µm/px": "", "tiles: µm/px": IDC_UM_PER_PX, f"tile of {size} px (µm)": idc})
+    return pd.DataFrame(rows).set_index("input").round(2)
+
+
+def patch_modes_figure(df: pd.DataFrame, source: str, tiles: int = 3, size: int = 50, seed: int = 0):
+    """What the IDC models see of one patient's images, one column per magnification: the image,
+    its "resize" input and ``tiles`` "tiles" inputs, each titled with its micrometres per pixel.
+    The patient is the malignant one (else any) with the most magnifications."""
+    import matplotlib.pyplot as plt
+
+    coverage = df.groupby("patient").agg(mags=("magnification", "nunique"), label=("label", "first"))
+    patient = coverage.sort_values(["mags", "label"], ascending=False, kind="stable").index[0]
+    images = df[df["patient"] == patient].groupby("magnification").head(1)
+    whole = to_patches(images, size=size, mode="resize")
+    cut = to_patches(images, size=size, mode="tiles", tiles_per_image=tiles, seed=seed)
+    fig, axes = plt.subplots(2 + tiles, len(images), figsize=(2.4 * len(images) + 1, 1.75 * (2 + tiles) + 1),
+                             squeeze=False)
+    for c, (_, row) in enumerate(images.iterrows()):
+        um = um_per_px(row["magnification"], row["width"])
+        factor = tile_downscale(row["magnification"], row["width"], row["height"], size)
+        panels = [(_thumbnail(row["path"]), f"{row['magnification']}X: {um:.2f} µm/px"),
+                  (whole.images[c], f"resize: ~{row['width'] * um / size:.0f} µm/px")]
+        panels += [(cut.images[c * tiles + t], f"tile: {um * factor:.1f} µm/px") for t in range(tiles)]
+        for r, (image, title) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(image)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for r, label in enumerate(["image", f"resize\n{size}x{size}"] + [f"tile {t + 1}\n{size}x{size}"
+                                                                    for t in range(tiles)]):
+        axes[r, 0].set_ylabel(label, fontsize=9)
+    name = SUBTYPES[images["subtype"].iloc[0]][0]
+    fig.suptitle(f"Patient {patient} ({name}): the images and the {size}x{size} inputs cut from them "
+                 f"(IDC patches: {IDC_UM_PER_PX:.0f} µm/px)\n({source})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- pretraining
+
+
+@dataclass
+class Pretrained:
+    """A model pretrained on BreakHis (benign 0 / malignant 1), saved, with its BreakHis scores
+    (patches of validation and test patients; the threshold chosen on validation)."""
+
+    path: Path  # the saved model (.keras): models.build_model(name, weights=path) starts from it
+    model: str
+    trained: bool  # False: read back from an earlier run with the same data and settings
+    data: str  # the BreakHis folder
+    generated: bool
+    split_note: str
+    patches: dict  # per split
+    threshold: float
+    val: dict
+    test: dict | None
+    run_dir: str
+    settings: dict
+
+    @property
+    def history(self) -> pd.DataFrame:
+        from .train import read_history
+
+        return read_history(self.run_dir)
+
+    def scores_table(self) -> pd.DataFrame:
+        """Validation and test scores side by side (positives: malignant patches)."""
+        from .experiment import scores_table
+
+        return scores_table({"val": self.val, "test": self.test})
+
+    def as_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def _listing(root: Path) -> str:
+    """A digest of every PNG's relative path and size under root: cheap, and changes with the data."""
+    h = hashlib.sha1()
+    for path, _ in _files(root):
+        if path.suffix.lower() == ".png":
+            h.update(f"{path.relative_to(root)}|{path.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | None = None,
+             mode: str = "tiles", tiles_per_image: int = 4, weights=None, optimizer: str = "adam",
+             learning_rate=None, out=None) -> Pretrained:
+    """Train ``model_name`` to tell benign from malignant BreakHis patches, or load it when trained
+    before with the same data and settings; return a :class:`Pretrained`.
+
+    The images are split by patient (:func:`split_by_patient` with ``cfg.seed``), cut into 50x50
+    inputs (:func:`to_patches` with ``mode``; resized in the pipeline to the model's input size, as
+    the IDC patches are) and trained with ``train.fit`` for ``epochs`` (None: ``cfg.epochs``),
+    ``cfg.batch_size``, class weights, and the best epoch kept by validation AUC; an interrupted run
+    resumes. ``weights`` is the start (None, or "imagenet" for a backbone, then fully trainable).
+    The model goes to ``out`` (default ``<output_dir>/models/breakhis_<model>_<profile>_<digest>.keras``,
+    the digest of the data and settings), written atomically, with its scores in a .json beside it.
+    """
+    import keras
+
+    from . import evaluate, models, pipeline, train
+    from .io import atomic_path, write_text
+
+    root = Path(breakhis_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"BreakHis directory {root} does not exist")
+    size = models.input_size(model_name)
+    settings = {"model": model_name, "epochs": int(epochs or cfg.epochs), "batch_size": cfg.batch_size,
+                "seed": cfg.seed, "mode": mode, "tiles_per_image": tiles_per_image if mode == "tiles" else None,
+                "image_size": size,
+                "weights": None if weights is None else str(weights), "optimizer": optimizer,
+                "learning_rate": learning_rate}
+    key = json.dumps({**settings, "data": str(root.resolve()), "files": _listing(root)}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    stem = f"breakhis_{model_name}_{cfg.profile}_{digest}"
+    path = Path(out) if out else Path(cfg.output_dir) / "models" / f"{stem}.keras"
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file():
+        saved = json.loads(sidecar.read_text())
+        if saved.get("fingerprint") == digest:
+            saved.pop("fingerprint")
+            return Pretrained(**{**saved, "path": path, "trained": False})
+
+    df, _ = build_index(root)
+    split = split_by_patient(df, seed=cfg.seed)
+    empty = [s for s in SPLITS[:2] if not (split["split"] == s).any()]
+    if empty:
+        raise ValueError(f"{root}: no patient left for the {' and '.join(empty)} split "
+                         f"({split['patient'].nunique()} patients; pretraining needs 3 per class)")
+    patches = to_patches(split, mode=mode, tiles_per_image=tiles_per_image, seed=cfg.seed)
+    where = split.loc[patches.source, "split"].to_numpy()
+
+    def dataset(name, shuffle=False):
+        mask = where == name
+        return pipeline.make_dataset(images=patches.images[mask], labels=patches.labels[mask],
+                                     batch_size=cfg.batch_size, image_size=size, one_hot=True, shuffle=shuffle,
+                                     seed=cfg.seed, preprocess=models.preprocess_for(model_name))
+
+    counts = {name: int((where == name).sum()) for name in SPLITS if (where == name).any()}
+    model = models.build_model(model_name, image_size=size, weights=weights,
+                               fine_tune_at=None if weights is None else 0)
+    run_dir = Path(cfg.output_dir) / "runs" / stem
+    val = dataset("val")
+    result = train.fit(model, dataset("train", shuffle=True), val, run_dir, epochs=settings["epochs"],
+                       name=f"breakhis_{model_name}", optimizer=optimizer, learning_rate=learning_rate,
+                       class_weight=train.class_weights(patches.labels[where == "train"]), seed=cfg.seed,
+                       train_patches=counts["train"])
+    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    y_val, p_val = evaluate.predict(best, val)
+    threshold = evaluate.choose_threshold(y_val, p_val)
+    test = evaluate.scores(*evaluate.predict(best, dataset("test")), threshold) if "test" in counts else None
+    with atomic_path(path) as tmp:
+        best.save(tmp)
+    done = Pretrained(path=path, model=model_name, trained=True, data=str(root),
+                      generated=(root / "GENERATED.txt").is_file(),
+                      split_note=f"by patient, 70/15/15, seed {cfg.seed}; {mode}: "
+                                 + " / ".join(f"{n} {name}" for name, n in counts.items()) + " patches",
+                      patches=counts, threshold=threshold, val=evaluate.scores(y_val, p_val, threshold),
+                      test=test, run_dir=str(run_dir), settings=settings)
+    record = {k: v for k, v in done.as_dict().items() if k not in ("path", "trained")}
+    write_text(sidecar, json.dumps({**record, "fingerprint": digest}, indent=2, default=float))
+    return done
+
+
+# ---------------------------------------------------------------- fine-tuning on IDC, the seed, the verdict
+
+# The seed project's fine_tune_at per model (reference.SEED_IDC): CancerNet's first block (5 layers),
+# the first 100 layers of MobileNetV2 and of Xception.
+SEED_FINE_TUNE_AT = {"cancernet": 5, "mobilenet_v2": 100, "xception": 100}
+
+
+def fine_tune_variants(model_name: str, pretrained_path, fine_tune_at: int | None = None,
+                       imagenet: bool = False) -> list:
+    """The arms of notebook 12's study, differing only in where the weights start: "scratch" (random),
+    "breakhis" (``pretrained_path``, the first ``fine_tune_at`` layers frozen; None: the seed's value for
+    the model) and, with ``imagenet``, "imagenet" (a backbone's ImageNet weights, frozen alike)."""
+    from .models import MODELS
+    from .study import Variant
+
+    if fine_tune_at is None:
+        fine_tune_at = SEED_FINE_TUNE_AT.get(model_name)
+    if imagenet and not MODELS[model_name].pretrained:
+        raise ValueError(f"{model_name!r} has no ImageNet weights: imagenet=True needs a backbone "
+                         f"({', '.join(n for n, spec in MODELS.items() if spec.pretrained)})")
+    variants = [Variant("scratch", model=model_name),
+                Variant("breakhis", model=model_name, build={"weights": str(pretrained_path),
+                                                             "fine_tune_at": fine_tune_at})]
+    if imagenet:
+        variants.append(Variant("imagenet", model=model_name, build={"weights": "imagenet",
+                                                                     "fine_tune_at": fine_tune_at}))
+    return variants
+
+
+
+
+def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:
+    """The seed project's published figures for ``model_name`` (reference.SEED_IDC, each with its
+    split) above this study's runs, one row per variant (mean over seeds), in the same columns."""
+    from .reference import seed_rows
+
+    seed = seed_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
+    ours = []
+    for variant, part in runs.groupby("variant", sort=False):
+        scored_on = part["scored_on"].iloc[0]
+        ours.append({"model": part["model"].iloc[0], "setting": f"{variant} ({cfg.profile}, {cfg.epochs} epochs, "
+                     f"{len(part)} seed{'s' * (len(part) > 1)})", "train": None, "val": None,
+                     "test": round(part["accuracy"].mean(), 3) if scored_on == "test" else None,
+                     "f1": round(part["f1"].mean(), 3), "split": f"{scored_on} split, {split_note}",
+                     "note": cfg.data_label})
+    return pd.concat([seed, pd.DataFrame(ours)], ignore_index=True)
+
+
+def verdict(summary: pd.DataFrame, source: str, baseline: str = "scratch", arm: str = "breakhis",
+            noise: float = 0.02) -> str:
+    """One sentence: does ``arm`` beat ``baseline`` in a study summary (``Study.summary()``)? Judged on
+    validation F1 (test F1 shown beside); a difference below ``noise`` or two standard deviations
+    over seeds counts as none."""
+    for name in (baseline, arm):
+        if name not in summary.index:
+            raise ValueError(f"no variant {name!r} in the summary; it has {list(summary.index)}")
+    a, b = summary.loc[arm], summary.loc[baseline]
+    diff = float(a["val_f1"] - b["val_f1"])
+    spread = 2 * max(float(a.get("val_f1_sd", 0) or 0), float(b.get("val_f1_sd", 0) or 0))
+    margin = max(noise, spread)
+    word = ("helps" if diff > margin else "hurts" if diff < -margin else "makes no clear difference")
+    test = f"; test F1 {a['f1']:.3f} against {b['f1']:.3f}" if "f1" in summary and pd.notna(a["f1"]) else ""
+    return (f"Starting from '{arm}' rather than '{baseline}' {word} here: validation F1 {a['val_f1']:.3f} "
+            f"against {b['val_f1']:.3f}{test} (a difference within {margin:.3f} counts as none; {source}).")

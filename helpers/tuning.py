@@ -9,7 +9,14 @@ configuration, ready to retrain with.
 
 The tuner keeps its state in ``<output_dir>/tuner/<name>/``: run the same search
 again and it resumes. Finished trials are not run again, an interrupted trial
-runs again, and a larger ``max_trials`` adds only the missing trials.
+runs again, and a larger ``max_trials`` adds only the missing trials. Without a
+``name`` the project is named by its settings (space, epochs, data), so a search
+with other settings starts a project of its own instead of mixing scores.
+
+Notebook 11 runs both searches in a row (``budget`` sizes them by profile): the
+random search's optimizer and batch size are kept fixed in the Bayesian search,
+whose best configuration ``retrain_best`` trains at the full epochs; ``seed_check``
+says whether the seed project's findings hold.
 
 Batch size as a hyperparameter: ``prepare_data`` bakes its batch size into the
 pipelines, so ``RegistryHyperModel.fit`` unbatches the training pipeline and
@@ -24,13 +31,15 @@ import hashlib
 import json
 import math
 import time
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras_tuner
 import numpy as np
 import pandas as pd
 
-from . import models, train
+from . import breakhis, models, train
 from .io import write_text
 
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}
@@ -57,6 +66,8 @@ class RegistryHyperModel(keras_tuner.HyperModel):
     fine_tune_at   None: the model's default freezing. (low, high): an Int range of
                    layers to freeze; a list: a Choice among those counts.
     weights        for ``build_model``: None (random init) or a path to a weights file.
+    recalibrate_bn training batches that refresh the BatchNorm statistics before each
+                   validation (``train.recalibrate_batchnorm``; 0: off).
 
     ``fit`` takes the training pipeline batched or not and batches it with the
     trial's batch size (see the module's docstring); the validation pipeline is
@@ -65,22 +76,27 @@ class RegistryHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, model_name="cancernet", *, image_size=None, weights=None,
                  learning_rate=(1e-4, 1e-1), optimizers=("adam",), batch_sizes=(64,),
-                 fine_tune_at=None, seed=42, objective="val_auc", verbose=1):
+                 fine_tune_at=None, seed=42, objective="val_auc", verbose=1, recalibrate_bn=20):
         super().__init__(name=model_name)
         models.input_size(model_name)  # an unknown model fails here, not in every trial
+        if weights == "imagenet" and not models.MODELS[model_name].pretrained:
+            raise ValueError(f"{model_name!r} has no ImageNet weights: choose a backbone "
+                             f"({', '.join(n for n, s in models.MODELS.items() if s.pretrained)}) or other weights")
         self.model_name, self.image_size, self.weights = model_name, image_size, weights
         self.learning_rate = _check_range(learning_rate)
         self.optimizers = _check_optimizers(optimizers)
         self.batch_sizes = _check_batch_sizes(batch_sizes)
         self.fine_tune_at = _check_fine_tune_at(fine_tune_at)
         self.seed, self.objective, self.verbose = seed, objective, verbose
+        self.recalibrate_bn = int(recalibrate_bn)
 
     def describe(self) -> dict:
         """The search space and model, as plain values (kept beside the tuner's state)."""
         return {"model": self.model_name, "image_size": self.image_size,
                 "weights": None if self.weights is None else str(self.weights),
                 "learning_rate": list(self.learning_rate), "optimizers": self.optimizers,
-                "batch_sizes": self.batch_sizes, "fine_tune_at": self.fine_tune_at, "seed": self.seed}
+                "batch_sizes": self.batch_sizes, "fine_tune_at": self.fine_tune_at, "seed": self.seed,
+                "recalibrate_bn": self.recalibrate_bn}
 
     @property
     def dimensions(self) -> int:
@@ -118,6 +134,11 @@ class RegistryHyperModel(keras_tuner.HyperModel):
         if train_ds.element_spec[0].shape.rank == 4:  # already batched
             train_ds = train_ds.unbatch()
         batches = train_ds.batch(values["batch_size"]).prefetch(tf.data.AUTOTUNE)
+        # Fresh BatchNorm statistics before each validation, as train.fit does: a trial of one
+        # short epoch otherwise validates with moving averages still near mean 0 / variance 1,
+        # predicts one class for every patch, and every trial gets the same score.
+        callbacks = [train._recalibrate_callback(batches, self.recalibrate_bn)] if self.recalibrate_bn else []
+        kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
         start = time.perf_counter()
         history = model.fit(batches, *args, shuffle=False, **kwargs)  # the pipeline shuffles
         if self.verbose:
@@ -173,7 +194,7 @@ def _check_fine_tune_at(fine_tune_at):
 
 # --- the searches ------------------------------------------------------------
 
-def random_search(data, output_dir, name: str, *, max_trials: int = 10, epochs: int = 2,
+def random_search(data, output_dir, name: str | None = None, *, max_trials: int = 10, epochs: int = 2,
                   objective: str = "val_auc", seed: int = 42, overwrite: bool = False,
                   verbose: int = 1, model_name: str = "cancernet", batch_sizes=(32, 64, 128),
                   **space):
@@ -181,7 +202,8 @@ def random_search(data, output_dir, name: str, *, max_trials: int = 10, epochs: 
 
     ``data`` is ``experiment.prepare_data``'s output for this model; ``space``
     holds the other arguments of ``RegistryHyperModel`` (learning_rate,
-    optimizers, weights, fine_tune_at). Returns the tuner, searched.
+    optimizers, weights, fine_tune_at). ``name`` None names the project by its
+    settings (see ``_search``). Returns the tuner, searched.
     """
     hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, batch_sizes=batch_sizes,
                                     seed=seed, objective=objective, verbose=verbose, **space)
@@ -189,7 +211,7 @@ def random_search(data, output_dir, name: str, *, max_trials: int = 10, epochs: 
                    overwrite=overwrite)
 
 
-def bayesian_search(data, output_dir, name: str, *, fine_tune_at, weights=None, max_trials: int = 10,
+def bayesian_search(data, output_dir, name: str | None = None, *, fine_tune_at, weights=None, max_trials: int = 10,
                     epochs: int = 2, objective: str = "val_auc", seed: int = 42, overwrite: bool = False,
                     verbose: int = 1, model_name: str = "cancernet", num_initial_points=None, **space):
     """Bayesian optimisation (a Gaussian process) over ``fine_tune_at`` and the learning rate.
@@ -209,8 +231,6 @@ def bayesian_search(data, output_dir, name: str, *, fine_tune_at, weights=None, 
 
 
 def _search(kind, hypermodel, data, output_dir, name, *, max_trials, epochs, overwrite, **options):
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"name must be a plain folder name, got {name!r}")
     if max_trials < 1 or epochs < 1:
         raise ValueError(f"max_trials and epochs must be at least 1, got {max_trials} and {epochs}")
     if data.preprocess is not models.preprocess_for(hypermodel.model_name):
@@ -220,6 +240,11 @@ def _search(kind, hypermodel, data, output_dir, name, *, max_trials, epochs, ove
     settings = json.loads(json.dumps({  # as read back from the file: tuples become lists
         "kind": kind, "space": hypermodel.describe(), "epochs": epochs,
         "objective": hypermodel.objective, "data": _fingerprint(data)}))
+    if name is None:  # named by everything but max_trials: same settings resume, other ones start anew
+        digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+        name = f"{kind}_{hypermodel.model_name}_{digest}"
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"name must be a plain folder name, got {name!r}")
     _check_resumable(directory / name, settings, overwrite)
     objective = keras_tuner.Objective(hypermodel.objective, _direction(hypermodel.objective))
     tuner = TUNERS[kind](hypermodel, objective=objective,
@@ -228,10 +253,15 @@ def _search(kind, hypermodel, data, output_dir, name, *, max_trials, epochs, ove
                          **options)
     write_text(directory / name / "search.json", json.dumps(settings, indent=2))
     try:
-        # verbose=0 reaches the oracle too: its per-trial display would print a table
-        # and clear the notebook cell's output after every trial.
-        tuner.search(_unbatched(data), validation_data=data.val, epochs=epochs,
-                     class_weight=data.class_weight, verbose=0)
+        with warnings.catch_warnings():
+            # The Gaussian process fitted to a few trials often pins a length scale at its bound
+            # and says so after every trial; the search goes on all the same.
+            warnings.filterwarnings("ignore", message="The optimal value found for dimension",
+                                    module="sklearn.gaussian_process")
+            # verbose=0 reaches the oracle too: its per-trial display would print a table
+            # and clear the notebook cell's output after every trial.
+            tuner.search(_unbatched(data), validation_data=data.val, epochs=epochs,
+                         class_weight=data.class_weight, verbose=0)
     except RuntimeError as exc:  # keras-tuner stops after 3 consecutive failed trials
         if "consecutive failures" not in str(exc):
             raise
@@ -331,6 +361,18 @@ def best_config(tuner) -> dict:
     return dict(tuner.oracle.get_trial(best["trial"]).hyperparameters.values)
 
 
+def _log_axis(ax, which: str) -> None:
+    """A log axis labelled at 1, 2 and 5 times each power of ten, in plain numbers (0.002, not
+    2x10^-3): the default labels of a short log range overlap."""
+    from matplotlib import ticker
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def trials_plot(table: pd.DataFrame, x: str = "learning_rate", hue: str | None = "batch_size",
                 source: str = ""):
     """Score against ``x`` (log axis for the learning rate), coloured by ``hue``;
@@ -353,7 +395,7 @@ def trials_plot(table: pd.DataFrame, x: str = "learning_rate", hue: str | None =
         ax.scatter([best[x]], [best["score"]], s=220, facecolors="none", edgecolors="k", linewidths=1.5,
                    label=f"best: {x} {best[x]:.3g}, {objective} {best['score']:.3f}")
     if x == "learning_rate":
-        ax.set_xscale("log")
+        _log_axis(ax, "x")
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(f"best {objective} of the trial")
     ax.legend(fontsize=8, loc="best")
@@ -403,3 +445,142 @@ def grid_vs_random_figure(n: int = 9, seed: int = 3):
     fig.suptitle(f"{n} trials: grid vs random search (after Bergstra & Bengio 2012)", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+# --- notebook 11: how much to search, and what the search found ------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """How much one search may cost: trials, epochs per trial, the patch cap of its data,
+    and how many of a Bayesian search's first trials are random."""
+
+    max_trials: int
+    epochs: int
+    sample_size: int | None  # None: every patch
+    initial_points: int
+
+
+BUDGETS = {
+    "smoke": Budget(max_trials=3, epochs=1, sample_size=600, initial_points=2),
+    "cpu": Budget(max_trials=10, epochs=3, sample_size=10_000, initial_points=4),
+    "full": Budget(max_trials=25, epochs=5, sample_size=50_000, initial_points=6),
+}
+
+
+def budget(profile: str, max_trials=None, epochs=None, sample_size=None) -> Budget:
+    """The profile's search budget; a value given (not None) wins, ``sample_size`` 0 means no cap.
+    A Bayesian search keeps at least one trial for the Gaussian process when it has two or more."""
+    if profile not in BUDGETS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(BUDGETS)}")
+    base = BUDGETS[profile]
+    trials = int(base.max_trials if max_trials is None else max_trials)
+    epochs = int(base.epochs if epochs is None else epochs)
+    if trials < 1 or epochs < 1:
+        raise ValueError(f"max_trials and epochs must be at least 1, got {trials} and {epochs}")
+    cap = base.sample_size if sample_size is None else (int(sample_size) or None)
+    return Budget(trials, epochs, cap, max(1, min(base.initial_points, trials - 1)))
+
+
+def search_data(cfg, model_name: str, budget: Budget):
+    """``experiment.prepare_data`` for ``model_name`` (its input size and preprocessing),
+    capped at the budget's sample size: the same patient split as the full runs."""
+    from . import experiment
+
+    capped = replace(cfg, sample_size=budget.sample_size)
+    return experiment.prepare_data(capped, image_size=models.input_size(model_name),
+                                   preprocess=models.preprocess_for(model_name))
+
+
+# CancerNet's first two blocks (13 layers) and the first convolution of the third: the seed
+# searched within its convolutional layers, and found 5 (block 1 frozen).
+CANCERNET_FREEZABLE = 15
+
+
+def default_fine_tune_range(model_name: str) -> tuple[int, int]:
+    """(0, N): CancerNet's convolutional layers worth freezing, or every layer of a backbone."""
+    if model_name == "cancernet":
+        return 0, CANCERNET_FREEZABLE
+    model = models.build_model(model_name)
+    body = model.get_layer(models.BACKBONE) if models.MODELS[model_name].pretrained else model
+    return 0, len(body.layers)
+
+
+def search_map(table: pd.DataFrame, x: str = "fine_tune_at", y: str = "learning_rate", source: str = ""):
+    """Where a search tried (``x`` against ``y``, log axis for a learning rate), coloured by
+    score and numbered in trial order, the best ringed: a Bayesian search's later trials
+    gather where the earlier ones scored well."""
+    import matplotlib.pyplot as plt
+
+    from .plots import title_with_source
+
+    missing = [c for c in (x, y) if c not in table]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} in the trials table; it has {list(table.columns)}")
+    done = table[np.isfinite(table["score"].astype(float))]
+    objective = table.attrs.get("objective", "score")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    points = ax.scatter(done[x], done[y], c=done["score"], cmap="viridis", s=70, edgecolors="k",
+                        linewidths=0.5)
+    for _, row in done.iterrows():
+        ax.annotate(str(int(row["trial"]) + 1), (row[x], row[y]), xytext=(9, 6), textcoords="offset points",
+                    fontsize=8)
+    if len(done):
+        best = done.iloc[0]
+        ax.scatter([best[x]], [best[y]], s=260, facecolors="none", edgecolors="k", linewidths=1.5,
+                   label=f"best: {x} {best[x]:.3g}, {y} {best[y]:.3g}")
+        ax.legend(fontsize=8, loc="best")
+    for which, name in (("x", x), ("y", y)):
+        if name == "learning_rate":
+            _log_axis(ax, which)
+        getattr(ax, f"set_{which}label")(name.replace("_", " "))
+    fig.colorbar(points, ax=ax, label=f"best {objective} of the trial")
+    title_with_source(ax, f"Where the search tried ({len(done)} trials, numbered in order)",
+                      source or "source not given")
+    return fig
+
+
+def retrain_best(cfg, best: dict, notebook: str, *, model_name: str = "cancernet", weights=None,
+                 name: str = "best", study_name: str = "hyperparameter_search"):
+    """Train ``best`` (``best_config``'s dict) once at the profile's full epochs and data, as a
+    one-variant study: a registry row, a history for the curves, and a rerun reads it back.
+    The batch size goes to the data, the optimizer and learning rate to ``train.fit``,
+    ``fine_tune_at`` and ``weights`` to ``models.build_model``."""
+    from . import study
+
+    build = {k: v for k, v in (("weights", None if weights is None else str(weights)),
+                                ("fine_tune_at", best.get("fine_tune_at"))) if v is not None}
+    variant = study.Variant(name, model=model_name, build=build,
+                            fit={"optimizer": best["optimizer"], "learning_rate": float(best["learning_rate"])})
+    final = replace(cfg, batch_size=int(best.get("batch_size", cfg.batch_size)))
+    return study.run_study(final, study_name, notebook, [variant], seeds=[cfg.seed])
+
+
+# The seed project's findings (reference.SEED_IDC): CancerNet, random patch split.
+SEED_OPTIMIZERS = {"adagrad": "Adagrad batch 64, lr 0.0282", "adadelta": "Adadelta batch 128, lr 0.00396"}
+SEED_FINE_TUNE_AT = breakhis.SEED_FINE_TUNE_AT["cancernet"]  # with lr 0.0346, on a BreakHis-pretrained CancerNet
+
+
+def seed_check(random_table: pd.DataFrame, bayes_table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Does the seed's finding hold here? One row per finding: the seed's value, the best trial's,
+    the best score overall and among trials of the seed's choice (Adagrad or Adadelta; fine_tune_at
+    within one layer of 5), and whether the best trial is of the seed's choice."""
+    def row(finding, seed, table, column, chosen, describe):
+        done = table[np.isfinite(table["score"].astype(float))]
+        if done.empty:
+            raise TuningError("no finished trial to compare with the seed project")
+        best, mine = done.iloc[0], done[chosen(done[column])]
+        return {"finding": finding, "seed project": seed, "best trial here": describe(best),
+                "best score": round(float(best["score"]), 4),
+                "best score of the seed's choice": round(float(mine["score"].iloc[0]), 4) if len(mine)
+                else "not tried", "holds here": "yes" if bool(chosen(pd.Series([best[column]]))[0]) else "no"}
+
+    rows = [row("optimizer (random search)", " or ".join(SEED_OPTIMIZERS.values()), random_table, "optimizer",
+                lambda c: c.str.lower().isin(SEED_OPTIMIZERS),
+                lambda b: f"{b['optimizer']} batch {b['batch_size']}, lr {b['learning_rate']:.3g}")]
+    if bayes_table is not None:
+        rows.append(row("fine_tune_at (Bayesian search)", f"{SEED_FINE_TUNE_AT}, lr 0.0346", bayes_table,
+                        "fine_tune_at", lambda c: (c.astype(int) - SEED_FINE_TUNE_AT).abs() <= 1,
+                        lambda b: f"{int(b['fine_tune_at'])}, lr {b['learning_rate']:.3g}"))
+    table = pd.DataFrame(rows).set_index("finding")
+    table.attrs["objective"] = random_table.attrs.get("objective", "score")
+    return table

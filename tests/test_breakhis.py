@@ -393,3 +393,122 @@ def test_tile_downscale_aims_at_the_idc_scale():
     assert tile_downscale(100) == pytest.approx(6.37, abs=0.01)
     assert tile_downscale(400) == pytest.approx(460 / 50)        # capped: one 50-px tile must fit
     assert tile_downscale(40, width=230, height=151) == 1.0     # never upscale the small demo images
+
+
+# ---------------------------------------------------------------- where the data are, tables, figures
+
+
+def test_demo_dir_follows_idc_demo_root_and_is_made_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("IDC_DEMO_ROOT", str(tmp_path))
+    monkeypatch.setitem(breakhis.DEMO_SIZES, "smoke", (3, 2))
+    assert breakhis.demo_dir(3) == tmp_path / "breakhis-3p"
+    root = breakhis.resolve_dir(None, "smoke")
+    assert root == tmp_path / "breakhis-3p" and len(pngs(root)) == 6
+    assert breakhis.data_label(root) == "generated BreakHis-like demo data"
+    mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*.png")}
+    assert breakhis.resolve_dir("", "smoke") == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.png")} == mtimes  # not drawn again
+    assert breakhis.resolve_dir(root) == root and breakhis.data_label(tmp_path) == f"real BreakHis: {tmp_path.name}"
+    with pytest.raises(FileNotFoundError, match="nope"):
+        breakhis.resolve_dir(tmp_path / "nope")
+    with pytest.raises(ValueError, match="unknown profile"):
+        breakhis.resolve_dir(None, "huge")
+
+
+def test_counts_and_scale_tables(demo_set):
+    _, _, df, _ = demo_set
+    counts = breakhis.counts_table(df)
+    total = counts.iloc[-1]
+    assert total["class"] == "all" and total["images"] == len(df) == 192 and total["patients"] == 16
+    assert total["real BreakHis patients"] == 82 and total["real BreakHis images"] == 7909
+    assert counts[[f"{m}X" for m in breakhis.MAGNIFICATIONS]].iloc[:-1].sum().sum() == len(df)
+    scale = breakhis.scale_table(df.assign(width=700, height=460))
+    assert scale.loc["BreakHis 40X (700x460 px)", "tiles: µm/px"] == pytest.approx(4.0)  # IDC's scale
+    assert scale.loc["IDC patch (Kaggle)", "tile of 50 px (µm)"] == 200
+
+
+def test_example_grid_and_patch_modes_figures(demo_set):
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    _, _, df, _ = demo_set
+    fig = breakhis.example_grid(df, "generated BreakHis-like demo data")
+    assert isinstance(fig, Figure) and len(fig.axes) == 8 * 4
+    assert "generated" in fig._suptitle.get_text()
+    small = breakhis.example_grid(df.groupby("subtype").head(1), "three images")  # mostly empty: a gallery
+    assert len([ax for ax in small.axes if ax.images]) == 8
+    modes = breakhis.patch_modes_figure(df, "demo", tiles=2)
+    assert isinstance(modes, Figure) and len(modes.axes) == (2 + 2) * 4
+    assert "µm/px" in modes.axes[0].get_title()
+    plt.close("all")
+
+
+# ---------------------------------------------------------------- pretraining
+
+
+@pytest.fixture(scope="module")
+def tiny_breakhis(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny") / "bh"
+    make_demo(root, n_patients=10, images_per_patient=2, size=(100, 66), seed=1)
+    return root
+
+
+@pytest.mark.slow
+def test_pretrain_trains_once_then_loads(tiny_breakhis, tmp_path, monkeypatch):
+    from helpers import config, models, train
+
+    cfg = config.resolve("smoke", data_dir=tiny_breakhis, output_dir=tmp_path, epochs=1, batch_size=16,
+                         make_demo=False)
+    first = breakhis.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=2)
+    assert first.trained and first.path.is_file() and first.path.parent == tmp_path / "models"
+    assert first.path.name.startswith("breakhis_cancernet_smoke_") and first.path.suffix == ".keras"
+    assert set(first.patches) == {"train", "val", "test"} and first.generated
+    assert list(first.scores_table().index) == ["validation", "test"] and len(first.history) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(train, "fit", no_training)
+    again = breakhis.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=2)
+    assert not again.trained and again.path == first.path
+    assert (again.val, again.test, again.threshold) == (first.val, first.test, first.threshold)
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: another model
+        breakhis.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=3)
+
+    # The IDC model starts from it: every layer with weights holds the pretrained values.
+    model = models.build_model("cancernet", weights=str(first.path), fine_tune_at=5)
+    saved = models.keras.models.load_model(first.path)
+    conv = "block1_sepconv1"
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_layer(conv).get_weights(),
+                                                    saved.get_layer(conv).get_weights()))
+    assert not model.get_layer(conv).trainable and model.get_layer("block2_sepconv1").trainable
+
+
+def test_pretrain_needs_patients_for_validation(tmp_path):
+    from helpers import config
+
+    make_demo(tmp_path / "bh", n_patients=2, images_per_patient=1, size=(60, 50))
+    cfg = config.resolve("smoke", data_dir=tmp_path / "bh", output_dir=tmp_path / "out", make_demo=False)
+    with pytest.raises(ValueError, match="no patient left for the val split"):
+        breakhis.pretrain(cfg, tmp_path / "bh")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        breakhis.pretrain(cfg, tmp_path / "nope")
+
+
+def test_beside_seed_and_verdict():
+    from helpers import config
+
+    cfg = config.Config(profile="smoke", data_dir=Path("/d"), output_dir=Path("/o"), generated=True, epochs=2,
+                        batch_size=64, sample_size=None, image_size=50, weights=None, seed=42, demo_patients=40,
+                        seeds=1)
+    runs = pd.DataFrame({"variant": ["scratch", "breakhis"], "model": "cancernet", "scored_on": "test",
+                         "accuracy": [0.8, 0.9], "f1": [0.7, 0.75], "val_f1": [0.70, 0.76]})
+    table = breakhis.beside_seed("cancernet", runs, cfg, "by patient")
+    assert list(table["split"][:2]) == ["random patches"] * 2  # the seed's two CancerNet rows first
+    assert table["test"].iloc[-1] == 0.9 and table["split"].iloc[-1] == "test split, by patient"
+    summary = runs.set_index("variant")
+    assert breakhis.verdict(summary, "demo").startswith(
+        "Starting from 'breakhis' rather than 'scratch' helps here: validation F1 0.760 against 0.700")
+    close = summary.assign(val_f1=[0.70, 0.71])
+    assert "makes no clear difference" in breakhis.verdict(close, "demo")
+    with pytest.raises(ValueError, match="no variant 'imagenet'"):
+        breakhis.verdict(summary, "demo", arm="imagenet")

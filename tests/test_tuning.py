@@ -8,6 +8,7 @@ import math  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 pytest.importorskip("keras_tuner")
@@ -29,7 +30,9 @@ def data(tmp_path_factory):
     make_demo(root, n_patients=12, seed=3)
     cfg = config.resolve("smoke", data_dir=root, output_dir=tmp_path_factory.mktemp("out"),
                          sample_size=300, batch_size=32)
-    return experiment.prepare_data(cfg, image_size=32)
+    data = experiment.prepare_data(cfg, image_size=32)
+    data.extra["cfg"] = cfg
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,91 @@ def test_grid_projects_to_3_values_and_random_to_9():
     ({"optimizers": ("adam", "adamw")}, "unknown optimizer"),
     ({"batch_sizes": (32, 0)}, "positive integers"),
     ({"fine_tune_at": 5}, "fine_tune_at must be"),
+    ({"weights": "imagenet"}, "no ImageNet weights"),
 ])
 def test_a_bad_search_space_is_one_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tuning.RegistryHyperModel("cancernet", **kwargs)
+
+
+def test_budget_by_profile_and_overrides():
+    assert tuning.budget("smoke") == tuning.Budget(max_trials=3, epochs=1, sample_size=600, initial_points=2)
+    assert tuning.budget("cpu").max_trials == 10 and tuning.budget("full").max_trials == 25
+    mine = tuning.budget("smoke", max_trials=1, epochs=2, sample_size=0)
+    assert mine == tuning.Budget(max_trials=1, epochs=2, sample_size=None, initial_points=1)
+    with pytest.raises(ValueError, match="unknown profile"):
+        tuning.budget("huge")
+    with pytest.raises(ValueError, match="at least 1"):
+        tuning.budget("smoke", max_trials=0)
+
+
+def test_default_fine_tune_range():
+    assert tuning.default_fine_tune_range("cancernet") == (0, 15)
+    low, high = tuning.default_fine_tune_range("mobilenet_v2")
+    assert low == 0 and high > 100  # every layer of the backbone
+
+
+def trials(**columns):
+    table = pd.DataFrame({"trial": [f"{i:02d}" for i in range(len(columns["score"]))], "status": "COMPLETED",
+                          **columns})
+    table.attrs.update(objective="val_auc", direction="max")
+    return table
+
+
+def test_seed_check_says_whether_the_seed_findings_hold():
+    random = trials(optimizer=["adam", "adagrad", "sgd"], batch_size=[64, 64, 32],
+                    learning_rate=[1e-3, 0.03, 0.01], score=[0.9, 0.8, 0.7])
+    bayes = trials(fine_tune_at=[4, 12], learning_rate=[0.03, 0.001], score=[0.95, float("nan")])
+    table = tuning.seed_check(random, bayes)
+    first, second = table.iloc[0], table.iloc[1]
+    assert first["holds here"] == "no" and first["best trial here"] == "adam batch 64, lr 0.001"
+    assert first["best score of the seed's choice"] == 0.8 and first["best score"] == 0.9
+    assert second["holds here"] == "yes" and second["best trial here"].startswith("4,")  # within one layer of 5
+    alone = tuning.seed_check(random.iloc[[0, 2]])
+    assert len(alone) == 1 and alone.iloc[0]["best score of the seed's choice"] == "not tried"
+
+
+def test_search_map_names_its_source():
+    import matplotlib.pyplot as plt
+
+    table = trials(fine_tune_at=[5, 0, 9], learning_rate=[0.03, 0.001, 0.01], score=[0.9, 0.8, float("nan")])
+    fig = tuning.search_map(table, source="validation split, generated demo data")
+    ax = fig.axes[0]
+    assert "generated demo data" in ax.get_title() and ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.texts] == ["1", "2"]  # the failed trial is left out
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no column 'optimizer'"):
+        tuning.search_map(table, x="optimizer")
+
+
+@pytest.mark.slow
+def test_an_unnamed_search_is_named_by_its_settings_and_recalibrates_batchnorm(data, tmp_path, monkeypatch):
+    from helpers import train
+
+    calls = []
+    recalibrate = train.recalibrate_batchnorm
+    monkeypatch.setattr(train, "recalibrate_batchnorm", lambda *a, **k: calls.append(1) or recalibrate(*a, **k))
+    first = tuning.random_search(data, tmp_path, **{**SEARCH, "max_trials": 1})
+    assert calls == [1]  # before the trial's one validation
+    name = first.project_name
+    assert name.startswith("random_cancernet_") and (tmp_path / "tuner" / name / "search.json").is_file()
+    same = tuning.random_search(data, tmp_path, **{**SEARCH, "max_trials": 1})
+    assert same.project_name == name and calls == [1]  # resumed: nothing trained
+    other = tuning.random_search(data, tmp_path, **{**SEARCH, "max_trials": 1, "batch_sizes": (8,)})
+    assert other.project_name != name  # other settings: a project of its own, not an error
+
+
+@pytest.mark.slow
+def test_retrain_best_trains_once_and_records_a_row(data, tmp_path):
+    from dataclasses import replace
+
+    from helpers import results
+
+    cfg = replace(data.extra["cfg"], output_dir=tmp_path, epochs=1)
+    best = {"optimizer": "adagrad", "learning_rate": 0.02, "batch_size": 16, "fine_tune_at": 3}
+    done = tuning.retrain_best(cfg, best, "11_test", name="best")
+    row = done.runs.iloc[0]
+    assert row["batch_size"] == 16 and row["variant"] == "best" and '"fine_tune_at": 3' in row["settings"]
+    again = tuning.retrain_best(cfg, best, "11_test", name="best")  # read back, not trained
+    assert again.runs.iloc[0]["train_seconds"] == row["train_seconds"]
+    assert (results.load(tmp_path)["notebook"] == "11_test").sum() == 2

@@ -1037,8 +1037,6 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     The model goes to ``out`` (default ``<output_dir>/models/breakhis_<model>_<profile>_<digest>.keras``,
     the digest of the data and settings), written atomically, with its scores in a .json beside it.
     """
-    import keras
-
     from . import evaluate, models, pipeline, train
     from .io import atomic_path, write_text
 
@@ -1086,7 +1084,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
                        name=f"breakhis_{model_name}", optimizer=optimizer, learning_rate=learning_rate,
                        class_weight=train.class_weights(patches.labels[where == "train"]), seed=cfg.seed,
                        train_patches=counts["train"])
-    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    best = result.best_model(model)
     y_val, p_val = evaluate.predict(best, val)
     threshold = evaluate.choose_threshold(y_val, p_val)
     test = evaluate.scores(*evaluate.predict(best, dataset("test")), threshold) if "test" in counts else None

@@ -169,7 +169,7 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
     result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
                        seed=cfg.seed, train_patches=len(data.part("train")))
-    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    best = result.best_model(model)
     with atomic_path(done) as tmp:
         best.save(tmp)
     return best, data
@@ -203,8 +203,6 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     """
     import json
 
-    import keras
-
     from . import config, models, train
     from .io import atomic_path, write_text
 
@@ -219,7 +217,7 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
                        seed=seed, train_patches=len(data.part("train")), **(fit or {}))
-    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    best = result.best_model(model)
     assessment = assess(best, data)
     with atomic_path(out_dir / "model.keras") as tmp:
         best.save(tmp)

@@ -109,8 +109,6 @@ def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=Non
 
 
 def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
-    import keras
-
     run = f"{study}_{variant.name}_seed{seed}"
     run_dir = Path(cfg.output_dir) / "runs" / study / f"{variant.name}_seed{seed}"
     done = run_dir / "done.json"
@@ -126,7 +124,7 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=variant.name,
                        class_weight=data.class_weight, seed=seed, monitor=monitor, patience=patience,
                        train_patches=len(data.part("train")), **fit_options)
-    best = keras.models.load_model(result.best_checkpoint) if result.best_checkpoint else model
+    best = result.best_model(model)
     assessment = experiment.assess(best, data)
     history = result.history
     params = {"study": study, "variant": variant.name, "seed": seed, "image_size": size,

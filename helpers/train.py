@@ -186,6 +186,12 @@ class TrainResult:
     def history(self) -> pd.DataFrame:
         return read_history(self.run_dir)
 
+    def best_model(self, fallback):
+        """The model of the best epoch (its checkpoint), or ``fallback`` when none was written."""
+        import keras
+
+        return keras.models.load_model(self.best_checkpoint) if self.best_checkpoint else fallback
+
 
 def read_history(run_dir) -> pd.DataFrame:
     """The epochs logged in ``run_dir/history.csv`` (one row per epoch, resumed runs included)."""

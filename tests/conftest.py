@@ -42,12 +42,17 @@ def tree(tmp_path):
     return root
 
 
+def shared_sample(name):
+    """A folder of ../shared/data, or a skip: a user's clone has no ../shared."""
+    path = SHARED / name
+    if not path.is_dir():
+        pytest.skip(f"../shared/data/{name} is not here")
+    return path
+
+
 @pytest.fixture
 def idc_sample():
-    path = SHARED / "idc-sample"
-    if not path.is_dir():
-        pytest.skip("../shared/data/idc-sample is not here")
-    return path
+    return shared_sample("idc-sample")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SHARED, write_patch
+from conftest import shared_sample, write_patch
 from PIL import Image
 
 from helpers import breakhis
@@ -35,10 +35,7 @@ LAYOUT = re.compile(r"^BreaKHis_v1/histology_slides/breast/(benign|malignant)/SO
 
 @pytest.fixture
 def breakhis_sample():
-    path = SHARED / "breakhis-sample"
-    if not path.is_dir():
-        pytest.skip("../shared/data/breakhis-sample is not here")
-    return path
+    return shared_sample("breakhis-sample")
 
 
 def official(root, name):

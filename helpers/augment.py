@@ -205,7 +205,8 @@ def _seeds(seed, count):
 
 # --- the recipes --------------------------------------------------------------
 
-def seed_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2) -> keras.Sequential:
+def seed_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
+                      vertical_flip: bool = False) -> keras.Sequential:
     """The seed projects' ImageDataGenerator(rotation_range=20, width_shift_range=0.2,
     height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True),
     in Keras 3 layers.
@@ -224,7 +225,8 @@ def seed_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2) -> kera
       along one axis only, so only x_factor is set;
     * zoom_range=0.2 (zx, zy each uniform in [0.8, 1.2], independently):
       RandomZoom((-0.2, 0.2), (-0.2, 0.2));
-    * horizontal_flip=True: RandomFlip("horizontal");
+    * horizontal_flip=True: RandomFlip("horizontal"); the thyroid project also set
+      vertical_flip=True: ``vertical_flip=True`` gives RandomFlip("horizontal_and_vertical");
     * fill_mode: ImageDataGenerator's default "nearest", which the seed kept. It
       smears the edge pixels into streaks where rotation and shifts uncover the
       corners; "reflect" (Keras 3's default) would mirror tissue there instead.
@@ -244,7 +246,7 @@ def seed_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2) -> kera
         steps.append(layers.RandomShear(x_factor=shear, fill_mode=fill_mode, seed=s[2], **f32))
     steps += [
         layers.RandomZoom((-0.2, 0.2), (-0.2, 0.2), fill_mode=fill_mode, seed=s[3], **f32),
-        layers.RandomFlip("horizontal", seed=s[4], **f32),
+        layers.RandomFlip("horizontal_and_vertical" if vertical_flip else "horizontal", seed=s[4], **f32),
     ]
     return keras.Sequential(steps, name="seed_augmentation")
 
@@ -279,6 +281,7 @@ def no_augmentation(seed=None):
 AUGMENTATIONS = {
     "none": no_augmentation,
     "seed": seed_augmentation,
+    "seed_both_flips": lambda seed=None: seed_augmentation(seed, vertical_flip=True),
     "histology": histology_augmentation,
 }
 

@@ -76,17 +76,19 @@ class IndexReport:
         return json.dumps(self.summary(), indent=2)
 
 
-def _inspect(path: Path):
-    """(width, height, digest, None) for a usable PNG, else (None, None, None, (reason, detail))."""
+def _inspect(path: Path, formats=("PNG",)):
+    """(width, height, digest, None) for a usable image in one of ``formats`` (PIL's names), else
+    (None, None, None, (reason, detail))."""
     try:
         if path.stat().st_size == 0:
             return None, None, None, ("empty_file", "0 bytes")
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
-            if im.format != "PNG":
-                return None, None, None, ("undecodable", f"format {im.format}, expected PNG")
-            im.load()  # full decode: catches truncated files, which open() alone does not
+            if im.format not in formats:
+                return None, None, None, ("undecodable", f"format {im.format}, expected {' or '.join(formats)}")
             width, height = im.size
+            im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))  # JPEG: at 1/8 scale, every byte read
+            im.load()  # full decode: catches truncated files, which open() alone does not
     except Exception as exc:  # PIL raises many types for bad files
         return None, None, None, ("undecodable", f"{type(exc).__name__}: {exc}")
     return width, height, hashlib.blake2b(data, digest_size=16).hexdigest(), None

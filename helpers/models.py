@@ -146,9 +146,10 @@ def _imagenet_download(name):
         socket.setdefaulttimeout(old)
 
 
-def _backbone(app, name, head):
-    def build(size, *, weights=None, pretrained=False, dropout=None, **kwargs):
+def _backbone(app, name, head, scaling=None):
+    def build(size, *, weights=None, pretrained=False, dropout=None, normalize=None, **kwargs):
         inputs = keras.Input((size, size, 3), name="image")
+        x = inputs if scaling is None else scaling(normalize)(inputs)
         with _imagenet_download(name) if weights == "imagenet" else contextlib.nullcontext():
             backbone = app(include_top=False, weights=weights, input_shape=(size, size, 3),
                            name=BACKBONE, **kwargs)
@@ -166,9 +167,22 @@ def _backbone(app, name, head):
             for layer in backbone.layers:
                 if isinstance(layer, layers.BatchNormalization):
                     layer.momentum = min(layer.momentum, BN_MOMENTUM)
-        x = backbone(inputs, training=False) if pretrained else backbone(inputs)
+        x = backbone(x, training=False) if pretrained else backbone(x)
         return head(x, inputs, name, dropout)
     return build
+
+
+def _featurewise(normalize):
+    """The thyroid track's input scaling, inside the model so that a saved model carries it.
+
+    ``normalize=(mean, variance)`` per channel, computed on the training images only
+    (Keras' old ``featurewise_center`` + ``featurewise_std_normalization``); None maps
+    [0, 255] to [-1, 1] instead.
+    """
+    if normalize is None:
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")
+    mean, variance = normalize
+    return layers.Normalization(axis=-1, mean=mean, variance=variance, name="featurewise")
 
 
 def _flatten_head(x, inputs, name, dropout):
@@ -199,7 +213,21 @@ MODELS: dict[str, ModelSpec] = {
                           _apps.xception.preprocess_input, True, "Xception + GAP head"),
     "mobilenet_v2": ModelSpec(_backbone(_apps.MobileNetV2, "mobilenet_v2", _gap_head), 32, 50,
                               _apps.mobilenet_v2.preprocess_input, True, "MobileNetV2 + GAP head"),
+    # The thyroid track (notebooks 16-17): GAP heads, scaling inside the model.
+    "vgg16": ModelSpec(_backbone(_apps.VGG16, "vgg16", _gap_head, _featurewise), 32, 64, None, True,
+                       "VGG16 + GAP head"),
+    "vgg19": ModelSpec(_backbone(_apps.VGG19, "vgg19", _gap_head, _featurewise), 32, 64, None, True,
+                       "VGG19 + GAP head"),
+    "resnet50_gap": ModelSpec(_backbone(_apps.ResNet50, "resnet50_gap", _gap_head, _featurewise), 32, 64,
+                              None, True, "ResNet50 + GAP head"),
+    "resnet101": ModelSpec(_backbone(_apps.ResNet101, "resnet101", _gap_head, _featurewise), 32, 64,
+                           None, True, "ResNet101 + GAP head"),
+    # No scaling layer: Keras' EfficientNet rescales [0, 255] inside itself (preprocess_input
+    # is a no-op). The seed fed it [0, 1] images, which it then divided by 255 again.
+    "efficientnet_b7": ModelSpec(_backbone(_apps.EfficientNetB7, "efficientnet_b7", _gap_head),
+                                 32, 64, None, True, "EfficientNetB7 + GAP head (64M parameters)"),
 }
+THYROID_MODELS = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
 
 
 # --- public functions ---------------------------------------------------------

@@ -53,10 +53,10 @@ class Study:
         return table.join(extra.round(0).astype("Int64")).loc[order]
 
 
-def _fingerprint(cfg, variant: Variant, seed: int) -> str:
+def _fingerprint(cfg, variant: Variant, seed: int, data_key: str = "") -> str:
     key = json.dumps({"data": str(Path(cfg.data_dir).resolve()), "sample": cfg.sample_size,
                       "epochs": cfg.epochs, "batch": cfg.batch_size, "split_seed": cfg.seed,
-                      "seed": seed, **asdict(variant)}, sort_keys=True, default=str)
+                      "seed": seed, "data_key": data_key, **asdict(variant)}, sort_keys=True, default=str)
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -78,11 +78,15 @@ def _gap(history: pd.DataFrame) -> float:
 
 
 def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=None,
-              split_dir=None, monitor: str = "val_auc", patience: int = 5) -> Study:
+              split_dir=None, monitor: str = "val_auc", patience: int = 5, prepare=None) -> Study:
     """Train every variant once per seed on one patient split; record every run.
 
     ``seeds`` default to the profile's count (``cfg.seeds``) starting at ``cfg.seed``;
     the split itself always uses ``cfg.seed``, so only the training differs by seed.
+    ``prepare(image_size, augment) -> experiment.Data`` replaces the IDC data (the
+    thyroid track passes its own); ``Data.extra["build"]`` adds keywords to every
+    model build (e.g. the training set's normalisation) and ``Data.extra["key"]``
+    tells its data apart in the fingerprint of a finished run.
     """
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
@@ -93,7 +97,9 @@ def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=Non
     for variant in variants:
         size = models.input_size(variant.model, variant.image_size)
         key = (size, variant.model if models.preprocess_for(variant.model) else None, variant.augment)
-        if key not in data_cache:
+        if key not in data_cache and prepare is not None:
+            data_cache[key] = prepare(size, variant.augment)
+        elif key not in data_cache:
             data_cache[key] = experiment.prepare_data(
                 cfg, image_size=size, preprocess=models.preprocess_for(variant.model),
                 split_dir=split_dir, augment=variant.augment)
@@ -112,14 +118,14 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     run = f"{study}_{variant.name}_seed{seed}"
     run_dir = Path(cfg.output_dir) / "runs" / study / f"{variant.name}_seed{seed}"
     done = run_dir / "done.json"
-    fingerprint = _fingerprint(cfg, variant, seed)
+    fingerprint = _fingerprint(cfg, variant, seed, data.extra.get("key", ""))
     if done.is_file():
         saved = json.loads(done.read_text())
         if saved.get("fingerprint") == fingerprint:
             print(f"{run}: finished earlier with these settings, read back")
             return saved["row"], train.read_history(run_dir)
     print(f"{run}: training")
-    model = models.build_model(variant.model, image_size=size, **variant.build)
+    model = models.build_model(variant.model, image_size=size, **{**data.extra.get("build", {}), **variant.build})
     fit_options = {"optimizer": "adam", **variant.fit}
     result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=variant.name,
                        class_weight=data.class_weight, seed=seed, monitor=monitor, patience=patience,
@@ -136,5 +142,10 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     row["max_val_loss"] = float(np.nanmax(history["val_loss"])) if "val_loss" in history else None
     with atomic_path(run_dir / "best.keras") as tmp:
         best.save(tmp)
+    # The sidecar tells the web app (and evaluate) what the saved model expects.
+    sidecar = {"model": variant.model, "image_size": size, "threshold": row["threshold"],
+               "task": data.extra.get("task", "idc"), "class_names": data.extra.get("class_names"),
+               "generated": bool(cfg.generated), "run": run}
+    write_text(run_dir / "best.json", json.dumps({k: v for k, v in sidecar.items() if v is not None}, indent=2))
     write_text(done, json.dumps({"fingerprint": fingerprint, "row": row}, indent=2, default=float))
     return row, history

@@ -151,17 +151,22 @@ def _recalibrate_callback(dataset, batches):
 
 
 def make_callbacks(run_dir, name: str, monitor: str = "val_auc", patience: int = 5,
-                   extra=()) -> list:
-    """F1, best-epoch checkpoint, early stopping, CSV history, backup for resumption."""
+                   extra=(), checkpoint_metrics=None) -> list:
+    """F1, best-epoch checkpoint, early stopping, CSV history, backup for resumption.
+
+    A checkpoint is named by model, epoch and ``checkpoint_metrics`` (default: the
+    monitored one), e.g. ``vgg16-epoch03-val_loss0.4127-val_accuracy0.8100.keras``.
+    """
     import keras
 
     run_dir = Path(run_dir)
+    shown = "-".join(f"{m}{{{m}:.4f}}" for m in (checkpoint_metrics or (monitor,)))
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     mode = "min" if "loss" in monitor else "max"
     return [
         _f1_callback(),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoints" / f"{name}-epoch{{epoch:02d}}-{monitor}{{{monitor}:.4f}}.keras"),
+            str(run_dir / "checkpoints" / f"{name}-epoch{{epoch:02d}}-{shown}.keras"),
             monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -213,7 +218,7 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
         optimizer="adam", learning_rate=None, class_weight=None, label_smoothing: float = 0.0,
         monitor: str = "val_auc", patience: int = 5, seed: int = 42, train_patches: int | None = None,
         extra_callbacks=(), verbose: int = 2, optimizer_options: dict | None = None,
-        recalibrate_bn: int = 20) -> TrainResult:
+        recalibrate_bn: int = 20, checkpoint_metrics=None) -> TrainResult:
     """Compile and train ``model``; everything the run writes goes to ``run_dir``.
 
     Run it again with the same ``run_dir`` after an interruption (a crash, a
@@ -240,7 +245,7 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     # BatchNorm statistics recomputed before every validation (and so before every
     # checkpoint): 0 turns it off, to see the problem it solves (notebook 08).
     extra = ([_recalibrate_callback(train_ds, recalibrate_bn)] if recalibrate_bn else []) + list(extra_callbacks)
-    callbacks = make_callbacks(run_dir, name, monitor, patience, extra)
+    callbacks = make_callbacks(run_dir, name, monitor, patience, extra, checkpoint_metrics)
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
                         shuffle=False,  # the tf.data pipeline shuffles

@@ -68,7 +68,6 @@ def test_cli_evaluate_bad_model_file_is_one_clear_error(small_demo, tmp_path):
 
 @pytest.mark.slow
 def test_cancernet_beats_chance_on_held_out_real_patients(idc_sample, tmp_path):
-
     from helpers import models, train
 
     cfg = config.resolve("smoke", data_dir=idc_sample, output_dir=tmp_path, sample_size=4000,

@@ -1,0 +1,390 @@
+"""A small local web app: upload an image, pick a saved model, see its class
+probabilities and a Grad-CAM overlay.
+
+``python -m helpers.app [--port 5000] [--outputs DIR]`` (or ``make app``) serves
+it on http://127.0.0.1:5000. The models offered are those saved under the
+outputs folder (``discover_models``); the upload is read into memory and the
+pictures go back inside the page as data: URIs, so nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, render_template, request
+from PIL import Image, UnidentifiedImageError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import config
+
+OUTPUTS_ENV = "IDC_APP_OUTPUTS"
+MAX_UPLOAD_MB = 10
+# A small PNG can declare a huge canvas (a decompression bomb): the header's size
+# is checked before any pixel is decoded. 25 MP is far above any ultrasound frame.
+MAX_PIXELS = 25_000_000
+# What PIL finds in the bytes; MPO is the JPEG variant many phone cameras write.
+FORMATS = {"PNG", "JPEG", "MPO"}
+# Folders that hold no model to offer: keras-tuner trials, packed data, Keras'
+# BackupAndRestore state, notebook autosaves.
+SKIP_DIRS = {"tuner", "cache", "backup", "__pycache__"}
+DEFAULT_CLASSES = {"idc": ["no IDC", "IDC"], "thyroid": ["benign", "malignant"]}
+CACHE_SIZE = 3
+HOW_TO_TRAIN = [
+    ("every notebook's models (smoke profile, about 20 minutes on 2 CPU cores)", "make run-all"),
+    ("one model on the generated demo data (a minute or two)",
+     "make data && .venv/bin/python -m helpers train --model cancernet "
+     "--data-dir data/demo/idc-40p --out outputs/models/cancernet"),
+]
+
+
+class AppError(Exception):
+    """A problem the user can fix, shown on the page with an HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+# --- which models there are ----------------------------------------------------
+
+@dataclass(frozen=True)
+class SavedModel:
+    id: str  # what the form submits: a hash of the relative path, never the path
+    path: Path
+    rel: str  # path relative to the outputs folder, for people
+    meta: dict = field(default_factory=dict, hash=False, compare=False)
+    source: str = "sidecar"  # "sidecar" (a .keras with its .json) or "train.json" (a run's best checkpoint)
+    problem: str = ""  # e.g. an unreadable sidecar: listed, but said
+
+    @property
+    def name(self) -> str:
+        if self.meta.get("model"):
+            return str(self.meta["model"])
+        # Checkpoints are named <model>-epochNN-<metric>.keras (train.make_callbacks).
+        return self.path.stem.split("-epoch")[0]
+
+    @property
+    def task(self) -> str:
+        return str(self.meta.get("task") or "idc")
+
+    @property
+    def label(self) -> str:
+        note = "best checkpoint of its run" if self.source == "train.json" else ""
+        extras = ", ".join(x for x in (note, "generated demo data" if self.meta.get("generated") else "",
+                                       self.problem) if x)
+        return f"{self.rel} — {self.name}, {self.task}" + (f" ({extras})" if extras else "")
+
+
+def _walk(root: Path, pattern: str):
+    """Files matching ``pattern`` below ``root``, skipping SKIP_DIRS and hidden folders, sorted."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
+        found += [Path(folder) / f for f in files if Path(f).match(pattern) and not f.startswith(".")]
+    return sorted(found)
+
+
+def _read_json(path: Path) -> tuple[dict, str]:
+    """(the JSON object at ``path``, "") or ({}, what is wrong with it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return {}, f"{path.name} unreadable: {type(exc).__name__}"
+    return (data, "") if isinstance(data, dict) else ({}, f"{path.name} is not a JSON object")
+
+
+def _entry(path: Path, root: Path, meta: dict, source: str, problem: str = "") -> SavedModel:
+    rel = path.relative_to(root).as_posix()
+    return SavedModel(hashlib.sha1(rel.encode()).hexdigest()[:12], path, rel, meta, source, problem)
+
+
+def _checkpoint(train_json: Path, named: str, root: Path) -> Path | None:
+    """The file a run's ``best_checkpoint`` names, if it exists inside ``root``.
+
+    train.fit writes the path as it was given (often relative to the project root,
+    "outputs/runs/..."); a copied or moved outputs folder still has the file in the
+    run's own checkpoints folder, so that is tried as well.
+    """
+    named_path = Path(named)
+    candidates = [named_path] if named_path.is_absolute() else [root.parent / named_path, Path.cwd() / named_path]
+    candidates += [train_json.parent / "checkpoints" / named_path.name]
+    for candidate in candidates:
+        resolved = candidate.resolve()
+        if resolved.is_file() and resolved.suffix == ".keras" and resolved.is_relative_to(root):
+            return resolved
+    return None
+
+
+def discover_models(outputs_dir) -> list[SavedModel]:
+    """The models saved under ``outputs_dir``, sorted by relative path.
+
+    (a) every ``*.keras`` with a sidecar JSON of the same stem (``model.keras`` +
+    ``model.json``); (b) the ``best_checkpoint`` of every ``runs/**/train.json``
+    whose file exists, unless a model of (a) sits in the run's folder or the one
+    above it: that is the same best epoch, saved with its sidecar (``study`` saves
+    ``<run>/best.keras``, ``helpers train`` ``<out>/model.keras`` beside ``<out>/run``).
+    """
+    root = Path(outputs_dir).resolve()
+    if not root.is_dir():
+        return []
+    found = {}
+    for path in _walk(root, "*.keras"):
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            meta, problem = _read_json(sidecar)
+            found[path] = _entry(path, root, meta, "sidecar", problem)
+    runs = root / "runs"
+    with_sidecar = {path.parent for path in found}
+    for train_json in _walk(runs, "train.json") if runs.is_dir() else []:
+        if with_sidecar & {train_json.parent, train_json.parent.parent}:
+            continue
+        run, _ = _read_json(train_json)
+        best = run.get("best_checkpoint")
+        path = _checkpoint(train_json, best, root) if isinstance(best, str) and best else None
+        if path is None or path in found:
+            continue
+        sidecar = path.with_suffix(".json")
+        meta, problem = _read_json(sidecar) if sidecar.is_file() else ({}, "")
+        found[path] = _entry(path, root, meta, "train.json", problem)
+    return sorted(found.values(), key=lambda m: m.rel)
+
+
+# --- loading, with a small cache ---------------------------------------------------
+
+class _Models:
+    """The last few loaded models, keyed by file and its modification time (a
+    retrained file is loaded again). One lock: Keras models and the Grad-CAM trace
+    cache are not meant to be used by several request threads at once."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size, self.lock, self.loaded = size, threading.RLock(), OrderedDict()
+
+    def get(self, entry: SavedModel):
+        import keras
+
+        stat = entry.path.stat()
+        key = (str(entry.path), stat.st_mtime_ns, stat.st_size)
+        if key in self.loaded:
+            self.loaded.move_to_end(key)
+            return self.loaded[key]
+        try:
+            model = keras.models.load_model(entry.path, compile=False)
+        except Exception as exc:  # a corrupt or foreign file: any loader error
+            raise AppError(f"model file {entry.rel} does not load: {type(exc).__name__}: "
+                           f"{_first_line(exc)}", 422) from exc
+        self.loaded[key] = model
+        while len(self.loaded) > self.size:
+            self.loaded.popitem(last=False)
+        return model
+
+    def clear(self):
+        self.loaded.clear()
+
+
+MODELS = _Models()
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "no message"
+
+
+# --- the upload ------------------------------------------------------------------
+
+def read_upload(data: bytes) -> Image.Image:
+    """The uploaded bytes as an RGB PIL image, or an AppError that says what is wrong.
+
+    The format is what PIL finds in the bytes, whatever the file is called.
+    """
+    if not data:
+        raise AppError("The file is empty: choose a PNG or JPEG image.", 400)
+    kind = "image"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            kind = image.format
+            if image.format not in FORMATS:
+                raise AppError(f"{image.format} images are not supported: upload a PNG or JPEG.", 415)
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise AppError(f"The image is {width}x{height} pixels, more than the "
+                               f"{MAX_PIXELS // 1_000_000} million this app accepts.", 413)
+            image.load()
+    except UnidentifiedImageError:
+        raise AppError("That file is not an image PIL can read: upload a PNG or JPEG.", 415) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise AppError(f"The image has more than {MAX_PIXELS // 1_000_000} million pixels.", 413) from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
+        raise AppError(f"The {kind} file is damaged and does not decode ({_first_line(exc)}).",
+                       422) from None
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent parts become white, as the pipeline pads border patches with white.
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    try:
+        return image.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise AppError(f"The image's mode {image.mode} cannot be turned into RGB ({_first_line(exc)}).",
+                       422) from None
+
+
+def png_data_uri(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --- the prediction ----------------------------------------------------------------
+
+def _input_size(model, meta: dict) -> tuple[int, int]:
+    """(height, width): the model's own input shape; the sidecar's image_size if it has none."""
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or shape[3] not in (3, None):
+        raise AppError(f"model {model.name!r} does not take RGB images (its input is {shape}).", 422)
+    fallback = int(_number(meta, "image_size", 50))
+    return tuple(int(s) if s else fallback for s in shape[1:3])
+
+
+def _number(meta: dict, key: str, default: float) -> float:
+    """A sidecar's number, or ``default`` where it is missing or not a number."""
+    try:
+        return float(meta.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _preprocess(name: str):
+    """The registry model's pipeline preprocessing; None for others, e.g. the thyroid
+    models, which carry their preprocessing inside the model."""
+    from . import models
+
+    return models.preprocess_for(name) if name in models.MODELS else None
+
+
+def predict(model, image: Image.Image, meta: dict) -> dict:
+    """Both class probabilities, the decision at the threshold and the Grad-CAM overlay."""
+    from . import cam, pipeline
+
+    name = str(meta.get("model") or model.name)
+    task = str(meta.get("task") or "idc")
+    classes = meta.get("class_names")
+    if not (isinstance(classes, list) and len(classes) == 2):
+        classes = DEFAULT_CLASSES.get(task, DEFAULT_CLASSES["idc"])
+    threshold = _number(meta, "threshold", 0.5)
+    height, width = _input_size(model, meta)
+    if task == "idc" and image.width <= pipeline.PATCH and image.height <= pipeline.PATCH:
+        # A border patch smaller than 50x50: padded with white, as in training.
+        image = Image.fromarray(pipeline.pad_patch(np.asarray(image)))
+    seen = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    x = pipeline.to_model_input(seen[None], height, _preprocess(name))
+    out = np.asarray(model(x, training=False), dtype="float64").reshape(-1)
+    if out.size == 2:
+        p1 = out[1]
+    elif out.size == 1:  # one sigmoid unit
+        p1 = out[0]
+    else:
+        raise AppError(f"model {name!r} has {out.size} outputs; this app shows two-class models.", 422)
+    result = {"name": name, "task": task, "classes": classes, "threshold": threshold,
+              "proba": [1.0 - float(p1), float(p1)], "size": f"{width}x{height}",
+              "predicted": classes[int(p1 >= threshold)], "input_uri": png_data_uri(seen),
+              "overlay_uri": None, "layer": None, "cam_problem": None}
+    try:
+        maps = cam.grad_cam(model, x, class_index=1)
+    except ValueError as exc:  # e.g. a model with no convolution, or a single sigmoid output
+        result["cam_problem"] = _first_line(exc)
+    else:
+        result["overlay_uri"] = png_data_uri(cam.overlay(seen, maps.maps[0]))
+        result["layer"] = str(maps.layer)
+    return result
+
+
+# --- the web app -------------------------------------------------------------------
+
+def create_app(outputs_dir=None) -> Flask:
+    """The Flask app over the models in ``outputs_dir`` (default: $IDC_APP_OUTPUTS, else outputs/)."""
+    outputs = Path(outputs_dir or os.environ.get(OUTPUTS_ENV) or config.ROOT / "outputs").expanduser()
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_UPLOAD_MB * 1024 * 1024, OUTPUTS_DIR=outputs)
+
+    def page(status=200, **context):
+        found = discover_models(outputs)
+        context.setdefault("selected", found[0].id if found else None)
+        return render_template("app.html", models=found, outputs=outputs, how_to_train=HOW_TO_TRAIN,
+                               max_mb=MAX_UPLOAD_MB, **context), status
+
+    @app.get("/")
+    def index():
+        return page()
+
+    @app.post("/")
+    def upload():
+        found = {m.id: m for m in discover_models(outputs)}
+        chosen = request.form.get("model", "")
+        if not found:
+            raise AppError("No model is saved yet, so there is nothing to predict with.", 400)
+        if chosen not in found:
+            raise AppError("Unknown model: choose one from the list (reload the page if "
+                           "models were added or removed).", 400)
+        upload = request.files.get("image")
+        if upload is None or not upload.filename:
+            raise AppError("No file was chosen: pick a PNG or JPEG image to upload.", 400)
+        image = read_upload(upload.read())
+        entry = found[chosen]
+        with MODELS.lock:
+            model = MODELS.get(entry)
+            result = predict(model, image, entry.meta)
+        return page(result=result, entry=entry, selected=chosen)
+
+    @app.errorhandler(AppError)
+    def app_error(exc):
+        return page(exc.status, error=exc.message, selected=request.form.get("model"))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        return page(413, error=f"The file is larger than {MAX_UPLOAD_MB} MB: upload a smaller image.")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        if isinstance(exc, HTTPException):
+            return page(exc.code, error=exc.description)
+        # The traceback goes to the terminal that runs the app, not to the page.
+        app.logger.exception("request failed")
+        return page(500, error=f"Something went wrong ({type(exc).__name__}); the terminal "
+                               "running the app shows the details.")
+
+    return app
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.app", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--outputs", default=None,
+                        help=f"folder with the saved models (default: ${OUTPUTS_ENV}, else outputs/)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .notebook import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # now, not in the first request
+    app = create_app(args.outputs)
+    found = discover_models(app.config["OUTPUTS_DIR"])
+    print(f"{len(found)} model(s) in {app.config['OUTPUTS_DIR']}; open http://{args.host}:{args.port}/")
+    app.run(host=args.host, port=args.port, threaded=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,7 @@
 
 PROFILE  ?= smoke
 DATA_DIR ?=
+THYROID_DIR ?=
 PYTHON   ?= python3.11
 VENV     := .venv
 PY       := $(VENV)/bin/python
@@ -13,16 +14,25 @@ PYTEST_ARGS ?=
 # Two test processes: most of a notebook test is start-up (kernel, TensorFlow, model
 # builds), which a second process overlaps on a 2-core machine. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
+APP_PORT ?= 5000
+OUTPUTS  ?=
+# The browser test drives Debian's chromium: Playwright's own browser download is not reachable everywhere.
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-.PHONY: help setup data run-all test test-fast lab bench clean distclean
+.PHONY: help setup data run-all test test-fast lab bench app browser clean distclean
 
 help:
-	@echo "make run-all [PROFILE=smoke|cpu|full] [DATA_DIR=/path/to/IDC]  run every notebook"
+	@echo "make run-all [PROFILE=smoke|cpu|full] [DATA_DIR=/path/to/IDC] [THYROID_DIR=/path/to/thyroid]"
+	@echo "                 run every notebook"
 	@echo "make test        the whole test suite (notebooks included, smoke profile)"
 	@echo "make test-fast   unit tests only"
 	@echo "make lab         JupyterLab on notebooks/"
 	@echo "make data        generate the demo data set for PROFILE"
 	@echo "make bench       images/s of the input pipelines"
+	@echo "make app         web app on http://127.0.0.1:5000: upload an image, see its class and Grad-CAM"
+	@echo "                 (APP_PORT=5000, OUTPUTS=dir: where the saved models are)"
+	@echo "make browser     install Debian's chromium for the app's browser test (as root)"
 	@echo "make clean       remove outputs/ (distclean: also .venv and data/demo)"
 
 $(VENV)/.installed: pyproject.toml
@@ -44,7 +54,8 @@ else
 endif
 
 run-all: data
-	$(PY) -m helpers run-all --profile $(PROFILE) $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)")
+	$(PY) -m helpers run-all --profile $(PROFILE) $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)") \
+		$(if $(strip $(THYROID_DIR)),--thyroid-dir "$(THYROID_DIR)")
 
 test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
@@ -57,6 +68,15 @@ lab: setup
 
 bench: setup
 	$(PY) -m helpers bench $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)")
+
+app: setup
+	$(PY) -m helpers.app --port $(APP_PORT) $(if $(strip $(OUTPUTS)),--outputs "$(OUTPUTS)")
+
+browser:
+	@if [ -x $(CHROMIUM) ]; then echo "$(CHROMIUM) is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		$(APT_CHROMIUM) >/dev/null || { apt-get update -qq && $(APT_CHROMIUM) >/dev/null; }; \
+	else echo "the browser test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi
 
 clean:
 	rm -rf outputs

@@ -1,5 +1,5 @@
 """Command line: ``python -m helpers {index,make-demo,pack,run-all,train,evaluate,bench,make-breakhis-demo,
-pretrain-breakhis} ...``."""
+pretrain-breakhis,make-thyroid-demo,index-thyroid} ...``."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def _pack(args) -> int:
 def _run_all(args) -> int:
     from .run_all import main
 
-    return main(args.profile, args.data_dir, out_dir=args.out, only=args.only, kernel=args.kernel)
+    return main(args.profile, args.data_dir, out_dir=args.out, only=args.only, kernel=args.kernel,
+                thyroid_dir=args.thyroid_dir)
 
 
 def _options(pairs, flag) -> dict:
@@ -68,6 +69,10 @@ def _options(pairs, flag) -> dict:
 def _train(args) -> int:
     from .experiment import train_to_dir
 
+    if args.recipe:
+        return _train_recipe(args)
+    if not args.model:
+        raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes)")
     build = {"dropout": args.dropout, "l2": args.l2, "kernel_size": args.kernel_size}
     fit = {"label_smoothing": args.label_smoothing, "recalibrate_bn": args.recalibrate_bn}
     summary = train_to_dir(args.model, args.data_dir, args.out, epochs=args.epochs,
@@ -80,6 +85,38 @@ def _train(args) -> int:
                            fit={**{k: v for k, v in fit.items() if v is not None},
                                 **_options(args.fit, "--fit")})
     print(json.dumps(summary, indent=2, default=float))
+    return 0
+
+
+def _train_recipe(args) -> int:
+    from . import recipes
+
+    recipe = recipes.get(args.recipe, epochs=args.epochs, batch_size=args.batch_size, **_options(args.set, "--set"))
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
+        summary = recipes.train_to_dir(recipe, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
+                                       sample_size=args.sample_size,
+                                       log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(json.dumps(summary, indent=2, default=float))
+    return 0
+
+
+def _crossval(args) -> int:
+    from pathlib import Path
+
+    from .notebook import import_tensorflow_quietly
+
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"data directory {args.data_dir} does not exist")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow_quietly()  # after the checks: a wrong argument is told in a second
+    from . import crossval, recipes
+
+    recipe = recipes.get(args.recipe, epochs=args.epochs, **_options(args.set, "--set"))
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
+        result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
+                              sample_size=args.sample_size, verbose=args.verbose)
+    print(result.table(), file=sys.stderr)
+    print(json.dumps(result.as_dict(), indent=2, default=float))
     return 0
 
 
@@ -97,6 +134,31 @@ def _make_breakhis_demo(args) -> int:
     summary = make_demo(args.dir, n_patients=args.patients, images_per_patient=args.images, seed=args.seed,
                         progress=True)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _make_thyroid_demo(args) -> int:
+    from .thyroid import DEMO_SIZES, make_demo, resolve_dir
+    from .thyroid import demo_dir as thyroid_demo_dir
+
+    if args.profile not in DEMO_SIZES:
+        raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(DEMO_SIZES)}")
+    nodules, per_nodule = DEMO_SIZES[args.profile]
+    nodules, per_nodule = args.nodules or nodules, args.images or per_nodule
+    if args.dir or (nodules, per_nodule) != DEMO_SIZES[args.profile]:
+        summary = make_demo(args.dir or thyroid_demo_dir(nodules), n_nodules=nodules, images_per_nodule=per_nodule,
+                            seed=args.seed)
+    else:  # the project's own demo folder: a stale generated set there is replaced
+        summary = json.loads((resolve_dir(None, args.profile, args.seed) / "generated.json").read_text())["summary"]
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _index_thyroid(args) -> int:
+    from .thyroid import build_index
+
+    _, report = build_index(args.dir)
+    print(json.dumps(report.summary(examples=args.examples), indent=2))
     return 0
 
 
@@ -154,13 +216,20 @@ def main(argv=None) -> int:
     p = sub.add_parser("run-all", help="execute every notebook through papermill")
     p.add_argument("--profile", default="smoke")
     p.add_argument("--data-dir", default=None, help="real data; empty for the generated demo set")
+    p.add_argument("--thyroid-dir", default=None, help="real thyroid images (notebooks 16-17); "
+                   "empty for the generated set")
     p.add_argument("--out", default=None, help="where executed notebooks go (outputs/notebooks)")
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--kernel", default=None)
     p.set_defaults(func=_run_all)
 
     p = sub.add_parser("train", help="train one model with a patient-level validation split")
-    p.add_argument("--model", required=True, help="a name of helpers.models.MODELS")
+    p.add_argument("--model", help="a name of helpers.models.MODELS (or give --recipe)")
+    p.add_argument("--recipe", help="a recipe of helpers.recipes (seed, best, seed+tta, ...): model(s) and "
+                   "model.json that evaluate applies as trained; only --epochs, --batch-size, --seed, "
+                   "--split-dir, --sample-size and --set apply with it")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="with --recipe: options of the recipe, "
+                   "e.g. ensemble=5 stain=macenko")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out", required=True, help="folder for model.keras, model.json and the run")
     p.add_argument("--epochs", type=int)
@@ -193,6 +262,20 @@ def main(argv=None) -> int:
     p.add_argument("--threshold", type=float, help="default: the one chosen on validation at training")
     p.set_defaults(func=_evaluate)
 
+    p = sub.add_parser("crossval", help="patient-level k-fold cross-validation of a recipe: per-fold and "
+                       "mean ± sd F1, balanced accuracy and ROC-AUC (JSON on stdout, a table on stderr)")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--recipe", default="seed", help="seed, best, or one plus ingredients: seed+tta+ensemble")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42, help="the folds', splits' and training's seed")
+    p.add_argument("--out", default=None, help="output folder (default: outputs/); folds go to "
+                   "OUT/crossval/<recipe>-v<version>/..., finished ones are reused")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (a CPU budget)")
+    p.add_argument("--sample-size", type=int, help="cap on the patches of each fold")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="options of the recipe, e.g. ensemble=5")
+    p.add_argument("--verbose", type=int, default=2, help="Keras: 2 one line per epoch, 0 silent")
+    p.set_defaults(func=_crossval)
+
     p = sub.add_parser("bench", help="images/s of the input pipelines")
     p.add_argument("--data-dir", default=None, help="default: ../shared/data/idc-sample, else the demo set")
     p.add_argument("--sample", type=int, default=None, help="use at most this many patches")
@@ -204,6 +287,20 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=12, help="images per patient (40X, 100X, 200X, 400X in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_make_breakhis_demo)
+
+    p = sub.add_parser("make-thyroid-demo", help="write a generated thyroid ultrasound set (cropped/uncropped, "
+                       "train/test, B_/M_ names)")
+    p.add_argument("dir", nargs="?", help="target folder (default: data/demo/thyroid-<N>n)")
+    p.add_argument("--profile", default="smoke", help="the set's size: smoke, cpu or full")
+    p.add_argument("--nodules", type=int, help="number of nodules (overrides the profile)")
+    p.add_argument("--images", type=int, help="images per nodule (overrides the profile)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_make_thyroid_demo)
+
+    p = sub.add_parser("index-thyroid", help="index a thyroid ultrasound folder and print a JSON summary")
+    p.add_argument("dir")
+    p.add_argument("--examples", type=int, default=5, help="skipped files shown per category")
+    p.set_defaults(func=_index_thyroid)
 
     p = sub.add_parser("pretrain-breakhis", help="pretrain a model on BreakHis (benign / malignant, split "
                        "by patient) and save it for fine-tuning on IDC")

@@ -18,16 +18,13 @@ by category in the report, with a few examples.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections import Counter, namedtuple
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -39,9 +36,10 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .demo import _E, _GLASS_OD, _H, _field, _stored
+from .demo import _E, _GLASS_OD, _H, _field
 from .index import SKIP_REASONS as IDC_SKIP_REASONS
-from .index import DataError, IndexReport, _inspect
+from .index import DataError, IndexReport, _inspect, data_root, skipper
+from .io import generated_set, given_or_generated
 from .splits import SPLITS
 
 # code -> (full name, label); the folder of a subtype is its name with "_" for " ".
@@ -173,24 +171,25 @@ class BreakHisReport:
     to_json = IndexReport.to_json
 
 
-def _files(root: Path):
+def _files(root: Path, not_data=NOT_DATA):
     """Yield (path, folders between root and the file) for every data file under root, sorted."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         folders = Path(dirpath).relative_to(root).parts
         for name in sorted(filenames):
-            if not name.startswith(".") and name not in NOT_DATA:  # .DS_Store, our markers, Folds.csv
+            if not name.startswith(".") and name not in not_data:  # .DS_Store, our markers, Folds.csv
                 yield Path(dirpath) / name, folders
 
 
-def _inspect_all(paths, workers):
+def _inspect_all(paths, workers, formats=("PNG",)):
     """index._inspect for every path; forked processes for big sets (PNG decoding holds the GIL;
     never after TensorFlow started, whose runtime can deadlock in a fork)."""
+    inspect = functools.partial(_inspect, formats=formats)
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(paths) > 500 and "tensorflow" not in sys.modules:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_inspect, paths, chunksize=64))
-    return [_inspect(p) for p in paths]
+            return list(pool.map(inspect, paths, chunksize=64))
+    return [inspect(p) for p in paths]
 
 
 def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, BreakHisReport]:
@@ -201,16 +200,10 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, BreakHi
     different ones skipped as ``conflicting_duplicate``. Raises FileNotFoundError if ``root`` is
     missing, :class:`~helpers.index.DataError` (a ValueError) if it is not a folder or holds no
     usable image."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"BreakHis directory {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"BreakHis directory {root} is not a folder")
+    root = data_root(root, "BreakHis directory", missing=FileNotFoundError)
     report = BreakHisReport(root=str(root))
 
-    def skip(path, reason, detail=""):
-        report.skipped[reason] = report.skipped.get(reason, 0) + 1
-        report.skipped_files.append((str(path), reason, detail or SKIP_REASONS[reason]))
+    skip = skipper(report, SKIP_REASONS)
 
     named = []
     for path, folders in _files(root):
@@ -690,22 +683,6 @@ def _stain(f, look):
     return img
 
 
-@contextlib.contextmanager
-def _staged(root: Path):
-    """Yield a temporary sibling folder that replaces the (absent or empty) ``root`` on success; an
-    interrupted run leaves no half set."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        yield tmp
-        if root.exists():
-            root.rmdir()  # empty, as checked: os.replace cannot replace a directory everywhere
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(230, 151), seed: int = 0,
               progress: bool = False) -> dict:
     """Write a *generated* BreakHis-like set (not patient data; no clinical claim rests on it) in the
@@ -725,34 +702,19 @@ def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(23
                          f"least 50x50, not {n_patients}, {images_per_patient}, {size}")
     params = dict(kind="breakhis", n_patients=int(n_patients), images_per_patient=int(images_per_patient),
                   size=[width, height], seed=int(seed), version=VERSION)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        found = _stored(root, params)
-        if found is None:
-            raise ValueError(f"{root} exists and is not empty, and is not a BreakHis demo set made with "
-                             f"{params}: choose another folder or remove it")
-        return found
-
     codes = _plan(n_patients, seed)
-    try:
-        with _staged(root) as tmp:
-            infos = []
-            for i in tqdm(range(n_patients), desc="demo patients", unit="patient", disable=not progress):
-                infos += _write_patient(tmp, i, codes[i], images_per_patient, width, height, seed)
-            summary = _demo_summary(root, infos, params)
-            (tmp / "generated.json").write_text(json.dumps({"params": params, "summary": summary}, indent=1))
-            (tmp / "GENERATED.txt").write_text(
-                "GENERATED DEMO DATA - NOT PATIENT DATA.\n"
-                "Drawn by helpers/breakhis.py (numpy noise, an H&E colour model) in the layout and with\n"
-                "the file names of BreakHis (Spanhol et al. 2016): no real tissue; no clinical claim\n"
-                "rests on it. Labels and subtypes are the generator's, not a pathologist's.\n"
-                f"Parameters: {json.dumps(params)}\n"
-                f"Summary: {json.dumps({k: v for k, v in summary.items() if k != 'root'})}\n")
-    except OSError:
-        found = _stored(root, params)  # a parallel run (another notebook) finished first
-        if found is None:
-            raise
-        return found
-    return summary
+
+    def write(tmp):
+        infos = []
+        for i in tqdm(range(n_patients), desc="demo patients", unit="patient", disable=not progress):
+            infos += _write_patient(tmp, i, codes[i], images_per_patient, width, height, seed)
+        return _demo_summary(root, infos, params), (
+            "GENERATED DEMO DATA - NOT PATIENT DATA.\n"
+            "Drawn by helpers/breakhis.py (numpy noise, an H&E colour model) in the layout and with\n"
+            "the file names of BreakHis (Spanhol et al. 2016): no real tissue; no clinical claim\n"
+            "rests on it. Labels and subtypes are the generator's, not a pathologist's.\n")
+
+    return generated_set(root, params, "a BreakHis demo set", write)
 
 
 def _write_patient(tmp, i, code, n_images, width, height, seed) -> list[dict]:
@@ -804,23 +766,8 @@ def resolve_dir(breakhis_dir=None, profile: str = "smoke", seed: int = 0) -> Pat
     """``breakhis_dir`` as a Path (it must exist); None or "": the generated set of the profile's size
     (``DEMO_SIZES``), made on first use in :func:`demo_dir`. A generated set there left by an older
     version of the generator is replaced; any other folder is never touched."""
-    if breakhis_dir not in (None, ""):
-        path = Path(breakhis_dir).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"BreakHis directory {path} does not exist (None: the generated set)")
-        return path
-    if profile not in DEMO_SIZES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(DEMO_SIZES)}")
-    patients, per_patient = DEMO_SIZES[profile]
-    root = demo_dir(patients)
-    try:
-        make_demo(root, n_patients=patients, images_per_patient=per_patient, seed=seed)
-    except ValueError:
-        if not (root / "GENERATED.txt").is_file():
-            raise
-        shutil.rmtree(root)
-        make_demo(root, n_patients=patients, images_per_patient=per_patient, seed=seed)
-    return root
+    return given_or_generated(breakhis_dir, profile, DEMO_SIZES, demo_dir,
+                              lambda root, n, per: make_demo(root, n, per, seed=seed), "BreakHis directory")
 
 
 def sample_dir(given=None) -> Path | None:

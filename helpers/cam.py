@@ -445,10 +445,10 @@ def overlay(image, heatmap, alpha=0.4, cmap="jet") -> np.ndarray:
 
 # (truth, prediction, title) laid out as the confusion matrix of plots.evaluation_plots:
 # rows the truth, columns the prediction, IDC-negative first.
-OUTCOMES = ((0, 0, "true negatives: healthy called healthy"),
-            (0, 1, "false positives: healthy called IDC"),
-            (1, 0, "false negatives: IDC missed"),
-            (1, 1, "true positives: IDC called IDC"))
+OUTCOMES = ((0, 0, "true negatives: {neg} called {neg}"),
+            (0, 1, "false positives: {neg} called {pos}"),
+            (1, 0, "false negatives: {pos} missed"),
+            (1, 1, "true positives: {pos} called {pos}"))
 
 
 def _outcome_panel(subfig, images, maps, proba, picked, total, title, threshold, per_group):
@@ -468,13 +468,15 @@ def _outcome_panel(subfig, images, maps, proba, picked, total, title, threshold,
         axes[1, col].imshow(overlay(images[i], maps[i]))
 
 
-def outcome_grid(images, maps, y_true, proba, threshold, title, per_group=4):
+def outcome_grid(images, maps, y_true, proba, threshold, title, per_group=4,
+                 class_names=("healthy", "IDC")):
     """A few patches of each outcome at ``threshold``, above their maps.
 
     Four panels laid out as the confusion matrix of ``plots.evaluation_plots``
     (rows the truth, columns the prediction, IDC-negative first), each with the
     patches the model is surest about (the most confident mistakes, say) and
     p, the IDC probability, over each. An outcome without patches says so.
+    ``class_names`` (negative, positive) name the classes, e.g. ("benign", "malignant").
     """
     images, maps = np.asarray(images), np.asarray(maps)
     y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba, dtype="float32")
@@ -484,15 +486,17 @@ def outcome_grid(images, maps, y_true, proba, threshold, title, per_group=4):
     if not isinstance(per_group, (int, np.integer)) or per_group < 1:
         raise ValueError(f"per_group must be a positive int, got {per_group!r}")
     predicted = (proba >= threshold).astype(int)
-    fig = plt.figure(figsize=(2 * per_group * 1.25 + 0.4, 2 * (2 * 1.25 + 0.5) + 0.4),
+    # at least 10 inches wide: narrower, the four panel titles run into each other
+    fig = plt.figure(figsize=(max(2 * per_group * 1.25 + 0.4, 10), 2 * (2 * 1.25 + 0.5) + 0.4),
                      layout="constrained")
     for subfig, (truth, called, label) in zip(fig.subfigures(2, 2).flat, OUTCOMES):
         members = np.flatnonzero((y_true == truth) & (predicted == called))
         # Surest first: highest p where IDC was called, lowest where it was not.
         order = members[np.argsort(-proba[members] if called else proba[members], kind="stable")]
+        label = label.format(neg=class_names[0], pos=class_names[1])
         _outcome_panel(subfig, images, maps, proba, order[:per_group], len(members), label,
                        threshold, per_group)
-    fig.suptitle(f"{title}\np: predicted probability of IDC, threshold {threshold:.2f}")
+    fig.suptitle(f"{title}\np: predicted probability of {class_names[1]}, threshold {threshold:.2f}")
     return fig
 
 

@@ -77,8 +77,9 @@ def data_label(data_dir, generated) -> str:
     return f"real data: {Path(str(data_dir)).name}"
 
 
-def model_runs(registry=None, latest: bool = True) -> pd.DataFrame:
-    """The model rows of the registry (a model and at least one score), one per run.
+def model_runs(registry=None, latest: bool = True, task: str = "idc") -> pd.DataFrame:
+    """The model rows of the registry (a model and at least one score), one per run,
+    of one ``task`` ("idc" or "thyroid"; rows without a task are IDC rows).
 
     Re-running a notebook appends a row under the same run name; by default
     only the latest row of each run is kept (``latest=False`` keeps them all,
@@ -90,7 +91,8 @@ def model_runs(registry=None, latest: bool = True) -> pd.DataFrame:
     table = table.reindex(columns=list(dict.fromkeys([*table.columns, *COLUMNS])))
     for column in [*NUMBERS, "params"]:
         table[column] = pd.to_numeric(table[column], errors="coerce")
-    rows = table[table["model"].notna() & table[METRICS].notna().any(axis=1)]
+    of_task = table["task"].fillna("idc") == task if "task" in table else pd.Series(task == "idc", table.index)
+    rows = table[table["model"].notna() & table[METRICS].notna().any(axis=1) & of_task]
     if rows["run"].isna().any():
         lines = [i + 2 for i in rows.index[rows["run"].isna()]]  # +2: header, then 1-based
         raise ValueError(f"{name}: model rows without a run name (lines {lines})")

@@ -11,16 +11,14 @@ annotator's outline, so boundary patches are ambiguous; healthy tissue has look-
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
+
+from .io import generated_set
 
 PATCH = 50
 SUB = 10  # pixels per sample of the slide-level maps: 5x5 samples per cell
@@ -225,16 +223,6 @@ def _plan(n_patients, seed, patches_scale):
     return np.maximum(1, sizes.round()).astype(int), frac, cut
 
 
-def _stored(root, params):
-    """The summary of a demo set already at root made with these parameters, else None."""
-    try:
-        stored = json.loads((root / "generated.json").read_text())
-    except (OSError, ValueError):
-        return None
-    same = isinstance(stored, dict) and stored.get("params") == params and (root / "GENERATED.txt").is_file()
-    return {**stored["summary"], "root": str(root)} if same else None
-
-
 def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False) -> dict:
     """Write a *generated* IDC-like demo set (not patient data; no clinical claim rests on it) under
     ``root``; return ``{"root", "patients", "patches", "positives", "negatives", "small_patches", "seed",
@@ -247,18 +235,10 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False) ->
         raise ValueError(f"n_patients must be >= 1 and patches_scale > 0, not {n_patients}, {patches_scale}")
     params = dict(n_patients=int(n_patients), seed=int(seed), patches_scale=float(patches_scale),
                   version=VERSION)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        found = _stored(root, params)
-        if found is None:
-            raise ValueError(f"{root} exists and is not empty, and is not a demo set made with {params}: "
-                             "choose another folder or remove it")
-        return found
-
     sizes, fracs, cuts = _plan(n_patients, seed, patches_scale)
     ids = tqdm(range(n_patients), desc="demo patients", unit="patient") if progress else range(n_patients)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
+
+    def write(tmp):
         done = []  # (label, is small) per patch
         for i in ids:
             pid = str(FIRST_ID + i)
@@ -270,24 +250,8 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False) ->
         pos, small = np.sum(done, axis=0, dtype=int).tolist() if done else (0, 0)
         summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
                    "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}
-        (tmp / "generated.json").write_text(json.dumps({"params": params, "summary": summary}, indent=1))
-        (tmp / "GENERATED.txt").write_text(
-            "GENERATED DEMO DATA - NOT PATIENT DATA.\n"
-            "Drawn by helpers/demo.py (numpy noise, an H&E colour model) to look roughly like\n"
-            "the Kaggle IDC patches: no real tissue; no clinical claim rests on it.\n"
-            f"Parameters: {json.dumps(params)}\n"
-            f"Summary: {json.dumps({k: v for k, v in summary.items() if k != 'root'})}\n"
-        )
-        try:
-            if root.exists():
-                root.rmdir()  # empty, as checked above: os.replace cannot replace a directory everywhere
-            os.replace(tmp, root)
-        except OSError:
-            found = _stored(root, params)  # a parallel run (another notebook) finished first
-            if found is None:
-                raise
-            return found
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return summary
+        return summary, ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
+                         "Drawn by helpers/demo.py (numpy noise, an H&E colour model) to look roughly like\n"
+                         "the Kaggle IDC patches: no real tissue; no clinical claim rests on it.\n")
+
+    return generated_set(root, params, "a demo set", write)

@@ -236,14 +236,20 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
 
 
 def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256) -> dict:
-    """Score every patch under ``data_dir`` (all its patients are test patients)."""
+    """Score every patch under ``data_dir`` (all its patients are test patients).
+
+    A model trained with a recipe (its model.json names one; ``model_path`` may then be its
+    folder) is scored as it was trained: stain normalisation, TTA, ensemble and threshold.
+    """
     import json
 
     import keras
 
-    from . import models
+    from . import models, recipes
     from .index import build_index
 
+    if recipes.read_config(model_path)[0] is not None:
+        return recipes.evaluate_dir(model_path, data_dir, threshold, batch_size)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file {model_path} does not exist")

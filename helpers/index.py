@@ -76,6 +76,28 @@ class IndexReport:
         return json.dumps(self.summary(), indent=2)
 
 
+def data_root(root, what: str = "data directory", missing=DataError) -> Path:
+    """``root`` as a Path when it is a folder; else ``missing`` (it is not there) or DataError (not a
+    folder), naming it as ``what``."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise missing(f"{what} {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"{what} {root} is not a folder")
+    return root
+
+
+def skipper(report, reasons: dict):
+    """``skip(path, reason, detail="")``: count a file that is not used in ``report`` (its ``skipped``
+    per reason and ``skipped_files``), with ``reasons[reason]`` when no detail is given."""
+
+    def skip(path, reason, detail=""):
+        report.skipped[reason] = report.skipped.get(reason, 0) + 1
+        report.skipped_files.append((str(path), reason, detail or reasons[reason]))
+
+    return skip
+
+
 def _inspect(path: Path, formats=("PNG",)):
     """(width, height, digest, None) for a usable image in one of ``formats`` (PIL's names), else
     (None, None, None, (reason, detail))."""
@@ -129,20 +151,14 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
     skipped. Raises :class:`DataError` if ``root`` is missing, not a folder, or
     holds no usable patch.
     """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"data directory {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"data directory {root} is not a folder")
+    root = data_root(root)
 
     report = IndexReport(root=str(root))
     report.empty_patient_folders = [
         str(d) for d in _patient_dirs(root) if not any(p.is_file() for p in d.rglob("*"))
     ]
 
-    def skip(path, reason, detail=""):
-        report.skipped[reason] = report.skipped.get(reason, 0) + 1
-        report.skipped_files.append((str(path), reason, detail or SKIP_REASONS[reason]))
+    skip = skipper(report, SKIP_REASONS)
 
     named = []
     for path, folder_patient, folder_label, reason in _candidates(root):

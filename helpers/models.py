@@ -74,7 +74,9 @@ def _classify(x, inputs, name, dropout=None):
 
 # --- from scratch -------------------------------------------------------------
 
-def _vgg_style(size, *, weights=None, pretrained=False, dropout=None,
+# ``normalize`` (per-channel statistics, see _featurewise) is taken by every builder so
+# that a study can pass it to any model; the scratch models keep their Rescaling(1/255).
+def _vgg_style(size, *, weights=None, pretrained=False, dropout=None, normalize=None,
                filters=(32, 64, 128, 256, 256), dense_units=256):
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Rescaling(1 / 255, name="rescale")(inputs)
@@ -87,9 +89,9 @@ def _vgg_style(size, *, weights=None, pretrained=False, dropout=None,
     return _classify(x, inputs, "vgg_style", 0.5 if dropout is None else dropout)
 
 
-def _cancernet(size, *, weights=None, pretrained=False, dropout=None,
+def _cancernet(size, *, weights=None, pretrained=False, dropout=None, normalize=None,
                filters=((32,), (64, 64), (128, 128, 128)), dense_units=256, kernel_size=3,
-               downsample="pool", block_dropout=0.25, l2=0.0, bn_momentum=BN_MOMENTUM):
+               downsample="pool", block_dropout=0.25, l2=0.0, bn_momentum=BN_MOMENTUM, head="flatten"):
     """CancerNet; the keywords are the knobs of the architecture and regularization studies.
 
     downsample  "pool": a 2x2 max-pool closes each block (the original); "stride": the
@@ -97,9 +99,13 @@ def _cancernet(size, *, weights=None, pretrained=False, dropout=None,
                 downsampling).
     l2          weight of an L2 penalty on every convolution and dense kernel (0: none).
     bn_momentum of every BatchNormalization (the seed used Keras' default, 0.99).
+    head        "flatten": Flatten before the dense layer (the original); "gap":
+                GlobalAveragePooling2D instead (128 features, not 6x6x128 at 50x50).
     """
     if downsample not in ("pool", "stride"):
         raise ValueError(f"downsample must be 'pool' or 'stride', got {downsample!r}")
+    if head not in ("flatten", "gap"):
+        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
     reg = keras.regularizers.L2(l2) if l2 else None
     conv_reg = dict(depthwise_regularizer=reg, pointwise_regularizer=reg)
     inputs = keras.Input((size, size, 3), name="image")
@@ -115,7 +121,7 @@ def _cancernet(size, *, weights=None, pretrained=False, dropout=None,
             x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
         if block_dropout:
             x = layers.Dropout(block_dropout, name=f"block{b}_dropout")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if head == "gap" else layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense_units, kernel_regularizer=reg, name="fc")(x)
     x = layers.Activation("relu", name="fc_relu")(x)
     x = layers.BatchNormalization(momentum=bn_momentum, name="fc_bn")(x)
@@ -228,6 +234,7 @@ MODELS: dict[str, ModelSpec] = {
                                  32, 64, None, True, "EfficientNetB7 + GAP head (64M parameters)"),
 }
 THYROID_MODELS = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
+IDC_MODELS = tuple(name for name in MODELS if name not in THYROID_MODELS)
 
 
 # --- public functions ---------------------------------------------------------

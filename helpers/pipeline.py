@@ -125,6 +125,7 @@ def make_dataset(
     cache: bool | str = False,
     seed: int = 0,
     one_hot: bool = False,
+    balance: bool = False,
 ):
     """A batched ``tf.data.Dataset`` of (image, label).
 
@@ -136,7 +137,9 @@ def make_dataset(
     ``keras.applications.resnet50.preprocess_input``, or None to keep [0, 255].
     ``augment`` (a Keras layer or function) runs on training batches after
     caching, so each epoch sees new variants, on [0, 255] images before ``preprocess``. ``cache`` True caches in memory,
-    a string caches to that file.
+    a string caches to that file. ``balance`` (training only: it shuffles) draws IDC-negative and
+    positive patches 50/50, as many per epoch as there are patches: the minority class repeats
+    (oversampled) and the majority is undersampled.
     """
     tf = _tf()
     auto = tf.data.AUTOTUNE
@@ -160,7 +163,9 @@ def make_dataset(
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if cache:  # cache uint8 patches, before resizing: 4x smaller than float32
         ds = ds.cache(cache if isinstance(cache, str) else "")
-    if shuffle and (cache or images is not None):
+    if balance:
+        ds = _balanced(ds, df["label"].to_numpy() if df is not None else labels, n, seed, tf)
+    elif shuffle and (cache or images is not None):
         ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
 
     def to_float(x, y):
@@ -177,6 +182,18 @@ def make_dataset(
 
     ds = ds.batch(batch_size).map(to_float, num_parallel_calls=auto)
     return ds.prefetch(auto)
+
+
+def _balanced(ds, labels, n, seed, tf):
+    """``n`` examples of ``ds`` per pass, each class drawn with probability 1/2, each class's
+    examples endlessly reshuffled (an epoch ends after ``n``, not when a class runs out)."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
+    if (counts[:2] == 0).any():
+        raise ValueError(f"balanced sampling needs both classes; the labels hold {counts[:2].tolist()}")
+    parts = [ds.filter(lambda x, y, c=c: tf.equal(y, c)).repeat()
+             .shuffle(int(min(counts[c], 50_000)), seed=seed + c, reshuffle_each_iteration=True)
+             for c in (0, 1)]
+    return tf.data.Dataset.sample_from_datasets(parts, weights=[0.5, 0.5], seed=seed).take(n)
 
 
 def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarray:

@@ -41,3 +41,27 @@ def seed_rows(model: str) -> pd.DataFrame:
     """The seed project's figures for ``model`` (empty if it gave none)."""
     rows = [r for r in SEED_IDC if r["model"] == model]
     return pd.DataFrame(rows, columns=list(SEED_IDC[0]))
+
+
+# The thyroid project (seed 001), from its slides: accuracy on the given test folder.
+SEED_THYROID = [
+    {"model": "vgg19", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
+     "note": "best of five; best checkpoint VGG19-010-0.4609-0.8172", "split": "the given folders"},
+    {"model": "resnet101", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
+     "note": "second", "split": "the given folders"},
+    {"model": "vgg16", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
+     "note": "third", "split": "the given folders"},
+    {"model": "resnet50_gap", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
+     "note": "fourth", "split": "the given folders"},
+    {"model": "efficientnet_b7", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "0.46",
+     "note": "validation 0.79; best checkpoint at epoch 1", "split": "the given folders"},
+    {"model": "(their model)", "trained on": "cropped", "tested on": "cropped", "test accuracy": "> 0.93",
+     "note": "", "split": "the given folders"},
+    {"model": "(their model)", "trained on": "cropped", "tested on": "uncropped", "test accuracy": "< 0.70",
+     "note": "the domain shift", "split": "the given folders"},
+]
+
+
+def seed_thyroid() -> pd.DataFrame:
+    """The thyroid project's published results, with the split they came from."""
+    return pd.DataFrame(SEED_THYROID)

@@ -91,7 +91,7 @@ def kernel_available(name: str) -> bool:
 
 
 def main(profile: str, data_dir: str | None, out_dir=None, notebooks_dir=None,
-         only: list[str] | None = None, kernel: str | None = None) -> int:
+         only: list[str] | None = None, kernel: str | None = None, thyroid_dir: str | None = None) -> int:
     notebooks = notebooks_in(notebooks_dir or ROOT / "notebooks")
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
@@ -99,6 +99,8 @@ def main(profile: str, data_dir: str | None, out_dir=None, notebooks_dir=None,
     params = {"PROFILE": profile}
     if data_dir:
         params["DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    if thyroid_dir:  # the thyroid notebooks (16, 17) read THYROID_DIR; the others ignore it
+        params["THYROID_DIR"] = str(Path(thyroid_dir).expanduser().resolve())
     out_dir = Path(out_dir or ROOT / "outputs" / "notebooks")
     print(f"running {len(notebooks)} notebooks, profile {profile}, "
           f"data {params.get('DATA_DIR', 'generated demo set')}, kernel {kernel}")

@@ -138,6 +138,7 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
               "settings": json.dumps({"build": variant.build, "fit": fit_options}, default=str)}
     row = experiment.registry_row(run, variant.model, result, assessment, params,
                                   models.count_params(model)["total"])
+    row["task"] = data.extra.get("task", "idc")
     row["gap"] = _gap(history)
     row["max_val_loss"] = float(np.nanmax(history["val_loss"])) if "val_loss" in history else None
     with atomic_path(run_dir / "best.keras") as tmp:

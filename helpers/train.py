@@ -34,15 +34,19 @@ def make_optimizer(name: str, learning_rate: float | None = None, **options):
     """A Keras optimizer by name: adagrad, sgd (momentum 0.9), rmsprop, adam, adadelta.
 
     ``options`` go to the optimizer, e.g. ``clipnorm=1.0`` (gradient clipping).
+    ``learning_rate`` may also be a ``keras.optimizers.schedules.LearningRateSchedule``.
     """
     import keras
 
     key = name.lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
-    lr = OPTIMIZERS[key] if learning_rate is None else float(learning_rate)
-    if not lr > 0:
-        raise ValueError(f"learning rate must be positive, got {learning_rate}")
+    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        lr = learning_rate
+    else:
+        lr = OPTIMIZERS[key] if learning_rate is None else float(learning_rate)
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive, got {learning_rate}")
     if key == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, **options)
     cls = {"adagrad": keras.optimizers.Adagrad, "rmsprop": keras.optimizers.RMSprop,
@@ -263,5 +267,6 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     )
     write_text(run_dir / "train.json", json.dumps(
         {**asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-         "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed}, indent=2))
+         "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed}, indent=2,
+        default=lambda o: o.get_config() if hasattr(o, "get_config") else str(o)))  # a schedule
     return result

@@ -42,6 +42,22 @@ def tree(tmp_path):
     return root
 
 
+def files_under(root, pattern):
+    """Relative paths (str) of the files matching ``pattern`` under root, sorted."""
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob(pattern))
+
+
+def tree_digest(root, pattern):
+    """One hash over the relative path and bytes of every file matching ``pattern`` under root."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for rel in files_under(root, pattern):
+        h.update(rel.encode())
+        h.update((Path(root) / rel).read_bytes())
+    return h.hexdigest()
+
+
 def shared_sample(name):
     """A folder of ../shared/data, or a skip: a user's clone has no ../shared."""
     path = SHARED / name

@@ -153,7 +153,7 @@ def test_apply_with_a_seed_repeats_exactly(batch):
 
 def test_unknown_names_and_bad_inputs_are_refused(batch):
     ds, _ = dataset(batch)
-    with pytest.raises(ValueError, match="'flip'.*none, seed, histology"):
+    with pytest.raises(ValueError, match="'flip'.*none, seed, seed_both_flips, histology"):
         augment.apply(ds, "flip")
     with pytest.raises(ValueError, match=r"\(50, 50, 3\)"):
         augment.apply(ds.unbatch(), "seed")

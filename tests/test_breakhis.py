@@ -1,5 +1,4 @@
 """helpers.breakhis: BreakHis names, index, patient splits, model inputs and the generated demo set."""
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -7,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_sample, write_patch
+from conftest import files_under, shared_sample, tree_digest, write_patch
 from PIL import Image
 
 from helpers import breakhis
@@ -48,17 +47,11 @@ def official(root, name):
 
 
 def pngs(root):
-    """Relative paths of all PNGs under root, sorted."""
-    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*.png"))
+    return files_under(root, "*.png")
 
 
 def digest(root):
-    """One hash over every PNG's relative path and bytes."""
-    h = hashlib.sha256()
-    for rel in pngs(root):
-        h.update(rel.encode())
-        h.update((Path(root) / rel).read_bytes())
-    return h.hexdigest()
+    return tree_digest(root, "*.png")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 from helpers import models  # noqa: E402
 from helpers.models import MODELS, WeightsError, build_model, count_params  # noqa: E402
 
-PRETRAINED = [n for n, s in MODELS.items() if s.pretrained]
+PRETRAINED = [n for n in models.IDC_MODELS if MODELS[n].pretrained]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def same_weights(a, b):
 
 # --- every model --------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", models.IDC_MODELS)
 def test_builds_and_predicts_two_probabilities(built, name):
     model = built(name)
     size = models.input_size(name)
@@ -59,7 +59,7 @@ def test_builds_and_predicts_two_probabilities(built, name):
     assert not isinstance(model, keras.Sequential)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", models.IDC_MODELS)
 def test_backbone_nests_as_one_layer_and_preprocessing_is_outside(built, name):
     model = built(name)
     if MODELS[name].pretrained:
@@ -450,3 +450,37 @@ def test_batchnorm_layers_skip_a_frozen_pretrained_backbone(trained_mobilenet):
     scratch = build_model("mobilenet_v2")
     assert len(train.batchnorm_layers(scratch)) == sum(
         isinstance(layer, keras.layers.BatchNormalization) for layer in scratch.get_layer("backbone").layers)
+
+
+# --- the thyroid track's backbones ------------------------------------------------
+
+@pytest.mark.parametrize("name, channels", [("vgg16", 512), ("vgg19", 512), ("resnet50_gap", 2048),
+                                            ("resnet101", 2048), ("efficientnet_b7", 2560)])
+def test_thyroid_backbones_have_a_gap_head(name, channels):
+    model = build_model(name, image_size=32, normalize=([120.0, 110.0, 100.0], [400.0, 900.0, 1600.0]))
+    assert name in models.THYROID_MODELS and name not in models.IDC_MODELS
+    assert isinstance(model.get_layer("backbone"), keras.Model)
+    assert isinstance(model.get_layer("gap"), keras.layers.GlobalAveragePooling2D)
+    assert model.get_layer("logits").count_params() == 2 * channels + 2
+    assert models.preprocess_for(name) is None  # the model scales its input itself
+    y = np.asarray(model(images(2, 32), training=False))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_thyroid_featurewise_normalisation_is_inside_the_model():
+    mean, variance = [120.0, 110.0, 100.0], [400.0, 900.0, 1600.0]
+    model = build_model("vgg16", image_size=32, normalize=(mean, variance))
+    x = np.full((1, 32, 32, 3), [140.0, 80.0, 180.0], dtype="float32")
+    out = np.asarray(model.get_layer("featurewise")(x))
+    np.testing.assert_allclose(out[0, 0, 0], [1.0, -1.0, 2.0], rtol=1e-5)
+    # without statistics the model maps [0, 255] to [-1, 1]
+    plain = build_model("vgg16", image_size=32)
+    np.testing.assert_allclose(np.asarray(plain.get_layer("scale")(np.full((1, 2, 2, 3), 255.0)))[0, 0, 0], 1.0)
+
+
+def test_efficientnet_gets_raw_pixels():
+    # Keras' EfficientNet rescales [0, 255] itself: no scaling layer of ours in front
+    model = build_model("efficientnet_b7", image_size=32, normalize=([1.0] * 3, [1.0] * 3))
+    names = [layer.name for layer in model.layers]
+    assert "featurewise" not in names and "scale" not in names
+    assert names[1] == "backbone"

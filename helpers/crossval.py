@@ -1,0 +1,321 @@
+"""Patient-level k-fold cross-validation of a recipe, and ablations of its ingredients.
+
+One 70/15/15 split gives one number whose spread nobody knows: with a few dozen test
+patients, the luck of which patients land in test moves F1 by several points. Here every
+patient is a test patient exactly once (``patient_folds``), each fold trains the recipe on
+the other patients (with its own patient-level validation split) and scores the fold's
+test patients; the result is a mean and a standard deviation over folds.
+
+Finished folds are stored under
+``OUT/crossval/<recipe>-v<version>/<data>-k<folds>-s<seed>-e<epochs>[-n<sample>]/fold<i>/``
+with a ``done.json`` fingerprinted by recipe, data, folds, seed, epochs and sample size: a
+rerun skips them, and an interrupted fold resumes where it stopped (``recipes.train``).
+
+``python -m helpers crossval --data-dir DIR --recipe seed --folds 5`` runs it from a shell.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from . import recipes
+
+METRICS = ("f1", "balanced_accuracy", "roc_auc")  # the IDC class's F1; the threshold's balanced accuracy
+REPORTED = (*METRICS, "accuracy", "precision", "recall", "threshold")
+VAL_SHARE = 0.15  # of each fold's non-test patients, for the best epoch and the threshold
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- folds ------------------------------------------------------------------------------------
+
+def patient_folds(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
+    """``df`` with a ``fold`` column (0..k-1): every patient in exactly one fold, each fold's
+    IDC share near the whole's (``StratifiedGroupKFold`` on patch labels grouped by patient)."""
+    k = int(k)
+    patients = df["patient"].nunique()
+    if k < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got k={k}")
+    if k > patients:
+        raise ValueError(f"k={k} folds need at least {k} patients; the data has {patients}")
+    out = df.copy()
+    out["fold"] = -1
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (_, held) in enumerate(folds.split(out, out["label"], groups=out["patient"])):
+        out.iloc[held, out.columns.get_loc("fold")] = i
+    empty = sorted(set(range(k)) - set(out["fold"]))
+    if empty:
+        raise ValueError(f"k={k} folds left fold(s) {empty} without patients; use fewer folds")
+    return out
+
+
+def fold_split(folded: pd.DataFrame, fold: int, seed: int = 42, val: float = VAL_SHARE) -> pd.DataFrame:
+    """The index with a ``split`` column for one fold: its patients are ``test``; of the others,
+    ~``val`` are ``val`` (by patient, stratified, seeded by ``seed`` and the fold), the rest ``train``."""
+    from .splits import split_by_patient
+
+    test = folded["fold"] == fold
+    rest = folded[~test]
+    if rest["patient"].nunique() < 2:
+        raise ValueError(f"fold {fold} leaves {rest['patient'].nunique()} patient(s) for training and "
+                         "validation; at least 2 are needed: use fewer folds")
+    out = folded.copy()
+    out["split"] = "test"
+    out.loc[rest.index, "split"] = split_by_patient(rest, val=val, test=0.0, seed=seed + fold)["split"]
+    return out
+
+
+# --- data -------------------------------------------------------------------------------------
+
+@dataclass
+class Data:
+    """Every patch of a data directory in memory: the index and uint8 images in its row order."""
+
+    data_dir: Path
+    df: pd.DataFrame
+    images: np.ndarray
+    labels: np.ndarray
+    slug: str
+    generated: bool
+    seconds: float = 0.0
+
+
+def load(data_dir, out_dir=None) -> Data:
+    """Index ``data_dir`` (cached under ``out_dir/index``) and decode every patch once."""
+    from . import config, pipeline
+    from .data import _slug, cached_index
+
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"data directory {data_dir} does not exist")
+    start = time.perf_counter()
+    cfg = config.resolve("smoke", data_dir=path, output_dir=out_dir, make_demo=False)
+    df, _ = cached_index(cfg)
+    df = df.reset_index(drop=True)
+    images, labels = pipeline.load_arrays(df)
+    return Data(path, df, images, labels, _slug(path), cfg.generated, round(time.perf_counter() - start, 2))
+
+
+# --- one cross-validation ---------------------------------------------------------------------
+
+@dataclass
+class CrossvalResult:
+    recipe: recipes.Recipe
+    per_fold: pd.DataFrame  # one row per fold: counts, scores, seconds
+    summary: pd.DataFrame  # one row per metric: mean, sd, min, max
+    out_dir: Path
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every epoch of every fold and member (train.fit's history.csv), for curves."""
+        return fold_histories(self.out_dir, self.recipe.name)
+
+    def as_dict(self) -> dict:
+        rows = json.loads(self.per_fold.to_json(orient="records"))
+        return {"recipe": self.recipe.as_dict(), **self.settings, "out_dir": str(self.out_dir),
+                "per_fold": rows,
+                "mean": {m: _num(self.summary.loc[m, "mean"]) for m in self.summary.index},
+                "sd": {m: _num(self.summary.loc[m, "sd"]) for m in self.summary.index},
+                "seconds": {"cpu_total": round(float(self.per_fold["cpu_seconds"].sum()), 1),
+                            "wall_total": round(float(self.per_fold["wall_seconds"].sum()), 1)}}
+
+    def table(self) -> str:
+        """Per-fold scores and seconds, then mean ± sd, as text."""
+        cols = [*METRICS, "threshold", "test_patients", "test_patches", "cpu_seconds", "wall_seconds"]
+        shown = self.per_fold.set_index("fold")[[c for c in cols if c in self.per_fold]]
+        text = shown.to_string(float_format=lambda v: f"{v:.3f}")
+        means = "  ".join(f"{m} {self.summary.loc[m, 'mean']:.3f} ± {self.summary.loc[m, 'sd']:.3f}"
+                          for m in METRICS)
+        total = self.per_fold[["cpu_seconds", "wall_seconds"]].sum()
+        return (f"{self.recipe.name} (v{self.recipe.version}), {len(shown)} folds by patient:\n{text}\n"
+                f"mean ± sd: {means}\n"
+                f"seconds: cpu {total['cpu_seconds']:.0f}, wall {total['wall_seconds']:.0f} in total")
+
+
+def _num(v):
+    return None if pd.isna(v) else round(float(v), 4)
+
+
+def summarise(per_fold: pd.DataFrame, metrics=REPORTED) -> pd.DataFrame:
+    """Mean, standard deviation (over folds, ddof=1), min and max of each metric."""
+    cols = [m for m in (*metrics, "epochs_run", "cpu_seconds", "wall_seconds") if m in per_fold]
+    data = per_fold[cols].astype(float)
+    return pd.DataFrame({"mean": data.mean(), "sd": data.std(ddof=1), "min": data.min(), "max": data.max()})
+
+
+def _fingerprint(recipe, data: Data, folds, seed, sample_size) -> str:
+    key = {"recipe": recipe.as_dict(), "data": data.slug, "patches": len(data.labels),
+           "positives": int(data.labels.sum()), "folds": folds, "seed": seed, "sample_size": sample_size}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_dir(out_dir, recipe, data: Data, folds: int, seed: int, sample_size=None) -> Path:
+    """Where the folds of this cross-validation are stored."""
+    from .config import ROOT
+
+    base = Path(out_dir) if out_dir else ROOT / "outputs"
+    tail = f"{data.slug}-k{folds}-s{seed}-e{recipe.epochs}" + (f"-n{sample_size}" if sample_size else "")
+    return base / "crossval" / f"{recipe.name}-v{recipe.version}" / tail
+
+
+def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=None, sample_size=None,
+        *, data: Data | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False) -> CrossvalResult:
+    """Cross-validate ``recipe`` (a name such as "seed" or "seed+tta", or a Recipe) over
+    ``folds`` folds of the patients of ``data_dir``. ``epochs`` overrides the recipe's;
+    ``sample_size`` caps the patches of each fold (spread over its splits, by patient).
+    ``data`` (from :func:`load`) skips loading, e.g. for several recipes in a row. A finished
+    fold keeps its scores, test predictions, histories and model.json; its model files
+    (~10 MB each) only with ``keep_models``."""
+    from . import evaluate, splits
+    from .io import write_text
+
+    recipe = recipes.get(recipe, epochs=epochs)
+    data = data or load(data_dir, out_dir)
+    folded = patient_folds(data.df, folds, seed)
+    root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
+    key = _fingerprint(recipe, data, folds, seed, sample_size)
+    log = log or (lambda message: None)
+    rows = []
+    for i in range(folds):
+        fold_dir = root / f"fold{i}"
+        saved = _done(fold_dir, key)
+        if saved is not None:
+            log(f"fold {i + 1}/{folds}: done before, skipped ({fold_dir})")
+            rows.append(saved)
+            continue
+        start, cpu = time.perf_counter(), time.process_time()
+        split = fold_split(folded, i, seed)
+        if sample_size:
+            split = splits.sample(split, max_patches=int(sample_size), seed=seed)
+        at = {name: split.index[split["split"] == name].to_numpy() for name in ("train", "val", "test")}
+        log(f"fold {i + 1}/{folds}: training {recipe.name} on {len(at['train'])} patches "
+            f"({split.loc[at['train'], 'patient'].nunique()} patients), validation {len(at['val'])}, "
+            f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)")
+        predictor = recipes.train(recipe, (data.images[at["train"]], data.labels[at["train"]]),
+                                  (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
+                                  seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
+                                  pretrain_seed=seed)
+        proba = predictor.predict(data.images[at["test"]])
+        scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
+        evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
+        row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
+               **{f"{n}_patches": len(at[n]) for n in at}, "test_positives": scores["positives"],
+               **{m: scores[m] for m in REPORTED},
+               "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
+               "stain_seconds": predictor.info.get("stain_run", {}).get("seconds", 0.0),
+               "stain_fallbacks": predictor.info.get("stain_run", {}).get("fallbacks", 0) + predictor.last_fallbacks,
+               "cpu_seconds": round(time.process_time() - cpu, 1),
+               "wall_seconds": round(time.perf_counter() - start, 1)}
+        write_text(fold_dir / "done.json", json.dumps({"fingerprint": key, "row": row}, indent=2, default=float))
+        if not keep_models:
+            for _, meta in predictor.members:
+                (fold_dir / meta["file"]).unlink(missing_ok=True)
+        log(f"fold {i + 1}/{folds}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METRICS)
+            + f" ({row['wall_seconds']:.0f} s)")
+        rows.append(row)
+        del predictor
+        _release()
+    per_fold = pd.DataFrame(rows)
+    settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
+                "epochs": recipe.epochs, "sample_size": sample_size}
+    result = CrossvalResult(recipe, per_fold, summarise(per_fold), root, settings)
+    write_text(root / "summary.json", json.dumps(result.as_dict(), indent=2, default=float))
+    write_text(root / "summary.txt", result.table() + "\n")
+    return result
+
+
+def _done(fold_dir: Path, key: str) -> dict | None:
+    try:
+        saved = json.loads((fold_dir / "done.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["row"] if saved.get("fingerprint") == key else None
+
+
+def _release():
+    """Free the fold's models: a long cross-validation should not grow in memory."""
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def fold_histories(root, recipe_name: str = "") -> pd.DataFrame:
+    """The per-epoch history of every member of every fold stored under ``root``."""
+    from .train import read_history
+
+    frames = []
+    for fold_dir in sorted(Path(root).glob("fold*")):
+        for run in sorted(fold_dir.glob("run*")):
+            if (run / "history.csv").is_file():
+                h = read_history(run)
+                h.insert(0, "member", int(run.name[3:]))
+                h.insert(0, "fold", int(fold_dir.name[4:]))
+                h.insert(0, "recipe", recipe_name)
+                frames.append(h)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --- ablation: each ingredient alone on top of a base -------------------------------------------
+
+@dataclass
+class Ablation:
+    table: pd.DataFrame  # one row per recipe: metric means, sds, paired differences from the base
+    per_fold: pd.DataFrame
+    history: pd.DataFrame
+    runs: list
+
+    def pretty(self) -> pd.DataFrame:
+        """The table as text: "mean ± sd (difference)" per metric."""
+        out = pd.DataFrame(index=self.table.index)
+        for m in METRICS:
+            t = self.table
+            out[m] = [f"{a:.3f} ± {b:.3f} ({d:+.3f})" for a, b, d in zip(t[m], t[f"{m}_sd"], t[f"{m}_diff"])]
+        out["cpu_s/fold"] = self.table["cpu_seconds"].round(0)
+        return out
+
+
+def compare(results, base: int = 0) -> pd.DataFrame:
+    """Mean and sd of each metric per result, and the paired (same folds) difference from
+    ``results[base]``: mean and sd of the per-fold differences."""
+    ref = results[base].per_fold.set_index("fold")
+    rows = {}
+    for r in results:
+        folds = r.per_fold.set_index("fold")
+        row = {}
+        for m in METRICS:
+            diff = (folds[m] - ref[m]).dropna()
+            row.update({m: folds[m].mean(), f"{m}_sd": folds[m].std(ddof=1),
+                        f"{m}_diff": diff.mean(), f"{m}_diff_sd": diff.std(ddof=1)})
+        row["cpu_seconds"] = folds["cpu_seconds"].mean()
+        rows[r.recipe.name] = row
+    return pd.DataFrame(rows).T
+
+
+def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
+             epochs=None, sample_size=None, verbose: int = 0, log=_stderr) -> Ablation:
+    """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all of
+    ``recipes.INGREDIENTS``) on the same folds with the same seeds; one table of the results."""
+    data = load(data_dir, out_dir)
+    base = recipes.get(base, epochs=epochs)
+    chosen = list(recipes.INGREDIENTS) if ingredients is None else list(ingredients)
+    for name in chosen:
+        recipes.with_ingredient(base, name)  # unknown names fail before any training
+    runs = [run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, verbose=verbose, log=log)
+            for r in [base, *(recipes.with_ingredient(base, name) for name in chosen)]]
+    per_fold = pd.concat([r.per_fold.assign(recipe=r.recipe.name) for r in runs], ignore_index=True)
+    history = pd.concat([r.history for r in runs], ignore_index=True)
+    return Ablation(compare(runs), per_fold, history, runs)

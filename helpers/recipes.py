@@ -1,0 +1,518 @@
+"""Named, versioned training recipes: the seed project's CancerNet set-up, each improvement
+("ingredient") on top of it alone, and a ``best`` combination.
+
+A recipe is every choice that turns patches into a classifier: the architecture's knobs,
+optimizer and schedule, batch size, epochs, class balance, augmentation, stain
+normalisation, how the decision threshold is set, test-time augmentation, ensembling and
+pretraining. ``get("seed")`` is the baseline; ``get("seed+class_weight+tta")`` adds
+ingredients; ``get("best", epochs=5)`` overrides an option (a CPU budget).
+
+``train`` fits a recipe on arrays of patches and returns a :class:`Predictor`, which is
+saved as member file(s) plus ``model.json``: the recipe, the fitted stain target, the TTA
+flag, the ensemble members and the threshold. ``Predictor.load`` re-creates all of it, so
+``python -m helpers evaluate`` applies the same preprocessing with no flags to remember.
+Cross-validation (``helpers.crossval``), the CLI and the notebook all go through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stain as stain_mod
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training set-up. The defaults are the ``seed`` baseline (the seed project's final
+    CancerNet: Adagrad 0.0282, batch 64, natural class mix, threshold 0.5, Keras' BatchNorm)."""
+
+    name: str = "seed"
+    version: int = 1
+    # the model
+    model: str = "cancernet"  # a name of helpers.models.MODELS; inputs stay [0, 255], CancerNet rescales
+    head: str = "flatten"  # cancernet: "flatten" (original) or "gap" (GlobalAveragePooling2D)
+    bn_momentum: float = 0.99  # cancernet's BatchNorm momentum (Keras' default, which the seed used)
+    recalibrate_bn: int = 0  # training batches that refresh BN statistics before each validation
+    # the optimisation
+    optimizer: str = "adagrad"
+    learning_rate: float = 0.0282
+    schedule: str = "constant"  # or "warmup_cosine": linear warm-up, then cosine decay to 0
+    warmup_epochs: float = 0.0
+    batch_size: int = 64
+    epochs: int = 20
+    monitor: str = "val_loss"  # the best epoch, and early stopping
+    patience: int = 5
+    label_smoothing: float = 0.0
+    # the data
+    class_weight: bool = False  # inverse-frequency class weights from the training split
+    sampling: str = "natural"  # or "balanced": 50/50 batches (minority oversampled)
+    augment: str = "none"  # a name of helpers.augment.AUGMENTATIONS, e.g. "histology"
+    stain: str = "none"  # "reinhard" or "macenko", fitted on the training split
+    # the decision
+    threshold: str = "fixed"  # 0.5; or "validation": the F1-best cut on the validation split
+    tta: bool = False  # average over the 8 dihedral views
+    ensemble: int = 1  # members (seeds seed, seed+1, ...), probabilities averaged
+    ensemble_models: tuple = ()  # architectures of the members in turn; () = ``model`` for all
+    # pretraining
+    pretrain: str = "none"  # or "breakhis": CancerNet pretrained on BreakHis, then fine-tuned
+    pretrain_epochs: int = 10  # never more than ``epochs``
+    breakhis_dir: str | None = None  # None: the generated BreakHis-like set
+    breakhis_profile: str = "smoke"  # the generated set's size
+    fine_tune_at: int | None = None  # freeze the first N layers of a pretrained model
+
+    def __post_init__(self):
+        object.__setattr__(self, "ensemble_models", tuple(self.ensemble_models or ()))
+        _validate(self)
+
+    @property
+    def options(self) -> dict:
+        """Every setting but the name and version."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "version")}
+
+    def as_dict(self) -> dict:
+        """JSON-ready: name, version and options."""
+        options = self.options
+        options["ensemble_models"] = list(self.ensemble_models)
+        return {"name": self.name, "version": self.version, "options": options}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        return cls(name=d["name"], version=d["version"], **_checked(d.get("options", {})))
+
+    def members(self) -> list[str]:
+        """The architecture of each ensemble member."""
+        archs = self.ensemble_models or (self.model,)
+        return [archs[i % len(archs)] for i in range(self.ensemble)]
+
+
+CHOICES = {
+    "head": ("flatten", "gap"),
+    "schedule": ("constant", "warmup_cosine"),
+    "sampling": ("natural", "balanced"),
+    "threshold": ("fixed", "validation"),
+    "stain": ("none", *stain_mod.METHODS),
+    "pretrain": ("none", "breakhis"),
+    "monitor": ("val_loss", "val_auc", "val_accuracy", "val_f1"),
+}
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version"))
+
+
+def _validate(r: Recipe):
+    from .augment import AUGMENTATIONS
+    from .models import MODELS
+    from .train import OPTIMIZERS
+
+    for key, allowed in {**CHOICES, "augment": tuple(AUGMENTATIONS), "optimizer": tuple(OPTIMIZERS)}.items():
+        if getattr(r, key) not in allowed:
+            raise ValueError(f"recipe option {key}={getattr(r, key)!r} is not one of {', '.join(allowed)}")
+    for arch in (r.model, *r.ensemble_models):
+        if arch not in MODELS:
+            raise ValueError(f"recipe model {arch!r} is not in helpers.models.MODELS ({', '.join(MODELS)})")
+    for key in ("ensemble", "epochs", "batch_size", "pretrain_epochs"):
+        if int(getattr(r, key)) < 1:
+            raise ValueError(f"recipe option {key} must be at least 1, got {getattr(r, key)}")
+    if not 0 <= r.label_smoothing < 1 or r.learning_rate <= 0 or r.warmup_epochs < 0:
+        raise ValueError(f"recipe {r.name!r}: label_smoothing must be in [0, 1), learning_rate > 0, "
+                         f"warmup_epochs >= 0; got {r.label_smoothing}, {r.learning_rate}, {r.warmup_epochs}")
+
+
+def _checked(options: dict) -> dict:
+    unknown = [k for k in options if k not in OPTION_NAMES]
+    if unknown:
+        raise ValueError(f"unknown recipe option {unknown[0]!r}; options: {', '.join(OPTION_NAMES)}")
+    return options
+
+
+# --- the ingredients and the named recipes -----------------------------------------------
+
+# Each ingredient: the options it changes on top of a recipe. Measured one at a time on top
+# of ``seed`` (crossval.ablation), with the same folds and seeds.
+INGREDIENTS: dict[str, dict] = {
+    "class_weight": {"class_weight": True},
+    "balanced_sampling": {"sampling": "balanced"},
+    "threshold": {"threshold": "validation"},
+    "histology_aug": {"augment": "histology"},
+    "stain_reinhard": {"stain": "reinhard"},
+    "stain_macenko": {"stain": "macenko"},
+    "gap_head": {"head": "gap"},
+    "label_smoothing": {"label_smoothing": 0.1},
+    "warmup": {"schedule": "warmup_cosine", "warmup_epochs": 1.0},
+    "tta": {"tta": True},
+    "ensemble": {"ensemble": 3},
+    "breakhis": {"pretrain": "breakhis"},
+    "bn_fix": {"bn_momentum": 0.9, "recalibrate_bn": 20},  # notebook 08's fix of the seed's BatchNorm
+    "adam": {"optimizer": "adam", "learning_rate": 1e-3},
+}
+
+# The best guess, BEFORE the cross-validated measurements: edit this tuple (and bump
+# BEST_VERSION, so that stored cross-validation folds of the old ``best`` are not reused).
+BEST_INGREDIENTS = ("bn_fix", "adam", "class_weight", "histology_aug", "threshold", "tta")
+BEST_VERSION = 1
+
+
+def with_ingredient(base, ingredient: str) -> Recipe:
+    """``base`` (a Recipe or a name) plus one ingredient, named ``<base>+<ingredient>``."""
+    base = get(base) if isinstance(base, str) else base
+    if ingredient not in INGREDIENTS:
+        raise ValueError(f"unknown ingredient {ingredient!r}; known ingredients: {', '.join(INGREDIENTS)}")
+    return dataclasses.replace(base, name=f"{base.name}+{ingredient}", **INGREDIENTS[ingredient])
+
+
+def _combine(name: str, version: int, ingredients) -> Recipe:
+    recipe = Recipe()
+    for ingredient in ingredients:
+        recipe = with_ingredient(recipe, ingredient)
+    return dataclasses.replace(recipe, name=name, version=version)
+
+
+RECIPES: dict[str, Recipe] = {
+    "seed": Recipe(),
+    "best": _combine("best", BEST_VERSION, BEST_INGREDIENTS),
+}
+
+
+def get(name, **overrides) -> Recipe:
+    """The recipe ``name`` (a key of RECIPES, or one plus ingredients: ``"seed+tta+ensemble"``),
+    with ``overrides`` of its options (``epochs=3``). A Recipe passes through (overrides applied)."""
+    if isinstance(name, Recipe):
+        recipe = name
+    else:
+        base, *extras = str(name).split("+")
+        if base not in RECIPES:
+            raise ValueError(f"unknown recipe {base!r}; known recipes: {', '.join(RECIPES)} "
+                             f"(add ingredients with '+', e.g. seed+tta; ingredients: {', '.join(INGREDIENTS)})")
+        recipe = RECIPES[base]
+        for extra in extras:
+            recipe = with_ingredient(recipe, extra)
+    overrides = {k: v for k, v in _checked(overrides).items() if v is not None}
+    return dataclasses.replace(recipe, **overrides) if overrides else recipe
+
+
+def describe() -> pd.DataFrame:
+    """One row per ingredient: the options it changes and their seed values."""
+    seed = RECIPES["seed"]
+    rows = [{"ingredient": name, "changes": ", ".join(f"{k}: {getattr(seed, k)!r} -> {v!r}" for k, v in ch.items()),
+             "in best": name in BEST_INGREDIENTS} for name, ch in INGREDIENTS.items()]
+    return pd.DataFrame(rows).set_index("ingredient")
+
+
+# --- training -----------------------------------------------------------------------------
+
+def learning_rate(recipe: Recipe, steps_per_epoch: int):
+    """The recipe's learning rate: a float, or (``warmup_cosine``) a Keras CosineDecay that rises
+    linearly from 0 to ``learning_rate`` over ``warmup_epochs`` and then falls to 0 along a
+    cosine by the end of ``epochs``."""
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    import keras
+
+    total = max(1, int(recipe.epochs * steps_per_epoch))
+    warmup = min(total - 1, int(round(recipe.warmup_epochs * steps_per_epoch)))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=max(1, total - warmup), alpha=0.0,
+        warmup_target=recipe.learning_rate, warmup_steps=warmup)
+
+
+def build_member(recipe: Recipe, arch: str, weights=None):
+    """A fresh model of ``arch`` with the recipe's architecture knobs (CancerNet's only)."""
+    from . import models
+
+    knobs = {"head": recipe.head, "bn_momentum": recipe.bn_momentum} if arch == "cancernet" else {}
+    return models.build_model(arch, image_size=models.input_size(arch), weights=weights,
+                              fine_tune_at=recipe.fine_tune_at if weights is not None else None, **knobs)
+
+
+def datasets(recipe: Recipe, arch: str, train_xy, val_xy, seed: int):
+    """(train, validation) tf.data pipelines from uint8 arrays for member ``arch``."""
+    from . import augment, models, pipeline
+
+    common = dict(batch_size=recipe.batch_size, image_size=models.input_size(arch),
+                  preprocess=models.preprocess_for(arch), one_hot=True)
+    train_ds = pipeline.make_dataset(images=train_xy[0], labels=train_xy[1], shuffle=True, seed=seed,
+                                     augment=augment.by_name(recipe.augment, seed=seed),
+                                     balance=recipe.sampling == "balanced", **common)
+    return train_ds, pipeline.make_dataset(images=val_xy[0], labels=val_xy[1], **common)
+
+
+def pretrained_breakhis(recipe: Recipe, cache_dir, seed: int = 42) -> Path:
+    """The BreakHis-pretrained ``recipe.model`` (``breakhis.pretrain``, cached in ``cache_dir``)."""
+    from . import breakhis, config
+
+    root = breakhis.resolve_dir(recipe.breakhis_dir, recipe.breakhis_profile)
+    profile = recipe.breakhis_profile if recipe.breakhis_profile in config.PROFILES else "smoke"
+    cfg = config.resolve(profile, data_dir=root, output_dir=cache_dir, batch_size=recipe.batch_size,
+                         epochs=min(recipe.pretrain_epochs, recipe.epochs), seed=seed, make_demo=False)
+    return Path(breakhis.pretrain(cfg, root, recipe.model).path)
+
+
+def _fingerprint(recipe: Recipe, seed: int, train_xy, val_xy) -> str:
+    h = hashlib.sha1(json.dumps({"recipe": recipe.as_dict(), "seed": seed}, sort_keys=True).encode())
+    for x, y in (train_xy, val_xy):
+        h.update(np.asarray(y).tobytes())
+        h.update(np.ascontiguousarray(x[:: max(1, len(x) // 64)]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, verbose: int = 2,
+          log=print, pretrain_seed: int | None = None) -> Predictor:
+    """Train ``recipe`` on ``train_xy`` = (uint8 images (n, 50, 50, 3), labels), choose the best
+    epoch (and the threshold, if the recipe says so) on ``val_xy``; save the member(s) and
+    ``model.json`` in ``out_dir``; return the :class:`Predictor`.
+
+    A rerun with the same recipe, seed and data resumes: finished members are loaded, an
+    interrupted one resumes at its last epoch (``train.fit``). Other settings start afresh.
+    ``cache_dir`` keeps the BreakHis-pretrained model (default: ``out_dir``), pretrained with
+    ``pretrain_seed`` (default ``seed``): it does not depend on the IDC split, so cross-validation
+    pretrains once for all folds.
+    """
+    import keras
+
+    from . import evaluate, models
+    from . import train as tr
+    from .io import atomic_path, write_text
+
+    recipe = get(recipe)
+    out_dir = Path(out_dir)
+    (x_train, y_train), (x_val, y_val) = train_xy, val_xy
+    y_train, y_val = np.asarray(y_train, dtype=np.int32), np.asarray(y_val, dtype=np.int32)
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise ValueError(f"recipe {recipe.name!r} needs training and validation patches; "
+                         f"got {len(x_train)} and {len(x_val)}")
+    print_ = log or (lambda *a, **k: None)
+    key = _fingerprint(recipe, seed, (x_train, y_train), (x_val, y_val))
+    started = out_dir / "started.json"
+    if started.is_file() and json.loads(started.read_text()).get("fingerprint") != key:
+        print_(f"{out_dir}: left by other settings, starting afresh")
+        for old in [*out_dir.glob("member*.keras"), out_dir / "model.keras", out_dir / "model.json"]:
+            old.unlink(missing_ok=True)
+        for run in out_dir.glob("run*"):
+            shutil.rmtree(run, ignore_errors=True)
+    write_text(started, json.dumps({"fingerprint": key, "recipe": recipe.as_dict(), "seed": seed}, indent=2))
+
+    info = {"train_patches": len(y_train), "train_positives": int(y_train.sum()),
+            "val_patches": len(y_val), "val_positives": int(y_val.sum())}
+    target = None
+    if recipe.stain != "none":
+        target = stain_mod.fit_target(x_train, recipe.stain, seed=seed)
+        norm = stain_mod.Normalizer(target)
+        done_train, done_val = norm.normalize(x_train), norm.normalize(x_val)
+        x_train, x_val = done_train.images, done_val.images
+        info["stain_run"] = {"seconds": round(done_train.seconds + done_val.seconds, 2),
+                             "fallbacks": done_train.fallbacks + done_val.fallbacks,
+                             "patches": len(y_train) + len(y_val)}
+    weights = None
+    if recipe.pretrain == "breakhis":
+        weights = pretrained_breakhis(recipe, cache_dir or out_dir, seed if pretrain_seed is None else pretrain_seed)
+        info["pretrained"] = str(weights)
+
+    archs = recipe.members()
+    members = []
+    steps = math.ceil(len(y_train) / recipe.batch_size)
+    for m, arch in enumerate(archs):
+        file = "model.keras" if len(archs) == 1 else f"member{m}.keras"
+        meta = {"file": file, "model": arch, "image_size": models.input_size(arch), "seed": seed + m}
+        path = out_dir / file
+        if path.is_file():
+            print_(f"{out_dir.name}: member {m} ({arch}) trained before, loaded")
+            members.append((keras.models.load_model(path), {**meta, **_member_log(out_dir / f"run{m}")}))
+            continue
+        print_(f"{out_dir.name}: training member {m + 1}/{len(archs)} ({arch}, recipe {recipe.name}, "
+               f"{len(y_train)} patches, {recipe.epochs} epochs)")
+        keras.utils.set_random_seed(seed + m)  # the initial weights too, whatever ran before in this process
+        model = build_member(recipe, arch, weights if arch == recipe.model else None)
+        train_ds, val_ds = datasets(recipe, arch, (x_train, y_train), (x_val, y_val), seed + m)
+        optimizer = tr.make_optimizer(recipe.optimizer, learning_rate(recipe, steps))
+        result = tr.fit(model, train_ds, val_ds, out_dir / f"run{m}", epochs=recipe.epochs, name=arch,
+                        optimizer=optimizer, class_weight=tr.class_weights(y_train) if recipe.class_weight else None,
+                        label_smoothing=recipe.label_smoothing, monitor=recipe.monitor, patience=recipe.patience,
+                        seed=seed + m, train_patches=len(y_train), recalibrate_bn=recipe.recalibrate_bn,
+                        verbose=verbose)
+        best = result.best_model(model)
+        with atomic_path(path) as tmp:
+            best.save(tmp)
+        shutil.rmtree(out_dir / f"run{m}" / "checkpoints", ignore_errors=True)  # ~10 MB each; saved above
+        members.append((best, {**meta, **_member_log(out_dir / f"run{m}")}))
+
+    predictor = Predictor(members, recipe, stain=target)
+    proba = predictor.predict(x_val, normalized=True)
+    if recipe.threshold == "validation":
+        predictor.threshold = evaluate.choose_threshold(y_val, proba)
+        predictor.threshold_source = "chosen on validation at training"
+    info["val"] = evaluate.scores(y_val, proba, predictor.threshold)
+    predictor.info = info
+    predictor.save(out_dir)
+    return predictor
+
+
+def _member_log(run_dir) -> dict:
+    try:
+        saved = json.loads((Path(run_dir) / "train.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: saved[k] for k in ("epochs_run", "seconds") if k in saved}
+
+
+# --- prediction ---------------------------------------------------------------------------
+
+@dataclass
+class Predictor:
+    """A trained recipe: its member model(s), stain target, TTA flag and threshold.
+
+    ``predict(uint8 images)`` -> probability of IDC per patch (stain normalisation, TTA and
+    the ensemble average applied as at training); ``predict(...) >= threshold`` decides.
+    """
+
+    members: list  # [(keras model, {"file", "model", "image_size", "seed", ...}), ...]
+    recipe: Recipe
+    stain: dict | None = None
+    threshold: float = 0.5
+    threshold_source: str = "fixed at 0.5 by the recipe"
+    info: dict = field(default_factory=dict)  # training counts and scores (model.json)
+    last_fallbacks: int = 0  # patches the last predict() left un-normalised
+
+    @property
+    def tta(self) -> bool:
+        return bool(self.recipe.tta)
+
+    def config(self) -> dict:
+        """What model.json holds to re-create this predictor (JSON-ready)."""
+        return {"recipe": self.recipe.as_dict(), "stain": self.stain, "tta": self.tta,
+                "members": [dict(meta) for _, meta in self.members],
+                "threshold": float(self.threshold), "threshold_source": self.threshold_source}
+
+    def predict(self, images, batch_size: int = 256, normalized: bool = False) -> np.ndarray:
+        """P(IDC) for uint8 patches (n, 50, 50, 3); ``normalized``: the stain step was done."""
+        from . import models
+        from .tta import predict_batches, predict_tta
+
+        images = np.asarray(images)
+        if self.stain is not None and not normalized:
+            done = stain_mod.normalize(images, self.stain)
+            images, self.last_fallbacks = done.images, done.fallbacks
+        run = predict_tta if self.tta else predict_batches
+        total = np.zeros(len(images))
+        for model, meta in self.members:
+            out = run(model, images, batch_size, meta["image_size"], models.preprocess_for(meta["model"]))
+            total += out[:, 1]
+        return total / len(self.members)
+
+    def save(self, out_dir) -> Path:
+        """Write any member not on disk yet, then ``model.json`` (config, old-style keys, info)."""
+        from .io import atomic_path, write_text
+
+        out_dir = Path(out_dir)
+        for model, meta in self.members:
+            if not (out_dir / meta["file"]).is_file():
+                with atomic_path(out_dir / meta["file"]) as tmp:
+                    model.save(tmp)
+        first = self.members[0][1]
+        doc = {"model": first["model"], "image_size": first["image_size"], **self.info, **self.config()}
+        return write_text(out_dir / "model.json", json.dumps(doc, indent=2, default=float))
+
+    @classmethod
+    def load(cls, path) -> Predictor:
+        """From a folder, its ``model.json``, or a ``model.keras`` whose model.json names a recipe."""
+        import keras
+
+        doc, folder = read_config(path)
+        if doc is None:
+            raise ValueError(f"{path}: no model.json with a recipe beside it")
+        members = []
+        for meta in doc["members"]:
+            file = folder / meta["file"]
+            if not file.is_file():
+                raise FileNotFoundError(f"ensemble member {file} named in {folder / 'model.json'} does not exist")
+            members.append((keras.models.load_model(file), meta))
+        info = {k: v for k, v in doc.items()
+                if k not in ("model", "image_size", "recipe", "stain", "tta", "members", "threshold", "threshold_source")}
+        return cls(members, Recipe.from_dict(doc["recipe"]), stain=doc.get("stain"),
+                   threshold=float(doc["threshold"]), threshold_source=doc.get("threshold_source", ""), info=info)
+
+
+def read_config(path) -> tuple[dict | None, Path]:
+    """(model.json as a dict if it names a recipe, else None; its folder) for a folder, a
+    model.json, or a model file beside one."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    # OUT/model.keras -> OUT/model.json, even where an ensemble wrote member0.keras... instead
+    sidecar = folder / "model.json" if path.is_dir() else path.with_suffix(".json")
+    try:
+        doc = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None, folder
+    return (doc if isinstance(doc, dict) and "recipe" in doc and "members" in doc else None), folder
+
+
+# --- the command line: train / evaluate with a recipe ----------------------------------------
+
+def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, sample_size=None,
+                 verbose: int = 2, log=print) -> dict:
+    """Train ``recipe`` on ``data_dir`` split by patient (70/15/15 with ``seed``, or the lists in
+    ``split_dir``); write the member(s) and model.json to ``out_dir``; score the test patients
+    if there are any. Returns model.json's content."""
+    from . import config, evaluate, pipeline, splits
+    from .data import cached_index
+    from .experiment import split_index
+
+    recipe = get(recipe)
+    if not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"data directory {data_dir} does not exist")
+    cfg = config.resolve("smoke", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
+    df, _ = cached_index(cfg)
+    split_df, note = split_index(df, seed, split_dir)
+    if sample_size:
+        split_df = splits.sample(split_df, max_patches=int(sample_size), seed=seed)
+    split_df = split_df.reset_index(drop=True)
+    images, labels = pipeline.load_arrays(split_df)
+    part = {name: (split_df["split"] == name).to_numpy() for name in ("train", "val", "test")}
+    for name in ("train", "val"):
+        if not part[name].any():
+            raise ValueError(f"{data_dir}: the {name} split is empty ({note})")
+    start = time.perf_counter()
+    predictor = train(recipe, (images[part["train"]], labels[part["train"]]),
+                      (images[part["val"]], labels[part["val"]]), out_dir, seed=seed, verbose=verbose, log=log)
+    test = None
+    if part["test"].any():
+        test = evaluate.scores(labels[part["test"]], predictor.predict(images[part["test"]]), predictor.threshold)
+    predictor.info.update({"data_dir": str(data_dir), "generated": cfg.generated, "split": note,
+                           "seed": seed, "seconds": round(time.perf_counter() - start, 1), "test": test})
+    predictor.save(out_dir)
+    return json.loads((Path(out_dir) / "model.json").read_text())
+
+
+def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256) -> dict:
+    """Score every patch under ``data_dir`` with the recipe model at ``model_path`` (a folder,
+    its model.json, or its model.keras): stain normalisation, TTA, ensemble and threshold as
+    model.json says; ``threshold`` overrides the saved one."""
+    from . import evaluate, pipeline
+    from .index import build_index
+
+    predictor = Predictor.load(model_path)
+    source = predictor.threshold_source
+    if threshold is not None:
+        predictor.threshold, source = float(threshold), "given"
+    df, report = build_index(data_dir)
+    images, labels = pipeline.load_arrays(df)
+    proba = predictor.predict(images, batch_size=batch_size)
+    per = evaluate.per_patient(df, proba, predictor.threshold)
+    r = predictor.recipe
+    return {
+        "model_path": str(model_path), "recipe": r.name, "recipe_version": r.version,
+        "model": predictor.members[0][1]["model"], "members": len(predictor.members),
+        "tta": predictor.tta, "stain": predictor.stain["method"] if predictor.stain else None,
+        "stain_fallbacks": predictor.last_fallbacks, "data_dir": str(data_dir),
+        "threshold": float(predictor.threshold), "threshold_source": source,
+        "files_seen": report.files_seen, "skipped": report.skipped,
+        **evaluate.scores(labels, proba, predictor.threshold),
+        "per_patient": json.loads(per.to_json(orient="records")),
+    }

@@ -1,0 +1,747 @@
+"""Thyroid ultrasound (notebooks 16-17): read a folder of benign / malignant nodule images into a
+table, split it by nodule, turn the images into model inputs, and draw a *generated* demo set.
+
+The seed project's data: JPG exports of thyroid ultrasound, named ``B_001-0002-1.0.jpg`` (benign)
+or ``M_...`` (malignant), in ``train`` and ``test`` folders, in two versions side by side: the
+"uncropped" scanner frame (with on-screen text, depth ruler and calliper marks) and the same set
+"cropped" to the nodule. Accepted here::
+
+    <root>/[cropped|uncropped/][train|test/][benign|malignant/]<B|M>_<nodule>-<image>-<n>.jpg
+
+every bracketed level optional and folder names read case-insensitively; the label comes from the
+``B_``/``M_`` prefix or the class folder (both must agree when both are there). ``group`` is the
+nodule (or patient) id in the name, ``001`` for ``B_001-0002-1.0.jpg``; every image of a group goes
+to one side of a split.
+
+As in :mod:`helpers.index`, nothing is dropped silently: every file that cannot be used is counted
+by category in the report, with a few examples.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from .breakhis import _files, _inspect_all
+from .breakhis import split_by_patient as _split_groups
+from .index import SKIP_REASONS as IDC_SKIP_REASONS
+from .index import DataError, IndexReport, data_root, skipper
+from .io import generated_set, given_or_generated
+
+COLUMNS = ["path", "label", "variant", "subset", "group", "width", "height"]
+CLASSES = ("benign", "malignant")
+VARIANTS = ("cropped", "uncropped")
+SUBSETS = ("train", "test")
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+FORMATS = ("JPEG", "MPO", "PNG")  # what PIL calls the decoded files (MPO: some cameras' JPEGs)
+NOT_DATA = {"GENERATED.txt", "generated.json", "README.txt", "README.md", "LICENSE", "Thumbs.db"}
+PATTERN = "<B|M>_<nodule>-<image>-<n>.jpg"
+
+PREFIX = re.compile(r"^(?P<cls>[BbMm])[_-](?P<rest>.+)$")  # B_... benign, M_... malignant
+GROUP = re.compile(r"^(?P<id>\d+)(?:[-_.]|$)")  # the leading number: 001 of 001-0002-1.0
+# Folder names, lower-cased: the seed's cropped set has "Train2" and "Test2".
+CLASS_FOLDERS = {"benign": 0, "malignant": 1, "cancer": 1}
+SUBSET_FOLDER = re.compile(r"(?P<subset>train|test)(?:ing)?[-_ ]?\d*")
+VARIANT_FOLDER = re.compile(r"(?P<un>un|non[-_ ]?)?crop(?:ped)?")
+
+# Why a file was not used. Keys are stable: tests and notebooks read them.
+SKIP_REASONS = {
+    "unsupported_extension": f"not {', '.join(EXTENSIONS)}",
+    "no_label": "no B_/M_ prefix in the name and no benign/malignant folder above it",
+    "label_mismatch": "the B_/M_ prefix differs from its benign/malignant folder",
+    "folder_conflict": "two folders on its path say different things (e.g. benign/.../malignant/)",
+    **{k: IDC_SKIP_REASONS[k] for k in ("empty_file", "undecodable")},
+}
+
+
+# ---------------------------------------------------------------- names and folders
+
+
+def parse_name(name) -> tuple[int | None, str]:
+    """(label from the ``B_``/``M_`` prefix or None, group) of a file name. The group is the leading
+    number after the prefix (``B_001-0002-1.0.jpg`` -> ``"001"``); a name without one is its own
+    group (its stem)."""
+    stem = Path(name).stem
+    m = PREFIX.match(stem)
+    label, rest = (int(m["cls"].upper() == "M"), m["rest"]) if m else (None, stem)
+    g = GROUP.match(rest)
+    return label, g["id"] if g else stem
+
+
+def _folder_roles(folders) -> tuple[dict, str | None]:
+    """What the folders between root and a file say: {"label", "variant", "subset"} (absent when no
+    folder says it), and a conflict message when two folders say different things."""
+    said = {}
+    for part in folders:
+        low = part.lower()
+        found = {}
+        if low in CLASS_FOLDERS:
+            found["label"] = CLASS_FOLDERS[low]
+        elif m := SUBSET_FOLDER.fullmatch(low):
+            found["subset"] = m["subset"]
+        elif m := VARIANT_FOLDER.fullmatch(low):
+            found["variant"] = VARIANTS[bool(m["un"])]
+        for key, value in found.items():
+            if said.get(key, value) != value:
+                return said, f"{key}: {said[key]} and then {value} ({'/'.join(folders)})"
+            said[key] = value
+    return said, None
+
+
+# ---------------------------------------------------------------- index
+
+
+@dataclass
+class ThyroidReport:
+    """What build_index found: counts per variant, subset and class, groups, and every skipped file
+    with its reason."""
+
+    root: str
+    files_seen: int = 0
+    images: int = 0
+    groups: int = 0
+    benign: int = 0
+    malignant: int = 0
+    variants: list = field(default_factory=list)
+    subsets: list = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # "cropped/train" -> {"benign": n, "malignant": n}
+    width_range: list = field(default_factory=list)  # [min, max]
+    height_range: list = field(default_factory=list)
+    mixed_label_groups: list = field(default_factory=list)  # groups with benign and malignant images
+    groups_in_train_and_test: dict = field(default_factory=dict)  # variant -> groups in both subsets
+    skipped: dict = field(default_factory=dict)
+    skipped_files: list = field(default_factory=list)
+
+    def summary(self, examples: int = 5) -> dict:
+        """The JSON-ready summary, as the IDC report's; ``examples`` files per category and groups."""
+        out = IndexReport.summary(self, examples)
+        out["mixed_label_groups"] = self.mixed_label_groups[:examples]
+        out["mixed_label_groups_total"] = len(self.mixed_label_groups)
+        return out
+
+    to_json = IndexReport.to_json
+
+
+def _count_key(variant, subset) -> str:
+    return "/".join(p for p in (variant, subset) if p) or "all"
+
+
+def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, ThyroidReport]:
+    """Index every thyroid ultrasound image under ``root``: the folder holding ``cropped/`` and
+    ``uncropped/``, one of them, or any folder of images (see the module's docstring).
+
+    Returns the table (``COLUMNS``: ``label`` 0 benign / 1 malignant; ``variant`` "cropped",
+    "uncropped" or "" and ``subset`` "train", "test" or "" from the folders *below* root; ``group``
+    from the name) sorted by variant, subset and path, and a :class:`ThyroidReport`. Raises
+    :class:`~helpers.index.DataError` if ``root`` is missing, not a folder, empty, or holds no usable
+    image.
+    """
+    root = data_root(root, "thyroid data directory")
+    report = ThyroidReport(root=str(root))
+    skip = skipper(report, SKIP_REASONS)
+
+    named = []
+    for path, folders in _files(root, NOT_DATA):
+        report.files_seen += 1
+        if path.suffix.lower() not in EXTENSIONS:
+            skip(path, "unsupported_extension", f"extension {path.suffix or '(none)'!r}")
+            continue
+        said, conflict = _folder_roles(folders)
+        if conflict:
+            skip(path, "folder_conflict", conflict)
+            continue
+        label, group = parse_name(path.name)
+        folder_label = said.get("label")
+        if label is not None and folder_label is not None and label != folder_label:
+            skip(path, "label_mismatch", f"name says {CLASSES[label]}, folder {CLASSES[folder_label]}")
+            continue
+        label = folder_label if label is None else label
+        if label is None:
+            skip(path, "no_label")
+            continue
+        named.append((path, label, said.get("variant", ""), said.get("subset", ""), group))
+    if report.files_seen == 0:
+        raise DataError(f"thyroid data directory {root} holds no files")
+
+    rows, inspected = [], _inspect_all([n[0] for n in named], workers, FORMATS)
+    for (path, *info), (width, height, _, problem) in zip(named, inspected):
+        if problem:
+            skip(path, *problem)
+        else:
+            rows.append((str(path), *info, width, height))
+    if not rows:
+        raise DataError(f"thyroid data directory {root} holds {report.files_seen} files but no usable image "
+                        f"(expected JPG/PNG named {PATTERN} or in benign/malignant folders); "
+                        f"skipped: {report.skipped}")
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = df.sort_values(["variant", "subset", "path"], kind="stable").reset_index(drop=True)
+    df["label"] = df["label"].astype("int8")
+    _count(report, df)
+    return df, report
+
+
+def _count(report: ThyroidReport, df: pd.DataFrame):
+    """Fill the report's totals from the index."""
+    report.images, report.groups = len(df), int(df["group"].nunique())
+    report.malignant = int(df["label"].sum())
+    report.benign = report.images - report.malignant
+    report.variants = sorted(set(df["variant"]))
+    report.subsets = sorted(set(df["subset"]))
+    for (variant, subset), part in df.groupby(["variant", "subset"]):
+        n = np.bincount(part["label"], minlength=2)
+        report.counts[_count_key(variant, subset)] = {"benign": int(n[0]), "malignant": int(n[1])}
+    report.width_range = [int(df["width"].min()), int(df["width"].max())]
+    report.height_range = [int(df["height"].min()), int(df["height"].max())]
+    labels = df.groupby("group")["label"].nunique()
+    report.mixed_label_groups = sorted(labels.index[labels > 1])
+    for variant, part in df.groupby("variant"):
+        both = set(part.loc[part["subset"] == "train", "group"]) & set(part.loc[part["subset"] == "test", "group"])
+        if both:
+            report.groups_in_train_and_test[variant or "all"] = len(both)
+
+
+# ---------------------------------------------------------------- splits
+
+
+def split(df: pd.DataFrame, val: float = 0.15, test: float = 0.2, seed: int = 0) -> pd.DataFrame:
+    """The index with a ``split`` column (train/val/test), by group: every image of a nodule on one
+    side, and the same side in every variant (a nodule's cropped and uncropped images together).
+
+    When the index has a ``test`` subset, its images are the test split (``test`` is then unused)
+    and ``val`` is the share of the other groups drawn for validation (as the seed's
+    ``validation_split`` of the train folder); otherwise ``test`` and ``val`` are shares of all
+    groups. Groups are drawn per class (a group's class: malignant if any of its images is), so
+    each split keeps the malignant share of groups; shares are of groups, not images, rounded, at
+    least one group per split and class where possible (:func:`helpers.breakhis.split_by_patient`).
+    A group found in both given subsets stays on both sides (the report of :func:`build_index`
+    counts these); the same seed gives the same split.
+    """
+    for name, frac in (("val", val), ("test", test)):
+        if not 0 <= frac < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
+    if val + test >= 1:
+        raise ValueError(f"val + test must leave groups for training, got {val} + {test}")
+    out = df.copy()
+    given = out["subset"].eq("test")
+    rest = out[~given]
+    groups = rest.groupby("group")["label"].max().rename_axis("patient").reset_index()
+    if groups.empty:
+        raise ValueError("split: every image is in the test subset, none left to train on")
+    drawn = _split_groups(groups, val=val, test=0.0 if given.any() else test, seed=seed)
+    owner = dict(zip(drawn["patient"], drawn["split"]))
+    out["split"] = out["group"].map(owner)
+    out.loc[given, "split"] = "test"
+    return out
+
+
+# ---------------------------------------------------------------- model inputs
+
+
+def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
+    """The images of ``df`` as uint8 (n, size, size, 3): decoded, converted to RGB and resized to
+    ``size`` x ``size`` (PIL, bilinear). The aspect ratio is NOT kept (as Keras'
+    ``flow_from_directory`` with ``target_size``): a wide crop is squeezed. A JPEG much larger than
+    ``size`` is decoded at a reduced scale first (libjpeg's DCT scaling, never below ``size``),
+    several times faster. Raises ValueError naming a file that cannot be read."""
+    if size < 1:
+        raise ValueError(f"size must be positive, not {size}")
+    out = np.empty((len(df), size, size, 3), np.uint8)
+    for i, path in enumerate(df["path"]):
+        try:
+            with Image.open(path) as im:
+                im.draft(None, (size, size))
+                out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+        except OSError as exc:
+            raise ValueError(f"cannot read image {path}: {exc}") from exc
+    return out
+
+
+# ---------------------------------------------------------------- generated demo set
+
+VERSION = 2  # part of the stored parameters: bump it when the pictures change
+MALIGNANT_SHARE = 0.2  # the seed's sets: 19-23% malignant images
+TEST_SHARE = 0.2  # of the nodules of each class, in the test folders
+FRAME = (320, 240)  # the "uncropped" scanner frame, width x height
+APEX = (150.0, -130.0)  # the fan's apex (a convex probe), above the frame
+R0, DEPTH, BEAMS = 150, 205, 180  # first radius and depth (px), beams across the fan
+HALF_ANGLE = np.deg2rad(22.0)
+PX_PER_CM = DEPTH / 4.0  # a 4 cm field of view
+TOP = int(APEX[1] + R0)  # the skin line at the fan's centre (y)
+
+
+@functools.lru_cache(maxsize=1)
+def _geometry():
+    """The fan: frame coordinates (x, y) of every polar sample (depth, beam), and for the frame's
+    pixels inside the fan their polar coordinates (scan conversion)."""
+    r = R0 + np.arange(DEPTH, dtype=np.float32)[:, None]
+    t = np.linspace(-HALF_ANGLE, HALF_ANGLE, BEAMS, dtype=np.float32)[None]
+    x, y = APEX[0] + r * np.sin(t), APEX[1] + r * np.cos(t)
+    yy, xx = np.mgrid[0 : FRAME[1], 0 : FRAME[0]].astype(np.float32)
+    ir = np.hypot(xx - APEX[0], yy - APEX[1]) - R0
+    it = (np.arctan2(xx - APEX[0], yy - APEX[1]) + HALF_ANGLE) / (2 * HALF_ANGLE) * (BEAMS - 1)
+    inside = (ir >= 0) & (ir <= DEPTH - 1) & (it >= 0) & (it <= BEAMS - 1)
+    return x, y, inside, np.stack([ir[inside], it[inside]])
+
+
+def _half_width(depth) -> float:
+    """Half the fan's width (px) at ``depth`` px below the skin line."""
+    return (R0 + depth) * np.sin(HALF_ANGLE)
+
+
+def _smooth1d(rng, n, sigma):
+    """Smooth 1-d noise of unit std."""
+    a = ndimage.gaussian_filter1d(rng.standard_normal(n + 6 * int(sigma)), sigma)[3 * int(sigma) :][:n]
+    return a / (a.std() + 1e-6)
+
+
+def _smooth2d(rng, shape, sigma):
+    """Smooth 2-d noise of unit std (sigma in samples per axis), drawn coarse and zoomed: cheap."""
+    step = max(1, int(min(sigma) / 2))
+    small = rng.standard_normal((shape[0] // step + 3, shape[1] // step + 3)).astype(np.float32)
+    small = ndimage.gaussian_filter(small, (sigma[0] / step, sigma[1] / step), mode="wrap")
+    a = ndimage.zoom(small, step, order=1)[: shape[0], : shape[1]] if step > 1 else small[: shape[0], : shape[1]]
+    return (a - a.mean()) / (a.std() + 1e-6)
+
+
+# How a nodule looks, by class: probabilities of echo types, of margins and of signs. Each sign
+# leans towards one class; none decides it.
+ECHO = {  # kind -> (echogenicity relative to the thyroid: low, high)
+    "hyper": (1.35, 1.8), "iso": (0.8, 1.15), "hypo": (0.42, 0.65), "marked_hypo": (0.2, 0.32),
+    "cystic": (0.02, 0.04), "spongiform": (0.85, 1.1), "mixed": (0.6, 0.9),
+}
+LOOK = {
+    0: dict(echo={"iso": 0.3, "hyper": 0.13, "hypo": 0.2, "cystic": 0.15, "spongiform": 0.1, "mixed": 0.12},
+            margin={"smooth": 0.8, "lobulated": 0.15, "spiculated": 0.05}, ratio=(0.78, 0.14),
+            microcalc=0.08, halo=0.35, macrocalc=0.1, size=(32, 118)),
+    1: dict(echo={"marked_hypo": 0.3, "hypo": 0.45, "iso": 0.17, "mixed": 0.08},
+            margin={"smooth": 0.25, "lobulated": 0.35, "spiculated": 0.4}, ratio=(1.08, 0.2),
+            microcalc=0.6, halo=0.07, macrocalc=0.15, size=(28, 100)),
+}
+
+
+def _choose(rng, weights: dict) -> str:
+    keys = list(weights)
+    p = np.array([weights[k] for k in keys], float)
+    return keys[rng.choice(len(keys), p=p / p.sum())]
+
+
+def _nodule(rng, label) -> dict:
+    """One nodule's own look, shared by all its images."""
+    look = LOOK[label]
+    margin = _choose(rng, look["margin"])
+    amp = np.zeros(24)
+    amp[2:4] = rng.uniform(0.01, 0.05, 2)
+    if margin == "lobulated":
+        amp[3:8] = rng.uniform(0.01, 0.06, 5)
+    elif margin == "spiculated":
+        amp[4:9] = rng.uniform(0.02, 0.06, 5)
+        amp[12:24] = rng.uniform(0.01, 0.035, 12)
+    echo = _choose(rng, look["echo"])
+    size = rng.uniform(*look["size"])  # the widest diameter, px
+    ratio = float(np.clip(rng.normal(*look["ratio"]), 0.5, 1.6))  # taller / wider
+    return dict(
+        label=label, echo=echo, level=rng.uniform(*ECHO[echo]), margin=margin, amp=amp,
+        phase=rng.uniform(0, 2 * np.pi, 24),
+        spikes=rng.integers(5, 12) if margin == "spiculated" else 0,
+        a=size / 2 if ratio <= 1 else size / 2 / ratio, ratio=ratio,
+        edge=rng.uniform(2.0, 4.0) if margin != "smooth" else rng.uniform(0.7, 1.5),
+        hetero=rng.uniform(0.05, 0.3), cyst_at=rng.uniform(-0.1, 0.5),
+        microcalc=int(rng.integers(3, 20)) if rng.random() < look["microcalc"] else 0,
+        halo=rng.uniform(1.5, 3.5) if rng.random() < look["halo"] else 0.0,
+        macrocalc=("rim" if rng.random() < 0.5 else "clump") if rng.random() < look["macrocalc"] else "",
+        shadow=rng.uniform(0.0, 0.006) if label else rng.uniform(0.0, 0.002),
+    )
+
+
+def _scene(rng, nod) -> dict:
+    """One image of a nodule: where the probe puts it, at what scale, and the scanner's settings."""
+    scale = rng.uniform(0.9, 1.1)
+    a = nod["a"] * scale * rng.uniform(0.95, 1.05)
+    b = nod["a"] * nod["ratio"] * scale * rng.uniform(0.95, 1.05)
+    reach = 1.25 * max(a, b)
+    lo, hi = 40 + 1.2 * b, 185 - 1.2 * b
+    depth = rng.uniform(lo, hi) if lo < hi else (lo + hi) / 2  # of the centre, below the skin line
+    half = max(0.0, _half_width(depth - reach) - reach - 6)
+    return dict(a=a, b=b, cx=APEX[0] + rng.uniform(-half, half), cy=TOP + depth, rot=rng.normal(0, 0.1),
+                phase=nod["phase"] + rng.normal(0, 0.25, 24), gain=rng.normal(0, 2.5), dr=rng.uniform(42, 52),
+                atten=rng.uniform(0.0, 0.004), side=1 if rng.random() < 0.5 else -1,
+                carotid=rng.random() < 0.6, carotid_depth=rng.uniform(90, 130), carotid_radius=rng.uniform(15, 22),
+                trachea=rng.random() < 0.4)
+
+
+def _layers(rng, shape) -> np.ndarray:
+    """The neck's echogenicity in polar samples (depth, beam): skin, fat, strap muscles, the thyroid's
+    capsule and parenchyma, deep muscle; wavy boundaries."""
+    depth = np.arange(shape[0], dtype=np.float32)[:, None]
+    b1 = rng.uniform(10, 16) + 2 * _smooth1d(rng, shape[1], 20)[None]
+    b2 = rng.uniform(32, 44) + 3 * _smooth1d(rng, shape[1], 25)[None]
+    b3 = rng.uniform(172, 192) + 5 * _smooth1d(rng, shape[1], 30)[None]
+    streak = _smooth2d(rng, shape, (1.0, 12.0))
+    R = np.where(depth < 3, 2.5, 0.7 + 0.35 * streak)  # skin, fat with fibrous streaks
+    R = np.where(depth >= b1, 0.42 * (1 + 0.35 * streak), R)  # strap muscles, striated
+    R = np.where(depth >= b2, 1.0 + 0.12 * _smooth2d(rng, shape, (8.0, 10.0)), R)  # parenchyma
+    R = np.where(np.abs(depth - b2) < 1.5, 1.9, R)  # capsule
+    R = np.where(depth >= b3, 0.5 * (1 + 0.4 * streak), R)
+    R = np.where(np.abs(depth - b3) < 1.2, 1.6, R)
+    return np.maximum(R, 0.05).astype(np.float32)
+
+
+def _vessels(sc, R, alpha, X, Y):
+    """The carotid (anechoic, a bright wall, brighter behind) and the trachea (a bright arc casting a
+    shadow), on either side of the lobe, away from the nodule."""
+    if sc["carotid"]:
+        side = -1 if sc["cx"] > APEX[0] else 1
+        depth, rad = sc["carotid_depth"], sc["carotid_radius"]
+        cx = APEX[0] + side * (_half_width(depth) - 0.6 * rad)
+        d = np.hypot(X - cx, Y - (TOP + depth))
+        R[d < rad] = 0.015
+        R[(d >= rad) & (d < rad + 2.0)] = 2.2
+        alpha[d < rad] -= 0.02
+    if sc["trachea"]:
+        side = 1 if sc["cx"] > APEX[0] else -1
+        rad = 30.0
+        cx, cy = APEX[0] + side * (_half_width(70) + 0.3 * rad), TOP + 70 + rad
+        d = np.hypot(X - cx, Y - cy)
+        ring = (np.abs(d - rad) < 2.0) & (Y < cy)
+        R[ring] = 4.0
+        alpha[ring] += 0.2
+
+
+def _draw_nodule(rng, nod, sc, R, alpha, X, Y):
+    """Paint the nodule into the echogenicity R and attenuation alpha (polar samples); return its
+    bounding box in frame coordinates (x0, y0, x1, y1)."""
+    a, b = sc["a"], sc["b"]
+    reach = 1.3 * max(a, b) + 6
+    near = (np.abs(X - sc["cx"]) < reach) & (np.abs(Y - sc["cy"]) < reach)
+    rows, cols = np.nonzero(near.any(1))[0], np.nonzero(near.any(0))[0]
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    x, y = X[box] - sc["cx"], Y[box] - sc["cy"]
+    c, s = np.cos(sc["rot"]), np.sin(sc["rot"])
+    u, v = (x * c + y * s) / a, (y * c - x * s) / b
+    rho = np.hypot(u, v)
+    t = np.arctan2(v, u)
+    bound = np.ones_like(rho)
+    for k in np.nonzero(nod["amp"])[0]:
+        bound += nod["amp"][k] * np.cos(k * t + sc["phase"][k])
+    if nod["spikes"]:
+        bound += 0.12 * np.maximum(0, np.cos(nod["spikes"] * t + sc["phase"][0])) ** 6
+    inside = (bound - rho) * np.sqrt(a * b)  # ~px inside the outline
+    w = np.clip(inside / nod["edge"] + 0.5, 0, 1)
+    level = nod["level"] * rng.uniform(0.9, 1.1)
+    core = level * np.maximum(0.1, 1 + nod["hetero"] * _smooth2d(rng, rho.shape, (3.0, 3.0)))
+    r = R[box]
+    if nod["echo"] == "spongiform":  # many small cysts
+        core = np.where(_smooth2d(rng, rho.shape, (1.2, 1.6)) > 0.9, 0.08, core)
+    elif nod["echo"] == "mixed":  # a solid part and a cystic part, side by side
+        side = np.cos(nod["phase"][3]) * u + np.sin(nod["phase"][3]) * v + 0.3 * _smooth2d(rng, rho.shape, (4.0, 4.0))
+        core = np.where(side > nod["cyst_at"], 0.04, core)
+    elif nod["echo"] == "cystic":  # a little debris
+        core = core + 0.08 * (rng.random(rho.shape) < 0.01)
+    r[:] = r * (1 - w) + core * w
+    if nod["halo"]:
+        r[(inside < 0) & (inside > -nod["halo"])] *= 0.25
+    al = alpha[box]
+    fluid = {"cystic": 1.0, "spongiform": 0.4, "mixed": 0.5}.get(nod["echo"], 0.0)
+    al += w * (nod["shadow"] - 0.02 * fluid)
+    if nod["microcalc"]:  # bright dots inside the solid part, no shadow
+        cand = np.flatnonzero((inside > 2).ravel())
+        if len(cand):
+            pick = rng.choice(cand, min(len(cand), nod["microcalc"]), replace=False)
+            r.flat[pick] = rng.uniform(5, 12, len(pick))
+            ok = pick[(pick % r.shape[1]) + 1 < r.shape[1]]
+            r.flat[ok + 1] = np.maximum(r.flat[ok + 1], 3.0)
+    if nod["macrocalc"] == "rim":  # an eggshell arc on the upper outline, shadowing
+        arc = (np.abs(inside) < 1.5) & (np.cos(t - sc["phase"][1] * 0.1 + np.pi / 2) > 0.5) & (v < 0)
+        r[arc] = 7.0
+        al[arc] += 0.12
+    elif nod["macrocalc"] == "clump":
+        d = np.hypot(u * a - 0.3 * a * np.cos(sc["phase"][2]), v * b - 0.3 * b * np.sin(sc["phase"][2]))
+        clump = d < rng.uniform(2.5, 5.0)
+        r[clump] = 7.0
+        al[clump] += 0.15
+    shown = inside > -0.5
+    return X[box][shown].min(), Y[box][shown].min(), X[box][shown].max(), Y[box][shown].max()
+
+
+def _image(rng, nod, sc) -> tuple[np.ndarray, tuple]:
+    """The scan (uint8, FRAME, black outside the fan, no overlay) and the nodule's bounding box."""
+    X, Y, inside, coords = _geometry()
+    shape = X.shape
+    R = _layers(rng, shape)
+    alpha = np.full(shape, sc["atten"], np.float32)
+    _vessels(sc, R, alpha, X, Y)
+    box = _draw_nodule(rng, nod, sc, R, alpha, X, Y)
+    alpha = ndimage.gaussian_filter1d(alpha, 1.2, axis=1)  # shadows and enhancement blur across beams
+    # Speckle: the magnitude of smoothed complex noise (Rayleigh), grains longer across the beams.
+    z = rng.standard_normal((2,) + shape, dtype=np.float32)
+    z = ndimage.gaussian_filter(z, (0, 0.8, 1.1))
+    speckle = np.hypot(z[0], z[1])
+    speckle /= speckle.mean()
+    envelope = R * speckle * np.exp(-np.cumsum(alpha, axis=0))
+    db = 20 * np.log10(envelope + 1e-4)
+    gray = np.clip((db + 0.55 * sc["dr"] + sc["gain"]) / sc["dr"], 0, 1) ** 1.2
+    frame = np.zeros(inside.shape, np.float32)
+    frame[inside] = ndimage.map_coordinates(gray, coords, order=1)
+    return (255 * frame).astype(np.uint8), box
+
+
+@functools.lru_cache(maxsize=1)
+def _font():
+    return ImageFont.load_default()
+
+
+def _overlay(rng, img: Image.Image, sc, box, when):
+    """The scanner's screen: text, a grey bar, a depth ruler with ticks, calliper marks."""
+    d = ImageDraw.Draw(img)
+    font, w, h = _font(), FRAME[0], FRAME[1]
+    side = "L" if sc["side"] < 0 else "R"
+    view = "TRANS" if rng.random() < 0.6 else "LONG"
+    d.text((4, 2), f"DEMO US  {when}", fill=220, font=font)
+    d.text((4, 14), f"THY {side} {view}", fill=235, font=font)
+    d.text((w - 62, 2), "12L5  MI 0.9", fill=200, font=font)
+    for i, line in enumerate((f"Gain {54 + sc['gain']:.0f}", f"DR {sc['dr']:.0f}", "FR 27", "D 4.0cm")):
+        d.text((4, 40 + 12 * i), line, fill=190, font=font)
+    for i in range(64):  # the grey map bar
+        d.line([(6, 110 + i), (11, 110 + i)], fill=int(255 - 4 * i))
+    x = w - 16  # the depth ruler: a tick every 0.5 cm, a number every cm
+    for k in range(9):
+        yk = TOP + k * PX_PER_CM / 2
+        d.line([(x, yk), (x + (6 if k % 2 == 0 else 3), yk)], fill=210)
+        if k % 2 == 0:
+            d.text((x + 8, yk - 5), str(k // 2), fill=210, font=font)
+    d.line([(x, TOP), (x, TOP + DEPTH)], fill=150)
+    x0, y0, x1, y1 = box
+    mid_x, mid_y = (x0 + x1) / 2, (y0 + y1) / 2
+    if rng.random() < 0.85:  # calliper marks at the ends of the two diameters
+        mark = "+" if rng.random() < 0.6 else "x"
+        for px, py in ((x0, mid_y), (x1, mid_y), (mid_x, y0), (mid_x, y1)):
+            px, py = px + rng.normal(0, 1.5), py + rng.normal(0, 1.5)
+            if mark == "+":
+                d.line([(px - 3, py), (px + 3, py)], fill=245)
+                d.line([(px, py - 3), (px, py + 3)], fill=245)
+            else:
+                d.line([(px - 3, py - 3), (px + 3, py + 3)], fill=245)
+                d.line([(px - 3, py + 3), (px + 3, py - 3)], fill=245)
+        d.text((4, h - 26), f"1 D {(x1 - x0) / PX_PER_CM:.2f}cm", fill=230, font=font)
+        d.text((4, h - 14), f"2 D {(y1 - y0) / PX_PER_CM:.2f}cm", fill=230, font=font)
+
+
+def _crop_box(rng, box) -> tuple[int, int, int, int]:
+    """The cropped version's box: the nodule's with a margin of 10-35% of its size on each side."""
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * rng.uniform(0.1, 0.35) + 3, (y1 - y0) * rng.uniform(0.1, 0.35) + 3
+    return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(FRAME[0], int(np.ceil(x1 + mx))),
+            min(FRAME[1], int(np.ceil(y1 + my))))
+
+
+def _name(label, nodule, image) -> str:
+    return f"{'BM'[label]}_{nodule:03d}-{image:04d}-1.0.jpg"
+
+
+def _plan(n_nodules, seed):
+    """(label, subset) of every nodule: ~20% malignant, ~20% of each class in the test folders."""
+    rng = np.random.default_rng([seed, 31337])
+    n_mal = min(n_nodules - 1, max(1, round(MALIGNANT_SHARE * n_nodules)))
+    labels = rng.permutation(np.r_[np.zeros(n_nodules - n_mal, int), np.ones(n_mal, int)])
+    subsets = np.array(["train"] * n_nodules, dtype=object)
+    for label in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == label))
+        subsets[idx[: round(TEST_SHARE * len(idx))]] = "test"
+    return [(int(l), str(s)) for l, s in zip(labels, subsets)]
+
+
+def _write_nodule(job) -> list[tuple]:
+    """Draw and save the images of one nodule in both variants; return (label, subset, w, h of the crop)."""
+    tmp, i, label, subset, n_images, seed = job
+    rng = np.random.default_rng([seed, i])  # per nodule: one nodule's pictures do not depend on another's
+    nod = _nodule(rng, label)
+    day = np.datetime64("2099-01-01") + int(rng.integers(0, 365))
+    done = []
+    for j in range(1, n_images + 1):
+        sc = _scene(rng, nod)
+        scan, box = _image(rng, nod, sc)
+        name = _name(label, i + 1, j)
+        x0, y0, x1, y1 = _crop_box(rng, box)
+        crop = Image.fromarray(scan[y0:y1, x0:x1], "L").convert("RGB")
+        crop.save(tmp / "cropped" / subset / name, quality=90)
+        frame = Image.fromarray(scan, "L")
+        when = f"{day} {int(rng.integers(8, 18)):02d}:{int(rng.integers(0, 60)):02d}"
+        _overlay(rng, frame, sc, box, when)
+        frame.convert("RGB").save(tmp / "uncropped" / subset / name, quality=90)
+        done.append((label, subset, x1 - x0, y1 - y0))
+    return done
+
+
+# Nodules and images per nodule of the generated set, by profile.
+DEMO_SIZES = {"smoke": (120, 3), "cpu": (300, 6), "full": (1000, 8)}
+
+
+def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int = 0, workers: int | None = None,
+              progress: bool = False) -> dict:
+    """Write a *generated* thyroid-ultrasound-like set (not patient data; no clinical claim rests on
+    it) in the seed's layout, and return its summary::
+
+        root/cropped/{train,test}/<B|M>_<nodule:03d>-<image:04d>-1.0.jpg
+        root/uncropped/{train,test}/<the same names>
+
+    Each image shows one nodule; its uncropped version is a 320x240 scanner frame (a fan of speckle
+    on black, on-screen text, depth ruler, calliper marks), its cropped version the nodule's box with
+    a 10-35% margin, cut from the same scan before the overlay. ~20% of nodules malignant, ~20% of
+    each class in ``test``. Benign nodules lean to round or wider than tall, smooth, iso- or
+    hyperechoic, cystic or spongiform, sometimes with a halo; malignant ones to hypoechoic, taller
+    than wide, lobulated or spiculated, with microcalcifications; every sign overlaps between the
+    classes. RGB JPEGs (quality 90) of grey content. The same arguments give byte-identical files.
+    Written to a temporary sibling folder renamed to ``root`` at the end; a ``root`` holding a set
+    made with the same arguments is returned as is, any other non-empty ``root`` raises ValueError.
+    """
+    root = Path(root)
+    if n_nodules < 2 or images_per_nodule < 1:
+        raise ValueError(f"need n_nodules >= 2 (both classes) and images_per_nodule >= 1, not "
+                         f"{n_nodules}, {images_per_nodule}")
+    params = dict(kind="thyroid", n_nodules=int(n_nodules), images_per_nodule=int(images_per_nodule),
+                  seed=int(seed), version=VERSION)
+    plan = _plan(n_nodules, seed)
+
+    def write(tmp):
+        for variant in VARIANTS:
+            for subset in SUBSETS:
+                (tmp / variant / subset).mkdir(parents=True)
+        jobs = [(tmp, i, label, subset, images_per_nodule, seed) for i, (label, subset) in enumerate(plan)]
+        n_workers = workers or os.cpu_count() or 1
+        if n_workers > 1 and len(jobs) * images_per_nodule > 100 and "tensorflow" not in sys.modules:
+            with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                done = [d for part in pool.map(_write_nodule, jobs, chunksize=4) for d in part]
+        else:
+            done = [d for job in jobs for d in _write_nodule(job)]
+        (tmp / "README.txt").write_text(DESCRIPTION + "Parameters and counts: GENERATED.txt, generated.json.\n")
+        return _demo_summary(root, plan, done, params), DESCRIPTION
+
+    return generated_set(root, params, "a thyroid demo set", write)
+
+
+DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
+               "Drawn by helpers/thyroid.py (numpy speckle, a convex-probe fan, painted nodules) in the\n"
+               "layout and with the file names of the seed project's thyroid ultrasound set: no real\n"
+               "scan and no clinical meaning. Labels are the generator's, not a clinician's.\n")
+
+
+def _demo_summary(root, plan, done, params) -> dict:
+    labels = np.array([d[0] for d in done])
+    sizes = np.array([d[2:] for d in done])
+    counts = {}
+    for variant in VARIANTS:
+        for subset in SUBSETS:
+            n = np.bincount([d[0] for d in done if d[1] == subset], minlength=2)
+            counts[f"{variant}/{subset}"] = {"benign": int(n[0]), "malignant": int(n[1])}
+    return {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
+            "images_per_variant": len(done), "benign": int((labels == 0).sum()),
+            "malignant": int(labels.sum()), "counts": counts, "frame": list(FRAME),
+            "cropped_width_range": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
+            "cropped_height_range": [int(sizes[:, 1].min()), int(sizes[:, 1].max())],
+            "seed": params["seed"], "generated": True}
+
+
+# ---------------------------------------------------------------- where the data are
+
+
+def demo_dir(nodules: int) -> Path:
+    """Where the generated set of that many nodules lives: ``data/demo/thyroid-<N>n`` in the project,
+    or under the environment variable THYROID_DEMO_ROOT when it is set."""
+    from .config import ROOT
+
+    base = Path(os.environ.get("THYROID_DEMO_ROOT", ROOT / "data" / "demo"))
+    return base / f"thyroid-{nodules}n"
+
+
+def resolve_dir(thyroid_dir=None, profile: str = "smoke", seed: int = 0) -> Path:
+    """``thyroid_dir`` as a Path (it must exist); None or "": the generated set of the profile's size
+    (``DEMO_SIZES``), made on first use in :func:`demo_dir`. A generated set there made with other
+    parameters (an older generator, another seed) is replaced; any other folder is never touched."""
+    return given_or_generated(thyroid_dir, profile, DEMO_SIZES, demo_dir,
+                              lambda root, n, per: make_demo(root, n, per, seed=seed), "thyroid data directory",
+                              missing=DataError)
+
+
+def is_generated(root) -> bool:
+    """True for the generated demo set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
+    root = Path(root)
+    return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))
+
+
+def data_label(root) -> str:
+    """"generated demo data" or "real data: <folder>", for titles."""
+    return "generated demo data" if is_generated(root) else f"real data: {Path(root).name}"
+
+
+# ---------------------------------------------------------------- tables and figures
+
+
+def counts_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Images per variant and subset by class, with groups and the malignant share, and a total row
+    per variant when it has several subsets ("-": no such folder)."""
+    rows = []
+    for (variant, subset), part in df.groupby(["variant", "subset"], sort=True):
+        n = np.bincount(part["label"], minlength=2)
+        rows.append({"variant": variant or "-", "subset": subset or "-", "benign": int(n[0]),
+                     "malignant": int(n[1]), "images": len(part), "groups": part["group"].nunique()})
+    table = pd.DataFrame(rows)
+    table["malignant %"] = (100 * table["malignant"] / table["images"]).round(1)
+    return table.set_index(["variant", "subset"])
+
+
+def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None = None):
+    """``n`` benign (top) and ``n`` malignant (bottom) examples, each of another group; where the
+    index has both variants, each example's cropped version beside its uncropped one (same subset
+    and file name). Titled with ``source`` (default: :func:`data_label` of the images' folder)."""
+    import matplotlib.pyplot as plt
+
+    if df.empty:
+        raise ValueError("example_grid got an empty table")
+    if source is None:
+        source = data_label(os.path.commonpath(list(df["path"])))
+    table = df.assign(name=df["path"].map(lambda p: Path(p).name))
+    paired = set(table["variant"]) >= set(VARIANTS)
+    key = ["subset", "name"]
+    if paired:
+        both = table[table["variant"] == "cropped"].merge(table[table["variant"] == "uncropped"], on=key,
+                                                          suffixes=("", "_uncropped"))
+        table = both if len(both) else table
+        paired = len(both) > 0
+    rng = np.random.default_rng(seed)
+    per = 2 if paired else 1
+    fig, axes = plt.subplots(2, n * per, figsize=(1.9 * n * per + 0.6, 4.8), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for label in (0, 1):
+        part = table[table["label"] == label]
+        first = part.groupby("group").nth(0) if len(part) else part
+        pick = first.iloc[rng.permutation(len(first))[:n]]
+        for k, (_, row) in enumerate(pick.iterrows()):
+            paths = [(row["path"], "cropped")]
+            if paired:
+                paths.append((row["path_uncropped"], "uncropped"))
+            elif row["variant"]:
+                paths = [(row["path"], row["variant"])]
+            for j, (path, what) in enumerate(paths):
+                ax = axes[label, k * per + j]
+                with Image.open(path) as im:
+                    ax.imshow(np.asarray(im.convert("RGB")))
+                ax.set_title(f"{CLASSES[label]} {row['group']}\n{what}" if what else
+                             f"{CLASSES[label]} {row['group']}", fontsize=8,
+                             color="#c44e52" if label else "#4c72b0")
+    fig.suptitle(f"Thyroid ultrasound: benign (top) and malignant (bottom) nodules\n({source})", fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,224 @@
+"""The thyroid track's training data and its evaluation across image variants.
+
+Ultrasound images are few and larger than IDC patches, so they are decoded once
+into memory (uint8) and fed from there. Normalisation is per channel, computed
+on the training images only (the seed's ``featurewise_center`` +
+``featurewise_std_normalization``), and lives inside the model as its first
+layer: a saved model carries it to the evaluation code and the web app.
+
+Splits are by nodule (the ``group`` of ``thyroid.build_index``): the cropped and
+uncropped versions of one image, and every image of one nodule, are on the
+same side, so a test score is on nodules the model never saw in any form.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from . import augment as augment_mod
+from . import evaluate, experiment, thyroid
+from .plots import scikitplot, title_with_source
+
+CLASS_NAMES = ["benign", "malignant"]
+VARIANTS = ("cropped", "uncropped")
+# Side of the square the images are resized to, per profile. The seed's is not in its
+# slides; 224 is the backbones' ImageNet size.
+IMAGE_SIZE = {"smoke": 64, "cpu": 128, "full": 224}
+# The domain-shift study (notebook 17) trains a small model longer on smaller images, so
+# that even the smoke run learns enough to show the shift (measured on the smoke set with
+# CancerNet: 8 epochs at 64 px stayed near chance, 20 epochs at 32 px reached AUC 0.86).
+SHIFT_SETTINGS = {"smoke": {"image_size": 32, "epochs": 20, "batch_size": 32},
+                  "cpu": {"image_size": 96, "epochs": 20, "batch_size": 32},
+                  "full": {"image_size": 224, "epochs": 15, "batch_size": 32}}
+
+
+def featurewise_stats(images) -> tuple[list[float], list[float]]:
+    """Per-channel mean and variance of uint8 images (n, h, w, 3), as plain floats."""
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3 or len(x) == 0:
+        raise ValueError(f"expected a non-empty batch of images (n, h, w, 3), got shape {x.shape}")
+    x = x.astype(np.float64)
+    return x.mean(axis=(0, 1, 2)).tolist(), x.var(axis=(0, 1, 2)).tolist()
+
+
+def _variants(which) -> list[str]:
+    chosen = [which] if isinstance(which, str) else list(which)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown image variant {unknown or which!r}; choose from {VARIANTS}")
+    return chosen
+
+
+def make_dataset(images, labels, batch_size: int, shuffle: bool = False, seed: int = 0, augment=None):
+    """(float32 images in [0, 255], one-hot labels) batches from arrays in memory."""
+    import tensorflow as tf
+
+    labels = np.asarray(labels, dtype=np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(images), np.eye(2, dtype=np.float32)[labels]))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+    ds = augment_mod.apply(ds, augment, seed=seed) if augment not in (None, "none") else ds
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_index(root, seed: int = 42, val: float = 0.15, test: float = 0.2) -> tuple[pd.DataFrame, dict]:
+    """Index ``root`` and split it by nodule; returns the table and the index report."""
+    df, report = thyroid.build_index(root)
+    df = thyroid.split(df, val=val, test=test, seed=seed)
+    # evaluate.per_patient and the registry speak of patients; here a patient is a nodule id
+    return df.assign(patient=df["group"]), report
+
+
+def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="seed_both_flips",
+            index: pd.DataFrame | None = None) -> experiment.Data:
+    """Training, validation and test data of one arm of the thyroid track.
+
+    ``train_on``: "cropped", "uncropped" or both (a list); validation comes from the
+    same variants, taken from the training folder by nodule. ``test_on``: the variant
+    the test split shows (default: the first training variant). ``Data.extra`` holds
+    the normalisation for the model build, the arrays, and one test set per variant.
+    """
+    train_variants = _variants(train_on)
+    test_variant = _variants(test_on or train_variants[0])[0]
+    df = index if index is not None else split_index(cfg.data_dir, cfg.seed)[0]
+    fit_rows = df[df["variant"].isin(train_variants) & df["split"].isin(["train", "val"])]
+    test_rows = df[(df["split"] == "test") & df["variant"].isin(VARIANTS)]
+    if fit_rows.empty or not (fit_rows["split"] == "val").any():
+        raise ValueError(f"no training or validation images of variant {train_variants} in {cfg.data_dir}")
+    table = pd.concat([fit_rows, test_rows]).reset_index(drop=True)
+    images = thyroid.load_images(table, image_size)
+    train_mask = (table["split"] == "train").to_numpy()
+    mean, variance = featurewise_stats(images[train_mask])
+
+    def ds(mask, **kw):
+        return make_dataset(images[mask], table.loc[mask, "label"], cfg.batch_size, seed=cfg.seed, **kw)
+
+    tests = {v: ds(((table["split"] == "test") & (table["variant"] == v)).to_numpy()) for v in VARIANTS
+             if ((table["split"] == "test") & (table["variant"] == v)).any()}
+    # Data.part("test") must list the images of data.test, in its order
+    keep = ~((table["split"] == "test") & (table["variant"] != test_variant)).to_numpy()
+    index_out = table[keep].reset_index(drop=True)
+    arm = "+".join(train_variants)
+    note = (f"by nodule; train and validation: {arm} images of the training folder; "
+            f"test: {test_variant} images of held-out nodules; seed {cfg.seed}")
+    return experiment.Data(
+        index=index_out,
+        train=ds(train_mask, shuffle=True, augment=augment),
+        val=ds((table["split"] == "val").to_numpy()),
+        test=tests.get(test_variant), class_weight=_class_weights(table.loc[train_mask, "label"]),
+        split_note=note, image_size=image_size, batch_size=cfg.batch_size,
+        extra={"build": {"normalize": (mean, variance)}, "key": f"{arm}->{test_variant}:{augment}",
+               "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests,
+               "images_train": images[train_mask],
+               "test_images": {v: images[((table["split"] == "test") & (table["variant"] == v)).to_numpy()]
+                               for v in tests},
+               "test_labels": {v: table.loc[(table["split"] == "test") & (table["variant"] == v), "label"]
+                               .to_numpy() for v in tests}},
+    )
+
+
+def _class_weights(labels):
+    from .train import class_weights
+
+    return class_weights(labels)
+
+
+def counts(data: experiment.Data) -> pd.DataFrame:
+    """Images per split and class of one arm (the test row is the variant it tests on)."""
+    table = data.index.groupby(["split", "label"]).size().unstack(fill_value=0)
+    table = table.rename(columns=dict(enumerate(CLASS_NAMES))).reindex(["train", "val", "test"]).fillna(0)
+    table["malignant share"] = (table["malignant"] / table.sum(axis=1)).round(3)
+    return table
+
+
+# --- evaluation across variants ------------------------------------------------
+
+def cross_evaluate(arms: dict, thresholds: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Score each trained arm on each variant's held-out test images.
+
+    ``arms``: name -> (model, Data). Returns one row per (trained on, tested on)
+    with F1 (malignant), balanced accuracy and ROC-AUC at the threshold chosen on
+    the arm's own validation split, and the raw (labels, probabilities) per row
+    for the ROC figure.
+    """
+    rows, curves = [], {}
+    for name, (model, data) in arms.items():
+        threshold = (thresholds or {}).get(name)
+        if threshold is None:
+            y_val, p_val = evaluate.predict(model, data.val)
+            threshold = evaluate.choose_threshold(y_val, p_val)
+        for variant, ds in data.extra["tests"].items():
+            y, p = evaluate.predict(model, ds)
+            s = evaluate.scores(y, p, threshold)
+            label = f"train {name} -> test {variant}"
+            rows.append({"trained on": name, "tested on": variant, "n": s["n"], "malignant": s["positives"],
+                         "threshold": round(float(threshold), 3), "f1": s["f1"],
+                         "balanced_accuracy": s["balanced_accuracy"], "roc_auc": s["roc_auc"]})
+            curves[label] = (y, p)
+    table = pd.DataFrame(rows)
+    return table.round(3), curves
+
+
+def roc_figure(curves: dict, title: str, source: str):
+    """ROC curves of several models or arms on one axes, drawn by scikit-plot.
+
+    ``curves``: label -> (y_true, probability of malignant). scikit-plot colours a
+    curve by class, so every call would draw the same colour: each is recoloured
+    and relabelled after drawing.
+    """
+    import matplotlib.pyplot as plt
+
+    skplt = scikitplot()
+    fig, ax = plt.subplots(figsize=(7.5, 6), layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    ranked = sorted(curves.items(), key=lambda kv: -_auc(*kv[1]))
+    for i, (label, (y, p)) in enumerate(ranked):
+        before = len(ax.lines)
+        p = np.asarray(p, dtype=float)
+        skplt.metrics.plot_roc(np.asarray(y), np.column_stack([1 - p, p]), ax=ax, plot_micro=False,
+                               plot_macro=False, classes_to_plot=[1])
+        for line in ax.lines[before:]:
+            if line.get_linestyle() == "--":  # scikit-plot's chance diagonal, drawn on every call
+                line.remove()
+                continue
+            line.set_color(colours[i % len(colours)])
+            line.set_label(f"{label} (AUC {_auc(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    ax.set(xlabel="false positive rate (benign nodules called malignant)",
+           ylabel="true positive rate (malignant nodules found)", aspect="equal")
+    ax.legend(loc="lower right", fontsize=9)
+    title_with_source(ax, title, source)
+    return fig
+
+
+def _auc(y, p) -> float:
+    y = np.asarray(y)
+    return float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def predictions_on_test(model, data: experiment.Data) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of ``model`` on the arm's own test split."""
+    return evaluate.predict(model, data.test)
+
+
+def test_examples(model, data: experiment.Data, variant: str, n: int = 8, seed: int = 0):
+    """Up to ``n`` test images of ``variant`` (both classes, as balanced as they allow),
+    their labels and the model's probability of malignant, for a Grad-CAM grid."""
+    images, labels = data.extra["test_images"][variant], data.extra["test_labels"][variant]
+    rng = np.random.default_rng(seed)
+    picked = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: n // 2] for c in (0, 1)])
+    x = images[picked].astype("float32")
+    proba = model.predict(x, verbose=0)[:, 1]
+    return x, labels[picked], proba
+
+
+def best_model_path(study, variant: str, output_dir) -> Path:
+    """Where ``study.run_study`` saved the best epoch of a variant's first seed."""
+    seed = int(study.runs.loc[study.runs["variant"] == variant, "seed"].iloc[0])
+    name = study.runs.loc[study.runs["variant"] == variant, "study"].iloc[0]
+    return Path(output_dir) / "runs" / name / f"{variant}_seed{seed}" / "best.keras"

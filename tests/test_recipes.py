@@ -1,0 +1,193 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import pipeline, recipes, stain, train
+from helpers.recipes import INGREDIENTS, RECIPES, Predictor, Recipe, get, with_ingredient
+
+OPTIONS = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version")]
+
+
+def test_the_seed_recipe_is_the_seed_projects_setup():
+    seed = get("seed")
+    assert (seed.name, seed.version) == ("seed", 1)
+    assert seed.model == "cancernet" and seed.head == "flatten"
+    assert seed.bn_momentum == 0.99 and seed.recalibrate_bn == 0
+    assert seed.optimizer == "adagrad" and seed.learning_rate == 0.0282 and seed.schedule == "constant"
+    assert seed.batch_size == 64 and seed.epochs == 20
+    assert seed.class_weight is False and seed.sampling == "natural"
+    assert seed.threshold == "fixed" and seed.monitor == "val_loss" and seed.patience == 5
+    assert seed.augment == "none" and seed.stain == "none" and seed.label_smoothing == 0.0
+    assert seed.tta is False and seed.ensemble == 1 and seed.pretrain == "none"
+
+
+def test_the_seed_model_scales_inputs_to_unit_range_and_flattens():
+    model = recipes.build_member(get("seed"), "cancernet")
+    rescale = model.get_layer("rescale")
+    assert isinstance(rescale, keras.layers.Rescaling) and rescale.scale == pytest.approx(1 / 255)
+    assert model.get_layer("flatten") is not None
+    assert {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
+    gap = recipes.build_member(get("seed+gap_head+bn_fix"), "cancernet")
+    assert isinstance(gap.get_layer("gap"), keras.layers.GlobalAveragePooling2D)
+    assert not any(isinstance(layer, keras.layers.Flatten) for layer in gap.layers)
+    assert {layer.momentum for layer in gap.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+
+
+@pytest.mark.parametrize("ingredient", list(INGREDIENTS))
+def test_each_ingredient_changes_only_its_own_options(ingredient):
+    seed = get("seed")
+    mixed = with_ingredient(seed, ingredient)
+    changed = {k for k in OPTIONS if getattr(mixed, k) != getattr(seed, k)}
+    assert changed == set(INGREDIENTS[ingredient])
+    assert mixed.name == f"seed+{ingredient}" and mixed.version == seed.version
+    assert get(f"seed+{ingredient}") == mixed
+
+
+def test_best_combines_its_ingredients_and_options_override():
+    best = RECIPES["best"]
+    for ingredient in recipes.BEST_INGREDIENTS:
+        for key, value in INGREDIENTS[ingredient].items():
+            assert getattr(best, key) == value
+    assert best.version == recipes.BEST_VERSION
+    short = get("best", epochs=3, ensemble=2)
+    assert short.epochs == 3 and short.ensemble == 2 and short.name == "best"
+    assert get("seed", epochs=None) == get("seed")  # None: not given
+
+
+def test_unknown_names_are_named_in_the_error():
+    with pytest.raises(ValueError, match="'sede'.*seed"):
+        get("sede")
+    with pytest.raises(ValueError, match="'saffron'.*class_weight"):
+        get("seed+saffron")
+    with pytest.raises(ValueError, match="'saffron'"):
+        with_ingredient("seed", "saffron")
+    with pytest.raises(ValueError, match="'colour'"):
+        get("seed", colour=1)
+    with pytest.raises(ValueError, match="'vahadane'"):
+        get("seed", stain="vahadane")
+    with pytest.raises(ValueError, match="'resnet9'"):
+        get("seed", ensemble_models=["resnet9"])
+
+
+def test_recipe_round_trips_through_a_dict():
+    r = get("best", ensemble=3, ensemble_models=["cancernet", "vgg_style"])
+    assert Recipe.from_dict(r.as_dict()) == r
+    assert r.members() == ["cancernet", "vgg_style", "cancernet"]
+
+
+def test_model_json_round_trips_to_an_equal_predictor(tmp_path, rng):
+    recipe = get("seed+tta+stain_reinhard", ensemble=2, ensemble_models=["cancernet", "vgg_style"])
+    members = [(recipes.build_member(recipe, arch), {"file": f"member{m}.keras", "model": arch,
+                                                     "image_size": 50, "seed": 7 + m})
+               for m, arch in enumerate(recipe.members())]
+    images = rng.integers(60, 230, size=(6, 50, 50, 3)).astype(np.uint8)
+    target = stain.fit_target(images, "reinhard")
+    saved = Predictor(members, recipe, stain=target, threshold=0.37, threshold_source="chosen on validation")
+    saved.save(tmp_path)
+    for path in (tmp_path, tmp_path / "model.json", tmp_path / "model.keras"):  # a folder, its json, the usual name
+        loaded = Predictor.load(path)
+        assert loaded.config() == saved.config()
+    assert loaded.recipe == recipe and loaded.tta and loaded.stain == target
+    np.testing.assert_allclose(loaded.predict(images), saved.predict(images), atol=1e-6)
+    assert recipes.read_config(tmp_path / "nothing-here")[0] is None
+
+
+def test_balanced_sampling_gives_even_batches(rng):
+    labels = (np.arange(400) < 40).astype(np.int32)  # 10% positive
+    images = rng.integers(0, 256, size=(400, 50, 50, 3)).astype(np.uint8)
+    ds = pipeline.make_dataset(images=images, labels=labels, batch_size=50, shuffle=True, balance=True, seed=3)
+    seen = np.concatenate([y.numpy() for _, y in ds])
+    assert len(seen) == 400  # an epoch is as long as the data
+    assert 0.42 < seen.mean() < 0.58
+    with pytest.raises(ValueError, match="both classes"):
+        pipeline.make_dataset(images=images[40:], labels=labels[40:], balance=True, shuffle=True)
+
+
+def test_class_weights_are_inverse_frequencies():
+    w = train.class_weights([0] * 75 + [1] * 25)
+    assert w == pytest.approx({0: 100 / (2 * 75), 1: 100 / (2 * 25)})
+
+
+def _he_patches(rng, n, size=50):
+    """Beer-Lambert H&E-like patches: random haematoxylin and eosin amounts per pixel."""
+    h, e = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
+    conc = rng.gamma(2.0, 0.25, size=(n, size, size, 2))
+    od = conc[..., :1] * h + conc[..., 1:] * e
+    return np.clip(240 * np.exp(-od), 0, 255).astype(np.uint8)
+
+
+def _lab_stats(images):
+    from torchstain.numpy.utils import lab_split, rgb2lab
+
+    labs = lab_split(rgb2lab(images.astype(np.float32) / 255))
+    return np.array([[c.mean(), c.std()] for c in labs])
+
+
+def test_reinhard_maps_a_patchs_lab_statistics_to_the_targets(rng):
+    patch = rng.integers(90, 200, size=(1, 50, 50, 3)).astype(np.uint8)
+    target = {"method": "reinhard", "means": [60.0, 15.0, -8.0], "stds": [12.0, 8.0, 6.0]}
+    out = stain.Normalizer(target).normalize(patch)
+    assert out.fallbacks == 0 and out.images.dtype == np.uint8
+    stats = _lab_stats(out.images)
+    np.testing.assert_allclose(stats[:, 0], target["means"], atol=1.0)
+    np.testing.assert_allclose(stats[:, 1], target["stds"], atol=0.6)
+
+
+def test_reinhard_leaves_its_own_target_nearly_unchanged(rng):
+    patches = _he_patches(rng, 16)
+    target = stain.fit_target(patches, "reinhard")
+    tile = stain.mosaic(patches)[None]  # the image the target was fitted on
+    out = stain.Normalizer(target)(tile)
+    assert np.abs(out.astype(int) - tile.astype(int)).mean() < 1.0
+
+
+def test_batched_normalisers_match_torchstain_per_patch(rng):
+    import torchstain
+
+    patches = _he_patches(rng, 6)
+    for method in stain.METHODS:
+        target = stain.fit_target(patches, method)
+        ours = stain.Normalizer(target)(patches)
+        if method == "reinhard":
+            ref = torchstain.normalizers.ReinhardNormalizer(backend="numpy")
+            ref.target_means, ref.target_stds = np.array(target["means"]), np.array(target["stds"])
+            theirs = [ref.normalize(p) for p in patches]
+        else:
+            ref = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+            ref.HERef, ref.maxCRef = np.array(target["stain_matrix"]), np.array(target["max_c"])
+            theirs = [ref.normalize(p, stains=False)[0] for p in patches]
+        assert np.abs(ours.astype(int) - np.stack(theirs).astype(int)).max() <= 1, method
+
+
+def test_macenko_keeps_and_counts_a_white_patch(rng):
+    patches = _he_patches(rng, 3)
+    white = np.full((1, 50, 50, 3), 250, dtype=np.uint8)
+    target = stain.fit_target(patches, "macenko")
+    assert np.array(target["stain_matrix"]).shape == (3, 2) and len(target["max_c"]) == 2
+    out = stain.Normalizer(target).normalize(np.concatenate([patches[:1], white, patches[1:]]))
+    assert out.fallbacks == 1
+    np.testing.assert_array_equal(out.images[1], white[0])
+    assert not np.array_equal(out.images[0], patches[0])
+
+
+def test_the_warmup_schedule_rises_linearly_then_decays():
+    recipe = get("seed+warmup", learning_rate=0.01, epochs=4)
+    schedule = recipes.learning_rate(recipe, steps_per_epoch=10)  # 10 warm-up steps of 40
+    lr = lambda step: float(schedule(step))  # noqa: E731
+    assert lr(0) == pytest.approx(0.0)
+    assert lr(5) == pytest.approx(0.005)
+    assert lr(10) == pytest.approx(0.01)
+    assert lr(25) == pytest.approx(0.005, rel=1e-4)  # half-way down the cosine
+    assert lr(40) == pytest.approx(0.0, abs=1e-7)
+    assert recipes.learning_rate(get("seed"), 10) == 0.0282
+    optimizer = train.make_optimizer("adam", schedule)
+    assert isinstance(optimizer.learning_rate, keras.Variable) or callable(optimizer._learning_rate)
+
+
+def test_describe_lists_every_ingredient_and_what_it_changes():
+    table = recipes.describe()
+    assert list(table.index) == list(INGREDIENTS)
+    assert table.loc["tta", "changes"] == "tta: False -> True"
+    assert table.loc["bn_fix", "in best"] == ("bn_fix" in recipes.BEST_INGREDIENTS)

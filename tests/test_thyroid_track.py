@@ -1,0 +1,135 @@
+"""The thyroid track's data for models, its evaluation across variants, and its study runs."""
+
+import json
+import re
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import cam, compare, config, study, thyroid, thyroid_track
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("thyroid") / "set"
+    thyroid.make_demo(root, n_nodules=30, images_per_nodule=2, seed=0)
+    return root
+
+
+@pytest.fixture
+def cfg(demo, tmp_path):
+    return config.resolve("smoke", data_dir=demo, output_dir=tmp_path / "out", batch_size=16, epochs=1, seed=1)
+
+
+def test_featurewise_stats_exact():
+    x = np.zeros((2, 2, 2, 3), dtype=np.uint8)
+    x[0, ..., 0] = 10
+    x[1, ..., 0] = 30
+    x[..., 2] = 255
+    mean, variance = thyroid_track.featurewise_stats(x)
+    assert mean == [20.0, 0.0, 255.0]
+    assert variance == [100.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"\(n, h, w, 3\).*\(2, 2\)"):
+        thyroid_track.featurewise_stats(np.zeros((2, 2)))
+
+
+def test_prepare_splits_by_nodule_and_normalises_on_training_images_only(cfg):
+    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    index = data.index
+    groups = {s: set(index.loc[index["split"] == s, "group"]) for s in ("train", "val", "test")}
+    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
+    assert not (groups["val"] & groups["test"])
+    assert set(index["variant"]) == {"cropped"}
+    assert set(data.extra["tests"]) == {"cropped", "uncropped"}
+    # the uncropped test images are the same nodules as the cropped ones
+    assert len(data.extra["test_labels"]["uncropped"]) == (index["split"] == "test").sum()
+
+    train_rows = index[index["split"] == "train"]
+    expected = thyroid_track.featurewise_stats(thyroid.load_images(train_rows, 32))
+    np.testing.assert_allclose(data.extra["build"]["normalize"], expected)
+    assert data.extra["images_train"].shape == (len(train_rows), 32, 32, 3)
+
+    x, y = next(iter(data.train))
+    assert x.shape[1:] == (32, 32, 3) and x.dtype == "float32" and y.shape[1] == 2
+    n_test = sum(int(b[1].shape[0]) for b in data.test)
+    assert n_test == (index["split"] == "test").sum() == len(data.part("test"))
+    counts = thyroid_track.counts(data)
+    assert counts[["benign", "malignant"]].to_numpy().sum() == len(index)
+
+
+def test_training_on_both_variants_holds_each_image_twice(cfg):
+    both = thyroid_track.prepare(cfg, 32, train_on=["cropped", "uncropped"], test_on="uncropped")
+    one = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    n = lambda d, s: (d.index["split"] == s).sum()  # noqa: E731
+    assert n(both, "train") == 2 * n(one, "train") and n(both, "val") == 2 * n(one, "val")
+    assert set(both.index.loc[both.index["split"] == "test", "variant"]) == {"uncropped"}
+    assert both.extra["key"] != one.extra["key"]
+
+
+def test_unknown_variant_is_named(cfg):
+    with pytest.raises(ValueError, match="'sideways'"):
+        thyroid_track.prepare(cfg, 32, train_on="sideways")
+
+
+def _mean_brightness_model(size):
+    # A fixed model: malignant probability rises with the image's mean brightness.
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant([[-0.01, 0.01]] * 3))(x)
+    return keras.Model(inputs, keras.layers.Softmax()(x))
+
+
+def test_cross_evaluate_scores_every_arm_on_every_variant(cfg):
+    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    table, curves = thyroid_track.cross_evaluate({"cropped": (_mean_brightness_model(32), data)},
+                                                 thresholds={"cropped": 0.5})
+    assert list(table["tested on"]) == ["cropped", "uncropped"]
+    assert (table["threshold"] == 0.5).all()
+    assert table[["f1", "balanced_accuracy", "roc_auc"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert set(curves) == {"train cropped -> test cropped", "train cropped -> test uncropped"}
+    y, p = curves["train cropped -> test cropped"]
+    assert len(y) == len(p) == table.loc[0, "n"]
+
+    fig = thyroid_track.roc_figure(curves, "title", "generated demo data; test split")
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert len(labels) == 3 and labels[-1] == "chance"
+    assert all(re.search(r"AUC 0\.\d{3}\)$", lab) for lab in labels[:2])
+    assert len({tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+                for line in ax.lines[:2]}) == 2, "each curve its own colour"
+
+
+def test_outcome_grid_names_the_thyroid_classes(cfg):
+    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    model = _mean_brightness_model(32)
+    images, labels, proba = thyroid_track.test_examples(model, data, "uncropped", n=4, seed=0)
+    assert images.shape == (len(labels), 32, 32, 3) and set(labels) <= {0, 1}
+    fig = cam.outcome_grid(images, np.zeros(images.shape[:3]), labels, proba, 0.5, "t", per_group=2,
+                           class_names=thyroid_track.CLASS_NAMES)
+    texts = " ".join(t.get_text() for f in [fig, *fig.subfigs] for t in f.texts) + fig._suptitle.get_text()
+    assert "malignant" in texts and "IDC" not in texts
+
+
+@pytest.mark.slow
+def test_a_thyroid_study_run_is_recorded_as_thyroid_with_a_sidecar(cfg):
+    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    variant = study.Variant("tiny", model="cancernet", image_size=32,
+                            fit={"checkpoint_metrics": ("val_loss", "val_accuracy")})
+    done = study.run_study(cfg, "thyroid_t", "16_thyroid_backbones", [variant], seeds=[0],
+                           prepare=lambda size, augmentation: data)
+    path = thyroid_track.best_model_path(done, "tiny", cfg.output_dir)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["task"] == "thyroid" and sidecar["class_names"] == ["benign", "malignant"]
+    assert sidecar["image_size"] == 32 and sidecar["generated"] is True
+    names = [p.name for p in (path.parent / "checkpoints").glob("*.keras")]
+    assert names and all(re.fullmatch(r"tiny-epoch01-val_loss\d\.\d{4}-val_accuracy[01]\.\d{4}\.keras", n)
+                         for n in names)
+    assert compare.model_runs(cfg.output_dir).empty  # the IDC comparison leaves thyroid runs out
+    thyroid_runs = compare.model_runs(cfg.output_dir, task="thyroid")
+    assert list(thyroid_runs["run"]) == ["thyroid_t_tiny_seed0"]
+    # a rerun with the same data reads the run back instead of training again
+    again = study.run_study(cfg, "thyroid_t", "16_thyroid_backbones", [variant], seeds=[0],
+                            prepare=lambda size, augmentation: data)
+    pd.testing.assert_frame_equal(again.runs, done.runs)

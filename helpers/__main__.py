@@ -1,5 +1,5 @@
 """Command line: ``python -m helpers {index,make-demo,pack,run-all,train,evaluate,bench,make-breakhis-demo,
-pretrain-breakhis,make-thyroid-demo,index-thyroid} ...``."""
+pretrain-breakhis,make-thyroid-demo,index-thyroid,crossval} ...``."""
 
 from __future__ import annotations
 

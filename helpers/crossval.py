@@ -319,3 +319,71 @@ def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int 
     per_fold = pd.concat([r.per_fold.assign(recipe=r.recipe.name) for r in runs], ignore_index=True)
     history = pd.concat([r.history for r in runs], ignore_index=True)
     return Ablation(compare(runs), per_fold, history, runs)
+
+
+# --- what notebook 18 shows -------------------------------------------------------------------
+
+def curves(history: pd.DataFrame) -> pd.DataFrame:
+    """``fold_histories`` in the long form of ``plots.study_curves``: one line per recipe, the
+    band its spread over folds (and ensemble members)."""
+    from .study import long_history
+
+    if history.empty:
+        return pd.DataFrame(columns=["variant", "seed", "epoch", "metric", "split", "value"])
+    parts = [long_history(h.drop(columns=["recipe", "fold", "member"]).reset_index(drop=True), recipe,
+                          10 * fold + member)
+             for (recipe, fold, member), h in history.groupby(["recipe", "fold", "member"], sort=False)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def verdict(table: pd.DataFrame, base: str) -> pd.DataFrame:
+    """Keep or drop each ingredient, from its paired (same folds) differences against ``base``:
+    it helps when F1 and ROC-AUC both rise on average, hurts when both fall, else it is mixed."""
+    rows = []
+    for name, row in table.drop(index=base, errors="ignore").iterrows():
+        f1, auc = row["f1_diff"], row["roc_auc_diff"]
+        call = "keep" if f1 > 0 and auc >= 0 else "drop" if f1 <= 0 and auc <= 0 else "mixed"
+        rows.append({"recipe": name, "F1 difference": round(f1, 3), "sd": round(row["f1_diff_sd"], 3),
+                     "ROC-AUC difference": round(auc, 3), "verdict": call})
+    return pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()
+
+
+def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
+    """Every fold's test predictions of one result, pooled (each patient tested once), in the
+    long form of ``compare.roc_all``."""
+    frames = [pd.read_csv(p) for p in sorted(Path(result.out_dir).glob("fold*/test_predictions.csv"))]
+    if not frames:
+        return pd.DataFrame(columns=["run", "label", "proba", "data", "split"])
+    k = result.settings.get("folds", len(frames))
+    return pd.concat(frames, ignore_index=True)[["label", "proba"]].assign(
+        run=result.recipe.name, data=data_label, split=f"every patient once, {k} folds by patient")
+
+
+TARGET = {"f1_gain": 0.05, "roc_auc": 0.95, "balanced_accuracy": 0.88}
+
+
+def target_check(table: pd.DataFrame, base: str = "seed", best: str = "best") -> pd.DataFrame:
+    """The issue's target for ``best`` against ``base``: mean F1 at least 0.05 above, mean
+    ROC-AUC at least 0.95, mean balanced accuracy above 0.88."""
+    b, s = table.loc[best], table.loc[base]
+    rows = [("mean F1 gain over " + base, b["f1"] - s["f1"], f">= {TARGET['f1_gain']}",
+             b["f1"] - s["f1"] >= TARGET["f1_gain"]),
+            ("mean ROC-AUC", b["roc_auc"], f">= {TARGET['roc_auc']}", b["roc_auc"] >= TARGET["roc_auc"]),
+            ("mean balanced accuracy", b["balanced_accuracy"], f"> {TARGET['balanced_accuracy']}",
+             b["balanced_accuracy"] > TARGET["balanced_accuracy"])]
+    return pd.DataFrame(rows, columns=["criterion", best, "target", "reached"]).round(3).set_index("criterion")
+
+
+def registry_rows(results, notebook_split: str) -> list[dict]:
+    """One registry row per cross-validated recipe: its mean scores over folds (task
+    ``idc_crossval``, so notebook 14's single-split comparison leaves them out)."""
+    rows = []
+    for r in results:
+        f = r.per_fold
+        rows.append({"run": f"crossval_{r.recipe.name}_v{r.recipe.version}", "model": r.recipe.model,
+                     "task": "idc_crossval", "scored_on": notebook_split, "folds": len(f),
+                     **{m: round(float(f[m].mean()), 4) for m in ("f1", "balanced_accuracy", "roc_auc")},
+                     **{f"{m}_sd": round(float(f[m].std(ddof=1)), 4) for m in ("f1", "balanced_accuracy", "roc_auc")},
+                     "train_seconds": round(float(f["wall_seconds"].sum()), 1),
+                     "settings": json.dumps(r.recipe.as_dict(), default=str)})
+    return rows

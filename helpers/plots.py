@@ -246,3 +246,20 @@ def evaluation_plots(y_true, proba, threshold: float, title: str):
     axes[2].set_yticks([0, 1], ["IDC(-)", "IDC(+)"])
     fig.suptitle(title)
     return fig
+
+
+def ablation_bars(table: pd.DataFrame, base: str, title: str, metrics=("f1", "roc_auc")):
+    """Each recipe's paired difference from ``base`` (mean over folds, bar; sd of the per-fold
+    differences, whisker), one panel per metric; the base itself is the zero line."""
+    rows = table.drop(index=base, errors="ignore")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 1.2 + 0.45 * max(len(rows), 2)),
+                             layout="constrained", sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        diff, sd = rows[f"{metric}_diff"].astype(float), rows[f"{metric}_diff_sd"].astype(float)
+        colours = ["tab:green" if d > 0 else "tab:red" for d in diff]
+        ax.barh(rows.index, diff, xerr=sd.fillna(0), color=colours, alpha=0.8, capsize=3)
+        ax.axvline(0, color="black", lw=1)
+        ax.set_title(f"{metric} minus {base}'s (same folds)")
+        ax.invert_yaxis()
+    fig.suptitle(title)
+    return fig

@@ -60,7 +60,7 @@ def _fingerprint(cfg, variant: Variant, seed: int, data_key: str = "") -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def _long_history(history: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
+def long_history(history: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
     rows = []
     for column in history.columns:
         if column == "epoch":
@@ -108,7 +108,7 @@ def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=Non
         for seed in seeds:
             row, history = _run_once(cfg, study, variant, seed, data, size, monitor, patience)
             rows.append(row)
-            histories.append(_long_history(history, variant.name, seed))
+            histories.append(long_history(history, variant.name, seed))
     scored_on = rows[0]["scored_on"] if rows else "val"
     results.record(cfg, notebook, rows, split=f"{scored_on} split, {split_note}")
     return Study(pd.DataFrame(rows), pd.concat(histories, ignore_index=True), split_note)

@@ -170,3 +170,45 @@ def test_an_unknown_ingredient_fails_before_any_training(demo, tmp_path):
     with pytest.raises(ValueError, match="'saffron'"):
         crossval.ablation(demo, base="seed", ingredients=["tta", "saffron"], folds=2, out_dir=tmp_path)
     assert not (tmp_path / "crossval").exists()
+
+
+def test_verdict_target_and_registry_rows_from_a_comparison():
+    base = _result("seed", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8])
+    best = _result("best", [0.6, 0.7, 0.75], [0.9, 0.95, 1.0])
+    worse = _result("seed+adam", [0.4, 0.5, 0.7], [0.7, 0.8, 0.8])
+    table = crossval.compare([base, best, worse])
+    calls = crossval.verdict(table, "seed")
+    assert list(calls.index) == ["best", "seed+adam"]
+    assert list(calls["verdict"]) == ["keep", "drop"]
+    assert calls.loc["best", "F1 difference"] == pytest.approx(0.083, abs=1e-3)
+
+    check = crossval.target_check(table)
+    assert check.loc["mean F1 gain over seed", "best"] == pytest.approx(0.083, abs=1e-3)
+    assert check.loc["mean ROC-AUC", "best"] == pytest.approx(0.95)
+    assert list(check["reached"]) == [True, True, False]  # balanced accuracy is what _result gives
+
+    rows = crossval.registry_rows([base, best], "test folds")
+    assert [r["run"] for r in rows] == ["crossval_seed_v1", "crossval_best_v1"]
+    assert rows[1]["task"] == "idc_crossval" and rows[1]["folds"] == 3
+    assert rows[1]["roc_auc"] == pytest.approx(0.95) and rows[1]["roc_auc_sd"] == pytest.approx(0.05)
+
+
+def test_curves_are_one_line_per_recipe_with_folds_as_the_spread():
+    history = pd.DataFrame({"recipe": ["seed"] * 4, "fold": [0, 0, 1, 1], "member": [0, 0, 0, 0],
+                            "epoch": [0, 1, 0, 1], "loss": [1.0, 0.5, 0.9, 0.4], "val_loss": [1.1, 0.7, 1.0, 0.6]})
+    long = crossval.curves(history)
+    assert set(long["variant"]) == {"seed"} and long["seed"].nunique() == 2
+    val = long[(long["metric"] == "loss") & (long["split"] == "validation")]
+    assert sorted(val["value"]) == [0.6, 0.7, 1.0, 1.1]
+    assert sorted(set(long["epoch"])) == [1, 2]
+    assert crossval.curves(pd.DataFrame()).empty
+
+
+def test_ablation_bars_draw_one_bar_per_ingredient():
+    from helpers import plots
+
+    table = crossval.compare([_result("seed", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8]),
+                              _result("seed+tta", [0.6, 0.6, 0.9], [0.9, 0.8, 0.7])])
+    fig = plots.ablation_bars(table, "seed", "t")
+    bars = [p for p in fig.axes[0].patches]
+    assert len(bars) == 1 and bars[0].get_width() == pytest.approx(0.1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import experiment, models, results, train
+from . import evaluate, experiment, models, results, train
 from .io import atomic_path, write_text
 
 
@@ -143,6 +143,9 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     row["max_val_loss"] = float(np.nanmax(history["val_loss"])) if "val_loss" in history else None
     with atomic_path(run_dir / "best.keras") as tmp:
         best.save(tmp)
+    if assessment["test"] is not None:  # read back by test_predictions: no model reload for a ROC curve
+        evaluate.save_predictions(data.part("test"), assessment["pred"]["test"], run_dir / "test_predictions.csv",
+                                  "test")
     # The sidecar tells the web app (and evaluate) what the saved model expects.
     sidecar = {"model": variant.model, "image_size": size, "threshold": row["threshold"],
                "task": data.extra.get("task", "idc"), "class_names": data.extra.get("class_names"),
@@ -150,3 +153,13 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     write_text(run_dir / "best.json", json.dumps({k: v for k, v in sidecar.items() if v is not None}, indent=2))
     write_text(done, json.dumps({"fingerprint": fingerprint, "row": row}, indent=2, default=float))
     return row, history
+
+
+def test_predictions(study: Study, variant: str, output_dir) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of a variant's first seed on the test split, as its run saved them."""
+    row = study.runs[study.runs["variant"] == variant].iloc[0]
+    path = Path(output_dir) / "runs" / row["study"] / f"{variant}_seed{int(row['seed'])}" / "test_predictions.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no test predictions at {path}: was the study run with a test split?")
+    table = pd.read_csv(path)
+    return table["label"].to_numpy(), table["proba"].to_numpy()

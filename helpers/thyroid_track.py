@@ -201,11 +201,6 @@ def _auc(y, p) -> float:
     return float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
 
-def predictions_on_test(model, data: experiment.Data) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) of ``model`` on the arm's own test split."""
-    return evaluate.predict(model, data.test)
-
-
 def test_examples(model, data: experiment.Data, variant: str, n: int = 8, seed: int = 0):
     """Up to ``n`` test images of ``variant`` (both classes, as balanced as they allow),
     their labels and the model's probability of malignant, for a Grad-CAM grid."""

@@ -4,6 +4,7 @@ import json
 import re
 
 import keras
+from sklearn.metrics import roc_auc_score
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,6 +127,9 @@ def test_a_thyroid_study_run_is_recorded_as_thyroid_with_a_sidecar(cfg):
     names = [p.name for p in (path.parent / "checkpoints").glob("*.keras")]
     assert names and all(re.fullmatch(r"tiny-epoch01-val_loss\d\.\d{4}-val_accuracy[01]\.\d{4}\.keras", n)
                          for n in names)
+    y, p = study.test_predictions(done, "tiny", cfg.output_dir)
+    assert len(y) == len(p) == len(data.part("test")) and set(y) <= {0, 1}
+    assert done.runs.loc[0, "roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-3)
     assert compare.model_runs(cfg.output_dir).empty  # the IDC comparison leaves thyroid runs out
     thyroid_runs = compare.model_runs(cfg.output_dir, task="thyroid")
     assert list(thyroid_runs["run"]) == ["thyroid_t_tiny_seed0"]

@@ -114,9 +114,13 @@ def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=Non
     return Study(pd.DataFrame(rows), pd.concat(histories, ignore_index=True), split_note)
 
 
+def _run_dir(output_dir, study: str, variant: str, seed: int) -> Path:
+    return Path(output_dir) / "runs" / study / f"{variant}_seed{seed}"
+
+
 def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     run = f"{study}_{variant.name}_seed{seed}"
-    run_dir = Path(cfg.output_dir) / "runs" / study / f"{variant.name}_seed{seed}"
+    run_dir = _run_dir(cfg.output_dir, study, variant.name, seed)
     done = run_dir / "done.json"
     fingerprint = _fingerprint(cfg, variant, seed, data.extra.get("key", ""))
     if done.is_file():
@@ -155,10 +159,15 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     return row, history
 
 
+def run_path(study: Study, variant: str, output_dir) -> Path:
+    """The folder of a variant's first-seed run (where ``_run_once`` keeps its files)."""
+    row = study.runs[study.runs["variant"] == variant].iloc[0]
+    return _run_dir(output_dir, row["study"], variant, int(row["seed"]))
+
+
 def test_predictions(study: Study, variant: str, output_dir) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) of a variant's first seed on the test split, as its run saved them."""
-    row = study.runs[study.runs["variant"] == variant].iloc[0]
-    path = Path(output_dir) / "runs" / row["study"] / f"{variant}_seed{int(row['seed'])}" / "test_predictions.csv"
+    path = run_path(study, variant, output_dir) / "test_predictions.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no test predictions at {path}: was the study run with a test split?")
     table = pd.read_csv(path)

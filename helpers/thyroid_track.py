@@ -54,16 +54,14 @@ def _variants(which) -> list[str]:
 
 
 def make_dataset(images, labels, batch_size: int, shuffle: bool = False, seed: int = 0, augment=None):
-    """(float32 images in [0, 255], one-hot labels) batches from arrays in memory."""
-    import tensorflow as tf
+    """(float32 images in [0, 255], one-hot labels) batches from arrays in memory; a seeded
+    augmentation runs batch by batch in one thread (``augment.apply``), so a rerun repeats."""
+    from . import pipeline
 
-    labels = np.asarray(labels, dtype=np.int64)
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(images), np.eye(2, dtype=np.float32)[labels]))
-    if shuffle:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
-    ds = augment_mod.apply(ds, augment, seed=seed) if augment not in (None, "none") else ds
-    return ds.prefetch(tf.data.AUTOTUNE)
+    images = np.asarray(images)
+    ds = pipeline.make_dataset(images=images, labels=labels, batch_size=batch_size, image_size=images.shape[1],
+                               shuffle=shuffle, seed=seed, one_hot=True)
+    return augment_mod.apply(ds, augment, seed=seed) if augment not in (None, "none") else ds
 
 
 def split_index(root, seed: int = 42, val: float = 0.15, test: float = 0.2) -> tuple[pd.DataFrame, dict]:
@@ -83,6 +81,8 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
     the test split shows (default: the first training variant). ``Data.extra`` holds
     the normalisation for the model build, the arrays, and one test set per variant.
     """
+    from .train import class_weights
+
     train_variants = _variants(train_on)
     test_variant = _variants(test_on or train_variants[0])[0]
     df = index if index is not None else split_index(cfg.data_dir, cfg.seed)[0]
@@ -110,7 +110,7 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
         index=index_out,
         train=ds(train_mask, shuffle=True, augment=augment),
         val=ds((table["split"] == "val").to_numpy()),
-        test=tests.get(test_variant), class_weight=_class_weights(table.loc[train_mask, "label"]),
+        test=tests.get(test_variant), class_weight=class_weights(table.loc[train_mask, "label"]),
         split_note=note, image_size=image_size, batch_size=cfg.batch_size,
         extra={"build": {"normalize": (mean, variance)}, "key": f"{arm}->{test_variant}:{augment}",
                "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests,
@@ -120,12 +120,6 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
                "test_labels": {v: table.loc[(table["split"] == "test") & (table["variant"] == v), "label"]
                                .to_numpy() for v in tests}},
     )
-
-
-def _class_weights(labels):
-    from .train import class_weights
-
-    return class_weights(labels)
 
 
 def counts(data: experiment.Data) -> pd.DataFrame:
@@ -214,6 +208,6 @@ def test_examples(model, data: experiment.Data, variant: str, n: int = 8, seed: 
 
 def best_model_path(study, variant: str, output_dir) -> Path:
     """Where ``study.run_study`` saved the best epoch of a variant's first seed."""
-    seed = int(study.runs.loc[study.runs["variant"] == variant, "seed"].iloc[0])
-    name = study.runs.loc[study.runs["variant"] == variant, "study"].iloc[0]
-    return Path(output_dir) / "runs" / name / f"{variant}_seed{seed}" / "best.keras"
+    from .study import run_path
+
+    return run_path(study, variant, output_dir) / "best.keras"

@@ -441,6 +441,23 @@ def test_recalibrated_batchnorm_matches_the_real_statistics():
     assert fresh > 0.9 and fresh > stale
 
 
+def test_recalibration_averages_the_batch_statistics_exactly():
+    from helpers import train
+
+    keras.utils.set_random_seed(1)
+    x = np.random.default_rng(3).uniform(0, 255, (80, 16, 16, 3)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(80))).batch(32)  # 32, 32 and a partial 16
+    model = build_model("cancernet", image_size=16)
+    probe = keras.Model(model.inputs, model.get_layer("block1_relu1").output)
+    batches = [np.asarray(probe(x[i:i + 32], training=True)).reshape(-1, 32) for i in (0, 32, 64)]
+    for _ in range(2):  # the second call reuses the traced graph
+        assert train.recalibrate_batchnorm(model, ds, batches=5) == 3
+        bn = model.get_layer("block1_bn1")
+        np.testing.assert_allclose(np.asarray(bn.moving_mean), np.mean([b.mean(0) for b in batches], 0), rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(bn.moving_variance), np.mean([b.var(0) for b in batches], 0),
+                                   rtol=1e-3)
+
+
 def test_batchnorm_layers_skip_a_frozen_pretrained_backbone(trained_mobilenet):
     from helpers import train
 

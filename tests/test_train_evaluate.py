@@ -69,6 +69,19 @@ def test_fit_learns_and_writes_checkpoint_history_and_summary(tmp_path):
     assert not (tmp_path / "run" / "backup").exists(), "the backup is removed after a finished run"
 
 
+def test_the_train_step_is_traced_once(monkeypatch):
+    # An optimizer built inside the first trace makes tf.function trace the step twice:
+    # minutes per run for the big backbones.
+    model = train.compile_model(tiny_model(), "adam")
+    assert model.optimizer.built and len(model.optimizer.variables) > 2
+    traced = []
+    step = model.train_step
+    monkeypatch.setattr(model, "train_step", lambda data: traced.append(1) or step(data))
+    ds, _ = separable(n=64)
+    model.fit(ds, epochs=2, verbose=0)
+    assert len(traced) == 1
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     ds, _ = separable()
     val, _ = separable(seed=1)

@@ -1024,7 +1024,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
 
     counts = {name: int((where == name).sum()) for name in SPLITS if (where == name).any()}
     model = models.build_model(model_name, image_size=size, weights=weights,
-                               fine_tune_at=None if weights is None else 0)
+                               fine_tune_at=None if weights is None else 0, seed=cfg.seed)
     run_dir = Path(cfg.output_dir) / "runs" / stem
     val = dataset("val")
     result = train.fit(model, dataset("train", shuffle=True), val, run_dir, epochs=settings["epochs"],

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PROFILES = {
-    "smoke": dict(epochs=2, batch_size=64, sample_size=2000, image_size=50, weights=None,
+    "smoke": dict(epochs=2, batch_size=64, sample_size=1000, image_size=50, weights=None,
                   demo_patients=40, seeds=1),
     "cpu": dict(epochs=10, batch_size=128, sample_size=20_000, image_size=50, weights=None,
                 demo_patients=60, seeds=2),

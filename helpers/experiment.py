@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, pipeline, splits
+from . import evaluate, hardware, pipeline, splits
 from .data import cached_index
 
 
@@ -87,11 +87,12 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     for name in ("train", "val"):
         if not (index["split"] == name).any():
             raise ValueError(f"the {name} split is empty ({note}); check the data or the lists")
+    batch = hardware.global_batch(cfg.batch_size)  # per replica in the profile; the pipeline's is global
     data = Data(index=index, train=None, val=None, test=None, class_weight={}, split_note=note,
-                image_size=image_size, preprocess=preprocess, batch_size=cfg.batch_size)
+                image_size=image_size, preprocess=preprocess, batch_size=batch)
     train_part = data.part("train")
     data.class_weight = _weights(train_part["label"])
-    data.train = pipeline.make_dataset(train_part, batch_size=cfg.batch_size, image_size=image_size,
+    data.train = pipeline.make_dataset(train_part, batch_size=batch, image_size=image_size,
                                        preprocess=preprocess, one_hot=True, shuffle=True,
                                        seed=cfg.seed, cache=True, augment=augment)
     data.val = data.dataset("val")
@@ -165,7 +166,7 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
     done = run_dir / "model.keras"
     if done.is_file():
         return keras.models.load_model(done), data
-    model = models.build_model(model_name, image_size=size)
+    model = models.build_model(model_name, image_size=size, seed=cfg.seed)
     result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
                        seed=cfg.seed, train_patches=len(data.part("train")))
@@ -212,7 +213,7 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     size = models.input_size(model_name, image_size)
     data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name),
                         split_dir=split_dir, augment=augment)
-    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at,
+    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at, seed=seed,
                                **(build or {}))
     result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,

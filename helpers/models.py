@@ -32,6 +32,8 @@ from typing import Callable
 import keras
 from keras import layers
 
+from . import hardware
+
 BACKBONE = "backbone"
 # Momentum of the BatchNormalization layers this module creates (Keras' default is
 # 0.99). predict() normalises with moving statistics that start at mean 0 / variance 1
@@ -273,7 +275,7 @@ def count_params(model) -> dict:
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
 
 
-def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=None, **kwargs):
+def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=None, seed=None, **kwargs):
     """Build model ``name`` of ``MODELS`` for 2 classes (softmax; column 1 = IDC).
 
     image_size   side of the square input; None = the model's default size.
@@ -291,6 +293,8 @@ def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=
                  (cancernet's first block is 5 layers, as the seed's fine_tune_at=5).
     dropout      rate of a Dropout before the final Dense; None = the model's own
                  default (0.5 for vgg_style and cancernet, none for the backbones).
+    seed         seeds Keras' random state before the build: the same seed, the same
+                 initial weights, whatever ran before in the process. None: left as is.
     **kwargs     passed to the builder, e.g. ``alpha=0.35`` for mobilenet_v2 or
                  ``filters=(16, 32, 64, 128, 128)`` for vgg_style.
 
@@ -301,11 +305,14 @@ def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=
     if size < spec.min_size:
         raise ValueError(f"model {name!r} needs image_size >= {spec.min_size}, got {size}")
     path = _weights_path(name, spec, weights)
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
     build = lambda: spec.builder(size, weights=weights if weights == "imagenet" else None,  # noqa: E731
                                  pretrained=weights is not None, dropout=dropout, **kwargs)
-    model = build()
-    if path is not None:
-        _load_weights_file(model, spec, path, donor=build)
+    with hardware.strategy().scope():  # a no-op on one device; mirrored variables on several
+        model = build()
+        if path is not None:
+            _load_weights_file(model, spec, path, donor=build)
     _freeze(model, spec, fine_tune_at, pretrained=weights is not None)
     return model
 

@@ -33,6 +33,9 @@ def setup(seed: int | None = None, tensorflow: bool = False) -> None:
                                 "savefig.bbox": "tight", "image.interpolation": "nearest"})
     if tensorflow:
         import_tensorflow_quietly()
+        from . import hardware
+
+        hardware.setup()  # mixed precision and XLA on a GPU; IDC_MIXED_PRECISION / IDC_XLA override
     if seed is not None:
         seed_everything(seed)
 

@@ -143,6 +143,10 @@ def make_dataset(
     """
     tf = _tf()
     auto = tf.data.AUTOTUNE
+    if shuffle or balance:
+        # tf.data pairs an op's seed with TensorFlow's global seed, so the same ``seed``
+        # would shuffle differently after an earlier run had set the global one.
+        tf.random.set_seed(seed)
     if (df is None) == (images is None):
         raise ValueError("give either df (PNG files) or images (a packed array), not both")
     if df is not None:
@@ -153,8 +157,9 @@ def make_dataset(
             (df["path"].to_numpy(dtype=str), df["label"].to_numpy(dtype=np.int32)))
         if shuffle and not cache:  # file names shuffle cheaply before decoding
             ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(lambda p, y: (decode_png(p, tf), y), num_parallel_calls=auto,
-                    deterministic=not shuffle)
+        # deterministic: in-order results (decoding still runs in parallel), or a rerun with
+        # the same seed would batch other patches together and end with other metrics.
+        ds = ds.map(lambda p, y: (decode_png(p, tf), y), num_parallel_calls=auto, deterministic=True)
     else:
         labels = np.asarray(labels, dtype=np.int32)
         n = len(labels)
@@ -172,15 +177,20 @@ def make_dataset(
         x = tf.cast(x, tf.float32)
         if image_size != PATCH:
             x = tf.image.resize(x, (image_size, image_size), method="bilinear")
-        if augment is not None:  # on [0, 255] images, before a backbone's own scaling
-            x = augment(x, training=True) if hasattr(augment, "call") else augment(x)
-        if preprocess is not None:
-            x = preprocess(x)
-        if one_hot:
-            y = tf.one_hot(y, 2)
         return x, y
 
+    def finish(x, y):
+        if preprocess is not None:
+            x = preprocess(x)
+        return x, tf.one_hot(y, 2) if one_hot else y
+
     ds = ds.batch(batch_size).map(to_float, num_parallel_calls=auto)
+    if augment is not None:  # on [0, 255] images, before a backbone's own scaling
+        # One thread: parallel calls race for the augmentation's seed counter, and a
+        # seeded run would not repeat (see augment.apply).
+        layer = augment
+        ds = ds.map(lambda x, y: (layer(x, training=True) if hasattr(layer, "call") else layer(x), y))
+    ds = ds.map(finish, num_parallel_calls=auto)
     return ds.prefetch(auto)
 
 

@@ -234,9 +234,9 @@ def build_member(recipe: Recipe, arch: str, weights=None):
 
 def datasets(recipe: Recipe, arch: str, train_xy, val_xy, seed: int):
     """(train, validation) tf.data pipelines from uint8 arrays for member ``arch``."""
-    from . import augment, models, pipeline
+    from . import augment, hardware, models, pipeline
 
-    common = dict(batch_size=recipe.batch_size, image_size=models.input_size(arch),
+    common = dict(batch_size=hardware.global_batch(recipe.batch_size), image_size=models.input_size(arch),
                   preprocess=models.preprocess_for(arch), one_hot=True)
     train_ds = pipeline.make_dataset(images=train_xy[0], labels=train_xy[1], shuffle=True, seed=seed,
                                      augment=augment.by_name(recipe.augment, seed=seed),

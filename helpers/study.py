@@ -129,7 +129,7 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
             print(f"{run}: finished earlier with these settings, read back")
             return saved["row"], train.read_history(run_dir)
     print(f"{run}: training")
-    model = models.build_model(variant.model, image_size=size, **{**data.extra.get("build", {}), **variant.build})
+    model = models.build_model(variant.model, image_size=size, seed=seed, **{**data.extra.get("build", {}), **variant.build})
     fit_options = {"optimizer": "adam", **variant.fit}
     result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=variant.name,
                        class_weight=data.class_weight, seed=seed, monitor=monitor, patience=patience,

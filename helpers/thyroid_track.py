@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from . import augment as augment_mod
-from . import evaluate, experiment, thyroid
+from . import evaluate, experiment, hardware, thyroid
 from .plots import scikitplot, title_with_source
 
 CLASS_NAMES = ["benign", "malignant"]
@@ -97,7 +97,8 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
     mean, variance = featurewise_stats(images[train_mask])
 
     def ds(mask, **kw):
-        return make_dataset(images[mask], table.loc[mask, "label"], cfg.batch_size, seed=cfg.seed, **kw)
+        return make_dataset(images[mask], table.loc[mask, "label"], hardware.global_batch(cfg.batch_size), seed=cfg.seed,
+                            **kw)
 
     tests = {v: ds(((table["split"] == "test") & (table["variant"] == v)).to_numpy()) for v in VARIANTS
              if ((table["split"] == "test") & (table["variant"] == v)).any()}
@@ -112,7 +113,7 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
         train=ds(train_mask, shuffle=True, augment=augment),
         val=ds((table["split"] == "val").to_numpy()),
         test=tests.get(test_variant), class_weight=class_weights(table.loc[train_mask, "label"]),
-        split_note=note, image_size=image_size, batch_size=cfg.batch_size,
+        split_note=note, image_size=image_size, batch_size=hardware.global_batch(cfg.batch_size),
         extra={"build": {"normalize": (mean, variance)}, "key": f"{arm}->{test_variant}:{augment}",
                "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests,
                "images_train": images[train_mask],

@@ -68,25 +68,31 @@ def class_weights(labels) -> dict[int, float]:
 
 
 def compile_model(model, optimizer="adam", learning_rate=None, label_smoothing: float = 0.0,
-                  optimizer_options: dict | None = None):
+                  optimizer_options: dict | None = None, xla: bool | None = None):
     """Compile with categorical cross-entropy and the metrics every run logs.
 
-    The optimizer's slots are built here, outside fit(): built lazily inside the first
-    traced train step, they make tf.function trace the step a second time (measured:
-    ResNet50 at 32 px: the first epoch 34 s -> 15 s).
+    ``xla`` None: the hardware's choice (``hardware.current().xla``: on with a GPU).
+    Compiled under the model's distribution strategy, so that the optimizer's slots
+    are mirrored like its weights. The slots are built here, outside fit(): built lazily
+    inside the first traced train step, they make tf.function trace the step a second
+    time (ResNet50 at 32 px: the first epoch 34 s -> 15 s).
     """
     import keras
 
-    model.compile(
-        optimizer=(make_optimizer(optimizer, learning_rate, **(optimizer_options or {}))
-                   if isinstance(optimizer, str) else optimizer),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                 keras.metrics.AUC(name="auc"),
-                 keras.metrics.Precision(class_id=1, name="precision"),
-                 keras.metrics.Recall(class_id=1, name="recall")],
-    )
-    model.optimizer.build(model.trainable_variables)
+    from . import hardware
+
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=(make_optimizer(optimizer, learning_rate, **(optimizer_options or {}))
+                       if isinstance(optimizer, str) else optimizer),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                     keras.metrics.AUC(name="auc"),
+                     keras.metrics.Precision(class_id=1, name="precision"),
+                     keras.metrics.Recall(class_id=1, name="recall")],
+            jit_compile=hardware.current().xla if xla is None else bool(xla),
+        )
+        model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -263,14 +269,15 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
         optimizer="adam", learning_rate=None, class_weight=None, label_smoothing: float = 0.0,
         monitor: str = "val_auc", patience: int = 5, seed: int = 42, train_patches: int | None = None,
         extra_callbacks=(), verbose: int = 2, optimizer_options: dict | None = None,
-        recalibrate_bn: int = 20, checkpoint_metrics=None) -> TrainResult:
+        recalibrate_bn: int = 20, checkpoint_metrics=None, xla: bool | None = None) -> TrainResult:
     """Compile and train ``model``; everything the run writes goes to ``run_dir``.
 
     Run it again with the same ``run_dir`` after an interruption (a crash, a
     closed laptop, a Colab timeout) and it resumes at the epoch after the last
     one finished. ``verbose=2`` prints one line per epoch: progress bars would
     redraw into an executed notebook and bloat it. ``recalibrate_bn`` training
-    batches refresh the BatchNorm statistics before each validation.
+    batches refresh the BatchNorm statistics before each validation. ``xla`` None:
+    the hardware's choice (see ``hardware``); False turns XLA off on a GPU.
     """
     import keras
 
@@ -286,7 +293,7 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
         (run_dir / "history.csv").unlink(missing_ok=True)
         for old in (run_dir / "checkpoints").glob("*.keras"):
             old.unlink()
-    compile_model(model, optimizer, learning_rate, label_smoothing, optimizer_options)
+    compile_model(model, optimizer, learning_rate, label_smoothing, optimizer_options, xla=xla)
     # BatchNorm statistics recomputed before every validation (and so before every
     # checkpoint): 0 turns it off, to see the problem it solves (notebook 08).
     extra = ([_recalibrate_callback(train_ds, recalibrate_bn)] if recalibrate_bn else []) + list(extra_callbacks)

@@ -59,3 +59,19 @@ def test_variant_names_must_be_unique(tmp_path, small_demo):
     cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path)
     with pytest.raises(ValueError, match="unique"):
         study.run_study(cfg, "s", "nb", [Variant("a"), Variant("a")])
+
+
+# A rerun with the same seed repeats the metrics within this tolerance (measured: identical
+# to the last digit on 2 CPU cores; the tolerance leaves room for other CPUs' kernels).
+RERUN_TOLERANCE = 0.02
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_metrics_on_a_rerun(small_demo, tmp_path):
+    runs = []
+    for out in ("first", "second"):
+        cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path / out, sample_size=300, epochs=2)
+        runs.append(study.run_study(cfg, "rerun", "test", [Variant("augmented", augment="seed_both_flips")],
+                                    seeds=[7]).runs.iloc[0])
+    for metric in ("val_f1", "val_balanced_accuracy", "f1", "balanced_accuracy", "roc_auc"):
+        assert abs(runs[0][metric] - runs[1][metric]) <= RERUN_TOLERANCE, (metric, runs[0][metric], runs[1][metric])

@@ -1,0 +1,146 @@
+"""The GPU switches: mixed precision, XLA and a tf.distribute strategy, picked from the
+hardware and each one overridable.
+
+On a GPU, mixed precision (float16 compute, float32 variables and a float32 softmax,
+see ``models._classify``) and XLA are on by default; on a CPU both are off, because
+float16 arithmetic is emulated there and XLA's compile time never pays back in a
+teaching run. The strategy is a TPU strategy on a Colab TPU, MirroredStrategy on
+several GPUs and TensorFlow's default strategy otherwise.
+
+``setup()`` (called by ``notebook.setup(tensorflow=True)``) applies the choice once
+per process; the environment variables ``IDC_MIXED_PRECISION`` and ``IDC_XLA``
+(``0`` or ``1``) override it without editing a notebook, e.g. on Colab. Models built by
+``models.build_model`` are created under the strategy's scope, ``train.compile_model``
+compiles under it with the XLA choice, and ``global_batch`` scales a per-replica batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str  # "tpu", "gpu" or "cpu"
+    gpus: int
+    mixed_precision: bool
+    xla: bool
+    strategy: str  # "tpu", "mirrored" or "default"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_current: Settings | None = None
+_strategy = None
+
+
+def _flag(value, env: str, default: bool) -> bool:
+    """An explicit value wins, then the environment variable, then the hardware's default."""
+    if value is not None:
+        return bool(value)
+    raw = os.environ.get(env, "").strip().lower()
+    if raw in ("", "auto"):
+        return default
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"{env}={os.environ[env]!r}: use 1 or 0 (or leave it unset for the hardware's default)")
+
+
+def choose(gpus: int, tpu: bool = False, mixed_precision=None, xla=None) -> Settings:
+    """The settings for a machine with ``gpus`` GPUs (and a TPU or not); pure, no TensorFlow."""
+    if gpus < 0:
+        raise ValueError(f"gpus must be 0 or more, got {gpus}")
+    device = "tpu" if tpu else "gpu" if gpus else "cpu"
+    accelerated = device != "cpu"
+    strategy = "tpu" if tpu else "mirrored" if gpus > 1 else "default"
+    return Settings(device=device, gpus=gpus,
+                    mixed_precision=_flag(mixed_precision, "IDC_MIXED_PRECISION", accelerated),
+                    # Keras turns XLA off under a distribution strategy; so do we, to say so.
+                    xla=_flag(xla, "IDC_XLA", accelerated) and strategy == "default",
+                    strategy=strategy)
+
+
+def _tpu_resolver():
+    """A TPU cluster resolver on a Colab or Cloud TPU, else None."""
+    import tensorflow as tf
+
+    if not (os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME")):
+        return None
+    try:
+        return tf.distribute.cluster_resolver.TPUClusterResolver()
+    except (ValueError, RuntimeError):
+        return None
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy called ``name`` ("tpu", "mirrored" or "default")."""
+    import tensorflow as tf
+
+    if name == "tpu":
+        resolver = _tpu_resolver()
+        if resolver is None:
+            raise RuntimeError("a TPU strategy was asked for, but no TPU answers (COLAB_TPU_ADDR / TPU_NAME)")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "mirrored":
+        # Every GPU; on a machine without one, every logical CPU device (how the tests
+        # run it: one CPU split in two).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"unknown strategy {name!r}; choose tpu, mirrored or default")
+
+
+def setup(mixed_precision=None, xla=None, strategy: str | None = None) -> Settings:
+    """Detect the hardware, apply the choice and remember it; returns the settings.
+
+    Call before building models: the mixed-precision policy applies to layers created
+    after it. ``strategy`` forces one ("mirrored" on logical CPU devices, for tests).
+    """
+    global _current, _strategy
+    import keras
+    import tensorflow as tf
+
+    resolver = _tpu_resolver() if strategy in (None, "tpu") else None
+    settings = choose(len(tf.config.list_physical_devices("GPU")), resolver is not None, mixed_precision, xla)
+    if strategy is not None:
+        settings = Settings(**{**settings.as_dict(), "strategy": strategy,
+                               "xla": settings.xla and strategy == "default"})
+    keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
+    _strategy = make_strategy(settings.strategy)
+    _current = settings
+    return settings
+
+
+def current() -> Settings:
+    """The settings in force (``setup()`` with the defaults on first use)."""
+    return _current if _current is not None else setup()
+
+
+def strategy():
+    """The strategy in force; models and optimizers are created in its scope."""
+    current()
+    return _strategy
+
+
+def replicas() -> int:
+    return int(strategy().num_replicas_in_sync)
+
+
+def global_batch(per_replica: int) -> int:
+    """The batch the input pipeline makes: ``per_replica`` examples for each replica."""
+    if per_replica < 1:
+        raise ValueError(f"batch size must be at least 1, got {per_replica}")
+    return int(per_replica) * replicas()
+
+
+def describe() -> str:
+    s = current()
+    return (f"device {s.device} ({s.gpus} GPU), mixed precision {'on' if s.mixed_precision else 'off'}, "
+            f"XLA {'on' if s.xla else 'off'}, strategy {s.strategy} ({replicas()} replica(s))")

@@ -11,9 +11,10 @@ KERNEL   := idc-notebooks
 # TensorFlow build: the GPU one where an NVIDIA driver answers, else the CPU one.
 TF_EXTRA ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 PYTEST_ARGS ?=
-# Two test processes: most of a notebook test is start-up (kernel, TensorFlow, model
-# builds), which a second process overlaps on a 2-core machine. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+# Three test processes on a 2-core machine: a notebook test waits on its kernel's start-up
+# and file writes, and with two processes the cores sat idle a fifth of the time (user CPU
+# 33.8 min in 21.1 min of wall time). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 APP_PORT ?= 5000
 OUTPUTS  ?=
 # The browser test drives Debian's chromium: Playwright's own browser download is not reachable everywhere.

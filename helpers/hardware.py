@@ -17,7 +17,7 @@ compiles under it with the XLA choice, and ``global_batch`` scales a per-replica
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,6 @@ class Settings:
     mixed_precision: bool
     xla: bool
     strategy: str  # "tpu", "mirrored" or "default"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 _current: Settings | None = None
@@ -50,13 +47,14 @@ def _flag(value, env: str, default: bool) -> bool:
     raise ValueError(f"{env}={os.environ[env]!r}: use 1 or 0 (or leave it unset for the hardware's default)")
 
 
-def choose(gpus: int, tpu: bool = False, mixed_precision=None, xla=None) -> Settings:
-    """The settings for a machine with ``gpus`` GPUs (and a TPU or not); pure, no TensorFlow."""
+def choose(gpus: int, tpu: bool = False, mixed_precision=None, xla=None, strategy: str | None = None) -> Settings:
+    """The settings for a machine with ``gpus`` GPUs (and a TPU or not); pure, no TensorFlow.
+    ``strategy`` None: the hardware's."""
     if gpus < 0:
         raise ValueError(f"gpus must be 0 or more, got {gpus}")
     device = "tpu" if tpu else "gpu" if gpus else "cpu"
     accelerated = device != "cpu"
-    strategy = "tpu" if tpu else "mirrored" if gpus > 1 else "default"
+    strategy = strategy or ("tpu" if tpu else "mirrored" if gpus > 1 else "default")
     return Settings(device=device, gpus=gpus,
                     mixed_precision=_flag(mixed_precision, "IDC_MIXED_PRECISION", accelerated),
                     # Keras turns XLA off under a distribution strategy; so do we, to say so.
@@ -108,10 +106,8 @@ def setup(mixed_precision=None, xla=None, strategy: str | None = None) -> Settin
     import tensorflow as tf
 
     resolver = _tpu_resolver() if strategy in (None, "tpu") else None
-    settings = choose(len(tf.config.list_physical_devices("GPU")), resolver is not None, mixed_precision, xla)
-    if strategy is not None:
-        settings = Settings(**{**settings.as_dict(), "strategy": strategy,
-                               "xla": settings.xla and strategy == "default"})
+    settings = choose(len(tf.config.list_physical_devices("GPU")), resolver is not None, mixed_precision, xla,
+                      strategy)
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
     _strategy = make_strategy(settings.strategy)
     _current = settings

@@ -186,10 +186,11 @@ def make_dataset(
 
     ds = ds.batch(batch_size).map(to_float, num_parallel_calls=auto)
     if augment is not None:  # on [0, 255] images, before a backbone's own scaling
+        from . import augment as augment_mod
+
         # One thread: parallel calls race for the augmentation's seed counter, and a
         # seeded run would not repeat (see augment.apply).
-        layer = augment
-        ds = ds.map(lambda x, y: (layer(x, training=True) if hasattr(layer, "call") else layer(x), y))
+        ds = augment_mod.apply(ds, augment, seed=seed, parallel=False)
     ds = ds.map(finish, num_parallel_calls=auto)
     return ds.prefetch(auto)
 

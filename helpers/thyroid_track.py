@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import augment as augment_mod
 from . import evaluate, experiment, hardware, thyroid
 from .plots import scikitplot, title_with_source
 
@@ -60,9 +59,9 @@ def make_dataset(images, labels, batch_size: int, shuffle: bool = False, seed: i
     from . import pipeline
 
     images = np.asarray(images)
-    ds = pipeline.make_dataset(images=images, labels=labels, batch_size=batch_size, image_size=images.shape[1],
-                               shuffle=shuffle, seed=seed, one_hot=True)
-    return augment_mod.apply(ds, augment, seed=seed) if augment not in (None, "none") else ds
+    return pipeline.make_dataset(images=images, labels=labels, batch_size=batch_size, image_size=images.shape[1],
+                                 shuffle=shuffle, seed=seed, one_hot=True,
+                                 augment=None if augment in (None, "none") else augment)
 
 
 def split_index(root, seed: int = 42, val: float = 0.15, test: float = 0.2) -> tuple[pd.DataFrame, dict]:
@@ -96,9 +95,10 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
     train_mask = (table["split"] == "train").to_numpy()
     mean, variance = featurewise_stats(images[train_mask])
 
+    batch = hardware.global_batch(cfg.batch_size)
+
     def ds(mask, **kw):
-        return make_dataset(images[mask], table.loc[mask, "label"], hardware.global_batch(cfg.batch_size), seed=cfg.seed,
-                            **kw)
+        return make_dataset(images[mask], table.loc[mask, "label"], batch, seed=cfg.seed, **kw)
 
     tests = {v: ds(((table["split"] == "test") & (table["variant"] == v)).to_numpy()) for v in VARIANTS
              if ((table["split"] == "test") & (table["variant"] == v)).any()}
@@ -113,7 +113,7 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
         train=ds(train_mask, shuffle=True, augment=augment),
         val=ds((table["split"] == "val").to_numpy()),
         test=tests.get(test_variant), class_weight=class_weights(table.loc[train_mask, "label"]),
-        split_note=note, image_size=image_size, batch_size=hardware.global_batch(cfg.batch_size),
+        split_note=note, image_size=image_size, batch_size=batch,
         extra={"build": {"normalize": (mean, variance)}, "key": f"{arm}->{test_variant}:{augment}",
                "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests,
                "images_train": images[train_mask],

@@ -153,10 +153,9 @@ def recalibrate_batchnorm(model, dataset, batches: int = 20) -> int:
             for total, (mean, variance) in zip(sums, step(x)):
                 total[0] += mean.numpy()
                 total[1] += variance.numpy()
-        for (mean, variance), layer in zip(sums, layers):
-            if seen:
-                layer.moving_mean.assign(mean / seen)
-                layer.moving_variance.assign(variance / seen)
+        for (mean, variance), layer in zip(sums, layers if seen else []):
+            layer.moving_mean.assign(mean / seen)
+            layer.moving_variance.assign(variance / seen)
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum

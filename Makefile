@@ -30,7 +30,7 @@ help:
 	@echo "make test-fast   unit tests only"
 	@echo "make lab         JupyterLab on notebooks/"
 	@echo "make data        generate the demo data set for PROFILE"
-	@echo "make bench       images/s of the input pipelines"
+	@echo "make bench       the full-size set's table (DATA_DIR=...: input pipelines on that folder)"
 	@echo "make app         web app on http://127.0.0.1:5000: upload an image, see its class and Grad-CAM"
 	@echo "                 (APP_PORT=5000, OUTPUTS=dir: where the saved models are)"
 	@echo "make browser     install Debian's chromium for the app's browser test (as root)"
@@ -68,7 +68,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: setup
-	$(PY) -m helpers bench $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)")
+	$(PY) -m helpers bench $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)",--full)
 
 app: setup
 	$(PY) -m helpers.app --port $(APP_PORT) $(if $(strip $(OUTPUTS)),--outputs "$(OUTPUTS)")

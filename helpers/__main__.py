@@ -21,14 +21,20 @@ def _index(args) -> int:
 
 
 def _make_demo(args) -> int:
-    from .config import PROFILES, demo_dir, ensure_demo
-    from .demo import make_demo
+    from .config import PROFILES, demo_dir, ensure_demo, full_demo_dir
+    from .demo import full_demo, make_demo
 
+    if args.full:  # the real set's size and class counts: minutes on 2 cores, ~1.5 GB of PNG files
+        root = args.dir or full_demo_dir()
+        print(f"writing the full-size generated set (277,524 patches) to {root}", file=sys.stderr)
+        summary = full_demo(root, seed=args.seed, workers=args.workers)
+        print(json.dumps({k: str(v) if k == "root" else v for k, v in summary.items()}, indent=2))
+        return 0
     if args.profile not in PROFILES:
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(PROFILES)}")
     patients = args.patients or PROFILES[args.profile]["demo_patients"]
     if args.dir:
-        summary = make_demo(args.dir, n_patients=patients, seed=args.seed, progress=True)
+        summary = make_demo(args.dir, n_patients=patients, seed=args.seed, progress=True, workers=args.workers)
     else:  # the project's own demo folder: a stale generated set there is replaced
         summary = ensure_demo(demo_dir(patients), patients, seed=args.seed)
     print(json.dumps({k: str(v) if k == "root" else v for k, v in summary.items()}, indent=2))
@@ -188,7 +194,7 @@ def _pretrain_breakhis(args) -> int:
 def _bench(args) -> int:
     from .bench import main
 
-    return main(args.data_dir, sample=args.sample)
+    return main(args.data_dir, sample=args.sample, full_set=args.full)
 
 
 def main(argv=None) -> int:
@@ -206,6 +212,9 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="smoke", help="take the patient count from this profile")
     p.add_argument("--patients", type=int, help="number of patients (overrides the profile)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--full", action="store_true",
+                   help="the real set's size: 277,524 patches of 279 patients (198,738 negative, 78,786 positive)")
+    p.add_argument("--workers", type=int, help="processes drawing patients (default: one per core)")
     p.set_defaults(func=_make_demo)
 
     p = sub.add_parser("pack", help="decode a data directory once into OUT.npy + OUT.csv")
@@ -276,7 +285,9 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", type=int, default=2, help="Keras: 2 one line per epoch, 0 silent")
     p.set_defaults(func=_crossval)
 
-    p = sub.add_parser("bench", help="images/s of the input pipelines")
+    p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")
+    p.add_argument("--full", action="store_true", help="the whole-set table on the full-size generated set "
+                   "(made on first use, ~1.5 GB), or on --data-dir")
     p.add_argument("--data-dir", default=None, help="default: ../shared/data/idc-sample, else the demo set")
     p.add_argument("--sample", type=int, default=None, help="use at most this many patches")
     p.set_defaults(func=_bench)

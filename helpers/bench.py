@@ -1,16 +1,26 @@
 """``make bench``: measured speeds of the input pipelines, side by side, in one run.
 
+``full()`` (``make bench``) measures the whole data set's scale on the full-size generated
+set (``make-demo --full``: 277,524 patches, made on first use): indexing, packing, reloading,
+memory, tf.data images/s from PNG and from the pack, and CancerNet seconds per epoch, with
+and without the input pipeline. ``measure()`` (``make bench DATA_DIR=...``) compares the
+input pipelines on any folder.
+
 Figures are measured, never asserted in tests: a shared 2-core machine is noisy.
-Each rate is the best of ``repeats`` full passes after one warm-up pass (the
+In ``measure`` each rate is the best of ``repeats`` full passes after one warm-up pass (the
 warm-up also fills the OS file cache, so every method reads from memory).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .config import ROOT
 
@@ -64,20 +74,128 @@ def measure(data_dir, sample: int | None = None, batch_size: int = 256, repeats:
     return rows
 
 
-def main(data_dir=None, sample: int | None = None) -> int:
+def _peak_gb() -> float:
+    """This process's peak resident memory so far (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _drain_rate(ds, n: int) -> float:
+    start = time.perf_counter()
+    for _ in ds:
+        pass
+    return n / (time.perf_counter() - start)
+
+
+def _step_seconds(model, ds, steps: int) -> float:
+    """Seconds per training step of ``model`` on ``ds`` (repeated), after a traced warm-up."""
+    model.fit(ds, steps_per_epoch=5, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    return (time.perf_counter() - start) / steps
+
+
+def full(data_dir=None, steps: int = 150, batch_size: int = 64, seed: int = 0) -> list[tuple[str, str, str]]:
+    """(measure, value, target or note) rows on the full-size generated set (or ``data_dir``)."""
+    from . import hardware, models, pipeline, train
+    from .config import full_demo_dir
+    from .demo import FULL, full_demo
+    from .index import build_index
+    from .splits import split_by_patient
+
+    rows = []
+    if data_dir is None:
+        data_dir = full_demo_dir()
+        start = time.perf_counter()
+        summary = full_demo(data_dir, seed=seed)
+        took = time.perf_counter() - start
+        made = "already there" if took < 30 else f"generated in {took / 60:.1f} min"
+        rows.append(("data", f"{summary['patches']:,} patches, {summary['patients']} patients "
+                     f"({summary['negatives']:,} negative, {summary['positives']:,} positive)",
+                     f"generated (make-demo --full), {made}"))
+    start = time.perf_counter()
+    df, report = build_index(data_dir)
+    seconds = time.perf_counter() - start
+    n = len(df)
+    rows.append(("index all files", f"{seconds:.1f} s ({report.files_seen / seconds:,.0f} files/s)", "< 60 s"))
+    if data_dir == full_demo_dir() and n != FULL["negatives"] + FULL["positives"]:
+        raise RuntimeError(f"{data_dir} holds {n} patches, not the full set's {FULL['negatives'] + FULL['positives']}")
+
+    with tempfile.TemporaryDirectory(dir=Path(data_dir).parent) as tmp:
+        start = time.perf_counter()
+        pipeline.pack(df, Path(tmp) / "full", progress=False)
+        seconds = time.perf_counter() - start
+        rows.append(("pack into the array file", f"{seconds:.1f} s ({n / seconds:,.0f} img/s)", "PIL decode, one core"))
+        start = time.perf_counter()
+        images, table = pipeline.load_pack(Path(tmp) / "full", mmap=False)
+        rows.append(("reload the pack into memory", f"{time.perf_counter() - start:.1f} s", "< 10 s"))
+    labels = table["label"].to_numpy()
+    rows.append(("the whole set in memory (uint8)", f"{images.nbytes / 1e9:.2f} GB", "< 4 GB"))
+
+    png = pipeline.make_dataset(df, batch_size=256)
+    rows.append(("tf.data from PNG, one pass", f"{_drain_rate(png, n):,.0f} img/s", "decode in parallel"))
+    del png
+    packed = pipeline.make_dataset(images=images, labels=labels, batch_size=256)
+    rows.append(("tf.data from the pack, one pass", f"{_drain_rate(packed, n):,.0f} img/s", ""))
+    del packed
+
+    # One CancerNet training epoch over the training patients (70% by patient), extrapolated
+    # from ``steps`` steps: fed by the real input pipeline (shuffled pack), and by one batch
+    # held in memory, which is the model's own speed. Their gap is what the input costs.
+    split = split_by_patient(table, val=0.15, test=0.15, seed=seed)["split"].to_numpy()
+    train_idx = np.flatnonzero(split == "train")
+    per_epoch = math.ceil(len(train_idx) / batch_size)
+    model = models.build_model("cancernet", seed=seed)
+    train.compile_model(model, "adagrad", 0.0282)
+    x, y = images[train_idx], labels[train_idx]
+    fed = pipeline.make_dataset(images=x, labels=y, batch_size=hardware.global_batch(batch_size), shuffle=True,
+                                seed=seed, one_hot=True).repeat()
+    with_input = _step_seconds(model, fed, steps)
+    del fed, x, y
+    import tensorflow as tf
+
+    one = next(iter(pipeline.make_dataset(images=images[:batch_size], labels=labels[:batch_size],
+                                          batch_size=batch_size, one_hot=True)))
+    alone = _step_seconds(model, tf.data.Dataset.from_tensors(one).repeat(), steps)
+    rows.append(("CancerNet epoch, fed by the pack",
+                 f"{with_input * per_epoch:,.0f} s ({batch_size / with_input:,.0f} img/s)",
+                 f"{per_epoch:,} steps of {batch_size} ({len(train_idx):,} training patches), from {steps} steps"))
+    rows.append(("CancerNet epoch, model alone", f"{alone * per_epoch:,.0f} s ({batch_size / alone:,.0f} img/s)",
+                 f"input pipeline's share: {max(0.0, 1 - alone / with_input):.0%}"))
+    rows.append(("peak memory of this process", f"{_peak_gb():.2f} GB", "the set, the pack's copy in tf.data, the model"))
+    return rows
+
+
+def print_table(rows, header=("measure", "value", "target / note")) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(f"{str(v):<{w}}" for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    print(line(header))
+    print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    for r in rows:
+        print(line(r))
+
+
+def main(data_dir=None, sample: int | None = None, full_set: bool = False) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if not data_dir:
+    if not data_dir and not full_set:
         if SHARED_SAMPLE.is_dir():
             data_dir = SHARED_SAMPLE
         else:
             from .config import resolve
 
             data_dir = resolve("smoke").data_dir
+    if full_set:
+        print_table(full(None if data_dir is None else data_dir))
+        print(f"({os.cpu_count()} CPU cores; {_machine()})")
+        return 0
     rows = measure(data_dir, sample=sample)
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print("-" * (width + 20))
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_table(rows, header=("measure", "value"))
     print(f"({os.cpu_count()} CPU cores; best of 2 passes after a warm-up)")
     return 0
+
+
+def _machine() -> str:
+    import platform
+
+    from . import hardware
+
+    return f"{platform.processor() or platform.machine()}, {hardware.describe()}"

@@ -60,6 +60,11 @@ def demo_dir(patients: int = PROFILES["smoke"]["demo_patients"]) -> Path:
     return base / f"idc-{patients}p"
 
 
+def full_demo_dir() -> Path:
+    """Where ``make-demo --full`` and ``make bench`` keep the full-size generated set."""
+    return demo_dir().parent / "idc-full"
+
+
 def is_generated(data_dir) -> bool:
     return (Path(data_dir) / "GENERATED.txt").is_file()
 

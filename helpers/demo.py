@@ -11,6 +11,10 @@ annotator's outline, so boundary patches are ambiguous; healthy tissue has look-
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,8 @@ PATCH = 50
 SUB = 10  # pixels per sample of the slide-level maps: 5x5 samples per cell
 FIRST_ID = 90001  # real patient ids are below 20000: no collision
 VERSION = 1  # part of the stored parameters: bump it when the pictures change
+# The Kaggle set "Breast Histopathology Images": what ``make-demo --full`` reproduces in size.
+FULL = {"patients": 279, "negatives": 198_738, "positives": 78_786}
 
 # Optical-density directions of haematoxylin and eosin, fitted (Macenko) to real patches.
 _H = np.array([0.56, 0.72, 0.40])
@@ -48,8 +54,9 @@ def _field(rng, shape, sigma):
     return (a - a.mean()) / (a.std() + 1e-6)
 
 
-def _slide(rng, n_target, tumour_frac, cut):
-    """Everything drawn once per patient: layout, labels, slide-level maps, look-alikes, stain, border."""
+def _slide(rng, n_target, tumour_frac, cut, exact=False):
+    """Everything drawn once per patient: layout, labels, slide-level maps, look-alikes, stain, border.
+    ``exact``: exactly ``n_target`` patches, ``round(tumour_frac * n_target)`` of them IDC-positive."""
     aspect, k = rng.uniform(0.7, 1.4), PATCH // SUB
     n_cells = n_target / 0.5 + 12
     cols = max(6, round(np.sqrt(n_cells * aspect)))
@@ -64,6 +71,11 @@ def _slide(rng, n_target, tumour_frac, cut):
     tissue += 0.55 * _field(rng, sub, 2.0 * k)
     thr = np.quantile(cell(tissue), 1 - min(0.95, n_target / (rows * cols)))
     is_patch = cell(np.float32(tissue > thr)) > 0.5
+    if exact:  # the n_target cells most covered by tissue (ties: the deeper inside)
+        order = np.lexsort((-cell(tissue).ravel(), -cell(np.float32(tissue > thr)).ravel()))
+        is_patch = np.zeros(rows * cols, bool)
+        is_patch[order[:n_target]] = True
+        is_patch = is_patch.reshape(rows, cols)
 
     # Tumour: contiguous blobs grown from 1-3 seeds; the label is the region, decided on
     # the cell's mean score, while the pixels' own outline wanders through the cells.
@@ -75,6 +87,11 @@ def _slide(rng, n_target, tumour_frac, cut):
     t_thr = np.sort(cell(score)[is_patch])[::-1][n_pos - 1] if n_pos > 0 else np.inf
     m = dict(tissue=tissue, thr=thr, score=score, t_thr=t_thr, is_patch=is_patch)
     m["label"] = is_patch & (cell(score) >= t_thr)
+    if exact:  # by rank, so that ties cannot add a positive
+        ranked = np.flatnonzero(is_patch)[np.argsort(-cell(score)[is_patch], kind="stable")]
+        m["label"] = np.zeros(rows * cols, bool)
+        m["label"][ranked[:n_pos]] = True
+        m["label"] = m["label"].reshape(rows, cols)
 
     m["theta"] = rng.uniform(0, np.pi) + 1.2 * _field(rng, is_patch.shape, 3.0)  # collagen direction drifts
     m["bend"], m["eosin"] = 3.0 * _field(rng, sub, 1.0), _field(rng, sub, 3.0)
@@ -201,9 +218,9 @@ def _render(rng, m, rr, cc):
     return img
 
 
-def _patient(rng, n_target, tumour_frac, cut, chunk=500):
+def _patient(rng, n_target, tumour_frac, cut, chunk=500, exact=False):
     """Yield (row, col, label, uint8 RGB patch) of one patient; chunks bound the memory of big slides."""
-    m = _slide(rng, n_target, tumour_frac, cut)
+    m = _slide(rng, n_target, tumour_frac, cut, exact)
     rr, cc = np.nonzero(m["is_patch"])
     for start in range(0, len(rr), chunk):
         s = slice(start, start + chunk)
@@ -211,42 +228,111 @@ def _patient(rng, n_target, tumour_frac, cut, chunk=500):
             yield r, c, int(m["label"][r, c]), patch[:h, :w]
 
 
+def _fractions(q):
+    """Tumour share by quantile of patients: many have little tumour, a few are mostly tumour
+    (about 28% positive overall, as in the real set)."""
+    return np.interp(q, [0, 0.15, 0.5, 0.8, 0.88, 1.0], [0.0, 0.05, 0.2, 0.45, 0.85, 0.95])
+
+
 def _plan(n_patients, seed, patches_scale):
     """Set-level draws (sizes, tumour fractions, cut slides), stratified so that small sets vary too."""
     rng = np.random.default_rng([seed, 999_999])
     q = (rng.permutation(n_patients) + rng.random(n_patients)) / n_patients
-    # Many patients have little tumour, a few are mostly tumour: about 28% positive overall.
-    frac = np.interp(q, [0, 0.15, 0.5, 0.8, 0.88, 1.0], [0.0, 0.05, 0.2, 0.45, 0.85, 0.95])
+    frac = _fractions(q)
     sizes = np.clip(rng.lognormal(np.log(100), 0.9, n_patients), 40, 800) * patches_scale
     cut = np.zeros(n_patients, bool)
     cut[rng.permutation(n_patients)[: max(1, round(0.3 * n_patients))]] = True
     return np.maximum(1, sizes.round()).astype(int), frac, cut
 
 
-def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False) -> dict:
+def _apportion(total: int, weights, caps) -> np.ndarray:
+    """Integers near ``total * weights / sum(weights)``, each at most its cap, adding up to ``total``
+    exactly (largest remainders first)."""
+    weights, caps = np.asarray(weights, float), np.asarray(caps, int)
+    if caps.sum() < total:
+        raise ValueError(f"cannot place {total} items under caps adding up to {caps.sum()}")
+    share = total * weights / weights.sum()
+    out = np.minimum(np.floor(share).astype(int), caps)
+    while out.sum() < total:
+        room = out < caps
+        gap = np.where(room, share - out, -np.inf)
+        out[np.argmax(gap)] += 1
+    return out
+
+
+def _plan_exact(n_patients, negatives, positives, seed):
+    """Like ``_plan``, with patch counts that add up to exactly ``negatives`` and ``positives``.
+    Patches per patient spread as in the real set (a long right tail: a few dozen to a few
+    thousand; the median patient about 0.8 of the mean)."""
+    rng = np.random.default_rng([seed, 888_888])
+    total = negatives + positives
+    if n_patients < 1 or negatives < 0 or positives < 0 or total < n_patients:
+        raise ValueError(f"need at least one patch per patient: {n_patients} patients, "
+                         f"{negatives} negatives, {positives} positives")
+    sizes = _apportion(total, np.clip(rng.lognormal(0, 0.7, n_patients), 0.06, 4.0), np.full(n_patients, total))
+    sizes = np.maximum(sizes, 1)
+    sizes[np.argmax(sizes)] -= sizes.sum() - total  # the floor of one patch may have added a few
+    q = (rng.permutation(n_patients) + rng.random(n_patients)) / n_patients
+    frac = _fractions(q)
+    pos = _apportion(positives, sizes * np.where(frac < 0.02, 0, frac) + 1e-9, sizes)  # ~6% without IDC
+    cut = np.zeros(n_patients, bool)
+    cut[rng.permutation(n_patients)[: max(1, round(0.3 * n_patients))]] = True
+    return sizes, pos / sizes, cut
+
+
+def _write_patient(job) -> list[tuple[int, bool]]:
+    """Draw and write one patient's patches under ``tmp``; (label, is small) per patch."""
+    tmp, seed, i, size, frac, cut, exact = job
+    pid, done = str(FIRST_ID + i), []
+    for r, c, lab, patch in _patient(np.random.default_rng([seed, i]), size, frac, cut, exact=exact):
+        (tmp / pid / str(lab)).mkdir(parents=True, exist_ok=True)  # no empty label folders
+        name = f"{pid}/{lab}/{pid}_idx5_x{1 + PATCH * c}_y{1 + PATCH * r}_class{lab}.png"
+        Image.fromarray(np.ascontiguousarray(patch), "RGB").save(tmp / name)
+        done.append((lab, patch.shape[:2] != (PATCH, PATCH)))
+    return done
+
+
+def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, counts=None,
+              workers: int | None = 1) -> dict:
     """Write a *generated* IDC-like demo set (not patient data; no clinical claim rests on it) under
     ``root``; return ``{"root", "patients", "patches", "positives", "negatives", "small_patches", "seed",
     "generated": True}``. The same arguments give byte-identical files; ``patches_scale`` multiplies
-    every patient's patch count. The set is written to a temporary sibling folder, renamed to ``root``
-    at the end (an interrupted run leaves no half set). A ``root`` holding a set made with the same
-    arguments is returned as is; any other non-empty ``root`` raises ``ValueError``."""
+    every patient's patch count; ``counts=(negatives, positives)`` fixes the set's exact class counts
+    instead (``full_demo``). ``workers`` processes draw patients in parallel (None: one per core);
+    the files do not depend on it. The set is written to a temporary sibling folder, renamed to
+    ``root`` at the end (an interrupted run leaves no half set). A ``root`` holding a set made with
+    the same arguments is returned as is; any other non-empty ``root`` raises ``ValueError``."""
     root = Path(root)
     if n_patients < 1 or patches_scale <= 0:
         raise ValueError(f"n_patients must be >= 1 and patches_scale > 0, not {n_patients}, {patches_scale}")
     params = dict(n_patients=int(n_patients), seed=int(seed), patches_scale=float(patches_scale),
                   version=VERSION)
-    sizes, fracs, cuts = _plan(n_patients, seed, patches_scale)
-    ids = tqdm(range(n_patients), desc="demo patients", unit="patient") if progress else range(n_patients)
+    if counts is None:
+        sizes, fracs, cuts = _plan(n_patients, seed, patches_scale)
+    else:
+        params["counts"] = [int(c) for c in counts]
+        sizes, fracs, cuts = _plan_exact(n_patients, *params["counts"], seed)
 
     def write(tmp):
-        done = []  # (label, is small) per patch
-        for i in ids:
-            pid = str(FIRST_ID + i)
-            for r, c, lab, patch in _patient(np.random.default_rng([seed, i]), sizes[i], fracs[i], cuts[i]):
-                (tmp / pid / str(lab)).mkdir(parents=True, exist_ok=True)  # no empty label folders
-                name = f"{pid}/{lab}/{pid}_idx5_x{1 + PATCH * c}_y{1 + PATCH * r}_class{lab}.png"
-                Image.fromarray(np.ascontiguousarray(patch), "RGB").save(tmp / name)
-                done.append((lab, patch.shape[:2] != (PATCH, PATCH)))
+        jobs = [(tmp, int(seed), i, int(sizes[i]), float(fracs[i]), bool(cuts[i]), counts is not None)
+                for i in range(n_patients)]
+        bar = tqdm(total=int(sizes.sum()), desc="demo patches", unit="patch", disable=not progress,
+                   smoothing=0.05)
+        n_workers = workers or os.cpu_count() or 1
+        done = []
+        # fork is cheap and safe while TensorFlow (and its threads) is not loaded
+        if n_workers > 1 and n_patients > 1 and "tensorflow" not in sys.modules:
+            with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                parts = pool.map(_write_patient, jobs)
+                for part in parts:
+                    done += part
+                    bar.update(len(part))
+        else:
+            for job in jobs:
+                part = _write_patient(job)
+                done += part
+                bar.update(len(part))
+        bar.close()
         pos, small = np.sum(done, axis=0, dtype=int).tolist() if done else (0, 0)
         summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
                    "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}
@@ -255,3 +341,10 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False) ->
                          "the Kaggle IDC patches: no real tissue; no clinical claim rests on it.\n")
 
     return generated_set(root, params, "a demo set", write)
+
+
+def full_demo(root, seed=0, workers=None, progress=True) -> dict:
+    """The generated set at the real set's size (``FULL``: 277,524 patches of 279 patients, exactly
+    198,738 negative and 78,786 positive), in minutes on 2 cores; the benchmark's data."""
+    return make_demo(root, n_patients=FULL["patients"], seed=seed, progress=progress,
+                     counts=(FULL["negatives"], FULL["positives"]), workers=workers)

@@ -150,11 +150,11 @@ def test_empty_target_folder_is_used(tmp_path):
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     real, calls = demo._patient, []
 
-    def failing(*args):
+    def failing(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(demo, "_patient", failing)
     with pytest.raises(KeyboardInterrupt):
@@ -196,3 +196,43 @@ def test_learnable_but_not_trivial(default_set):
     pred = model.predict(x[held_out], batch_size=256, verbose=0).argmax(1)
     score = balanced_accuracy_score(y[held_out], pred)
     assert 0.65 < score < 0.98, score
+
+
+# --- exact class counts: the full-size set's plan, tested small (the full set is the benchmark's) ---
+
+def test_full_plan_adds_up_to_the_real_sets_counts():
+    sizes, fracs, cuts = demo._plan_exact(demo.FULL["patients"], demo.FULL["negatives"], demo.FULL["positives"], 0)
+    positives = np.round(fracs * sizes).astype(int)
+    assert len(sizes) == 279
+    assert sizes.sum() == 277_524
+    assert positives.sum() == 78_786 and (sizes - positives).sum() == 198_738
+    assert (positives <= sizes).all() and sizes.min() >= 1
+    # a long right tail, as in the real set: dozens to thousands of patches per patient
+    assert sizes.min() < 300 and sizes.max() > 2000 and np.median(sizes) < sizes.mean()
+    assert 5 <= (positives == 0).sum() <= 40  # some patients without IDC, most with some
+    assert cuts.sum() == round(0.3 * 279)
+
+
+def test_apportion_is_exact_and_respects_caps():
+    out = demo._apportion(10, [1, 1, 1], [10, 10, 2])
+    assert out.tolist() == [4, 4, 2]
+    assert demo._apportion(7, [3, 1], [10, 10]).tolist() == [5, 2]
+    with pytest.raises(ValueError, match="cannot place 30"):
+        demo._apportion(30, [1, 1], [10, 10])
+
+
+def test_exact_counts_in_parallel_match_one_process(tmp_path):
+    kwargs = dict(n_patients=5, seed=3, counts=(700, 260))
+    one = make_demo(tmp_path / "one", workers=1, **kwargs)
+    two = make_demo(tmp_path / "two", workers=2, **kwargs)
+    rows = scan(tmp_path / "one")
+    assert one["negatives"] == 700 and one["positives"] == 260 and one["patches"] == 960
+    assert sum(r[1] for r in rows) == 260 and len(rows) == 960
+    assert len({r[0] for r in rows}) == 5
+    assert {k: v for k, v in one.items() if k != "root"} == {k: v for k, v in two.items() if k != "root"}
+    assert digest(tmp_path / "one") == digest(tmp_path / "two")
+
+
+def test_exact_counts_refuse_too_few_patches(tmp_path):
+    with pytest.raises(ValueError, match="at least one patch per patient"):
+        make_demo(tmp_path / "x", n_patients=5, counts=(2, 1))

@@ -10,6 +10,10 @@ that a CNN can learn as a shortcut for "border patch".
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,22 +56,44 @@ def load_arrays(df: pd.DataFrame, progress: bool = False) -> tuple[np.ndarray, n
 
 # --- packed form -------------------------------------------------------------
 
-def pack(df: pd.DataFrame, path, progress: bool = True) -> Path:
+def pack(df: pd.DataFrame, path, progress: bool = True, workers: int | None = None, chunk: int = 4096) -> Path:
     """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and
     ``<path>.csv`` (the index rows, in the same order). Both are written
-    atomically: an interrupted pack leaves the previous pack, or none."""
+    atomically: an interrupted pack leaves the previous pack, or none.
+    ``workers`` processes decode in parallel (None: one per core), each into its
+    own rows of the file."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
+    paths = df["path"].astype(str).tolist()
+    workers = workers or os.cpu_count() or 1
     with atomic_path(npy) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(df), PATCH, PATCH, 3))
-        for i, p in enumerate(tqdm(df["path"], disable=not progress, desc="pack", unit="img")):
-            out[i] = load_patch(p)
-        out.flush()
-        del out
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(df), PATCH, PATCH, 3))
+        del out  # the header is written; the rows are filled below
+        chunks = [(tmp, start, paths[start:start + chunk]) for start in range(0, len(paths), chunk)]
+        bar = tqdm(total=len(paths), disable=not progress, desc="pack", unit="img")
+        if workers > 1 and len(chunks) > 1:
+            # fork is cheap, but forking a process whose TensorFlow runtime is up can hang
+            method = "spawn" if "tensorflow" in sys.modules else "fork"
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+                for done in pool.map(_pack_rows, chunks):
+                    bar.update(done)
+        else:
+            for chunk in chunks:
+                bar.update(_pack_rows(chunk))
+        bar.close()
     with atomic_path(table) as tmp:
         df.drop(columns=["split"], errors="ignore").to_csv(tmp, index=False)
     return npy
+
+
+def _pack_rows(job) -> int:
+    """Decode ``paths`` into rows ``start...`` of the pack file being written."""
+    file, start, paths = job
+    out = np.load(file, mmap_mode="r+")
+    for i, p in enumerate(paths):
+        out[start + i] = load_patch(p)
+    out.flush()
+    return len(paths)
 
 
 def load_pack(path, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
@@ -165,7 +191,11 @@ def make_dataset(
         n = len(labels)
         if len(images) != n:
             raise ValueError(f"{len(images)} images but {n} labels")
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        # Row numbers stand in for the images until a batch is formed (see _gather): TensorFlow
+        # never copies the array, which may be the whole 2 GB set. Shuffling and balancing
+        # row numbers gives the same order as shuffling the images themselves.
+        ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), labels))
+        cache = False
     if cache:  # cache uint8 patches, before resizing: 4x smaller than float32
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if balance:
@@ -184,7 +214,10 @@ def make_dataset(
             x = preprocess(x)
         return x, tf.one_hot(y, 2) if one_hot else y
 
-    ds = ds.batch(batch_size).map(to_float, num_parallel_calls=auto)
+    ds = ds.batch(batch_size)
+    if images is not None:
+        ds = ds.map(_gather(images, tf), num_parallel_calls=auto, deterministic=True)
+    ds = ds.map(to_float, num_parallel_calls=auto)
     if augment is not None:  # on [0, 255] images, before a backbone's own scaling
         from . import augment as augment_mod
 
@@ -193,6 +226,18 @@ def make_dataset(
         ds = augment_mod.apply(ds, augment, seed=seed, parallel=False)
     ds = ds.map(finish, num_parallel_calls=auto)
     return ds.prefetch(auto)
+
+
+def _gather(images, tf):
+    """A tf.data map: (row numbers, labels) -> (those rows of ``images``, labels), read by numpy."""
+    shape = tuple(images.shape[1:])
+
+    def gather(rows, y):
+        x = tf.numpy_function(lambda r: images[r], [rows], tf.uint8, stateful=False)
+        x.set_shape((None, *shape))
+        return x, y
+
+    return gather
 
 
 def _balanced(ds, labels, n, seed, tf):

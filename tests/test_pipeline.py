@@ -99,3 +99,48 @@ def test_to_model_input_matches_the_pipeline(tree):
     assert x.shape == (len(df), 71, 71, 3) and x.dtype == np.float32
     with pytest.raises(ValueError, match="shape"):
         pipeline.to_model_input(images[0])
+
+
+def test_pack_in_parallel_writes_the_same_file(tmp_path):
+    from helpers.demo import make_demo
+
+    make_demo(tmp_path / "demo", n_patients=4, seed=2)
+    df, _ = build_index(tmp_path / "demo")
+    assert len(df) > 300  # several chunks, so that two workers share the file
+    one = np.load(pipeline.pack(df, tmp_path / "one", progress=False, workers=1, chunk=100))
+    two = np.load(pipeline.pack(df, tmp_path / "two", progress=False, workers=2, chunk=100))
+    images, _ = pipeline.load_arrays(df)
+    assert np.array_equal(one, images) and np.array_equal(two, images)
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_arrays_reach_batches_with_their_own_labels(balance):
+    # image i holds i // 256 in its red channel and i % 256 in its green: each batch row must be
+    # a whole image whose number matches its label (i % 2), in a shuffled but seeded order
+    n = 1000
+    rows = np.arange(n)
+    images = np.zeros((n, 50, 50, 3), np.uint8)
+    images[..., 0] = (rows // 256)[:, None, None]
+    images[..., 1] = (rows % 256)[:, None, None]
+
+    def epoch(ds):
+        seen = []
+        for x, y in ds:
+            x = x.numpy()
+            assert x.dtype == np.float32 and x.shape[1:] == (50, 50, 3)
+            assert (x == x[:, :1, :1, :]).all()  # every row is one whole image
+            number = (256 * x[:, 0, 0, 0] + x[:, 0, 0, 1]).astype(int)
+            assert np.array_equal(number % 2, y.numpy())
+            seen += number.tolist()
+        return seen
+
+    make = lambda: pipeline.make_dataset(images=images, labels=rows % 2, batch_size=64, shuffle=True,  # noqa: E731
+                                         seed=5, balance=balance)
+    ds = make()
+    first, second = epoch(ds), epoch(ds)
+    assert len(first) == n and first != second  # reshuffled every epoch
+    assert epoch(make()) == first  # the same seed, the same order
+    if balance:
+        assert 0.4 < np.mean(np.array(first) % 2) < 0.6
+    else:
+        assert sorted(first) == rows.tolist() and first != rows.tolist()

@@ -182,7 +182,9 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
         raise DataError(f"data directory {root} holds no files")
 
     paths = [p for p, _ in named]
-    workers = workers or os.cpu_count() or 1
+    from .io import file_workers
+
+    workers = workers or file_workers()
     # PNG decoding holds the GIL, so threads do not help; forked processes do.
     # Forking a process whose TensorFlow runtime is up can deadlock, so then we
     # decode in this process (index before importing TensorFlow to go faster).

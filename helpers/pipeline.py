@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .index import PATCH, DataError
-from .io import atomic_path
+from .io import atomic_path, file_workers
 
 FILL = 255
 
@@ -60,12 +60,12 @@ def pack(df: pd.DataFrame, path, progress: bool = True, workers: int | None = No
     """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and
     ``<path>.csv`` (the index rows, in the same order). Both are written
     atomically: an interrupted pack leaves the previous pack, or none.
-    ``workers`` processes decode in parallel (None: one per core), each into its
+    ``workers`` processes decode in parallel (None: ``io.file_workers()``), each into its
     own rows of the file."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
     paths = df["path"].astype(str).tolist()
-    workers = workers or os.cpu_count() or 1
+    workers = workers or file_workers()
     with atomic_path(npy) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(df), PATCH, PATCH, 3))
         del out  # the header is written; the rows are filled below

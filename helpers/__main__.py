@@ -328,7 +328,8 @@ def main(argv=None) -> int:
     p.set_defaults(func=_pretrain_breakhis)
 
     args = parser.parse_args(argv)
-    if args.command in ("train", "evaluate", "bench"):
+    # not for bench: indexing and packing fork worker processes, which a live TensorFlow forbids
+    if args.command in ("train", "evaluate"):
         from .notebook import import_tensorflow_quietly
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

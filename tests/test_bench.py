@@ -11,7 +11,8 @@ def test_full_table_measures_every_stage_on_a_given_folder(tmp_path, capsys):
     names = [r[0] for r in rows]
     assert names == ["index all files", "pack into the array file", "reload the pack into memory",
                      "the whole set in memory (uint8)", "tf.data from PNG, one pass", "tf.data from the pack, one pass",
-                     "CancerNet epoch, fed by the pack", "CancerNet epoch, model alone", "peak memory of this process"]
+                     "CancerNet epoch, fed by the pack", "CancerNet epoch, model alone", "the same input pipeline, no model",
+                     "peak memory of this process"]
     values = dict((r[0], r[1]) for r in rows)
     assert re.fullmatch(r"[\d.]+ s \([\d,]+ files/s\)", values["index all files"])
     assert re.fullmatch(r"[\d,]+ s \([\d,]+ img/s\)", values["CancerNet epoch, model alone"])

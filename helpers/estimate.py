@@ -60,15 +60,16 @@ NOTEBOOK_OVERHEAD_S = 30  # start-up, imports, figures: 01_eda took 27 s in the 
 
 # --- the host: rates measured on the reference machine (2 cores, shared with other jobs) --------
 
-# Images (or files) per second. The first five are README's "Measured figures" (make bench,
-# 2026-11-22); the others ``measure_cpu()`` (best of 2 passes, 2026-11-23, under nice 19 while
+# Images (or files) per second. Index and pack: ``make bench`` on the full-size set (2026-11-23,
+# cold cache, alone on the machine, 6 processes); PIL, PNG and memory: README's "Measured
+# figures" (make bench on the real sample, 2026-11-22); the others ``measure_cpu()`` (best of 2 passes, 2026-11-23, under nice 19 while
 # a cross-validation and other jobs ran: this process had 32% of the 2 cores, so these are low;
 # the two passes differed by up to 2x).
 HOST = {
-    "index": 2_758,  # index.build_index: open and fully decode a file
+    "index": 6_082,  # index.build_index: read and fully decode a file
     "pil": 5_733,  # a PIL loop into NumPy (crossval.load, load_arrays, BreakHis to_patches)
     "png": 8_664,  # tf.data PNG decoding: validation and test are decoded every epoch (not cached)
-    "pack": 4_294,  # pipeline.pack
+    "pack": 7_168,  # pipeline.pack
     "memory": 212_655,  # tf.data from arrays in memory: the cached training split
     "histology_aug": 1_324,  # augment "histology" at 50 px, in ONE thread (seeded, to repeat)
     "seed_aug": 1_223,  # augment "seed" at 50 px, one thread
@@ -79,7 +80,7 @@ HOST = {
     "thyroid_demo": 72,  # generated thyroid images (cropped + uncropped) per s
     "breakhis_demo": 44,  # generated BreakHis-like images per s
 }
-PARALLEL = {"index", "png", "memory", "thyroid_demo"}  # these scale with the host's cores
+PARALLEL = {"index", "pack", "png", "memory", "thyroid_demo"}  # these scale with the host's cores
 # CPU training images/s, ``measure_cpu()`` as above (batch 128, Adam, float32, no XLA), as the
 # notebooks train: CancerNet from scratch (07), ResNet50 with its backbone frozen (03).
 CPU_TRAINING = {"cancernet@50": 199.9, "resnet50@50": 185.5}

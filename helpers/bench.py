@@ -104,7 +104,8 @@ def _best_steps(model, datasets: dict, steps: int, repeats: int = 2) -> dict:
     return best
 
 
-def full(data_dir=None, steps: int = 150, batch_size: int = 64, seed: int = 0) -> list[tuple[str, str, str]]:
+def full(data_dir=None, steps: int = 150, batch_size: int = 64, seed: int = 0,
+         repeats: int = 3) -> list[tuple[str, str, str]]:
     """(measure, value, target or note) rows on the full-size generated set (or ``data_dir``).
     TensorFlow is imported only after indexing and packing, which fork worker processes."""
     from . import pipeline
@@ -168,7 +169,7 @@ def full(data_dir=None, steps: int = 150, batch_size: int = 64, seed: int = 0) -
 
     one = next(iter(pipeline.make_dataset(images=images[:batch_size], labels=labels[:batch_size],
                                           batch_size=batch_size, one_hot=True)))
-    best = _best_steps(model, {"fed": fed, "alone": tf.data.Dataset.from_tensors(one).repeat()}, steps, repeats=3)
+    best = _best_steps(model, {"fed": fed, "alone": tf.data.Dataset.from_tensors(one).repeat()}, steps, repeats=repeats)
     with_input, alone = best["fed"], best["alone"]
     batches = iter(fed)
     start = time.perf_counter()
@@ -178,7 +179,7 @@ def full(data_dir=None, steps: int = 150, batch_size: int = 64, seed: int = 0) -
     del fed, batches
     rows.append(("CancerNet epoch, fed by the pack",
                  f"{with_input * per_epoch:,.0f} s ({batch_size / with_input:,.0f} img/s)",
-                 f"{per_epoch:,} steps of {batch_size} ({len(train_idx):,} training patches); best of 3 x {steps} steps, in turns with the next row"))
+                 f"{per_epoch:,} steps of {batch_size} ({len(train_idx):,} training patches); best of {repeats} x {steps} steps, in turns with the next row"))
     rows.append(("CancerNet epoch, model alone", f"{alone * per_epoch:,.0f} s ({batch_size / alone:,.0f} img/s)",
                  "one batch held in memory: the model's own speed"))
     rows.append(("the same input pipeline, no model", f"{supply:,.0f} img/s",

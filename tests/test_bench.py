@@ -7,7 +7,7 @@ from helpers.demo import make_demo
 
 def test_full_table_measures_every_stage_on_a_given_folder(tmp_path, capsys):
     make_demo(tmp_path / "demo", n_patients=4, seed=1)
-    rows = bench.full(tmp_path / "demo", steps=3)
+    rows = bench.full(tmp_path / "demo", steps=3, repeats=1)
     names = [r[0] for r in rows]
     assert names == ["index all files", "pack into the array file", "reload the pack into memory",
                      "the whole set in memory (uint8)", "tf.data from PNG, one pass", "tf.data from the pack, one pass",

@@ -54,10 +54,6 @@ def measure(data_dir, sample: int | None = None, batch_size: int = 256, repeats:
 
     rows.append(("PIL loop into NumPy (img/s)", f"{_best_rate(lambda: load_arrays(df), n, repeats):,.0f}"))
 
-    def drain(ds):
-        for _ in ds:
-            pass
-
     png = make_dataset(df, batch_size=batch_size)
     rows.append(("tf.data from PNG (img/s)", f"{_best_rate(lambda: drain(png), n, repeats):,.0f}"))
 
@@ -79,11 +75,13 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def _drain_rate(ds, n: int) -> float:
-    start = time.perf_counter()
+def drain(ds) -> None:
     for _ in ds:
         pass
-    return n / (time.perf_counter() - start)
+
+
+def _drain_rate(ds, n: int) -> float:
+    return n / _timed(lambda: drain(ds))
 
 
 def _step_seconds(model, ds, steps: int) -> float:

@@ -11,10 +11,7 @@ annotator's outline, so boundary patches are ambiguous; healthy tissue has look-
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .io import generated_set
+from .io import generated_set, process_map
 
 PATCH = 50
 SUB = 10  # pixels per sample of the slide-level maps: 5x5 samples per cell
@@ -318,20 +315,10 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, co
                 for i in range(n_patients)]
         bar = tqdm(total=int(sizes.sum()), desc="demo patches", unit="patch", disable=not progress,
                    smoothing=0.05)
-        n_workers = workers or os.cpu_count() or 1
         done = []
-        # fork is cheap and safe while TensorFlow (and its threads) is not loaded
-        if n_workers > 1 and n_patients > 1 and "tensorflow" not in sys.modules:
-            with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                parts = pool.map(_write_patient, jobs)
-                for part in parts:
-                    done += part
-                    bar.update(len(part))
-        else:
-            for job in jobs:
-                part = _write_patient(job)
-                done += part
-                bar.update(len(part))
+        for part in process_map(_write_patient, jobs, workers or os.cpu_count() or 1):
+            done += part
+            bar.update(len(part))
         bar.close()
         pos, small = np.sum(done, axis=0, dtype=int).tolist() if done else (0, 0)
         summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,

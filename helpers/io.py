@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
+import sys
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
@@ -16,6 +19,20 @@ def file_workers() -> int:
     wait on the disk as long as the decoding takes (277,524 patches, 2 cores, cold cache: the
     index took 57 s with 2 processes and 40 s with 6; the pack 63 s and 38 s)."""
     return min(8, 3 * (os.cpu_count() or 1))
+
+
+def process_map(fn, jobs, workers: int, spawn_under_tensorflow: bool = False):
+    """``fn`` over ``jobs``, results in order, in ``workers`` processes when there are several
+    jobs. Forking a process whose TensorFlow runtime is up can hang: then the workers are
+    spawned (slower to start) or, unless ``spawn_under_tensorflow``, the jobs run here."""
+    jobs = list(jobs)
+    tensorflow_up = "tensorflow" in sys.modules
+    if workers <= 1 or len(jobs) < 2 or (tensorflow_up and not spawn_under_tensorflow):
+        yield from map(fn, jobs)
+        return
+    context = multiprocessing.get_context("spawn" if tensorflow_up else "fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(fn, jobs)
 
 
 @contextlib.contextmanager

@@ -9,11 +9,6 @@ that a CNN can learn as a shortcut for "border patch".
 
 from __future__ import annotations
 
-import json
-import multiprocessing
-import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .index import PATCH, DataError
-from .io import atomic_path, file_workers
+from .io import atomic_path, file_workers, process_map
 
 FILL = 255
 
@@ -71,15 +66,8 @@ def pack(df: pd.DataFrame, path, progress: bool = True, workers: int | None = No
         del out  # the header is written; the rows are filled below
         chunks = [(tmp, start, paths[start:start + chunk]) for start in range(0, len(paths), chunk)]
         bar = tqdm(total=len(paths), disable=not progress, desc="pack", unit="img")
-        if workers > 1 and len(chunks) > 1:
-            # fork is cheap, but forking a process whose TensorFlow runtime is up can hang
-            method = "spawn" if "tensorflow" in sys.modules else "fork"
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-                for done in pool.map(_pack_rows, chunks):
-                    bar.update(done)
-        else:
-            for chunk in chunks:
-                bar.update(_pack_rows(chunk))
+        for done in process_map(_pack_rows, chunks, workers, spawn_under_tensorflow=True):
+            bar.update(done)
         bar.close()
     with atomic_path(table) as tmp:
         df.drop(columns=["split"], errors="ignore").to_csv(tmp, index=False)

@@ -21,12 +21,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import re
-import sys
 from collections import Counter, namedtuple
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +36,7 @@ from tqdm.auto import tqdm
 from .demo import _E, _GLASS_OD, _H, _field
 from .index import SKIP_REASONS as IDC_SKIP_REASONS
 from .index import DataError, IndexReport, _inspect, data_root, skipper
-from .io import generated_set, given_or_generated
+from .io import generated_set, given_or_generated, process_map
 from .splits import SPLITS
 
 # code -> (full name, label); the folder of a subtype is its name with "_" for " ".
@@ -186,10 +183,7 @@ def _inspect_all(paths, workers, formats=("PNG",)):
     never after TensorFlow started, whose runtime can deadlock in a fork)."""
     inspect = functools.partial(_inspect, formats=formats)
     workers = workers or os.cpu_count() or 1
-    if workers > 1 and len(paths) > 500 and "tensorflow" not in sys.modules:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(inspect, paths, chunksize=64))
-    return [inspect(p) for p in paths]
+    return list(process_map(inspect, paths, workers if len(paths) > 500 else 1, chunksize=64))
 
 
 def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, BreakHisReport]:

@@ -13,11 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import re
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -182,18 +179,12 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
         raise DataError(f"data directory {root} holds no files")
 
     paths = [p for p, _ in named]
-    from .io import file_workers
+    from .io import file_workers, process_map
 
     workers = workers or file_workers()
-    # PNG decoding holds the GIL, so threads do not help; forked processes do.
-    # Forking a process whose TensorFlow runtime is up can deadlock, so then we
-    # decode in this process (index before importing TensorFlow to go faster).
-    if workers > 1 and len(paths) > 4000 and "tensorflow" not in sys.modules:
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            inspected = list(pool.map(_inspect, paths, chunksize=512))
-    else:
-        inspected = [_inspect(p) for p in paths]
+    # PNG decoding holds the GIL, so threads do not help; processes do. process_map decodes
+    # here once TensorFlow is up (a fork can deadlock): index before importing TensorFlow.
+    inspected = list(process_map(_inspect, paths, workers if len(paths) > 4000 else 1, chunksize=512))
 
     rows, digests = [], []
     for (path, match), (width, height, digest, problem) in zip(named, inspected):

@@ -21,9 +21,9 @@ def file_workers() -> int:
     return min(8, 3 * (os.cpu_count() or 1))
 
 
-def process_map(fn, jobs, workers: int, spawn_under_tensorflow: bool = False):
+def process_map(fn, jobs, workers: int, spawn_under_tensorflow: bool = False, chunksize: int = 1):
     """``fn`` over ``jobs``, results in order, in ``workers`` processes when there are several
-    jobs. Forking a process whose TensorFlow runtime is up can hang: then the workers are
+    jobs (handed out ``chunksize`` at a time). Forking a process whose TensorFlow runtime is up can hang: then the workers are
     spawned (slower to start) or, unless ``spawn_under_tensorflow``, the jobs run here."""
     jobs = list(jobs)
     tensorflow_up = "tensorflow" in sys.modules
@@ -32,7 +32,7 @@ def process_map(fn, jobs, workers: int, spawn_under_tensorflow: bool = False):
         return
     context = multiprocessing.get_context("spawn" if tensorflow_up else "fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield from pool.map(fn, jobs)
+        yield from pool.map(fn, jobs, chunksize=chunksize)
 
 
 @contextlib.contextmanager

@@ -20,11 +20,8 @@ by category in the report, with a few examples.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 import re
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +34,7 @@ from .breakhis import _files, _inspect_all
 from .breakhis import split_by_patient as _split_groups
 from .index import SKIP_REASONS as IDC_SKIP_REASONS
 from .index import DataError, IndexReport, data_root, skipper
-from .io import generated_set, given_or_generated
+from .io import generated_set, given_or_generated, process_map
 
 COLUMNS = ["path", "label", "variant", "subset", "group", "width", "height"]
 CLASSES = ("benign", "malignant")
@@ -619,11 +616,8 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
                 (tmp / variant / subset).mkdir(parents=True)
         jobs = [(tmp, i, label, subset, images_per_nodule, seed) for i, (label, subset) in enumerate(plan)]
         n_workers = workers or os.cpu_count() or 1
-        if n_workers > 1 and len(jobs) * images_per_nodule > 100 and "tensorflow" not in sys.modules:
-            with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                done = [d for part in pool.map(_write_nodule, jobs, chunksize=4) for d in part]
-        else:
-            done = [d for job in jobs for d in _write_nodule(job)]
+        n_workers = n_workers if len(jobs) * images_per_nodule > 100 else 1
+        done = [d for part in process_map(_write_nodule, jobs, n_workers, chunksize=4) for d in part]
         (tmp / "README.txt").write_text(DESCRIPTION + "Parameters and counts: GENERATED.txt, generated.json.\n")
         return _demo_summary(root, plan, done, params), DESCRIPTION
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from helpers import crossval
+from helpers import crossval, recipes
 from helpers.demo import make_demo
 
 
@@ -188,7 +188,8 @@ def test_verdict_target_and_registry_rows_from_a_comparison():
     assert list(check["reached"]) == [True, True, False]  # balanced accuracy is what _result gives
 
     rows = crossval.registry_rows([base, best], "test folds")
-    assert [r["run"] for r in rows] == ["crossval_seed_v1", "crossval_best_v1"]
+    # the run name carries the recipe's version, so runs of an older ``best`` stay apart
+    assert [r["run"] for r in rows] == ["crossval_seed_v1", f"crossval_best_v{recipes.BEST_VERSION}"]
     assert rows[1]["task"] == "idc_crossval" and rows[1]["folds"] == 3
     assert rows[1]["roc_auc"] == pytest.approx(0.95) and rows[1]["roc_auc_sd"] == pytest.approx(0.05)
 

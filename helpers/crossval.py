@@ -359,6 +359,32 @@ def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
         run=result.recipe.name, data=data_label, split=f"every patient once, {k} folds by patient")
 
 
+def prediction_ensemble(results) -> pd.DataFrame:
+    """ROC-AUC per fold of the mean of several cross-validated recipes' stored test
+    predictions (same folds: the same patches), beside each recipe's own.
+
+    It costs no training: the folds' ``test_predictions.csv`` are averaged. Only the
+    threshold-free ROC-AUC is given, since the members' validation predictions are not
+    stored and a threshold must not be chosen on the test patients."""
+    from sklearn.metrics import roc_auc_score
+
+    names = [r.recipe.name for r in results]
+    rows = []
+    for fold in sorted(set.intersection(*(set(r.per_fold["fold"]) for r in results))):
+        frames = [pd.read_csv(Path(r.out_dir) / f"fold{fold}" / "test_predictions.csv") for r in results]
+        for name, frame in zip(names[1:], frames[1:]):
+            if not frame["path"].equals(frames[0]["path"]):
+                raise ValueError(f"fold {fold}: {name}'s test patches differ from {names[0]}'s; "
+                                 "an ensemble needs the same folds (data, folds and seed)")
+        y = frames[0]["label"].to_numpy()
+        row = {"fold": fold, **{n: roc_auc_score(y, f["proba"]) for n, f in zip(names, frames)}}
+        row["ensemble"] = roc_auc_score(y, np.mean([f["proba"].to_numpy() for f in frames], axis=0))
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"the recipes {', '.join(names)} share no finished fold")
+    return pd.DataFrame(rows).set_index("fold")
+
+
 TARGET = {"f1_gain": 0.05, "roc_auc": 0.95, "balanced_accuracy": 0.88}
 
 

@@ -67,6 +67,19 @@ def class_weights(labels) -> dict[int, float]:
     return {0: float(weights[0]), 1: float(weights[1])}
 
 
+def run_metrics() -> list:
+    """The metrics every run logs; precision, recall and AUC are the IDC class's."""
+    import keras
+
+    return [keras.metrics.CategoricalAccuracy(name="accuracy"),
+            # multi_label: the mean of the two columns' AUCs, each equal to the IDC class's
+            # ROC-AUC. The default pools both one-hot columns into one ranking, which
+            # punishes a shifted calibration (class weights): 0.73 where sklearn gives 0.88.
+            keras.metrics.AUC(name="auc", multi_label=True, num_labels=2),
+            keras.metrics.Precision(class_id=1, name="precision"),
+            keras.metrics.Recall(class_id=1, name="recall")]
+
+
 def compile_model(model, optimizer="adam", learning_rate=None, label_smoothing: float = 0.0,
                   optimizer_options: dict | None = None, xla: bool | None = None):
     """Compile with categorical cross-entropy and the metrics every run logs.
@@ -86,10 +99,7 @@ def compile_model(model, optimizer="adam", learning_rate=None, label_smoothing: 
             optimizer=(make_optimizer(optimizer, learning_rate, **(optimizer_options or {}))
                        if isinstance(optimizer, str) else optimizer),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                     keras.metrics.AUC(name="auc"),
-                     keras.metrics.Precision(class_id=1, name="precision"),
-                     keras.metrics.Recall(class_id=1, name="recall")],
+            metrics=run_metrics(),
             jit_compile=hardware.current().xla if xla is None else bool(xla),
         )
         model.optimizer.build(model.trainable_variables)

@@ -69,6 +69,20 @@ def test_fit_learns_and_writes_checkpoint_history_and_summary(tmp_path):
     assert not (tmp_path / "run" / "backup").exists(), "the backup is removed after a finished run"
 
 
+def test_the_logged_auc_is_the_idc_class_roc_auc_even_when_shifted():
+    # Class weights shift every probability up; the ranking, and so the ROC-AUC, stays. Keras'
+    # default AUC pools both one-hot columns and reads such a shift as worse ranking.
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.25).astype(int)
+    p = np.clip(0.6 + 0.25 * (y - 0.5) + 0.15 * rng.standard_normal(2000), 0.01, 0.99)
+    auc = next(m for m in train.run_metrics() if m.name == "auc")
+    auc.update_state(np.eye(2)[y].astype("float32"), np.stack([1 - p, p], axis=1).astype("float32"))
+    assert float(auc.result()) == pytest.approx(roc_auc_score(y, p), abs=2e-3)
+    assert roc_auc_score(y, p) > 0.85
+
+
 def test_the_train_step_is_traced_once(monkeypatch):
     # An optimizer built inside the first trace makes tf.function trace the step twice:
     # minutes per run for the big backbones.

@@ -120,7 +120,7 @@ def _crossval(args) -> int:
     recipe = recipes.get(args.recipe, epochs=args.epochs, **_options(args.set, "--set"))
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
-                              sample_size=args.sample_size, verbose=args.verbose)
+                              sample_size=args.sample_size, verbose=args.verbose, keep_models=args.keep_models)
     print(result.table(), file=sys.stderr)
     print(json.dumps(result.as_dict(), indent=2, default=float))
     return 0
@@ -283,6 +283,8 @@ def main(argv=None) -> int:
     p.add_argument("--sample-size", type=int, help="cap on the patches of each fold")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="options of the recipe, e.g. ensemble=5")
     p.add_argument("--verbose", type=int, default=2, help="Keras: 2 one line per epoch, 0 silent")
+    p.add_argument("--keep-models", action="store_true", help="keep each fold's model files (~10 MB each), "
+                   "so that decision-only options (threshold, TTA) can be re-scored without training")
     p.set_defaults(func=_crossval)
 
     p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")

@@ -16,6 +16,7 @@ rerun skips them, and an interrupted fold resumes where it stopped (``recipes.tr
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -179,7 +180,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     ``data`` (from :func:`load`) skips loading, e.g. for several recipes in a row. A finished
     fold keeps its scores, test predictions, histories and model.json; its model files
     (~10 MB each) only with ``keep_models``."""
-    from . import evaluate, splits
+    from . import evaluate
     from .io import write_text
 
     recipe = recipes.get(recipe, epochs=epochs)
@@ -197,10 +198,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
             rows.append(saved)
             continue
         start, cpu = time.perf_counter(), time.process_time()
-        split = fold_split(folded, i, seed)
-        if sample_size:
-            split = splits.sample(split, max_patches=int(sample_size), seed=seed)
-        at = {name: split.index[split["split"] == name].to_numpy() for name in ("train", "val", "test")}
+        split, at = _fold_parts(folded, i, seed, sample_size)
         log(f"fold {i + 1}/{folds}: training {recipe.name} on {len(at['train'])} patches "
             f"({split.loc[at['train'], 'patient'].nunique()} patients), validation {len(at['val'])}, "
             f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)")
@@ -208,7 +206,8 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
                                   (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
                                   pretrain_seed=seed)
-        proba = predictor.predict(data.images[at["test"]])
+        views = score_views(predictor, data, at, fold_dir)
+        proba = views.loc[views["split"] == "test", "tta" if predictor.tta else "single"].to_numpy()
         scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
         row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
@@ -235,6 +234,39 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     write_text(root / "summary.json", json.dumps(result.as_dict(), indent=2, default=float))
     write_text(root / "summary.txt", result.table() + "\n")
     return result
+
+
+def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
+    """(the fold's split index, {split name: row numbers into the data})."""
+    from . import splits
+
+    split = fold_split(folded, fold, seed)
+    if sample_size:
+        split = splits.sample(split, max_patches=int(sample_size), seed=seed)
+    return split, {name: split.index[split["split"] == name].to_numpy() for name in ("train", "val", "test")}
+
+
+def score_views(predictor: recipes.Predictor, data: Data, at: dict, fold_dir) -> pd.DataFrame:
+    """P(IDC) of each validation and test patch of a fold from the single view (``single``) and
+    averaged over the 8 dihedral views (``tta``), written to ``fold_dir/views.csv``. Whatever
+    the recipe's own decision, both are kept, so that the threshold and TTA ingredients can be
+    scored on the same trained models (:func:`decisions`) at the cost of prediction only."""
+    from . import stain
+    from .io import atomic_path
+
+    frames, fallbacks = [], 0
+    for name in ("val", "test"):
+        done = stain.normalize(data.images[at[name]], predictor.stain)
+        fallbacks += done.fallbacks
+        frame = data.df.loc[at[name], ["path", "label"]].reset_index(drop=True).assign(split=name)
+        frame["single"] = predictor.predict(done.images, normalized=True, tta=False)
+        frame["tta"] = predictor.predict(done.images, normalized=True, tta=True)
+        frames.append(frame)
+    predictor.last_fallbacks = fallbacks
+    views = pd.concat(frames, ignore_index=True)
+    with atomic_path(Path(fold_dir) / "views.csv") as tmp:
+        views.to_csv(tmp, index=False)
+    return views
 
 
 def _done(fold_dir: Path, key: str) -> dict | None:
@@ -295,14 +327,19 @@ def compare(results, base: int = 0) -> pd.DataFrame:
     rows = {}
     for r in results:
         folds = r.per_fold.set_index("fold")
-        row = {}
-        for m in METRICS:
-            diff = (folds[m] - ref[m]).dropna()
-            row.update({m: folds[m].mean(), f"{m}_sd": folds[m].std(ddof=1),
-                        f"{m}_diff": diff.mean(), f"{m}_diff_sd": diff.std(ddof=1)})
-        row["cpu_seconds"] = folds["cpu_seconds"].mean()
-        rows[r.recipe.name] = row
+        rows[r.recipe.name] = {**paired(folds, ref), "cpu_seconds": folds["cpu_seconds"].mean()}
     return pd.DataFrame(rows).T
+
+
+def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
+    """Mean and sd over folds of each metric, and of its per-fold difference from ``ref`` (both
+    indexed by fold; folds missing from either are left out of the difference)."""
+    row = {}
+    for m in METRICS:
+        diff = (folds[m] - ref[m]).dropna()
+        row.update({m: folds[m].mean(), f"{m}_sd": folds[m].std(ddof=1),
+                    f"{m}_diff": diff.mean(), f"{m}_diff_sd": diff.std(ddof=1)})
+    return row
 
 
 def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
@@ -314,11 +351,41 @@ def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int 
     chosen = list(recipes.INGREDIENTS) if ingredients is None else list(ingredients)
     for name in chosen:
         recipes.with_ingredient(base, name)  # unknown names fail before any training
-    runs = [run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, verbose=verbose, log=log)
-            for r in [base, *(recipes.with_ingredient(base, name) for name in chosen)]]
+    fit = lambda r: run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, verbose=verbose, log=log)
+    base_run = fit(base)
+    runs = [base_run]
+    for name in chosen:
+        recipe = recipes.with_ingredient(base, name)
+        runs.append(decided(base_run, recipe, data) if recipes.decision_only(name) else fit(recipe))
     per_fold = pd.concat([r.per_fold.assign(recipe=r.recipe.name) for r in runs], ignore_index=True)
-    history = pd.concat([r.history for r in runs], ignore_index=True)
+    # a decision-only recipe's curves are its base's
+    history = pd.concat([r.history for r in runs if "scored_from" not in r.settings], ignore_index=True)
     return Ablation(compare(runs), per_fold, history, runs)
+
+
+def decided(result: CrossvalResult, recipe: recipes.Recipe, data: Data | None = None) -> CrossvalResult:
+    """``result``'s trained models with ``recipe``'s decision (threshold rule and TTA), scored
+    from the stored views (:func:`decisions`): the cross-validation of a recipe that differs
+    from ``result``'s only in its decision, without training it. Its seconds are the training's."""
+    trained = dataclasses.replace(recipe, **{k: getattr(result.recipe, k) for k in recipes.DECISION_OPTIONS})
+    if trained.options != result.recipe.options:
+        raise ValueError(f"recipe {recipe.name!r} differs from {result.recipe.name!r} in more than the decision "
+                         f"({', '.join(recipes.DECISION_OPTIONS)}); it has to be trained")
+    per = decisions(result, data)
+    chosen = per[per["decision"] == decision_name(recipe.threshold, recipe.tta)].set_index("fold")[list(REPORTED)]
+    per_fold = result.per_fold.set_index("fold").drop(columns=list(REPORTED), errors="ignore").join(chosen).reset_index()
+    return CrossvalResult(recipe, per_fold, summarise(per_fold), result.out_dir,
+                          {**result.settings, "scored_from": result.recipe.name})
+
+
+def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
+    """A fold's test patches (path, label, proba) as ``result``'s recipe decides them."""
+    fold_dir = Path(result.out_dir) / f"fold{fold}"
+    if "scored_from" not in result.settings:
+        return pd.read_csv(fold_dir / "test_predictions.csv")
+    views = pd.read_csv(fold_dir / "views.csv")
+    test = views[views["split"] == "test"].reset_index(drop=True)
+    return test[["path", "label"]].assign(proba=test["tta" if result.recipe.tta else "single"])
 
 
 # --- what notebook 18 shows -------------------------------------------------------------------
@@ -351,7 +418,8 @@ def verdict(table: pd.DataFrame, base: str) -> pd.DataFrame:
 def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
     """Every fold's test predictions of one result, pooled (each patient tested once), in the
     long form of ``compare.roc_all``."""
-    frames = [pd.read_csv(p) for p in sorted(Path(result.out_dir).glob("fold*/test_predictions.csv"))]
+    frames = [test_proba(result, fold) for fold in sorted(result.per_fold["fold"])
+              if (Path(result.out_dir) / f"fold{fold}").is_dir()]
     if not frames:
         return pd.DataFrame(columns=["run", "label", "proba", "data", "split"])
     k = result.settings.get("folds", len(frames))
@@ -371,7 +439,7 @@ def prediction_ensemble(results) -> pd.DataFrame:
     names = [r.recipe.name for r in results]
     rows = []
     for fold in sorted(set.intersection(*(set(r.per_fold["fold"]) for r in results))):
-        frames = [pd.read_csv(Path(r.out_dir) / f"fold{fold}" / "test_predictions.csv") for r in results]
+        frames = [test_proba(r, fold) for r in results]
         for name, frame in zip(names[1:], frames[1:]):
             if not frame["path"].equals(frames[0]["path"]):
                 raise ValueError(f"fold {fold}: {name}'s test patches differ from {names[0]}'s; "
@@ -383,6 +451,66 @@ def prediction_ensemble(results) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"the recipes {', '.join(names)} share no finished fold")
     return pd.DataFrame(rows).set_index("fold")
+
+
+DECISIONS = (("fixed", False), ("validation", False), ("fixed", True), ("validation", True))
+
+
+def fold_views(result: CrossvalResult, data: Data | None = None) -> dict[int, pd.DataFrame]:
+    """Each fold's ``views.csv`` (:func:`score_views`). A fold trained before views were kept is
+    scored now from its kept models (``keep_models``; ``data`` is then loaded if not given)."""
+    out = {}
+    folded = None
+    for fold in sorted(result.per_fold["fold"]):
+        fold_dir = Path(result.out_dir) / f"fold{fold}"
+        if (fold_dir / "views.csv").is_file():
+            out[fold] = pd.read_csv(fold_dir / "views.csv")
+            continue
+        try:
+            predictor = recipes.Predictor.load(fold_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise FileNotFoundError(f"{fold_dir}: no views.csv, and no kept models to score it from ({err}); "
+                                    "this fold was trained by an older version: delete its done.json to train it "
+                                    "again (with keep_models to keep the models)") from None
+        data = data or load(result.settings["data_dir"])
+        folded = folded if folded is not None else patient_folds(data.df, result.settings["folds"],
+                                                                 result.settings["seed"])
+        _, at = _fold_parts(folded, fold, result.settings["seed"], result.settings.get("sample_size"))
+        out[fold] = score_views(predictor, data, at, fold_dir)
+        del predictor
+        _release()
+    return out
+
+
+def decisions(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
+    """The test scores of one cross-validation's trained models under each of the four decisions
+    (threshold 0.5 or the F1-best cut on the fold's validation patients; one view or TTA), one
+    row per fold and decision: the threshold and TTA ingredients measured without training."""
+    from . import evaluate
+
+    rows = []
+    for fold, views in fold_views(result, data).items():
+        val, test = views[views["split"] == "val"], views[views["split"] == "test"]
+        for threshold, tta in DECISIONS:
+            column = "tta" if tta else "single"
+            cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(val["label"], val[column])
+            scores = evaluate.scores(test["label"], test[column], cut)
+            rows.append({"fold": fold, "decision": decision_name(threshold, tta), "threshold_rule": threshold,
+                         "tta": tta, **{m: scores[m] for m in REPORTED}})
+    return pd.DataFrame(rows)
+
+
+def decision_name(threshold: str, tta: bool) -> str:
+    return f"{'threshold on validation' if threshold == 'validation' else 'threshold 0.5'}, {'TTA' if tta else 'one view'}"
+
+
+def decision_table(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
+    """:func:`decisions` as one row per decision: mean and sd over folds, and the paired
+    difference from threshold 0.5 with one view (the decision of ``seed``)."""
+    per = decisions(result, data)
+    ref = per[per["decision"] == decision_name("fixed", False)].set_index("fold")
+    rows = {name: paired(group.set_index("fold"), ref) for name, group in per.groupby("decision", sort=False)}
+    return pd.DataFrame(rows).T.rename_axis(f"{result.recipe.name}: decision")
 
 
 TARGET = {"f1_gain": 0.05, "roc_auc": 0.95, "balanced_accuracy": 0.88}

@@ -162,6 +162,15 @@ BEST_INGREDIENTS = ("bn_fix", "class_weight", "threshold", "tta")
 BEST_VERSION = 2
 
 
+DECISION_OPTIONS = ("threshold", "tta")  # change only how a trained model's outputs become a decision
+
+
+def decision_only(ingredient: str) -> bool:
+    """Whether ``ingredient`` changes only the decision: it needs no training of its own, since
+    cross-validation scores every decision on the base's models (``crossval.decisions``)."""
+    return set(INGREDIENTS[ingredient]) <= set(DECISION_OPTIONS)
+
+
 def with_ingredient(base, ingredient: str) -> Recipe:
     """``base`` (a Recipe or a name) plus one ingredient, named ``<base>+<ingredient>``."""
     base = get(base) if isinstance(base, str) else base
@@ -392,8 +401,9 @@ class Predictor:
                 "members": [dict(meta) for _, meta in self.members],
                 "threshold": float(self.threshold), "threshold_source": self.threshold_source}
 
-    def predict(self, images, batch_size: int = 256, normalized: bool = False) -> np.ndarray:
-        """P(IDC) for uint8 patches (n, 50, 50, 3); ``normalized``: the stain step was done."""
+    def predict(self, images, batch_size: int = 256, normalized: bool = False, tta: bool | None = None) -> np.ndarray:
+        """P(IDC) for uint8 patches (n, 50, 50, 3); ``normalized``: the stain step was done;
+        ``tta`` overrides the recipe's (to score the other decision, as cross-validation does)."""
         from . import models
         from .tta import predict_batches, predict_tta
 
@@ -401,7 +411,7 @@ class Predictor:
         if self.stain is not None and not normalized:
             done = stain_mod.normalize(images, self.stain)
             images, self.last_fallbacks = done.images, done.fallbacks
-        run = predict_tta if self.tta else predict_batches
+        run = predict_tta if (self.tta if tta is None else tta) else predict_batches
         total = np.zeros(len(images))
         for model, meta in self.members:
             out = run(model, images, batch_size, meta["image_size"], models.preprocess_for(meta["model"]))

@@ -134,11 +134,24 @@ def test_the_seed_recipe_learns_the_demo_set(tmp_path):
     # fold in two fell below 0.5.
     make_demo(tmp_path / "demo", n_patients=8, seed=0, patches_scale=2.0)
     result = crossval.run(tmp_path / "demo", "seed", folds=2, seed=0, out_dir=tmp_path / "out", epochs=3,
-                          verbose=0, log=None)
+                          verbose=0, log=None, keep_models=True)
     assert len(result.per_fold) == 2
     assert result.summary.loc["roc_auc", "mean"] > 0.75, result.per_fold[["f1", "roc_auc"]]
     history = result.history
     assert set(history["fold"]) == {0, 1} and "val_loss" in history
+
+    # the seed's own decision (0.5, one view) among the four, from the same models
+    per = crossval.decisions(result).set_index(["decision", "fold"])
+    own = per.loc[crossval.decision_name("fixed", False)]
+    for m in crossval.METRICS:
+        assert own[m].to_numpy() == pytest.approx(result.per_fold.set_index("fold")[m].to_numpy())
+    views = pd.read_csv(result.out_dir / "fold0" / "views.csv")
+    assert set(views["split"]) == {"val", "test"} and views[["single", "tta"]].notna().all().all()
+    assert (views["single"] != views["tta"]).any()  # a trained CNN is not rotation invariant
+
+    (result.out_dir / "fold0" / "views.csv").unlink()  # scored again from the kept models
+    again = crossval.fold_views(result)[0]
+    assert again[["single", "tta"]].to_numpy() == pytest.approx(views[["single", "tta"]].to_numpy(), abs=1e-5)
 
 
 def _result(name, f1, auc):
@@ -237,3 +250,66 @@ def test_the_prediction_ensemble_averages_the_stored_fold_predictions(tmp_path):
     other = _stored(tmp_path, "seed+tta", [0.1, 0.6, 0.5, 0.9], labels, paths=["q0", "q1", "q2", "q3"])
     with pytest.raises(ValueError, match="seed\\+tta's test patches differ"):
         crossval.prediction_ensemble([a, other])
+
+
+def _views(tmp_path, folds):
+    """A stored cross-validation whose folds have views.csv: {fold: (val rows, test rows)},
+    each row (label, single-view P(IDC), TTA P(IDC))."""
+    out = tmp_path / "stored"
+    for fold, parts in folds.items():
+        (out / f"fold{fold}").mkdir(parents=True)
+        rows = [{"path": f"{name}{fold}_{i}.png", "label": y, "split": name, "single": s, "tta": t}
+                for name, part in zip(("val", "test"), parts) for i, (y, s, t) in enumerate(part)]
+        pd.DataFrame(rows).to_csv(out / f"fold{fold}" / "views.csv", index=False)
+    per_fold = pd.DataFrame({"fold": list(folds), "f1": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5,
+                             "cpu_seconds": 1.0, "wall_seconds": 1.0})
+    return crossval.CrossvalResult(recipes.get("seed"), per_fold, crossval.summarise(per_fold), out,
+                                   {"folds": len(folds), "seed": 0})
+
+
+def test_the_four_decisions_are_scored_from_the_stored_views(tmp_path):
+    # validation: the one-view cut that maximises F1 is 0.3, the TTA one 0.6
+    val = [(0, 0.1, 0.2), (1, 0.3, 0.6), (1, 0.4, 0.7)]
+    # test: one view finds no IDC at 0.5 and both at 0.3; TTA finds both at 0.5 and one at 0.6
+    test = [(0, 0.2, 0.1), (1, 0.35, 0.55), (1, 0.45, 0.65), (0, 0.1, 0.3)]
+    result = _views(tmp_path, {0: (val, test), 1: (val, test)})
+    per = crossval.decisions(result).set_index(["fold", "decision"])
+    row = lambda threshold, tta: per.loc[(0, crossval.decision_name(threshold, tta))]
+    assert row("fixed", False)["f1"] == 0.0 and row("fixed", False)["threshold"] == 0.5
+    assert row("validation", False)["threshold"] == pytest.approx(0.3) and row("validation", False)["f1"] == 1.0
+    assert row("fixed", True)["f1"] == 1.0
+    assert row("validation", True)["threshold"] == pytest.approx(0.6)
+    assert row("validation", True)["recall"] == 0.5 and row("validation", True)["precision"] == 1.0
+    assert row("fixed", False)["roc_auc"] == 1.0 and row("fixed", True)["roc_auc"] == 1.0
+
+    table = crossval.decision_table(result)
+    assert list(table.index) == [crossval.decision_name(*d) for d in crossval.DECISIONS]
+    assert table.loc[crossval.decision_name("validation", False), "f1_diff"] == pytest.approx(1.0)
+    assert table.loc[crossval.decision_name("fixed", False), "f1_diff"] == 0.0
+
+
+def test_views_without_a_stored_file_or_kept_models_name_the_fold(tmp_path):
+    result = _views(tmp_path, {0: ([(0, 0.1, 0.1), (1, 0.9, 0.9)], [(0, 0.2, 0.2), (1, 0.8, 0.8)])})
+    (result.out_dir / "fold1").mkdir()
+    result.per_fold = pd.concat([result.per_fold, result.per_fold.assign(fold=1)], ignore_index=True)
+    with pytest.raises(FileNotFoundError, match="fold1: no views.csv.*delete its done.json"):
+        crossval.decisions(result)
+
+
+def test_a_decision_only_ingredient_is_scored_on_the_bases_models(tmp_path):
+    val = [(0, 0.1, 0.2), (1, 0.3, 0.6), (1, 0.4, 0.7)]
+    test = [(0, 0.2, 0.1), (1, 0.35, 0.55), (1, 0.45, 0.65), (0, 0.1, 0.3)]
+    base = _views(tmp_path, {0: (val, test), 1: (val, test)})
+    assert recipes.decision_only("tta") and recipes.decision_only("threshold")
+    assert not recipes.decision_only("class_weight")
+
+    tta = crossval.decided(base, recipes.get("seed+tta"))
+    assert tta.recipe.name == "seed+tta" and tta.settings["scored_from"] == "seed"
+    assert list(tta.per_fold["f1"]) == [1.0, 1.0] and list(tta.per_fold["threshold"]) == [0.5, 0.5]
+    assert list(tta.per_fold["cpu_seconds"]) == [1.0, 1.0]  # the training's: the same models
+    assert list(crossval.test_proba(tta, 0)["proba"]) == [0.1, 0.55, 0.65, 0.3]
+    both = crossval.decided(base, recipes.get("seed+tta+threshold"))
+    assert list(both.per_fold["threshold"]) == pytest.approx([0.6, 0.6])
+
+    with pytest.raises(ValueError, match="seed\\+class_weight.*has to be trained"):
+        crossval.decided(base, recipes.get("seed+class_weight"))

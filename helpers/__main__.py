@@ -122,7 +122,16 @@ def _crossval(args) -> int:
         result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
                               sample_size=args.sample_size, verbose=args.verbose, keep_models=args.keep_models)
     print(result.table(), file=sys.stderr)
-    print(json.dumps(result.as_dict(), indent=2, default=float))
+    summary = result.as_dict()
+    try:  # the same models under the four decisions (threshold rule, TTA): no training
+        table = crossval.decision_table(result)
+    except FileNotFoundError as err:  # folds trained before views.csv was kept
+        print(f"decisions not scored: {err}", file=sys.stderr)
+    else:
+        shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
+        print(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
+        summary["decisions"] = json.loads(table.astype(float).round(4).to_json(orient="index"))
+    print(json.dumps(summary, indent=2, default=float))
     return 0
 
 

@@ -101,6 +101,9 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     assert all(row["cpu_seconds"] > 0 and row["wall_seconds"] > 0 for row in result["per_fold"])
     assert result["recipe"]["name"] == "seed" and result["recipe"]["options"]["epochs"] == 1
     assert "training member" in out.stderr and "mean ± sd" in out.stderr
+    decisions = result["decisions"]  # the same models, four decisions
+    assert list(decisions) == [crossval.decision_name(*d) for d in crossval.DECISIONS]
+    assert decisions[crossval.decision_name("fixed", False)]["f1"] == pytest.approx(result["mean"]["f1"], abs=1e-4)
 
     again = helpers_cli(*args)
     assert again.returncode == 0, again.stderr

@@ -120,7 +120,8 @@ def _crossval(args) -> int:
     recipe = recipes.get(args.recipe, epochs=args.epochs, **_options(args.set, "--set"))
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
-                              sample_size=args.sample_size, verbose=args.verbose, keep_models=args.keep_models)
+                              sample_size=args.sample_size, verbose=args.verbose, keep_models=args.keep_models,
+                              reuse=not args.no_reuse)
     print(result.table(), file=sys.stderr)
     summary = result.as_dict()
     try:  # the same models under the four decisions (threshold rule, TTA): no training
@@ -294,6 +295,8 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", type=int, default=2, help="Keras: 2 one line per epoch, 0 silent")
     p.add_argument("--keep-models", action="store_true", help="keep each fold's model files (~10 MB each), "
                    "so that decision-only options (threshold, TTA) can be re-scored without training")
+    p.add_argument("--no-reuse", action="store_true", help="train even when a recipe trained the same way "
+                   "(differing only in threshold rule or TTA) was cross-validated on these folds before")
     p.set_defaults(func=_crossval)
 
     p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")

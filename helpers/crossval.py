@@ -118,6 +118,9 @@ class CrossvalResult:
     summary: pd.DataFrame  # one row per metric: mean, sd, min, max
     out_dir: Path
     settings: dict = field(default_factory=dict)
+    # the four decisions' scores (:func:`decisions`), kept once computed: they depend only on the
+    # folds' stored views, which every recipe scored from these models shares
+    scored_decisions: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def history(self) -> pd.DataFrame:
@@ -173,13 +176,16 @@ def run_dir(out_dir, recipe, data: Data, folds: int, seed: int, sample_size=None
 
 
 def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=None, sample_size=None,
-        *, data: Data | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False) -> CrossvalResult:
+        *, data: Data | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False,
+        reuse: bool = True) -> CrossvalResult:
     """Cross-validate ``recipe`` (a name such as "seed" or "seed+tta", or a Recipe) over
     ``folds`` folds of the patients of ``data_dir``. ``epochs`` overrides the recipe's;
     ``sample_size`` caps the patches of each fold (spread over its splits, by patient).
     ``data`` (from :func:`load`) skips loading, e.g. for several recipes in a row. A finished
     fold keeps its scores, test predictions, histories and model.json; its model files
-    (~10 MB each) only with ``keep_models``."""
+    (~10 MB each) only with ``keep_models``. With ``reuse``, a recipe trained exactly as one
+    cross-validated before on the same folds (it differs only in its decision: threshold rule or
+    TTA) is scored from that run's stored views instead of being trained again (:func:`trained_alike`)."""
     from . import evaluate
     from .io import write_text
 
@@ -189,6 +195,12 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
     key = _fingerprint(recipe, data, folds, seed, sample_size)
     log = log or (lambda message: None)
+    donor = trained_alike(recipe, data, folds, seed, out_dir, sample_size) if reuse and not any(
+        _done(root / f"fold{i}", key) for i in range(folds)) else None
+    if donor is not None:
+        log(f"{recipe.name} is trained as {donor.recipe.name} (v{donor.recipe.version}); only its decision differs: "
+            f"scored from that run's folds ({donor.out_dir}), no training")
+        return _summarised(decided(donor, recipe, data), root)
     rows = []
     for i in range(folds):
         fold_dir = root / f"fold{i}"
@@ -207,7 +219,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
                                   pretrain_seed=seed)
         views = score_views(predictor, data, at, fold_dir)
-        proba = views.loc[views["split"] == "test", "tta" if predictor.tta else "single"].to_numpy()
+        proba = views.loc[views["split"] == "test", view_column(predictor.tta)].to_numpy()
         scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
         row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
@@ -230,10 +242,43 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     per_fold = pd.DataFrame(rows)
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
                 "epochs": recipe.epochs, "sample_size": sample_size}
-    result = CrossvalResult(recipe, per_fold, summarise(per_fold), root, settings)
+    return _summarised(CrossvalResult(recipe, per_fold, summarise(per_fold), root, settings), root)
+
+
+def _summarised(result: CrossvalResult, root: Path) -> CrossvalResult:
+    from .io import write_text
+
     write_text(root / "summary.json", json.dumps(result.as_dict(), indent=2, default=float))
     write_text(root / "summary.txt", result.table() + "\n")
     return result
+
+
+def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None) -> CrossvalResult | None:
+    """A finished cross-validation stored under ``out_dir`` (same data, folds, seed, epochs and
+    sample size) of a recipe with the same training options as ``recipe``, every fold of which
+    kept its views; None if there is none."""
+    recipe = recipes.get(recipe)
+    root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
+    trained = lambda r: {k: v for k, v in r.as_dict()["options"].items() if k not in recipes.DECISION_OPTIONS}
+    for summary in sorted(root.parents[1].glob(f"*/{root.name}/summary.json")):
+        if summary.parent == root:
+            continue
+        try:
+            doc = json.loads(summary.read_text())
+            other = recipes.Recipe.from_dict(doc["recipe"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a cross-validation summary this version can read
+        if trained(other) != trained(recipe) or "scored_from" in doc:
+            continue
+        key = _fingerprint(other, data, folds, seed, sample_size)
+        rows = [_done(summary.parent / f"fold{i}", key) for i in range(folds)]
+        if any(row is None for row in rows) or not all(
+                (summary.parent / f"fold{i}" / "views.csv").is_file() for i in range(folds)):
+            continue
+        per_fold = pd.DataFrame(rows)
+        settings = {k: doc[k] for k in ("data_dir", "generated", "folds", "seed", "epochs", "sample_size") if k in doc}
+        return CrossvalResult(other, per_fold, summarise(per_fold), summary.parent, settings)
+    return None
 
 
 def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
@@ -259,8 +304,7 @@ def score_views(predictor: recipes.Predictor, data: Data, at: dict, fold_dir) ->
         done = stain.normalize(data.images[at[name]], predictor.stain)
         fallbacks += done.fallbacks
         frame = data.df.loc[at[name], ["path", "label"]].reset_index(drop=True).assign(split=name)
-        frame["single"] = predictor.predict(done.images, normalized=True, tta=False)
-        frame["tta"] = predictor.predict(done.images, normalized=True, tta=True)
+        frame["single"], frame["tta"] = predictor.predict_both(done.images, normalized=True)
         frames.append(frame)
     predictor.last_fallbacks = fallbacks
     views = pd.concat(frames, ignore_index=True)
@@ -375,7 +419,7 @@ def decided(result: CrossvalResult, recipe: recipes.Recipe, data: Data | None = 
     chosen = per[per["decision"] == decision_name(recipe.threshold, recipe.tta)].set_index("fold")[list(REPORTED)]
     per_fold = result.per_fold.set_index("fold").drop(columns=list(REPORTED), errors="ignore").join(chosen).reset_index()
     return CrossvalResult(recipe, per_fold, summarise(per_fold), result.out_dir,
-                          {**result.settings, "scored_from": result.recipe.name})
+                          {**result.settings, "scored_from": result.recipe.name}, result.scored_decisions)
 
 
 def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
@@ -385,7 +429,7 @@ def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
         return pd.read_csv(fold_dir / "test_predictions.csv")
     views = pd.read_csv(fold_dir / "views.csv")
     test = views[views["split"] == "test"].reset_index(drop=True)
-    return test[["path", "label"]].assign(proba=test["tta" if result.recipe.tta else "single"])
+    return test[["path", "label"]].assign(proba=test[view_column(result.recipe.tta)])
 
 
 # --- what notebook 18 shows -------------------------------------------------------------------
@@ -488,16 +532,24 @@ def decisions(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
     row per fold and decision: the threshold and TTA ingredients measured without training."""
     from . import evaluate
 
+    if result.scored_decisions is not None:
+        return result.scored_decisions.copy()
     rows = []
     for fold, views in fold_views(result, data).items():
         val, test = views[views["split"] == "val"], views[views["split"] == "test"]
         for threshold, tta in DECISIONS:
-            column = "tta" if tta else "single"
+            column = view_column(tta)
             cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(val["label"], val[column])
             scores = evaluate.scores(test["label"], test[column], cut)
             rows.append({"fold": fold, "decision": decision_name(threshold, tta), "threshold_rule": threshold,
                          "tta": tta, **{m: scores[m] for m in REPORTED}})
-    return pd.DataFrame(rows)
+    result.scored_decisions = pd.DataFrame(rows)
+    return result.scored_decisions.copy()
+
+
+def view_column(tta: bool) -> str:
+    """The column of ``views.csv`` a decision with (or without) TTA reads."""
+    return "tta" if tta else "single"
 
 
 def decision_name(threshold: str, tta: bool) -> str:

@@ -408,19 +408,29 @@ class Predictor:
     def predict(self, images, batch_size: int = 256, normalized: bool = False, tta: bool | None = None) -> np.ndarray:
         """P(IDC) for uint8 patches (n, 50, 50, 3); ``normalized``: the stain step was done;
         ``tta`` overrides the recipe's (to score the other decision, as cross-validation does)."""
-        from . import models
         from .tta import predict_batches, predict_tta
+
+        run = predict_tta if (self.tta if tta is None else tta) else predict_batches
+        return self._mean_over_members(run, images, batch_size, normalized)[:, 1]
+
+    def predict_both(self, images, batch_size: int = 256, normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """P(IDC) from one view and averaged over the 8 dihedral views, from a single pass over the
+        8 views (the first of them is the one view)."""
+        from .tta import predict_views
+
+        views = self._mean_over_members(predict_views, images, batch_size, normalized)[..., 1]
+        return views[0], views.mean(axis=0)
+
+    def _mean_over_members(self, run, images, batch_size: int, normalized: bool) -> np.ndarray:
+        from . import models
 
         images = np.asarray(images)
         if self.stain is not None and not normalized:
             done = stain_mod.normalize(images, self.stain)
             images, self.last_fallbacks = done.images, done.fallbacks
-        run = predict_tta if (self.tta if tta is None else tta) else predict_batches
-        total = np.zeros(len(images))
-        for model, meta in self.members:
-            out = run(model, images, batch_size, meta["image_size"], models.preprocess_for(meta["model"]))
-            total += out[:, 1]
-        return total / len(self.members)
+        outs = [run(model, images, batch_size, meta["image_size"], models.preprocess_for(meta["model"]))
+                for model, meta in self.members]
+        return np.mean(outs, axis=0)
 
     def save(self, out_dir) -> Path:
         """Write any member not on disk yet, then ``model.json`` (config, old-style keys, info)."""

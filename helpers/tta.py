@@ -43,13 +43,15 @@ def predict_batches(model, images, batch_size: int = 256, image_size: int | None
     return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, 2))
 
 
+def predict_views(model, images, batch_size: int = 256, image_size: int | None = None,
+                  preprocess=None) -> np.ndarray:
+    """The model's outputs on each of the 8 dihedral views of ``images`` (n, h, h, 3) in
+    [0, 255]: an array (8, n, classes) whose first entry is the plain, one-view prediction."""
+    return np.stack([predict_batches(model, v, batch_size, image_size, preprocess) for v in dihedral_views(images)])
+
+
 def predict_tta(model, images, batch_size: int = 256, image_size: int | None = None,
                 preprocess=None) -> np.ndarray:
     """The model's outputs (e.g. softmax probabilities, (n, classes)) averaged over the 8
     dihedral views of ``images`` (n, h, h, 3) in [0, 255]."""
-    views = dihedral_views(images)
-    total = None
-    for v in views:
-        out = predict_batches(model, v, batch_size, image_size, preprocess)
-        total = out if total is None else total + out
-    return total / len(views)
+    return predict_views(model, images, batch_size, image_size, preprocess).mean(axis=0)

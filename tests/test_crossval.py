@@ -110,6 +110,12 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     assert again.stderr.count("done before, skipped") == 2 and "training member" not in again.stderr
     assert json.loads(again.stdout)["per_fold"] == result["per_fold"]
 
+    tta = helpers_cli(*[("seed+tta" if a == "seed" else a) for a in args])  # trained as seed: scored from its folds
+    assert tta.returncode == 0, tta.stderr
+    assert "no training" in tta.stderr and "training member" not in tta.stderr
+    assert json.loads(tta.stdout)["scored_from"] == "seed"
+    assert json.loads(tta.stdout)["mean"]["roc_auc"] == pytest.approx(decisions[crossval.decision_name("fixed", True)]["roc_auc"], abs=1e-4)
+
 
 @pytest.mark.slow
 def test_train_with_a_recipe_then_evaluate_applies_tta_and_threshold(demo, tmp_path):
@@ -316,3 +322,66 @@ def test_a_decision_only_ingredient_is_scored_on_the_bases_models(tmp_path):
 
     with pytest.raises(ValueError, match="seed\\+class_weight.*has to be trained"):
         crossval.decided(base, recipes.get("seed+class_weight"))
+
+
+def test_the_decisions_are_scored_once_per_trained_cross_validation(tmp_path):
+    val = [(0, 0.1, 0.2), (1, 0.3, 0.6), (1, 0.4, 0.7)]
+    test = [(0, 0.2, 0.1), (1, 0.35, 0.55), (1, 0.45, 0.65), (0, 0.1, 0.3)]
+    base = _views(tmp_path, {0: (val, test)})
+    first = crossval.decisions(base)
+    (base.out_dir / "fold0" / "views.csv").unlink()  # later calls, and recipes decided from base, reuse the scores
+    pd.testing.assert_frame_equal(crossval.decisions(base), first)
+    tta = crossval.decided(base, recipes.get("seed+tta"))
+    assert list(tta.per_fold["f1"]) == [1.0]
+    pd.testing.assert_frame_equal(crossval.decisions(tta), first)
+    edited = crossval.decisions(base)
+    edited.loc[0, "f1"] = -1.0  # a caller's edit does not reach the kept scores
+    pd.testing.assert_frame_equal(crossval.decisions(base), first)
+
+
+def _stored_run(tmp_path, patches, recipe, folds=2, seed=0):
+    """A finished cross-validation of ``recipe`` on ``patches`` under tmp_path, as run() leaves it:
+    each fold's done.json and views.csv, and summary.json."""
+    labels = patches["label"].to_numpy()
+    data = crossval.Data(tmp_path / "data", patches, np.zeros((len(patches), 2, 2, 3), np.uint8), labels,
+                         "fake-0000", False)
+    recipe = recipes.get(recipe)
+    root = crossval.run_dir(tmp_path, recipe, data, folds, seed)
+    key = crossval._fingerprint(recipe, data, folds, seed, None)
+    val = [(0, 0.1, 0.2), (1, 0.3, 0.6), (1, 0.4, 0.7)]
+    test = [(0, 0.2, 0.1), (1, 0.35, 0.55), (1, 0.45, 0.65), (0, 0.1, 0.3)]
+    stored = _views(tmp_path, {i: (val, test) for i in range(folds)})
+    for i in range(folds):
+        (root / f"fold{i}").mkdir(parents=True)
+        (stored.out_dir / f"fold{i}" / "views.csv").rename(root / f"fold{i}" / "views.csv")
+        row = {"fold": i, "f1": 0.0, "balanced_accuracy": 0.5, "roc_auc": 1.0, "threshold": 0.5,
+               "cpu_seconds": 5.0, "wall_seconds": 6.0}
+        (root / f"fold{i}" / "done.json").write_text(json.dumps({"fingerprint": key, "row": row}))
+    per_fold = pd.DataFrame([json.loads((root / f"fold{i}" / "done.json").read_text())["row"] for i in range(folds)])
+    result = crossval.CrossvalResult(recipe, per_fold, crossval.summarise(per_fold), root,
+                                     {"folds": folds, "seed": seed, "epochs": recipe.epochs, "sample_size": None})
+    (root / "summary.json").write_text(json.dumps(result.as_dict(), default=float))
+    return data
+
+
+def test_a_recipe_trained_as_one_run_before_is_scored_from_its_folds(tmp_path, patches, monkeypatch):
+    data = _stored_run(tmp_path, patches, "seed")
+    monkeypatch.setattr(recipes, "train", lambda *a, **k: pytest.fail("trained a recipe whose folds exist"))
+    said = []
+    tta = crossval.run(None, "seed+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=said.append)
+    assert tta.recipe.name == "seed+tta" and tta.settings["scored_from"] == "seed"
+    assert list(tta.per_fold["f1"]) == [1.0, 1.0] and list(tta.per_fold["cpu_seconds"]) == [5.0, 5.0]
+    assert "scored from that run's folds" in said[0] and "no training" in said[0]
+    stored = json.loads((crossval.run_dir(tmp_path, tta.recipe, data, 2, 0) / "summary.json").read_text())
+    assert stored["scored_from"] == "seed" and stored["mean"]["f1"] == 1.0
+
+    # a recipe trained differently is not scored from seed's folds, nor is a run scored from it
+    assert crossval.trained_alike("seed+class_weight", data, 2, 0, tmp_path) is None
+    assert crossval.trained_alike("seed+tta", data, 2, 0, tmp_path).recipe.name == "seed"
+    assert crossval.trained_alike("seed", data, 2, 0, tmp_path) is None  # only seed+tta, scored from seed, is left
+    # another fold split (seed) or a fold without views cannot be reused either
+    assert crossval.trained_alike("seed+tta", data, 2, 1, tmp_path) is None
+    (crossval.run_dir(tmp_path, recipes.get("seed"), data, 2, 0) / "fold1" / "views.csv").unlink()
+    assert crossval.trained_alike("seed+tta", data, 2, 0, tmp_path) is None
+    with pytest.raises(pytest.fail.Exception, match="trained a recipe"):
+        crossval.run(None, "seed+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=None, reuse=False)

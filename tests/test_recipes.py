@@ -91,6 +91,10 @@ def test_model_json_round_trips_to_an_equal_predictor(tmp_path, rng):
         assert loaded.config() == saved.config()
     assert loaded.recipe == recipe and loaded.tta and loaded.stain == target
     np.testing.assert_allclose(loaded.predict(images), saved.predict(images), atol=1e-6)
+    single, averaged = saved.predict_both(images)  # one pass over the 8 views gives both decisions' inputs
+    np.testing.assert_allclose(single, saved.predict(images, tta=False), atol=1e-6)
+    np.testing.assert_allclose(averaged, saved.predict(images), atol=1e-6)
+    assert not np.allclose(single, averaged, atol=1e-5)
     assert recipes.read_config(tmp_path / "nothing-here")[0] is None
 
 

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers.tta import VIEWS, dihedral_views, predict_batches, predict_tta, view
+from helpers.tta import VIEWS, dihedral_views, predict_batches, predict_tta, predict_views, view
 
 
 @pytest.fixture
@@ -65,3 +65,13 @@ def test_tta_is_the_mean_over_the_eight_transformed_inputs(rng):
     got = predict_tta(model, images, batch_size=3)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert not np.allclose(got, predict_batches(model, images), atol=1e-4)  # not invariant: TTA changes it
+
+
+def test_predict_views_gives_each_view_and_the_first_is_the_plain_prediction(rng):
+    images = rng.integers(0, 256, size=(5, 8, 8, 3)).astype(np.uint8)
+    model = _model(pool=False)
+    per_view = predict_views(model, images, batch_size=2)
+    assert per_view.shape == (8, 5, 2)
+    np.testing.assert_array_equal(per_view[0], predict_batches(model, images, batch_size=2))
+    np.testing.assert_allclose(per_view[3], predict_batches(model, view(images, *VIEWS[3])), atol=1e-6)
+    np.testing.assert_allclose(per_view.mean(axis=0), predict_tta(model, images, batch_size=2), atol=1e-12)

@@ -16,7 +16,6 @@ rerun skips them, and an interrupted fold resumes where it stopped (``recipes.tr
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import hashlib
 import json
@@ -195,8 +194,8 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
     key = _fingerprint(recipe, data, folds, seed, sample_size)
     log = log or (lambda message: None)
-    donor = trained_alike(recipe, data, folds, seed, out_dir, sample_size) if reuse and not any(
-        _done(root / f"fold{i}", key) for i in range(folds)) else None
+    finished = [_done(root / f"fold{i}", key) for i in range(folds)]
+    donor = trained_alike(recipe, data, folds, seed, out_dir, sample_size) if reuse and not any(finished) else None
     if donor is not None:
         log(f"{recipe.name} is trained as {donor.recipe.name} (v{donor.recipe.version}); only its decision differs: "
             f"scored from that run's folds ({donor.out_dir}), no training")
@@ -204,10 +203,9 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     rows = []
     for i in range(folds):
         fold_dir = root / f"fold{i}"
-        saved = _done(fold_dir, key)
-        if saved is not None:
+        if finished[i] is not None:
             log(f"fold {i + 1}/{folds}: done before, skipped ({fold_dir})")
-            rows.append(saved)
+            rows.append(finished[i])
             continue
         start, cpu = time.perf_counter(), time.process_time()
         split, at = _fold_parts(folded, i, seed, sample_size)
@@ -259,7 +257,6 @@ def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sampl
     kept its views; None if there is none."""
     recipe = recipes.get(recipe)
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
-    trained = lambda r: {k: v for k, v in r.as_dict()["options"].items() if k not in recipes.DECISION_OPTIONS}
     for summary in sorted(root.parents[1].glob(f"*/{root.name}/summary.json")):
         if summary.parent == root:
             continue
@@ -268,7 +265,7 @@ def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sampl
             other = recipes.Recipe.from_dict(doc["recipe"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a cross-validation summary this version can read
-        if trained(other) != trained(recipe) or "scored_from" in doc:
+        if other.training_options != recipe.training_options or "scored_from" in doc:
             continue
         key = _fingerprint(other, data, folds, seed, sample_size)
         rows = [_done(summary.parent / f"fold{i}", key) for i in range(folds)]
@@ -411,8 +408,7 @@ def decided(result: CrossvalResult, recipe: recipes.Recipe, data: Data | None = 
     """``result``'s trained models with ``recipe``'s decision (threshold rule and TTA), scored
     from the stored views (:func:`decisions`): the cross-validation of a recipe that differs
     from ``result``'s only in its decision, without training it. Its seconds are the training's."""
-    trained = dataclasses.replace(recipe, **{k: getattr(result.recipe, k) for k in recipes.DECISION_OPTIONS})
-    if trained.options != result.recipe.options:
+    if recipe.training_options != result.recipe.training_options:
         raise ValueError(f"recipe {recipe.name!r} differs from {result.recipe.name!r} in more than the decision "
                          f"({', '.join(recipes.DECISION_OPTIONS)}); it has to be trained")
     per = decisions(result, data)

@@ -79,6 +79,12 @@ class Recipe:
         """Every setting but the name and version."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("name", "version")}
 
+    @property
+    def training_options(self) -> dict:
+        """The options that shape the trained models: all but the decision (``DECISION_OPTIONS``).
+        Two recipes with equal training options can share one cross-validation's models."""
+        return {k: v for k, v in self.options.items() if k not in DECISION_OPTIONS}
+
     def as_dict(self) -> dict:
         """JSON-ready: name, version and options."""
         options = self.options

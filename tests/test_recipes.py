@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -54,6 +55,17 @@ def test_best_combines_its_ingredients_and_options_override():
     short = get("best", epochs=3, ensemble=2)
     assert short.epochs == 3 and short.ensemble == 2 and short.name == "best"
     assert get("seed", epochs=None) == get("seed")  # None: not given
+
+
+def test_training_options_leave_out_only_the_decision():
+    seed = get("seed")
+    assert set(seed.training_options) == set(OPTIONS) - set(recipes.DECISION_OPTIONS)
+    assert get("seed+threshold+tta").training_options == seed.training_options
+    assert get("seed+bn_fix+tta").training_options == get("seed+bn_fix").training_options
+    assert get("seed+bn_fix").training_options != seed.training_options
+    mixed = get("seed+ensemble", ensemble_models=("cancernet",))
+    stored = Recipe.from_dict(json.loads(json.dumps(mixed.as_dict())))  # a list in JSON, a tuple again
+    assert stored.training_options == mixed.training_options
 
 
 def test_unknown_names_are_named_in_the_error():

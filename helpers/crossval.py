@@ -384,10 +384,11 @@ def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
 
 
 def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
-             epochs=None, sample_size=None, verbose: int = 0, log=_stderr) -> Ablation:
+             epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *, data: Data | None = None) -> Ablation:
     """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all of
-    ``recipes.INGREDIENTS``) on the same folds with the same seeds; one table of the results."""
-    data = load(data_dir, out_dir)
+    ``recipes.INGREDIENTS``) on the same folds with the same seeds; one table of the results.
+    ``data`` (from :func:`load`) skips loading."""
+    data = data or load(data_dir, out_dir)
     base = recipes.get(base, epochs=epochs)
     chosen = list(recipes.INGREDIENTS) if ingredients is None else list(ingredients)
     for name in chosen:

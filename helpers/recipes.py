@@ -181,6 +181,13 @@ def decision_only(ingredient: str) -> bool:
     return set(INGREDIENTS[ingredient]) <= set(DECISION_OPTIONS)
 
 
+def best_base() -> str:
+    """The recipe ``best`` is trained as: ``seed`` plus its ingredients that change training
+    (``"seed+bn_fix"`` for v3). A second ablation on top of it measures each other ingredient
+    on the base it would join, not on ``seed``."""
+    return "+".join(["seed", *(i for i in BEST_INGREDIENTS if not decision_only(i))])
+
+
 def with_ingredient(base, ingredient: str) -> Recipe:
     """``base`` (a Recipe or a name) plus one ingredient, named ``<base>+<ingredient>``."""
     base = get(base) if isinstance(base, str) else base

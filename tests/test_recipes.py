@@ -68,6 +68,12 @@ def test_training_options_leave_out_only_the_decision():
     assert stored.training_options == mixed.training_options
 
 
+def test_best_is_trained_as_its_base():
+    base = recipes.best_base()
+    assert base.startswith("seed") and not any(f"+{d}" in base for d in recipes.DECISION_OPTIONS)
+    assert get(base).training_options == RECIPES["best"].training_options
+
+
 def test_unknown_names_are_named_in_the_error():
     with pytest.raises(ValueError, match="'sede'.*seed"):
         get("sede")

@@ -150,6 +150,7 @@ _variants = ("cancernet@50", "cancernet@50 filters=[[16],[32,32],[64,64,64],[128
              "cancernet@50 kernel_size=2", "cancernet@50 kernel_size=5", 'cancernet@50 downsample="stride"',
              "cancernet@75")
 _tta = 8 * (CV_VAL + CV_TEST)  # 8 dihedral views of validation and test
+_recal = CV_VAL + 20 * 64  # bn_fix: 20 batches of 64 training patches recalibrate BatchNorm each epoch
 _thyroid = dict(feed="thyroid_aug", val_feed="memory")
 
 WORKLOAD = {
@@ -202,12 +203,15 @@ WORKLOAD = {
         ((6.4 * THYROID, "thyroid_load"),),
         "CancerNet from scratch at 224 px, batch 32, 15 epochs; 3 arms: cropped, uncropped, both"),
     "18_best_recipe": Notebook(
-        (_fold(8 * 5), _fold(model='cancernet@50 head="gap"'), _fold(val=CV_VAL + 1280),
-         _fold(feed="histology_aug"), _fold(2 * 5), _fold(predict=_tta), _fold(3 * 5),
-         _fold(val=CV_VAL + 1280, predict=_tta, feed="histology_aug")),
-        ((PATCHES, "pil"), (5 * PATCHES, "reinhard"), (5 * PATCHES, "macenko"), (16 * 12, "breakhis_demo")),
-        "16 recipes x 5 folds on every patch, 20 epochs, batch 64; ensemble = 3 members, TTA = 8 views; "
-        "stain normalisation on the CPU"),
+        # every fold predicts the 8 views of its validation and test patches (views.csv)
+        (_fold(9 * 5, predict=_tta), _fold(model='cancernet@50 head="gap"', predict=_tta),
+         _fold(feed="histology_aug", predict=_tta), _fold(val=_recal, predict=_tta), _fold(3 * 5, predict=_tta),
+         # the second round, on seed+bn_fix: its recalibration batches on every validation pass
+         _fold(8 * 5, val=_recal, predict=_tta), _fold(model='cancernet@50 head="gap"', val=_recal, predict=_tta),
+         _fold(feed="histology_aug", val=_recal, predict=_tta), _fold(3 * 5, val=_recal, predict=_tta)),
+        ((PATCHES, "pil"), (10 * PATCHES, "reinhard"), (10 * PATCHES, "macenko"), (16 * 12, "breakhis_demo")),
+        "13 recipes on seed and 11 on seed+bn_fix, x 5 folds on every patch, 20 epochs, batch 64; ensemble = "
+        "3 members, 8 views predicted per fold; best is scored from seed+bn_fix's folds; stain normalisation on the CPU"),
 }
 
 

@@ -16,9 +16,11 @@ rerun skips them, and an interrupted fold resumes where it stopped (``recipes.tr
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -492,6 +494,57 @@ def prediction_ensemble(results) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"the recipes {', '.join(names)} share no finished fold")
     return pd.DataFrame(rows).set_index("fold")
+
+
+def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str = "validation",
+                  tta: bool = True, data: Data | None = None) -> CrossvalResult:
+    """An ensemble of cross-validated recipes that costs no training: on each fold they share,
+    the mean of their stored validation and test probabilities (``views.csv``, both columns),
+    written to ``out_dir/fold<i>/views.csv`` (default: ``crossval/ensembles/<name>/`` beside the
+    members' runs), then decided as ``threshold`` ("fixed": 0.5;
+    "validation": the F1-best cut on the fold's validation patients, never the test ones) with
+    or without TTA. Its seconds are its members' together; :func:`decisions` scores its four
+    decisions like any recipe's."""
+    from . import evaluate
+    from .io import atomic_path
+
+    if len(results) < 2:
+        raise ValueError("an ensemble needs at least two cross-validated recipes")
+    if threshold not in ("fixed", "validation"):
+        raise ValueError(f"unknown threshold rule {threshold!r}: 'fixed' (0.5) or 'validation'")
+    names = [r.recipe.name for r in results]
+    shared = sorted(set.intersection(*(set(r.per_fold["fold"]) for r in results)))
+    if not shared:
+        raise ValueError(f"the recipes {', '.join(names)} share no finished fold")
+    name = name or " & ".join(names)
+    if out_dir is None:
+        first_dir = Path(results[0].out_dir)
+        out_dir = first_dir.parents[1] / "ensembles" / re.sub(r"[^\w+.-]+", "_", name) / first_dir.name
+    views = [fold_views(r, data) for r in results]
+    rows = []
+    for fold in shared:
+        first = views[0][fold]
+        for member, v in zip(names[1:], views[1:]):
+            if not v[fold]["path"].equals(first["path"]) or not v[fold]["split"].equals(first["split"]):
+                raise ValueError(f"fold {fold}: {member}'s validation or test patches differ from {names[0]}'s; "
+                                 "an ensemble needs the same folds (data, folds and seed)")
+        mean = first[["path", "label", "split"]].copy()
+        for column in ("single", "tta"):
+            mean[column] = np.mean([v[fold][column].to_numpy() for v in views], axis=0)
+        fold_dir = Path(out_dir) / f"fold{fold}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(fold_dir / "views.csv") as tmp:
+            mean.to_csv(tmp, index=False)
+        val, test, column = mean[mean["split"] == "val"], mean[mean["split"] == "test"], view_column(tta)
+        cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(val["label"], val[column])
+        scores = evaluate.scores(test["label"], test[column], cut)
+        spent = [r.per_fold.set_index("fold").loc[fold] for r in results]
+        rows.append({"fold": fold, **{m: scores[m] for m in REPORTED},
+                     **{k: float(sum(row[k] for row in spent)) for k in ("cpu_seconds", "wall_seconds")}})
+    per_fold = pd.DataFrame(rows)
+    recipe = dataclasses.replace(results[0].recipe, name=name, threshold=threshold, tta=tta)
+    return CrossvalResult(recipe, per_fold, summarise(per_fold), Path(out_dir),
+                          {**results[0].settings, "scored_from": " & ".join(names), "members": names})
 
 
 DECISIONS = (("fixed", False), ("validation", False), ("fixed", True), ("validation", True))

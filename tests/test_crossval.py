@@ -261,10 +261,10 @@ def test_the_prediction_ensemble_averages_the_stored_fold_predictions(tmp_path):
         crossval.prediction_ensemble([a, other])
 
 
-def _views(tmp_path, folds):
-    """A stored cross-validation whose folds have views.csv: {fold: (val rows, test rows)},
-    each row (label, single-view P(IDC), TTA P(IDC))."""
-    out = tmp_path / "stored"
+def _views(tmp_path, folds, name="seed"):
+    """A stored cross-validation of recipe ``name`` whose folds have views.csv: {fold: (val rows,
+    test rows)}, each row (label, single-view P(IDC), TTA P(IDC))."""
+    out = tmp_path / "stored" / name
     for fold, parts in folds.items():
         (out / f"fold{fold}").mkdir(parents=True)
         rows = [{"path": f"{name}{fold}_{i}.png", "label": y, "split": name, "single": s, "tta": t}
@@ -272,7 +272,7 @@ def _views(tmp_path, folds):
         pd.DataFrame(rows).to_csv(out / f"fold{fold}" / "views.csv", index=False)
     per_fold = pd.DataFrame({"fold": list(folds), "f1": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5,
                              "cpu_seconds": 1.0, "wall_seconds": 1.0})
-    return crossval.CrossvalResult(recipes.get("seed"), per_fold, crossval.summarise(per_fold), out,
+    return crossval.CrossvalResult(recipes.get(name), per_fold, crossval.summarise(per_fold), out,
                                    {"folds": len(folds), "seed": 0})
 
 
@@ -295,6 +295,37 @@ def test_the_four_decisions_are_scored_from_the_stored_views(tmp_path):
     assert list(table.index) == [crossval.decision_name(*d) for d in crossval.DECISIONS]
     assert table.loc[crossval.decision_name("validation", False), "f1_diff"] == pytest.approx(1.0)
     assert table.loc[crossval.decision_name("fixed", False), "f1_diff"] == 0.0
+
+
+def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validation(tmp_path):
+    a = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1), (1, 0.2, 0.9)])}, "seed")
+    b = _views(tmp_path, {0: ([(0, 0.3, 0.2), (1, 0.5, 0.8)], [(0, 0.2, 0.3), (1, 0.9, 0.5)])}, "seed+bn_fix")
+    ens = crossval.view_ensemble([a, b], tmp_path / "ens")
+    written = pd.read_csv(tmp_path / "ens" / "fold0" / "views.csv")
+    assert written["single"].tolist() == pytest.approx([0.2, 0.4, 0.4, 0.55])
+    assert written["tta"].tolist() == pytest.approx([0.2, 0.6, 0.2, 0.7])
+    row = ens.per_fold.iloc[0]
+    assert row["threshold"] == pytest.approx(0.6)  # validation TTA means 0.2 and 0.6: the F1-best cut
+    assert row["f1"] == 1.0 and row["roc_auc"] == 1.0 and row["cpu_seconds"] == 2.0
+    assert ens.recipe.name == "seed & seed+bn_fix" and ens.settings["members"] == ["seed", "seed+bn_fix"]
+
+    # one view at 0.5: the single-view means 0.4 and 0.55 still split the test patches, though seed alone ranks them wrong
+    fixed = crossval.view_ensemble([a, b], tmp_path / "ens1", name="pair", threshold="fixed", tta=False)
+    assert fixed.per_fold.loc[0, "f1"] == 1.0 and fixed.per_fold.loc[0, "threshold"] == 0.5
+    assert crossval.decisions(a).query("decision == 'threshold 0.5, one view'")["roc_auc"].item() == 0.0
+    assert set(crossval.decisions(fixed)["decision"]) == {crossval.decision_name(*d) for d in crossval.DECISIONS}
+    assert crossval.test_proba(fixed, 0)["proba"].tolist() == pytest.approx([0.4, 0.55])
+
+    other = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1)])}, "seed+tta")
+    with pytest.raises(ValueError, match="fold 0: seed\\+tta's validation or test patches differ"):
+        crossval.view_ensemble([a, other], tmp_path / "bad")
+    with pytest.raises(ValueError, match="'median'"):
+        crossval.view_ensemble([a, b], tmp_path / "bad", threshold="median")
+    with pytest.raises(ValueError, match="at least two"):
+        crossval.view_ensemble([a], tmp_path / "bad")
+    default = crossval.view_ensemble([a, b], name="seed & bn")  # beside the members' runs
+    assert (tmp_path / "ensembles" / "seed_bn" / "seed" / "fold0" / "views.csv").is_file()
+    assert default.out_dir == tmp_path / "ensembles" / "seed_bn" / "seed"
 
 
 def test_views_without_a_stored_file_or_kept_models_name_the_fold(tmp_path):

@@ -20,6 +20,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -483,8 +484,8 @@ def prediction_ensemble(results) -> pd.DataFrame:
     rows = []
     for fold in sorted(set.intersection(*(set(r.per_fold["fold"]) for r in results))):
         frames = [test_proba(r, fold) for r in results]
-        for name, frame in zip(names[1:], frames[1:]):
-            if not frame["path"].equals(frames[0]["path"]):
+        for name, r, frame in zip(names[1:], results[1:], frames[1:]):
+            if not _patch_keys(frame, r).equals(_patch_keys(frames[0], results[0])):
                 raise ValueError(f"fold {fold}: {name}'s test patches differ from {names[0]}'s; "
                                  "an ensemble needs the same folds (data, folds and seed)")
         y = frames[0]["label"].to_numpy()
@@ -524,8 +525,9 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
     rows = []
     for fold in shared:
         first = views[0][fold]
-        for member, v in zip(names[1:], views[1:]):
-            if not v[fold]["path"].equals(first["path"]) or not v[fold]["split"].equals(first["split"]):
+        key = _patch_keys(first, results[0])
+        for member, r, v in zip(names[1:], results[1:], views[1:]):
+            if not _patch_keys(v[fold], r).equals(key) or not v[fold]["split"].equals(first["split"]):
                 raise ValueError(f"fold {fold}: {member}'s validation or test patches differ from {names[0]}'s; "
                                  "an ensemble needs the same folds (data, folds and seed)")
         mean = first[["path", "label", "split"]].copy()
@@ -545,6 +547,13 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
     recipe = dataclasses.replace(results[0].recipe, name=name, threshold=threshold, tta=tta)
     return CrossvalResult(recipe, per_fold, summarise(per_fold), Path(out_dir),
                           {**results[0].settings, "scored_from": " & ".join(names), "members": names})
+
+
+def _patch_keys(frame: pd.DataFrame, result: CrossvalResult) -> pd.Series:
+    """The patches' paths relative to the result's data folder: one data set given as
+    ``../shared/data/x`` in one run and as an absolute path in another is the same data."""
+    root = result.settings.get("data_dir")
+    return frame["path"].map(lambda p: os.path.relpath(p, root)) if root else frame["path"]
 
 
 DECISIONS = (("fixed", False), ("validation", False), ("fixed", True), ("validation", True))

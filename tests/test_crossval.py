@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -323,6 +324,13 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
         crossval.view_ensemble([a, b], tmp_path / "bad", threshold="median")
     with pytest.raises(ValueError, match="at least two"):
         crossval.view_ensemble([a], tmp_path / "bad")
+    # one data folder, given as a relative path in one run and an absolute one in the other
+    a.settings["data_dir"], b.settings["data_dir"] = "data", str(Path("data").resolve())
+    for r in (a, b):
+        views = pd.read_csv(r.out_dir / "fold0" / "views.csv")
+        views.assign(path=[str(Path(r.settings["data_dir"]) / p) for p in views["path"]]).to_csv(
+            r.out_dir / "fold0" / "views.csv", index=False)
+    assert crossval.view_ensemble([a, b], tmp_path / "ens2").per_fold.loc[0, "f1"] == 1.0
     default = crossval.view_ensemble([a, b], name="seed & bn")  # beside the members' runs
     assert (tmp_path / "ensembles" / "seed_bn" / "seed" / "fold0" / "views.csv").is_file()
     assert default.out_dir == tmp_path / "ensembles" / "seed_bn" / "seed"

@@ -471,32 +471,6 @@ def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
         run=result.recipe.name, data=data_label, split=f"every patient once, {k} folds by patient")
 
 
-def prediction_ensemble(results) -> pd.DataFrame:
-    """ROC-AUC per fold of the mean of several cross-validated recipes' stored test
-    predictions (same folds: the same patches), beside each recipe's own.
-
-    It costs no training: the folds' ``test_predictions.csv`` are averaged. Only the
-    threshold-free ROC-AUC is given, since the members' validation predictions are not
-    stored and a threshold must not be chosen on the test patients."""
-    from sklearn.metrics import roc_auc_score
-
-    names = [r.recipe.name for r in results]
-    rows = []
-    for fold in sorted(set.intersection(*(set(r.per_fold["fold"]) for r in results))):
-        frames = [test_proba(r, fold) for r in results]
-        for name, r, frame in zip(names[1:], results[1:], frames[1:]):
-            if not _patch_keys(frame, r).equals(_patch_keys(frames[0], results[0])):
-                raise ValueError(f"fold {fold}: {name}'s test patches differ from {names[0]}'s; "
-                                 "an ensemble needs the same folds (data, folds and seed)")
-        y = frames[0]["label"].to_numpy()
-        row = {"fold": fold, **{n: roc_auc_score(y, f["proba"]) for n, f in zip(names, frames)}}
-        row["ensemble"] = roc_auc_score(y, np.mean([f["proba"].to_numpy() for f in frames], axis=0))
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"the recipes {', '.join(names)} share no finished fold")
-    return pd.DataFrame(rows).set_index("fold")
-
-
 def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str = "validation",
                   tta: bool = True, data: Data | None = None) -> CrossvalResult:
     """An ensemble of cross-validated recipes that costs no training: on each fold they share,
@@ -504,9 +478,8 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
     written to ``out_dir/fold<i>/views.csv`` (default: ``crossval/ensembles/<name>/`` beside the
     members' runs), then decided as ``threshold`` ("fixed": 0.5;
     "validation": the F1-best cut on the fold's validation patients, never the test ones) with
-    or without TTA. Its seconds are its members' together; :func:`decisions` scores its four
-    decisions like any recipe's."""
-    from . import evaluate
+    or without TTA. Its seconds are its members' training together (members decided from one
+    run count it once); :func:`decisions` scores its four decisions like any recipe's."""
     from .io import atomic_path
 
     if len(results) < 2:
@@ -522,6 +495,8 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
         first_dir = Path(results[0].out_dir)
         out_dir = first_dir.parents[1] / "ensembles" / re.sub(r"[^\w+.-]+", "_", name) / first_dir.name
     views = [fold_views(r, data) for r in results]
+    # a member decided from another member's run (crossval.decided) shares its folder and its seconds
+    spent = {Path(r.out_dir).resolve(): r.per_fold.set_index("fold") for r in results}
     rows = []
     for fold in shared:
         first = views[0][fold]
@@ -537,12 +512,8 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
         fold_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(fold_dir / "views.csv") as tmp:
             mean.to_csv(tmp, index=False)
-        val, test, column = mean[mean["split"] == "val"], mean[mean["split"] == "test"], view_column(tta)
-        cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(val["label"], val[column])
-        scores = evaluate.scores(test["label"], test[column], cut)
-        spent = [r.per_fold.set_index("fold").loc[fold] for r in results]
-        rows.append({"fold": fold, **{m: scores[m] for m in REPORTED},
-                     **{k: float(sum(row[k] for row in spent)) for k in ("cpu_seconds", "wall_seconds")}})
+        rows.append({"fold": fold, **_decide(mean, threshold, tta),
+                     **{k: float(sum(run.loc[fold, k] for run in spent.values())) for k in ("cpu_seconds", "wall_seconds")}})
     per_fold = pd.DataFrame(rows)
     recipe = dataclasses.replace(results[0].recipe, name=name, threshold=threshold, tta=tta)
     return CrossvalResult(recipe, per_fold, summarise(per_fold), Path(out_dir),
@@ -589,21 +560,26 @@ def decisions(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
     """The test scores of one cross-validation's trained models under each of the four decisions
     (threshold 0.5 or the F1-best cut on the fold's validation patients; one view or TTA), one
     row per fold and decision: the threshold and TTA ingredients measured without training."""
-    from . import evaluate
-
     if result.scored_decisions is not None:
         return result.scored_decisions.copy()
     rows = []
     for fold, views in fold_views(result, data).items():
-        val, test = views[views["split"] == "val"], views[views["split"] == "test"]
         for threshold, tta in DECISIONS:
-            column = view_column(tta)
-            cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(val["label"], val[column])
-            scores = evaluate.scores(test["label"], test[column], cut)
             rows.append({"fold": fold, "decision": decision_name(threshold, tta), "threshold_rule": threshold,
-                         "tta": tta, **{m: scores[m] for m in REPORTED}})
+                         "tta": tta, **_decide(views, threshold, tta)})
     result.scored_decisions = pd.DataFrame(rows)
     return result.scored_decisions.copy()
+
+
+def _decide(views: pd.DataFrame, threshold: str, tta: bool) -> dict:
+    """The test scores of one fold's views under one decision: the cut at 0.5 ("fixed") or the
+    F1-best one on the fold's validation patients ("validation"), never on its test patients."""
+    from . import evaluate
+
+    val, test, column = views[views["split"] == "val"], views[views["split"] == "test"], view_column(tta)
+    cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(val["label"], val[column])
+    scores = evaluate.scores(test["label"], test[column], cut)
+    return {m: scores[m] for m in REPORTED}
 
 
 def view_column(tta: bool) -> str:

@@ -238,30 +238,6 @@ def test_ablation_bars_draw_one_bar_per_ingredient():
     assert len(bars) == 1 and bars[0].get_width() == pytest.approx(0.1)
 
 
-def _stored(tmp_path, name, proba, labels, paths=None):
-    out = tmp_path / name
-    (out / "fold0").mkdir(parents=True)
-    pd.DataFrame({"path": paths or [f"p{i}.png" for i in range(len(labels))], "label": labels,
-                  "proba": proba}).to_csv(out / "fold0" / "test_predictions.csv", index=False)
-    per_fold = pd.DataFrame({"fold": [0], "f1": [0.5], "balanced_accuracy": [0.5], "roc_auc": [0.5],
-                             "cpu_seconds": [1.0], "wall_seconds": [1.0]})
-    return crossval.CrossvalResult(recipes.get(name), per_fold, crossval.summarise(per_fold), out)
-
-
-def test_the_prediction_ensemble_averages_the_stored_fold_predictions(tmp_path):
-    labels = [0, 0, 1, 1]
-    a = _stored(tmp_path, "seed", [0.1, 0.6, 0.5, 0.9], labels)  # AUC 0.75: 0.6 outranks 0.5
-    b = _stored(tmp_path, "best", [0.2, 0.1, 0.9, 0.15], labels)  # AUC 0.75: 0.2 outranks 0.15
-    table = crossval.prediction_ensemble([a, b])
-    assert list(table.columns) == ["seed", "best", "ensemble"]
-    assert table.loc[0, "seed"] == pytest.approx(0.75) and table.loc[0, "best"] == pytest.approx(0.75)
-    assert table.loc[0, "ensemble"] == pytest.approx(1.0)  # means 0.15, 0.35, 0.7, 0.525: every IDC patch on top
-
-    other = _stored(tmp_path, "seed+tta", [0.1, 0.6, 0.5, 0.9], labels, paths=["q0", "q1", "q2", "q3"])
-    with pytest.raises(ValueError, match="seed\\+tta's test patches differ"):
-        crossval.prediction_ensemble([a, other])
-
-
 def _views(tmp_path, folds, name="seed"):
     """A stored cross-validation of recipe ``name`` whose folds have views.csv: {fold: (val rows,
     test rows)}, each row (label, single-view P(IDC), TTA P(IDC))."""
@@ -309,6 +285,9 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
     assert row["threshold"] == pytest.approx(0.6)  # validation TTA means 0.2 and 0.6: the F1-best cut
     assert row["f1"] == 1.0 and row["roc_auc"] == 1.0 and row["cpu_seconds"] == 2.0
     assert ens.recipe.name == "seed & seed+bn_fix" and ens.settings["members"] == ["seed", "seed+bn_fix"]
+    # seed+tta is decided from seed's run: its training is counted once
+    with_tta = crossval.view_ensemble([a, b, crossval.decided(a, recipes.get("seed+tta"))], tmp_path / "ens3")
+    assert with_tta.per_fold.loc[0, "cpu_seconds"] == 2.0 and with_tta.per_fold.loc[0, "wall_seconds"] == 2.0
 
     # one view at 0.5: the single-view means 0.4 and 0.55 still split the test patches, though seed alone ranks them wrong
     fixed = crossval.view_ensemble([a, b], tmp_path / "ens1", name="pair", threshold="fixed", tta=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -248,6 +250,9 @@ def evaluation_plots(y_true, proba, threshold: float, title: str):
     return fig
 
 
+_METRIC_NAMES = {"f1": "F1", "roc_auc": "ROC-AUC", "balanced_accuracy": "balanced accuracy"}
+
+
 def ablation_bars(table: pd.DataFrame, base: str, title: str, metrics=("f1", "roc_auc")):
     """Each recipe's paired difference from ``base`` (mean over folds, bar; sd of the per-fold
     differences, whisker), one panel per metric; the base itself is the zero line."""
@@ -259,7 +264,9 @@ def ablation_bars(table: pd.DataFrame, base: str, title: str, metrics=("f1", "ro
         colours = ["tab:green" if d > 0 else "tab:red" for d in diff]
         ax.barh(rows.index, diff, xerr=sd.fillna(0), color=colours, alpha=0.8, capsize=3)
         ax.axvline(0, color="black", lw=1)
-        ax.set_title(f"{metric} minus {base}'s (same folds)")
+        ax.set_title(_METRIC_NAMES.get(metric, metric))
+        ax.set_xlabel(f"minus {base} (paired: same folds)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))  # a long base name needs room
         ax.invert_yaxis()
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 18 * len(metrics) + 50))
     return fig

@@ -187,7 +187,9 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     fold keeps its scores, test predictions, histories and model.json; its model files
     (~10 MB each) only with ``keep_models``. With ``reuse``, a recipe trained exactly as one
     cross-validated before on the same folds (it differs only in its decision: threshold rule or
-    TTA) is scored from that run's stored views instead of being trained again (:func:`trained_alike`)."""
+    TTA) is scored from that run's stored views instead of being trained again (:func:`trained_alike`),
+    and an ensemble takes its member 0 from the folds of its one-member recipe where they kept
+    their models (:func:`first_member_donor`)."""
     from . import evaluate
     from .io import write_text
 
@@ -203,6 +205,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         log(f"{recipe.name} is trained as {donor.recipe.name} (v{donor.recipe.version}); only its decision differs: "
             f"scored from that run's folds ({donor.out_dir}), no training")
         return _summarised(decided(donor, recipe, data), root)
+    first = first_member_donor(recipe, data, folds, seed, out_dir, sample_size) if reuse else None
     rows = []
     for i in range(folds):
         fold_dir = root / f"fold{i}"
@@ -210,6 +213,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
             log(f"fold {i + 1}/{folds}: done before, skipped ({fold_dir})")
             rows.append(finished[i])
             continue
+        copied = first is not None and _take_first_member(first, fold_dir, log)
         start, cpu = time.perf_counter(), time.process_time()
         split, at = _fold_parts(folded, i, seed, sample_size)
         log(f"fold {i + 1}/{folds}: training {recipe.name} on {len(at['train'])} patches "
@@ -229,7 +233,8 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
                "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
                "stain_seconds": predictor.info.get("stain_run", {}).get("seconds", 0.0),
                "stain_fallbacks": predictor.info.get("stain_run", {}).get("fallbacks", 0) + predictor.last_fallbacks,
-               "cpu_seconds": round(time.process_time() - cpu, 1),
+               "cpu_seconds": round(time.process_time() - cpu, 1),  # this run's, not a copied member's
+               "members_copied": int(copied),
                "wall_seconds": round(time.perf_counter() - start, 1)}
         write_text(fold_dir / "done.json", json.dumps({"fingerprint": key, "row": row}, indent=2, default=float))
         if not keep_models:
@@ -254,11 +259,10 @@ def _summarised(result: CrossvalResult, root: Path) -> CrossvalResult:
     return result
 
 
-def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None) -> CrossvalResult | None:
-    """A finished cross-validation stored under ``out_dir`` (same data, folds, seed, epochs and
-    sample size) of a recipe with the same training options as ``recipe``, every fold of which
-    kept its views; None if there is none."""
-    recipe = recipes.get(recipe)
+def _stored_runs(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None):
+    """Each finished, trained cross-validation stored under ``out_dir`` with the same data, folds,
+    seed, epochs and sample size as ``recipe`` would have, but another recipe:
+    (its folder, its recipe, its per-fold rows, its settings)."""
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
     for summary in sorted(root.parents[1].glob(f"*/{root.name}/summary.json")):
         if summary.parent == root:
@@ -268,17 +272,59 @@ def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sampl
             other = recipes.Recipe.from_dict(doc["recipe"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a cross-validation summary this version can read
-        if other.training_options != recipe.training_options or "scored_from" in doc:
-            continue
+        if "scored_from" in doc:
+            continue  # trained nothing of its own
         key = _fingerprint(other, data, folds, seed, sample_size)
         rows = [_done(summary.parent / f"fold{i}", key) for i in range(folds)]
-        if any(row is None for row in rows) or not all(
-                (summary.parent / f"fold{i}" / "views.csv").is_file() for i in range(folds)):
-            continue
-        per_fold = pd.DataFrame(rows)
-        settings = {k: doc[k] for k in ("data_dir", "generated", "folds", "seed", "epochs", "sample_size") if k in doc}
-        return CrossvalResult(other, per_fold, summarise(per_fold), summary.parent, settings)
+        if all(row is not None for row in rows):
+            settings = {k: doc[k] for k in ("data_dir", "generated", "folds", "seed", "epochs", "sample_size") if k in doc}
+            yield summary.parent, other, rows, settings
+
+
+def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None) -> CrossvalResult | None:
+    """A finished cross-validation stored under ``out_dir`` (same data, folds, seed, epochs and
+    sample size) of a recipe with the same training options as ``recipe``, every fold of which
+    kept its views; None if there is none."""
+    recipe = recipes.get(recipe)
+    for folder, other, rows, settings in _stored_runs(recipe, data, folds, seed, out_dir, sample_size):
+        if other.training_options == recipe.training_options and all(
+                (folder / f"fold{i}" / "views.csv").is_file() for i in range(folds)):
+            return CrossvalResult(other, pd.DataFrame(rows), summarise(pd.DataFrame(rows)), folder, settings)
     return None
+
+
+def first_member_donor(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None) -> Path | None:
+    """For an ensemble recipe, the folder of a finished cross-validation (same data, folds, seed,
+    epochs and sample size) of the same recipe with one member that kept its models
+    (``--keep-models``): its fold models are, seed for seed, the ensemble's member 0 (trained
+    with the fold's seed and the first member's architecture), so they need not be trained
+    again. None if the recipe is no ensemble or there is no such run."""
+    recipe = recipes.get(recipe)
+    if recipe.ensemble < 2 or recipe.members()[0] != recipe.model:
+        return None
+    single = dataclasses.replace(recipe, ensemble=1, ensemble_models=())
+    for folder, other, _, _ in _stored_runs(recipe, data, folds, seed, out_dir, sample_size):
+        if other.training_options == single.training_options and all(
+                (folder / f"fold{i}" / "model.keras").is_file() for i in range(folds)):
+            return folder
+    return None
+
+
+def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
+    """Copy the donor run's model of this fold (and its training log) in as member 0 of a fresh
+    ensemble fold, so that ``recipes.train`` loads it instead of training it; whether it did."""
+    import shutil
+
+    if (fold_dir / "started.json").exists() or (fold_dir / "member0.keras").exists():
+        return False  # begun before: recipes.train resumes it as it stands
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    if (donor / fold_dir.name / "run0").is_dir():
+        shutil.copytree(donor / fold_dir.name / "run0", fold_dir / "run0", dirs_exist_ok=True)
+    shutil.copy2(donor / fold_dir.name / "model.keras", fold_dir / "member0.keras.part")
+    os.replace(fold_dir / "member0.keras.part", fold_dir / "member0.keras")
+    log(f"{fold_dir.name}: member 0 is the model of {donor.parent.name}'s {fold_dir.name} "
+        f"(same options, seed and patients): copied, not trained again")
+    return True
 
 
 def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):

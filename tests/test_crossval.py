@@ -163,6 +163,22 @@ def test_the_seed_recipe_learns_the_demo_set(tmp_path):
     again = crossval.fold_views(result)[0]
     assert again[["single", "tta"]].to_numpy() == pytest.approx(views[["single", "tta"]].to_numpy(), abs=1e-5)
 
+    # a two-seed ensemble takes member 0 of each fold from these kept models and trains member 1 only
+    said = []
+    ensemble = crossval.run(tmp_path / "demo", recipes.get("seed+ensemble", ensemble=2), folds=2, seed=0,
+                            out_dir=tmp_path / "out", epochs=3, verbose=0, log=said.append, keep_models=True)
+    assert sum("copied, not trained again" in line for line in said) == 2
+    assert sum("training member 2/2" in line for line in said) == 2
+    assert not any("training member 1/2" in line for line in said)
+    assert list(ensemble.per_fold["members_copied"]) == [1, 1]
+    import keras
+
+    for i in range(2):
+        single = keras.models.load_model(result.out_dir / f"fold{i}" / "model.keras")
+        first = keras.models.load_model(ensemble.out_dir / f"fold{i}" / "member0.keras")
+        assert all(np.array_equal(a, b) for a, b in zip(single.get_weights(), first.get_weights()))
+    assert json.loads((ensemble.out_dir / "fold0" / "model.json").read_text())["members"][1]["seed"] == 1
+
 
 def _result(name, f1, auc):
     from helpers import recipes
@@ -381,6 +397,29 @@ def _stored_run(tmp_path, patches, recipe, folds=2, seed=0):
                                      {"folds": folds, "seed": seed, "epochs": recipe.epochs, "sample_size": None})
     (root / "summary.json").write_text(json.dumps(result.as_dict(), default=float))
     return data
+
+
+def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_recipe_that_kept_models(tmp_path, patches):
+    data = _stored_run(tmp_path, patches, "seed")
+    assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) is None  # no model files kept
+    stored = crossval.run_dir(tmp_path, recipes.get("seed"), data, 2, 0)
+    for i in range(2):
+        (stored / f"fold{i}" / "model.keras").write_bytes(b"kept")
+    assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) == stored
+    assert crossval.first_member_donor("seed+tta+ensemble", data, 2, 0, tmp_path) == stored  # TTA: decision only
+    assert crossval.first_member_donor("seed+class_weight+ensemble", data, 2, 0, tmp_path) is None
+    assert crossval.first_member_donor("seed", data, 2, 0, tmp_path) is None  # not an ensemble
+    assert crossval.first_member_donor("seed+ensemble", data, 2, 1, tmp_path) is None  # other folds
+    mixed = recipes.get("seed+ensemble", ensemble_models=("mobilenet_v2", "cancernet"))
+    assert crossval.first_member_donor(mixed, data, 2, 0, tmp_path) is None  # member 0 is another architecture
+
+    ensemble = crossval.run_dir(tmp_path, recipes.get("seed+ensemble"), data, 2, 0)
+    assert crossval._take_first_member(stored, ensemble / "fold0", print)
+    assert (ensemble / "fold0" / "member0.keras").read_bytes() == b"kept"
+    (ensemble / "fold1").mkdir(parents=True)
+    (ensemble / "fold1" / "started.json").write_text("{}")  # begun before: left to resume as it stands
+    assert not crossval._take_first_member(stored, ensemble / "fold1", print)
+    assert not (ensemble / "fold1" / "member0.keras").exists()
 
 
 def test_a_recipe_trained_as_one_run_before_is_scored_from_its_folds(tmp_path, patches, monkeypatch):

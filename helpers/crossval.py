@@ -442,8 +442,10 @@ def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int 
     chosen = list(recipes.INGREDIENTS) if ingredients is None else list(ingredients)
     for name in chosen:
         recipes.with_ingredient(base, name)  # unknown names fail before any training
-    fit = lambda r: run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, verbose=verbose, log=log)
-    base_run = fit(base)
+    fit = lambda r, **kw: run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data,
+                              verbose=verbose, log=log, **kw)
+    # an ensemble's member 0 is the base's model of each fold: kept, it need not be trained again
+    base_run = fit(base, keep_models=any(recipes.with_ingredient(base, n).ensemble > 1 for n in chosen))
     runs = [base_run]
     for name in chosen:
         recipe = recipes.with_ingredient(base, name)

@@ -211,6 +211,23 @@ def test_an_unknown_ingredient_fails_before_any_training(demo, tmp_path):
     assert not (tmp_path / "crossval").exists()
 
 
+def test_an_ablation_keeps_the_bases_models_only_when_an_ensemble_will_reuse_them(patches, monkeypatch, tmp_path):
+    data = crossval.Data(tmp_path, patches, np.zeros((len(patches), 2, 2, 3), np.uint8),
+                         patches["label"].to_numpy(), "fake-0000", False)
+    kept = {}
+
+    def fake_run(data_dir, recipe, *args, keep_models=False, **kwargs):
+        kept[recipe.name] = keep_models
+        return _result(recipe.name, [0.5, 0.6, 0.7], [0.8, 0.8, 0.9])
+
+    monkeypatch.setattr(crossval, "run", fake_run)
+    crossval.ablation(None, base="seed", ingredients=["gap_head", "ensemble"], data=data, log=None)
+    assert kept == {"seed": True, "seed+gap_head": False, "seed+ensemble": False}
+    kept.clear()
+    crossval.ablation(None, base="seed", ingredients=["gap_head"], data=data, log=None)
+    assert kept == {"seed": False, "seed+gap_head": False}
+
+
 def test_verdict_target_and_registry_rows_from_a_comparison():
     base = _result("seed", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8])
     best = _result("best", [0.6, 0.7, 0.75], [0.9, 0.95, 1.0])

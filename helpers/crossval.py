@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -289,7 +290,8 @@ def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sampl
     for folder, other, rows, settings in _stored_runs(recipe, data, folds, seed, out_dir, sample_size):
         if other.training_options == recipe.training_options and all(
                 (folder / f"fold{i}" / "views.csv").is_file() for i in range(folds)):
-            return CrossvalResult(other, pd.DataFrame(rows), summarise(pd.DataFrame(rows)), folder, settings)
+            per_fold = pd.DataFrame(rows)
+            return CrossvalResult(other, per_fold, summarise(per_fold), folder, settings)
     return None
 
 
@@ -313,15 +315,14 @@ def first_member_donor(recipe, data: Data, folds: int, seed: int, out_dir=None, 
 def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
     """Copy the donor run's model of this fold (and its training log) in as member 0 of a fresh
     ensemble fold, so that ``recipes.train`` loads it instead of training it; whether it did."""
-    import shutil
+    from .io import atomic_path
 
     if (fold_dir / "started.json").exists() or (fold_dir / "member0.keras").exists():
         return False  # begun before: recipes.train resumes it as it stands
-    fold_dir.mkdir(parents=True, exist_ok=True)
     if (donor / fold_dir.name / "run0").is_dir():
         shutil.copytree(donor / fold_dir.name / "run0", fold_dir / "run0", dirs_exist_ok=True)
-    shutil.copy2(donor / fold_dir.name / "model.keras", fold_dir / "member0.keras.part")
-    os.replace(fold_dir / "member0.keras.part", fold_dir / "member0.keras")
+    with atomic_path(fold_dir / "member0.keras") as tmp:
+        shutil.copy2(donor / fold_dir.name / "model.keras", tmp)
     log(f"{fold_dir.name}: member 0 is the model of {donor.parent.name}'s {fold_dir.name} "
         f"(same options, seed and patients): copied, not trained again")
     return True

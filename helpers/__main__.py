@@ -124,7 +124,7 @@ def _crossval(args) -> int:
                               reuse=not args.no_reuse)
     print(result.table(), file=sys.stderr)
     summary = result.as_dict()
-    try:  # the same models under the four decisions (threshold rule, TTA): no training
+    try:  # the same models under the eight decisions (threshold rule, TTA, slide context): no training
         table = crossval.decision_table(result)
     except FileNotFoundError as err:  # folds trained before views.csv was kept
         print(f"decisions not scored: {err}", file=sys.stderr)

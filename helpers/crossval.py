@@ -121,7 +121,7 @@ class CrossvalResult:
     summary: pd.DataFrame  # one row per metric: mean, sd, min, max
     out_dir: Path
     settings: dict = field(default_factory=dict)
-    # the four decisions' scores (:func:`decisions`), kept once computed: they depend only on the
+    # the eight decisions' scores (:func:`decisions`), kept once computed: they depend only on the
     # folds' stored views, which every recipe scored from these models shares
     scored_decisions: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
@@ -223,9 +223,9 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         predictor = recipes.train(recipe, (data.images[at["train"]], data.labels[at["train"]]),
                                   (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
-                                  pretrain_seed=seed)
+                                  pretrain_seed=seed, val_patients=data.df.loc[at["val"], "patient"].to_numpy())
         views = score_views(predictor, data, at, fold_dir)
-        proba = views.loc[views["split"] == "test", view_column(predictor.tta)].to_numpy()
+        proba = decision_proba(views, predictor.tta, recipe.context)[(views["split"] == "test").to_numpy()]
         scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
         row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
@@ -465,7 +465,7 @@ def decided(result: CrossvalResult, recipe: recipes.Recipe, data: Data | None = 
         raise ValueError(f"recipe {recipe.name!r} differs from {result.recipe.name!r} in more than the decision "
                          f"({', '.join(recipes.DECISION_OPTIONS)}); it has to be trained")
     per = decisions(result, data)
-    chosen = per[per["decision"] == decision_name(recipe.threshold, recipe.tta)].set_index("fold")[list(REPORTED)]
+    chosen = per[per["decision"] == decision_name(recipe.threshold, recipe.tta, recipe.context)].set_index("fold")[list(REPORTED)]
     per_fold = result.per_fold.set_index("fold").drop(columns=list(REPORTED), errors="ignore").join(chosen).reset_index()
     return CrossvalResult(recipe, per_fold, summarise(per_fold), result.out_dir,
                           {**result.settings, "scored_from": result.recipe.name}, result.scored_decisions)
@@ -477,8 +477,9 @@ def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
     if "scored_from" not in result.settings:
         return pd.read_csv(fold_dir / "test_predictions.csv")
     views = pd.read_csv(fold_dir / "views.csv")
-    test = views[views["split"] == "test"].reset_index(drop=True)
-    return test[["path", "label"]].assign(proba=test[view_column(result.recipe.tta)])
+    test = (views["split"] == "test").to_numpy()
+    proba = decision_proba(views, result.recipe.tta, result.recipe.context)[test]
+    return views.loc[test, ["path", "label"]].reset_index(drop=True).assign(proba=proba)
 
 
 # --- what notebook 18 shows -------------------------------------------------------------------
@@ -521,14 +522,14 @@ def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
 
 
 def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str = "validation",
-                  tta: bool = True, data: Data | None = None) -> CrossvalResult:
+                  tta: bool = True, data: Data | None = None, context: str = "none") -> CrossvalResult:
     """An ensemble of cross-validated recipes that costs no training: on each fold they share,
     the mean of their stored validation and test probabilities (``views.csv``, both columns),
     written to ``out_dir/fold<i>/views.csv`` (default: ``crossval/ensembles/<name>/`` beside the
     members' runs), then decided as ``threshold`` ("fixed": 0.5;
     "validation": the F1-best cut on the fold's validation patients, never the test ones) with
-    or without TTA. Its seconds are its members' training together (members decided from one
-    run count it once); :func:`decisions` scores its four decisions like any recipe's."""
+    or without TTA, and with slide ``context`` or not. Its seconds are its members' training together (members decided from one
+    run count it once); :func:`decisions` scores its eight decisions like any recipe's."""
     from .io import atomic_path
 
     if len(results) < 2:
@@ -561,10 +562,10 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
         fold_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(fold_dir / "views.csv") as tmp:
             mean.to_csv(tmp, index=False)
-        rows.append({"fold": fold, **_decide(mean, threshold, tta),
+        rows.append({"fold": fold, **_decide(mean, threshold, tta, context),
                      **{k: float(sum(run.loc[fold, k] for run in spent.values())) for k in ("cpu_seconds", "wall_seconds")}})
     per_fold = pd.DataFrame(rows)
-    recipe = dataclasses.replace(results[0].recipe, name=name, threshold=threshold, tta=tta)
+    recipe = dataclasses.replace(results[0].recipe, name=name, threshold=threshold, tta=tta, context=context)
     return CrossvalResult(recipe, per_fold, summarise(per_fold), Path(out_dir),
                           {**results[0].settings, "scored_from": " & ".join(names), "members": names})
 
@@ -576,7 +577,9 @@ def _patch_keys(frame: pd.DataFrame, result: CrossvalResult) -> pd.Series:
     return frame["path"].map(lambda p: os.path.relpath(p, root)) if root else frame["path"]
 
 
-DECISIONS = (("fixed", False), ("validation", False), ("fixed", True), ("validation", True))
+# (threshold rule, TTA, context): every way a fold's stored views become decisions
+DECISIONS = tuple((threshold, tta, context) for context in ("none", "slide") for tta in (False, True)
+                  for threshold in ("fixed", "validation"))
 
 
 def fold_views(result: CrossvalResult, data: Data | None = None) -> dict[int, pd.DataFrame]:
@@ -606,29 +609,49 @@ def fold_views(result: CrossvalResult, data: Data | None = None) -> dict[int, pd
 
 
 def decisions(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
-    """The test scores of one cross-validation's trained models under each of the four decisions
-    (threshold 0.5 or the F1-best cut on the fold's validation patients; one view or TTA), one
-    row per fold and decision: the threshold and TTA ingredients measured without training."""
+    """The test scores of one cross-validation's trained models under each of the eight decisions
+    (threshold 0.5 or the F1-best cut on the fold's validation patients; one view or TTA; the patch
+    alone or read with its slide), one row per fold and decision: the threshold, TTA and slide
+    context ingredients measured without training."""
     if result.scored_decisions is not None:
         return result.scored_decisions.copy()
     rows = []
     for fold, views in fold_views(result, data).items():
-        for threshold, tta in DECISIONS:
-            rows.append({"fold": fold, "decision": decision_name(threshold, tta), "threshold_rule": threshold,
-                         "tta": tta, **_decide(views, threshold, tta)})
+        for threshold, tta, context in DECISIONS:
+            rows.append({"fold": fold, "decision": decision_name(threshold, tta, context), "threshold_rule": threshold,
+                         "tta": tta, "context": context, **_decide(views, threshold, tta, context)})
     result.scored_decisions = pd.DataFrame(rows)
     return result.scored_decisions.copy()
 
 
-def _decide(views: pd.DataFrame, threshold: str, tta: bool) -> dict:
+def _decide(views: pd.DataFrame, threshold: str, tta: bool, context: str = "none") -> dict:
     """The test scores of one fold's views under one decision: the cut at 0.5 ("fixed") or the
     F1-best one on the fold's validation patients ("validation"), never on its test patients."""
     from . import evaluate
 
-    val, test, column = views[views["split"] == "val"], views[views["split"] == "test"], view_column(tta)
-    cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(val["label"], val[column])
-    scores = evaluate.scores(test["label"], test[column], cut)
+    proba = decision_proba(views, tta, context)
+    val, test = (views["split"] == "val").to_numpy(), (views["split"] == "test").to_numpy()
+    labels = views["label"].to_numpy()
+    cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(labels[val], proba[val])
+    scores = evaluate.scores(labels[test], proba[test], cut)
     return {m: scores[m] for m in REPORTED}
+
+
+def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none") -> np.ndarray:
+    """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, and with
+    ``context="slide"`` read with the other patches of its patient (helpers.context), the context
+    model fitted on the fold's validation rows only."""
+    from . import context as slide
+
+    proba = views[view_column(tta)].to_numpy(dtype=float)
+    if context == "none":
+        return proba
+    if context != "slide":
+        raise ValueError(f"unknown context {context!r}: 'none' or 'slide'")
+    val = (views["split"] == "val").to_numpy()
+    patients = slide.patients_of(views["path"])
+    fitted = slide.fit(proba[val], patients[val], views["label"].to_numpy()[val])
+    return slide.apply(fitted, proba, patients)
 
 
 def view_column(tta: bool) -> str:
@@ -636,13 +659,14 @@ def view_column(tta: bool) -> str:
     return "tta" if tta else "single"
 
 
-def decision_name(threshold: str, tta: bool) -> str:
-    return f"{'threshold on validation' if threshold == 'validation' else 'threshold 0.5'}, {'TTA' if tta else 'one view'}"
+def decision_name(threshold: str, tta: bool, context: str = "none") -> str:
+    return (f"{'threshold on validation' if threshold == 'validation' else 'threshold 0.5'}, {'TTA' if tta else 'one view'}"
+            + (", slide context" if context == "slide" else ""))
 
 
 def decision_table(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
     """:func:`decisions` as one row per decision: mean and sd over folds, and the paired
-    difference from threshold 0.5 with one view (the decision of ``seed``)."""
+    difference from threshold 0.5 with one view, patch alone (the decision of ``seed``)."""
     per = decisions(result, data)
     ref = per[per["decision"] == decision_name("fixed", False)].set_index("fold")
     rows = {name: paired(group.set_index("fold"), ref) for name, group in per.groupby("decision", sort=False)}

@@ -53,6 +53,7 @@ class Recipe:
     monitor: str = "val_loss"  # the best epoch, and early stopping
     patience: int = 5
     label_smoothing: float = 0.0
+    ema: float = 0.0  # momentum of an exponential moving average of the weights, validated and kept (0: off)
     # the data
     class_weight: bool = False  # inverse-frequency class weights from the training split
     sampling: str = "natural"  # or "balanced": 50/50 batches (minority oversampled)
@@ -61,6 +62,7 @@ class Recipe:
     # the decision
     threshold: str = "fixed"  # 0.5; or "validation": the F1-best cut on the validation split
     tta: bool = False  # average over the 8 dihedral views
+    context: str = "none"  # or "slide": each patch read with its slide's other patches (helpers.context)
     ensemble: int = 1  # members (seeds seed, seed+1, ...), probabilities averaged
     ensemble_models: tuple = ()  # architectures of the members in turn; () = ``model`` for all
     # pretraining
@@ -109,6 +111,7 @@ CHOICES = {
     "stain": ("none", *stain_mod.METHODS),
     "pretrain": ("none", "breakhis"),
     "monitor": ("val_loss", "val_auc", "val_accuracy", "val_f1"),
+    "context": ("none", "slide"),
 }
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version"))
 
@@ -127,9 +130,9 @@ def _validate(r: Recipe):
     for key in ("ensemble", "epochs", "batch_size", "pretrain_epochs"):
         if int(getattr(r, key)) < 1:
             raise ValueError(f"recipe option {key} must be at least 1, got {getattr(r, key)}")
-    if not 0 <= r.label_smoothing < 1 or r.learning_rate <= 0 or r.warmup_epochs < 0:
-        raise ValueError(f"recipe {r.name!r}: label_smoothing must be in [0, 1), learning_rate > 0, "
-                         f"warmup_epochs >= 0; got {r.label_smoothing}, {r.learning_rate}, {r.warmup_epochs}")
+    if not 0 <= r.label_smoothing < 1 or r.learning_rate <= 0 or r.warmup_epochs < 0 or not 0 <= r.ema < 1:
+        raise ValueError(f"recipe {r.name!r}: label_smoothing and ema must be in [0, 1), learning_rate > 0, "
+                         f"warmup_epochs >= 0; got {r.label_smoothing}, {r.ema}, {r.learning_rate}, {r.warmup_epochs}")
 
 
 def _checked(options: dict) -> dict:
@@ -154,10 +157,12 @@ INGREDIENTS: dict[str, dict] = {
     "label_smoothing": {"label_smoothing": 0.1},
     "warmup": {"schedule": "warmup_cosine", "warmup_epochs": 1.0},
     "tta": {"tta": True},
+    "slide_context": {"context": "slide"},
     "ensemble": {"ensemble": 3},
     "breakhis": {"pretrain": "breakhis"},
     "bn_fix": {"bn_momentum": 0.9, "recalibrate_bn": 20},  # notebook 08's fix of the seed's BatchNorm
     "adam": {"optimizer": "adam", "learning_rate": 1e-3},
+    "ema": {"ema": 0.99},  # an average over the last ~100 steps, about one epoch of the real sample's folds
 }
 
 # What won on the real sample (README, "Recipes and cross-validation"): each ingredient on top of
@@ -175,7 +180,7 @@ BEST_INGREDIENTS = ("bn_fix", "adam", "tta")
 BEST_VERSION = 4
 
 
-DECISION_OPTIONS = ("threshold", "tta")  # change only how a trained model's outputs become a decision
+DECISION_OPTIONS = ("threshold", "tta", "context")  # change only how a trained model's outputs become a decision
 
 
 def decision_only(ingredient: str) -> bool:
@@ -295,7 +300,7 @@ def _fingerprint(recipe: Recipe, seed: int, train_xy, val_xy) -> str:
 
 
 def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, verbose: int = 2,
-          log=print, pretrain_seed: int | None = None) -> Predictor:
+          log=print, pretrain_seed: int | None = None, val_patients=None) -> Predictor:
     """Train ``recipe`` on ``train_xy`` = (uint8 images (n, 50, 50, 3), labels), choose the best
     epoch (and the threshold, if the recipe says so) on ``val_xy``; save the member(s) and
     ``model.json`` in ``out_dir``; return the :class:`Predictor`.
@@ -304,7 +309,8 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     interrupted one resumes at its last epoch (``train.fit``). Other settings start afresh.
     ``cache_dir`` keeps the BreakHis-pretrained model (default: ``out_dir``), pretrained with
     ``pretrain_seed`` (default ``seed``): it does not depend on the IDC split, so cross-validation
-    pretrains once for all folds.
+    pretrains once for all folds. ``val_patients`` (the patient of each validation patch) is
+    needed by a recipe with slide context, which is fitted on the validation patients.
     """
     import keras
 
@@ -319,6 +325,9 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError(f"recipe {recipe.name!r} needs training and validation patches; "
                          f"got {len(x_train)} and {len(x_val)}")
+    if recipe.context == "slide" and (val_patients is None or len(val_patients) != len(y_val)):
+        raise ValueError(f"recipe {recipe.name!r} reads patches with their slide: train() needs val_patients, "
+                         f"the patient of each of the {len(y_val)} validation patches")
     print_ = log or (lambda *a, **k: None)
     key = _fingerprint(recipe, seed, (x_train, y_train), (x_val, y_val))
     started = out_dir / "started.json"
@@ -362,7 +371,8 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
         keras.utils.set_random_seed(seed + m)  # the initial weights too, whatever ran before in this process
         model = build_member(recipe, arch, weights if arch == recipe.model else None)
         train_ds, val_ds = datasets(recipe, arch, (x_train, y_train), (x_val, y_val), seed + m)
-        optimizer = tr.make_optimizer(recipe.optimizer, learning_rate(recipe, steps))
+        averaged = {"use_ema": True, "ema_momentum": recipe.ema} if recipe.ema else {}
+        optimizer = tr.make_optimizer(recipe.optimizer, learning_rate(recipe, steps), **averaged)
         result = tr.fit(model, train_ds, val_ds, out_dir / f"run{m}", epochs=recipe.epochs, name=arch,
                         optimizer=optimizer, class_weight=tr.class_weights(y_train) if recipe.class_weight else None,
                         label_smoothing=recipe.label_smoothing, monitor=recipe.monitor, patience=recipe.patience,
@@ -376,6 +386,11 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
 
     predictor = Predictor(members, recipe, stain=target)
     proba = predictor.predict(x_val, normalized=True)
+    if recipe.context == "slide":
+        from . import context
+
+        predictor.context = context.fit(proba, val_patients, y_val)
+        proba = context.apply(predictor.context, proba, val_patients)
     if recipe.threshold == "validation":
         predictor.threshold = evaluate.choose_threshold(y_val, proba)
         predictor.threshold_source = "chosen on validation at training"
@@ -408,6 +423,7 @@ class Predictor:
     stain: dict | None = None
     threshold: float = 0.5
     threshold_source: str = "fixed at 0.5 by the recipe"
+    context: dict | None = None  # the fitted slide-context model (helpers.context), if the recipe has one
     info: dict = field(default_factory=dict)  # training counts and scores (model.json)
     last_fallbacks: int = 0  # patches the last predict() left un-normalised
 
@@ -419,15 +435,26 @@ class Predictor:
         """What model.json holds to re-create this predictor (JSON-ready)."""
         return {"recipe": self.recipe.as_dict(), "stain": self.stain, "tta": self.tta,
                 "members": [dict(meta) for _, meta in self.members],
-                "threshold": float(self.threshold), "threshold_source": self.threshold_source}
+                "threshold": float(self.threshold), "threshold_source": self.threshold_source,
+                "context": self.context}
 
-    def predict(self, images, batch_size: int = 256, normalized: bool = False, tta: bool | None = None) -> np.ndarray:
+    def predict(self, images, batch_size: int = 256, normalized: bool = False, tta: bool | None = None,
+                patients=None) -> np.ndarray:
         """P(IDC) for uint8 patches (n, 50, 50, 3); ``normalized``: the stain step was done;
-        ``tta`` overrides the recipe's (to score the other decision, as cross-validation does)."""
+        ``tta`` overrides the recipe's (to score the other decision, as cross-validation does).
+        A predictor with slide context needs ``patients``, the patient of each patch."""
         from .tta import predict_batches, predict_tta
 
+        if self.context is not None and patients is None:
+            raise ValueError(f"recipe {self.recipe.name!r} reads each patch with the other patches of its slide: "
+                             "pass patients=, the patient of each patch")
         run = predict_tta if (self.tta if tta is None else tta) else predict_batches
-        return self._mean_over_members(run, images, batch_size, normalized)[:, 1]
+        proba = self._mean_over_members(run, images, batch_size, normalized)[:, 1]
+        if self.context is None:
+            return proba
+        from . import context
+
+        return context.apply(self.context, proba, patients)
 
     def predict_both(self, images, batch_size: int = 256, normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """P(IDC) from one view and averaged over the 8 dihedral views, from a single pass over the
@@ -476,9 +503,11 @@ class Predictor:
                 raise FileNotFoundError(f"ensemble member {file} named in {folder / 'model.json'} does not exist")
             members.append((keras.models.load_model(file), meta))
         info = {k: v for k, v in doc.items()
-                if k not in ("model", "image_size", "recipe", "stain", "tta", "members", "threshold", "threshold_source")}
+                if k not in ("model", "image_size", "recipe", "stain", "tta", "members", "threshold", "threshold_source",
+                             "context")}
         return cls(members, Recipe.from_dict(doc["recipe"]), stain=doc.get("stain"),
-                   threshold=float(doc["threshold"]), threshold_source=doc.get("threshold_source", ""), info=info)
+                   threshold=float(doc["threshold"]), threshold_source=doc.get("threshold_source", ""),
+                   context=doc.get("context"), info=info)
 
 
 def read_config(path) -> tuple[dict | None, Path]:
@@ -521,11 +550,14 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
         if not part[name].any():
             raise ValueError(f"{data_dir}: the {name} split is empty ({note})")
     start = time.perf_counter()
+    patients = split_df["patient"].to_numpy()
     predictor = train(recipe, (images[part["train"]], labels[part["train"]]),
-                      (images[part["val"]], labels[part["val"]]), out_dir, seed=seed, verbose=verbose, log=log)
+                      (images[part["val"]], labels[part["val"]]), out_dir, seed=seed, verbose=verbose, log=log,
+                      val_patients=patients[part["val"]])
     test = None
     if part["test"].any():
-        test = evaluate.scores(labels[part["test"]], predictor.predict(images[part["test"]]), predictor.threshold)
+        proba = predictor.predict(images[part["test"]], patients=patients[part["test"]])
+        test = evaluate.scores(labels[part["test"]], proba, predictor.threshold)
     predictor.info.update({"data_dir": str(data_dir), "generated": cfg.generated, "split": note,
                            "seed": seed, "seconds": round(time.perf_counter() - start, 1), "test": test})
     predictor.save(out_dir)
@@ -534,8 +566,9 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
 
 def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256) -> dict:
     """Score every patch under ``data_dir`` with the recipe model at ``model_path`` (a folder,
-    its model.json, or its model.keras): stain normalisation, TTA, ensemble and threshold as
-    model.json says; ``threshold`` overrides the saved one."""
+    its model.json, or its model.keras): stain normalisation, TTA, ensemble, slide context (each
+    patient folder read as one slide) and threshold as model.json says; ``threshold`` overrides
+    the saved one."""
     from . import evaluate, pipeline
     from .index import build_index
 
@@ -545,13 +578,14 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
         predictor.threshold, source = float(threshold), "given"
     df, report = build_index(data_dir)
     images, labels = pipeline.load_arrays(df)
-    proba = predictor.predict(images, batch_size=batch_size)
+    proba = predictor.predict(images, batch_size=batch_size, patients=df["patient"].to_numpy())
     per = evaluate.per_patient(df, proba, predictor.threshold)
     r = predictor.recipe
     return {
         "model_path": str(model_path), "recipe": r.name, "recipe_version": r.version,
         "model": predictor.members[0][1]["model"], "members": len(predictor.members),
         "tta": predictor.tta, "stain": predictor.stain["method"] if predictor.stain else None,
+        "slide_context": predictor.context is not None,
         "stain_fallbacks": predictor.last_fallbacks, "data_dir": str(data_dir),
         "threshold": float(predictor.threshold), "threshold_source": source,
         "files_seen": report.files_seen, "skipped": report.skipped,

@@ -285,7 +285,9 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     closed laptop, a Colab timeout) and it resumes at the epoch after the last
     one finished. ``verbose=2`` prints one line per epoch: progress bars would
     redraw into an executed notebook and bloat it. ``recalibrate_bn`` training
-    batches refresh the BatchNorm statistics before each validation. ``xla`` None:
+    batches refresh the BatchNorm statistics before each validation. An optimizer
+    with ``use_ema=True`` is validated and checkpointed with its moving average of
+    the weights. ``xla`` None:
     the hardware's choice (see ``hardware``); False turns XLA off on a GPU.
     """
     import keras
@@ -307,6 +309,11 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     # checkpoint): 0 turns it off, to see the problem it solves (notebook 08).
     extra = ([_recalibrate_callback(train_ds, recalibrate_bn)] if recalibrate_bn else []) + list(extra_callbacks)
     callbacks = make_callbacks(run_dir, name, monitor, patience, extra, checkpoint_metrics)
+    if getattr(model.optimizer, "use_ema", False):
+        # First, so that validation (and the BatchNorm recalibration before it) and the
+        # checkpoint see the averaged weights; training steps go on with the raw ones. A run
+        # resumed from its backup goes on from the averaged weights.
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
                         shuffle=False,  # the tf.data pipeline shuffles

@@ -119,19 +119,22 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_with_a_recipe_then_evaluate_applies_tta_and_threshold(demo, tmp_path):
-    out = helpers_cli("train", "--recipe", "seed+tta+threshold", "--data-dir", demo, "--out", tmp_path / "m",
+def test_train_with_a_recipe_then_evaluate_applies_tta_threshold_and_slide_context(demo, tmp_path):
+    name = "seed+tta+threshold+slide_context"
+    out = helpers_cli("train", "--recipe", name, "--data-dir", demo, "--out", tmp_path / "m",
                       "--epochs", 1, "--sample-size", 300)
     assert out.returncode == 0, out.stderr
     trained = json.loads(out.stdout)
-    assert trained["recipe"]["name"] == "seed+tta+threshold" and trained["tta"] is True
+    assert trained["recipe"]["name"] == name and trained["tta"] is True
     assert trained["threshold_source"] == "chosen on validation at training"
+    fitted = trained["context"]  # fitted on the validation patients
+    assert fitted["patches"] == trained["val_patches"] and fitted["patients"] >= 2 and len(fitted["coef"]) == 2
     assert (tmp_path / "m" / "model.keras").is_file()
 
     out = helpers_cli("evaluate", "--model-path", tmp_path / "m" / "model.keras", "--data-dir", demo)
     assert out.returncode == 0, out.stderr
     scored = json.loads(out.stdout)
-    assert scored["tta"] is True and scored["recipe"] == "seed+tta+threshold"
+    assert scored["tta"] is True and scored["recipe"] == name and scored["slide_context"] is True
     assert scored["threshold"] == pytest.approx(trained["threshold"])
     assert scored["threshold_source"] == "chosen on validation at training"
     assert scored["n"] == scored["files_seen"] and 0 <= scored["roc_auc"] <= 1  # every patch of the folder
@@ -460,3 +463,45 @@ def test_a_recipe_trained_as_one_run_before_is_scored_from_its_folds(tmp_path, p
     assert crossval.trained_alike("seed+tta", data, 2, 0, tmp_path) is None
     with pytest.raises(pytest.fail.Exception, match="trained a recipe"):
         crossval.run(None, "seed+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=None, reuse=False)
+
+
+def test_slide_context_is_fitted_on_validation_patients_and_reads_no_test_label(tmp_path):
+    from helpers import context
+
+    rng = np.random.default_rng(3)
+    out = tmp_path / "stored" / "seed" / "fold0"
+    out.mkdir(parents=True)
+    rows = []
+    for split, patients in (("val", range(8)), ("test", range(8, 16))):
+        for p in patients:
+            share = 0.7 if p % 2 else 0.05
+            for i in range(30):
+                y = int(rng.random() < share)
+                single = float(np.clip(0.3 + 0.3 * y + rng.normal(0, 0.2), 0.01, 0.99))
+                rows.append({"path": f"/d/{p}/{y}/{p}_idx5_x{i}_y0_class{y}.png", "label": y, "split": split,
+                             "single": single, "tta": single})
+    views = pd.DataFrame(rows)
+    views.to_csv(out / "views.csv", index=False)
+    val, test = (views["split"] == "val").to_numpy(), (views["split"] == "test").to_numpy()
+    patients = context.patients_of(views["path"])
+
+    got = crossval.decision_proba(views, tta=False, context="slide")
+    fitted = context.fit(views["single"][val], patients[val], views["label"][val])
+    assert got == pytest.approx(context.apply(fitted, views["single"], patients))
+    shuffled = views.assign(label=np.where(test, rng.permutation(views["label"].to_numpy()), views["label"]))
+    assert crossval.decision_proba(shuffled, False, "slide")[test] == pytest.approx(got[test])
+    assert crossval.decision_proba(views, False, "none") == pytest.approx(views["single"])
+    with pytest.raises(ValueError, match="'neighbours'"):
+        crossval.decision_proba(views, False, "neighbours")
+
+    per_fold = pd.DataFrame({"fold": [0], "f1": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5,
+                             "cpu_seconds": 1.0, "wall_seconds": 1.0})
+    base = crossval.CrossvalResult(recipes.get("seed"), per_fold, crossval.summarise(per_fold), out.parent,
+                                   {"folds": 1, "seed": 0})
+    per = crossval.decisions(base).set_index("decision")
+    assert len(per) == len(crossval.DECISIONS) == 8
+    alone, with_slide = per.loc["threshold 0.5, one view"], per.loc["threshold 0.5, one view, slide context"]
+    assert with_slide["roc_auc"] > alone["roc_auc"]  # the slide's mean tells the 70% patients from the 5% ones
+    slide = crossval.decided(base, recipes.get("seed+slide_context"))
+    assert slide.per_fold.loc[0, "roc_auc"] == pytest.approx(with_slide["roc_auc"])
+    assert crossval.test_proba(slide, 0)["proba"].to_numpy() == pytest.approx(got[test])

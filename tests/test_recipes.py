@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import pipeline, recipes, stain, train
+from helpers import context, pipeline, recipes, stain, train
 from helpers.recipes import INGREDIENTS, RECIPES, Predictor, Recipe, get, with_ingredient
 
 OPTIONS = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version")]
@@ -87,6 +87,8 @@ def test_unknown_names_are_named_in_the_error():
         get("seed", stain="vahadane")
     with pytest.raises(ValueError, match="'resnet9'"):
         get("seed", ensemble_models=["resnet9"])
+    with pytest.raises(ValueError, match="ema must be in \\[0, 1\\).*got 0.0, 1.0"):
+        get("seed", ema=1.0)
 
 
 def test_recipe_round_trips_through_a_dict():
@@ -102,16 +104,22 @@ def test_model_json_round_trips_to_an_equal_predictor(tmp_path, rng):
                for m, arch in enumerate(recipe.members())]
     images = rng.integers(60, 230, size=(6, 50, 50, 3)).astype(np.uint8)
     target = stain.fit_target(images, "reinhard")
-    saved = Predictor(members, recipe, stain=target, threshold=0.37, threshold_source="chosen on validation")
+    saved = Predictor(members, recipe, stain=target, threshold=0.37, threshold_source="chosen on validation",
+                      context={"coef": [0.8, 0.5], "intercept": -0.2, "patients": 3, "patches": 6, "fitted": True})
     saved.save(tmp_path)
     for path in (tmp_path, tmp_path / "model.json", tmp_path / "model.keras"):  # a folder, its json, the usual name
         loaded = Predictor.load(path)
         assert loaded.config() == saved.config()
     assert loaded.recipe == recipe and loaded.tta and loaded.stain == target
-    np.testing.assert_allclose(loaded.predict(images), saved.predict(images), atol=1e-6)
+    patients = np.array(["a", "a", "b", "b", "c", "c"])
+    np.testing.assert_allclose(loaded.predict(images, patients=patients), saved.predict(images, patients=patients), atol=1e-6)
+    with pytest.raises(ValueError, match="slide.*patients="):
+        saved.predict(images)
     single, averaged = saved.predict_both(images)  # one pass over the 8 views gives both decisions' inputs
-    np.testing.assert_allclose(single, saved.predict(images, tta=False), atol=1e-6)
-    np.testing.assert_allclose(averaged, saved.predict(images), atol=1e-6)
+    np.testing.assert_allclose(context.apply(saved.context, single, patients),
+                               saved.predict(images, tta=False, patients=patients), atol=1e-6)
+    np.testing.assert_allclose(context.apply(saved.context, averaged, patients), saved.predict(images, patients=patients),
+                               atol=1e-6)
     assert not np.allclose(single, averaged, atol=1e-5)
     assert recipes.read_config(tmp_path / "nothing-here")[0] is None
 

@@ -204,14 +204,14 @@ WORKLOAD = {
         "CancerNet from scratch at 224 px, batch 32, 15 epochs; 3 arms: cropped, uncropped, both"),
     "18_best_recipe": Notebook(
         # every fold predicts the 8 views of its validation and test patches (views.csv)
-        (_fold(9 * 5, predict=_tta), _fold(model='cancernet@50 head="gap"', predict=_tta),
+        (_fold(10 * 5, predict=_tta), _fold(model='cancernet@50 head="gap"', predict=_tta),
          _fold(feed="histology_aug", predict=_tta), _fold(val=_recal, predict=_tta), _fold(2 * 5, predict=_tta),
-         # the second round, on seed+bn_fix+adam (its base and 7 ingredients, plus gap, histology, ensemble):
+         # the second round, on seed+bn_fix+adam (its base and 8 ingredients, plus gap, histology, ensemble):
          # the recalibration batches on every validation pass
-         _fold(8 * 5, val=_recal, predict=_tta), _fold(model='cancernet@50 head="gap"', val=_recal, predict=_tta),
+         _fold(9 * 5, val=_recal, predict=_tta), _fold(model='cancernet@50 head="gap"', val=_recal, predict=_tta),
          _fold(feed="histology_aug", val=_recal, predict=_tta), _fold(2 * 5, val=_recal, predict=_tta)),
         ((PATCHES, "pil"), (10 * PATCHES, "reinhard"), (10 * PATCHES, "macenko"), (16 * 12, "breakhis_demo")),
-        "13 recipes on seed and 11 on seed+bn_fix+adam (its base included), x 5 folds on every patch, 20 epochs, batch 64; ensemble = "
+        "14 recipes on seed and 12 on seed+bn_fix+adam (its base included), x 5 folds on every patch, 20 epochs, batch 64; ensemble = "
         "3 members, the first the base's kept model (2 trained), 8 views predicted per fold; best is scored from seed+bn_fix+adam's folds; stain normalisation on the CPU"),
 }
 

@@ -141,6 +141,7 @@ def test_train_with_a_recipe_then_evaluate_applies_tta_threshold_and_slide_conte
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 4 trainings and 6 passes over 8 views: 600 s was not enough beside other jobs
 def test_the_seed_recipe_learns_the_demo_set(tmp_path):
     # ~1,700 patches: the seed's BatchNorm (momentum 0.99) needs some steps before its statistics
     # settle. Measured with seeds 0-3: fold AUCs 0.92-0.96 here; with half the patches one

@@ -225,7 +225,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
                                   pretrain_seed=seed, val_patients=data.df.loc[at["val"], "patient"].to_numpy())
         views = score_views(predictor, data, at, fold_dir)
-        proba = decision_proba(views, predictor.tta, recipe.context)[(views["split"] == "test").to_numpy()]
+        proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[(views["split"] == "test").to_numpy()]
         scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
         row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
@@ -637,10 +637,11 @@ def _decide(views: pd.DataFrame, threshold: str, tta: bool, context: str = "none
     return {m: scores[m] for m in REPORTED}
 
 
-def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none") -> np.ndarray:
+def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none", fitted: dict | None = None) -> np.ndarray:
     """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, and with
     ``context="slide"`` read with the other patches of its patient (helpers.context), the context
-    model fitted on the fold's validation rows only."""
+    model fitted on the fold's validation rows only, or ``fitted``, one fitted before (the trained
+    predictor's, so that a fold's scores are those of the model it saved)."""
     from . import context as slide
 
     proba = views[view_column(tta)].to_numpy(dtype=float)
@@ -648,9 +649,10 @@ def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none") -> np.
         return proba
     if context != "slide":
         raise ValueError(f"unknown context {context!r}: 'none' or 'slide'")
-    val = (views["split"] == "val").to_numpy()
     patients = slide.patients_of(views["path"])
-    fitted = slide.fit(proba[val], patients[val], views["label"].to_numpy()[val])
+    if fitted is None:
+        val = (views["split"] == "val").to_numpy()
+        fitted = slide.fit(proba[val], patients[val], views["label"].to_numpy()[val])
     return slide.apply(fitted, proba, patients)
 
 

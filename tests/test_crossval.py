@@ -492,6 +492,8 @@ def test_slide_context_is_fitted_on_validation_patients_and_reads_no_test_label(
     shuffled = views.assign(label=np.where(test, rng.permutation(views["label"].to_numpy()), views["label"]))
     assert crossval.decision_proba(shuffled, False, "slide")[test] == pytest.approx(got[test])
     assert crossval.decision_proba(views, False, "none") == pytest.approx(views["single"])
+    patch_alone = {"coef": [1.0, 0.0], "intercept": 0.0}  # a model fitted before is applied, not refitted
+    assert crossval.decision_proba(views, False, "slide", patch_alone) == pytest.approx(views["single"])
     with pytest.raises(ValueError, match="'neighbours'"):
         crossval.decision_proba(views, False, "neighbours")
 

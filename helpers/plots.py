@@ -265,8 +265,9 @@ def ablation_bars(table: pd.DataFrame, base: str, title: str, metrics=("f1", "ro
         ax.barh(rows.index, diff, xerr=sd.fillna(0), color=colours, alpha=0.8, capsize=3)
         ax.axvline(0, color="black", lw=1)
         ax.set_title(_METRIC_NAMES.get(metric, metric))
-        ax.set_xlabel(f"minus {base} (paired: same folds)")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))  # a long base name needs room
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
         ax.invert_yaxis()
+    # one label under all panels: a long base name repeated under each panel ran into the next one
+    fig.supxlabel(f"difference from {base}, paired over the same folds (bar: mean, whisker: sd)")
     fig.suptitle(textwrap.fill(title, 18 * len(metrics) + 50))
     return fig

@@ -273,7 +273,7 @@ def test_ablation_bars_draw_one_bar_per_ingredient():
     fig = plots.ablation_bars(table, "seed", "t")
     bars = [p for p in fig.axes[0].patches]
     assert len(bars) == 1 and bars[0].get_width() == pytest.approx(0.1)
-    assert fig.axes[0].get_title() == "F1" and fig.axes[0].get_xlabel() == "minus seed (paired: same folds)"
+    assert fig.axes[0].get_title() == "F1" and fig.get_supxlabel().startswith("difference from seed, paired")
 
 
 def _views(tmp_path, folds, name="seed"):

@@ -174,6 +174,9 @@ INGREDIENTS: dict[str, dict] = {
 # fixed (version 3: bn_fix, tta). On top of seed+bn_fix (2026-12-02), Adam at 1e-3 instead of
 # Adagrad gave +0.001 F1, +0.007 balanced accuracy and +0.007 ROC-AUC, at no cost (version 4);
 # warm-up, balanced sampling, histology augmentation, label smoothing and Reinhard each lost F1.
+# On v4's own base (2026-12-02 and -03): class weights, histology augmentation, the GAP head and
+# slide context lost; the seed ensemble, EMA and label smoothing gave F1 within its spread over folds
+# with ROC-AUC level or down, so none joined.
 # Edit this tuple and bump BEST_VERSION together, so that stored folds of the old ``best``
 # are not reused.
 BEST_INGREDIENTS = ("bn_fix", "adam", "tta")

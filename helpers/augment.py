@@ -8,6 +8,7 @@ Named recipes, built by ``by_name(name, seed)`` (names in ``AUGMENTATIONS``):
 * ``"histology"``: what suits tissue seen from above: exact 90-degree rotations and
   flips (a slide has no "up"), H&E stain jitter and mild colour jitter:
   ``histology_augmentation``;
+* ``"dihedral"``: its rotations and flips alone, no colour change: ``dihedral_augmentation``;
 * ``"none"``: no layer at all (``by_name`` returns None, ``apply`` returns the dataset).
 
 Every layer keeps shape (n, h, w, 3), dtype float32 and the range [0, 255], so it
@@ -273,6 +274,14 @@ def histology_augmentation(seed=None, stain_sigma=0.2, stain_bias=0.005, brightn
     ], name="histology_augmentation")
 
 
+def dihedral_augmentation(seed=None) -> keras.Sequential:
+    """Only the exact symmetries of ``histology_augmentation``: a random 90-degree rotation
+    and flip per image, no colour or stain change. The geometric half on its own, to tell
+    which half of the histology recipe helps or hurts (and the training-time twin of TTA)."""
+    return keras.Sequential([Dihedral(seed=_seeds(seed, 1)[0], name="dihedral")],
+                            name="dihedral_augmentation")
+
+
 def no_augmentation(seed=None):
     """No layer: ``apply`` returns the dataset as it is, ``make_dataset(augment=None)`` skips it."""
     return None
@@ -283,6 +292,7 @@ AUGMENTATIONS = {
     "seed": seed_augmentation,
     "seed_both_flips": lambda seed=None: seed_augmentation(seed, vertical_flip=True),
     "histology": histology_augmentation,
+    "dihedral": dihedral_augmentation,
 }
 
 

@@ -151,6 +151,7 @@ INGREDIENTS: dict[str, dict] = {
     "balanced_sampling": {"sampling": "balanced"},
     "threshold": {"threshold": "validation"},
     "histology_aug": {"augment": "histology"},
+    "dihedral_aug": {"augment": "dihedral"},  # histology_aug's rotations and flips, no colour jitter
     "stain_reinhard": {"stain": "reinhard"},
     "stain_macenko": {"stain": "macenko"},
     "gap_head": {"head": "gap"},

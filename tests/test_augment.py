@@ -71,7 +71,7 @@ def test_none_is_the_identity(batch):
     np.testing.assert_array_equal(run(augment.apply(ds, "none"))[0], batch)
 
 
-@pytest.mark.parametrize("name", ["seed", "histology"])
+@pytest.mark.parametrize("name", ["seed", "histology", "dihedral"])
 def test_layers_change_nothing_outside_training(name, batch):
     layer = augment.by_name(name, seed=0)
     np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
@@ -84,6 +84,13 @@ def test_dihedral_is_exact_and_reaches_all_eight_symmetries(rng):
     out = np.asarray(augment.Dihedral(seed=0)(np.repeat(img[None], 64, axis=0), training=True))
     found = [[np.array_equal(o, t) for t in targets].index(True) for o in out]  # ValueError if none
     assert sorted(set(found)) == list(range(8))
+
+
+def test_dihedral_recipe_only_moves_pixels(he_batch):
+    out = np.asarray(augment.by_name("dihedral", seed=0)(he_batch, training=True))
+    for o, img in zip(out, he_batch):
+        assert any(np.array_equal(o, t) for t in dihedral_images(img))  # no colour changed
+    assert not np.array_equal(out, he_batch)  # 8 patches: some left the identity
 
 
 def test_dihedral_refuses_non_square_images():

@@ -177,7 +177,8 @@ INGREDIENTS: dict[str, dict] = {
 # warm-up, balanced sampling, histology augmentation, label smoothing and Reinhard each lost F1.
 # On v4's own base (2026-12-02 and -03): class weights, histology augmentation, the GAP head and
 # slide context lost; the seed ensemble, EMA and label smoothing gave F1 within its spread over folds
-# with ROC-AUC level or down, so none joined.
+# with ROC-AUC level or down, so none joined; balanced sampling lost F1 at 0.5 and ROC-AUC with TTA,
+# and dihedral augmentation (histology_aug's rotations and flips alone) ROC-AUC (2026-12-03).
 # Edit this tuple and bump BEST_VERSION together, so that stored folds of the old ``best``
 # are not reused.
 BEST_INGREDIENTS = ("bn_fix", "adam", "tta")

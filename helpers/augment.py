@@ -278,7 +278,7 @@ def dihedral_augmentation(seed=None) -> keras.Sequential:
     """Only the exact symmetries of ``histology_augmentation``: a random 90-degree rotation
     and flip per image, no colour or stain change. The geometric half on its own, to tell
     which half of the histology recipe helps or hurts (and the training-time twin of TTA)."""
-    return keras.Sequential([Dihedral(seed=_seeds(seed, 1)[0], name="dihedral")],
+    return keras.Sequential([Dihedral(seed=seed, name="dihedral")],
                             name="dihedral_augmentation")
 
 

@@ -224,7 +224,9 @@ RECIPES: dict[str, Recipe] = {
 
 def get(name, **overrides) -> Recipe:
     """The recipe ``name`` (a key of RECIPES, or one plus ingredients: ``"seed+tta+ensemble"``),
-    with ``overrides`` of its options (``epochs=3``). A Recipe passes through (overrides applied)."""
+    with ``overrides`` of its options (``epochs=3``). A Recipe passes through (overrides applied).
+    An override that changes an option other than ``epochs`` is added to the name:
+    ``get("seed", ensemble=2, epochs=3).name == "seed[ensemble=2]"``."""
     if isinstance(name, Recipe):
         recipe = name
     else:
@@ -236,7 +238,15 @@ def get(name, **overrides) -> Recipe:
         for extra in extras:
             recipe = with_ingredient(recipe, extra)
     overrides = {k: v for k, v in _checked(overrides).items() if v is not None}
-    return dataclasses.replace(recipe, **overrides) if overrides else recipe
+    if not overrides:
+        return recipe
+    # The name says what was overridden, so that such a run gets its own crossval folder and
+    # row instead of retraining into, and overwriting, the folds of the named recipe. Epochs are
+    # left out: they are the CPU budget, and already name the folder (crossval.run_dir).
+    changed = {k: v for k, v in overrides.items()
+               if k != "epochs" and getattr(recipe, k) != (tuple(v) if isinstance(v, list) else v)}
+    shown = ",".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in changed.items())
+    return dataclasses.replace(recipe, name=f"{recipe.name}[{shown}]" if shown else recipe.name, **overrides)
 
 
 def describe() -> pd.DataFrame:

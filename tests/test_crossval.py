@@ -424,6 +424,7 @@ def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_re
     data = _stored_run(tmp_path, patches, "seed")
     assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) is None  # no model files kept
     stored = crossval.run_dir(tmp_path, recipes.get("seed"), data, 2, 0)
+    assert crossval.run_dir(tmp_path, recipes.get("seed", ensemble=2), data, 2, 0) != stored  # --set: its own folder
     for i in range(2):
         (stored / f"fold{i}" / "model.keras").write_bytes(b"kept")
     assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) == stored

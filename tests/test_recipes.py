@@ -53,8 +53,17 @@ def test_best_combines_its_ingredients_and_options_override():
             assert getattr(best, key) == value
     assert best.version == recipes.BEST_VERSION
     short = get("best", epochs=3, ensemble=2)
-    assert short.epochs == 3 and short.ensemble == 2 and short.name == "best"
+    assert short.epochs == 3 and short.ensemble == 2 and short.name == "best[ensemble=2]"
     assert get("seed", epochs=None) == get("seed")  # None: not given
+
+
+def test_an_override_is_named_so_that_its_run_does_not_overwrite_the_named_recipes():
+    assert get("seed", epochs=3).name == "seed"  # the budget: named by crossval's folder tail
+    assert get("seed", optimizer="adagrad").name == "seed"  # the seed's own value changes nothing
+    mixed = get("seed+bn_fix", model="vgg_style", ensemble_models=["cancernet", "vgg_style"])
+    assert mixed.name == "seed+bn_fix[model=vgg_style,ensemble_models=cancernet-vgg_style]"
+    assert mixed.ensemble_models == ("cancernet", "vgg_style")
+    assert get(mixed, model="vgg_style").name == mixed.name  # a Recipe passes through unchanged
 
 
 def test_training_options_leave_out_only_the_decision():

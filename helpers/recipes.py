@@ -178,7 +178,9 @@ INGREDIENTS: dict[str, dict] = {
 # On v4's own base (2026-12-02 and -03): class weights, histology augmentation, the GAP head and
 # slide context lost; the seed ensemble, EMA and label smoothing gave F1 within its spread over folds
 # with ROC-AUC level or down, so none joined; balanced sampling lost F1 at 0.5 and ROC-AUC with TTA,
-# and dihedral augmentation (histology_aug's rotations and flips alone) ROC-AUC (2026-12-03).
+# and dihedral augmentation (histology_aug's rotations and flips alone) ROC-AUC (2026-12-03);
+# warm-up and Reinhard lost F1 and ROC-AUC, and averaging with a VGG-style CNN (an ensemble of
+# architectures) left both level (2026-12-05).
 # Edit this tuple and bump BEST_VERSION together, so that stored folds of the old ``best``
 # are not reused.
 BEST_INGREDIENTS = ("bn_fix", "adam", "tta")

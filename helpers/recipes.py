@@ -245,10 +245,12 @@ def get(name, **overrides) -> Recipe:
     # The name says what was overridden, so that such a run gets its own crossval folder and
     # row instead of retraining into, and overwriting, the folds of the named recipe. Epochs are
     # left out: they are the CPU budget, and already name the folder (crossval.run_dir).
-    changed = {k: v for k, v in overrides.items()
-               if k != "epochs" and getattr(recipe, k) != (tuple(v) if isinstance(v, list) else v)}
-    shown = ",".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in changed.items())
-    return dataclasses.replace(recipe, name=f"{recipe.name}[{shown}]" if shown else recipe.name, **overrides)
+    new = dataclasses.replace(recipe, **overrides)
+    changed = [k for k in overrides if k != "epochs" and getattr(new, k) != getattr(recipe, k)]
+    if not changed:
+        return new
+    shown = ",".join(f"{k}={'-'.join(map(str, v)) if isinstance(v := getattr(new, k), tuple) else v}" for k in changed)
+    return dataclasses.replace(new, name=f"{recipe.name}[{shown}]")
 
 
 def describe() -> pd.DataFrame:

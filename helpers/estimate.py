@@ -51,7 +51,7 @@ UTILISATION = {
 TRAIN_FACTOR = 3  # a training image costs forward + backward = 3 forward passes
 FROZEN_FACTOR = 1  # a frozen backbone is only run forward; its few head FLOPs are left out
 # Runs with early stopping (patience 5) stop 5 epochs after their best: on the real sample the
-# runs of README's "Measured figures" stopped after 8-19 of 20 epochs. ASSUMED for every run
+# runs in docs/measurements.md stopped after 8-19 of 20 epochs. ASSUMED for every run
 # that can stop early; ``hours_cap`` counts every epoch up to the cap instead.
 EXPECTED_EPOCHS = 15
 EPOCH_OVERHEAD_S = 3  # per epoch: checkpoint, BackupAndRestore, callbacks (assumed)
@@ -61,8 +61,8 @@ NOTEBOOK_OVERHEAD_S = 30  # start-up, imports, figures: 01_eda took 27 s in the 
 # --- the host: rates measured on the reference machine (2 cores, shared with other jobs) --------
 
 # Images (or files) per second. Index and pack: ``make bench`` on the full-size set (2026-11-23,
-# cold cache, alone on the machine, 6 processes); PIL, PNG and memory: README's "Measured
-# figures" (make bench on the real sample, 2026-11-22); the others ``measure_cpu()`` (best of 2 passes, 2026-11-23, under nice 19 while
+# cold cache, alone on the machine, 6 processes); PIL, PNG and memory: docs/measurements.md
+# (make bench on the real sample, 2026-11-22); the others ``measure_cpu()`` (best of 2 passes, 2026-11-23, under nice 19 while
 # a cross-validation and other jobs ran: this process had 32% of the 2 cores, so these are low;
 # the two passes differed by up to 2x).
 HOST = {

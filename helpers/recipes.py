@@ -180,7 +180,9 @@ INGREDIENTS: dict[str, dict] = {
 # with ROC-AUC level or down, so none joined; balanced sampling lost F1 at 0.5 and ROC-AUC with TTA,
 # and dihedral augmentation (histology_aug's rotations and flips alone) ROC-AUC (2026-12-03);
 # warm-up and Reinhard lost F1 and ROC-AUC, and averaging with a VGG-style CNN (an ensemble of
-# architectures) left both level (2026-12-05).
+# architectures) left both level (2026-12-05); Macenko, MobileNetV2 from scratch, the best epoch by
+# validation ROC-AUC and Adam at 3e-4 lost, averaging with MobileNetV2 left ROC-AUC level, and 20
+# epochs gave what 10 gave (2026-12-06).
 # Edit this tuple and bump BEST_VERSION together, so that stored folds of the old ``best``
 # are not reused.
 BEST_INGREDIENTS = ("bn_fix", "adam", "tta")

@@ -167,8 +167,8 @@ INGREDIENTS: dict[str, dict] = {
 }
 
 # What won on the real sample (README, "Measured figures"; the tables in docs/measurements.md):
-# each ingredient on top of ``seed``, 5 folds by patient, 10 epochs. Version 1 was the guess before measuring, version 2
-# (bn_fix, class_weight, threshold, tta) the choice from runs on older code. On the code of
+# each ingredient on top of ``seed``, 5 folds by patient, 10 epochs. Version 1 was the guess before
+# measuring, version 2 (bn_fix, class_weight, threshold, tta) the choice from runs on older code. On the code of
 # 2026-12-01, the BatchNorm fix gave +0.028 F1; TTA on its models +0.006 F1 and +0.005 ROC-AUC;
 # class weights alone collapsed 2 of 5 folds, and on top of the others took 0.011 F1 away; the
 # validation threshold, needed by the seed's mis-calibrated BatchNorm, cost 0.008 F1 once it was

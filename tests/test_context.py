@@ -63,3 +63,28 @@ def test_the_slide_context_fitted_on_validation_patients_ranks_test_patches_bett
 def test_patients_are_read_from_the_file_names():
     paths = ["/d/10253/1/10253_idx5_x51_y101_class1.png", "9036_idx5_x1_y2_class0.png"]
     assert context.patients_of(paths).tolist() == ["10253", "9036"]
+
+
+def test_a_fit_that_would_turn_the_patch_around_leaves_the_patch_alone():
+    # a collapsed model: every probability within 1e-4 of 0.3364, the IDC patches a hair lower,
+    # so the regression fits a negative weight on the patch's own logit
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1], 40)
+    proba = 0.3364 + 1e-5 * (1 - labels) + 1e-6 * rng.random(80)
+    ids = np.repeat([f"p{i}" for i in range(8)], 10)
+    fitted = context.fit(proba, ids, labels)
+    assert fitted["fitted"] is False and fitted["coef"] == [1.0, 0.0] and fitted["intercept"] == 0.0
+    assert fitted["patients"] == 8 and fitted["patches"] == 80
+    test = np.array([0.33641, 0.33642, 0.33643])
+    assert context.apply(fitted, test, ["a", "a", "b"]) == pytest.approx(test)  # the ranking is kept
+
+
+def test_the_collapsed_model_that_inverted_the_ranking_now_keeps_it():
+    # notebook 18's smoke run (generated demo set): the seed recipe's probabilities spanned 4e-5
+    val_y = np.array([0, 0, 1, 0, 1, 1, 0, 0])
+    val_p = 0.33638 + 1e-5 * np.array([3, 4, 1, 3, 2, 0, 4, 2])  # IDC a hair lower on validation
+    ids = ["a", "a", "a", "b", "b", "c", "c", "c"]
+    fitted = context.fit(val_p, ids, val_y)
+    test_y = np.array([0, 0, 1, 1])
+    test_p = 0.33638 + 1e-5 * np.array([1, 2, 3, 4])  # and higher on test
+    assert roc_auc_score(test_y, context.apply(fitted, test_p, ["d", "d", "e", "e"])) == 1.0

@@ -247,8 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", help="a recipe of helpers.recipes (seed, best, seed+tta, ...): model(s) and "
                    "model.json that evaluate applies as trained; only --epochs, --batch-size, --seed, "
                    "--split-dir, --sample-size and --set apply with it")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="with --recipe: options of the recipe, "
-                   "e.g. ensemble=5 stain=macenko")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="with --recipe: options of "
+                   "the recipe, e.g. ensemble=5 stain=macenko (repeatable)")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out", required=True, help="folder for model.keras, model.json and the run")
     p.add_argument("--epochs", type=int)
@@ -291,7 +291,8 @@ def main(argv=None) -> int:
                    "OUT/crossval/<recipe>-v<version>/..., finished ones are reused")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (a CPU budget)")
     p.add_argument("--sample-size", type=int, help="cap on the patches of each fold")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="options of the recipe, e.g. ensemble=5")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="options of the recipe, e.g. ensemble=5 (repeatable)")
     p.add_argument("--verbose", type=int, default=2, help="Keras: 2 one line per epoch, 0 silent")
     p.add_argument("--keep-models", action="store_true", help="keep each fold's model files (~10 MB each), "
                    "so that decision-only options (threshold, TTA) can be re-scored without training")

@@ -219,17 +219,22 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         split, at = _fold_parts(folded, i, seed, sample_size)
         log(f"fold {i + 1}/{folds}: training {recipe.name} on {len(at['train'])} patches "
             f"({split.loc[at['train'], 'patient'].nunique()} patients), validation {len(at['val'])}, "
-            f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)")
+            f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)"
+            + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}" if recipe.train_share < 1 else ""))
         predictor = recipes.train(recipe, (data.images[at["train"]], data.labels[at["train"]]),
                                   (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
-                                  pretrain_seed=seed, val_patients=data.df.loc[at["val"], "patient"].to_numpy())
+                                  pretrain_seed=seed, val_patients=data.df.loc[at["val"], "patient"].to_numpy(),
+                                  train_patients=data.df.loc[at["train"], "patient"].to_numpy())
         views = score_views(predictor, data, at, fold_dir)
         proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[(views["split"] == "test").to_numpy()]
         scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
         row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
                **{f"{n}_patches": len(at[n]) for n in at}, "test_positives": scores["positives"],
+               # what the model learnt from, after the recipe's train_share
+               "train_patches": predictor.info["train_patches"],
+               "train_patients": predictor.info.get("train_patients", len(split.loc[at["train"], "patient"].unique())),
                **{m: scores[m] for m in REPORTED},
                "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
                "stain_seconds": predictor.info.get("stain_run", {}).get("seconds", 0.0),

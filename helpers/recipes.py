@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import stain as stain_mod
+from .splits import SUBSETS
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Recipe:
     sampling: str = "natural"  # or "balanced": 50/50 batches (minority oversampled)
     augment: str = "none"  # a name of helpers.augment.AUGMENTATIONS, e.g. "histology"
     stain: str = "none"  # "reinhard" or "macenko", fitted on the training split
+    train_share: float = 1.0  # of the training split, for a learning curve (splits.training_subset)
+    train_subset: str = "patches"  # drawn as a share of each patient's patches, or of the patients
     # the decision
     threshold: str = "fixed"  # 0.5; or "validation": the F1-best cut on the validation split
     tta: bool = False  # average over the 8 dihedral views
@@ -88,8 +91,9 @@ class Recipe:
         return {k: v for k, v in self.options.items() if k not in DECISION_OPTIONS}
 
     def as_dict(self) -> dict:
-        """JSON-ready: name, version and options."""
-        options = self.options
+        """JSON-ready: name, version and options (``LATER_OPTIONS`` only where not at their default)."""
+        options = {k: v for k, v in self.options.items()
+                   if k not in LATER_OPTIONS or v != Recipe.__dataclass_fields__[k].default}
         options["ensemble_models"] = list(self.ensemble_models)
         return {"name": self.name, "version": self.version, "options": options}
 
@@ -112,7 +116,13 @@ CHOICES = {
     "pretrain": ("none", "breakhis"),
     "monitor": ("val_loss", "val_auc", "val_accuracy", "val_f1"),
     "context": ("none", "slide"),
+    "train_subset": SUBSETS,
 }
+# Options added after cross-validations had been stored (outputs/crossval): fingerprints hash
+# as_dict(), so an option listed here is left out of it while at its default, the behaviour
+# those runs were trained with, and an upgrade does not train every stored fold again.
+# A new option with a behaviour-keeping default goes here.
+LATER_OPTIONS = ("train_share", "train_subset")
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version"))
 
 
@@ -130,6 +140,8 @@ def _validate(r: Recipe):
     for key in ("ensemble", "epochs", "batch_size", "pretrain_epochs"):
         if int(getattr(r, key)) < 1:
             raise ValueError(f"recipe option {key} must be at least 1, got {getattr(r, key)}")
+    if not 0 < r.train_share <= 1:
+        raise ValueError(f"recipe {r.name!r}: train_share must be in (0, 1], got {r.train_share}")
     if not 0 <= r.label_smoothing < 1 or r.learning_rate <= 0 or r.warmup_epochs < 0 or not 0 <= r.ema < 1:
         raise ValueError(f"recipe {r.name!r}: label_smoothing and ema must be in [0, 1), learning_rate > 0, "
                          f"warmup_epochs >= 0; got {r.label_smoothing}, {r.ema}, {r.learning_rate}, {r.warmup_epochs}")
@@ -321,7 +333,7 @@ def _fingerprint(recipe: Recipe, seed: int, train_xy, val_xy) -> str:
 
 
 def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, verbose: int = 2,
-          log=print, pretrain_seed: int | None = None, val_patients=None) -> Predictor:
+          log=print, pretrain_seed: int | None = None, val_patients=None, train_patients=None) -> Predictor:
     """Train ``recipe`` on ``train_xy`` = (uint8 images (n, 50, 50, 3), labels), choose the best
     epoch (and the threshold, if the recipe says so) on ``val_xy``; save the member(s) and
     ``model.json`` in ``out_dir``; return the :class:`Predictor`.
@@ -331,7 +343,8 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     ``cache_dir`` keeps the BreakHis-pretrained model (default: ``out_dir``), pretrained with
     ``pretrain_seed`` (default ``seed``): it does not depend on the IDC split, so cross-validation
     pretrains once for all folds. ``val_patients`` (the patient of each validation patch) is
-    needed by a recipe with slide context, which is fitted on the validation patients.
+    needed by a recipe with slide context, which is fitted on the validation patients;
+    ``train_patients`` (of each training patch) by one that learns from a share of them.
     """
     import keras
 
@@ -349,6 +362,14 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     if recipe.context == "slide" and (val_patients is None or len(val_patients) != len(y_val)):
         raise ValueError(f"recipe {recipe.name!r} reads patches with their slide: train() needs val_patients, "
                          f"the patient of each of the {len(y_val)} validation patches")
+    if recipe.train_share < 1:
+        if train_patients is None or len(train_patients) != len(y_train):
+            raise ValueError(f"recipe {recipe.name!r} learns from a share of the training split: train() needs "
+                             f"train_patients, the patient of each of the {len(y_train)} training patches")
+        from .splits import training_subset
+
+        kept = training_subset(train_patients, recipe.train_share, recipe.train_subset, seed)
+        x_train, y_train, train_patients = x_train[kept], y_train[kept], np.asarray(train_patients)[kept]
     print_ = log or (lambda *a, **k: None)
     key = _fingerprint(recipe, seed, (x_train, y_train), (x_val, y_val))
     started = out_dir / "started.json"
@@ -361,6 +382,7 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     write_text(started, json.dumps({"fingerprint": key, "recipe": recipe.as_dict(), "seed": seed}, indent=2))
 
     info = {"train_patches": len(y_train), "train_positives": int(y_train.sum()),
+            **({} if train_patients is None else {"train_patients": int(len(np.unique(train_patients)))}),
             "val_patches": len(y_val), "val_positives": int(y_val.sum())}
     target = None
     if recipe.stain != "none":
@@ -574,7 +596,7 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     patients = split_df["patient"].to_numpy()
     predictor = train(recipe, (images[part["train"]], labels[part["train"]]),
                       (images[part["val"]], labels[part["val"]]), out_dir, seed=seed, verbose=verbose, log=log,
-                      val_patients=patients[part["val"]])
+                      val_patients=patients[part["val"]], train_patients=patients[part["train"]])
     test = None
     if part["test"].any():
         proba = predictor.predict(images[part["test"]], patients=patients[part["test"]])

@@ -113,6 +113,33 @@ def _pick(part: pd.DataFrame, n: int, rng) -> pd.DataFrame:
     return part.iloc[np.sort(rng.choice(len(part), size=n, replace=False))]
 
 
+SUBSETS = ("patches", "patients")
+
+
+def training_subset(patients, share: float, by: str = "patches", seed: int = 0) -> np.ndarray:
+    """The sorted positions of a training split's patches to keep, ``share`` of them, for a
+    learning curve: ``by="patches"`` keeps every patient and ``share`` of each one's patches
+    (what the full set adds to the sample: more patches per patient), ``by="patients"`` keeps
+    ``share`` of the patients with all their patches. At least one patch per kept patient and
+    one patient are kept. For one ``seed`` a smaller share keeps a subset of a larger one's."""
+    patients = np.asarray(patients)
+    if not 0 < share <= 1:
+        raise ValueError(f"the training share must be in (0, 1], got {share}")
+    if by not in SUBSETS:
+        raise ValueError(f"a training subset is drawn by {' or '.join(SUBSETS)}, not {by!r}")
+    if share == 1:
+        return np.arange(len(patients))
+    rng = np.random.default_rng(seed)
+    if by == "patients":
+        names = np.unique(patients)
+        chosen = names[rng.permutation(len(names))[: max(1, round(share * len(names)))]]
+        return np.flatnonzero(np.isin(patients, chosen))
+    draw = pd.Series(rng.permutation(len(patients)))  # one draw for all shares: they nest
+    within = draw.groupby(patients).rank(method="first").to_numpy()  # 1: drawn first of its patient
+    size = draw.groupby(patients).transform("size").to_numpy()
+    return np.flatnonzero(within <= np.maximum(1, np.round(share * size)))
+
+
 def describe(df: pd.DataFrame) -> pd.DataFrame:
     """Patients, patches and IDC share per split: the table to print under every split."""
     table = df.groupby("split").agg(

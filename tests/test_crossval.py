@@ -119,6 +119,24 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_learning_curve_point_learns_from_a_share_of_each_folds_training_patients(demo, tmp_path):
+    args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1, "--sample-size", 300,
+            "--out", tmp_path, "--verbose", 0)
+    out = helpers_cli(*args, "--set", "train_share=0.5", "--set", "train_subset=patients")  # --set repeats
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["recipe"]["name"] == "seed[train_share=0.5,train_subset=patients]"
+    assert "learns from 0.5 of its training patients" in out.stderr
+    data = crossval.load(demo, tmp_path)
+    folded = crossval.patient_folds(data.df, 2, 42)
+    for row in result["per_fold"]:
+        split, at = crossval._fold_parts(folded, row["fold"], 42, 300)
+        patients = split.loc[at["train"], "patient"].nunique()
+        assert row["train_patients"] == round(0.5 * patients) and row["train_patches"] < len(at["train"])
+        assert row["test_patches"] == len(at["test"])  # the test patients stay whole
+
+
+@pytest.mark.slow
 def test_train_with_a_recipe_then_evaluate_applies_tta_threshold_and_slide_context(demo, tmp_path):
     name = "seed+tta+threshold+slide_context"
     out = helpers_cli("train", "--recipe", name, "--data-dir", demo, "--out", tmp_path / "m",

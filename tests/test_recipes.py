@@ -230,3 +230,35 @@ def test_describe_lists_every_ingredient_and_what_it_changes():
     assert list(table.index) == list(INGREDIENTS)
     assert table.loc["tta", "changes"] == "tta: False -> True"
     assert table.loc["bn_fix", "in best"] == ("bn_fix" in recipes.BEST_INGREDIENTS)
+
+
+def test_the_training_share_is_checked_and_named_in_the_recipe():
+    with pytest.raises(ValueError, match="train_share must be in \\(0, 1\\], got 0"):
+        get("seed", train_share=0)
+    with pytest.raises(ValueError, match="train_subset='slides'"):
+        get("seed", train_subset="slides")
+    r = get("best", train_share=0.25, train_subset="patients")
+    assert r.name == "best[train_share=0.25,train_subset=patients]" and Recipe.from_dict(r.as_dict()) == r
+
+
+def test_options_added_later_leave_stored_fingerprints_unchanged():
+    # stored cross-validations are found by a hash of the recipe; an option added since must not
+    # change it while at its default (the values are what the code of 2026-12-06 gave)
+    assert set(recipes.LATER_OPTIONS) <= set(OPTIONS)
+    assert not set(recipes.LATER_OPTIONS) & set(get("best").as_dict()["options"])
+    assert get("seed", train_share=0.5).as_dict()["options"]["train_share"] == 0.5
+    x = np.arange(4 * 50 * 50 * 3, dtype=np.uint8).reshape(4, 50, 50, 3)
+    y = np.array([0, 1, 0, 1])
+    assert recipes._fingerprint(get("best"), 7, (x, y), (x[:2], y[:2])) == "d8feca96f7e279d9"
+    assert recipes._fingerprint(get("seed+ema", epochs=10), 7, (x, y), (x[:2], y[:2])) == "2b1f9b0fc314a988"
+
+
+def test_a_share_of_the_training_split_needs_its_patients_and_trains_on_that_share(tmp_path, rng):
+    x = rng.integers(0, 255, size=(24, 50, 50, 3)).astype(np.uint8)
+    y = np.tile([0, 1], 12)
+    recipe = get("seed", train_share=0.5, epochs=1, batch_size=8)
+    with pytest.raises(ValueError, match="train_patients.*24 training patches"):
+        recipes.train(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None)
+    patients = np.repeat(["a", "b", "c"], 8)
+    predictor = recipes.train(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None, train_patients=patients)
+    assert predictor.info["train_patches"] == 12 and predictor.info["train_patients"] == 3

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from helpers import splits
+from helpers.splits import training_subset
 
 
 def make_index(n_patients=40, seed=0):
@@ -101,3 +102,41 @@ def test_size_limited_sample_is_reproducible_and_capped():
     assert splits.sample(df).index.equals(df.index)
     with pytest.raises(ValueError, match="max_patches"):
         splits.sample(df, max_patches=1)
+
+
+PATIENTS = np.array(list("aaaabbbbbbbbcc"))  # 4, 8 and 2 patches
+
+
+def test_a_share_of_patches_keeps_every_patient_and_that_share_of_each():
+    kept = training_subset(PATIENTS, 0.5, "patches", seed=1)
+    counts = pd.Series(PATIENTS[kept]).value_counts().to_dict()
+    assert counts == {"a": 2, "b": 4, "c": 1}
+    assert list(kept) == sorted(kept) and len(set(kept)) == len(kept)
+    # a quarter of c's 2 patches rounds to none: one is kept, so no patient drops out
+    assert pd.Series(PATIENTS[training_subset(PATIENTS, 0.25, "patches", seed=1)]).value_counts().to_dict() == \
+        {"a": 1, "b": 2, "c": 1}
+
+
+def test_a_share_of_patients_keeps_whole_patients():
+    kept = training_subset(PATIENTS, 0.34, "patients", seed=3)  # 1 of 3 patients
+    names = set(PATIENTS[kept])
+    assert len(names) == 1 and len(kept) == (PATIENTS == names.pop()).sum()
+    assert len(set(PATIENTS[training_subset(PATIENTS, 0.67, "patients", seed=3)])) == 2
+
+
+@pytest.mark.parametrize("by", ["patches", "patients"])
+def test_smaller_shares_nest_in_larger_ones_for_one_seed(by):
+    patients = np.repeat([f"p{i}" for i in range(20)], 10)
+    small, large = (set(training_subset(patients, s, by, seed=5)) for s in (0.25, 0.5))
+    assert small < large
+    assert set(training_subset(patients, 0.25, by, seed=6)) != small  # another seed, another draw
+    assert list(training_subset(patients, 1.0, by, seed=5)) == list(range(200))
+
+
+def test_a_bad_share_or_way_is_named():
+    with pytest.raises(ValueError, match="share must be in \\(0, 1\\], got 0"):
+        training_subset(PATIENTS, 0, "patches")
+    with pytest.raises(ValueError, match="share must be in \\(0, 1\\], got 1.5"):
+        training_subset(PATIENTS, 1.5, "patches")
+    with pytest.raises(ValueError, match="'slides'"):
+        training_subset(PATIENTS, 0.5, "slides")

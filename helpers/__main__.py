@@ -106,6 +106,31 @@ def _train_recipe(args) -> int:
     return 0
 
 
+def _learning_curve(args) -> int:
+    """``crossval --shares``: the recipe at each share of the training split and on all of it
+    (which is the recipe itself, whatever --set train_subset says)."""
+    from . import crossval, recipes
+
+    options = _options(args.set, "--set")
+    options.pop("train_share", None)
+    by = options.pop("train_subset", "patches")
+    whole = recipes.get(args.recipe, epochs=args.epochs, **options)
+    shares = sorted(set(args.shares) | {1.0})
+    runs = [recipes.get(whole, train_share=share, train_subset=by) for share in shares]  # bad ones fail here
+    runs[-1] = whole  # share 1: the recipe itself, whatever the subset
+    results = []
+    with contextlib.redirect_stdout(sys.stderr):
+        data = crossval.load(args.data_dir, args.out)
+        for recipe in runs:
+            results.append(crossval.run(args.data_dir, recipe, folds=args.folds,
+                                        seed=args.seed, out_dir=args.out, sample_size=args.sample_size, data=data,
+                                        verbose=args.verbose, keep_models=args.keep_models, reuse=not args.no_reuse))
+    table = crossval.learning_curve(results)
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
+    print(table.reset_index(names="recipe").to_json(orient="records", indent=2))
+    return 0
+
+
 def _crossval(args) -> int:
     from pathlib import Path
 
@@ -117,6 +142,8 @@ def _crossval(args) -> int:
     import_tensorflow_quietly()  # after the checks: a wrong argument is told in a second
     from . import crossval, recipes
 
+    if args.shares:
+        return _learning_curve(args)
     recipe = recipes.get(args.recipe, epochs=args.epochs, **_options(args.set, "--set"))
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
@@ -298,6 +325,9 @@ def main(argv=None) -> int:
                    "so that decision-only options (threshold, TTA) can be re-scored without training")
     p.add_argument("--no-reuse", action="store_true", help="train even when a recipe trained the same way "
                    "(differing only in threshold rule or TTA) was cross-validated on these folds before")
+    p.add_argument("--shares", type=float, nargs="+", metavar="SHARE", help="a learning curve: the recipe on "
+                   "these shares of each fold's training split and on all of it, one table (--set "
+                   "train_subset=patients: shares of the patients, not of each patient's patches)")
     p.set_defaults(func=_crossval)
 
     p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")

@@ -427,6 +427,23 @@ def compare(results, base: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def learning_curve(results) -> pd.DataFrame:
+    """One row per cross-validation of one recipe learning from shares of each fold's training
+    split (``train_share``, ``train_subset``): what a fold learnt from (mean patches and
+    patients), each metric's mean and sd, and the paired difference from the run on the whole
+    training split, which must be among ``results``."""
+    whole = [i for i, r in enumerate(results) if r.recipe.train_share == 1]
+    if not whole:
+        raise ValueError("a learning curve needs the run on the whole training split (train_share 1) "
+                         f"among its runs; got shares {[r.recipe.train_share for r in results]}")
+    table = compare(results, base=whole[0])
+    table.insert(0, "train_subset", [r.recipe.train_subset if r.recipe.train_share < 1 else "all" for r in results])
+    for i, column in enumerate(("train_share", "train_patches", "train_patients"), start=1):
+        table.insert(i, column, [r.recipe.train_share if column == "train_share" else r.per_fold[column].mean()
+                                 for r in results])
+    return table.sort_values(["train_subset", "train_share"])
+
+
 def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
     """Mean and sd over folds of each metric, and of its per-fold difference from ``ref`` (both
     indexed by fold; folds missing from either are left out of the difference)."""

@@ -119,7 +119,7 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_learning_curve_point_learns_from_a_share_of_each_folds_training_patients(demo, tmp_path):
+def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(demo, tmp_path):
     args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1, "--sample-size", 300,
             "--out", tmp_path, "--verbose", 0)
     out = helpers_cli(*args, "--set", "train_share=0.5", "--set", "train_subset=patients")  # --set repeats
@@ -134,6 +134,36 @@ def test_a_learning_curve_point_learns_from_a_share_of_each_folds_training_patie
         patients = split.loc[at["train"], "patient"].nunique()
         assert row["train_patients"] == round(0.5 * patients) and row["train_patches"] < len(at["train"])
         assert row["test_patches"] == len(at["test"])  # the test patients stay whole
+
+    curve = helpers_cli(*args, "--shares", 0.5, "--set", "train_subset=patients")  # that run, and the whole's
+    assert curve.returncode == 0, curve.stderr
+    assert curve.stderr.count("done before, skipped") == 2  # the share's folds above
+    rows = {row["recipe"]: row for row in json.loads(curve.stdout)}
+    assert list(rows) == ["seed", "seed[train_share=0.5,train_subset=patients]"]
+    assert rows["seed"]["train_subset"] == "all" and rows["seed"]["roc_auc_diff"] == 0
+    half = rows["seed[train_share=0.5,train_subset=patients]"]
+    assert half["roc_auc"] == pytest.approx(result["mean"]["roc_auc"], abs=1e-4)
+    assert half["train_patches"] < rows["seed"]["train_patches"]
+
+    bad = helpers_cli(*args, "--shares", 0.5, 1.5)
+    assert bad.returncode == 2 and "train_share must be in (0, 1], got 1.5" in bad.stderr
+    assert "training member" not in bad.stderr
+
+
+def test_a_learning_curve_pairs_each_share_with_the_whole_training_split():
+    def result(share, f1s, patches):
+        per_fold = pd.DataFrame({"fold": [0, 1], "f1": f1s, "balanced_accuracy": [0.7, 0.8], "roc_auc": [0.8, 0.9],
+                                 "train_patches": patches, "train_patients": [10, 10], "cpu_seconds": [1.0, 1.0]})
+        return crossval.CrossvalResult(recipes.get("seed", train_share=share), per_fold, crossval.summarise(per_fold),
+                                       Path("."))
+
+    table = crossval.learning_curve([result(0.5, [0.5, 0.7], [50, 60]), result(1.0, [0.6, 0.9], [100, 120])])
+    assert list(table.index) == ["seed", "seed[train_share=0.5]"]  # sorted: "all", then the shares
+    half = table.loc["seed[train_share=0.5]"]
+    assert half["train_patches"] == 55 and half["f1"] == pytest.approx(0.6)
+    assert half["f1_diff"] == pytest.approx(-0.15) and half["f1_diff_sd"] == pytest.approx(np.std([-0.1, -0.2], ddof=1))
+    with pytest.raises(ValueError, match="whole training split.*0.5"):
+        crossval.learning_curve([result(0.5, [0.5, 0.7], [50, 60])])
 
 
 @pytest.mark.slow

@@ -271,3 +271,26 @@ def ablation_bars(table: pd.DataFrame, base: str, title: str, metrics=("f1", "ro
     fig.supxlabel(f"difference from {base}, paired over the same folds (bar: mean, whisker: sd)")
     fig.suptitle(textwrap.fill(title, 18 * len(metrics) + 50))
     return fig
+
+
+def learning_curve(table: pd.DataFrame, title: str, metrics=("roc_auc", "balanced_accuracy", "f1")):
+    """Each metric (mean over folds, with ± sd as whiskers) against the training patches a fold
+    learnt from, on a log scale: one line per way of drawing the share (``crossval.learning_curve``'s
+    table), each ending at the whole training split."""
+    whole = table[table["train_subset"] == "all"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), layout="constrained", squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for by, rows in table[table["train_subset"] != "all"].groupby("train_subset"):
+            rows = pd.concat([rows, whole]).sort_values("train_patches")
+            ax.errorbar(rows["train_patches"].astype(float), rows[metric].astype(float),
+                        yerr=rows[f"{metric}_sd"].astype(float).fillna(0), marker="o", capsize=3,
+                        label=f"a share of the {by}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(table["train_patches"].astype(float).round()), minor=False)  # the points' own sizes
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.set_title(_METRIC_NAMES.get(metric, metric))
+        ax.set_xlabel("training patches per fold (log scale)")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(textwrap.fill(title, 40 * len(metrics)))
+    return fig

@@ -557,3 +557,16 @@ def test_slide_context_is_fitted_on_validation_patients_and_reads_no_test_label(
     slide = crossval.decided(base, recipes.get("seed+slide_context"))
     assert slide.per_fold.loc[0, "roc_auc"] == pytest.approx(with_slide["roc_auc"])
     assert crossval.test_proba(slide, 0)["proba"].to_numpy() == pytest.approx(got[test])
+
+
+def test_the_learning_curve_plot_draws_one_line_per_way_to_each_whole_split():
+    from helpers import plots
+
+    table = pd.DataFrame({"train_subset": ["all", "patches", "patches", "patients"], "train_share": [1, 0.25, 0.5, 0.5],
+                          "train_patches": [400.0, 100.0, 200.0, 190.0], "roc_auc": [0.9, 0.8, 0.85, 0.84],
+                          "roc_auc_sd": [0.01, 0.02, 0.02, 0.03]})
+    fig = plots.learning_curve(table, "t", metrics=("roc_auc",))
+    lines = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]  # not the whiskers' caps
+    assert [list(line.get_xdata()) for line in lines] == [[100, 200, 400], [190, 400]]
+    assert list(lines[0].get_ydata()) == [0.8, 0.85, 0.9]
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_title() == "ROC-AUC"

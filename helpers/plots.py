@@ -286,7 +286,7 @@ def learning_curve(table: pd.DataFrame, title: str, metrics=("roc_auc", "balance
                         yerr=rows[f"{metric}_sd"].astype(float).fillna(0), marker="o", capsize=3,
                         label=f"a share of the {by}")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(table["train_patches"].astype(float).round()), minor=False)  # the points' own sizes
+        ax.set_xticks(_spread(table["train_patches"]), minor=False)  # the points' own sizes, not overprinted
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.set_title(_METRIC_NAMES.get(metric, metric))
@@ -294,3 +294,12 @@ def learning_curve(table: pd.DataFrame, title: str, metrics=("roc_auc", "balance
     axes[0][0].legend(fontsize="small")
     fig.suptitle(textwrap.fill(title, 40 * len(metrics)))
     return fig
+
+
+def _spread(values, ratio: float = 1.25) -> list:
+    """The sorted values, leaving out each that lies within ``ratio`` of the last one kept."""
+    kept = []
+    for v in sorted(float(v) for v in values):
+        if not kept or v >= kept[-1] * ratio:
+            kept.append(round(v))
+    return kept

@@ -570,3 +570,4 @@ def test_the_learning_curve_plot_draws_one_line_per_way_to_each_whole_split():
     assert [list(line.get_xdata()) for line in lines] == [[100, 200, 400], [190, 400]]
     assert list(lines[0].get_ydata()) == [0.8, 0.85, 0.9]
     assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_title() == "ROC-AUC"
+    assert list(fig.axes[0].get_xticks()) == [100, 190, 400]  # 200 would overprint 190

@@ -230,12 +230,11 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[(views["split"] == "test").to_numpy()]
         scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
-        row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
-               **{f"{n}_patches": len(at[n]) for n in at}, "test_positives": scores["positives"],
-               # what the model learnt from, after the recipe's train_share
-               "train_patches": predictor.info["train_patches"],
-               "train_patients": predictor.info.get("train_patients", len(split.loc[at["train"], "patient"].unique())),
-               **{m: scores[m] for m in REPORTED},
+        counts = {**{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
+                  **{f"{n}_patches": len(at[n]) for n in at}}
+        # training: what the model learnt from, after the recipe's train_share
+        counts.update({f"train_{n}": predictor.info[f"train_{n}"] for n in ("patients", "patches")})
+        row = {"fold": i, **counts, "test_positives": scores["positives"], **{m: scores[m] for m in REPORTED},
                "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
                "stain_seconds": predictor.info.get("stain_run", {}).get("seconds", 0.0),
                "stain_fallbacks": predictor.info.get("stain_run", {}).get("fallbacks", 0) + predictor.last_fallbacks,

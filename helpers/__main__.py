@@ -114,17 +114,11 @@ def _learning_curve(args) -> int:
     options = _options(args.set, "--set")
     options.pop("train_share", None)
     by = options.pop("train_subset", "patches")
-    whole = recipes.get(args.recipe, epochs=args.epochs, **options)
-    shares = sorted(set(args.shares) | {1.0})
-    runs = [recipes.get(whole, train_share=share, train_subset=by) for share in shares]  # bad ones fail here
-    runs[-1] = whole  # share 1: the recipe itself, whatever the subset
-    results = []
+    recipe = recipes.get(args.recipe, **options)
     with contextlib.redirect_stdout(sys.stderr):
-        data = crossval.load(args.data_dir, args.out)
-        for recipe in runs:
-            results.append(crossval.run(args.data_dir, recipe, folds=args.folds,
-                                        seed=args.seed, out_dir=args.out, sample_size=args.sample_size, data=data,
-                                        verbose=args.verbose, keep_models=args.keep_models, reuse=not args.no_reuse))
+        results = crossval.run_shares(args.data_dir, recipe, args.shares, by, args.folds, args.seed, args.out,
+                                      epochs=args.epochs, sample_size=args.sample_size, verbose=args.verbose,
+                                      keep_models=args.keep_models, reuse=not args.no_reuse)
     table = crossval.learning_curve(results)
     print(table.to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
     print(table.reset_index(names="recipe").to_json(orient="records", indent=2))

@@ -437,10 +437,23 @@ def learning_curve(results) -> pd.DataFrame:
                          f"among its runs; got shares {[r.recipe.train_share for r in results]}")
     table = compare(results, base=whole[0])
     table.insert(0, "train_subset", [r.recipe.train_subset if r.recipe.train_share < 1 else "all" for r in results])
-    for i, column in enumerate(("train_share", "train_patches", "train_patients"), start=1):
-        table.insert(i, column, [r.recipe.train_share if column == "train_share" else r.per_fold[column].mean()
-                                 for r in results])
+    table.insert(1, "train_share", [r.recipe.train_share for r in results])
+    for i, column in enumerate(("train_patches", "train_patients"), start=2):
+        table.insert(i, column, [r.per_fold[column].mean() for r in results])
     return table.sort_values(["train_subset", "train_share"])
+
+
+def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5, seed: int = 42, out_dir=None,
+               epochs=None, sample_size=None, *, data: Data | None = None, **run_options) -> list[CrossvalResult]:
+    """Cross-validate ``recipe`` learning from each of ``shares`` of every fold's training split
+    (drawn by ``subset``: "patches" or "patients") and on all of it, which is ``recipe`` itself:
+    the runs of a :func:`learning_curve`, smallest share first. A bad share fails before any
+    training. ``run_options`` go to :func:`run`."""
+    whole = recipes.get(recipe, epochs=epochs)
+    chosen = [recipes.get(whole, train_share=share, train_subset=subset) for share in sorted(set(shares) - {1.0})]
+    data = data or load(data_dir, out_dir)
+    return [run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, **run_options)
+            for r in [*chosen, whole]]
 
 
 def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:

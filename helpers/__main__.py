@@ -153,8 +153,24 @@ def _crossval(args) -> int:
         shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
         print(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
         summary["decisions"] = json.loads(table.astype(float).round(4).to_json(orient="index"))
+    if args.with_colour:
+        summary["with_colour"] = _with_colour(result, args)
     print(json.dumps(summary, indent=2, default=float))
     return 0
+
+
+def _with_colour(result, args) -> dict:
+    """``crossval --with-colour``: the colour-statistics baseline on the recipe's folds, and the
+    average of the two (cut on each fold's validation patients), paired against the recipe."""
+    from . import colour, crossval
+
+    data = crossval.load(args.data_dir, args.out)
+    baseline = colour.cross_validate(data, args.folds, args.seed, args.out, args.sample_size, log=lambda m: print(m, file=sys.stderr))
+    both = crossval.view_ensemble([result, baseline], data=data)
+    table = crossval.compare([result, baseline, both])
+    shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
+    print(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
+    return json.loads(table.astype(float).round(4).to_json(orient="index"))
 
 
 def _evaluate(args) -> int:
@@ -322,6 +338,9 @@ def main(argv=None) -> int:
     p.add_argument("--shares", type=float, nargs="+", metavar="SHARE", help="a learning curve: the recipe on "
                    "these shares of each fold's training split and on all of it, one table (--set "
                    "train_subset=patients: shares of the patients, not of each patient's patches)")
+    p.add_argument("--with-colour", action="store_true", help="also cross-validate the colour-statistics "
+                   "baseline (helpers.colour: gradient-boosted trees, seconds of CPU) on the same folds, and the "
+                   "average of it and the recipe")
     p.set_defaults(func=_crossval)
 
     p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")

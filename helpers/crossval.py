@@ -730,10 +730,10 @@ def registry_rows(results, notebook_split: str) -> list[dict]:
     rows = []
     for r in results:
         f = r.per_fold
-        rows.append({"run": f"crossval_{r.recipe.name}_v{r.recipe.version}", "model": r.recipe.model,
+        rows.append({"run": f"crossval_{r.recipe.name}_v{r.recipe.version}", "model": r.settings.get("model", r.recipe.model),
                      "task": "idc_crossval", "scored_on": notebook_split, "folds": len(f),
                      **{m: round(float(f[m].mean()), 4) for m in ("f1", "balanced_accuracy", "roc_auc")},
                      **{f"{m}_sd": round(float(f[m].std(ddof=1)), 4) for m in ("f1", "balanced_accuracy", "roc_auc")},
                      "train_seconds": round(float(f["wall_seconds"].sum()), 1),
-                     "settings": json.dumps(r.recipe.as_dict(), default=str)})
+                     "settings": json.dumps(r.settings if "model" in r.settings else r.recipe.as_dict(), default=str)})
     return rows

@@ -106,10 +106,15 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     assert list(decisions) == [crossval.decision_name(*d) for d in crossval.DECISIONS]
     assert decisions[crossval.decision_name("fixed", False)]["f1"] == pytest.approx(result["mean"]["f1"], abs=1e-4)
 
-    again = helpers_cli(*args)
+    again = helpers_cli(*args, "--with-colour")
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("done before, skipped") == 2 and "training member" not in again.stderr
     assert json.loads(again.stdout)["per_fold"] == result["per_fold"]
+    paired = json.loads(again.stdout)["with_colour"]  # the colour baseline and the average, on the same folds
+    assert list(paired) == ["seed", "colour", "seed & colour"]
+    assert paired["seed"]["roc_auc"] == pytest.approx(result["mean"]["roc_auc"], abs=1e-4)
+    assert paired["seed"]["roc_auc_diff"] == 0 and 0 <= paired["colour"]["roc_auc"] <= 1
+    assert "colour fold 2/2" in again.stderr
 
     tta = helpers_cli(*[("seed+tta" if a == "seed" else a) for a in args])  # trained as seed: scored from its folds
     assert tta.returncode == 0, tta.stderr

@@ -1,0 +1,128 @@
+"""A colour-statistics baseline: how far IDC detection gets without a CNN.
+
+Each patch becomes 44 numbers: for its red, green and blue channels and their optical
+densities (-log of transmitted light, which is proportional to the amount of stain), the mean,
+the standard deviation and five percentiles, and two of texture (the mean absolute difference
+of neighbouring grey pixels, across and down). Given each patch's patient, the same 44 numbers
+standardised within the patient (how the patch differs from the rest of its slide) are added:
+88 in all. A gradient-boosted tree model (scikit-learn's ``HistGradientBoostingClassifier``)
+learns IDC from them.
+
+Why it is here: on the real sample it ranks test patients' patches almost as well as the
+CNNs do (docs/measurements.md), which says how much of what the CNNs learn from ~40
+patches per patient is colour, and it is a second, different model to average a CNN with.
+The patient-standardised half reads every patch of the patient, unlabelled, as slide
+context does (``helpers.context``): a test slide's own patches, never its labels.
+
+``cross_validate`` scores it on exactly the folds of ``helpers.crossval``, writing each
+fold's ``views.csv`` so that ``crossval.view_ensemble`` can average it with a recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CHANNELS = ("red", "green", "blue", "od_red", "od_green", "od_blue")
+STATS = ("mean", "sd", "p5", "p25", "p50", "p75", "p95")
+NAMES = (*(f"{c}_{s}" for c in CHANNELS for s in STATS), "grad_across", "grad_down")
+NAME = "colour"  # the baseline's name in tables, registry rows and outputs/crossval/colour-v1/
+VERSION = 1
+
+
+def patch_features(images, chunk: int = 1024) -> np.ndarray:
+    """(n, 44) float32 colour and texture statistics (``NAMES``) of uint8 RGB patches (n, h, w, 3)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"patch_features needs RGB images (n, height, width, 3), got shape {images.shape}")
+    out = np.empty((len(images), len(NAMES)), dtype=np.float32)
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].astype(np.float32)
+        pixels = np.concatenate([x / 255.0, -np.log((x + 1.0) / 256.0)], axis=-1).reshape(len(x), -1, 6)
+        q = np.percentile(pixels, [5, 25, 50, 75, 95], axis=1)  # (5, n, 6)
+        per_channel = np.stack([pixels.mean(1), pixels.std(1), *q], axis=-1)  # (n, 6, 7)
+        grey = x.mean(-1) / 255.0
+        texture = np.stack([np.abs(np.diff(grey, axis=2)).mean((1, 2)), np.abs(np.diff(grey, axis=1)).mean((1, 2))], 1)
+        out[start:start + len(x)] = np.concatenate([per_channel.reshape(len(x), -1), texture], axis=1)
+    return out
+
+
+def within_patient(features, patients) -> np.ndarray:
+    """Each feature standardised over its patient's patches (0 where the patient's patches agree)."""
+    features, patients = np.asarray(features, dtype=np.float32), np.asarray(patients)
+    if len(patients) != len(features):
+        raise ValueError(f"{len(patients)} patients given for {len(features)} patches")
+    frame = pd.DataFrame(features).groupby(patients)
+    sd = frame.transform("std", ddof=0).to_numpy()
+    centred = features - frame.transform("mean").to_numpy()
+    return np.divide(centred, sd, out=np.zeros_like(centred), where=sd > 1e-6).astype(np.float32)
+
+
+def features(images, patients=None) -> np.ndarray:
+    """The model's inputs: ``patch_features``, and with ``patients`` their ``within_patient`` twins."""
+    own = patch_features(images)
+    return own if patients is None else np.concatenate([own, within_patient(own, patients)], axis=1)
+
+
+def make_model(seed: int = 0):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=seed)
+
+
+def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_size=None, log=None):
+    """The baseline on the patient folds of ``crossval.run`` (same ``folds`` and ``seed``) of a
+    ``crossval.Data``: per fold, fitted on the training patients, scored at 0.5 on the test
+    patients (``sample_size``: capped as ``crossval.run`` caps them); each fold's ``views.csv``
+    (validation and test probabilities, in the ``single`` and ``tta`` columns alike: a tree model
+    has no views) and ``test_predictions.csv`` are written under
+    ``OUT/crossval/colour-v1/<data>-k<folds>-s<seed>/``. Returns a ``crossval.CrossvalResult``."""
+    from . import crossval, evaluate, recipes
+    from .config import ROOT
+    from .io import atomic_path, write_text
+
+    log = log or (lambda message: None)
+    start = time.process_time()
+    x = features(data.images, data.df["patient"].to_numpy())
+    feature_cpu = time.process_time() - start
+    folded = crossval.patient_folds(data.df, folds, seed)
+    root = (Path(out_dir) if out_dir else ROOT / "outputs") / "crossval" / f"{NAME}-v{VERSION}" / (
+        f"{data.slug}-k{folds}-s{seed}" + (f"-n{sample_size}" if sample_size else ""))
+    rows = []
+    for i in range(folds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        split, at = crossval._fold_parts(folded, i, seed, sample_size)
+        model = make_model(seed + 1000 * i).fit(x[at["train"]], data.labels[at["train"]])
+        frames = [data.df.loc[at[n], ["path", "label"]].reset_index(drop=True).assign(split=n) for n in ("val", "test")]
+        views = pd.concat(frames, ignore_index=True)
+        views["single"] = np.concatenate([model.predict_proba(x[at[n]])[:, 1] for n in ("val", "test")])
+        views["tta"] = views["single"]
+        fold_dir = root / f"fold{i}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(fold_dir / "views.csv") as tmp:
+            views.to_csv(tmp, index=False)
+        proba = views.loc[views["split"] == "test", "single"].to_numpy()
+        scores = evaluate.scores(data.labels[at["test"]], proba, 0.5)
+        evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
+        row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
+               **{f"{n}_patches": len(at[n]) for n in at}, "test_positives": scores["positives"],
+               **{m: scores[m] for m in crossval.REPORTED},
+               # each fold's share of computing the features once for all patches
+               "cpu_seconds": round(time.process_time() - cpu + feature_cpu / folds, 2),
+               "wall_seconds": round(time.perf_counter() - wall, 2)}
+        write_text(fold_dir / "done.json", json.dumps({"row": row}, indent=2, default=float))
+        log(f"{NAME} fold {i + 1}/{folds}: " + ", ".join(f"{m} {row[m]:.3f}" for m in crossval.METRICS))
+        rows.append(row)
+    per_fold = pd.DataFrame(rows)
+    # CrossvalResult wants a Recipe: one named for the baseline; its CNN options describe nothing here
+    recipe = recipes.Recipe(name=NAME, version=VERSION, epochs=1)
+    settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
+                "sample_size": sample_size, "model": f"HistGradientBoosting on {x.shape[1]} colour statistics"}
+    result = crossval.CrossvalResult(recipe, per_fold, crossval.summarise(per_fold), root, settings)
+    summary = {**result.as_dict(), "recipe": {"name": NAME, "version": VERSION, "options": {"model": settings["model"]}}}
+    write_text(root / "summary.json", json.dumps(summary, indent=2, default=float))
+    return result

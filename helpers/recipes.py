@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import stain as stain_mod
-from .splits import SUBSETS
+from .splits import SUBSETS, training_subset
 
 
 @dataclass(frozen=True)
@@ -367,8 +367,6 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
         if train_patients is None or len(train_patients) != len(y_train):
             raise ValueError(f"recipe {recipe.name!r} learns from a share of the training split: train() needs "
                              f"train_patients, the patient of each of the {len(y_train)} training patches")
-        from .splits import training_subset
-
         kept = training_subset(train_patients, recipe.train_share, recipe.train_subset, seed)
         x_train, y_train, train_patients = x_train[kept], y_train[kept], np.asarray(train_patients)[kept]
     print_ = log or (lambda *a, **k: None)

@@ -165,7 +165,8 @@ def _with_colour(result, args) -> dict:
     from . import colour, crossval
 
     data = crossval.load(args.data_dir, args.out)
-    baseline = colour.cross_validate(data, args.folds, args.seed, args.out, args.sample_size, log=lambda m: print(m, file=sys.stderr))
+    baseline = colour.cross_validate(data, args.folds, args.seed, args.out, args.sample_size,
+                                     log=lambda message: print(message, file=sys.stderr))
     both = crossval.view_ensemble([result, baseline], data=data)
     table = crossval.compare([result, baseline, both])
     shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]

@@ -123,6 +123,7 @@ def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_si
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
                 "sample_size": sample_size, "model": f"HistGradientBoosting on {x.shape[1]} colour statistics"}
     result = crossval.CrossvalResult(recipe, per_fold, crossval.summarise(per_fold), root, settings)
-    summary = {**result.as_dict(), "recipe": {"name": NAME, "version": VERSION, "options": {"model": settings["model"]}}}
+    summary = {**result.as_dict(),
+               "recipe": {"name": NAME, "version": VERSION, "options": {"model": settings["model"]}}}
     write_text(root / "summary.json", json.dumps(summary, indent=2, default=float))
     return result

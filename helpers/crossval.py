@@ -712,6 +712,23 @@ def decision_table(result: CrossvalResult, data: Data | None = None) -> pd.DataF
 TARGET = {"f1_gain": 0.05, "roc_auc": 0.95, "balanced_accuracy": 0.88}
 
 
+def balanced_accuracy_ceiling(results) -> pd.DataFrame:
+    """Per result, the mean and sd over folds of the highest balanced accuracy any cut gives on
+    the fold's test patches (``evaluate.best_balanced_accuracy``), beside the one its decision
+    gives. The ceiling reads the test labels: it says whether any threshold rule could reach a
+    balanced-accuracy target with this ranking, and is never a result."""
+    from . import evaluate
+
+    rows = {}
+    for r in results:
+        ceiling = pd.Series([evaluate.best_balanced_accuracy(t["label"], t["proba"])
+                             for t in (test_proba(r, fold) for fold in sorted(r.per_fold["fold"]))])
+        rows[r.recipe.name] = {"balanced_accuracy": r.per_fold["balanced_accuracy"].mean(),
+                               "ceiling": ceiling.mean(), "ceiling_sd": ceiling.std(ddof=1),  # NaN for one fold
+                               "ceiling_min": ceiling.min(), "ceiling_max": ceiling.max()}
+    return pd.DataFrame(rows).T.rename_axis("balanced accuracy at the best cut on the test patches (a ceiling)")
+
+
 def target_check(table: pd.DataFrame, base: str = "seed", best: str = "best") -> pd.DataFrame:
     """The issue's target for ``best`` against ``base``: mean F1 at least 0.05 above, mean
     ROC-AUC at least 0.95, mean balanced accuracy above 0.88."""

@@ -38,6 +38,19 @@ def choose_threshold(y_true, proba) -> float:
     return float(cuts[int(np.argmax(f1[:-1]))])
 
 
+def best_balanced_accuracy(y_true, proba) -> float:
+    """The highest balanced accuracy any cut gives on these labels: a ceiling set by the ranking
+    alone ((1 + the best Youden's J) / 2). Chosen on the labels it scores, so it is an
+    upper bound to compare a target with, never a score to report as one."""
+    y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba, dtype=float)
+    if len(y_true) != len(proba):
+        raise ValueError(f"{len(y_true)} labels but {len(proba)} probabilities")
+    if y_true.min() == y_true.max():
+        raise ValueError("balanced accuracy over cuts needs both classes among the labels")
+    fpr, tpr, _ = skm.roc_curve(y_true, proba)
+    return float(np.max((tpr + 1 - fpr) / 2))
+
+
 def scores(y_true, proba, threshold: float = 0.5) -> dict:
     """Accuracy, precision, recall and F1 of IDC, balanced accuracy, ROC-AUC, confusion counts."""
     y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba, dtype=float)

@@ -387,6 +387,12 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
     assert set(crossval.decisions(fixed)["decision"]) == {crossval.decision_name(*d) for d in crossval.DECISIONS}
     assert crossval.test_proba(fixed, 0)["proba"].tolist() == pytest.approx([0.4, 0.55])
 
+    # the ceiling reads each fold's test patches as the result decides them
+    ceiling = crossval.balanced_accuracy_ceiling([crossval.decided(a, recipes.get("seed+tta")), fixed])
+    assert ceiling["ceiling"].tolist() == [1.0, 1.0] and ceiling.loc["pair", "balanced_accuracy"] == 1.0
+    one_view = crossval.balanced_accuracy_ceiling([crossval.decided(a, recipes.get("seed+threshold"))])
+    assert one_view["ceiling"].item() == 0.5  # seed's single view ranks its two test patches the wrong way round
+
     other = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1)])}, "seed+tta")
     with pytest.raises(ValueError, match="fold 0: seed\\+tta's validation or test patches differ"):
         crossval.view_ensemble([a, other], tmp_path / "bad")

@@ -726,7 +726,7 @@ def balanced_accuracy_ceiling(results) -> pd.DataFrame:
         rows[r.recipe.name] = {"balanced_accuracy": r.per_fold["balanced_accuracy"].mean(),
                                "ceiling": ceiling.mean(), "ceiling_sd": ceiling.std(ddof=1),  # NaN for one fold
                                "ceiling_min": ceiling.min(), "ceiling_max": ceiling.max()}
-    return pd.DataFrame(rows).T.rename_axis("balanced accuracy at the best cut on the test patches (a ceiling)")
+    return pd.DataFrame(rows).T.rename_axis("recipe")
 
 
 def target_check(table: pd.DataFrame, base: str = "seed", best: str = "best") -> pd.DataFrame:

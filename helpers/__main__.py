@@ -132,6 +132,8 @@ def _crossval(args) -> int:
 
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"data directory {args.data_dir} does not exist")
+    if args.shares and args.with_colour:
+        raise ValueError("--with-colour compares one recipe with the colour baseline; run it without --shares")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import_tensorflow_quietly()  # after the checks: a wrong argument is told in a second
     from . import crossval, recipes

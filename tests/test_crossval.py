@@ -88,6 +88,11 @@ def test_a_missing_data_dir_is_named(tmp_path):
     assert out.returncode == 2 and "error:" in out.stderr and "nowhere" in out.stderr
 
 
+def test_with_colour_and_shares_are_refused_together(demo):
+    out = helpers_cli("crossval", "--data-dir", demo, "--recipe", "seed", "--shares", 0.5, "--with-colour")
+    assert out.returncode == 2 and "--with-colour" in out.stderr and "without --shares" in out.stderr
+
+
 @pytest.mark.slow
 def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1,

@@ -73,13 +73,15 @@ def test_cancernet_beats_chance_on_held_out_real_patients(idc_sample, tmp_path):
     cfg = config.resolve("smoke", data_dir=idc_sample, output_dir=tmp_path, sample_size=4000,
                          batch_size=64, seed=0)
     data = experiment.prepare_data(cfg)
-    model = models.build_model("cancernet")
+    # BatchNorm momentum 0.9 (the bn_fix ingredient): with Keras' 0.99 the moving statistics lag
+    # after 4 short epochs, and one run's validation-chosen threshold landed at 0.9998 (balanced accuracy 0.5997)
+    model = models.build_model("cancernet", bn_momentum=0.9)
     result = train.fit(model, data.train, data.val, tmp_path / "run", epochs=4, optimizer="adam",
                        class_weight=data.class_weight, seed=0, verbose=0)
     assessment = experiment.assess(result.best_model(model), data)
     # Held-out patients: the test split, threshold from validation. Chance is AUC 0.5
     # (sd ~0.03 with these 600 patches); thread scheduling makes CPU runs differ, and
-    # measured runs gave AUC 0.745-0.776 and balanced accuracy 0.67-0.70.
+    # measured runs gave AUC 0.781-0.786 and balanced accuracy 0.68-0.70 (momentum 0.99: AUC 0.745-0.776).
     assert assessment["test"]["roc_auc"] > 0.68, assessment["test"]
     assert assessment["test"]["balanced_accuracy"] > 0.60, assessment["test"]
 

@@ -141,39 +141,41 @@ def _crossval(args) -> int:
     if args.shares:
         return _learning_curve(args)
     recipe = recipes.get(args.recipe, epochs=args.epochs, **_options(args.set, "--set"))
+    data = crossval.load(args.data_dir, args.out)  # decoded once, for the recipe and the colour baseline
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
                               sample_size=args.sample_size, verbose=args.verbose, keep_models=args.keep_models,
-                              reuse=not args.no_reuse)
+                              reuse=not args.no_reuse, data=data)
     print(result.table(), file=sys.stderr)
     summary = result.as_dict()
     try:  # the same models under the eight decisions (threshold rule, TTA, slide context): no training
-        table = crossval.decision_table(result)
+        table = crossval.decision_table(result, data)
     except FileNotFoundError as err:  # folds trained before views.csv was kept
         print(f"decisions not scored: {err}", file=sys.stderr)
     else:
-        shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
-        print(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
-        summary["decisions"] = json.loads(table.astype(float).round(4).to_json(orient="index"))
+        summary["decisions"] = _paired_table(table)
     if args.with_colour:
-        summary["with_colour"] = _with_colour(result, args)
+        summary["with_colour"] = _with_colour(result, data, args)
     print(json.dumps(summary, indent=2, default=float))
     return 0
 
 
-def _with_colour(result, args) -> dict:
+def _paired_table(table) -> dict:
+    """A paired comparison's means and differences as text on stderr; all its columns as JSON."""
+    shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
+    print(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
+    return json.loads(table.astype(float).round(4).to_json(orient="index"))
+
+
+def _with_colour(result, data, args) -> dict:
     """``crossval --with-colour``: the colour-statistics baseline on the recipe's folds, and the
     average of the two (cut on each fold's validation patients), paired against the recipe."""
     from . import colour, crossval
 
-    data = crossval.load(args.data_dir, args.out)
     baseline = colour.cross_validate(data, args.folds, args.seed, args.out, args.sample_size,
                                      log=lambda message: print(message, file=sys.stderr))
     both = crossval.view_ensemble([result, baseline], data=data)
-    table = crossval.compare([result, baseline, both])
-    shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
-    print(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
-    return json.loads(table.astype(float).round(4).to_json(orient="index"))
+    return _paired_table(crossval.compare([result, baseline, both]))
 
 
 def _evaluate(args) -> int:

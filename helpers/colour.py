@@ -108,8 +108,7 @@ def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_si
         proba = views.loc[views["split"] == "test", "single"].to_numpy()
         scores = evaluate.scores(data.labels[at["test"]], proba, 0.5)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
-        row = {"fold": i, **{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
-               **{f"{n}_patches": len(at[n]) for n in at}, "test_positives": scores["positives"],
+        row = {"fold": i, **crossval.fold_counts(split, at), "test_positives": scores["positives"],
                **{m: scores[m] for m in crossval.REPORTED},
                # each fold's share of computing the features once for all patches
                "cpu_seconds": round(time.process_time() - cpu + feature_cpu / folds, 2),

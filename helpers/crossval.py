@@ -230,8 +230,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[(views["split"] == "test").to_numpy()]
         scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
         evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
-        counts = {**{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
-                  **{f"{n}_patches": len(at[n]) for n in at}}
+        counts = fold_counts(split, at)
         # training: what the model learnt from, after the recipe's train_share
         counts.update({f"train_{n}": predictor.info[f"train_{n}"] for n in ("patients", "patches")})
         row = {"fold": i, **counts, "test_positives": scores["positives"], **{m: scores[m] for m in REPORTED},
@@ -340,6 +339,12 @@ def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
     if sample_size:
         split = splits.sample(split, max_patches=int(sample_size), seed=seed)
     return split, {name: split.index[split["split"] == name].to_numpy() for name in ("train", "val", "test")}
+
+
+def fold_counts(split: pd.DataFrame, at: dict) -> dict:
+    """Patients and patches of each part of a fold (``_fold_parts``): ``train_patients``, ``val_patches``..."""
+    return {**{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
+            **{f"{n}_patches": len(at[n]) for n in at}}
 
 
 def score_views(predictor: recipes.Predictor, data: Data, at: dict, fold_dir) -> pd.DataFrame:

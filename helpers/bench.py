@@ -22,9 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ROOT
-
-SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "idc-sample"
+from .config import SAMPLE_DIR
 
 
 def _best_rate(fn, n: int, repeats: int) -> float:
@@ -199,12 +197,7 @@ def print_table(rows, header=("measure", "value", "target / note")) -> None:
 def main(data_dir=None, sample: int | None = None, full_set: bool = False) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not data_dir and not full_set:
-        if SHARED_SAMPLE.is_dir():
-            data_dir = SHARED_SAMPLE
-        else:
-            from .config import resolve
-
-            data_dir = resolve("smoke").data_dir
+        data_dir = SAMPLE_DIR
     if full_set:
         print_table(full(None if data_dir is None else data_dir))
         print(f"({os.cpu_count()} CPU cores; {_machine()})")

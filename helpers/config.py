@@ -1,8 +1,12 @@
 """Profiles and paths: one place that turns a notebook's parameters cell into settings.
 
 A profile sets every parameter; a parameter given explicitly (not None) wins.
-``smoke`` runs the whole series in minutes on 2 CPU cores; ``cpu`` is a longer
-run that still fits a laptop; ``full`` is for the real data on a GPU.
+``smoke`` runs the whole series in minutes on 2 CPU cores (on a capped share of
+the shipped real sample); ``cpu`` uses all of the sample and still fits a laptop;
+``full`` is the whole Kaggle set on a GPU.
+
+``DATA_DIR`` None means the real sample shipped in ``data/idc-sample`` (the full
+Kaggle set with ``full``); ``"generated"`` means the generated demo set.
 """
 
 from __future__ import annotations
@@ -12,11 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The real sample that ships with the project (9,563 patches of 230 patients, CC0) and the
+# benchmark's patient lists (Cruz-Roa 2014 / Janowczyk 2016).
+SAMPLE_DIR = ROOT / "data" / "idc-sample"
+SPLITS_DIR = ROOT / "data" / "splits"
+GENERATED = "generated"  # DATA_DIR="generated": the generated demo set instead of real tissue
 
 PROFILES = {
     "smoke": dict(epochs=2, batch_size=64, sample_size=1000, image_size=50, weights=None,
                   demo_patients=40, seeds=1),
-    "cpu": dict(epochs=10, batch_size=128, sample_size=20_000, image_size=50, weights=None,
+    "cpu": dict(epochs=10, batch_size=128, sample_size=None, image_size=50, weights=None,
                 demo_patients=60, seeds=2),
     "full": dict(epochs=50, batch_size=128, sample_size=None, image_size=50, weights="imagenet",
                  demo_patients=120, seeds=3),
@@ -88,18 +97,32 @@ def ensure_demo(data_dir: Path, patients: int, seed: int = 0) -> dict:
         return make_demo(data_dir, n_patients=patients, seed=seed)
 
 
+def default_data_dir(profile: str, data_dir=None):
+    """What ``DATA_DIR`` means: a folder as given, ``"generated"`` as is, None the shipped
+    real sample (``full``: the whole Kaggle set, downloaded on first use)."""
+    if data_dir not in (None, ""):
+        return data_dir
+    if profile == "full":
+        from .download import download_idc
+
+        return download_idc()
+    return SAMPLE_DIR
+
+
 def resolve(profile: str = "smoke", data_dir=None, output_dir=None, epochs=None,
             batch_size=None, sample_size=None, image_size=None, weights=None,
             seed: int = 42, make_demo: bool = True) -> Config:
     """Settings for one notebook run.
 
-    ``data_dir`` None means the generated demo set in ``data/demo/`` (made on
-    first use, seconds on a CPU). ``sample_size`` 0 means no cap.
+    ``data_dir`` None means the real sample in ``data/idc-sample``; ``"generated"``
+    the generated demo set in ``data/demo/`` (made on first use, seconds on a CPU).
+    ``sample_size`` 0 means no cap.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     base = PROFILES[profile]
-    if data_dir in (None, ""):
+    data_dir = default_data_dir(profile, data_dir)
+    if str(data_dir) == GENERATED:
         data_dir = demo_dir(base["demo_patients"])
         if make_demo:
             ensure_demo(data_dir, base["demo_patients"])

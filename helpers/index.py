@@ -124,12 +124,16 @@ def _candidates(root: Path):
             if name.startswith("."):
                 continue  # .DS_Store and friends are not data
             path = Path(dirpath) / name
-            if name in ("GENERATED.txt", "generated.json", "README.md", "LICENSE"):
+            if name in DOCUMENTS and not rel:  # a data set's own papers, at its top level
                 continue
             if len(rel) != 2 or rel[1] not in ("0", "1"):
                 yield path, None, None, "outside_layout"
             else:
                 yield path, rel[0], int(rel[1]), None
+
+
+# What a data folder may hold beside its patients: what it is, its licence, its checksums.
+DOCUMENTS = ("GENERATED.txt", "generated.json", "README.md", "LICENSE", "SHA256SUMS", "manifest.json")
 
 
 def _patient_dirs(root: Path):

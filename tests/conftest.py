@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SAMPLE = ROOT / "data" / "idc-sample"  # the real sample shipped in the repository
 
 
 def write_patch(path, size=(50, 50), colour=(200, 100, 150), mode="RGB"):
@@ -58,17 +58,9 @@ def tree_digest(root, pattern):
     return h.hexdigest()
 
 
-def shared_sample(name):
-    """A folder of ../shared/data, or a skip: a user's clone has no ../shared."""
-    path = SHARED / name
-    if not path.is_dir():
-        pytest.skip(f"../shared/data/{name} is not here")
-    return path
-
-
 @pytest.fixture
 def idc_sample():
-    return shared_sample("idc-sample")
+    return SAMPLE
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import files_under, shared_sample, tree_digest, write_patch
+from conftest import files_under, tree_digest, write_patch
 from PIL import Image
 
 from helpers import breakhis
@@ -15,7 +15,8 @@ from helpers.breakhis import (COLUMNS, build_index, make_demo, parse_name, split
 from helpers.index import DataError
 from helpers.splits import check_disjoint
 
-# The 8 real files of ../shared/data/breakhis-sample, values read off their names by hand.
+# The names of 8 real BreakHis files (4 benign, 4 malignant, 4 magnifications), values read off them by hand.
+# The images themselves may not ship (research use only), so the tests draw stand-ins under these names.
 REAL = {
     "SOB_B_A-14-22549AB-100-027.png": (0, "benign", "A", "adenosis", "14-22549AB", 100, 27),
     "SOB_B_F-14-14134E-400-001.png": (0, "benign", "F", "fibroadenoma", "14-14134E", 400, 1),
@@ -33,8 +34,13 @@ LAYOUT = re.compile(r"^BreaKHis_v1/histology_slides/breast/(benign|malignant)/SO
 
 
 @pytest.fixture
-def breakhis_sample():
-    return shared_sample("breakhis-sample")
+def breakhis_sample(tmp_path):
+    """The 8 real names on 700x460 stand-ins: pale, H&E-tinted noise (a real file's size and range)."""
+    rng = np.random.default_rng(0)
+    for name in REAL:
+        pixels = rng.normal((215, 170, 200), 20, size=(460, 700, 3)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / name)
+    return tmp_path
 
 
 def official(root, name):
@@ -96,7 +102,7 @@ def test_bad_names_raise_naming_the_name(name, says):
 # ---------------------------------------------------------------- index
 
 
-def test_real_sample_folder(breakhis_sample):
+def test_sample_with_real_names(breakhis_sample):
     assert sorted(p.name for p in breakhis_sample.iterdir()) == sorted(REAL)
     df, report = build_index(breakhis_sample)
     assert list(df.columns) == COLUMNS
@@ -111,13 +117,13 @@ def test_real_sample_folder(breakhis_sample):
             (label, cls, code, patient, mag)
 
 
-def test_real_sample_to_patches(breakhis_sample):
+def test_sample_to_patches(breakhis_sample):
     df, _ = build_index(breakhis_sample)
     whole = to_patches(df, mode="resize")
     assert whole.images.shape == (8, 50, 50, 3) and whole.images.dtype == np.uint8
     tiles = to_patches(df, mode="tiles", tiles_per_image=2)
     assert tiles.images.shape == (16, 50, 50, 3)
-    # Real H&E: bright background, stain darker than the glass; no tile is a flat colour.
+    # The stand-ins' range survives the downscaling (pale, as H&E is), and no tile is a flat colour.
     assert 150 < tiles.images.mean() < 240 and tiles.images.reshape(16, -1).std(1).min() > 3
 
 

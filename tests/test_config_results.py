@@ -19,9 +19,17 @@ def test_unknown_profile_lists_the_known_ones(tree):
         config.resolve("fast", data_dir=tree)
 
 
-def test_no_data_dir_means_the_generated_set(tmp_path, monkeypatch):
+def test_no_data_dir_means_the_shipped_real_sample(tmp_path):
+    for profile in ("smoke", "cpu"):
+        cfg = config.resolve(profile, output_dir=tmp_path / "out")
+        assert cfg.data_dir == config.ROOT / "data" / "idc-sample" and not cfg.generated
+        assert cfg.data_label == "real data: idc-sample"
+    assert config.resolve("smoke").sample_size == 1000 and config.resolve("cpu").sample_size is None
+
+
+def test_generated_means_the_generated_set(tmp_path, monkeypatch):
     monkeypatch.setenv("IDC_DEMO_ROOT", str(tmp_path / "demo"))
-    cfg = config.resolve("smoke", output_dir=tmp_path / "out")
+    cfg = config.resolve("smoke", data_dir="generated", output_dir=tmp_path / "out")
     assert cfg.generated and cfg.data_label == "generated demo data"
     assert cfg.data_dir == tmp_path / "demo" / "idc-40p"
     assert (cfg.data_dir / "GENERATED.txt").is_file()

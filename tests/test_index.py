@@ -1,11 +1,13 @@
+import hashlib
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, patch_path, write_patch
+from conftest import ROOT, files_under, patch_path, write_patch
 
 from helpers.index import COLUMNS, DataError, build_index
+from helpers.splits import read_patient_list
 
 
 def test_valid_tree_is_indexed_with_positions(tree):
@@ -93,16 +95,37 @@ def test_missing_empty_and_useless_directories_raise(tmp_path):
         build_index(tmp_path / "file")
 
 
-def test_shared_sample_numbers(idc_sample):
+def test_shipped_sample_matches_its_checksums(idc_sample):
+    """Every PNG of data/idc-sample is listed in SHA256SUMS with the right hash, and nothing else is."""
+    listed = {}
+    for line in (idc_sample / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    on_disk = set(files_under(idc_sample, "*.png"))
+    assert on_disk == set(listed)
+    changed = [name for name in sorted(on_disk)
+               if hashlib.sha256((idc_sample / name).read_bytes()).hexdigest() != listed[name]]
+    assert changed == []
+
+
+def test_shipped_sample_numbers_are_its_manifests(idc_sample):
+    manifest = json.loads((idc_sample / "manifest.json").read_text())
     df, report = build_index(idc_sample)
-    assert report.files_seen == 9599
-    assert report.unique_patches == 9563 == len(df)
-    assert report.patients == 230
-    assert report.positives == 2344 and report.negatives == 7219
-    assert report.duplicates_merged == 36
-    assert report.small_patches == 78
-    assert report.skipped == {}
+    assert report.files_seen == manifest["files_seen"]
+    assert report.unique_patches == manifest["unique_patches"] == len(df)
+    assert report.patients == manifest["patients"] == df["patient"].nunique()
+    assert (report.positives, report.negatives) == (manifest["positives"], manifest["negatives"])
+    assert report.duplicates_merged == manifest["duplicates_merged"]
+    assert report.small_patches == manifest["small_patches"]
+    assert report.skipped == {}  # its README, SHA256SUMS and manifest.json are not patches
     assert not df.duplicated(["patient", "x", "y", "label"]).any()
+    # the README quotes the same numbers
+    readme = (idc_sample / "README.md").read_text()
+    for key in ("unique_patches", "positives", "negatives", "patients", "small_patches"):
+        assert f"{manifest[key]:,}" in readme, key
+    # the benchmark's test patients are withheld: none is in the sample
+    withheld = set(read_patient_list(idc_sample.parent / "splits" / "cases_test.txt"))
+    assert len(withheld) == 49 and not withheld & set(df["patient"])
 
 
 def test_cli_prints_json_summary(tree, tmp_path):

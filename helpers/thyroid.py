@@ -10,8 +10,10 @@ or ``M_...`` (malignant), in ``train`` and ``test`` folders, in two versions sid
 
 every bracketed level optional and folder names read case-insensitively; the label comes from the
 ``B_``/``M_`` prefix or the class folder (both must agree when both are there). ``group`` is the
-nodule (or patient) id in the name, ``001`` for ``B_001-0002-1.0.jpg``; every image of a group goes
-to one side of a split.
+nodule: its class letter and the number in the name, ``B_001`` for ``B_001-0002-1.0.jpg``. The class
+is part of it because the seed's sets number benign and malignant nodules separately: ``B_001`` and
+``M_001`` are two nodules. Every image of a group goes to one side of a split, also when the given
+``train`` and ``test`` folders both hold images of it (:func:`split`).
 
 As in :mod:`helpers.index`, nothing is dropped silently: every file that cannot be used is counted
 by category in the report, with a few examples.
@@ -66,14 +68,23 @@ SKIP_REASONS = {
 
 
 def parse_name(name) -> tuple[int | None, str]:
-    """(label from the ``B_``/``M_`` prefix or None, group) of a file name. The group is the leading
-    number after the prefix (``B_001-0002-1.0.jpg`` -> ``"001"``); a name without one is its own
-    group (its stem)."""
+    """(label from the ``B_``/``M_`` prefix or None, nodule number) of a file name. The number is the
+    leading one after the prefix (``B_001-0002-1.0.jpg`` -> ``"001"``); a name without one is its
+    own nodule, named by its stem less the prefix (``B_scan.jpg`` -> ``"scan"``). The number alone
+    is not a nodule: see :func:`group_id`."""
     stem = Path(name).stem
     m = PREFIX.match(stem)
     label, rest = (int(m["cls"].upper() == "M"), m["rest"]) if m else (None, stem)
     g = GROUP.match(rest)
-    return label, g["id"] if g else stem
+    return label, g["id"] if g else rest
+
+
+def group_id(label: int, nodule: str) -> str:
+    """The nodule's id: class letter and number, ``group_id(1, "001") == "M_001"`` (benign and
+    malignant nodules are numbered separately, so the number alone would join two nodules)."""
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 (benign) or 1 (malignant), not {label!r}")
+    return f"{'BM'[label]}_{nodule}"
 
 
 def _folder_roles(folders) -> tuple[dict, str | None]:
@@ -115,16 +126,21 @@ class ThyroidReport:
     counts: dict = field(default_factory=dict)  # "cropped/train" -> {"benign": n, "malignant": n}
     width_range: list = field(default_factory=list)  # [min, max]
     height_range: list = field(default_factory=list)
-    mixed_label_groups: list = field(default_factory=list)  # groups with benign and malignant images
-    groups_in_train_and_test: dict = field(default_factory=dict)  # variant -> groups in both subsets
+    # Nodule numbers that both a B_ and an M_ nodule use: two nodules each, kept apart by group_id.
+    numbers_in_both_classes: list = field(default_factory=list)
+    # Nodules with images in both the given train and test folders (in any variant), and how many
+    # of their images, outside the test folder, split() moves to the test split.
+    groups_in_train_and_test: list = field(default_factory=list)
+    moved_to_test: int = 0
     skipped: dict = field(default_factory=dict)
     skipped_files: list = field(default_factory=list)
 
     def summary(self, examples: int = 5) -> dict:
         """The JSON-ready summary, as the IDC report's; ``examples`` files per category and groups."""
         out = IndexReport.summary(self, examples)
-        out["mixed_label_groups"] = self.mixed_label_groups[:examples]
-        out["mixed_label_groups_total"] = len(self.mixed_label_groups)
+        for key in ("numbers_in_both_classes", "groups_in_train_and_test"):
+            out[key] = getattr(self, key)[:examples]
+            out[f"{key}_total"] = len(getattr(self, key))
         return out
 
     to_json = IndexReport.to_json
@@ -158,7 +174,7 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, Thyroid
         if conflict:
             skip(path, "folder_conflict", conflict)
             continue
-        label, group = parse_name(path.name)
+        label, nodule = parse_name(path.name)
         folder_label = said.get("label")
         if label is not None and folder_label is not None and label != folder_label:
             skip(path, "label_mismatch", f"name says {CLASSES[label]}, folder {CLASSES[folder_label]}")
@@ -167,7 +183,7 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, Thyroid
         if label is None:
             skip(path, "no_label")
             continue
-        named.append((path, label, said.get("variant", ""), said.get("subset", ""), group))
+        named.append((path, label, said.get("variant", ""), said.get("subset", ""), group_id(label, nodule)))
     if report.files_seen == 0:
         raise DataError(f"thyroid data directory {root} holds no files")
 
@@ -200,29 +216,37 @@ def _count(report: ThyroidReport, df: pd.DataFrame):
         report.counts[_count_key(variant, subset)] = {"benign": int(n[0]), "malignant": int(n[1])}
     report.width_range = [int(df["width"].min()), int(df["width"].max())]
     report.height_range = [int(df["height"].min()), int(df["height"].max())]
-    labels = df.groupby("group")["label"].nunique()
-    report.mixed_label_groups = sorted(labels.index[labels > 1])
-    for variant, part in df.groupby("variant"):
-        both = set(part.loc[part["subset"] == "train", "group"]) & set(part.loc[part["subset"] == "test", "group"])
-        if both:
-            report.groups_in_train_and_test[variant or "all"] = len(both)
+    numbers = df["group"].str[2:].groupby(df["label"]).agg(set)
+    report.numbers_in_both_classes = sorted(numbers.get(0, set()) & numbers.get(1, set()))
+    moved = _moved_to_test(df)
+    report.groups_in_train_and_test = sorted(set(df.loc[moved, "group"]))
+    report.moved_to_test = int(moved.sum())
 
 
 # ---------------------------------------------------------------- splits
+
+
+def _moved_to_test(df: pd.DataFrame) -> pd.Series:
+    """True for an image outside the given test folder whose nodule has an image in it (in any
+    variant): :func:`split` puts these in the test split."""
+    given = df["subset"].eq("test")
+    return df["group"].isin(set(df.loc[given, "group"])) & ~given
 
 
 def split(df: pd.DataFrame, val: float = 0.15, test: float = 0.2, seed: int = 0) -> pd.DataFrame:
     """The index with a ``split`` column (train/val/test), by group: every image of a nodule on one
     side, and the same side in every variant (a nodule's cropped and uncropped images together).
 
-    When the index has a ``test`` subset, its images are the test split (``test`` is then unused)
-    and ``val`` is the share of the other groups drawn for validation (as the seed's
-    ``validation_split`` of the train folder); otherwise ``test`` and ``val`` are shares of all
-    groups. Groups are drawn per class (a group's class: malignant if any of its images is), so
-    each split keeps the malignant share of groups; shares are of groups, not images, rounded, at
-    least one group per split and class where possible (:func:`helpers.breakhis.split_by_patient`).
-    A group found in both given subsets stays on both sides (the report of :func:`build_index`
-    counts these); the same seed gives the same split.
+    When the index has a ``test`` subset, every nodule with an image in it is a test nodule: all
+    its images are the test split (``test`` is then unused), and ``val`` is the share of the other
+    groups drawn for validation (as the seed's ``validation_split`` of the train folder); otherwise
+    ``test`` and ``val`` are shares of all groups. A nodule found in both given folders thus goes
+    to test whole: the test folder stays whole, and its images from the training folder join it
+    rather than being dropped. The column ``moved_to_test`` marks those images (the report of
+    :func:`build_index` counts them). Groups are drawn per class, so each split keeps the malignant
+    share of groups; shares are of groups, not images, rounded, at least one group per split and
+    class where possible (:func:`helpers.breakhis.split_by_patient`); the same seed gives the same
+    split.
     """
     for name, frac in (("val", val), ("test", test)):
         if not 0 <= frac < 1:
@@ -231,14 +255,16 @@ def split(df: pd.DataFrame, val: float = 0.15, test: float = 0.2, seed: int = 0)
         raise ValueError(f"val + test must leave groups for training, got {val} + {test}")
     out = df.copy()
     given = out["subset"].eq("test")
-    rest = out[~given]
-    groups = rest.groupby("group")["label"].max().rename_axis("patient").reset_index()
+    moved = _moved_to_test(out)
+    to_test = given | moved
+    groups = out[~to_test].groupby("group")["label"].max().rename_axis("patient").reset_index()
     if groups.empty:
-        raise ValueError("split: every image is in the test subset, none left to train on")
+        raise ValueError("split: every nodule has an image in the test folder, none left to train on")
     drawn = _split_groups(groups, val=val, test=0.0 if given.any() else test, seed=seed)
     owner = dict(zip(drawn["patient"], drawn["split"]))
     out["split"] = out["group"].map(owner)
-    out.loc[given, "split"] = "test"
+    out.loc[to_test, "split"] = "test"
+    out["moved_to_test"] = moved
     return out
 
 
@@ -581,7 +607,7 @@ def _write_nodule(job) -> list[tuple]:
 
 
 # Nodules and images per nodule of the generated set, by profile.
-DEMO_SIZES = {"smoke": (120, 3), "cpu": (300, 6), "full": (1000, 8)}
+DEMO_SIZES = {"smoke": (120, 3), "cpu": (300, 6), "full": (1000, 8), "colab": (300, 6)}
 
 
 def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int = 0, workers: int | None = None,
@@ -673,9 +699,12 @@ def is_generated(root) -> bool:
     return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))
 
 
+GENERATED_LABEL = "generated thyroid demo data"
+
+
 def data_label(root) -> str:
-    """"generated demo data" or "real data: <folder>", for titles."""
-    return "generated demo data" if is_generated(root) else f"real data: {Path(root).name}"
+    """``GENERATED_LABEL`` or "real data: <folder>", for titles and tables' ``data`` column."""
+    return GENERATED_LABEL if is_generated(root) else f"real data: {Path(root).name}"
 
 
 # ---------------------------------------------------------------- tables and figures

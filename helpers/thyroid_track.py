@@ -9,6 +9,10 @@ layer: a saved model carries it to the evaluation code and the web app.
 Splits are by nodule (the ``group`` of ``thyroid.build_index``): the cropped and
 uncropped versions of one image, and every image of one nodule, are on the
 same side, so a test score is on nodules the model never saw in any form.
+
+Scores measured here carry a ``data`` column saying which images they came from
+(``thyroid.data_label``); the seed project's published figures, measured on real
+images, are a table of their own (:func:`seed_table`), never rows of ours.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import evaluate, experiment, hardware, thyroid
+from . import evaluate, experiment, hardware, reference, thyroid
 from .plots import scikitplot, title_with_source
 
 CLASS_NAMES = ["benign", "malignant"]
@@ -27,13 +31,14 @@ VARIANTS = ("cropped", "uncropped")
 # Side of the square the images are resized to, per profile. The seed's is not in its
 # slides; 224 is the backbones' ImageNet size. Smoke uses the backbones' smallest input:
 # notebook 16 took 347 s at 32 px against 430 s at 64 px (2 cores; mostly graph tracing).
-IMAGE_SIZE = {"smoke": 32, "cpu": 128, "full": 224}
+IMAGE_SIZE = {"smoke": 32, "cpu": 128, "full": 224, "colab": 224}
 # The domain-shift study (notebook 17) trains a small model longer on smaller images, so
 # that even the smoke run learns enough to show the shift (measured on the smoke set with
 # CancerNet: 8 epochs at 64 px stayed near chance, 20 epochs at 32 px reached AUC 0.86).
 SHIFT_SETTINGS = {"smoke": {"image_size": 32, "epochs": 20, "batch_size": 32},
                   "cpu": {"image_size": 96, "epochs": 20, "batch_size": 32},
-                  "full": {"image_size": 224, "epochs": 15, "batch_size": 32}}
+                  "full": {"image_size": 224, "epochs": 15, "batch_size": 32},
+                  "colab": {"image_size": 224, "epochs": 10, "batch_size": 32}}
 
 
 def featurewise_stats(images) -> tuple[list[float], list[float]]:
@@ -65,11 +70,22 @@ def make_dataset(images, labels, batch_size: int, shuffle: bool = False, seed: i
 
 
 def split_index(root, seed: int = 42, val: float = 0.15, test: float = 0.2) -> tuple[pd.DataFrame, dict]:
-    """Index ``root`` and split it by nodule; returns the table and the index report."""
+    """Index ``root`` and split it by nodule (``thyroid.split``: a nodule in both given folders
+    goes to test whole; ``report.moved_to_test`` counts its training-folder images); returns the
+    table and the index report."""
     df, report = thyroid.build_index(root)
     df = thyroid.split(df, val=val, test=test, seed=seed)
     # evaluate.per_patient and the registry speak of patients; here a patient is a nodule id
     return df.assign(patient=df["group"]), report
+
+
+def check_by_nodule(df: pd.DataFrame):
+    """Raise ValueError naming the nodules (``group``) that are in more than one split."""
+    sides = df.groupby("group")["split"].nunique()
+    leaked = sorted(sides.index[sides > 1])
+    if leaked:
+        shown = ", ".join(f"{g} ({'/'.join(sorted(set(df.loc[df['group'] == g, 'split'])))})" for g in leaked[:5])
+        raise ValueError(f"{len(leaked)} nodule(s) in more than one split: {shown}")
 
 
 def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="seed_both_flips",
@@ -86,6 +102,7 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
     train_variants = _variants(train_on)
     test_variant = _variants(test_on or train_variants[0])[0]
     df = index if index is not None else split_index(cfg.data_dir, cfg.seed)[0]
+    check_by_nodule(df)  # an index made elsewhere may not be split by nodule
     fit_rows = df[df["variant"].isin(train_variants) & df["split"].isin(["train", "val"])]
     test_rows = df[(df["split"] == "test") & df["variant"].isin(VARIANTS)]
     if fit_rows.empty or not (fit_rows["split"] == "val").any():
@@ -134,14 +151,16 @@ def counts(data: experiment.Data) -> pd.DataFrame:
 
 # --- evaluation across variants ------------------------------------------------
 
-def cross_evaluate(arms: dict, thresholds: dict | None = None) -> tuple[pd.DataFrame, dict]:
+def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Score each trained arm on each variant's held-out test images.
 
-    ``arms``: name -> (model, Data). Returns one row per (trained on, tested on)
-    with F1 (malignant), balanced accuracy and ROC-AUC at the threshold chosen on
-    the arm's own validation split, and the raw (labels, probabilities) per row
-    for the ROC figure.
+    ``arms``: name -> (model, Data); ``source``: the images' ``thyroid.data_label``,
+    the table's ``data`` column. Returns one row per (trained on, tested on) with
+    F1 (malignant), balanced accuracy and ROC-AUC at the threshold chosen on the
+    arm's own validation split, and the raw (labels, probabilities) per row for the
+    ROC figure.
     """
+    _check_source(source)
     rows, curves = [], {}
     for name, (model, data) in arms.items():
         threshold = (thresholds or {}).get(name)
@@ -156,8 +175,48 @@ def cross_evaluate(arms: dict, thresholds: dict | None = None) -> tuple[pd.DataF
                          "threshold": round(float(threshold), 3), "f1": s["f1"],
                          "balanced_accuracy": s["balanced_accuracy"], "roc_auc": s["roc_auc"]})
             curves[label] = (y, p)
-    table = pd.DataFrame(rows)
-    return table.round(3), curves
+    return with_data(pd.DataFrame(rows).round(3), source), curves
+
+
+def score_of(table: pd.DataFrame, trained_on: str, tested_on: str, metric: str = "roc_auc") -> float:
+    """One score of :func:`cross_evaluate`'s table, for prose that quotes the run."""
+    if metric not in table.columns:
+        raise ValueError(f"no metric {metric!r} in the table; it has {list(table.columns)}")
+    row = table[(table["trained on"] == trained_on) & (table["tested on"] == tested_on)]
+    if len(row) != 1:
+        raise ValueError(f"no row trained on {trained_on!r} and tested on {tested_on!r}")
+    return float(row[metric].iloc[0])
+
+
+SEED_DATA = "seed project's real thyroid images (its slides)"
+
+
+def _check_source(source):
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"a table of scores needs the data it came from (thyroid.data_label), got {source!r}")
+
+
+def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A copy of ``table`` with ``data`` = ``source`` as its first column, so that a score is
+    never read without the images it came from."""
+    _check_source(source)
+    if "data" in table.columns:
+        raise ValueError(f"the table already has a data column: {sorted(set(table['data']))}")
+    out = table.copy()
+    out.insert(0, "data", source)
+    return out
+
+
+def seed_table(**match) -> pd.DataFrame:
+    """The seed project's published thyroid figures (``reference.seed_thyroid``), labelled as real
+    images in their ``data`` column: a table apart from any measured here. ``match``: column=value
+    filters, e.g. ``model="(their model)"``."""
+    table = reference.seed_thyroid()
+    for column, value in match.items():
+        if column not in table.columns:
+            raise ValueError(f"the seed's table has no column {column!r}; it has {list(table.columns)}")
+        table = table[table[column] == value]
+    return with_data(table.reset_index(drop=True), SEED_DATA)
 
 
 def roc_figure(curves: dict, title: str, source: str):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from helpers import thyroid
 from helpers.index import DataError
-from helpers.thyroid import COLUMNS, build_index, make_demo, parse_name, split
+from helpers.thyroid import COLUMNS, GENERATED_LABEL, build_index, group_id, make_demo, parse_name, split
 
 NAME = re.compile(r"^([BM])_(\d{3})-(\d{4})-1\.0\.jpg$")
 
@@ -45,13 +45,22 @@ def demo(tmp_path_factory):
     ("M_117-0031-1.0.jpg", (1, "117")),
     ("m_5.png", (1, "5")),
     ("B-042_7.jpeg", (0, "042")),
-    ("B_scan.jpg", (0, "B_scan")),  # a prefix but no id: the image is its own group
-    ("003-0001-1.0.jpg", (None, "003")),  # an id but no prefix: the label must come from a folder
+    ("B_scan.jpg", (0, "scan")),  # a prefix but no number: the image is its own nodule
+    ("003-0001-1.0.jpg", (None, "003")),  # a number but no prefix: the label must come from a folder
     ("IMG_0001.jpg", (None, "IMG_0001")),
     ("Bx_001.jpg", (None, "Bx_001")),
 ])
 def test_parse_name(name, expected):
     assert parse_name(name) == expected
+
+
+def test_group_id_holds_the_class_so_equal_numbers_are_two_nodules():
+    assert group_id(0, "001") == "B_001" and group_id(1, "001") == "M_001"
+    assert group_id(1, "IMG_9") == "M_IMG_9"
+    with pytest.raises(ValueError, match="not 2"):
+        group_id(2, "001")
+    with pytest.raises(ValueError, match="not None"):
+        group_id(None, "001")
 
 
 # ---------------------------------------------------------------- index
@@ -66,7 +75,7 @@ def test_prefix_labels_in_a_flat_folder(tmp_path):
     assert [Path(p).name for p in df["path"]] == ["B_001-0002-1.0.jpg", "B_001-0003-1.0.jpg", "M_002-0001-1.0.png",
                                                   "M_003-0001-1.0.jpg", "b_7.jpeg"]
     assert df["label"].tolist() == [0, 0, 1, 1, 0]
-    assert df["group"].tolist() == ["001", "001", "002", "003", "7"]
+    assert df["group"].tolist() == ["B_001", "B_001", "M_002", "M_003", "B_7"]
     assert set(df["variant"]) == {""} and set(df["subset"]) == {""}
     assert df[["width", "height"]].values.tolist() == [[40, 30]] * 3 + [[64, 48], [40, 30]]
     assert (report.files_seen, report.images, report.groups, report.benign, report.malignant) == (5, 5, 4, 3, 2)
@@ -81,8 +90,8 @@ def test_class_folders_label_files_without_a_prefix(tmp_path):
     write_image(tmp_path / "malignant" / "M_004-0001-1.0.jpg")  # prefix and folder agree
     df, report = build_index(tmp_path)
     got = {Path(p).name: (label, group) for p, label, group in zip(df["path"], df["label"], df["group"])}
-    assert got == {"a.jpg": (0, "a"), "IMG_9.png": (1, "IMG_9"), "003-0001-1.0.jpg": (0, "003"),
-                   "M_004-0001-1.0.jpg": (1, "004")}
+    assert got == {"a.jpg": (0, "B_a"), "IMG_9.png": (1, "M_IMG_9"), "003-0001-1.0.jpg": (0, "B_003"),
+                   "M_004-0001-1.0.jpg": (1, "M_004")}
     assert report.skipped == {} and (report.benign, report.malignant) == (2, 2)
 
 
@@ -94,15 +103,15 @@ def test_variants_and_subsets_from_folders(tmp_path):
     write_image(tmp_path / "Uncropped" / "Train" / "M_003-0001-1.0.jpg")
     df, report = build_index(tmp_path)
     assert df[["variant", "subset", "label", "group"]].values.tolist() == [
-        ["cropped", "test", 1, "002"], ["cropped", "train", 0, "001"], ["cropped", "train", 0, "001"],
-        ["uncropped", "test", 1, "002"], ["uncropped", "train", 1, "003"], ["uncropped", "train", 0, "001"],
-        ["uncropped", "train", 0, "001"]]
+        ["cropped", "test", 1, "M_002"], ["cropped", "train", 0, "B_001"], ["cropped", "train", 0, "B_001"],
+        ["uncropped", "test", 1, "M_002"], ["uncropped", "train", 1, "M_003"], ["uncropped", "train", 0, "B_001"],
+        ["uncropped", "train", 0, "B_001"]]
     assert report.counts == {"cropped/test": {"benign": 0, "malignant": 1},
                              "cropped/train": {"benign": 2, "malignant": 0},
                              "uncropped/test": {"benign": 0, "malignant": 1},
                              "uncropped/train": {"benign": 2, "malignant": 1}}
     assert report.variants == ["cropped", "uncropped"] and report.subsets == ["test", "train"]
-    assert report.groups == 3 and report.groups_in_train_and_test == {}
+    assert report.groups == 3 and report.groups_in_train_and_test == [] and report.moved_to_test == 0
 
     # A variant folder as root: its train/test folders are read, the variant is "" (no variant folder below).
     df, report = build_index(tmp_path / "cropped")
@@ -155,14 +164,21 @@ def test_missing_empty_and_unusable_dirs_raise_naming_the_path(tmp_path):
         build_index(tmp_path / "file.jpg")
 
 
-def test_report_names_mixed_groups_and_groups_in_both_subsets(tmp_path):
+def test_report_counts_shared_numbers_and_nodules_in_both_given_folders(tmp_path):
     write_image(tmp_path / "train" / "B_001-0001-1.0.jpg")
-    write_image(tmp_path / "test" / "B_001-0002-1.0.jpg")  # nodule 001 on both sides of the given folders
-    write_image(tmp_path / "train" / "M_001-0003-1.0.jpg")  # and with both labels
+    write_image(tmp_path / "train" / "B_001-0004-1.0.jpg")
+    write_image(tmp_path / "test" / "B_001-0002-1.0.jpg")  # nodule B_001 in both given folders
+    write_image(tmp_path / "train" / "M_001-0003-1.0.jpg")  # another nodule with the same number
     write_image(tmp_path / "train" / "M_002-0001-1.0.jpg")
-    _, report = build_index(tmp_path)
-    assert report.mixed_label_groups == ["001"] and report.groups_in_train_and_test == {"all": 1}
-    assert report.summary()["mixed_label_groups_total"] == 1
+    write_image(tmp_path / "test" / "M_003-0001-1.0.jpg")
+    df, report = build_index(tmp_path)
+    assert df["group"].tolist() == ["B_001", "M_003", "B_001", "B_001", "M_001", "M_002"]
+    assert report.groups == 4 and report.numbers_in_both_classes == ["001"]
+    # B_001's two training-folder images are the ones split() moves to test
+    assert report.groups_in_train_and_test == ["B_001"] and report.moved_to_test == 2
+    summary = report.summary()
+    assert summary["numbers_in_both_classes_total"] == 1 and summary["groups_in_train_and_test"] == ["B_001"]
+    assert summary["moved_to_test"] == 2 and "mixed_label_groups" not in summary
 
 
 # ---------------------------------------------------------------- splits
@@ -216,12 +232,41 @@ def test_split_respects_given_test_folders():
     assert (out.groupby("group")["split"].nunique() == 1).all()
 
 
-def test_split_keeps_a_group_found_in_both_given_subsets_on_both_sides():
-    df = index_table({"001": 0, "002": 0, "003": 1, "004": 1}, variants=("",), per_group=2)
-    df.loc[df.index[1], "subset"] = "test"  # one image of group 001 in the test folder
+def test_split_puts_a_nodule_found_in_both_given_folders_in_test_whole():
+    df = index_table({"001": 0, "002": 0, "003": 1, "004": 1}, per_group=2,
+                     subset_of=lambda g: "test" if g == "004" else "train")
+    # One image of nodule 001, in the uncropped variant only, was filed in the test folder.
+    df.loc[(df["group"] == "001") & (df["variant"] == "uncropped"), "subset"] = ["train", "test"]
     out = split(df, val=0, seed=0)
-    assert out.loc[df.index[1], "split"] == "test"
-    assert set(out.loc[out["subset"] != "test", "split"]) == {"train"}
+    assert (out.groupby("group")["split"].nunique() == 1).all()  # no nodule on two sides
+    assert out.groupby("group")["split"].first().to_dict() == {"001": "test", "002": "train", "003": "train",
+                                                                 "004": "test"}
+    # its 3 other images (both cropped, the first uncropped) moved from the training folder to test
+    assert out["moved_to_test"].sum() == 3
+    assert out.loc[out["moved_to_test"], "group"].tolist() == ["001"] * 3
+    assert (out.loc[out["moved_to_test"], "subset"] == "train").all()
+    assert (out["subset"] == "test").sum() == 5 and (out["split"] == "test").sum() == 8
+
+
+def test_split_refuses_when_every_nodule_is_in_the_test_folder():
+    df = index_table({"001": 0, "002": 1}, variants=("",), per_group=2, subset_of=lambda g: "train")
+    df.loc[[0, 2], "subset"] = "test"
+    with pytest.raises(ValueError, match="every nodule has an image in the test folder"):
+        split(df)
+
+
+def test_the_same_number_in_both_classes_is_two_nodules_that_split_apart(tmp_path):
+    for i in range(1, 7):  # B_001..B_006 and M_001..M_006: twelve nodules, six numbers
+        for cls in "BM":
+            write_image(tmp_path / f"{cls}_{i:03d}-0001-1.0.jpg")
+    df, report = build_index(tmp_path)
+    assert report.groups == 12 and len(report.numbers_in_both_classes) == 6
+    out = split(df, val=0.2, test=0.2, seed=0)
+    owner = out.set_index("group")["split"]
+    assert owner.index.is_unique
+    assert sorted(out.groupby("split")["group"].nunique().to_dict().items()) == [("test", 2), ("train", 8), ("val", 2)]
+    # with the number alone as the id, B_00k and M_00k would share a side; here at least one pair does not
+    assert any(owner[f"B_{i:03d}"] != owner[f"M_{i:03d}"] for i in range(1, 7))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -269,7 +314,7 @@ def test_example_grid_titles_generated_and_real(demo, tmp_path):
 
     _, _, df, _ = demo
     fig = thyroid.example_grid(df, n=3)
-    assert "generated demo data" in fig._suptitle.get_text()
+    assert f"({GENERATED_LABEL})" in fig._suptitle.get_text() and GENERATED_LABEL == "generated thyroid demo data"
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 12 and sum("uncropped" in t for t in titles) == 6
     plt.close(fig)
@@ -381,7 +426,7 @@ def test_demo_dir_resolve_dir_and_labels(tmp_path, monkeypatch):
     root = thyroid.resolve_dir(None, "smoke")
     assert root == thyroid.demo_dir(4) and len(files_under(root, "*.jpg")) == 8
     assert thyroid.is_generated(root) and thyroid.is_generated(root / "cropped" / "train")
-    assert thyroid.data_label(root / "uncropped") == "generated demo data"
+    assert thyroid.data_label(root / "uncropped") == "generated thyroid demo data"
     mtime = (root / "generated.json").stat().st_mtime_ns
     assert thyroid.resolve_dir("", "smoke") == root and (root / "generated.json").stat().st_mtime_ns == mtime
     assert len(files_under(thyroid.resolve_dir(None, "smoke", seed=1), "*.jpg")) == 8  # another seed replaces the set

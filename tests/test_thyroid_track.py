@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import keras
 from sklearn.metrics import roc_auc_score
@@ -60,6 +61,42 @@ def test_prepare_splits_by_nodule_and_normalises_on_training_images_only(cfg):
     assert counts[["benign", "malignant"]].to_numpy().sum() == len(index)
 
 
+def sides(index):
+    return {s: set(index.loc[index["split"] == s, "group"]) for s in ("train", "val", "test")}
+
+
+def test_a_nodule_in_both_given_folders_is_tested_on_and_never_trained_on(demo, tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(demo, root)
+    first = sorted((root / "cropped" / "train").glob("*.jpg"))[0]  # image 1 of a training nodule
+    for variant in ("cropped", "uncropped"):
+        (root / variant / "train" / first.name).rename(root / variant / "test" / first.name)
+    nodule = thyroid.group_id(*thyroid.parse_name(first.name))
+
+    index, report = thyroid_track.split_index(root, seed=1)
+    # its image 2, in both variants, is still in the training folder: those two move to test
+    assert report.groups_in_train_and_test == [nodule] and report.moved_to_test == 2
+    assert index.loc[index["moved_to_test"], "path"].map(lambda p: p.split("/")[-1]).tolist() == \
+        [first.name.replace("-0001-", "-0002-")] * 2
+    cfg = config.resolve("smoke", data_dir=root, output_dir=tmp_path / "out", batch_size=16, epochs=1, seed=1)
+    for train_on in ("cropped", ["cropped", "uncropped"]):
+        data = thyroid_track.prepare(cfg, 32, train_on=train_on, index=index)
+        groups = sides(data.index)
+        assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
+        assert nodule in groups["test"]
+    assert (data.index["group"] == nodule).sum() == 2  # both of its images, in the tested variant
+    assert len(data.extra["test_labels"]["uncropped"]) == (data.index["split"] == "test").sum()
+
+
+def test_prepare_refuses_an_index_with_a_nodule_on_two_sides(cfg):
+    index = thyroid_track.split_index(cfg.data_dir, seed=1)[0]
+    train_nodule = index.loc[index["split"] == "train", "group"].iloc[0]
+    leaky = index.copy()
+    leaky.loc[leaky.index[(leaky["group"] == train_nodule) & (leaky["variant"] == "uncropped")], "split"] = "test"
+    with pytest.raises(ValueError, match=re.escape(f"1 nodule(s) in more than one split: {train_nodule} (test/train)")):
+        thyroid_track.prepare(cfg, 32, train_on="cropped", index=leaky)
+
+
 def test_training_on_both_variants_holds_each_image_twice(cfg):
     both = thyroid_track.prepare(cfg, 32, train_on=["cropped", "uncropped"], test_on="uncropped")
     one = thyroid_track.prepare(cfg, 32, train_on="cropped")
@@ -84,9 +121,18 @@ def _mean_brightness_model(size):
 
 def test_cross_evaluate_scores_every_arm_on_every_variant(cfg):
     data = thyroid_track.prepare(cfg, 32, train_on="cropped")
-    table, curves = thyroid_track.cross_evaluate({"cropped": (_mean_brightness_model(32), data)},
-                                                 thresholds={"cropped": 0.5})
+    arms = {"cropped": (_mean_brightness_model(32), data)}
+    table, curves = thyroid_track.cross_evaluate(arms, "generated thyroid demo data", thresholds={"cropped": 0.5})
     assert list(table["tested on"]) == ["cropped", "uncropped"]
+    assert table.columns[0] == "data" and set(table["data"]) == {"generated thyroid demo data"}
+    for bad in ("", None):
+        with pytest.raises(ValueError, match=re.escape(f"got {bad!r}")):
+            thyroid_track.cross_evaluate(arms, bad, thresholds={"cropped": 0.5})
+    assert thyroid_track.score_of(table, "cropped", "uncropped", "n") == table.loc[1, "n"]
+    with pytest.raises(ValueError, match="no row trained on 'both' and tested on 'cropped'"):
+        thyroid_track.score_of(table, "both", "cropped")
+    with pytest.raises(ValueError, match="no metric 'auc'"):
+        thyroid_track.score_of(table, "cropped", "cropped", "auc")
     assert (table["threshold"] == 0.5).all()
     assert table[["f1", "balanced_accuracy", "roc_auc"]].apply(lambda c: c.between(0, 1)).all().all()
     assert set(curves) == {"train cropped -> test cropped", "train cropped -> test uncropped"}
@@ -137,3 +183,21 @@ def test_a_thyroid_study_run_is_recorded_as_thyroid_with_a_sidecar(cfg):
     again = study.run_study(cfg, "thyroid_t", "16_thyroid_backbones", [variant], seeds=[0],
                             prepare=lambda size, augmentation: data)
     pd.testing.assert_frame_equal(again.runs, done.runs)
+
+
+def test_scores_and_the_seeds_figures_are_tables_apart_each_naming_its_data():
+    ours = pd.DataFrame({"model": ["vgg19"], "roc_auc": [0.61]})
+    labelled = thyroid_track.with_data(ours, "generated thyroid demo data")
+    assert labelled.to_dict("records") == [{"data": "generated thyroid demo data", "model": "vgg19", "roc_auc": 0.61}]
+    assert list(ours.columns) == ["model", "roc_auc"]  # the input is not changed
+    with pytest.raises(ValueError, match=re.escape("already has a data column: ['generated thyroid demo data']")):
+        thyroid_track.with_data(labelled, "real data: x")
+
+    seed = thyroid_track.seed_table()
+    assert len(seed) == 7 and set(seed["data"]) == {"seed project's real thyroid images (its slides)"}
+    assert seed.loc[0, ["data", "model", "test accuracy"]].tolist() == [thyroid_track.SEED_DATA, "vgg19", "> 0.80"]
+    theirs = thyroid_track.seed_table(model="(their model)")
+    assert theirs[["trained on", "tested on", "test accuracy"]].values.tolist() == [
+        ["cropped", "cropped", "> 0.93"], ["cropped", "uncropped", "< 0.70"]]
+    with pytest.raises(ValueError, match="no column 'backbone'"):
+        thyroid_track.seed_table(backbone="vgg19")

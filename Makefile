@@ -24,12 +24,12 @@ APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-insta
 .PHONY: help setup data run-all test test-fast lab bench app browser clean distclean
 
 help:
-	@echo "make run-all [PROFILE=smoke|cpu|full] [DATA_DIR=/path/to/IDC] [THYROID_DIR=/path/to/thyroid]"
+	@echo "make run-all [PROFILE=smoke|cpu|colab|full] [DATA_DIR=/path/to/IDC|generated] [THYROID_DIR=/path/to/thyroid]"
 	@echo "                 run every notebook"
 	@echo "make test        the whole test suite (notebooks included, smoke profile)"
 	@echo "make test-fast   unit tests only"
 	@echo "make lab         JupyterLab on notebooks/"
-	@echo "make data        generate the demo data set for PROFILE"
+	@echo "make data        check the data for PROFILE (full, no DATA_DIR: download the Kaggle set once)"
 	@echo "make bench       the full-size set's table (DATA_DIR=...: input pipelines on that folder)"
 	@echo "make app         web app on http://127.0.0.1:5000: upload an image, see its class and Grad-CAM"
 	@echo "                 (APP_PORT=5000, OUTPUTS=dir: where the saved models are)"
@@ -47,8 +47,16 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# No DATA_DIR: PROFILE=full (or colab) downloads the Kaggle set once and checks it (helpers/download.py);
+# the other profiles index the real sample that ships in data/idc-sample.
 data: setup
 ifeq ($(strip $(DATA_DIR)),)
+ifneq ($(filter $(PROFILE),full colab),)
+	$(PY) -m helpers download
+else
+	$(PY) -m helpers index data/idc-sample --examples 3
+endif
+else ifeq ($(strip $(DATA_DIR)),generated)
 	$(PY) -m helpers make-demo --profile $(PROFILE)
 else
 	$(PY) -m helpers index "$(DATA_DIR)" --examples 3

@@ -742,7 +742,7 @@ def _demo_summary(root, infos, params) -> dict:
 # ---------------------------------------------------------------- where the data are
 
 # Patients and images per patient of the generated set, by profile (the real set has 82 patients).
-DEMO_SIZES = {"smoke": (16, 12), "cpu": (40, 24), "full": (82, 48)}
+DEMO_SIZES = {"smoke": (16, 12), "cpu": (40, 24), "full": (82, 48), "colab": (82, 48)}
 # The real BreakHis per subtype: (patients, images), Spanhol et al. 2016, table 1.
 PUBLISHED = {"A": (4, 444), "F": (10, 1014), "PT": (3, 453), "TA": (7, 569),
              "DC": (38, 3451), "LC": (5, 626), "MC": (9, 792), "PC": (6, 560)}
@@ -765,14 +765,14 @@ def resolve_dir(breakhis_dir=None, profile: str = "smoke", seed: int = 0) -> Pat
 
 
 def sample_dir(given=None) -> Path | None:
-    """A small real BreakHis sample to show beside the generated set: ``given`` if set, else
-    ``../shared/data/breakhis-sample`` beside the repository when it is there, else None."""
-    if given not in (None, ""):
-        return Path(given).expanduser()
-    from .config import ROOT
-
-    found = ROOT.parent / "shared" / "data" / "breakhis-sample"
-    return found if found.is_dir() else None
+    """A folder of a few real BreakHis images to show beside the generated set, or None when none is
+    given (BreakHis is for research use with citation: the project ships none)."""
+    if given in (None, ""):
+        return None
+    found = Path(given).expanduser()
+    if not found.is_dir():
+        raise FileNotFoundError(f"BreakHis sample folder {found} does not exist")
+    return found
 
 
 def data_label(root) -> str:

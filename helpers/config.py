@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "idc-sample"
 SPLITS_DIR = ROOT / "data" / "splits"
 GENERATED = "generated"  # DATA_DIR="generated": the generated demo set instead of real tissue
+WHOLE_SET_PROFILES = ("full", "colab")  # with DATA_DIR None these take the whole Kaggle set
 
 PROFILES = {
     "smoke": dict(epochs=2, batch_size=64, sample_size=1000, image_size=50, weights=None,
@@ -29,6 +30,10 @@ PROFILES = {
                 demo_patients=60, seeds=2),
     "full": dict(epochs=50, batch_size=128, sample_size=None, image_size=50, weights="imagenet",
                  demo_patients=120, seeds=3),
+    # colab: the whole Kaggle set on one Colab T4, each IDC notebook in about 20 minutes and the
+    # series in about 3 hours by helpers.estimate (computed, not measured): docs/colab.md
+    "colab": dict(epochs=8, batch_size=128, sample_size=40_000, image_size=50, weights="imagenet",
+                  demo_patients=120, seeds=1),
 }
 
 
@@ -99,10 +104,10 @@ def ensure_demo(data_dir: Path, patients: int, seed: int = 0) -> dict:
 
 def default_data_dir(profile: str, data_dir=None):
     """What ``DATA_DIR`` means: a folder as given, ``"generated"`` as is, None the shipped
-    real sample (``full``: the whole Kaggle set, downloaded on first use)."""
+    real sample (``full`` and ``colab``: the whole Kaggle set, downloaded on first use)."""
     if data_dir not in (None, ""):
         return data_dir
-    if profile == "full":
+    if profile in WHOLE_SET_PROFILES:
         from .download import download_idc
 
         return download_idc()

@@ -1,43 +1,179 @@
-"""Getting the real data (for users who are online; Colab is).
+"""Getting the full Kaggle set: one call, once.
 
-The Kaggle set "Breast Histopathology Images" (paultimothymooney, CC0) comes as
-one zip of about 3 GB. Two ways to fetch it, both need a Kaggle account token:
-``kagglehub`` (``pip install kagglehub``; reads ~/.kaggle/kaggle.json or the
-KAGGLE_USERNAME / KAGGLE_KEY variables), or the ``kaggle`` command line.
+The Kaggle set "Breast Histopathology Images" (paultimothymooney, CC0) is public: kagglehub
+downloads it without a Kaggle token (one zip of about 3 GB). ``download_idc()`` fetches it into
+``data/idc/`` of the repository (git-ignored), checks its index against the published counts
+(277,524 unique patches of 279 patients, 78,786 IDC-positive, once the nested
+``IDC_regular_ps50_idx5/`` copy is merged), records that check in ``data/idc/checked.json``
+and returns the data root. A later call finds the record and returns at once, offline too.
+
+kagglehub's cache is pointed at the destination rather than using its ``output_dir``: in the
+cache a broken download resumes where it stopped, while ``output_dir`` refuses a non-empty
+folder (or, forced, empties it). On Colab and Kaggle, kagglehub mounts its own copy instead.
+The ``kaggle`` command line (``method="cli"``) is the other way; it needs a token.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import shutil
 import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
+from .config import ROOT
 from .index import NESTED, DataError
+from .io import write_text
 
 KAGGLE_DATASET = "paultimothymooney/breast-histopathology-images"
+KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
+DEFAULT_DEST = ROOT / "data" / "idc"
+CHECKED = "checked.json"
+# The whole set as helpers.index.build_index counts it (the nested duplicate tree merged).
+EXPECTED = {"unique_patches": 277_524, "patients": 279, "positives": 78_786}
+BY_HAND = (f"download it by hand from {KAGGLE_URL}, unzip it, and give DATA_DIR=<the unzipped folder> "
+           "(make run-all PROFILE=full DATA_DIR=...)")
 
 
-def download_idc(dest, method: str = "kagglehub") -> Path:
-    """Download and unpack the IDC set under ``dest``; return the data root."""
-    dest = Path(dest).expanduser()
+class DownloadError(DataError):
+    """The set could not be fetched, or what was fetched is not the whole set."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None = None, force: bool = False,
+                 output_dir=None, fetch=None, echo=_stderr) -> Path:
+    """The root of the full IDC set (the folder of the patient folders), downloaded on first use.
+
+    ``dest``: where it goes (None: ``data/idc/`` of the repository). A set checked there before
+    is returned without any network access; ``force`` downloads and checks again. ``expected``:
+    the counts the index must show (keys of ``IndexReport``; None: ``EXPECTED``). ``output_dir``: where the index is
+    saved for the notebooks (None: ``outputs/``). ``fetch(dest, force)``: the downloader, returning
+    the folder it filled (None: the one of ``method``). Raises :class:`DownloadError` with one line
+    (offline, no token, a partial set), ValueError for an unknown ``method``.
+    """
+    if fetch is None:
+        if method not in FETCHERS:
+            raise ValueError(f"unknown download method {method!r}; use 'kagglehub' or 'cli'")
+        fetch = FETCHERS[method]
+    dest = Path(dest).expanduser() if dest not in (None, "") else DEFAULT_DEST
+    expected = EXPECTED if expected is None else dict(expected)
+    if not force:
+        root = checked_root(dest, expected)
+        if root is not None:
+            echo(f"the IDC set is here already (checked before): {root}")
+            return root
+    echo(f"downloading the IDC set from Kaggle ({KAGGLE_DATASET}, about 3 GB) into {dest}; "
+         "if it stops, run the same command again: it resumes")
     dest.mkdir(parents=True, exist_ok=True)
-    if method == "kagglehub":
-        try:
-            import kagglehub
-        except ImportError as exc:
-            raise RuntimeError("kagglehub is not installed: pip install kagglehub "
-                               "(or use method='cli' with the kaggle command)") from exc
-        return find_data_root(kagglehub.dataset_download(KAGGLE_DATASET))
-    if method == "cli":
-        if shutil.which("kaggle") is None:
-            raise RuntimeError("the kaggle command is not installed: pip install kaggle, "
-                               "and put your token in ~/.kaggle/kaggle.json")
-        subprocess.run(["kaggle", "datasets", "download", "-d", KAGGLE_DATASET, "-p", str(dest)],
-                       check=True)
-        archive = dest / (KAGGLE_DATASET.split("/")[1] + ".zip")
-        return unpack(archive, dest)
-    raise ValueError(f"unknown download method {method!r}; use 'kagglehub' or 'cli'")
+    try:
+        fetched = fetch(dest, force)
+    except DataError:
+        raise
+    except Exception as exc:  # whatever the network or kagglehub raise: one line, the cause kept
+        raise DownloadError(failure_message(exc)) from exc
+    root = find_data_root(fetched)
+    echo(f"checking every patch of {root} (a few minutes: the index decodes each file once)")
+    counts = check_counts(root, expected, output_dir)
+    record = {"root": str(root), **counts, "checked": time.strftime("%Y-%m-%d %H:%M")}
+    write_text(dest / CHECKED, json.dumps(record, indent=2) + "\n")  # atomic: a stopped run leaves no half record
+    echo(f"the IDC set is complete: {counts['unique_patches']:,} patches of {counts['patients']} patients")
+    return root
+
+
+def checked_root(dest, expected: dict) -> Path | None:
+    """The root recorded in ``dest/checked.json`` if its counts are ``expected`` and it is still
+    there; else None (never checked, another expectation, moved or unreadable: check again)."""
+    try:
+        record = json.loads((Path(dest) / CHECKED).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in expected.items()):
+        return None
+    root = Path(record.get("root", ""))
+    return root if root.is_dir() else None
+
+
+def check_counts(root, expected: dict, output_dir=None) -> dict:
+    """Index ``root`` (saved under ``output_dir/index/``, where the notebooks find it) and compare
+    its counts with ``expected``; raises DownloadError naming the folder and both counts."""
+    from .data import cached_index
+
+    cfg = SimpleNamespace(data_dir=Path(root), output_dir=Path(output_dir or ROOT / "outputs"))
+    _, summary = cached_index(cfg)
+    found = {k: summary.get(k) for k in expected}
+    if found != expected:
+        raise DownloadError(
+            f"the IDC set at {root} is not complete: its index holds {_counts(found)}, the Kaggle set "
+            f"{_counts(expected)} (a partial download or unpacking?); run `python -m helpers download --force` "
+            f"to fetch it again, or {BY_HAND}")
+    return found
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{v:,} {k.replace('_', ' ')}" if isinstance(v, int) else f"{v} {k}" for k, v in counts.items())
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line for a failed download: no connection, no permission (a token), a full disk, or
+    the error's own first line; each with what to do."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    names = {type(e).__name__ for e in chain}
+    status = next((getattr(getattr(e, "response", None), "status_code", None) for e in chain
+                   if getattr(getattr(e, "response", None), "status_code", None)), None)
+    if status in (401, 403) or "UnauthenticatedError" in names:
+        return (f"Kaggle refused the download{f' (HTTP {status})' if status else ''}: it asks for your Kaggle "
+                "API token. Create one at https://www.kaggle.com/settings (API, Create New Token), put kaggle.json "
+                "in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY (on Colab: as secrets), and run again; "
+                f"or {BY_HAND}")
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
+        return f"the disk is full: the IDC set needs about 3 GB to download and more to unpack; free space, or {BY_HAND}"
+    offline = {"ConnectionError", "NameResolutionError", "gaierror", "MaxRetryError", "Timeout",
+               "ConnectTimeout", "ReadTimeout", "NewConnectionError", "ConnectionRefusedError"}
+    if names & offline:
+        return f"could not download the IDC set from Kaggle (no connection to kaggle.com): are you offline? Or {BY_HAND}"
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (f"could not download the IDC set from Kaggle ({type(exc).__name__}: {first}); run again to resume, "
+            f"or {BY_HAND}")
+
+
+def _kagglehub(dest: Path, force: bool) -> Path:
+    try:
+        import kagglehub
+    except ImportError as exc:
+        raise DownloadError("kagglehub is not installed: pip install kagglehub "
+                            "(or use method='cli' with the kaggle command)") from exc
+    previous = os.environ.get("KAGGLEHUB_CACHE")
+    os.environ["KAGGLEHUB_CACHE"] = str(dest)  # read at each call: the archive resumes under dest
+    try:
+        return Path(kagglehub.dataset_download(KAGGLE_DATASET, force_download=force))
+    finally:
+        if previous is None:
+            os.environ.pop("KAGGLEHUB_CACHE", None)
+        else:
+            os.environ["KAGGLEHUB_CACHE"] = previous
+
+
+def _cli(dest: Path, force: bool) -> Path:
+    if shutil.which("kaggle") is None:
+        raise DownloadError("the kaggle command is not installed: pip install kaggle, "
+                            "and put your token in ~/.kaggle/kaggle.json")
+    subprocess.run(["kaggle", "datasets", "download", "-d", KAGGLE_DATASET, "-p", str(dest),
+                    *(["--force"] if force else [])], check=True)
+    return unpack(dest / (KAGGLE_DATASET.split("/")[1] + ".zip"), dest)
+
+
+FETCHERS = {"kagglehub": _kagglehub, "cli": _cli}
 
 
 def unpack(archive, dest) -> Path:

@@ -1,13 +1,15 @@
-"""How long each notebook takes with PROFILE=full on one GPU: an ESTIMATE, not a measurement.
+"""How long each notebook takes under a profile on one GPU: an ESTIMATE, not a measurement.
 
-Nothing here ran on a GPU. For each notebook, ``WORKLOAD`` says what it trains and predicts
-under the full profile (read from the notebook and the helpers it calls); each model's
+Nothing here ran on a GPU. For each notebook, ``profile_workload(profile)`` says what it trains
+and predicts under that profile (read from the notebook and the helpers it calls; ``WORKLOAD`` is
+the full profile's); each model's
 forward-pass FLOPs per image come from TensorFlow's profiler (cached in ``flops.json``);
 training costs 3 forward passes (forward + backward), or 1 where a frozen pretrained backbone
 has no backward pass; a GPU delivers an assumed share of its fp16 peak (``UTILISATION``). Where
 the host cannot feed images that fast (PNG decoding, one-thread augmentation, stain
 normalisation), the host's rate measured on the 2-core reference machine sets the time
-instead. ``python -m helpers.estimate`` prints the table; ``--measure`` re-measures this CPU.
+instead. ``python -m helpers.estimate [--profile colab]`` prints the table; ``--measure``
+re-measures this CPU; ``--colab-doc`` prints docs/colab.md.
 """
 
 from __future__ import annotations
@@ -86,30 +88,7 @@ PARALLEL = {"index", "pack", "png", "memory", "thyroid_demo"}  # these scale wit
 CPU_TRAINING = {"cancernet@50": 199.9, "resnet50@50": 185.5}
 CPU_FROZEN = {"resnet50@50"}
 
-# --- the data under PROFILE=full ----------------------------------------------------------------
-
-PATCHES, POSITIVES = 277_524, 78_786  # the real IDC set, 279 patients
-# splits.split_by_patient: test is 1 of round(1/0.15) = 7 patient folds, validation 1 of 6
-# folds of the rest, so each is ~1/7 of the patches (patients differ in size: approximate).
-VAL = TEST = round(PATCHES / 7)
-TRAIN = PATCHES - VAL - TEST
-BALANCED = 2 * round(TRAIN * POSITIVES / PATCHES)  # prepare_data balances the training split
-RECAL = 20 * 128  # train.fit recalibrates learning BatchNorm layers on 20 batches per epoch
-SEARCH_TRAIN, SEARCH_VAL = 35_000, 7_500  # tuning.budget("full"): 50,000 patches, 70% / 15%
-# crossval: 5 folds by patient; of the other 4/5, validation is 1 of 7 patient folds
-CV_TEST = round(PATCHES / 5)
-CV_VAL = round((PATCHES - CV_TEST) / 7)
-CV_TRAIN = PATCHES - CV_TEST - CV_VAL
-# The generated BreakHis-like set of the full profile: 82 patients x 48 images, 4 tiles each
-BREAKHIS_IMAGES = 82 * 48
-BH_TRAIN, BH_VAL = round(0.7 * 4 * BREAKHIS_IMAGES), round(0.15 * 4 * BREAKHIS_IMAGES)
-# The generated thyroid set of the full profile: 1,000 nodules x 8 images per version; test is
-# 20% of the nodules, validation 15% of the rest (thyroid.split)
-THYROID = 8_000
-TH_TEST = round(0.2 * THYROID)
-TH_VAL = round(0.15 * (THYROID - TH_TEST))
-TH_TRAIN = THYROID - TH_TEST - TH_VAL
-
+# --- what a notebook does ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Job:
@@ -135,85 +114,248 @@ class Notebook:
     note: str = ""
 
 
-def _idc(model, runs=1, val=VAL, predict=VAL + TEST, **kw) -> Job:
-    """Runs on the IDC split of prepare_data: the balanced training split, 50 epochs."""
-    return Job(model, runs, 50, BALANCED, val, predict, **kw)
+# --- the data and the settings of each profile ----------------------------------------------------
+
+PATCHES, POSITIVES = 277_524, 78_786  # the real IDC set, 279 patients
+SAMPLE_PATCHES, SAMPLE_POSITIVES = 9_563, 2_344  # the real sample shipped in data/idc-sample (230 patients)
+RECIPE_EPOCHS, RECIPE_BATCH = 20, 64  # recipes.Recipe: a cross-validation's own epochs and batch
+REGULARISATION_ARMS = 6  # notebook 09: none, L2 at 3 values, dropout, dropout + L2 (smoke: 1 L2 value)
 
 
-def _fold(runs=5, model="cancernet@50", val=CV_VAL, predict=CV_VAL + CV_TEST, **kw) -> Job:
-    """Cross-validation runs (recipes.train): every patch of a fold, in memory, 20 epochs."""
-    return Job(model, runs, 20, CV_TRAIN, val, predict, val_feed="memory", **kw)
+@dataclass(frozen=True)
+class Settings:
+    """What the notebooks take, per profile, from tables other than ``config.PROFILES``. Mirrored
+    here so that the estimate stays arithmetic (those modules import TensorFlow); the tests compare
+    each with its source.
+
+    ``search``: ``tuning.BUDGETS`` (trials per search, epochs per trial, patches);
+    ``breakhis``: ``breakhis.DEMO_SIZES`` (patients, images each); ``thyroid``: ``thyroid.DEMO_SIZES``
+    (nodules, images each); ``thyroid_size``: ``thyroid_track.IMAGE_SIZE``; ``shift``:
+    ``thyroid_track.SHIFT_SETTINGS`` (image size, epochs, batch); the rest notebook 18's settings
+    cell: ``folds``, ``capped`` (the profile's epochs and sample per fold, else the recipes' own
+    epochs and every patch), the two ablations' ingredients (None: all) and the learning curve's shares."""
+
+    data: str  # "kaggle": the whole set; "sample": the shipped sample
+    search: tuple
+    breakhis: tuple
+    thyroid: tuple
+    thyroid_size: int
+    shift: tuple
+    folds: int
+    capped: bool
+    ingredients: tuple | None
+    second_ingredients: tuple | None
+    shares: tuple
 
 
-_decode = ((BALANCED, "png"),)  # the training split, decoded once into the cache
-_variants = ("cancernet@50", "cancernet@50 filters=[[16],[32,32],[64,64,64],[128,128,128]]",
-             "cancernet@50 kernel_size=2", "cancernet@50 kernel_size=5", 'cancernet@50 downsample="stride"',
-             "cancernet@75")
-_tta = 8 * (CV_VAL + CV_TEST)  # 8 dihedral views of validation and test
-_recal = CV_VAL + 20 * 64  # bn_fix: 20 batches of 64 training patches recalibrate BatchNorm each epoch
-_thyroid = dict(feed="thyroid_aug", val_feed="memory")
-
-WORKLOAD = {
-    "00_data": Notebook((), ((2 * PATCHES, "index"), (PATCHES, "pack")),
-                        "no training; the index decodes both copies of the archive's tree, pack decodes "
-                        "every patch; the Kaggle download is not counted"),
-    "01_eda": Notebook((), ((4_000, "pil"),), "no training; a 2,000-patch colour sample and one slide"),
-    "02_vgg_style": Notebook((_idc("vgg_style@50"),), _decode,
-                             "1 run from scratch on the balanced training split (~112,500 patches)"),
-    "03_resnet50": Notebook((_idc("resnet50@50", val=VAL + RECAL, frozen=True),), _decode,
-                            "ImageNet backbone frozen (FINE_TUNE_AT None): the head learns"),
-    "04_inception_v3": Notebook((_idc("inception_v3@75", frozen=True),), _decode, "frozen backbone, 75 px"),
-    "05_xception": Notebook((_idc("xception@71", frozen=True),), _decode, "frozen backbone, 71 px"),
-    "06_mobilenet_v2": Notebook((_idc("mobilenet_v2@50", frozen=True),), _decode, "frozen backbone, 50 px"),
-    "07_cancernet": Notebook((_idc("cancernet@50", val=VAL + RECAL),), _decode, "1 run from scratch"),
-    "08_optimizers": Notebook((_idc("cancernet@50", 15, val=VAL + RECAL), _idc("cancernet@50", 6)), _decode,
-                              "5 optimizers + 2 BatchNorm arms, x 3 seeds = 21 runs"),
-    "09_regularization": Notebook(
-        (_idc("cancernet@50", 18, val=VAL + RECAL),
-         _idc("cancernet@50", 3, val=VAL + RECAL, feed="seed_aug"),
-         _idc("cancernet@50", 3, val=VAL + RECAL, feed="histology_aug")), ((3 * BALANCED, "png"),),
-        "6 regularisation + 2 augmentation arms, x 3 seeds = 24 runs; augmentation in one thread"),
-    "10_architecture_variants": Notebook(tuple(_idc(k, 3, val=VAL + RECAL) for k in _variants),
-                                         ((2 * BALANCED, "png"),),
-                                         "6 CancerNet variants x 3 seeds = 18 runs"),
-    "11_hyperparameter_search": Notebook(
-        (Job("cancernet@50", 50, 5, SEARCH_TRAIN, SEARCH_VAL + RECAL, early_stop=False),
-         Job("cancernet@50", 1, 50, BH_TRAIN, BH_VAL + RECAL, 2 * BH_VAL, val_feed="memory"),
-         _idc("cancernet@50", val=VAL + RECAL)),
-        ((SEARCH_TRAIN + BALANCED, "png"), (BREAKHIS_IMAGES, "breakhis_demo"), (BREAKHIS_IMAGES, "pil")),
-        "2 searches x 25 trials x 5 epochs on 50,000 patches; BreakHis pretraining; 1 retraining"),
-    "12_breakhis_pretraining": Notebook(
-        (_idc("cancernet@50", 6, val=VAL + RECAL),), _decode,
-        "scratch and BreakHis arms x 3 seeds; the pretraining is read back from 11"),
-    "13_class_activation_maps": Notebook(
-        (_idc("cancernet@50", val=VAL + RECAL), _idc("mobilenet_v2@50", val=VAL + RECAL, predict=0)),
-        ((2 * BALANCED, "png"),),
-        "train_or_load trains CancerNet and MobileNetV2, both from scratch; Grad-CAM of 256 patches"),
-    "14_model_comparison": Notebook((), (), "no training: reads the registry and saved predictions"),
-    "15_slide_heatmaps": Notebook((Job("cancernet@50", 1, 0, 0, 0, VAL + 2 * TEST),), (),
-                                  "reads 13's CancerNet back; scores every patch of the test patients"),
-    "16_thyroid_backbones": Notebook(
-        tuple(Job(f"{m}@224", 1, 50, TH_TRAIN, TH_VAL, TH_VAL + TH_TEST, frozen=True, **_thyroid)
-              for m in ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")),
-        ((THYROID, "thyroid_demo"), (3.2 * THYROID, "thyroid_load")),
-        "5 frozen ImageNet backbones at 224 px on ~5,440 generated images; augmentation in one thread"),
-    "17_thyroid_domain_shift": Notebook(
-        (Job("cancernet@224", 2, 15, TH_TRAIN, TH_VAL + 640, 2 * TH_VAL + 3 * TH_TEST, **_thyroid),
-         Job("cancernet@224", 1, 15, 2 * TH_TRAIN, 2 * TH_VAL + 640, 4 * TH_VAL + 3 * TH_TEST, **_thyroid)),
-        ((6.4 * THYROID, "thyroid_load"),),
-        "CancerNet from scratch at 224 px, batch 32, 15 epochs; 3 arms: cropped, uncropped, both"),
-    "18_best_recipe": Notebook(
-        # every fold predicts the 8 views of its validation and test patches (views.csv)
-        (_fold(10 * 5, predict=_tta), _fold(model='cancernet@50 head="gap"', predict=_tta),
-         _fold(feed="histology_aug", predict=_tta), _fold(val=_recal, predict=_tta), _fold(2 * 5, predict=_tta),
-         # the second round, on seed+bn_fix+adam (its base and 8 ingredients, plus gap, histology, ensemble):
-         # the recalibration batches on every validation pass
-         _fold(9 * 5, val=_recal, predict=_tta), _fold(model='cancernet@50 head="gap"', val=_recal, predict=_tta),
-         _fold(feed="histology_aug", val=_recal, predict=_tta), _fold(2 * 5, val=_recal, predict=_tta)),
-        ((PATCHES, "pil"), (10 * PATCHES, "reinhard"), (10 * PATCHES, "macenko"), (16 * 12, "breakhis_demo")),
-        "14 recipes on seed and 12 on seed+bn_fix+adam (its base included), x 5 folds on every patch, 20 epochs, batch 64; ensemble = "
-        "3 members, the first the base's kept model (2 trained), 8 views predicted per fold; best is scored from seed+bn_fix+adam's folds; stain normalisation on the CPU"),
+SMOKE_INGREDIENTS = ("class_weight", "threshold", "histology_aug", "bn_fix", "tta", "slide_context")
+SETTINGS = {
+    "smoke": Settings("sample", (3, 1, 600), (16, 12), (120, 3), 32, (32, 20, 32), 2, True,
+                      SMOKE_INGREDIENTS, ("histology_aug", "threshold"), (0.5,)),
+    "cpu": Settings("sample", (10, 3, 10_000), (40, 24), (300, 6), 128, (96, 20, 32), 5, False,
+                    None, None, (0.125, 0.25, 0.5)),
+    "full": Settings("kaggle", (25, 5, 50_000), (82, 48), (1000, 8), 224, (224, 15, 32), 5, False,
+                     None, None, (0.125, 0.25, 0.5)),
+    # PROPOSED for Colab (tuning, breakhis, thyroid, thyroid_track and notebook 18 have to follow):
+    # searches of 8 trials of 3 epochs on 20,000 patches (a search's trials are mostly fixed costs);
+    # the full-size BreakHis-like set; the thyroid set of cpu at the backbones' 224 px; notebook 18
+    # as in smoke (2 folds, the profile's epochs and sample per fold) but without histology
+    # augmentation, which runs in one thread on Colab's 2 vCPUs and lost on the real sample (the
+    # decision-only ingredients cost no training).
+    "colab": Settings("kaggle", (8, 3, 20_000), (82, 48), (300, 6), 224, (224, 10, 32), 2, True,
+                      ("class_weight", "threshold", "bn_fix", "tta", "slide_context"), ("threshold",), (0.5,)),
 }
+
+# What each of recipes.INGREDIENTS costs in a cross-validation (the tests derive it from their
+# options): "decision" is scored from the base's models without training; "gap" is another model;
+# "histology" augments in one thread; "recal" recalibrates BatchNorm before each validation;
+# "ensemble" trains 2 more members (the first is the base's); "reinhard" and "macenko" normalise
+# the fold's patches on the CPU; "breakhis" generates a small BreakHis-like set to pretrain on;
+# "plain" trains like the base.
+INGREDIENT_COST = {
+    "class_weight": "plain", "balanced_sampling": "plain", "threshold": "decision", "histology_aug": "histology",
+    "dihedral_aug": "plain", "stain_reinhard": "reinhard", "stain_macenko": "macenko", "gap_head": "gap",
+    "label_smoothing": "plain", "warmup": "plain", "tta": "decision", "slide_context": "decision",
+    "ensemble": "ensemble", "breakhis": "breakhis", "bn_fix": "recal", "adam": "plain", "ema": "plain",
+}
+BEST_INGREDIENTS = ("bn_fix", "adam", "tta")  # recipes.BEST_INGREDIENTS
+
+
+def profile_settings(profile: str) -> tuple[dict, Settings]:
+    """(``config.PROFILES[profile]``, ``SETTINGS[profile]``); an unknown profile is named."""
+    from . import config
+
+    if profile not in config.PROFILES or profile not in SETTINGS:
+        known = sorted(set(config.PROFILES) & set(SETTINGS))
+        raise ValueError(f"no estimate for profile {profile!r}; known: {', '.join(known)}")
+    return config.PROFILES[profile], SETTINGS[profile]
+
+
+def split_sizes(patches: int, positives: int, cap=None) -> tuple[int, int, int]:
+    """(balanced training, validation, test) patches of ``experiment.prepare_data``: test is 1 of
+    round(1/0.15) = 7 patient folds, validation 1 of 6 folds of the rest (patients differ in size:
+    approximate); a cap takes 70% / 15% / 15% of it, the training part balanced."""
+    val = test = round(patches / 7)
+    train = patches - val - test
+    train_positives = round(train * positives / patches)
+    limit = train if cap is None else max(2, round(cap * 0.7))
+    if cap is not None:
+        val, test = min(val, max(2, round(cap * 0.15))), min(test, max(2, round(cap * 0.15)))
+    return 2 * min(limit // 2, train_positives, train - train_positives), val, test
+
+
+def fold_sizes(patches: int, folds: int, cap=None) -> tuple[int, int, int]:
+    """(training, validation, test) patches of one cross-validation fold: test is 1 of ``folds``
+    patient folds, validation 1 of 7 of the rest; a cap per fold keeps each part's share."""
+    test = round(patches / folds)
+    val = round((patches - test) / 7)
+    train = patches - test - val
+    if cap is not None and cap < patches:
+        train, val, test = (round(cap * n / patches) for n in (train, val, test))
+    return train, val, test
+
+
+def profile_workload(profile: str = "full") -> dict:
+    """One :class:`Notebook` per notebook: what it trains, predicts and reads under ``profile``,
+    read from the notebooks and the helpers they call (``config.PROFILES`` and ``SETTINGS``)."""
+    p, s = profile_settings(profile)
+    epochs, seeds, cap, batch = p["epochs"], p["seeds"], p["sample_size"], p["batch_size"]
+    patches, positives = (PATCHES, POSITIVES) if s.data == "kaggle" else (SAMPLE_PATCHES, SAMPLE_POSITIVES)
+    balanced, val, test = split_sizes(patches, positives, cap)
+    whole_val, whole_test = split_sizes(patches, positives)[1:]
+    recal = 20 * batch  # train.fit recalibrates learning BatchNorm layers on 20 batches per epoch
+
+    def idc(model, runs=1, val=val, predict=val + test, **kw) -> Job:
+        return Job(model, runs, epochs, balanced, val, predict, **kw)
+
+    decode = ((balanced, "png"),)  # the training split, decoded once into the cache
+    variants = ("cancernet@50", "cancernet@50 filters=[[16],[32,32],[64,64,64],[128,128,128]]",
+                "cancernet@50 kernel_size=2", "cancernet@50 kernel_size=5", 'cancernet@50 downsample="stride"',
+                "cancernet@75")
+    arms = REGULARISATION_ARMS - 2 * (profile == "smoke")
+
+    trials, trial_epochs, search_cap = s.search
+    search_train, search_val, _ = split_sizes(patches, positives, search_cap)
+    bh_images = s.breakhis[0] * s.breakhis[1]
+    bh_train, bh_val = round(0.7 * 4 * bh_images), round(0.15 * 4 * bh_images)  # 4 tiles per image
+    # thyroid.split: test is 20% of the nodules, validation 15% of the rest
+    images = s.thyroid[0] * s.thyroid[1]
+    th_test = round(0.2 * images)
+    th_val = round(0.15 * (images - th_test))
+    th_train = images - th_test - th_val
+    thyroid = dict(feed="thyroid_aug", val_feed="memory")
+    shift_size, shift_epochs, shift_batch = s.shift
+    th_recal = 20 * shift_batch
+    backbones = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
+    frozen = p["weights"] is not None  # ImageNet weights: notebooks 03-06 and 16 freeze the backbone
+
+    return {
+        "00_data": Notebook((), ((2 * patches, "index"), (patches, "pack")),
+                            "no training; the index decodes both copies of the archive's tree, pack decodes "
+                            "every patch; the Kaggle download is not counted"),
+        "01_eda": Notebook((), ((4_000, "pil"),), "no training; a 2,000-patch colour sample and one slide"),
+        "02_vgg_style": Notebook((idc("vgg_style@50"),), decode,
+                                 f"1 run from scratch on the balanced training split (~{balanced:,} patches)"),
+        "03_resnet50": Notebook((idc("resnet50@50", val=val + recal, frozen=frozen),), decode,
+                                "ImageNet backbone frozen (FINE_TUNE_AT None): the head learns" if frozen
+                                else "from scratch"),
+        "04_inception_v3": Notebook((idc("inception_v3@75", frozen=frozen),), decode,
+                                    f"{'frozen backbone' if frozen else 'from scratch'}, 75 px"),
+        "05_xception": Notebook((idc("xception@71", frozen=frozen),), decode,
+                                f"{'frozen backbone' if frozen else 'from scratch'}, 71 px"),
+        "06_mobilenet_v2": Notebook((idc("mobilenet_v2@50", frozen=frozen),), decode,
+                                    f"{'frozen backbone' if frozen else 'from scratch'}, 50 px"),
+        "07_cancernet": Notebook((idc("cancernet@50", val=val + recal),), decode, "1 run from scratch"),
+        "08_optimizers": Notebook((idc("cancernet@50", 5 * seeds, val=val + recal), idc("cancernet@50", 2 * seeds)),
+                                  decode, f"5 optimizers + 2 BatchNorm arms, x {seeds} seed(s) = {7 * seeds} runs"),
+        "09_regularization": Notebook(
+            (idc("cancernet@50", arms * seeds, val=val + recal),
+             idc("cancernet@50", seeds, val=val + recal, feed="seed_aug"),
+             idc("cancernet@50", seeds, val=val + recal, feed="histology_aug")), ((3 * balanced, "png"),),
+            f"{arms} regularisation + 2 augmentation arms, x {seeds} seed(s) = {(arms + 2) * seeds} runs; "
+            "augmentation in one thread"),
+        "10_architecture_variants": Notebook(tuple(idc(k, seeds, val=val + recal) for k in variants),
+                                             ((2 * balanced, "png"),),
+                                             f"6 CancerNet variants x {seeds} seed(s) = {6 * seeds} runs"),
+        "11_hyperparameter_search": Notebook(
+            (Job("cancernet@50", 2 * trials, trial_epochs, search_train, search_val + recal, early_stop=False),
+             Job("cancernet@50", 1, epochs, bh_train, bh_val + recal, 2 * bh_val, val_feed="memory"),
+             idc("cancernet@50", val=val + recal)),
+            ((search_train + balanced, "png"), (bh_images, "breakhis_demo"), (bh_images, "pil")),
+            f"2 searches x {trials} trials x {trial_epochs} epochs on {search_cap:,} patches; BreakHis "
+            "pretraining; 1 retraining"),
+        "12_breakhis_pretraining": Notebook(
+            (idc("cancernet@50", 2 * seeds, val=val + recal),), decode,
+            f"scratch and BreakHis arms x {seeds} seed(s); the pretraining is read back from 11"),
+        "13_class_activation_maps": Notebook(
+            (idc("cancernet@50", val=val + recal), idc("mobilenet_v2@50", val=val + recal, predict=0)),
+            ((2 * balanced, "png"),),
+            "train_or_load trains CancerNet and MobileNetV2, both from scratch; Grad-CAM of 256 patches"),
+        "14_model_comparison": Notebook((), (), "no training: reads the registry and saved predictions"),
+        "15_slide_heatmaps": Notebook((Job("cancernet@50", 1, 0, 0, 0, whole_val + 2 * whole_test),), (),
+                                      "reads 13's CancerNet back; scores every patch of the test patients"),
+        "16_thyroid_backbones": Notebook(
+            tuple(Job(f"{m}@{s.thyroid_size}", 1, epochs, th_train, th_val, th_val + th_test, frozen=frozen,
+                      **thyroid) for m in backbones),
+            ((images, "thyroid_demo"), (3.2 * images, "thyroid_load")),
+            f"5 {'frozen ImageNet backbones' if frozen else 'backbones from scratch'} at {s.thyroid_size} px on "
+            f"~{th_train:,} generated images; augmentation in one thread"),
+        "17_thyroid_domain_shift": Notebook(
+            (Job(f"cancernet@{shift_size}", 2, shift_epochs, th_train, th_val + th_recal,
+                 2 * th_val + 3 * th_test, **thyroid),
+             Job(f"cancernet@{shift_size}", 1, shift_epochs, 2 * th_train, 2 * th_val + th_recal,
+                 4 * th_val + 3 * th_test, **thyroid)),
+            ((6.4 * images, "thyroid_load"),),
+            f"CancerNet from scratch at {shift_size} px, batch {shift_batch}, {shift_epochs} epochs; 3 arms: "
+            "cropped, uncropped, both"),
+        "18_best_recipe": best_recipe(s, epochs if s.capped else RECIPE_EPOCHS, cap if s.capped else None, patches),
+    }
+
+
+def best_recipe(s: Settings, epochs: int, cap, patches: int) -> Notebook:
+    """Notebook 18: an ablation of single ingredients on ``seed``, a second on ``best``'s base,
+    ``best`` itself (scored from the second's base: it adds only TTA), a learning curve of
+    ``best`` on shares of each fold's training patches; every run on every fold."""
+    train, val, test = fold_sizes(patches, s.folds, cap)
+    fold_patches = train + val + test
+    views = 8 * (val + test)  # every fold predicts the 8 views of its validation and test patches (views.csv)
+    recal_val = val + 20 * RECIPE_BATCH  # bn_fix: 20 batches recalibrate BatchNorm before each validation
+    first = list(INGREDIENT_COST) if s.ingredients is None else list(s.ingredients)
+    second = ([i for i in INGREDIENT_COST if i not in BEST_INGREDIENTS] if s.second_ingredients is None
+              else list(s.second_ingredients))
+    runs: dict = {}  # (model, feed, validated with recalibration) -> trainings per fold
+    data = [(patches, "pil")]  # crossval.load decodes every patch once
+    breakhis = False
+    for base_recal, chosen in ((False, first), (True, second)):
+        runs[("cancernet@50", "memory", base_recal)] = runs.get(("cancernet@50", "memory", base_recal), 0) + 1
+        for name in chosen:
+            cost = INGREDIENT_COST[name]
+            if cost == "decision":
+                continue
+            key = ('cancernet@50 head="gap"' if cost == "gap" else "cancernet@50",
+                   "histology_aug" if cost == "histology" else "memory", base_recal or cost == "recal")
+            runs[key] = runs.get(key, 0) + (2 if cost == "ensemble" else 1)
+            if cost in ("reinhard", "macenko"):
+                data.append((s.folds * fold_patches, cost))
+            breakhis |= cost == "breakhis"
+    if breakhis:
+        data.append((16 * 12, "breakhis_demo"))  # recipes' breakhis_profile "smoke": 16 patients x 12
+    jobs = [Job(model, n * s.folds, epochs, train, recal_val if recal else val, views, val_feed="memory", feed=feed)
+            for (model, feed, recal), n in runs.items()]
+    shares = [x for x in s.shares if x < 1]
+    jobs += [Job("cancernet@50", s.folds, epochs, round(x * train), recal_val, views, val_feed="memory")
+             for x in shares]
+    trained = sum(runs.values())
+    stain = any(key in ("reinhard", "macenko") for _, key in data)
+    note = (f"{len(first)} ingredients on seed and {len(second)} on seed+bn_fix+adam ({trained} trainings with the "
+            f"bases, ensembles count 2, decision-only ones none), best scored from its base, a learning curve on "
+            f"{len(shares)} share(s); x {s.folds} folds on {'every patch' if cap is None else f'{fold_patches:,} patches'},"
+            f" {epochs} epochs, batch {RECIPE_BATCH}; 8 views predicted per fold"
+            + ("; stain normalisation on the CPU" if stain else ""))
+    return Notebook(tuple(jobs), tuple(data), note)
+
+
+WORKLOAD = profile_workload("full")
 
 
 # --- FLOPs --------------------------------------------------------------------------------------
@@ -263,8 +405,12 @@ def model_flops(name, image_size, **build) -> int:
         keras.backend.clear_session()
 
 
+GPU_PROFILES = ("full", "colab")  # flops.json counts their models; the CPU profiles' are scaled (image_flops)
+
+
 def needed_keys() -> list[str]:
-    return sorted({job.model for nb in WORKLOAD.values() for job in nb.jobs} | set(CPU_TRAINING))
+    return sorted({job.model for profile in GPU_PROFILES for nb in profile_workload(profile).values() for job in nb.jobs}
+                  | set(CPU_TRAINING))
 
 
 def update_flops(force: bool = False, path=FLOPS_FILE) -> dict:
@@ -314,7 +460,7 @@ def host_rate(key, gpu) -> float:
 def job_cost(job: Job, flops: dict, gpu: str, every_epoch: bool = False) -> dict:
     """Seconds of ``job`` on ``gpu`` split by what limits them, with its images and FLOPs."""
     rate = _gpu(gpu)["peak"] * UTILISATION[gpu][kind(job.model)]
-    per_image = flops[job.model]
+    per_image = image_flops(job.model, flops)
     epochs = job.epochs if every_epoch or not job.early_stop else min(job.epochs, EXPECTED_EPOCHS)
     factor = FROZEN_FACTOR if job.frozen else TRAIN_FACTOR
     phases = [  # (images, FLOPs per image, host key, times per run): each phase waits for the slower side
@@ -348,11 +494,26 @@ LIMITS = {"gpu_s": "GPU compute", "host_s": "host input", "data_s": "data handli
           "overhead_s": "fixed costs"}
 
 
-def estimate(gpu: str = "t4", workload: dict | None = None, flops: dict | None = None) -> pd.DataFrame:
+def image_flops(key, flops: dict) -> float:
+    """Forward FLOPs of one image for model ``key``: counted in ``flops``, else scaled by area from
+    the same model counted at the nearest other size (convolutions cost per pixel; the small dense
+    head makes this a slight overestimate at smaller sizes)."""
+    if key in flops:
+        return flops[key]
+    name, size, build = parse_key(key)
+    others = [(abs(s - size), s, k) for k in flops for n, s, b in [parse_key(k)] if n == name and b == build]
+    if not others:
+        raise KeyError(f"no FLOPs for model {key!r} in flops.json: python -m helpers.estimate --update-flops counts it")
+    _, counted, other = min(others)
+    return flops[other] * (size / counted) ** 2
+
+
+def estimate(gpu: str = "t4", workload: dict | None = None, flops: dict | None = None,
+             profile: str = "full") -> pd.DataFrame:
     """One row per notebook: images trained, FLOPs, ESTIMATED hours on ``gpu`` (early stopping
     after EXPECTED_EPOCHS; ``hours_cap``: every epoch), what limits it, and the assumptions."""
     _gpu(gpu)
-    workload = WORKLOAD if workload is None else workload
+    workload = profile_workload(profile) if workload is None else workload
     flops = load_flops() if flops is None else flops
     rows = []
     for name, nb in workload.items():
@@ -380,9 +541,9 @@ def calibration(flops: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
-def table_markdown(gpus=("t4", "a100"), workload=None, flops=None) -> str:
+def table_markdown(gpus=("t4", "a100"), workload=None, flops=None, profile: str = "full") -> str:
     """The README table: one row per notebook and a total, hours for each GPU (an ESTIMATE)."""
-    tables = {gpu: estimate(gpu, workload, flops) for gpu in gpus}
+    tables = {gpu: estimate(gpu, workload, flops, profile) for gpu in gpus}
     first, g0 = tables[gpus[0]], gpus[0].upper()
     head = ["notebook", "images trained", "PFLOP", *(f"{g.upper()} h" for g in gpus),
             f"{g0} h, no early stop", f"{g0} limited by", "assumptions"]
@@ -416,6 +577,118 @@ def _hours(h) -> str:
     return f"{h:.2f}" if h < 1 else f"{h:.1f}" if h < 10 else f"{h:.0f}"
 
 
+# --- Colab: links, the profile's table, docs/colab.md ---------------------------------------------
+
+THYROID_NOTEBOOKS = ("16_thyroid_backbones", "17_thyroid_domain_shift")  # the others are the IDC track
+COLAB_NOTEBOOK_MINUTES, COLAB_SERIES_HOURS = 20, 3  # the colab profile's budget on one T4 (estimated)
+PLACEHOLDER_REPO = "https://github.com/<owner>/<repo>"
+# The notebooks' first code cell (IPython: ``!`` runs a shell line, ``%cd`` moves the kernel, and the
+# repository root on sys.path through the working directory makes ``import helpers`` work at once;
+# the editable install's own hook only takes effect after a restart). Elsewhere the test is False.
+# The first code cell of every notebook; {repo} is a placeholder there until a user sets it.
+COLAB_SETUP_CELL = """\
+REPO_URL = "{repo}"  # Colab: this repository's git URL (or your fork's); elsewhere this cell does nothing
+if "google.colab" in str(get_ipython()):  # clone once, install, and import helpers from the clone
+    !test -d /content/idc || (git clone -q --depth 1 $REPO_URL /content/idc && pip -q install -e /content/idc)
+    %cd /content/idc"""
+
+
+def github_repo(repo_url) -> tuple[str, str]:
+    """(owner, name) of a GitHub repository given as ``https://github.com/owner/name[.git]``,
+    ``git@github.com:owner/name.git``, ``github.com/owner/name`` or ``owner/name``."""
+    import re
+
+    text = str(repo_url).strip()
+    # GitHub account names are letters, digits and hyphens (<, > for the placeholder <owner>);
+    # repository names may hold dots
+    found = re.fullmatch(r"(?:(?:https?://)?(?:www\.)?github\.com/|git@github\.com:)?([A-Za-z0-9<>-]+)/([^/\s]+?)"
+                         r"(?:\.git)?/?", text)
+    if not found or found[2] in (".", ".."):
+        raise ValueError(f"not a GitHub repository: {repo_url!r}; Colab opens notebooks from GitHub, "
+                         "e.g. https://github.com/<owner>/<repo>")
+    return found[1], found[2]
+
+
+def colab_links(repo_url, branch: str = "main") -> dict:
+    """{notebook: the URL that opens it from ``repo_url`` (its ``branch``) in Colab}."""
+    owner, name = github_repo(repo_url)
+    return {nb: f"https://colab.research.google.com/github/{owner}/{name}/blob/{branch}/notebooks/{nb}.ipynb"
+            for nb in NOTEBOOKS}
+
+
+def colab_table(repo_url=PLACEHOLDER_REPO, profile: str = "colab", gpu: str = "t4", branch: str = "main") -> str:
+    """One row per notebook: its Colab link, ESTIMATED minutes on ``gpu`` under ``profile``, what
+    limits it and the assumptions; a total in hours."""
+    table, links = estimate(gpu, profile=profile), colab_links(repo_url, branch)
+    g = gpu.upper()
+    head = ["notebook", "open in Colab", f"{g} min (estimate)", "limited by", "assumptions"]
+    rows = [[f"`{name}`", f"[open]({links[name]})", f"{row['hours'] * 60:.0f}", row["limited_by"], row["note"]]
+            for name, row in table.iterrows()]
+    rows.append(["**total**", "", f"**{_hours(table['hours'].sum())} h**", "", ""])
+    return _markdown(head, rows)
+
+
+def colab_markdown(repo_url=PLACEHOLDER_REPO, branch: str = "main") -> str:
+    """The page docs/colab.md, written by this function (tests compare the file with it)."""
+    import textwrap
+
+    p, s = profile_settings("colab")
+    t4 = estimate("t4", profile="colab")
+    idc = t4.drop(index=list(THYROID_NOTEBOOKS))
+    settings = ", ".join(f"`{k}={v!r}`" for k, v in p.items())
+    owner, name = github_repo(repo_url)
+    return f"""# The series on Colab: `PROFILE = "colab"`
+
+<!-- Written by `python -m helpers.estimate --colab-doc > docs/colab.md`; tests/test_estimate.py
+checks that this file is what that command prints. Edit helpers/estimate.py, not this file. -->
+
+For instructors who re-run the notebooks on a free Colab GPU (one NVIDIA T4, 2 vCPUs). The profile
+`colab` runs every notebook on the whole Kaggle set (277,524 patches of 279 patients) in a budget
+sized for a class: by the estimate below, each IDC notebook in about {COLAB_NOTEBOOK_MINUTES} minutes and the whole
+series in about {COLAB_SERIES_HOURS} hours. It sets {settings}.
+
+## Open a notebook
+
+Each link opens a notebook of `{owner}/{name}` (branch `{branch}`) in Colab. For your fork, replace
+`<owner>/<repo>`, or print the links with
+`python -m helpers.estimate --colab-links https://github.com/<owner>/<repo>`:
+every link is `https://colab.research.google.com/github/<owner>/<repo>/blob/{branch}/notebooks/NN_name.ipynb`.
+
+## Run it on a T4
+
+1. *Runtime → Change runtime type → T4 GPU*.
+2. Run the setup cell, the first code cell: on Colab it clones the repository into `/content/idc`
+   and installs its package (Colab's own TensorFlow stays); elsewhere it does nothing. For a fork,
+   put its URL in it:
+   ```python
+{textwrap.indent(COLAB_SETUP_CELL.format(repo=f"https://github.com/{owner}/{name}"), "   ")}
+   ```
+3. In the parameters cell set `PROFILE = "colab"`. With `DATA_DIR = None` the profile takes the
+   whole Kaggle set: `helpers.download.download_idc()` fetches it once per session (public, no
+   token) and checks it. Any value left at `None` takes the profile's. A token is asked for only
+   if Kaggle refuses the download; offline, the call fails with one line that says how to give
+   `DATA_DIR` by hand.
+4. *Runtime → Run all*. Some notebooks read what earlier ones wrote (12 reads 11's BreakHis
+   pretraining, 15 reads 13's CancerNet, 14 the results registry of all): run them in order in one
+   session, or set `OUTPUT_DIR` to a folder on Google Drive, since `/content` is gone with the session.
+
+## How long: an estimate, not a measurement
+
+No notebook has run on a Colab T4 here. `helpers.estimate` computes these minutes from what each
+notebook trains and predicts under `colab`, the models' FLOPs, an assumed share of the T4's peak
+and host rates measured on a 2-core machine; each figure may be off by 2x either way. The longest
+IDC notebook takes {idc['hours'].max() * 60:.0f} min (`{idc['hours'].idxmax()}`); the series {_hours(t4['hours'].sum())} h.
+
+{colab_table(repo_url, branch=branch)}
+
+Besides `config.PROFILES`, the profile sets (`helpers.estimate.SETTINGS`): hyperparameter searches
+of {s.search[0]} trials x {s.search[1]} epochs on {s.search[2]:,} patches; the generated BreakHis-like set of
+{s.breakhis[0]} patients x {s.breakhis[1]} images; the generated thyroid set of {s.thyroid[0]} nodules x {s.thyroid[1]} images at
+{s.thyroid_size} px; notebook 18 on {s.folds} folds with the profile's epochs and sample per fold. Reprint this table:
+`python -m helpers.estimate --profile colab`.
+"""
+
+
 # --- measuring this CPU -------------------------------------------------------------------------
 
 def measure_training(key, batch: int = 128, steps: int = 16, frozen: bool = False) -> float:
@@ -447,13 +720,13 @@ def _rate(run, n) -> float:
 
 
 def _patches(n):
-    """``n`` IDC patches to time stain normalisation on: the real sample beside the repository if
-    there (Macenko's cost depends on the tissue), else the generated demo set."""
+    """``n`` IDC patches to time stain normalisation on: the real sample shipped in the repository
+    (Macenko's cost depends on the tissue), else the generated demo set."""
     import numpy as np
 
     from . import config, pipeline
 
-    for root in (config.ROOT.parent / "shared" / "data" / "idc-sample", config.demo_dir()):
+    for root in (config.SAMPLE_DIR, config.demo_dir()):
         paths = sorted(root.rglob("*.png"))[:n]
         if len(paths) == n:
             return np.stack([pipeline.load_patch(p) for p in paths])
@@ -513,17 +786,32 @@ def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m helpers.estimate", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="full", help="the profile to estimate (default: full)")
     parser.add_argument("--update-flops", action="store_true", help="count the models flops.json lacks")
     parser.add_argument("--force", action="store_true", help="with --update-flops: count every model again")
     parser.add_argument("--measure", action="store_true", help="measure this CPU (minutes) and print it")
+    parser.add_argument("--colab-links", metavar="REPO_URL", help="print each notebook's Open-in-Colab link")
+    parser.add_argument("--colab-doc", action="store_true", help="print docs/colab.md")
+    parser.add_argument("--branch", default="main", help="with --colab-links or --colab-doc")
     args = parser.parse_args(argv)
+    try:
+        if args.colab_links:
+            print("\n".join(f"{nb}  {url}" for nb, url in colab_links(args.colab_links, args.branch).items()))
+            return 0
+        if args.colab_doc:
+            print(colab_markdown(branch=args.branch), end="")
+            return 0
+        profile_settings(args.profile)
+    except ValueError as exc:  # a wrong profile or repository: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.update_flops:
         update_flops(force=args.force)
     if args.measure:
         print(json.dumps(measure_cpu(), indent=1))
         return 0
-    print("ESTIMATED hours with PROFILE=full on one GPU (an estimate, not a measurement):\n")
-    print(table_markdown())
+    print(f"ESTIMATED hours with PROFILE={args.profile} on one GPU (an estimate, not a measurement):\n")
+    print(table_markdown(profile=args.profile))
     print("\nCalibration: CPU measured on the 2-core reference machine, GPU assumed (UTILISATION):\n")
     print(calibration_markdown())
     return 0

@@ -296,6 +296,33 @@ def learning_curve(table: pd.DataFrame, title: str, metrics=("roc_auc", "balance
     return fig
 
 
+def split_leak(table: pd.DataFrame, title: str, reference: dict | None = None,
+               metrics=("f1", "balanced_accuracy", "roc_auc")):
+    """Test scores of a patch split beside a patient split (``leak.compare_splits``'s rows: each
+    seed a dot, the mean a bar), and ``reference`` values (e.g. the seed project's F1) as dashed lines."""
+    order = [s for s in ("patch", "patient") if s in set(table["split"])]
+    colours = {"patch": "tab:red", "patient": "tab:blue"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.6), layout="constrained",
+                             sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, split in enumerate(order):
+            values = table.loc[table["split"] == split, metric].astype(float)
+            ax.bar(i, values.mean(), color=colours[split], alpha=0.6, width=0.6)
+            ax.plot([i] * len(values), values, "o", color="black", ms=4)
+            ax.annotate(f"{values.mean():.3f}", (i, values.mean()), ha="center", va="bottom",
+                        xytext=(0, 3), textcoords="offset points")
+        if reference and metric in reference:
+            value, label = reference[metric]
+            ax.axhline(value, color="black", ls="--", lw=1)
+            ax.annotate(label, (len(order) - 0.6, value), ha="right", va="bottom", fontsize="small",
+                        annotation_clip=False)
+        ax.set_xticks(range(len(order)), [f"{s} split" for s in order])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(_METRIC_NAMES.get(metric, metric))
+    fig.suptitle(textwrap.fill(title, 30 * len(metrics)))
+    return fig
+
+
 def _spread(values, ratio: float = 1.25) -> list:
     """The sorted values, leaving out each that lies within ``ratio`` of the last one kept."""
     kept = []

@@ -3,11 +3,12 @@ and close with a summary: notebook, status, seconds (and the failing cell)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ROOT
+from .config import GENERATED, PROFILES, ROOT, default_data_dir
 
 KERNEL = "idc-notebooks"
 
@@ -95,15 +96,25 @@ def main(profile: str, data_dir: str | None, out_dir=None, notebooks_dir=None,
     notebooks = notebooks_in(notebooks_dir or ROOT / "notebooks")
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
+    # The data folder is resolved once, here: with PROFILE=full and no DATA_DIR that downloads the
+    # Kaggle set (or finds it checked), and a failure (offline, a partial set) is one line before
+    # any notebook runs, not the same traceback in each of them.
+    if profile not in PROFILES:
+        print(f"error: unknown profile {profile!r}; choose one of {sorted(PROFILES)}", file=sys.stderr)
+        return 2
+    try:
+        data_dir = default_data_dir(profile, data_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     kernel = kernel or (KERNEL if kernel_available(KERNEL) else "python3")
-    params = {"PROFILE": profile}
-    if data_dir:
-        params["DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    params = {"PROFILE": profile,
+              "DATA_DIR": GENERATED if str(data_dir) == GENERATED else str(Path(data_dir).expanduser().resolve())}
     if thyroid_dir:  # the thyroid notebooks (16, 17) read THYROID_DIR; the others ignore it
         params["THYROID_DIR"] = str(Path(thyroid_dir).expanduser().resolve())
     out_dir = Path(out_dir or ROOT / "outputs" / "notebooks")
     print(f"running {len(notebooks)} notebooks, profile {profile}, "
-          f"data {params.get('DATA_DIR', 'generated demo set')}, kernel {kernel}")
+          f"data {params['DATA_DIR']}, kernel {kernel}")
     outcomes = run_all(notebooks, out_dir, params, kernel=kernel)
     print()
     print(summary(outcomes))

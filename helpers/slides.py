@@ -71,3 +71,16 @@ def patient_maps(df: pd.DataFrame, proba=None, cell: int | None = None) -> dict:
             raise ValueError(f"{len(proba)} probabilities for {len(df)} patches")
         maps["proba"] = value_map(df, proba)
     return maps
+
+
+def complete_patients(data_dir) -> list[str]:
+    """The patients whose every patch a data folder holds, as its ``manifest.json`` lists them
+    (the shipped sample: 10253 and 10254; a slide map of the others is a few scattered patches).
+    A folder without a manifest is taken as complete: [] means no patient needs holding out."""
+    import json
+    from pathlib import Path
+
+    manifest = Path(data_dir) / "manifest.json"
+    if not manifest.is_file():
+        return []
+    return [str(p) for p in json.loads(manifest.read_text()).get("complete_patients", [])]

@@ -12,20 +12,29 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 SPLITS = ("train", "val", "test")
 
 
 def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, hold_out=()) -> pd.DataFrame:
     """Assign whole patients to train/val/test, keeping each split's share of
     IDC-positive patches near the whole set's.
 
     ``StratifiedGroupKFold`` does the balancing: the test split is one of
     ``round(1/test)`` folds, the validation split one fold of the rest, so the
-    fractions are met to the nearest fold.
+    fractions are met to the nearest fold. ``hold_out`` patients go to test on top
+    of that (e.g. the complete slides a slide map needs); the others split as usual.
     """
+    hold_out = [str(p) for p in hold_out]
+    if hold_out:
+        missing = sorted(set(hold_out) - set(df["patient"]))
+        if missing:
+            raise ValueError(f"patients to hold out are not in the data: {missing}")
+        held = df["patient"].isin(hold_out)
+        rest = split_by_patient(df[~held], val=val, test=test, seed=seed)
+        return pd.concat([rest, df[held].assign(split="test")]).loc[df.index]
     for name, frac in (("val", val), ("test", test)):
         if not 0 <= frac < 1:
             raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
@@ -48,6 +57,29 @@ def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
         out.loc[part.index[held], "split"] = name
         rest = part.index.difference(part.index[held])
     return out
+
+
+def split_by_patch(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0) -> pd.DataFrame:
+    """The leaky split the seed projects used: patches drawn at random (stratified by label),
+    so most patients have patches on every side. Only for measuring how much it flatters."""
+    for name, frac in (("val", val), ("test", test)):
+        if not 0 < frac < 1:
+            raise ValueError(f"{name} fraction must be in (0, 1), got {frac}")
+    if val + test >= 1:
+        raise ValueError(f"val + test must leave patches for training, got {val} + {test}")
+    out = df.copy()
+    out["split"] = "train"
+    rest, held = train_test_split(out.index, test_size=test, stratify=out["label"], random_state=seed)
+    out.loc[held, "split"] = "test"
+    _, held = train_test_split(rest, test_size=val / (1 - test), stratify=out.loc[rest, "label"],
+                               random_state=seed)
+    out.loc[held, "split"] = "val"
+    return out
+
+
+def shared_patients(df: pd.DataFrame, side: str = "test") -> int:
+    """How many patients of ``side`` also have patches in the training split (0 for a patient split)."""
+    return len(set(df.loc[df["split"] == side, "patient"]) & set(df.loc[df["split"] == "train", "patient"]))
 
 
 def read_patient_list(path) -> list[str]:

@@ -464,6 +464,7 @@ BUDGETS = {
     "smoke": Budget(max_trials=3, epochs=1, sample_size=600, initial_points=2),
     "cpu": Budget(max_trials=10, epochs=3, sample_size=10_000, initial_points=4),
     "full": Budget(max_trials=25, epochs=5, sample_size=50_000, initial_points=6),
+    "colab": Budget(max_trials=8, epochs=3, sample_size=20_000, initial_points=3),  # ~20 min on a T4 (estimate)
 }
 
 

@@ -116,3 +116,168 @@ def test_table_markdown_says_estimate_and_has_a_total():
     lines = text.splitlines()
     assert len(lines) == 2 + 19 + 1 and lines[-1].startswith("| **total**")
     assert "T4 h" in lines[0] and "A100 h" in lines[0]
+
+
+# --- profiles: the workload of any profile, and the colab budget -----------------------------------
+
+IDC_NOTEBOOKS = [n for n in estimate.NOTEBOOKS if n not in ("16_thyroid_backbones", "17_thyroid_domain_shift")]
+
+
+def test_colab_fits_a_class_on_one_t4():
+    """By the estimate (computed, so deterministic): every IDC notebook within ~20 min, the series
+    within ~3 h on one T4 with the whole Kaggle set."""
+    table = estimate.estimate("t4", profile="colab")
+    minutes = table["hours"] * 60
+    assert list(table.index) == list(estimate.NOTEBOOKS)
+    assert minutes[IDC_NOTEBOOKS].max() <= estimate.COLAB_NOTEBOOK_MINUTES, minutes.round(1).to_dict()
+    assert table["hours"].sum() <= estimate.COLAB_SERIES_HOURS
+    # the whole set, capped at the profile's 40,000 patches: 28,000 balanced training patches
+    jobs = estimate.profile_workload("colab")["02_vgg_style"].jobs
+    assert [(j.runs, j.epochs, j.train, j.val, j.predict) for j in jobs] == [(1, 8, 28_000, 6_000, 12_000)]
+    # the maps of 15 score every patch of the whole set's test patients, whatever the cap
+    assert estimate.profile_workload("colab")["15_slide_heatmaps"].jobs[0].predict == 39_646 * 3
+
+
+def test_the_colab_profile_has_the_keys_of_the_others():
+    from helpers import config
+
+    assert all(config.PROFILES[p].keys() == config.PROFILES["full"].keys() for p in config.PROFILES)
+    cfg = config.resolve("colab", data_dir=config.SAMPLE_DIR)
+    assert (cfg.epochs, cfg.sample_size, cfg.seeds, cfg.weights) == (8, 40_000, 1, "imagenet")
+
+
+def test_every_profile_has_settings_and_a_table():
+    from helpers import config
+
+    assert set(estimate.SETTINGS) == set(config.PROFILES)
+    for profile in config.PROFILES:
+        table = estimate.estimate("t4", profile=profile)
+        assert list(table.index) == list(estimate.NOTEBOOKS) and (table["hours"] > 0).all()
+    with pytest.raises(ValueError, match=r"no estimate for profile 'huge'; known: colab, cpu, full, smoke"):
+        estimate.estimate("t4", profile="huge")
+
+
+def test_the_full_profile_workload():
+    assert estimate.WORKLOAD == estimate.profile_workload("full")
+    assert estimate.split_sizes(estimate.PATCHES, estimate.POSITIVES) == (112_552, 39_646, 39_646)
+    assert estimate.split_sizes(estimate.PATCHES, estimate.POSITIVES, 40_000) == (28_000, 6_000, 6_000)
+    # the sample, capped: 70% balanced for training, 15% each for validation and test
+    assert estimate.split_sizes(estimate.SAMPLE_PATCHES, estimate.SAMPLE_POSITIVES, 1000) == (700, 150, 150)
+    assert estimate.fold_sizes(estimate.PATCHES, 5) == (190_302, 31_717, 55_505)
+    assert estimate.fold_sizes(estimate.PATCHES, 2, 40_000) == (17_143, 2_857, 20_000)
+    full = estimate.WORKLOAD
+    assert sum(j.runs for j in full["08_optimizers"].jobs) == 21 and full["08_optimizers"].note.endswith("= 21 runs")
+    assert sum(j.runs for j in full["09_regularization"].jobs) == 24
+    smoke = estimate.profile_workload("smoke")
+    assert sum(j.runs for j in smoke["09_regularization"].jobs) == 6  # one L2 value in smoke: 4 + 2 arms
+
+
+def test_notebook_18_follows_its_ingredient_lists():
+    s = estimate.Settings("kaggle", (1, 1, 100), (1, 1), (10, 1), 224, (224, 1, 32), folds=2, capped=True,
+                          ingredients=("threshold", "ensemble", "histology_aug", "stain_macenko", "bn_fix"),
+                          second_ingredients=("gap_head", "tta"), shares=(0.5, 1.0))
+    nb = estimate.best_recipe(s, epochs=3, cap=7_000, patches=14_000)
+    train, val, test = estimate.fold_sizes(14_000, 2, 7_000)
+    assert (train, val, test) == (3_000, 500, 3_500)
+    recal = val + 20 * 64  # bn_fix and best's base recalibrate BatchNorm before each validation
+    by_key = {}
+    for j in nb.jobs:
+        by_key[(j.model, j.feed, j.val, j.train)] = by_key.get((j.model, j.feed, j.val, j.train), 0) + j.runs
+    # per fold: seed, 2 more ensemble members and Macenko; histology; bn_fix and best's base; the GAP
+    # head on that base; the learning curve at 0.5 (1.0 is best itself, scored from its base)
+    assert by_key == {("cancernet@50", "memory", val, train): 2 * 4, ("cancernet@50", "histology_aug", val, train): 2,
+                      ("cancernet@50", "memory", recal, train): 2 * 2,
+                      ('cancernet@50 head="gap"', "memory", recal, train): 2, ("cancernet@50", "memory", recal, 1_500): 2}
+    assert all(j.epochs == 3 and j.predict == 8 * (val + test) for j in nb.jobs)
+    assert nb.data == ((14_000, "pil"), (2 * 7_000, "macenko"))
+    assert nb.note.startswith("5 ingredients on seed and 2 on seed+bn_fix+adam (8 trainings with the bases")
+    assert nb.note.endswith("; stain normalisation on the CPU")
+
+
+def test_ingredient_costs_and_settings_match_their_sources():
+    """The mirrored tables agree with the modules the notebooks read (for the profiles they know)."""
+    import json as json_module
+
+    from helpers import breakhis, recipes, thyroid, thyroid_track, tuning
+
+    def cost(name):
+        options = recipes.INGREDIENTS[name]
+        if recipes.decision_only(name):
+            return "decision"
+        if options.get("head") == "gap":
+            return "gap"
+        if options.get("augment") == "histology":
+            return "histology"
+        if "recalibrate_bn" in options:
+            return "recal"
+        if options.get("ensemble", 1) > 1:
+            return "ensemble"
+        if options.get("stain", "none") != "none":
+            return options["stain"]
+        return "breakhis" if options.get("pretrain") == "breakhis" else "plain"
+
+    assert {name: cost(name) for name in recipes.INGREDIENTS} == estimate.INGREDIENT_COST
+    assert estimate.BEST_INGREDIENTS == recipes.BEST_INGREDIENTS
+    assert (estimate.RECIPE_EPOCHS, estimate.RECIPE_BATCH) == (recipes.Recipe().epochs, recipes.Recipe().batch_size)
+    for profile, s in estimate.SETTINGS.items():
+        if profile in tuning.BUDGETS:
+            b = tuning.BUDGETS[profile]
+            assert s.search == (b.max_trials, b.epochs, b.sample_size), profile
+        if profile in breakhis.DEMO_SIZES:
+            assert s.breakhis == breakhis.DEMO_SIZES[profile], profile
+        if profile in thyroid.DEMO_SIZES:
+            assert s.thyroid == thyroid.DEMO_SIZES[profile], profile
+        if profile in thyroid_track.IMAGE_SIZE:
+            assert s.thyroid_size == thyroid_track.IMAGE_SIZE[profile], profile
+        if profile in thyroid_track.SHIFT_SETTINGS:
+            shift = thyroid_track.SHIFT_SETTINGS[profile]
+            assert s.shift == (shift["image_size"], shift["epochs"], shift["batch_size"]), profile
+    cells = json_module.loads((Path(__file__).resolve().parents[1] / "notebooks" / "18_best_recipe.ipynb").read_text())
+    source = "".join("".join(c["source"]) for c in cells["cells"] if c["cell_type"] == "code")
+    assert json_module.dumps(list(estimate.SMOKE_INGREDIENTS)) in source  # the smoke list of notebook 18
+
+
+def test_flops_of_an_uncounted_size_scale_with_the_area():
+    flops = {"m@100": 400.0, "m@200": 1_000.0, "m@100 head=\"gap\"": 7.0}
+    assert estimate.image_flops("m@100", flops) == 400.0
+    assert estimate.image_flops("m@50", flops) == 100.0  # from the nearest size, 100 px: a quarter
+    assert estimate.image_flops("m@300", flops) == 2_250.0
+    assert estimate.image_flops('m@50 head="gap"', flops) == 1.75
+    with pytest.raises(KeyError, match=r"no FLOPs for model 'other@50' in flops.json: python -m helpers.estimate"):
+        estimate.image_flops("other@50", flops)
+
+
+def test_colab_links_from_any_spelling_of_a_github_repository():
+    links = estimate.colab_links("https://github.com/me/idc-notebooks")
+    assert list(links) == list(estimate.NOTEBOOKS)
+    assert links["00_data"] == ("https://colab.research.google.com/github/me/idc-notebooks/blob/main/"
+                                "notebooks/00_data.ipynb")
+    for spelling in ("https://github.com/me/idc-notebooks.git", "git@github.com:me/idc-notebooks.git",
+                     "github.com/me/idc-notebooks/", "me/idc-notebooks", " http://www.github.com/me/idc-notebooks "):
+        assert estimate.colab_links(spelling) == links
+    branch = estimate.colab_links("me/idc.notebooks", branch="dev")["18_best_recipe"]
+    assert branch == "https://colab.research.google.com/github/me/idc.notebooks/blob/dev/notebooks/18_best_recipe.ipynb"
+    for bad in ("https://gitlab.com/me/x", "gitlab.com/me", "me", "https://github.com/me", "", "github.com/me/x/tree/y"):
+        with pytest.raises(ValueError, match=f"not a GitHub repository: {bad!r}"):
+            estimate.colab_links(bad)
+
+
+def test_docs_colab_is_what_the_estimate_writes():
+    page = Path(__file__).resolve().parents[1] / "docs" / "colab.md"
+    assert page.read_text() == estimate.colab_markdown(), "regenerate: python -m helpers.estimate --colab-doc > docs/colab.md"
+    text = estimate.colab_markdown("https://github.com/me/idc-notebooks")
+    assert "(https://colab.research.google.com/github/me/idc-notebooks/blob/main/notebooks/09_regularization.ipynb)" in text
+    assert 'REPO_URL = "https://github.com/me/idc-notebooks"' in text
+    assert "git clone -q --depth 1 $REPO_URL /content/idc" in text
+    assert "an estimate, not a measurement" in text and "| **total** |  | **1.9 h** |" in text
+
+
+def test_the_command_line_names_the_profile_or_fails_in_one_line(capsys):
+    assert estimate.main(["--profile", "colab"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ESTIMATED hours with PROFILE=colab on one GPU (an estimate, not a measurement):")
+    assert estimate.main(["--profile", "huge"]) == 2
+    assert capsys.readouterr().err == "error: no estimate for profile 'huge'; known: colab, cpu, full, smoke\n"
+    assert estimate.main(["--colab-links", "me/x"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 19 and lines[0] == "00_data  https://colab.research.google.com/github/me/x/blob/main/notebooks/00_data.ipynb"

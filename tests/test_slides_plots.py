@@ -105,3 +105,25 @@ def test_idc_share_agreement_plots_one_point_per_patient():
     np.testing.assert_allclose(offsets, table[["idc_share", "predicted_idc_share"]].to_numpy())
     assert "test split" in ax.get_title()
     matplotlib.pyplot.close("all")
+
+
+def test_complete_patients_come_from_the_manifest(tmp_path, idc_sample):
+    from helpers import slides
+
+    assert slides.complete_patients(idc_sample) == ["10253", "10254"]
+    assert slides.complete_patients(tmp_path) == []
+
+
+def test_split_leak_plot_draws_a_bar_per_split_a_dot_per_seed_and_the_reference():
+    import pandas as pd
+
+    table = pd.DataFrame({"split": ["patch", "patch", "patient", "patient"], "f1": [0.9, 0.8, 0.6, 0.7],
+                          "balanced_accuracy": [0.9, 0.9, 0.7, 0.7], "roc_auc": [0.95, 0.97, 0.8, 0.9]})
+    fig = plots.split_leak(table, "leak (real data: x)", reference={"f1": (0.789, "seed project")})
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["F1", "balanced accuracy", "ROC-AUC"]
+    heights = [round(p.get_height(), 3) for p in axes[0].patches]
+    assert heights == [0.85, 0.65]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["patch split", "patient split"]
+    assert any(round(line.get_ydata()[0], 3) == 0.789 for line in axes[0].lines)
+    assert "real data: x" in fig._suptitle.get_text()

@@ -140,3 +140,46 @@ def test_a_bad_share_or_way_is_named():
         training_subset(PATIENTS, 1.5, "patches")
     with pytest.raises(ValueError, match="'slides'"):
         training_subset(PATIENTS, 0.5, "slides")
+
+
+def test_a_patch_split_puts_patients_on_every_side_and_keeps_the_class_share():
+    df = make_index()
+    out = splits.split_by_patch(df, val=0.15, test=0.15, seed=1)
+    assert len(out) == len(df) and out.index.equals(df.index)
+    sizes = out["split"].value_counts()
+    assert sizes["test"] == round(0.15 * len(df)) or abs(sizes["test"] - 0.15 * len(df)) <= 1
+    assert abs(sizes["val"] - 0.15 * len(df)) <= 1
+    for side in ("val", "test"):  # stratified: each side's IDC share within one patch of the whole's
+        part = out[out["split"] == side]
+        assert abs(part["label"].sum() - df["label"].mean() * len(part)) <= 1
+    # nearly every test patient also trained: the leak a patient split prevents
+    test_patients = out.loc[out["split"] == "test", "patient"].nunique()
+    assert splits.shared_patients(out, "test") >= 0.9 * test_patients
+    assert splits.shared_patients(splits.split_by_patient(df, seed=1), "test") == 0
+    pd.testing.assert_frame_equal(out, splits.split_by_patch(df, seed=1))
+    assert not out["split"].equals(splits.split_by_patch(df, seed=2)["split"])
+
+
+def test_shared_patients_counts_exactly():
+    df = pd.DataFrame({"patient": ["a", "a", "b", "b", "c"], "label": 0,
+                       "split": ["train", "test", "train", "val", "test"]})
+    assert splits.shared_patients(df, "test") == 1 and splits.shared_patients(df, "val") == 1
+
+
+@pytest.mark.parametrize("val, test", [(0, 0.2), (0.5, 0.5), (0.2, 1.2)])
+def test_a_patch_split_refuses_bad_fractions(val, test):
+    with pytest.raises(ValueError, match="fraction|leave patches"):
+        splits.split_by_patch(make_index(5), val=val, test=test)
+
+
+def test_held_out_patients_go_to_test_and_the_rest_split_as_usual():
+    df = make_index()
+    held = ["1003", "1017"]
+    out = splits.split_by_patient(df, seed=1, hold_out=held)
+    assert out.index.equals(df.index) and len(out) == len(df)
+    assert set(out.loc[out["patient"].isin(held), "split"]) == {"test"}
+    rest = splits.split_by_patient(df[~df["patient"].isin(held)], seed=1)
+    pd.testing.assert_series_equal(out.loc[rest.index, "split"], rest["split"])
+    splits.check_disjoint(out)
+    with pytest.raises(ValueError, match=r"not in the data: \['999'\]"):
+        splits.split_by_patient(df, hold_out=["1003", "999"])

@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {index,make-demo,pack,run-all,train,evaluate,bench,make-breakhis-demo,
+"""Command line: ``python -m helpers {index,make-demo,pack,download,run-all,train,evaluate,bench,make-breakhis-demo,
 pretrain-breakhis,make-thyroid-demo,index-thyroid,crossval} ...``."""
 
 from __future__ import annotations
@@ -10,12 +10,26 @@ import os
 import sys
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_json(doc) -> None:
+    """``doc`` on stdout as JSON, an undefined score (NaN) as null: strict parsers refuse NaN."""
+    from .recipes import json_safe
+
+    print(json.dumps(json_safe(doc), indent=2, default=str, allow_nan=False))
+
+
 def _index(args) -> int:
     from .index import build_index, save_index
 
     df, report = build_index(args.dir)
     if args.save:
         save_index(df, args.save)
+    share = report.positives / max(1, report.unique_patches)
+    _stderr(f"{report.unique_patches:,} usable patches of {report.patients} patients in {args.dir}, "
+            f"{report.positives:,} IDC-positive (share {share:.3f}); {sum(report.skipped.values())} files skipped")
     print(json.dumps(report.summary(examples=args.examples), indent=2))
     return 0
 
@@ -51,6 +65,15 @@ def _pack(args) -> int:
     return 0
 
 
+# --- download (the full Kaggle set; helpers/download.py) ---
+def _download(args) -> int:
+    from .download import download_idc
+
+    print(download_idc(args.dest, method=args.method, force=args.force))
+    return 0
+# --- end download ---
+
+
 def _run_all(args) -> int:
     from .run_all import main
 
@@ -72,37 +95,97 @@ def _options(pairs, flag) -> dict:
     return options
 
 
+# Flags that specify one model's training in detail (experiment.train_to_dir). Without any of
+# them, ``train --model NAME`` trains the recipe ``best`` with that model: what the recipes'
+# cross-validations found sound (helpers.recipes.BEST_INGREDIENTS).
+MODEL_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "weights": "--weights", "fine_tune_at": "--fine-tune-at",
+               "image_size": "--image-size", "augment": "--augment", "dropout": "--dropout", "l2": "--l2",
+               "kernel_size": "--kernel-size", "label_smoothing": "--label-smoothing",
+               "recalibrate_bn": "--recalibrate-bn", "build": "--build", "fit": "--fit"}
+
+
+def _budget(args) -> tuple[int | None, int | None]:
+    """(cap on patches or None for all, epochs or None for the recipe's): every usable patch unless
+    ``--max-patches N`` says otherwise, or ``--profile P`` is given (its cap and epochs)."""
+    from .config import PROFILES
+
+    cap = args.max_patches
+    if cap is not None and cap != 0 and cap < 2:
+        raise ValueError(f"--max-patches must be 0 (all patches) or at least 2, got {cap}")
+    if args.profile is None:
+        return cap or None, args.epochs
+    if args.profile not in PROFILES:
+        raise ValueError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
+    profile = PROFILES[args.profile]
+    return (profile["sample_size"] if cap is None else cap or None), args.epochs or profile["epochs"]
+
+
+def _check_data_dir(path) -> None:
+    from pathlib import Path
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"data directory {path} does not exist")
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its start-up chatter off: after the arguments are checked, so that a
+    wrong one is told in a second."""
+    from .notebook import import_tensorflow_quietly
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow_quietly()
+
+
 def _train(args) -> int:
+    cap, epochs = _budget(args)
+    detailed = [flag for dest, flag in MODEL_FLAGS.items() if getattr(args, dest) is not None]
+    if args.recipe and detailed:
+        raise ValueError(f"{detailed[0]} does not apply with --recipe; give the recipe's options as --set KEY=VALUE "
+                         f"(e.g. --set optimizer=adam learning_rate=0.001)")
+    if detailed and args.set:
+        raise ValueError(f"--set sets options of a recipe; it does not apply with {detailed[0]} "
+                         "(a model trained as its flags say)")
+    if not args.recipe and not args.model:
+        raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes)")
+    _check_data_dir(args.data_dir)
+    _quiet_tensorflow()
+    if detailed:
+        return _train_model(args, cap, epochs)
+    return _train_recipe(args, cap, epochs)
+
+
+def _train_model(args, cap, epochs) -> int:
     from .experiment import train_to_dir
 
-    if args.recipe:
-        return _train_recipe(args)
-    if not args.model:
-        raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes)")
     build = {"dropout": args.dropout, "l2": args.l2, "kernel_size": args.kernel_size}
     fit = {"label_smoothing": args.label_smoothing, "recalibrate_bn": args.recalibrate_bn}
-    summary = train_to_dir(args.model, args.data_dir, args.out, epochs=args.epochs,
-                           batch_size=args.batch_size, optimizer=args.optimizer,
-                           learning_rate=args.lr, weights=args.weights, split_dir=args.split_dir,
-                           seed=args.seed, profile=args.profile, sample_size=args.sample_size,
-                           fine_tune_at=args.fine_tune_at, image_size=args.image_size, augment=args.augment,
-                           build={**{k: v for k, v in build.items() if v is not None},
-                                  **_options(args.build, "--build")},
-                           fit={**{k: v for k, v in fit.items() if v is not None},
-                                **_options(args.fit, "--fit")})
-    print(json.dumps(summary, indent=2, default=float))
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
+        summary = train_to_dir(args.model, args.data_dir, args.out, epochs=epochs,
+                               batch_size=args.batch_size, optimizer=args.optimizer or "adam",
+                               learning_rate=args.lr, weights=args.weights, split_dir=args.split_dir,
+                               seed=args.seed, profile=args.profile, sample_size=cap or 0,
+                               fine_tune_at=args.fine_tune_at, image_size=args.image_size,
+                               augment=args.augment or "none",
+                               build={**{k: v for k, v in build.items() if v is not None},
+                                      **_options(args.build, "--build")},
+                               fit={**{k: v for k, v in fit.items() if v is not None},
+                                    **_options(args.fit, "--fit")},
+                               log=_stderr)
+    _print_json(summary)
     return 0
 
 
-def _train_recipe(args) -> int:
+def _train_recipe(args, cap, epochs) -> int:
     from . import recipes
 
-    recipe = recipes.get(args.recipe, epochs=args.epochs, batch_size=args.batch_size, **_options(args.set, "--set"))
+    options = _options(args.set, "--set")
+    if args.model:  # --set model=... names it too; the explicit one wins
+        options["model"] = args.model
+    recipe = recipes.get(args.recipe or "best", epochs=epochs, batch_size=args.batch_size, **options)
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         summary = recipes.train_to_dir(recipe, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
-                                       sample_size=args.sample_size,
-                                       log=lambda message: print(message, file=sys.stderr, flush=True))
-    print(json.dumps(summary, indent=2, default=float))
+                                       sample_size=cap, profile=args.profile, log=_stderr)
+    _print_json(summary)
     return 0
 
 
@@ -115,36 +198,32 @@ def _learning_curve(args) -> int:
     options.pop("train_share", None)
     by = options.pop("train_subset", "patches")
     recipe = recipes.get(args.recipe, **options)
+    cap, epochs = _budget(args)
     with contextlib.redirect_stdout(sys.stderr):
         results = crossval.run_shares(args.data_dir, recipe, args.shares, by, args.folds, args.seed, args.out,
-                                      epochs=args.epochs, sample_size=args.sample_size, verbose=args.verbose,
+                                      epochs=epochs, sample_size=cap, verbose=args.verbose,
                                       keep_models=args.keep_models, reuse=not args.no_reuse)
     table = crossval.learning_curve(results)
     print(table.to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
-    print(table.reset_index(names="recipe").to_json(orient="records", indent=2))
+    _print_json(json.loads(table.reset_index(names="recipe").to_json(orient="records")))
     return 0
 
 
 def _crossval(args) -> int:
-    from pathlib import Path
-
-    from .notebook import import_tensorflow_quietly
-
-    if not Path(args.data_dir).is_dir():
-        raise FileNotFoundError(f"data directory {args.data_dir} does not exist")
+    _check_data_dir(args.data_dir)
+    cap, epochs = _budget(args)
     if args.shares and args.with_colour:
         raise ValueError("--with-colour compares one recipe with the colour baseline; run it without --shares")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import_tensorflow_quietly()  # after the checks: a wrong argument is told in a second
+    _quiet_tensorflow()
     from . import crossval, recipes
 
     if args.shares:
         return _learning_curve(args)
-    recipe = recipes.get(args.recipe, epochs=args.epochs, **_options(args.set, "--set"))
+    recipe = recipes.get(args.recipe, epochs=epochs, **_options(args.set, "--set"))
     data = crossval.load(args.data_dir, args.out)  # decoded once, for the recipe and the colour baseline
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
-                              sample_size=args.sample_size, verbose=args.verbose, keep_models=args.keep_models,
+                              sample_size=cap, verbose=args.verbose, keep_models=args.keep_models,
                               reuse=not args.no_reuse, data=data)
     print(result.table(), file=sys.stderr)
     summary = result.as_dict()
@@ -155,8 +234,8 @@ def _crossval(args) -> int:
     else:
         summary["decisions"] = _paired_table(table)
     if args.with_colour:
-        summary["with_colour"] = _with_colour(result, data, args)
-    print(json.dumps(summary, indent=2, default=float))
+        summary["with_colour"] = _with_colour(result, data, args, cap)
+    _print_json(summary)
     return 0
 
 
@@ -167,22 +246,25 @@ def _paired_table(table) -> dict:
     return json.loads(table.astype(float).round(4).to_json(orient="index"))
 
 
-def _with_colour(result, data, args) -> dict:
+def _with_colour(result, data, args, cap) -> dict:
     """``crossval --with-colour``: the colour-statistics baseline on the recipe's folds, and the
     average of the two (cut on each fold's validation patients), paired against the recipe."""
     from . import colour, crossval
 
-    baseline = colour.cross_validate(data, args.folds, args.seed, args.out, args.sample_size,
+    baseline = colour.cross_validate(data, args.folds, args.seed, args.out, cap,
                                      log=lambda message: print(message, file=sys.stderr))
     both = crossval.view_ensemble([result, baseline], data=data)
     return _paired_table(crossval.compare([result, baseline, both]))
 
 
 def _evaluate(args) -> int:
+    _check_data_dir(args.data_dir)
+    _quiet_tensorflow()
     from .experiment import evaluate_dir
 
-    print(json.dumps(evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold),
-                     indent=2, default=float))
+    with contextlib.redirect_stdout(sys.stderr):  # anything Keras prints: stdout is the JSON alone
+        scores = evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold, log=_stderr)
+    _print_json(scores)
     return 0
 
 
@@ -274,6 +356,15 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.set_defaults(func=_pack)
 
+    # --- download ---
+    p = sub.add_parser("download", help="download the full Kaggle IDC set once (public, no token), check its "
+                       "counts and print its root; a set checked before is reused without network")
+    p.add_argument("--dest", default=None, help="where it goes (default: data/idc in the repository)")
+    p.add_argument("--method", default="kagglehub", choices=("kagglehub", "cli"))
+    p.add_argument("--force", action="store_true", help="download and check again")
+    p.set_defaults(func=_download)
+    # --- end download ---
+
     p = sub.add_parser("run-all", help="execute every notebook through papermill")
     p.add_argument("--profile", default="smoke")
     p.add_argument("--data-dir", default=None, help="real data; empty for the generated demo set")
@@ -284,27 +375,31 @@ def main(argv=None) -> int:
     p.add_argument("--kernel", default=None)
     p.set_defaults(func=_run_all)
 
-    p = sub.add_parser("train", help="train one model with a patient-level validation split")
+    p = sub.add_parser("train", help="train a model on every patch of a folder split by patient (70/15/15): "
+                       "by default the recipe best, with --model's architecture")
     p.add_argument("--model", help="a name of helpers.models.MODELS (or give --recipe)")
     p.add_argument("--recipe", help="a recipe of helpers.recipes (seed, best, seed+tta, ...): model(s) and "
-                   "model.json that evaluate applies as trained; only --epochs, --batch-size, --seed, "
-                   "--split-dir, --sample-size and --set apply with it")
-    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="with --recipe: options of "
-                   "the recipe, e.g. ensemble=5 stain=macenko (repeatable)")
+                   "model.json that evaluate applies as trained; --model, --epochs, --batch-size, --seed, "
+                   "--split-dir, --max-patches, --profile and --set apply with it. Default: best; any of "
+                   f"{', '.join(MODEL_FLAGS.values())} trains one model as those flags say instead")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="options of the recipe, "
+                   "e.g. ensemble=5 stain=macenko (repeatable)")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out", required=True, help="folder for model.keras, model.json and the run")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="at most this many (default: the recipe's, or the profile's)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--max-patches", "--sample-size", dest="max_patches", type=int,
+                   help="use at most N patches, spread over the splits by patient (default and 0: all)")
+    p.add_argument("--profile", help="a budget from helpers.config.PROFILES (smoke, cpu, full): its epochs and "
+                   "patch cap for what is not given (default: none; every patch)")
+    p.add_argument("--optimizer", help="adam, adagrad, sgd, rmsprop or adadelta (default adam)")
     p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
     p.add_argument("--weights", default=None, help="imagenet, a weights file, or omit for none")
     p.add_argument("--fine-tune-at", type=int, default=None, help="freeze the backbone's first N layers")
     p.add_argument("--split-dir", help="folder with cases_train.txt, cases_val.txt [, cases_test.txt]")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--profile", default="smoke", help="defaults for what is not given")
-    p.add_argument("--sample-size", type=int, help="cap on patches (0: all)")
     p.add_argument("--image-size", type=int, help="input side (default: the model's own)")
-    p.add_argument("--augment", default="none", help="none, seed or histology (training batches only)")
+    p.add_argument("--augment", help="none, seed or histology (training batches only)")
     p.add_argument("--dropout", type=float, help="dropout before the last Dense (default: the model's)")
     p.add_argument("--l2", type=float, help="L2 penalty on the kernels (cancernet)")
     p.add_argument("--kernel-size", type=int, help="convolution kernel size (cancernet)")
@@ -332,7 +427,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output folder (default: outputs/); folds go to "
                    "OUT/crossval/<recipe>-v<version>/..., finished ones are reused")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (a CPU budget)")
-    p.add_argument("--sample-size", type=int, help="cap on the patches of each fold")
+    p.add_argument("--max-patches", "--sample-size", dest="max_patches", type=int,
+                   help="use at most N patches in each fold, spread over its splits by patient (default and 0: all)")
+    p.add_argument("--profile", help="a budget from helpers.config.PROFILES (smoke, cpu, full): its epochs and "
+                   "patch cap for what is not given (default: none; every patch, the recipe's epochs)")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="options of the recipe, e.g. ensemble=5 (repeatable)")
     p.add_argument("--verbose", type=int, default=2, help="Keras: 2 one line per epoch, 0 silent")
@@ -351,7 +449,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")
     p.add_argument("--full", action="store_true", help="the whole-set table on the full-size generated set "
                    "(made on first use, ~1.5 GB), or on --data-dir")
-    p.add_argument("--data-dir", default=None, help="default: ../shared/data/idc-sample, else the demo set")
+    p.add_argument("--data-dir", default=None, help="default: the shipped sample, data/idc-sample")
     p.add_argument("--sample", type=int, default=None, help="use at most this many patches")
     p.set_defaults(func=_bench)
 
@@ -391,12 +489,6 @@ def main(argv=None) -> int:
     p.set_defaults(func=_pretrain_breakhis)
 
     args = parser.parse_args(argv)
-    # not for bench: indexing and packing fork worker processes, which a live TensorFlow forbids
-    if args.command in ("train", "evaluate"):
-        from .notebook import import_tensorflow_quietly
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import_tensorflow_quietly()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback

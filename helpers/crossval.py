@@ -207,6 +207,10 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
             f"scored from that run's folds ({donor.out_dir}), no training")
         return _summarised(decided(donor, recipe, data), root)
     first = first_member_donor(recipe, data, folds, seed, out_dir, sample_size) if reuse else None
+    patients = data.df["patient"].nunique()
+    use = (f"each fold capped at {int(sample_size):,} of its {len(data.labels):,} patches, spread over its splits "
+           "by patient") if sample_size else f"each fold uses all of its patches ({len(data.labels):,} usable in all)"
+    log(f"{folds} folds of the {patients} patients of {data.data_dir}: {use}")
     rows = []
     for i in range(folds):
         fold_dir = root / f"fold{i}"
@@ -220,7 +224,8 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         log(f"fold {i + 1}/{folds}: training {recipe.name} on {len(at['train'])} patches "
             f"({split.loc[at['train'], 'patient'].nunique()} patients), validation {len(at['val'])}, "
             f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)"
-            + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}" if recipe.train_share < 1 else ""))
+            + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}" if recipe.train_share < 1 else "")
+            + f":\n{recipes.counts_table(split)}")
         predictor = recipes.train(recipe, (data.images[at["train"]], data.labels[at["train"]]),
                                   (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
@@ -342,9 +347,11 @@ def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
 
 
 def fold_counts(split: pd.DataFrame, at: dict) -> dict:
-    """Patients and patches of each part of a fold (``_fold_parts``): ``train_patients``, ``val_patches``..."""
+    """Patients, patches and IDC-positive patches of each part of a fold (``_fold_parts``):
+    ``train_patients``, ``val_patches``, ``test_positives``..."""
     return {**{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
-            **{f"{n}_patches": len(at[n]) for n in at}}
+            **{f"{n}_patches": len(at[n]) for n in at},
+            **{f"{n}_positives": int(split.loc[at[n], "label"].sum()) for n in at}}
 
 
 def score_views(predictor: recipes.Predictor, data: Data, at: dict, fold_dir) -> pd.DataFrame:
@@ -611,7 +618,7 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
 
 def _patch_keys(frame: pd.DataFrame, result: CrossvalResult) -> pd.Series:
     """The patches' paths relative to the result's data folder: one data set given as
-    ``../shared/data/x`` in one run and as an absolute path in another is the same data."""
+    ``../data/x`` in one run and as an absolute path in another is the same data."""
     root = result.settings.get("data_dir")
     return frame["path"].map(lambda p: os.path.relpath(p, root)) if root else frame["path"]
 

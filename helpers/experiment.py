@@ -43,8 +43,18 @@ class Data:
                                      one_hot=True, shuffle=shuffle)
 
 
-def split_index(df: pd.DataFrame, seed: int, split_dir=None) -> tuple[pd.DataFrame, str]:
-    """Patients to train/val/test: from list files in ``split_dir`` if given, else 70/15/15."""
+def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
+                hold_out=()) -> tuple[pd.DataFrame, str]:
+    """Patients to train/val/test: from list files in ``split_dir`` if given, else 70/15/15
+    (``hold_out`` patients to test on top). ``by="patch"`` draws patches at random instead
+    (the seed projects' leaky split)."""
+    if by == "patch":
+        if split_dir:
+            raise ValueError("a patch split draws patches at random: it takes no split_dir")
+        return splits.split_by_patch(df, val=0.15, test=0.15, seed=seed), \
+            f"by patch (random, leaky), 70/15/15, seed {seed}"
+    if by != "patient":
+        raise ValueError(f"a split is by 'patient' or by 'patch', not {by!r}")
     if split_dir:
         lists = {n: Path(split_dir) / f"cases_{n}.txt" for n in splits.SPLITS
                  if (Path(split_dir) / f"cases_{n}.txt").is_file()}
@@ -54,17 +64,21 @@ def split_index(df: pd.DataFrame, seed: int, split_dir=None) -> tuple[pd.DataFra
         missing = {k: len(v) for k, v in report["missing_from_data"].items() if v}
         note = f"by patient, from the lists in {Path(split_dir).name}"
         return out, note + (f" (listed but absent: {missing})" if missing else "")
-    return splits.split_by_patient(df, val=0.15, test=0.15, seed=seed), f"by patient, 70/15/15, seed {seed}"
+    note = f"by patient, 70/15/15, seed {seed}" + (f", {', '.join(map(str, hold_out))} held out for test"
+                                                    if len(hold_out) else "")
+    return splits.split_by_patient(df, val=0.15, test=0.15, seed=seed, hold_out=hold_out), note
 
 
 def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
-                 balanced_train: bool = True, augment="none") -> Data:
+                 balanced_train: bool = True, augment="none", split_by: str = "patient", hold_out=()) -> Data:
     """Index, split by patient, cap to the profile's sample size, and build the pipelines.
 
     The training split is class-balanced (as the seed projects trained); the
     validation and test splits keep the natural IDC share, so their scores
     mean what they would mean on new slides. ``augment`` (a name of
     ``helpers.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
+    ``split_by="patch"`` is the leaky random split, for measuring the leak only. ``hold_out``
+    patients go to test (slide maps).
     """
     if isinstance(augment, str):
         if augment == "none":
@@ -74,8 +88,9 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
 
             augment = by_name(augment, seed=cfg.seed)
     df, _ = cached_index(cfg)
-    split_df, note = split_index(df, cfg.seed, split_dir)
-    splits.check_disjoint(split_df)
+    split_df, note = split_index(df, cfg.seed, split_dir, by=split_by, hold_out=hold_out)
+    if split_by == "patient":
+        splits.check_disjoint(split_df)
     cap = cfg.sample_size
     parts = []
     for name, part in split_df.groupby("split"):
@@ -143,7 +158,7 @@ def registry_row(run: str, model_name: str, result, assessment: dict, params: di
 
 
 def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", optimizer: str = "adam",
-                  learning_rate=None):
+                  learning_rate=None, hold_out=()):
     """(model, data) for notebooks that need a trained model rather than teach training.
 
     The run is named by model, profile and a fingerprint of the data and settings,
@@ -159,8 +174,10 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
     from .io import atomic_path
 
     size = models.input_size(model_name, None)
-    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name))
+    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name), hold_out=hold_out)
     key = f"{Path(cfg.data_dir).resolve()}|{cfg.seed}|{cfg.sample_size}|{cfg.epochs}|{cfg.batch_size}|{optimizer}|{learning_rate}"
+    if len(hold_out):  # runs from before hold_out existed keep their key
+        key += f"|{sorted(map(str, hold_out))}"
     run_dir = Path(cfg.output_dir) / "runs" / (
         f"{prefix}_{model_name}_{cfg.profile}_{hashlib.sha1(key.encode()).hexdigest()[:8]}")
     done = run_dir / "model.keras"
@@ -193,26 +210,56 @@ def predict_patients(model, index: pd.DataFrame, patients, data: Data, batch_siz
 
 def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=None, optimizer="adam",
                  learning_rate=None, weights=None, split_dir=None, seed: int = 42,
-                 profile: str = "smoke", sample_size=None, fine_tune_at=None, image_size=None,
-                 augment: str = "none", build: dict | None = None, fit: dict | None = None) -> dict:
+                 profile: str | None = None, sample_size=None, fine_tune_at=None, image_size=None,
+                 augment: str = "none", build: dict | None = None, fit: dict | None = None, log=None) -> dict:
     """Train one model with a patient-level validation split; write ``model.keras``
-    (the best epoch) and ``model.json`` (settings, threshold, scores) to ``out_dir``.
+    (the best epoch) and ``model.json`` (settings, counts, threshold, scores) to ``out_dir``.
 
     ``build`` and ``fit`` are extra keywords of ``models.build_model`` and
     ``train.fit`` (e.g. ``{"l2": 1e-4}``, ``{"label_smoothing": 0.1}``): every study
     variant of notebooks 08-12 can run here, on a machine without the notebook.
+
+    ``profile`` None uses every usable patch (``sample_size`` caps them; 0 or None: all) with the
+    epochs and batch size of the recipe ``best``; a profile's values fill what is not given
+    (``sample_size`` None: its cap). The training split is class-balanced (its majority class
+    drawn down to the minority's count) as the seed projects trained; ``log`` gets the patients,
+    patches and IDC share of each split before training, and model.json keeps them (``counts``).
     """
     import json
 
-    from . import config, models, train
+    from . import config, models, recipes, train
     from .io import atomic_path, write_text
 
+    log = log or (lambda message: None)
     out_dir = Path(out_dir)
-    cfg = config.resolve(profile, data_dir=data_dir, output_dir=out_dir, epochs=epochs,
-                         batch_size=batch_size, sample_size=sample_size, seed=seed)
+    if profile is None:
+        budget = recipes.get("best")
+        cfg = config.resolve("cpu", data_dir=data_dir, output_dir=out_dir, epochs=epochs or budget.epochs,
+                             batch_size=batch_size or budget.batch_size, sample_size=sample_size or 0, seed=seed,
+                             make_demo=False)
+    else:
+        cfg = config.resolve(profile, data_dir=data_dir, output_dir=out_dir, epochs=epochs,
+                             batch_size=batch_size, sample_size=sample_size, seed=seed, make_demo=False)
+    if not cfg.data_dir.is_dir():
+        raise FileNotFoundError(f"data directory {cfg.data_dir} does not exist")
+    if cfg.sample_size is not None and cfg.sample_size < 2:
+        raise ValueError(f"the patch cap must be 0 (all) or at least 2, got {cfg.sample_size}")
     size = models.input_size(model_name, image_size)
     data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name),
                         split_dir=split_dir, augment=augment)
+    df, _ = cached_index(cfg)  # saved by prepare_data: read back, not built again
+    available = len(df)
+    whole, _ = split_index(df, cfg.seed, split_dir)
+    whole_train = int((whole["split"] == "train").sum())
+    why = [] if len(whole) == available else [f"patients on none of the lists in {split_dir} left out"]
+    if cfg.sample_size:
+        why.append(f"capped at {cfg.sample_size:,} patches" + (f" (profile {profile})" if profile else ""))
+    if len(data.part("train")) < whole_train:
+        why.append(f"training split class-balanced: {len(data.part('train')):,} of its {whole_train:,} patches")
+    counts = recipes.split_counts(data.index)
+    log(f"{recipes.used_patches_line(len(data.index), available, cfg.data_dir, '; '.join(why))}; split "
+        f"{data.split_note}; model {model_name}, {optimizer}, {cfg.epochs} epochs at most, batch {cfg.batch_size}:\n"
+        f"{recipes.counts_table(data.index)}")
     model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at, seed=seed,
                                **(build or {}))
     result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
@@ -220,27 +267,36 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
                        seed=seed, train_patches=len(data.part("train")), **(fit or {}))
     best = result.best_model(model)
     assessment = assess(best, data)
+    threshold = assessment["threshold"]
+    if not 0.02 <= threshold <= 0.98:  # the F1-best cut at an extreme: probabilities crowd one end
+        log(f"warning: the threshold chosen on validation is {threshold:.4f}: the model's probabilities are "
+            f"crowded at one end (trained {result.epochs_run} epochs); its test scores rest on that cut")
     with atomic_path(out_dir / "model.keras") as tmp:
         best.save(tmp)
-    summary = {
-        "model": model_name, "image_size": size, "threshold": assessment["threshold"],
+    summary = recipes.json_safe({
+        "model": model_name, "image_size": size, "threshold": threshold,
+        "threshold_source": "chosen on validation at training",
         "data_dir": str(cfg.data_dir), "generated": cfg.generated, "split": data.split_note,
+        "profile": profile, "max_patches": cfg.sample_size, "patches_available": available,
+        "train_balanced": True, "counts": counts,
         "epochs": cfg.epochs, "epochs_run": result.epochs_run, "batch_size": cfg.batch_size,
         "optimizer": optimizer, "learning_rate": learning_rate, "weights": weights, "seed": seed,
         "augment": augment, "build": build or {}, "fit": fit or {},
         "train_patches": result.train_patches, "train_seconds": result.seconds,
         "images_per_s": result.images_per_s, "params": models.count_params(best)["total"],
         "val": assessment["val"], "test": assessment["test"],
-    }
-    write_text(out_dir / "model.json", json.dumps(summary, indent=2, default=float))
+    })
+    write_text(out_dir / "model.json", json.dumps(summary, indent=2, default=str, allow_nan=False))
     return summary
 
 
-def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256) -> dict:
+def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256,
+                 log=None) -> dict:
     """Score every patch under ``data_dir`` (all its patients are test patients).
 
     A model trained with a recipe (its model.json names one; ``model_path`` may then be its
     folder) is scored as it was trained: stain normalisation, TTA, ensemble and threshold.
+    ``log`` gets the patients, patches and IDC share scored, before scoring.
     """
     import json
 
@@ -250,7 +306,7 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     from .index import build_index
 
     if recipes.read_config(model_path)[0] is not None:
-        return recipes.evaluate_dir(model_path, data_dir, threshold, batch_size)
+        return recipes.evaluate_dir(model_path, data_dir, threshold, batch_size, log=log)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file {model_path} does not exist")
@@ -265,6 +321,10 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     if threshold is None:
         threshold = meta.get("threshold", 0.5)
     df, report = build_index(data_dir)
+    scored = df.assign(split="test")
+    if log:
+        log(f"{recipes.used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
+            f"{recipes.counts_table(scored)}")
     ds = pipeline.make_dataset(df, batch_size=batch_size, image_size=size, one_hot=True,
                                preprocess=models.preprocess_for(name) if name else None)
     y, p = evaluate.predict(model, ds)
@@ -273,7 +333,7 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
         "model_path": str(model_path), "model": name, "data_dir": str(data_dir),
         "threshold": float(threshold),
         "threshold_source": "chosen on validation at training" if "threshold" in meta and threshold == meta["threshold"] else "given",
-        "files_seen": report.files_seen, "skipped": report.skipped,
+        "files_seen": report.files_seen, "skipped": report.skipped, "counts": recipes.split_counts(scored),
         **evaluate.scores(y, p, threshold),
         "per_patient": json.loads(per.to_json(orient="records")),
     }

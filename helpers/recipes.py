@@ -568,11 +568,56 @@ def read_config(path) -> tuple[dict | None, Path]:
 
 # --- the command line: train / evaluate with a recipe ----------------------------------------
 
+def split_counts(df: pd.DataFrame) -> dict:
+    """``{split: {"patients", "patches", "positives", "positive_share"}}`` (``splits.describe``):
+    what model.json records of the patches a model learnt from and was scored on."""
+    from .splits import describe
+
+    return {name: {"patients": int(row["patients"]), "patches": int(row["patches"]),
+                   "positives": int(row["positives"]), "positive_share": float(row["positive_share"])}
+            for name, row in describe(df).iterrows()}
+
+
+def counts_table(df: pd.DataFrame) -> str:
+    """``splits.describe`` as text, with a total row: printed before training and scoring."""
+    from .splits import describe
+
+    table = describe(df)
+    total = table[["patients", "patches", "positives"]].sum()  # splits share no patient
+    table.loc["total"] = [*total, round(total["positives"] / max(1, total["patches"]), 3)]
+    return table.astype({c: int for c in ("patients", "patches", "positives")}).to_string()
+
+
+def used_patches_line(used: int, available: int, data_dir, why: str = "") -> str:
+    """One line saying whether every usable patch of ``data_dir`` is used and, if not, why."""
+    if used == available:
+        return f"using all {available:,} usable patches of {data_dir}" + (f" ({why})" if why else "")
+    return f"using {used:,} of the {available:,} usable patches of {data_dir}: {why}"
+
+
+def json_safe(value):
+    """``value`` with NaN and infinities as None and NumPy scalars as Python numbers: a score that
+    is undefined (ROC-AUC of one class) is null in JSON, never the invalid ``NaN``."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, sample_size=None,
-                 verbose: int = 2, log=print) -> dict:
+                 verbose: int = 2, log=print, profile: str | None = None) -> dict:
     """Train ``recipe`` on ``data_dir`` split by patient (70/15/15 with ``seed``, or the lists in
     ``split_dir``); write the member(s) and model.json to ``out_dir``; score the test patients
-    if there are any. Returns model.json's content."""
+    if there are any. Returns model.json's content.
+
+    Every usable patch is used unless ``sample_size`` caps the total (spread over the splits by
+    patient); the patients, patches and IDC share of each split are logged before training and
+    kept in model.json under ``counts``. ``profile`` is only recorded (the caller applied it)."""
     from . import config, evaluate, pipeline, splits
     from .data import cached_index
     from .experiment import split_index
@@ -580,12 +625,20 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     recipe = get(recipe)
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
-    cfg = config.resolve("smoke", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
+    if sample_size is not None and sample_size != 0 and sample_size < 2:
+        raise ValueError(f"the patch cap must be 0 (all) or at least 2, got {sample_size}")
+    cfg = config.resolve("cpu", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
     df, _ = cached_index(cfg)
     split_df, note = split_index(df, seed, split_dir)
+    why = [] if len(split_df) == len(df) else [f"patients on none of the lists in {split_dir} left out"]
     if sample_size:
         split_df = splits.sample(split_df, max_patches=int(sample_size), seed=seed)
+        why.append(f"capped at {int(sample_size):,} patches")
     split_df = split_df.reset_index(drop=True)
+    counts = split_counts(split_df)
+    log(f"{used_patches_line(len(split_df), len(df), data_dir, '; '.join(why))}; split {note}; "
+        f"recipe {recipe.name} (v{recipe.version}), model {recipe.model}, {recipe.epochs} epochs at most:\n"
+        f"{counts_table(split_df)}")
     images, labels = pipeline.load_arrays(split_df)
     part = {name: (split_df["split"] == name).to_numpy() for name in ("train", "val", "test")}
     for name in ("train", "val"):
@@ -601,16 +654,20 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
         proba = predictor.predict(images[part["test"]], patients=patients[part["test"]])
         test = evaluate.scores(labels[part["test"]], proba, predictor.threshold)
     predictor.info.update({"data_dir": str(data_dir), "generated": cfg.generated, "split": note,
-                           "seed": seed, "seconds": round(time.perf_counter() - start, 1), "test": test})
+                           "seed": seed, "profile": profile, "max_patches": int(sample_size) if sample_size else None,
+                           "patches_available": len(df), "counts": counts,
+                           "seconds": round(time.perf_counter() - start, 1), "test": test})
+    predictor.info = json_safe(predictor.info)
     predictor.save(out_dir)
     return json.loads((Path(out_dir) / "model.json").read_text())
 
 
-def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256) -> dict:
+def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256,
+                 log=None) -> dict:
     """Score every patch under ``data_dir`` with the recipe model at ``model_path`` (a folder,
     its model.json, or its model.keras): stain normalisation, TTA, ensemble, slide context (each
     patient folder read as one slide) and threshold as model.json says; ``threshold`` overrides
-    the saved one."""
+    the saved one. ``log`` gets the patients, patches and IDC share scored, before scoring."""
     from . import evaluate, pipeline
     from .index import build_index
 
@@ -619,6 +676,10 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     if threshold is not None:
         predictor.threshold, source = float(threshold), "given"
     df, report = build_index(data_dir)
+    scored = df.assign(split="test")
+    if log:
+        log(f"{used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
+            f"{counts_table(scored)}")
     images, labels = pipeline.load_arrays(df)
     proba = predictor.predict(images, batch_size=batch_size, patients=df["patient"].to_numpy())
     per = evaluate.per_patient(df, proba, predictor.threshold)
@@ -630,7 +691,7 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
         "slide_context": predictor.context is not None,
         "stain_fallbacks": predictor.last_fallbacks, "data_dir": str(data_dir),
         "threshold": float(predictor.threshold), "threshold_source": source,
-        "files_seen": report.files_seen, "skipped": report.skipped,
+        "files_seen": report.files_seen, "skipped": report.skipped, "counts": split_counts(scored),
         **evaluate.scores(labels, proba, predictor.threshold),
         "per_patient": json.loads(per.to_json(orient="records")),
     }

@@ -190,7 +190,7 @@ def test_no_model_says_how_to_make_one(tmp_path, folder):
     html = client.get("/").get_data(as_text=True)
     assert 'id="no-models"' in html and "No saved model yet" in html
     assert "make run-all" in html
-    assert "python -m helpers train --model cancernet --data-dir data/demo/idc-40p" in html
+    assert "python -m helpers train --model cancernet --data-dir data/idc-sample" in html
     assert "<form" not in html
     response, html = post(client, "0" * 12, png_bytes())
     assert response.status_code == 400 and "No model is saved yet" in html

@@ -5,6 +5,8 @@ import sys
 import numpy as np
 from conftest import ROOT
 
+from helpers import recipes
+
 
 def helpers_cli(*args):
     return subprocess.run([sys.executable, "-m", "helpers", *map(str, args)],
@@ -71,3 +73,125 @@ def test_pretrain_breakhis_saves_a_model_and_prints_its_scores(tmp_path):
     assert (tmp_path / "models" / "bh.keras").is_file() and (tmp_path / "models" / "bh.json").is_file()
     assert done["settings"]["epochs"] == 1 and done["generated"] is True
     assert set(done["patches"]) == {"train", "val", "test"} and 0 <= done["val"]["accuracy"] <= 1
+
+
+# --- train / evaluate: every patch of the folder, and the counts said and kept --------------
+
+from conftest import patch_path, write_patch  # noqa: E402
+
+# A hand-made tree larger than the smoke profile's cap of 1,000 patches, with known counts per
+# patient: (patient, patches, IDC-positive). The test patient has no IDC, so its ROC-AUC is undefined.
+PATIENTS = ((10, 300, 100), (11, 250, 50), (12, 200, 80), (13, 150, 30), (14, 120, 40), (15, 80, 0))
+LISTS = {"train": (10, 11, 12, 13), "val": (14,), "test": (15,)}
+
+
+def _no_nan(constant):
+    raise AssertionError(f"{constant} in the JSON output")
+
+
+def _strict_json(text):
+    return json.loads(text, parse_constant=_no_nan)
+
+
+@pytest.fixture(scope="module")
+def counted_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("counted") / "idc"
+    for patient, patches, positives in PATIENTS:
+        for i in range(patches):
+            label = int(i < positives)
+            write_patch(patch_path(root, patient, 1 + 50 * i, 1, label), colour=(180 + i % 9, 90 + 70 * label, 150))
+    lists = root.parent / "lists"
+    lists.mkdir()
+    for name, ids in LISTS.items():
+        (lists / f"cases_{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root, lists
+
+
+def _printed_counts(stderr) -> dict:
+    """{split: (patients, patches, positives)} from the table printed on stderr."""
+    rows = {}
+    for line in stderr.splitlines():
+        cells = line.split()
+        if len(cells) == 5 and cells[0] in ("train", "val", "test", "total"):
+            rows[cells[0]] = tuple(int(c) for c in cells[1:4])
+    return rows
+
+
+@pytest.mark.slow
+def test_train_by_default_learns_from_every_patch_and_says_so(counted_tree, tmp_path):
+    root, lists = counted_tree
+    out = helpers_cli("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
+                      "--split-dir", lists, "--epochs", 1)
+    assert out.returncode == 0, out.stderr[-2000:]
+    trained = _strict_json(out.stdout)  # stdout is the JSON alone, and valid JSON
+    assert trained == _strict_json((tmp_path / "m" / "model.json").read_text())
+    assert trained["counts"] == {
+        "train": {"patients": 4, "patches": 900, "positives": 260, "positive_share": 0.289},
+        "val": {"patients": 1, "patches": 120, "positives": 40, "positive_share": 0.333},
+        "test": {"patients": 1, "patches": 80, "positives": 0, "positive_share": 0.0},
+    }
+    assert trained["max_patches"] is None and trained["patches_available"] == 1100 and trained["profile"] is None
+    # no training flags: the recipe the cross-validations chose, with this model
+    assert trained["recipe"]["name"] == "best" and trained["recipe"]["version"] == recipes.BEST_VERSION
+    assert trained["model"] == "cancernet" and trained["recipe"]["options"]["epochs"] == 1
+    assert trained["test"]["roc_auc"] is None  # one class among the test patches: undefined, not NaN
+    assert _printed_counts(out.stderr) == {"train": (4, 900, 260), "val": (1, 120, 40), "test": (1, 80, 0),
+                                           "total": (6, 1100, 300)}
+    assert f"using all 1,100 usable patches of {root}" in out.stderr
+    assert out.stderr.index("using all") < out.stderr.index("val_loss")  # said before the epoch line
+
+    scored = helpers_cli("evaluate", "--model-path", tmp_path / "m", "--data-dir", root)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert _strict_json(scored.stdout)["counts"] == {
+        "test": {"patients": 6, "patches": 1100, "positives": 300, "positive_share": 0.273}}
+    assert _printed_counts(scored.stderr) == {"test": (6, 1100, 300), "total": (6, 1100, 300)}
+
+
+@pytest.mark.slow
+def test_train_with_model_flags_and_a_cap_says_what_it_left_out(counted_tree, tmp_path):
+    root, lists = counted_tree
+    out = helpers_cli("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
+                      "--split-dir", lists, "--epochs", 1, "--optimizer", "adam", "--max-patches", 200)
+    assert out.returncode == 0, out.stderr[-2000:]
+    trained = _strict_json(out.stdout)  # Keras' epoch lines went to stderr
+    assert "val_loss" in out.stderr and "recipe" not in trained and trained["optimizer"] == "adam"
+    assert trained["max_patches"] == 200 and trained["train_balanced"] is True
+    # 70/15/15 of the cap; the training split class-balanced
+    assert {name: c["patches"] for name, c in trained["counts"].items()} == {"train": 140, "val": 30, "test": 30}
+    assert trained["counts"]["train"]["positives"] == 70
+    assert f"using 200 of the 1,100 usable patches of {root}: capped at 200 patches" in out.stderr
+    assert "class-balanced: 140 of its 900 patches" in out.stderr
+    assert _printed_counts(out.stderr)["total"] == (6, 200, 70 + trained["counts"]["val"]["positives"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--max-patches", 1), "--max-patches must be 0 (all patches) or at least 2, got 1"),
+    (("--sample-size", -5), "--max-patches must be 0 (all patches) or at least 2, got -5"),  # the old name
+    (("--profile", "tiny"), "unknown profile 'tiny'; choose one of smoke, cpu, full"),
+    (("--recipe", "seed", "--lr", 0.1), "--lr does not apply with --recipe"),
+    (("--augment", "histology", "--set", "ensemble=2"), "--set sets options of a recipe; it does not apply with --augment"),
+])
+def test_bad_train_values_are_one_clear_line(tmp_path, args, message):
+    out = helpers_cli("train", "--model", "cancernet", "--data-dir", tmp_path, "--out", tmp_path / "m", *args)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"error: {message}")
+
+
+def test_no_cap_unless_asked():
+    from argparse import Namespace
+
+    from helpers.__main__ import _budget
+
+    given = lambda **kw: Namespace(**{"max_patches": None, "profile": None, "epochs": None, **kw})  # noqa: E731
+    assert _budget(given()) == (None, None)  # every patch, the recipe's epochs
+    assert _budget(given(max_patches=0)) == (None, None)
+    assert _budget(given(max_patches=500, epochs=3)) == (500, 3)
+    assert _budget(given(profile="smoke")) == (1000, 2)  # a profile named is a budget asked for
+    assert _budget(given(profile="smoke", max_patches=0, epochs=5)) == (None, 5)
+    assert _budget(given(profile="cpu")) == (None, 10)
+
+
+def test_index_says_how_many_patches_and_patients_it_found(tree):
+    out = helpers_cli("index", tree)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith(f"10 usable patches of 2 patients in {tree}, 2 IDC-positive (share 0.200)")

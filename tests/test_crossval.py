@@ -93,6 +93,17 @@ def test_with_colour_and_shares_are_refused_together(demo):
     assert out.returncode == 2 and "--with-colour" in out.stderr and "without --shares" in out.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--max-patches", 1), "--max-patches must be 0 (all patches) or at least 2, got 1"),
+    (("--sample-size", -1), "--max-patches must be 0 (all patches) or at least 2, got -1"),  # the old name
+    (("--profile", "tiny"), "unknown profile 'tiny'; choose one of smoke, cpu, full"),
+])
+def test_bad_caps_and_profiles_are_one_clear_line(tmp_path, args, message):
+    out = helpers_cli("crossval", "--data-dir", tmp_path, "--recipe", "seed", *args)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"error: {message}")
+
+
 @pytest.mark.slow
 def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1,
@@ -107,6 +118,12 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     assert all(row["cpu_seconds"] > 0 and row["wall_seconds"] > 0 for row in result["per_fold"])
     assert result["recipe"]["name"] == "seed" and result["recipe"]["options"]["epochs"] == 1
     assert "training member" in out.stderr and "mean ± sd" in out.stderr
+    assert "each fold capped at 300 of its" in out.stderr
+    # each fold's table, printed before its training: patients, patches, positives of train, val, test, total
+    totals = [line.split() for line in out.stderr.splitlines() if line.startswith("total ")]
+    assert [[int(cell) for cell in t[2:4]] for t in totals] == [
+        [sum(row[f"{n}_patches"] for n in ("train", "val", "test")),
+         sum(row[f"{n}_positives"] for n in ("train", "val", "test"))] for row in result["per_fold"]]
     decisions = result["decisions"]  # the same models, four decisions
     assert list(decisions) == [crossval.decision_name(*d) for d in crossval.DECISIONS]
     assert decisions[crossval.decision_name("fixed", False)]["f1"] == pytest.approx(result["mean"]["f1"], abs=1e-4)

@@ -262,3 +262,30 @@ def test_a_share_of_the_training_split_needs_its_patients_and_trains_on_that_sha
     patients = np.repeat(["a", "b", "c"], 8)
     predictor = recipes.train(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None, train_patients=patients)
     assert predictor.info["train_patches"] == 12 and predictor.info["train_patients"] == 3
+
+
+def test_split_counts_and_the_printed_table_are_splits_describe_with_a_total():
+    import pandas as pd
+
+    df = pd.DataFrame({"patient": ["a", "a", "b", "c", "c", "d"], "label": [1, 0, 0, 1, 1, 0],
+                       "split": ["train", "train", "train", "val", "val", "test"]})
+    assert recipes.split_counts(df) == {
+        "train": {"patients": 2, "patches": 3, "positives": 1, "positive_share": 0.333},
+        "val": {"patients": 1, "patches": 2, "positives": 2, "positive_share": 1.0},
+        "test": {"patients": 1, "patches": 1, "positives": 0, "positive_share": 0.0},
+    }
+    rows = [line.split() for line in recipes.counts_table(df).splitlines()]
+    assert [r for r in rows if r[0] in ("train", "val", "test", "total")] == [
+        ["train", "2", "3", "1", "0.333"], ["val", "1", "2", "2", "1.000"], ["test", "1", "1", "0", "0.000"],
+        ["total", "4", "6", "3", "0.500"]]
+    assert recipes.used_patches_line(6, 6, "DIR") == "using all 6 usable patches of DIR"
+    assert recipes.used_patches_line(4, 6, "DIR", "capped at 4 patches") == \
+        "using 4 of the 6 usable patches of DIR: capped at 4 patches"
+
+
+def test_json_safe_turns_undefined_scores_into_null():
+    doc = {"roc_auc": float("nan"), "scores": [np.float32(0.5), np.inf, -np.inf], "n": np.int64(3), "name": "x"}
+    safe = recipes.json_safe(doc)
+    assert safe == {"roc_auc": None, "scores": [0.5, None, None], "n": 3, "name": "x"}
+    assert type(safe["n"]) is int
+    assert json.loads(json.dumps(safe, allow_nan=False)) == safe

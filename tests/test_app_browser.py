@@ -4,7 +4,7 @@ probabilities off the page. A screenshot goes to the test's tmp folder, and to
 $APP_SCREENSHOT when that is set.
 
 Playwright's own browser download is not used (``make browser`` installs
-Debian's chromium); without Playwright or /usr/bin/chromium the test skips.
+Debian's chromium); without /usr/bin/chromium the test skips.
 """
 
 import os
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("flask")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+import flask  # noqa: F401  (a hard dependency: a broken install fails here, it does not skip)
+from playwright import sync_api  # noqa: E402  (a dev dependency that make setup installs)
 
 from werkzeug.serving import make_server  # noqa: E402
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+import keras
+import tensorflow as tf
 
 from helpers import models  # noqa: E402
 from helpers.models import MODELS, WeightsError, build_model, count_params  # noqa: E402

@@ -6,7 +6,7 @@ import matplotlib
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-pytest.importorskip("keras")
+import keras  # noqa: F401
 
 from helpers import config, plots, results, study, train  # noqa: E402
 from helpers.study import Variant  # noqa: E402

@@ -11,7 +11,7 @@ import sys  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-pytest.importorskip("keras_tuner")
+import keras_tuner  # noqa: F401
 
 from helpers import config, experiment, tuning  # noqa: E402
 

@@ -229,12 +229,10 @@ def read_upload(data: bytes) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
         raise AppError(f"The {kind} file is damaged and does not decode ({_first_line(exc)}).",
                        422) from None
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # Transparent parts become white, as the pipeline pads border patches with white.
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    try:
-        return image.convert("RGB")
+    from . import pipeline
+
+    try:  # as training decodes it (alpha dropped, 16-bit scaled): one file, one answer
+        return Image.fromarray(pipeline.to_rgb(image))
     except (OSError, ValueError) as exc:
         raise AppError(f"The image's mode {image.mode} cannot be turned into RGB ({_first_line(exc)}).",
                        422) from None

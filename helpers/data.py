@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 
-from .index import IndexReport, build_index, load_index, save_index
+from .index import IndexReport, build_index, load_index, save_index, walk
 from .io import write_text
 
 
@@ -21,17 +22,36 @@ def _slug(data_dir: Path) -> str:
     return f"{data_dir.name}-{digest}"
 
 
+def tree_stamp(root) -> str | None:
+    """One digest of every file's relative path, size and modification time under ``root``
+    (None if it is not a folder): a saved index is reused only while this is unchanged. A stat
+    per file, no reads."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha1()
+    for dirpath, _, filenames in walk(root):  # as the index walks
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                info = os.stat(path)
+            except OSError:  # a dangling link: the index will count it
+                info = None
+            digest.update(f"{os.path.relpath(path, root)}|{info and info.st_size}|"
+                          f"{info and info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def cached_index(cfg, force: bool = False) -> tuple[pd.DataFrame, dict]:
     """(index, summary) for ``cfg.data_dir``, from ``outputs/index/`` when saved there.
 
-    ``force`` rebuilds it; so does a data directory that changed since (its
-    modification time, or the first-level folder count, differs).
+    ``force`` rebuilds it; so does a data directory that changed since: any file
+    added, removed, resized or modified anywhere under it (:func:`tree_stamp`).
     """
     data_dir = Path(cfg.data_dir)
     base = Path(cfg.output_dir) / "index" / _slug(data_dir)
     table, meta = base.with_suffix(".csv"), base.with_suffix(".json")
-    stamp = {"mtime": data_dir.stat().st_mtime if data_dir.exists() else None,
-             "folders": sum(1 for _ in data_dir.iterdir()) if data_dir.is_dir() else None}
+    stamp = {"files": tree_stamp(data_dir)}
     if not force and table.is_file() and meta.is_file():
         saved = json.loads(meta.read_text())
         if saved.get("stamp") == stamp:

@@ -7,6 +7,7 @@ and ``evaluate`` commands use the same functions.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,9 +100,8 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
         parts.append(splits.sample(part, max_patches=limit, seed=cfg.seed,
                                    balanced=balanced_train and name == "train"))
     index = pd.concat(parts).reset_index(drop=True)
-    for name in ("train", "val"):
-        if not (index["split"] == name).any():
-            raise ValueError(f"the {name} split is empty ({note}); check the data or the lists")
+    for line in splits.check_classes(index, note):
+        print(line, file=sys.stderr)
     batch = hardware.global_batch(cfg.batch_size)  # per replica in the profile; the pipeline's is global
     data = Data(index=index, train=None, val=None, test=None, class_weight={}, split_note=note,
                 image_size=image_size, preprocess=preprocess, batch_size=batch)

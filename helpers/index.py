@@ -52,6 +52,7 @@ class IndexReport:
     negatives: int = 0
     duplicates_merged: int = 0
     small_patches: int = 0
+    large_patches: int = 0  # wider or taller than 50: the pipeline keeps their top-left 50x50
     skipped: dict = field(default_factory=dict)
     skipped_files: list = field(default_factory=list)
     empty_patient_folders: list = field(default_factory=list)
@@ -108,15 +109,33 @@ def _inspect(path: Path, formats=("PNG",)):
             width, height = im.size
             im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))  # JPEG: at 1/8 scale, every byte read
             im.load()  # full decode: catches truncated files, which open() alone does not
+        if im.format == "PNG":
+            # PIL decodes a PNG with no IEND chunk, or a chunk whose checksum is wrong, which
+            # TensorFlow's decoder (training) refuses: verify checks every chunk's CRC and the end
+            with Image.open(io.BytesIO(data)) as again:
+                again.verify()
     except Exception as exc:  # PIL raises many types for bad files
         return None, None, None, ("undecodable", f"{type(exc).__name__}: {exc}")
     return width, height, hashlib.blake2b(data, digest_size=16).hexdigest(), None
 
 
+def walk(root):
+    """``os.walk`` in sorted order that follows linked folders (a patient folder linked in from
+    elsewhere is data too) and walks each real folder once (a link back up the tree ends there)."""
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        yield dirpath, dirnames, filenames
+
+
 def _candidates(root: Path):
     """Yield (path, folder_patient, folder_label, reason) for every file under root."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    for dirpath, dirnames, filenames in walk(root):
         rel = Path(dirpath).relative_to(root).parts
         if rel and rel[0] == NESTED:
             rel = rel[1:]
@@ -228,6 +247,7 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
     report.positives = int(df["label"].sum())
     report.negatives = report.unique_patches - report.positives
     report.small_patches = int(((df["width"] < PATCH) | (df["height"] < PATCH)).sum())
+    report.large_patches = int(((df["width"] > PATCH) | (df["height"] > PATCH)).sum())
     return df, report
 
 

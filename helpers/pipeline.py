@@ -22,10 +22,23 @@ from .io import atomic_path, file_workers, process_map
 FILL = 255
 
 
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """uint8 RGB pixels as TensorFlow's PNG decoder gives them with ``channels=3`` (what training
+    sees), so one file gets one answer on every path: 16-bit samples keep their high byte (PIL's
+    own conversion clips them, and a 16-bit grey patch turns white), alpha is dropped, grey and
+    palette images are expanded."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = (np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "P":  # a palette's transparency is alpha too: dropped, as the decoder does
+        im = im.convert("RGBA")
+    return np.asarray(im.convert("RGB"))
+
+
 def load_patch(path, size: int = PATCH) -> np.ndarray:
     """One patch as uint8 RGB (size, size, 3), padded with white at right/bottom."""
     with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
+        arr = to_rgb(im)
     return pad_patch(arr, size)
 
 

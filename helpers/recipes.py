@@ -639,11 +639,10 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     log(f"{used_patches_line(len(split_df), len(df), data_dir, '; '.join(why))}; split {note}; "
         f"recipe {recipe.name} (v{recipe.version}), model {recipe.model}, {recipe.epochs} epochs at most:\n"
         f"{counts_table(split_df)}")
+    for line in splits.check_classes(split_df, f"{data_dir}, {note}"):  # before decoding anything
+        log(line)
     images, labels = pipeline.load_arrays(split_df)
     part = {name: (split_df["split"] == name).to_numpy() for name in ("train", "val", "test")}
-    for name in ("train", "val"):
-        if not part[name].any():
-            raise ValueError(f"{data_dir}: the {name} split is empty ({note})")
     start = time.perf_counter()
     patients = split_df["patient"].to_numpy()
     predictor = train(recipe, (images[part["train"]], labels[part["train"]]),

@@ -7,6 +7,7 @@ union. Every write replaces the file atomically, so a crash never truncates it.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -49,9 +50,20 @@ def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
 
 
 def load(path) -> pd.DataFrame:
+    """The registry at ``path`` (a file, or the output folder holding it); empty if there is none.
+    A file that does not parse is moved aside to ``results.corrupt-<time>.csv``, with a warning
+    naming both, so that it blocks no later run and its rows can still be recovered by hand."""
     path = Path(path)
     if path.is_dir():
         path = registry_path(path)
     if not path.is_file():
         return pd.DataFrame(columns=FIRST)
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = path.with_name(f"{path.stem}.corrupt-{stamp}{path.suffix}")
+        path.replace(aside)
+        warnings.warn(f"{path} could not be read ({type(exc).__name__}: {str(exc).strip()[:120]}); "
+                      f"moved aside to {aside.name}, a new registry starts", stacklevel=2)
+        return pd.DataFrame(columns=FIRST)

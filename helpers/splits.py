@@ -182,6 +182,28 @@ def describe(df: pd.DataFrame) -> pd.DataFrame:
     return table.loc[order]
 
 
+def check_classes(df: pd.DataFrame, note: str = "") -> list[str]:
+    """Raise ValueError naming the split if training or validation is empty or holds one class only
+    (a model cannot learn, or be chosen, from one class: validation ROC-AUC is undefined); return a
+    warning line for a test split that holds one class only (its F1 or balanced accuracy is
+    undefined), so that a caller can print it."""
+    where = f" ({note})" if note else ""
+    for name in ("train", "val"):
+        labels = df.loc[df["split"] == name, "label"]
+        if labels.empty:
+            raise ValueError(f"the {name} split is empty{where}; check the data or the lists")
+        if labels.nunique() < 2:
+            only = "IDC-positive" if labels.iloc[0] == 1 else "IDC-negative"
+            patients = df.loc[labels.index, "patient"].nunique()
+            raise ValueError(f"the {name} split holds only {only} patches ({len(labels)} from {patients} "
+                             f"patient(s)){where}: it needs both classes; use more patients or other lists")
+    test = df.loc[df["split"] == "test", "label"]
+    if len(test) and test.nunique() < 2:
+        return [f"warning: the test split holds only {'IDC-positive' if test.iloc[0] == 1 else 'IDC-negative'} "
+                f"patches{where}: its F1, balanced accuracy and ROC-AUC are undefined"]
+    return []
+
+
 def check_disjoint(df: pd.DataFrame) -> None:
     """Raise if any patient appears in more than one split."""
     counts = df.groupby("patient")["split"].nunique()

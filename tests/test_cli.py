@@ -195,3 +195,19 @@ def test_index_says_how_many_patches_and_patients_it_found(tree):
     out = helpers_cli("index", tree)
     assert out.returncode == 0, out.stderr
     assert out.stderr.startswith(f"10 usable patches of 2 patients in {tree}, 2 IDC-positive (share 0.200)")
+
+
+def test_train_refuses_a_split_whose_validation_holds_one_class(tmp_path):
+    """Four patients, one with IDC: some split gets no positive patch; train says which and stops
+    (before, it trained, chose its checkpoint on a validation ROC-AUC of 0.0 and printed NaN)."""
+    root = tmp_path / "idc"
+    for patient in range(4):
+        for i in range(6):
+            label = int(patient == 0 and i < 3)
+            write_patch(patch_path(root, 20 + patient, 1 + 50 * i, 1, label), colour=(200, 100, 150 - 90 * label))
+    out = helpers_cli("train", "--model", "cancernet", "--data-dir", str(root), "--out", str(tmp_path / "m"),
+                      "--epochs", "1")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: the ")
+    assert "split holds only IDC-negative patches" in out.stderr
+    assert not (tmp_path / "m" / "model.json").exists()

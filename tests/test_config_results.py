@@ -73,3 +73,28 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+def test_a_corrupt_registry_is_moved_aside_and_a_new_one_starts(tree, tmp_path):
+    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    (tmp_path / "results.csv").write_text('time,notebook\n"unclosed,quote\nx,y,z,w\n')
+    with pytest.warns(UserWarning, match=r"results\.csv could not be read.*moved aside to results\.corrupt-"):
+        table = results.record(cfg, "00_data", [{"run": "a"}], split="none")
+    assert list(table["run"]) == ["a"]
+    aside = list(tmp_path.glob("results.corrupt-*.csv"))
+    assert len(aside) == 1 and "unclosed" in aside[0].read_text()
+
+
+def test_atomic_outputs_get_the_mode_a_plain_open_gives(tmp_path):
+    import os
+
+    from helpers.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "model.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644

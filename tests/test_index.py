@@ -70,6 +70,33 @@ def test_bad_files_are_counted_by_category(tree):
     assert any("format JPEG" in e["detail"] for e in summary["skipped_examples"]["undecodable"])
 
 
+def test_pngs_that_training_cannot_decode_are_not_indexed(idc_sample, tmp_path):
+    """A real patch without its IEND chunk, and one with a flipped bit in a chunk: PIL decodes both,
+    TensorFlow's decoder (training's) refuses both, so the index must refuse them, naming the file."""
+    import tensorflow as tf
+
+    real = sorted((idc_sample / "10253" / "0").glob("*.png"))[0].read_bytes()
+    flipped = bytearray(real)
+    flipped[60] ^= 1
+    root = tmp_path / "idc"
+    write_patch(patch_path(root, 7, 1, 1, 0))
+    damaged = {patch_path(root, 7, 51, 1, 0): real[:-12], patch_path(root, 7, 101, 1, 0): bytes(flipped)}
+    for path, data in damaged.items():
+        path.write_bytes(data)
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf.io.decode_png(data)
+    df, report = build_index(root)
+    assert len(df) == 1 and report.skipped == {"undecodable": 2}
+    assert {path for path, _, _ in report.skipped_files} == {str(p) for p in damaged}
+
+
+def test_patches_larger_than_50_are_kept_and_counted(tree):
+    write_patch(patch_path(tree, 2, 101, 1, 0), size=(80, 80))
+    df, report = build_index(tree)
+    assert report.large_patches == 1 and report.small_patches == 0 and len(df) == 11
+    assert report.summary()["large_patches"] == 1
+
+
 def test_small_rgba_and_grayscale_patches_are_kept(tree):
     write_patch(patch_path(tree, 2, 101, 1, 0), size=(50, 23))
     write_patch(patch_path(tree, 2, 101, 51, 0), size=(17, 50), mode="RGBA")
@@ -144,3 +171,36 @@ def test_cli_missing_directory_is_one_clear_line(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: data directory {tmp_path / 'missing'} does not exist"
+
+
+def test_the_saved_index_is_rebuilt_when_a_file_deep_inside_changes(tree, tmp_path):
+    import os
+
+    from helpers import config, data
+
+    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path / "out")
+    first, _ = data.cached_index(cfg)
+    again, _ = data.cached_index(cfg)
+    assert len(first) == len(again) == 10
+    inner = patch_path(tree, 2, 1, 1, 0)
+    top = os.stat(tree)
+    write_patch(inner, size=(40, 50))  # the same name, other bytes: only the file's size and time change
+    os.utime(tree, ns=(top.st_atime_ns, top.st_mtime_ns))  # the top folder looks untouched
+    changed, _ = data.cached_index(cfg)
+    assert changed.loc[changed["path"] == str(inner), "width"].item() == 40
+    assert data.tree_stamp(tmp_path / "missing") is None
+
+
+def test_a_linked_patient_folder_is_indexed_and_a_link_loop_is_walked_once(tree, tmp_path):
+    import os
+
+    elsewhere = tmp_path / "elsewhere"
+    write_patch(patch_path(elsewhere, 9, 1, 1, 1))
+    os.symlink(elsewhere / "9", tree / "9")
+    os.symlink(tree, tree / "2" / "loop")  # a link back up the tree
+    df, report = build_index(tree)
+    assert report.unique_patches == 11 and set(df["patient"]) == {"1", "2", "9"}
+    assert df.loc[df["patient"] == "9", "label"].tolist() == [1]
+    from helpers import data
+
+    assert data.tree_stamp(tree) == data.tree_stamp(tree)  # the loop ends here too

@@ -144,3 +144,36 @@ def test_arrays_reach_batches_with_their_own_labels(balance):
         assert 0.4 < np.mean(np.array(first) % 2) < 0.6
     else:
         assert sorted(first) == rows.tolist() and first != rows.tolist()
+
+
+@pytest.mark.parametrize("kind", ["rgba", "grey16", "rgb16", "palette_transparent", "grey"])
+def test_to_rgb_gives_what_tensorflows_png_decoder_gives(kind, tmp_path):
+    """Training decodes with TensorFlow, the index, pack and the app with PIL: one file, one answer."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from helpers.pipeline import load_patch, to_rgb
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / f"{kind}.png"
+    if kind == "rgba":
+        Image.fromarray(rng.integers(0, 256, (50, 50, 4), dtype=np.uint8), "RGBA").save(path)
+    elif kind == "grey16":
+        Image.fromarray(rng.integers(0, 65536, (50, 50), dtype=np.uint16)).save(path)
+    elif kind == "rgb16":  # PIL cannot write one: TensorFlow encodes it
+        tf.io.write_file(str(path), tf.io.encode_png(rng.integers(0, 65536, (50, 50, 3), dtype=np.uint16)))
+    elif kind == "palette_transparent":
+        im = Image.fromarray(rng.integers(0, 4, (50, 50), dtype=np.uint8), "P")
+        im.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+        im.info["transparency"] = 0
+        im.save(path, transparency=0)
+    else:
+        Image.fromarray(rng.integers(0, 256, (50, 50), dtype=np.uint8), "L").save(path)
+    expected = tf.io.decode_png(path.read_bytes(), channels=3).numpy()
+    with Image.open(io.BytesIO(path.read_bytes())) as im:
+        np.testing.assert_array_equal(to_rgb(im), expected)
+    np.testing.assert_array_equal(load_patch(path), expected)
+    if kind == "grey16":
+        assert expected.mean() < 200  # PIL's own conversion made this patch white

@@ -183,3 +183,19 @@ def test_held_out_patients_go_to_test_and_the_rest_split_as_usual():
     splits.check_disjoint(out)
     with pytest.raises(ValueError, match=r"not in the data: \['999'\]"):
         splits.split_by_patient(df, hold_out=["1003", "999"])
+
+
+def test_a_split_with_one_class_is_refused_for_training_and_validation_and_warned_for_test():
+    df = pd.DataFrame({"patient": list("aabbccdd"), "label": [0, 1, 0, 0, 0, 1, 1, 1],
+                       "split": ["train"] * 2 + ["val"] * 2 + ["test"] * 2 + ["test"] * 2})
+    with pytest.raises(ValueError, match=r"the val split holds only IDC-negative patches \(2 from 1 patient\(s\)\) \(x\)"):
+        splits.check_classes(df, "x")
+    df.loc[2, "label"] = 1
+    assert splits.check_classes(df) == []
+    df.loc[df["split"] == "test", "label"] = 0
+    assert splits.check_classes(df, "x") == [
+        "warning: the test split holds only IDC-negative patches (x): its F1, balanced accuracy and ROC-AUC are undefined"]
+    with pytest.raises(ValueError, match="the train split is empty"):
+        splits.check_classes(df[df["split"] != "train"])
+    with pytest.raises(ValueError, match="the train split holds only IDC-positive"):
+        splits.check_classes(df.assign(label=df["label"].where(df["split"] != "train", 1)))

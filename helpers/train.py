@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+import sys
 import time
 import weakref
 from dataclasses import asdict, dataclass
@@ -211,11 +214,13 @@ def _recalibrate_callback(dataset, batches):
 
 
 def make_callbacks(run_dir, name: str, monitor: str = "val_auc", patience: int = 5,
-                   extra=(), checkpoint_metrics=None) -> list:
+                   extra=(), checkpoint_metrics=None, resume: dict | None = None) -> list:
     """F1, best-epoch checkpoint, early stopping, CSV history, backup for resumption.
 
     A checkpoint is named by model, epoch and ``checkpoint_metrics`` (default: the
     monitored one), e.g. ``vgg16-epoch03-val_loss0.4127-val_accuracy0.8100.keras``.
+    ``resume`` (from :func:`resume_state`) carries the best value so far and the epochs
+    waited since, so that a resumed run keeps and stops on what the whole run saw.
     """
     import keras
 
@@ -223,19 +228,82 @@ def make_callbacks(run_dir, name: str, monitor: str = "val_auc", patience: int =
     shown = "-".join(f"{m}{{{m}:.4f}}" for m in (checkpoint_metrics or (monitor,)))
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     mode = "min" if "loss" in monitor else "max"
+    resume = resume or {}
     return [
         _f1_callback(),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / f"{name}-epoch{{epoch:02d}}-{shown}.keras"),
-            monitor=monitor, mode=mode, save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+            monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=resume.get("best")),
+        _early_stopping(monitor, mode, patience, resume.get("best"), resume.get("wait", 0)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        # Saves the model, optimizer and epoch after every epoch; a new fit() in
+        # Saves the weights, optimizer and epoch after every epoch; a new fit() in
         # the same run_dir starts from there. Deleted when training ends.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        _backup_callback(run_dir / "backup"),
         keras.callbacks.TerminateOnNaN(),
         *extra,
     ]
+
+
+BACKUP_WEIGHTS, BACKUP_STATE = "latest.weights.h5", "training_metadata.json"  # Keras' names
+
+
+def _backup_callback(backup_dir):
+    """Keras' BackupAndRestore, writing each file to a temporary name renamed into place: a
+    kill at any moment leaves the last finished epoch's backup whole, never a truncated one."""
+    import keras
+
+    class AtomicBackup(keras.callbacks.BackupAndRestore):
+        def _save_model(self):
+            Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+            partial = Path(self.backup_dir) / "partial.weights.h5"  # Keras wants the .weights.h5 ending
+            self.model.save_weights(filepath=str(partial), overwrite=True)
+            partial.replace(self._weights_path)
+            write_text(self._training_metadata_path,
+                       json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+    return AtomicBackup(str(backup_dir))
+
+
+def _early_stopping(monitor: str, mode: str, patience: int, best=None, wait: int = 0):
+    """EarlyStopping that starts from a resumed run's best value and patience spent."""
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            self.best, self.wait = best, wait
+
+    return ResumableEarlyStopping(monitor=monitor, mode=mode, patience=patience)
+
+
+def readable_backup(backup_dir) -> int | None:
+    """The epochs a backup holds, if its weights open and its state parses; else None."""
+    import h5py
+
+    backup_dir = Path(backup_dir)
+    try:
+        epochs = int(json.loads((backup_dir / BACKUP_STATE).read_text())["epoch"])
+        with h5py.File(backup_dir / BACKUP_WEIGHTS, "r"):
+            pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epochs
+
+
+def resume_state(run_dir, monitor: str, epochs_done: int) -> dict:
+    """Best value of ``monitor`` over the first ``epochs_done`` epochs of the history, and the
+    epochs since it (what EarlyStopping had counted when the run stopped)."""
+    try:
+        history = read_history(run_dir)
+    except FileNotFoundError:
+        return {}
+    history = history[history["epoch"] < epochs_done]
+    if history.empty or monitor not in history:
+        return {}
+    values = history[monitor].astype(float)
+    at = int(values.idxmin() if "loss" in monitor else values.idxmax())
+    return {"best": float(values[at]), "wait": int(len(history) - 1 - history.index.get_loc(at)),
+            "best_epoch": int(history.loc[at, "epoch"])}
 
 
 @dataclass
@@ -269,9 +337,29 @@ def read_history(run_dir) -> pd.DataFrame:
 
 
 def best_checkpoint(run_dir, monitor: str = "val_auc") -> Path | None:
-    """The checkpoint of the best epoch (ModelCheckpoint only writes improvements)."""
-    found = sorted(Path(run_dir, "checkpoints").glob("*.keras"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    """The checkpoint of the best epoch by ``monitor`` in the history (a resumed run's files are
+    not in time order of merit), that opens as a .keras archive; the newest whole one if the
+    history names none."""
+    import zipfile
+
+    found = [p for p in Path(run_dir, "checkpoints").glob("*.keras") if zipfile.is_zipfile(p)]
+    if not found:
+        return None
+    by_epoch = {}
+    for path in sorted(found, key=lambda p: p.stat().st_mtime):
+        match = re.search(r"-epoch(\d+)-", path.name)
+        if match:
+            by_epoch[int(match.group(1))] = path  # Keras numbers the files from 1
+    try:
+        history = read_history(run_dir)
+    except FileNotFoundError:
+        history = pd.DataFrame()
+    if monitor in history:
+        ranked = history.sort_values(monitor, ascending="loss" in monitor, kind="stable")
+        for epoch in ranked["epoch"]:
+            if int(epoch) + 1 in by_epoch:
+                return by_epoch[int(epoch) + 1]
+    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = None,
@@ -298,17 +386,29 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     name = name or model.name
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "backup").exists():
+    done = readable_backup(run_dir / "backup")
+    if done is None:
+        if (run_dir / "backup").exists():
+            print(f"warning: the backup in {run_dir / 'backup'} cannot be read; training starts again "
+                  "from epoch 1", file=sys.stderr, flush=True)
+            shutil.rmtree(run_dir / "backup")
         # A fresh start, not a resumption: the history and checkpoints of an earlier,
         # finished run in this folder would mix with this one's.
         (run_dir / "history.csv").unlink(missing_ok=True)
         for old in (run_dir / "checkpoints").glob("*.keras"):
             old.unlink()
+        resume = {}
+    else:
+        resume = resume_state(run_dir, monitor, done)
+        for old in (run_dir / "checkpoints").glob("*.keras"):  # epochs the backup does not hold
+            match = re.search(r"-epoch(\d+)-", old.name)
+            if match and int(match.group(1)) > done:
+                old.unlink()
     compile_model(model, optimizer, learning_rate, label_smoothing, optimizer_options, xla=xla)
     # BatchNorm statistics recomputed before every validation (and so before every
     # checkpoint): 0 turns it off, to see the problem it solves (notebook 08).
     extra = ([_recalibrate_callback(train_ds, recalibrate_bn)] if recalibrate_bn else []) + list(extra_callbacks)
-    callbacks = make_callbacks(run_dir, name, monitor, patience, extra, checkpoint_metrics)
+    callbacks = make_callbacks(run_dir, name, monitor, patience, extra, checkpoint_metrics, resume=resume)
     if getattr(model.optimizer, "use_ema", False):
         # First, so that validation (and the BatchNorm recalibration before it) and the
         # checkpoint see the averaged weights; training steps go on with the raw ones. A run
@@ -319,14 +419,14 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
                         shuffle=False,  # the tf.data pipeline shuffles
                         callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
-    epochs_run = len(history.epoch)
+    epochs_run = len(read_history(run_dir))  # a resumed run's earlier epochs count too
     n = train_patches or 0
     result = TrainResult(
         run_dir=str(run_dir),
         best_checkpoint=str(best_checkpoint(run_dir, monitor) or "") or None,
         epochs_run=epochs_run,
         seconds=round(seconds, 2),
-        images_per_s=round(n * epochs_run / seconds, 1) if n and seconds > 0 else math.nan,
+        images_per_s=round(n * len(history.epoch) / seconds, 1) if n and seconds > 0 else math.nan,
         train_patches=n,
     )
     write_text(run_dir / "train.json", json.dumps(

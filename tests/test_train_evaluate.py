@@ -123,8 +123,57 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05,
                        extra_callbacks=[Record()], verbose=0)
     assert started == [1, 2], "the second fit starts after the epoch that finished"
-    assert result.epochs_run == 2
+    assert result.epochs_run == 3, "the run's epochs, as its history has them"
     assert list(train.read_history(tmp_path / "run")["epoch"]) == [0, 1, 2]
+
+
+def crash_after_first_epoch(tmp_path, ds, val):
+    class Crash(Exception):
+        pass
+
+    class CrashAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise Crash()
+
+    with pytest.raises(Crash):
+        train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05,
+                  extra_callbacks=[CrashAfterFirstEpoch()], verbose=0)
+    return tmp_path / "run" / "backup"
+
+
+def test_a_backup_cut_short_by_a_kill_falls_back_to_a_fresh_start_with_one_warning(tmp_path, capsys):
+    ds, _ = separable()
+    val, _ = separable(seed=1)
+    backup = crash_after_first_epoch(tmp_path, ds, val)
+    assert train.readable_backup(backup) == 1
+    assert sorted(p.name for p in backup.iterdir()) == ["latest.weights.h5", "training_metadata.json"]
+    weights = backup / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # what a kill mid-write left
+    assert train.readable_backup(backup) is None
+    capsys.readouterr()
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, verbose=0)
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warned == [f"warning: the backup in {backup} cannot be read; training starts again from epoch 1"]
+    assert list(result.history["epoch"]) == [0, 1] and result.epochs_run == 2
+
+
+def test_a_resumed_run_keeps_the_best_epoch_of_the_whole_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    pd.DataFrame({"epoch": [0, 1, 2, 3], "val_auc": [0.88, 0.86, 0.87, 0.85],
+                  "val_loss": [0.5, 0.4, 0.45, 0.6]}).to_csv(run / "history.csv", index=False)
+    model = tiny_model()
+    for epoch in (1, 3, 2):  # written in this order, as a resumed run writes epoch 3 after epoch 1
+        model.save(run / "checkpoints" / f"tiny-epoch{epoch:02d}-val_auc0.0000.keras")
+    assert train.best_checkpoint(run, "val_auc").name == "tiny-epoch01-val_auc0.0000.keras"
+    assert train.best_checkpoint(run, "val_loss").name == "tiny-epoch02-val_auc0.0000.keras"
+    (run / "checkpoints" / "tiny-epoch01-val_auc0.0000.keras").write_bytes(b"cut short")
+    assert train.best_checkpoint(run, "val_auc").name == "tiny-epoch03-val_auc0.0000.keras"
+    # what EarlyStopping and ModelCheckpoint had seen when the backup of 3 epochs was written
+    assert train.resume_state(run, "val_auc", 3) == {"best": 0.88, "wait": 2, "best_epoch": 0}
+    assert train.resume_state(run, "val_loss", 3) == {"best": 0.4, "wait": 1, "best_epoch": 1}
+    assert train.resume_state(tmp_path / "none", "val_auc", 3) == {}
 
 
 def test_a_rerun_of_a_finished_run_starts_a_clean_history(tmp_path):

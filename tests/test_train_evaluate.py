@@ -99,19 +99,7 @@ def test_the_train_step_is_traced_once(monkeypatch):
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     ds, _ = separable()
     val, _ = separable(seed=1)
-
-    class Crash(Exception):
-        pass
-
-    class CrashAfterFirstEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:
-                raise Crash()
-
-    with pytest.raises(Crash):
-        train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05,
-                  extra_callbacks=[CrashAfterFirstEpoch()], verbose=0)
-    assert (tmp_path / "run" / "backup").exists()
+    assert crash_after_first_epoch(tmp_path, ds, val).exists()
     assert list(train.read_history(tmp_path / "run")["epoch"]) == [0]
 
     started = []

@@ -20,6 +20,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from flask import Flask, render_template, request
@@ -33,6 +34,9 @@ MAX_UPLOAD_MB = 10
 # A small PNG can declare a huge canvas (a decompression bomb): the header's size
 # is checked before any pixel is decoded. 25 MP is far above any ultrasound frame.
 MAX_PIXELS = 25_000_000
+# Uploads decoded at once: a 25-megapixel 16-bit RGBA PNG takes ~400 MB while it decodes, so a
+# burst of requests waits here instead of each holding its own copy in memory.
+DECODES = threading.BoundedSemaphore(2)
 # What PIL finds in the bytes; MPO is the JPEG variant many phone cameras write.
 FORMATS = {"PNG", "JPEG", "MPO"}
 # Folders that hold no model to offer: keras-tuner trials, packed data, Keras'
@@ -326,6 +330,13 @@ def create_app(outputs_dir=None) -> Flask:
     def index():
         return page()
 
+    @app.before_request
+    def same_origin_only():
+        # A page on another site must not post images to this local app through the user's browser.
+        origin = request.headers.get("Origin")
+        if request.method == "POST" and origin and urlsplit(origin).netloc != request.host:
+            raise AppError(f"Uploads from another site ({origin}) are refused: open this app's own page.", 403)
+
     @app.post("/")
     def upload():
         found = {m.id: m for m in discover_models(outputs)}
@@ -338,7 +349,8 @@ def create_app(outputs_dir=None) -> Flask:
         upload = request.files.get("image")
         if upload is None or not upload.filename:
             raise AppError("No file was chosen: pick a PNG or JPEG image to upload.", 400)
-        image = read_upload(upload.read())
+        with DECODES:
+            image = read_upload(upload.read())
         entry = found[chosen]
         with MODELS.lock:
             model = MODELS.get(entry)

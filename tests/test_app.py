@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -403,3 +404,47 @@ def test_models_grad_cam_cannot_explain(tmp_path):
     assert 'id="overlay"' not in html
     response, html = post(client, found["three.keras"].id, data)
     assert_refused(response, html, 422, "model &#39;tiny&#39; has 3 outputs; this app shows two-class models")
+
+
+def test_an_upload_from_another_site_is_refused(client, outputs):
+    form = {"model": ids(outputs)["models/cancernet.keras"], "image": (io.BytesIO(png_bytes()), "p.png")}
+    response = client.post("/", data=form, content_type="multipart/form-data",
+                           headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403
+    assert "Uploads from another site (https://evil.example) are refused" in response.get_data(as_text=True)
+    form["image"] = (io.BytesIO(png_bytes()), "p.png")
+    same = client.post("/", data=form, content_type="multipart/form-data", headers={"Origin": "http://localhost"})
+    assert same.status_code == 200
+
+
+def test_uploads_are_decoded_two_at_a_time(outputs, monkeypatch):
+    import time
+
+    decoding, most = [0], [0]
+    guard = threading.Lock()
+    real = webapp.read_upload
+
+    def slow_read(data):
+        with guard:
+            decoding[0] += 1
+            most[0] = max(most[0], decoding[0])
+        time.sleep(0.3)
+        with guard:
+            decoding[0] -= 1
+        return real(data)
+
+    monkeypatch.setattr(webapp, "read_upload", slow_read)
+    app = webapp.create_app(outputs)
+    model = ids(outputs)["models/cancernet.keras"]
+    statuses = []
+
+    def one():
+        response, _ = post(app.test_client(), model, png_bytes())
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 6 and most[0] == 2

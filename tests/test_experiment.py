@@ -51,8 +51,11 @@ def test_cli_train_then_evaluate(small_demo, tmp_path):
     scores = json.loads(out.stdout)
     assert scores["threshold"] == pytest.approx(summary["threshold"])
     assert scores["threshold_source"] == "chosen on validation at training"
-    for key in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc"):
-        assert 0 <= scores[key] <= 1
+    tp, fp, fn, tn = (scores[k] for k in ("tp", "fp", "fn", "tn"))  # the scores agree with the counts
+    assert tp + fp + fn + tn == scores["n"]
+    assert scores["accuracy"] == pytest.approx((tp + tn) / scores["n"])
+    assert scores["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert scores["balanced_accuracy"] == pytest.approx((tp / (tp + fn) + tn / (tn + fp)) / 2)
     assert len(scores["per_patient"]) == 12
     assert scores["n"] == sum(p["patches"] for p in scores["per_patient"])
 

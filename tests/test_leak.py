@@ -29,5 +29,5 @@ def test_both_splits_train_and_only_the_patch_split_shares_patients(tmp_path):
     by = table.set_index("split")
     assert by.loc["patient", "test_patients_also_in_training"] == 0
     assert by.loc["patch", "test_patients_also_in_training"] == by.loc["patch", "test_patients"] > 0
-    assert (table["epochs_run"] == 1).all() and table["f1"].between(0, 1).all()
+    assert (table["epochs_run"] == 1).all() and table["roc_auc"].notna().all()  # both classes on each test side
     assert (tmp_path / "out" / "runs" / "leak_cancernet_smoke" / "patient-1").is_dir()

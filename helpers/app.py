@@ -37,6 +37,9 @@ MAX_PIXELS = 25_000_000
 # Uploads decoded at once: a 25-megapixel 16-bit RGBA PNG takes ~400 MB while it decodes, so a
 # burst of requests waits here instead of each holding its own copy in memory.
 DECODES = threading.BoundedSemaphore(2)
+# Bytes an upload may take once decoded (width x height x channels x bytes per sample): a
+# 25-megapixel 8-bit RGB photo (75 MB) passes, the same frame as 16-bit RGBA (200 MB) does not.
+MAX_DECODED_MB = 100
 # What PIL finds in the bytes; MPO is the JPEG variant many phone cameras write.
 FORMATS = {"PNG", "JPEG", "MPO"}
 # Folders that hold no model to offer: keras-tuner trials, packed data, Keras'
@@ -206,6 +209,14 @@ def _first_line(exc) -> str:
 
 # --- the upload ------------------------------------------------------------------
 
+def decoded_bytes(image: Image.Image) -> int:
+    """Width x height x channels x bytes per sample of an opened, not yet decoded image (PIL
+    names a 16-bit layout in its decoder's raw mode, e.g. ``RGBA;16B``)."""
+    raw = " ".join(str(tile.args) for tile in getattr(image, "tile", []) or [])
+    depth = 2 if "16" in raw or image.mode.startswith("I;16") else 1
+    return image.width * image.height * len(image.getbands()) * depth
+
+
 def read_upload(data: bytes) -> Image.Image:
     """The uploaded bytes as an RGB PIL image, or an AppError that says what is wrong.
 
@@ -225,6 +236,11 @@ def read_upload(data: bytes) -> Image.Image:
             if width * height > MAX_PIXELS:
                 raise AppError(f"The image is {width}x{height} pixels, more than the "
                                f"{MAX_PIXELS // 1_000_000} million this app accepts.", 413)
+            decoded = decoded_bytes(image)
+            if decoded > MAX_DECODED_MB * 1_000_000:
+                raise AppError(f"The image would take {decoded / 1e6:.0f} MB once decoded ({width}x{height}, "
+                               f"{len(image.getbands())} channels of {decoded // (width * height * len(image.getbands()))}"
+                               f" byte(s)), more than the {MAX_DECODED_MB} MB this app accepts.", 413)
             image.load()
     except UnidentifiedImageError:
         raise AppError("That file is not an image PIL can read: upload a PNG or JPEG.", 415) from None

@@ -448,3 +448,15 @@ def test_uploads_are_decoded_two_at_a_time(outputs, monkeypatch):
     for t in threads:
         t.join()
     assert statuses == [200] * 6 and most[0] == 2
+
+
+def test_an_upload_too_large_once_decoded_is_refused_before_decoding(client, outputs, monkeypatch):
+    import tensorflow as tf
+
+    frame = tf.io.encode_png(np.zeros((300, 400, 4), np.uint16)).numpy()  # 16-bit RGBA: 960,000 bytes decoded
+    assert webapp.decoded_bytes(Image.open(io.BytesIO(frame))) == 300 * 400 * 4 * 2
+    assert webapp.decoded_bytes(Image.open(io.BytesIO(png_bytes()))) == 50 * 50 * 3
+    monkeypatch.setattr(webapp, "MAX_DECODED_MB", 0.5)
+    response, html = post(client, ids(outputs)["models/cancernet.keras"], frame, "big.png")
+    assert response.status_code == 413
+    assert "would take 1 MB once decoded (400x300, 4 channels of 2 byte(s))" in html

@@ -64,8 +64,9 @@ class Config:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
     def __str__(self) -> str:
-        width = max(map(len, self.as_dict()))
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.as_dict().items())
+        shown = {**self.as_dict(), "data": self.data_label}  # every printed config names its data
+        width = max(map(len, shown))
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in shown.items())
 
 
 def demo_dir(patients: int = PROFILES["smoke"]["demo_patients"]) -> Path:

@@ -40,7 +40,7 @@ def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Read-modify-write under a lock: two runs appending at once both keep their rows.
     with FileLock(str(path) + ".lock", timeout=120):
-        old = load(path)
+        old = _load_or_set_aside(path)
         table = pd.concat([old, new], ignore_index=True) if len(old) else new
         ordered = [c for c in FIRST if c in table] + [c for c in table if c not in FIRST]
         table = table[ordered]
@@ -50,20 +50,25 @@ def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
 
 
 def load(path) -> pd.DataFrame:
-    """The registry at ``path`` (a file, or the output folder holding it); empty if there is none.
-    A file that does not parse is moved aside to ``results.corrupt-<time>.csv``, with a warning
-    naming both, so that it blocks no later run and its rows can still be recovered by hand."""
+    """The registry at ``path`` (a file, or the output folder holding it); empty if there is none."""
     path = Path(path)
     if path.is_dir():
         path = registry_path(path)
     if not path.is_file():
         return pd.DataFrame(columns=FIRST)
+    return pd.read_csv(path)
+
+
+def _load_or_set_aside(path) -> pd.DataFrame:
+    """What ``record`` appends to: the registry, or, when it does not parse, an empty one, the old
+    file moved aside to ``results.corrupt-<time>.csv`` with a warning naming both (so that it blocks
+    no later run, and its rows can still be recovered by hand)."""
     try:
-        return pd.read_csv(path)
+        return load(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         aside = path.with_name(f"{path.stem}.corrupt-{stamp}{path.suffix}")
         path.replace(aside)
         warnings.warn(f"{path} could not be read ({type(exc).__name__}: {str(exc).strip()[:120]}); "
-                      f"moved aside to {aside.name}, a new registry starts", stacklevel=2)
+                      f"moved aside to {aside.name}, a new registry starts", stacklevel=3)
         return pd.DataFrame(columns=FIRST)

@@ -16,7 +16,7 @@ def _stderr(message: str) -> None:
 
 def _print_json(doc) -> None:
     """``doc`` on stdout as JSON, an undefined score (NaN) as null: strict parsers refuse NaN."""
-    from .recipes import json_safe
+    from .io import json_safe
 
     print(json.dumps(json_safe(doc), indent=2, default=str, allow_nan=False))
 
@@ -65,13 +65,11 @@ def _pack(args) -> int:
     return 0
 
 
-# --- download (the full Kaggle set; helpers/download.py) ---
 def _download(args) -> int:
     from .download import download_idc
 
     print(download_idc(args.dest, method=args.method, force=args.force))
     return 0
-# --- end download ---
 
 
 def _run_all(args) -> int:
@@ -110,7 +108,7 @@ def _budget(args) -> tuple[int | None, int | None]:
     from .config import PROFILES
 
     cap = args.max_patches
-    if cap is not None and cap != 0 and cap < 2:
+    if cap is not None and cap != 0 and cap < 2:  # told before TensorFlow loads, naming the flag
         raise ValueError(f"--max-patches must be 0 (all patches) or at least 2, got {cap}")
     if args.profile is None:
         return cap or None, args.epochs
@@ -356,15 +354,13 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.set_defaults(func=_pack)
 
-    # --- download ---
     p = sub.add_parser("download", help="download the full Kaggle IDC set once (public, no token), check its "
                        "counts and print its root; a set checked before is reused without network")
     p.add_argument("--dest", default=None, help="where it goes (default: data/idc in the repository)")
     p.add_argument("--method", default="kagglehub", choices=("kagglehub", "cli"))
     p.add_argument("--force", action="store_true", help="download and check again")
     p.set_defaults(func=_download)
-    # --- end download ---
-
+    
     p = sub.add_parser("run-all", help="execute every notebook through papermill")
     p.add_argument("--profile", default="smoke")
     p.add_argument("--data-dir", default=None, help="real data; empty for the generated demo set")

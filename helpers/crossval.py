@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from . import recipes
+from . import recipes, splits
 
 METRICS = ("f1", "balanced_accuracy", "roc_auc")  # the IDC class's F1; the threshold's balanced accuracy
 REPORTED = (*METRICS, "accuracy", "precision", "recall", "threshold")
@@ -225,7 +225,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
             f"({split.loc[at['train'], 'patient'].nunique()} patients), validation {len(at['val'])}, "
             f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)"
             + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}" if recipe.train_share < 1 else "")
-            + f":\n{recipes.counts_table(split)}")
+            + f":\n{splits.counts_table(split)}")
         predictor = recipes.train(recipe, (data.images[at["train"]], data.labels[at["train"]]),
                                   (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
@@ -338,7 +338,6 @@ def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
 
 def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
     """(the fold's split index, {split name: row numbers into the data})."""
-    from . import splits
 
     split = fold_split(folded, fold, seed)
     if sample_size:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import evaluate, hardware, pipeline, splits
 from .data import cached_index
+from .io import json_safe
 
 
 @dataclass
@@ -242,8 +243,7 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
                              batch_size=batch_size, sample_size=sample_size, seed=seed, make_demo=False)
     if not cfg.data_dir.is_dir():
         raise FileNotFoundError(f"data directory {cfg.data_dir} does not exist")
-    if cfg.sample_size is not None and cfg.sample_size < 2:
-        raise ValueError(f"the patch cap must be 0 (all) or at least 2, got {cfg.sample_size}")
+    splits.check_cap(cfg.sample_size)
     size = models.input_size(model_name, image_size)
     data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name),
                         split_dir=split_dir, augment=augment)
@@ -256,10 +256,10 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
         why.append(f"capped at {cfg.sample_size:,} patches" + (f" (profile {profile})" if profile else ""))
     if len(data.part("train")) < whole_train:
         why.append(f"training split class-balanced: {len(data.part('train')):,} of its {whole_train:,} patches")
-    counts = recipes.split_counts(data.index)
-    log(f"{recipes.used_patches_line(len(data.index), available, cfg.data_dir, '; '.join(why))}; split "
+    counts = splits.split_counts(data.index)
+    log(f"{splits.used_patches_line(len(data.index), available, cfg.data_dir, '; '.join(why))}; split "
         f"{data.split_note}; model {model_name}, {optimizer}, {cfg.epochs} epochs at most, batch {cfg.batch_size}:\n"
-        f"{recipes.counts_table(data.index)}")
+        f"{splits.counts_table(data.index)}")
     model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at, seed=seed,
                                **(build or {}))
     result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
@@ -273,7 +273,7 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
             f"crowded at one end (trained {result.epochs_run} epochs); its test scores rest on that cut")
     with atomic_path(out_dir / "model.keras") as tmp:
         best.save(tmp)
-    summary = recipes.json_safe({
+    summary = json_safe({
         "model": model_name, "image_size": size, "threshold": threshold,
         "threshold_source": "chosen on validation at training",
         "data_dir": str(cfg.data_dir), "generated": cfg.generated, "split": data.split_note,
@@ -323,8 +323,8 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     df, report = build_index(data_dir)
     scored = df.assign(split="test")
     if log:
-        log(f"{recipes.used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
-            f"{recipes.counts_table(scored)}")
+        log(f"{splits.used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
+            f"{splits.counts_table(scored)}")
     ds = pipeline.make_dataset(df, batch_size=batch_size, image_size=size, one_hot=True,
                                preprocess=models.preprocess_for(name) if name else None)
     y, p = evaluate.predict(model, ds)
@@ -333,7 +333,7 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
         "model_path": str(model_path), "model": name, "data_dir": str(data_dir),
         "threshold": float(threshold),
         "threshold_source": "chosen on validation at training" if "threshold" in meta and threshold == meta["threshold"] else "given",
-        "files_seen": report.files_seen, "skipped": report.skipped, "counts": recipes.split_counts(scored),
+        "files_seen": report.files_seen, "skipped": report.skipped, "counts": splits.split_counts(scored),
         **evaluate.scores(y, p, threshold),
         "per_patient": json.loads(per.to_json(orient="records")),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -12,6 +13,22 @@ import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import numpy as np
+
+
+def json_safe(value):
+    """``value`` with NaN and infinities as None and NumPy scalars as Python numbers: a score that
+    is undefined (ROC-AUC of one class) is null in JSON, never the invalid ``NaN``."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def file_workers() -> int:

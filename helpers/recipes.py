@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from . import stain as stain_mod
+from . import splits
+from .io import json_safe
 from .splits import SUBSETS, training_subset
 
 
@@ -568,47 +570,6 @@ def read_config(path) -> tuple[dict | None, Path]:
 
 # --- the command line: train / evaluate with a recipe ----------------------------------------
 
-def split_counts(df: pd.DataFrame) -> dict:
-    """``{split: {"patients", "patches", "positives", "positive_share"}}`` (``splits.describe``):
-    what model.json records of the patches a model learnt from and was scored on."""
-    from .splits import describe
-
-    return {name: {"patients": int(row["patients"]), "patches": int(row["patches"]),
-                   "positives": int(row["positives"]), "positive_share": float(row["positive_share"])}
-            for name, row in describe(df).iterrows()}
-
-
-def counts_table(df: pd.DataFrame) -> str:
-    """``splits.describe`` as text, with a total row: printed before training and scoring."""
-    from .splits import describe
-
-    table = describe(df)
-    total = table[["patients", "patches", "positives"]].sum()  # splits share no patient
-    table.loc["total"] = [*total, round(total["positives"] / max(1, total["patches"]), 3)]
-    return table.astype({c: int for c in ("patients", "patches", "positives")}).to_string()
-
-
-def used_patches_line(used: int, available: int, data_dir, why: str = "") -> str:
-    """One line saying whether every usable patch of ``data_dir`` is used and, if not, why."""
-    if used == available:
-        return f"using all {available:,} usable patches of {data_dir}" + (f" ({why})" if why else "")
-    return f"using {used:,} of the {available:,} usable patches of {data_dir}: {why}"
-
-
-def json_safe(value):
-    """``value`` with NaN and infinities as None and NumPy scalars as Python numbers: a score that
-    is undefined (ROC-AUC of one class) is null in JSON, never the invalid ``NaN``."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, sample_size=None,
                  verbose: int = 2, log=print, profile: str | None = None) -> dict:
     """Train ``recipe`` on ``data_dir`` split by patient (70/15/15 with ``seed``, or the lists in
@@ -625,8 +586,7 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     recipe = get(recipe)
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
-    if sample_size is not None and sample_size != 0 and sample_size < 2:
-        raise ValueError(f"the patch cap must be 0 (all) or at least 2, got {sample_size}")
+    splits.check_cap(sample_size)
     cfg = config.resolve("cpu", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
     df, _ = cached_index(cfg)
     split_df, note = split_index(df, seed, split_dir)
@@ -635,10 +595,10 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
         split_df = splits.sample(split_df, max_patches=int(sample_size), seed=seed)
         why.append(f"capped at {int(sample_size):,} patches")
     split_df = split_df.reset_index(drop=True)
-    counts = split_counts(split_df)
-    log(f"{used_patches_line(len(split_df), len(df), data_dir, '; '.join(why))}; split {note}; "
+    counts = splits.split_counts(split_df)
+    log(f"{splits.used_patches_line(len(split_df), len(df), data_dir, '; '.join(why))}; split {note}; "
         f"recipe {recipe.name} (v{recipe.version}), model {recipe.model}, {recipe.epochs} epochs at most:\n"
-        f"{counts_table(split_df)}")
+        f"{splits.counts_table(split_df)}")
     for line in splits.check_classes(split_df, f"{data_dir}, {note}"):  # before decoding anything
         log(line)
     images, labels = pipeline.load_arrays(split_df)
@@ -677,8 +637,8 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     df, report = build_index(data_dir)
     scored = df.assign(split="test")
     if log:
-        log(f"{used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
-            f"{counts_table(scored)}")
+        log(f"{splits.used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
+            f"{splits.counts_table(scored)}")
     images, labels = pipeline.load_arrays(df)
     proba = predictor.predict(images, batch_size=batch_size, patients=df["patient"].to_numpy())
     per = evaluate.per_patient(df, proba, predictor.threshold)
@@ -690,7 +650,7 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
         "slide_context": predictor.context is not None,
         "stain_fallbacks": predictor.last_fallbacks, "data_dir": str(data_dir),
         "threshold": float(predictor.threshold), "threshold_source": source,
-        "files_seen": report.files_seen, "skipped": report.skipped, "counts": split_counts(scored),
+        "files_seen": report.files_seen, "skipped": report.skipped, "counts": splits.split_counts(scored),
         **evaluate.scores(labels, proba, predictor.threshold),
         "per_patient": json.loads(per.to_json(orient="records")),
     }

@@ -182,6 +182,35 @@ def describe(df: pd.DataFrame) -> pd.DataFrame:
     return table.loc[order]
 
 
+def split_counts(df: pd.DataFrame) -> dict:
+    """``{split: {"patients", "patches", "positives", "positive_share"}}`` (``splits.describe``):
+    what model.json records of the patches a model learnt from and was scored on."""
+    return {name: {"patients": int(row["patients"]), "patches": int(row["patches"]),
+                   "positives": int(row["positives"]), "positive_share": float(row["positive_share"])}
+            for name, row in describe(df).iterrows()}
+
+
+def counts_table(df: pd.DataFrame) -> str:
+    """``splits.describe`` as text, with a total row: printed before training and scoring."""
+    table = describe(df)
+    total = table[["patients", "patches", "positives"]].sum()  # splits share no patient
+    table.loc["total"] = [*total, round(total["positives"] / max(1, total["patches"]), 3)]
+    return table.astype({c: int for c in ("patients", "patches", "positives")}).to_string()
+
+
+def used_patches_line(used: int, available: int, data_dir, why: str = "") -> str:
+    """One line saying whether every usable patch of ``data_dir`` is used and, if not, why."""
+    if used == available:
+        return f"using all {available:,} usable patches of {data_dir}" + (f" ({why})" if why else "")
+    return f"using {used:,} of the {available:,} usable patches of {data_dir}: {why}"
+
+
+def check_cap(cap) -> None:
+    """A cap on patches is None or 0 (every patch) or at least 2 (one per side of a split)."""
+    if cap is not None and cap != 0 and cap < 2:
+        raise ValueError(f"the patch cap must be 0 (all) or at least 2, got {cap}")
+
+
 def check_classes(df: pd.DataFrame, note: str = "") -> list[str]:
     """Raise ValueError naming the split if training or validation is empty or holds one class only
     (a model cannot learn, or be chosen, from one class: validation ROC-AUC is undefined); return a

@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import context, pipeline, recipes, stain, train
+from helpers import context, pipeline, recipes, splits, stain, train
+from helpers.io import json_safe
 from helpers.recipes import INGREDIENTS, RECIPES, Predictor, Recipe, get, with_ingredient
 
 OPTIONS = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version")]
@@ -269,23 +270,23 @@ def test_split_counts_and_the_printed_table_are_splits_describe_with_a_total():
 
     df = pd.DataFrame({"patient": ["a", "a", "b", "c", "c", "d"], "label": [1, 0, 0, 1, 1, 0],
                        "split": ["train", "train", "train", "val", "val", "test"]})
-    assert recipes.split_counts(df) == {
+    assert splits.split_counts(df) == {
         "train": {"patients": 2, "patches": 3, "positives": 1, "positive_share": 0.333},
         "val": {"patients": 1, "patches": 2, "positives": 2, "positive_share": 1.0},
         "test": {"patients": 1, "patches": 1, "positives": 0, "positive_share": 0.0},
     }
-    rows = [line.split() for line in recipes.counts_table(df).splitlines()]
+    rows = [line.split() for line in splits.counts_table(df).splitlines()]
     assert [r for r in rows if r[0] in ("train", "val", "test", "total")] == [
         ["train", "2", "3", "1", "0.333"], ["val", "1", "2", "2", "1.000"], ["test", "1", "1", "0", "0.000"],
         ["total", "4", "6", "3", "0.500"]]
-    assert recipes.used_patches_line(6, 6, "DIR") == "using all 6 usable patches of DIR"
-    assert recipes.used_patches_line(4, 6, "DIR", "capped at 4 patches") == \
+    assert splits.used_patches_line(6, 6, "DIR") == "using all 6 usable patches of DIR"
+    assert splits.used_patches_line(4, 6, "DIR", "capped at 4 patches") == \
         "using 4 of the 6 usable patches of DIR: capped at 4 patches"
 
 
 def test_json_safe_turns_undefined_scores_into_null():
     doc = {"roc_auc": float("nan"), "scores": [np.float32(0.5), np.inf, -np.inf], "n": np.int64(3), "name": "x"}
-    safe = recipes.json_safe(doc)
+    safe = json_safe(doc)
     assert safe == {"roc_auc": None, "scores": [0.5, None, None], "n": 3, "name": "x"}
     assert type(safe["n"]) is int
     assert json.loads(json.dumps(safe, allow_nan=False)) == safe

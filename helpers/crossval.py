@@ -338,7 +338,6 @@ def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
 
 def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
     """(the fold's split index, {split name: row numbers into the data})."""
-
     split = fold_split(folded, fold, seed)
     if sample_size:
         split = splits.sample(split, max_patches=int(sample_size), seed=seed)

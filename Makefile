@@ -21,11 +21,12 @@ OUTPUTS  ?=
 CHROMIUM := /usr/bin/chromium
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-.PHONY: help setup data run-all test test-fast lab bench app browser clean distclean
+.PHONY: help setup data run-all html test test-fast lab bench app browser clean distclean
 
 help:
 	@echo "make run-all [PROFILE=smoke|cpu|colab|full] [DATA_DIR=/path/to/IDC|generated] [THYROID_DIR=/path/to/thyroid]"
 	@echo "                 run every notebook"
+	@echo "make html        the notebooks as last run, with their figures, as a static site: outputs/html/index.html"
 	@echo "make test        the whole test suite (notebooks included, smoke profile)"
 	@echo "make test-fast   unit tests only"
 	@echo "make lab         JupyterLab on notebooks/"
@@ -65,6 +66,9 @@ endif
 run-all: data
 	$(PY) -m helpers run-all --profile $(PROFILE) $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)") \
 		$(if $(strip $(THYROID_DIR)),--thyroid-dir "$(THYROID_DIR)")
+
+html: setup
+	$(PY) -m helpers html
 
 test: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {index,make-demo,pack,download,run-all,train,evaluate,bench,make-breakhis-demo,
+"""Command line: ``python -m helpers {index,make-demo,pack,download,run-all,html,train,evaluate,bench,make-breakhis-demo,
 pretrain-breakhis,make-thyroid-demo,index-thyroid,crossval} ...``."""
 
 from __future__ import annotations
@@ -77,6 +77,16 @@ def _run_all(args) -> int:
 
     return main(args.profile, args.data_dir, out_dir=args.out, only=args.only, kernel=args.kernel,
                 thyroid_dir=args.thyroid_dir)
+
+
+def _html(args) -> int:
+    from .site import render
+
+    from .config import ROOT
+
+    pages = render(args.notebooks or ROOT / "outputs" / "notebooks", args.out or ROOT / "outputs" / "html")
+    print(f"{len(pages) - 1} notebooks rendered; open {pages[-1]}")
+    return 0
 
 
 def _options(pairs, flag) -> dict:
@@ -363,13 +373,19 @@ def main(argv=None) -> int:
     
     p = sub.add_parser("run-all", help="execute every notebook through papermill")
     p.add_argument("--profile", default="smoke")
-    p.add_argument("--data-dir", default=None, help="real data; empty for the generated demo set")
+    p.add_argument("--data-dir", default=None, help="the IDC folder (default: the shipped real sample; the "
+                   "whole Kaggle set with --profile full or colab); 'generated' for the generated demo set")
     p.add_argument("--thyroid-dir", default=None, help="real thyroid images (notebooks 16-17); "
                    "empty for the generated set")
     p.add_argument("--out", default=None, help="where executed notebooks go (outputs/notebooks)")
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--kernel", default=None)
     p.set_defaults(func=_run_all)
+
+    p = sub.add_parser("html", help="render the notebooks the last run-all executed into a static site")
+    p.add_argument("--notebooks", default=None, help="executed notebooks (default: outputs/notebooks)")
+    p.add_argument("--out", default=None, help="where the pages go (default: outputs/html)")
+    p.set_defaults(func=_html)
 
     p = sub.add_parser("train", help="train a model on every patch of a folder split by patient (70/15/15): "
                        "by default the recipe best, with --model's architecture")

@@ -32,6 +32,11 @@ VARIANTS = ("cropped", "uncropped")
 # slides; 224 is the backbones' ImageNet size. Smoke uses the backbones' smallest input:
 # notebook 16 took 347 s at 32 px against 430 s at 64 px (2 cores; mostly graph tracing).
 IMAGE_SIZE = {"smoke": 32, "cpu": 128, "full": 224, "colab": 224}
+# Notebook 16's backbones, per profile. Smoke trains the three smallest: ResNet101 and
+# EfficientNetB7 took 214 s of its 271 s of training (2 cores, 32 px, 2 epochs, mostly graph
+# tracing), and from scratch for 2 epochs they teach nothing the three do not.
+BACKBONES = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
+TRAINED_BACKBONES = {"smoke": BACKBONES[:3], "cpu": BACKBONES, "full": BACKBONES, "colab": BACKBONES}
 # The domain-shift study (notebook 17) trains a small model longer on smaller images, so
 # that even the smoke run learns enough to show the shift (measured on the smoke set with
 # CancerNet: 8 epochs at 64 px stayed near chance, 20 epochs at 32 px reached AUC 0.86).

@@ -48,3 +48,41 @@ def test_a_failure_is_reported_and_the_others_still_run(tmp_path, capsys):
 def test_an_empty_notebook_folder_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="no NN_"):
         run_all.notebooks_in(tmp_path)
+
+
+def executed(path, title, outputs):
+    """A notebook as papermill leaves it: a title cell and one code cell with ``outputs``."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n**What it teaches, in one line.** More.\n\n> a note"),
+                nbformat.v4.new_code_cell("x = 1", outputs=outputs)]
+    nbformat.write(nb, path)
+
+
+def test_html_renders_each_executed_notebook_and_an_index(tmp_path):
+    from helpers import site
+
+    src = tmp_path / "executed"
+    src.mkdir()
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+    executed(src / "00_data.ipynb", "00 · Data <b>", [nbformat.v4.new_output("display_data", {"image/png": png})])
+    executed(src / "01_eda.ipynb", "01 · EDA", [nbformat.v4.new_output("error", ename="ValueError",
+                                                                       evalue="bad", traceback=[])])
+    pages = site.render(src, tmp_path / "site")
+    assert [p.name for p in pages] == ["00_data.html", "01_eda.html", "index.html"]
+    assert png in pages[0].read_text()  # the figure is inside the page
+    index = pages[-1].read_text()
+    assert '<a href="00_data.html">00 · Data &lt;b&gt;</a>' in index
+    assert "What it teaches, in one line." in index and "a note" not in index
+    assert '01 · EDA</a> <strong>(failed at cell 1)</strong>' in index
+    assert "(failed" not in index.split("01_eda")[0]
+
+
+def test_html_refuses_notebooks_that_did_not_run(tmp_path):
+    from helpers import site
+
+    with pytest.raises(FileNotFoundError, match="run `make run-all` first"):
+        site.render(tmp_path, tmp_path / "site")
+    executed(tmp_path / "00_data.ipynb", "00", [])
+    with pytest.raises(ValueError, match="00_data.ipynb has no outputs"):
+        site.render(tmp_path, tmp_path / "site")
+    assert not (tmp_path / "site" / "index.html").exists()

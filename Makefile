@@ -48,7 +48,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# No DATA_DIR: PROFILE=full (or colab) downloads the Kaggle set once and checks it (helpers/download.py);
+# No DATA_DIR: PROFILE=full (or colab) downloads the Kaggle set once and checks it (helpers/data/download.py);
 # the other profiles index the real sample that ships in data/idc-sample.
 data: setup
 ifeq ($(strip $(DATA_DIR)),)
@@ -83,7 +83,7 @@ bench: setup
 	$(PY) -m helpers bench $(if $(strip $(DATA_DIR)),--data-dir "$(DATA_DIR)",--full)
 
 app: setup
-	$(PY) -m helpers.app --port $(APP_PORT) $(if $(strip $(OUTPUTS)),--outputs "$(OUTPUTS)")
+	$(PY) -m helpers.tools.app --port $(APP_PORT) $(if $(strip $(OUTPUTS)),--outputs "$(OUTPUTS)")
 
 browser:
 	@if [ -x $(CHROMIUM) ]; then echo "$(CHROMIUM) is installed"; \

@@ -22,7 +22,7 @@ def _print_json(doc) -> None:
 
 
 def _index(args) -> int:
-    from .index import build_index, save_index
+    from .data.index import build_index, save_index
 
     df, report = build_index(args.dir)
     if args.save:
@@ -35,8 +35,9 @@ def _index(args) -> int:
 
 
 def _make_demo(args) -> int:
-    from .config import PROFILES, demo_dir, ensure_demo, full_demo_dir
-    from .demo import full_demo, make_demo
+    from .config import PROFILES, demo_dir, full_demo_dir
+    from .data.demo import full_demo, make_demo
+    from .data.source import ensure_demo
 
     if args.full:  # the real set's size and class counts: minutes on 2 cores, ~1.5 GB of PNG files
         root = args.dir or full_demo_dir()
@@ -56,8 +57,8 @@ def _make_demo(args) -> int:
 
 
 def _pack(args) -> int:
-    from .index import build_index
-    from .pipeline import pack
+    from .data.index import build_index
+    from .data.pipeline import pack
 
     df, report = build_index(args.dir)
     print(json.dumps({k: v for k, v in report.summary().items() if k != "skipped_examples"}))
@@ -66,21 +67,21 @@ def _pack(args) -> int:
 
 
 def _download(args) -> int:
-    from .download import download_idc
+    from .data.download import download_idc
 
     print(download_idc(args.dest, method=args.method, force=args.force))
     return 0
 
 
 def _run_all(args) -> int:
-    from .run_all import main
+    from .tools.run_all import main
 
     return main(args.profile, args.data_dir, out_dir=args.out, only=args.only, kernel=args.kernel,
                 thyroid_dir=args.thyroid_dir)
 
 
 def _html(args) -> int:
-    from .site import render
+    from .tools.site import render
 
     from .config import ROOT
 
@@ -103,9 +104,9 @@ def _options(pairs, flag) -> dict:
     return options
 
 
-# Flags that specify one model's training in detail (experiment.train_to_dir). Without any of
+# Flags that specify one model's training in detail (studies.experiment.train_to_dir). Without any of
 # them, ``train --model NAME`` trains the recipe ``best`` with that model: what the recipes'
-# cross-validations found sound (helpers.recipes.BEST_INGREDIENTS).
+# cross-validations found sound (helpers.recipes.recipe.BEST_INGREDIENTS).
 MODEL_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "weights": "--weights", "fine_tune_at": "--fine-tune-at",
                "image_size": "--image-size", "augment": "--augment", "dropout": "--dropout", "l2": "--l2",
                "kernel_size": "--kernel-size", "label_smoothing": "--label-smoothing",
@@ -154,7 +155,7 @@ def _train(args) -> int:
         raise ValueError(f"--set sets options of a recipe; it does not apply with {detailed[0]} "
                          "(a model trained as its flags say)")
     if not args.recipe and not args.model:
-        raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes)")
+        raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes.recipe)")
     _check_data_dir(args.data_dir)
     _quiet_tensorflow()
     if detailed:
@@ -163,13 +164,18 @@ def _train(args) -> int:
 
 
 def _train_model(args, cap, epochs) -> int:
-    from .experiment import train_to_dir
+    from .recipes.recipe import get as get_recipe
+    from .studies.experiment import train_to_dir
 
+    batch_size = args.batch_size
+    if args.profile is None:  # without a profile: the epochs and batch size of the recipe best
+        budget = get_recipe("best")
+        epochs, batch_size = epochs or budget.epochs, batch_size or budget.batch_size
     build = {"dropout": args.dropout, "l2": args.l2, "kernel_size": args.kernel_size}
     fit = {"label_smoothing": args.label_smoothing, "recalibrate_bn": args.recalibrate_bn}
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         summary = train_to_dir(args.model, args.data_dir, args.out, epochs=epochs,
-                               batch_size=args.batch_size, optimizer=args.optimizer or "adam",
+                               batch_size=batch_size, optimizer=args.optimizer or "adam",
                                learning_rate=args.lr, weights=args.weights, split_dir=args.split_dir,
                                seed=args.seed, profile=args.profile, sample_size=cap or 0,
                                fine_tune_at=args.fine_tune_at, image_size=args.image_size,
@@ -184,14 +190,15 @@ def _train_model(args, cap, epochs) -> int:
 
 
 def _train_recipe(args, cap, epochs) -> int:
-    from . import recipes
+    from .recipes.recipe import train_to_dir
+    from .recipes.recipe import get as get_recipe
 
     options = _options(args.set, "--set")
     if args.model:  # --set model=... names it too; the explicit one wins
         options["model"] = args.model
-    recipe = recipes.get(args.recipe or "best", epochs=epochs, batch_size=args.batch_size, **options)
+    recipe = get_recipe(args.recipe or "best", epochs=epochs, batch_size=args.batch_size, **options)
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
-        summary = recipes.train_to_dir(recipe, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
+        summary = train_to_dir(recipe, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
                                        sample_size=cap, profile=args.profile, log=_stderr)
     _print_json(summary)
     return 0
@@ -200,12 +207,13 @@ def _train_recipe(args, cap, epochs) -> int:
 def _learning_curve(args) -> int:
     """``crossval --shares``: the recipe at each share of the training split and on all of it
     (which is the recipe itself, whatever --set train_subset says)."""
-    from . import crossval, recipes
+    from .recipes import crossval
+    from .recipes.recipe import get as get_recipe
 
     options = _options(args.set, "--set")
     options.pop("train_share", None)
     by = options.pop("train_subset", "patches")
-    recipe = recipes.get(args.recipe, **options)
+    recipe = get_recipe(args.recipe, **options)
     cap, epochs = _budget(args)
     with contextlib.redirect_stdout(sys.stderr):
         results = crossval.run_shares(args.data_dir, recipe, args.shares, by, args.folds, args.seed, args.out,
@@ -223,11 +231,12 @@ def _crossval(args) -> int:
     if args.shares and args.with_colour:
         raise ValueError("--with-colour compares one recipe with the colour baseline; run it without --shares")
     _quiet_tensorflow()
-    from . import crossval, recipes
+    from .recipes import crossval
+    from .recipes.recipe import get as get_recipe
 
     if args.shares:
         return _learning_curve(args)
-    recipe = recipes.get(args.recipe, epochs=epochs, **_options(args.set, "--set"))
+    recipe = get_recipe(args.recipe, epochs=epochs, **_options(args.set, "--set"))
     data = crossval.load(args.data_dir, args.out)  # decoded once, for the recipe and the colour baseline
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
         result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
@@ -257,7 +266,7 @@ def _paired_table(table) -> dict:
 def _with_colour(result, data, args, cap) -> dict:
     """``crossval --with-colour``: the colour-statistics baseline on the recipe's folds, and the
     average of the two (cut on each fold's validation patients), paired against the recipe."""
-    from . import colour, crossval
+    from .recipes import colour, crossval
 
     baseline = colour.cross_validate(data, args.folds, args.seed, args.out, cap,
                                      log=lambda message: print(message, file=sys.stderr))
@@ -268,8 +277,12 @@ def _with_colour(result, data, args, cap) -> dict:
 def _evaluate(args) -> int:
     _check_data_dir(args.data_dir)
     _quiet_tensorflow()
-    from .experiment import evaluate_dir
+    from .recipes import recipe
+    from .studies import experiment
 
+    # a model trained with a recipe (its model.json names one) is scored as it was trained: stain
+    # normalisation, TTA, ensemble and threshold; any other model file as it is
+    evaluate_dir = experiment.evaluate_dir if recipe.read_config(args.model_path)[0] is None else recipe.evaluate_dir
     with contextlib.redirect_stdout(sys.stderr):  # anything Keras prints: stdout is the JSON alone
         scores = evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold, log=_stderr)
     _print_json(scores)
@@ -277,7 +290,7 @@ def _evaluate(args) -> int:
 
 
 def _make_breakhis_demo(args) -> int:
-    from .breakhis import make_demo
+    from .breakhis.generator import make_demo
 
     summary = make_demo(args.dir, n_patients=args.patients, images_per_patient=args.images, seed=args.seed,
                         progress=True)
@@ -286,8 +299,8 @@ def _make_breakhis_demo(args) -> int:
 
 
 def _make_thyroid_demo(args) -> int:
-    from .thyroid import DEMO_SIZES, make_demo, resolve_dir
-    from .thyroid import demo_dir as thyroid_demo_dir
+    from .thyroid.generator import DEMO_SIZES, make_demo, resolve_dir
+    from .thyroid.generator import demo_dir as thyroid_demo_dir
 
     if args.profile not in DEMO_SIZES:
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(DEMO_SIZES)}")
@@ -303,7 +316,7 @@ def _make_thyroid_demo(args) -> int:
 
 
 def _index_thyroid(args) -> int:
-    from .thyroid import build_index
+    from .thyroid.index import build_index
 
     _, report = build_index(args.dir)
     print(json.dumps(report.summary(examples=args.examples), indent=2))
@@ -313,8 +326,8 @@ def _index_thyroid(args) -> int:
 def _pretrain_breakhis(args) -> int:
     from pathlib import Path
 
-    from .breakhis import pretrain
-    from .config import resolve
+    from .breakhis.track import pretrain
+    from .data.source import resolve
     from .notebook import import_tensorflow_quietly
 
     out = Path(args.out)
@@ -334,7 +347,7 @@ def _pretrain_breakhis(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import main
+    from .tools.bench import main
 
     return main(args.data_dir, sample=args.sample, full_set=args.full)
 
@@ -390,7 +403,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("train", help="train a model on every patch of a folder split by patient (70/15/15): "
                        "by default the recipe best, with --model's architecture")
     p.add_argument("--model", help="a name of helpers.models.MODELS (or give --recipe)")
-    p.add_argument("--recipe", help="a recipe of helpers.recipes (seed, best, seed+tta, ...): model(s) and "
+    p.add_argument("--recipe", help="a recipe of helpers.recipes.recipe (seed, best, seed+tta, ...): model(s) and "
                    "model.json that evaluate applies as trained; --model, --epochs, --batch-size, --seed, "
                    "--split-dir, --max-patches, --profile and --set apply with it. Default: best; any of "
                    f"{', '.join(MODEL_FLAGS.values())} trains one model as those flags say instead")
@@ -454,8 +467,8 @@ def main(argv=None) -> int:
                    "these shares of each fold's training split and on all of it, one table (--set "
                    "train_subset=patients: shares of the patients, not of each patient's patches)")
     p.add_argument("--with-colour", action="store_true", help="also cross-validate the colour-statistics "
-                   "baseline (helpers.colour: gradient-boosted trees, seconds of CPU) on the same folds, and the "
-                   "average of it and the recipe")
+                   "baseline (helpers.recipes.colour: gradient-boosted trees, seconds of CPU) on the same folds, "
+                   "and the average of it and the recipe")
     p.set_defaults(func=_crossval)
 
     p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")

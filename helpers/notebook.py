@@ -85,6 +85,3 @@ def save_figure(fig, cfg, name: str) -> Path:
         fig.savefig(tmp)
     return path
 
-
-def in_colab() -> bool:
-    return "google.colab" in sys.modules

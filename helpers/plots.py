@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .pipeline import load_patch
+from .data.pipeline import load_patch
 
 CLASS_NAMES = {0: "IDC-negative", 1: "IDC-positive"}
 CLASS_COLOURS = {0: "#4c72b0", 1: "#c44e52"}

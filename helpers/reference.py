@@ -28,6 +28,10 @@ SEED_IDC = [
      "val": 0.818, "test": 0.789, "f1": None, "split": "random patches", "note": ""},
 ]
 
+# The seed project's fine_tune_at per model (SEED_IDC): CancerNet's first block (5 layers),
+# the first 100 layers of MobileNetV2 and of Xception.
+SEED_FINE_TUNE_AT = {"cancernet": 5, "mobilenet_v2": 100, "xception": 100}
+
 # Published results on the benchmark's patient split (84/29 train+val, 49 test).
 LITERATURE_IDC = [
     {"model": "Cruz-Roa et al. 2014 (3-layer CNN)", "f1": 0.718, "balanced_accuracy": 0.842,

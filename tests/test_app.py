@@ -18,8 +18,8 @@ from PIL import Image
 import flask  # noqa: F401  (a hard dependency: a broken install fails here, it does not skip)
 import keras
 
-from helpers import app as webapp  # noqa: E402
-from helpers import pipeline  # noqa: E402
+from helpers.tools import app as webapp  # noqa: E402
+from helpers.data import pipeline  # noqa: E402
 
 CHECKPOINT = "cancernet-epoch01-val_auc0.5000.keras"
 SIDECAR = {"model": "cancernet", "image_size": 50, "threshold": 0.9, "generated": True}

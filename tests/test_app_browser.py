@@ -19,7 +19,7 @@ from playwright import sync_api  # noqa: E402  (a dev dependency that make setup
 
 from werkzeug.serving import make_server  # noqa: E402
 
-from helpers import app as webapp  # noqa: E402
+from helpers.tools import app as webapp  # noqa: E402
 from test_app import SIDECAR, png_bytes, save_model  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")

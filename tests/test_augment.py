@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from helpers import augment  # noqa: E402
+from helpers.data import augment  # noqa: E402
 
 NAMES = list(augment.AUGMENTATIONS)
 

@@ -1,8 +1,8 @@
-"""helpers.bench: the full-set table's rows, run on a small generated set (figures are not asserted)."""
+"""helpers.tools.bench: the full-set table's rows, run on a small generated set (figures are not asserted)."""
 import re
 
-from helpers import bench
-from helpers.demo import make_demo
+from helpers.tools import bench
+from helpers.data.demo import make_demo
 
 
 def test_full_table_measures_every_stage_on_a_given_folder(tmp_path, capsys):

@@ -9,11 +9,12 @@ import pytest
 from conftest import files_under, tree_digest, write_patch
 from PIL import Image
 
-from helpers import breakhis
-from helpers.breakhis import (COLUMNS, build_index, make_demo, parse_name, split_by_patient, tile_downscale,
-                              to_patches)
-from helpers.index import DataError
-from helpers.splits import check_disjoint
+from helpers.breakhis import generator, index, track
+from helpers.breakhis.generator import make_demo
+from helpers.breakhis.index import (COLUMNS, build_index, parse_name, split_by_patient_label, tile_downscale,
+                                    to_patches)
+from helpers.data.index import DataError
+from helpers.data.splits import check_disjoint
 
 # The names of 8 real BreakHis files (4 benign, 4 malignant, 4 magnifications), values read off them by hand.
 # The images themselves may not ship (research use only), so the tests draw stand-ins under these names.
@@ -80,7 +81,7 @@ def test_real_names_parse(name):
 def test_parse_accepts_paths_and_roundtrips_through_the_writer():
     info = parse_name(Path("/x/y") / "SOB_M_DC-14-11031-100-003.png")
     assert info["patient"] == "14-11031" and info["magnification"] == 100 and info["seq"] == 3
-    assert breakhis._file_name(info) == "SOB_M_DC-14-11031-100-003.png"
+    assert index._file_name(info) == "SOB_M_DC-14-11031-100-003.png"
 
 
 @pytest.mark.parametrize("name, says", [
@@ -224,7 +225,7 @@ def test_demo_layout_names_and_summary(demo_set):
     assert 0.25 <= summary["benign"] / summary["images"] <= 0.37  # BreakHis: 2,480 / 7,909 = 31%
     per_patient = df.groupby("patient")[["label", "subtype"]].nunique()
     assert (per_patient == 1).all().all()  # one class and one subtype per patient
-    assert set(df["subtype"]) == set(breakhis.SUBTYPES)  # 16 patients: every subtype at least once
+    assert set(df["subtype"]) == set(index.SUBTYPES)  # 16 patients: every subtype at least once
     text = (root / "GENERATED.txt").read_text()
     assert "NOT PATIENT DATA" in text and "no clinical claim" in text and '"seed": 0' in text
     assert sorted(p.name for p in root.iterdir()) == ["BreaKHis_v1", "GENERATED.txt", "generated.json"]
@@ -273,7 +274,7 @@ def test_interrupted_demo_leaves_nothing(tmp_path, monkeypatch):
     def stop(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(breakhis, "_demo_summary", stop)
+    monkeypatch.setattr(generator, "_demo_summary", stop)
     with pytest.raises(KeyboardInterrupt):
         make_demo(tmp_path / "set", n_patients=2, images_per_patient=2, size=(60, 50))
     assert list(tmp_path.iterdir()) == []
@@ -321,29 +322,29 @@ def test_demo_nuclei_grow_with_magnification(demo_set):
 
 def test_split_by_patient_keeps_patients_whole_with_both_classes(demo_set):
     _, _, df, _ = demo_set
-    out = split_by_patient(df, seed=0)
+    out = split_by_patient_label(df, seed=0)
     assert len(out) == len(df) and out["split"].notna().all()
     check_disjoint(out)
     classes = out.groupby("split")["label"].nunique()
     assert classes.to_dict() == {"test": 2, "train": 2, "val": 2}
     patients = out.groupby("split")["patient"].nunique()
     assert patients["train"] > patients["val"] >= 2 and patients["test"] >= 2
-    assert split_by_patient(df, seed=0)["split"].equals(out["split"])
-    assert not split_by_patient(df, seed=1)["split"].equals(out["split"])
+    assert split_by_patient_label(df, seed=0)["split"].equals(out["split"])
+    assert not split_by_patient_label(df, seed=1)["split"].equals(out["split"])
 
 
 def test_split_with_few_patients_and_bad_arguments():
     df = pd.DataFrame({"patient": ["a", "b", "c", "d", "e"], "label": [0, 0, 1, 1, 1]})
-    out = split_by_patient(df, val=0.2, test=0.2)
+    out = split_by_patient_label(df, val=0.2, test=0.2)
     check_disjoint(out)
     assert out.groupby("label")["split"].apply(set).to_dict() == {0: {"train", "test"},
                                                                   1: {"train", "val", "test"}}
-    assert set(split_by_patient(df, val=0, test=0)["split"]) == {"train"}
+    assert set(split_by_patient_label(df, val=0, test=0)["split"]) == {"train"}
     for val, test in ((-0.1, 0.2), (0.2, 1.0), (0.5, 0.5)):
         with pytest.raises(ValueError, match="fraction|leave"):
-            split_by_patient(df, val=val, test=test)
+            split_by_patient_label(df, val=val, test=test)
     with pytest.raises(ValueError, match="both labels.*'a'"):
-        split_by_patient(pd.concat([df, pd.DataFrame({"patient": ["a"], "label": [1]})]))
+        split_by_patient_label(pd.concat([df, pd.DataFrame({"patient": ["a"], "label": [1]})]))
 
 
 # ---------------------------------------------------------------- model inputs
@@ -365,7 +366,7 @@ def test_to_patches_resize_and_tiles(demo_set):
         again = to_patches(part, size=32, mode="tiles", tiles_per_image=3, seed=seed)
         assert np.array_equal(again.images, tiles.images) == same, seed
     # Splits carry over: every patch of a patient lands in its patient's split.
-    split = split_by_patient(df).loc[tiles.source, "split"]
+    split = split_by_patient_label(df).loc[tiles.source, "split"]
     assert pd.Series(split.to_numpy()).groupby(tiles.patients).nunique().max() == 1
 
 
@@ -396,29 +397,29 @@ def test_tile_downscale_aims_at_the_idc_scale():
 
 def test_demo_dir_follows_idc_demo_root_and_is_made_once(tmp_path, monkeypatch):
     monkeypatch.setenv("IDC_DEMO_ROOT", str(tmp_path))
-    monkeypatch.setitem(breakhis.DEMO_SIZES, "smoke", (3, 2))
-    assert breakhis.demo_dir(3) == tmp_path / "breakhis-3p"
-    root = breakhis.resolve_dir(None, "smoke")
+    monkeypatch.setitem(generator.DEMO_SIZES, "smoke", (3, 2))
+    assert generator.demo_dir(3) == tmp_path / "breakhis-3p"
+    root = generator.resolve_dir(None, "smoke")
     assert root == tmp_path / "breakhis-3p" and len(pngs(root)) == 6
-    assert breakhis.data_label(root) == "generated BreakHis-like demo data"
+    assert index.data_label(root) == "generated BreakHis-like demo data"
     mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*.png")}
-    assert breakhis.resolve_dir("", "smoke") == root
+    assert generator.resolve_dir("", "smoke") == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.png")} == mtimes  # not drawn again
-    assert breakhis.resolve_dir(root) == root and breakhis.data_label(tmp_path) == f"real BreakHis: {tmp_path.name}"
+    assert generator.resolve_dir(root) == root and index.data_label(tmp_path) == f"real BreakHis: {tmp_path.name}"
     with pytest.raises(FileNotFoundError, match="nope"):
-        breakhis.resolve_dir(tmp_path / "nope")
+        generator.resolve_dir(tmp_path / "nope")
     with pytest.raises(ValueError, match="unknown profile"):
-        breakhis.resolve_dir(None, "huge")
+        generator.resolve_dir(None, "huge")
 
 
 def test_counts_and_scale_tables(demo_set):
     _, _, df, _ = demo_set
-    counts = breakhis.counts_table(df)
+    counts = index.counts_table(df)
     total = counts.iloc[-1]
     assert total["class"] == "all" and total["images"] == len(df) == 192 and total["patients"] == 16
     assert total["real BreakHis patients"] == 82 and total["real BreakHis images"] == 7909
-    assert counts[[f"{m}X" for m in breakhis.MAGNIFICATIONS]].iloc[:-1].sum().sum() == len(df)
-    scale = breakhis.scale_table(df.assign(width=700, height=460))
+    assert counts[[f"{m}X" for m in index.MAGNIFICATIONS]].iloc[:-1].sum().sum() == len(df)
+    scale = index.scale_table(df.assign(width=700, height=460))
     assert scale.loc["BreakHis 40X (700x460 px)", "tiles: µm/px"] == pytest.approx(4.0)  # IDC's scale
     assert scale.loc["IDC patch (Kaggle)", "tile of 50 px (µm)"] == 200
 
@@ -428,12 +429,12 @@ def test_example_grid_and_patch_modes_figures(demo_set):
     from matplotlib.figure import Figure
 
     _, _, df, _ = demo_set
-    fig = breakhis.example_grid(df, "generated BreakHis-like demo data")
+    fig = index.example_grid(df, "generated BreakHis-like demo data")
     assert isinstance(fig, Figure) and len(fig.axes) == 8 * 4
     assert "generated" in fig._suptitle.get_text()
-    small = breakhis.example_grid(df.groupby("subtype").head(1), "three images")  # mostly empty: a gallery
+    small = index.example_grid(df.groupby("subtype").head(1), "three images")  # mostly empty: a gallery
     assert len([ax for ax in small.axes if ax.images]) == 8
-    modes = breakhis.patch_modes_figure(df, "demo", tiles=2)
+    modes = index.patch_modes_figure(df, "demo", tiles=2)
     assert isinstance(modes, Figure) and len(modes.axes) == (2 + 2) * 4
     assert "µm/px" in modes.axes[0].get_title()
     plt.close("all")
@@ -451,11 +452,12 @@ def tiny_breakhis(tmp_path_factory):
 
 @pytest.mark.slow
 def test_pretrain_trains_once_then_loads(tiny_breakhis, tmp_path, monkeypatch):
-    from helpers import config, models, train
+    from helpers import models, train
+    from helpers.data import source
 
-    cfg = config.resolve("smoke", data_dir=tiny_breakhis, output_dir=tmp_path, epochs=1, batch_size=16,
+    cfg = source.resolve("smoke", data_dir=tiny_breakhis, output_dir=tmp_path, epochs=1, batch_size=16,
                          make_demo=False)
-    first = breakhis.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=2)
+    first = track.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=2)
     assert first.trained and first.path.is_file() and first.path.parent == tmp_path / "models"
     assert first.path.name.startswith("breakhis_cancernet_smoke_") and first.path.suffix == ".keras"
     assert set(first.patches) == {"train", "val", "test"} and first.generated
@@ -464,11 +466,11 @@ def test_pretrain_trains_once_then_loads(tiny_breakhis, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
     monkeypatch.setattr(train, "fit", no_training)
-    again = breakhis.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=2)
+    again = track.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=2)
     assert not again.trained and again.path == first.path
     assert (again.val, again.test, again.threshold) == (first.val, first.test, first.threshold)
     with pytest.raises(AssertionError, match="trained again"):  # other settings: another model
-        breakhis.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=3)
+        track.pretrain(cfg, tiny_breakhis, "cancernet", tiles_per_image=3)
 
     # The IDC model starts from it: every layer with weights holds the pretrained values.
     model = models.build_model("cancernet", weights=str(first.path), fine_tune_at=5)
@@ -480,31 +482,31 @@ def test_pretrain_trains_once_then_loads(tiny_breakhis, tmp_path, monkeypatch):
 
 
 def test_pretrain_needs_patients_for_validation(tmp_path):
-    from helpers import config
+    from helpers.data import source
 
     make_demo(tmp_path / "bh", n_patients=2, images_per_patient=1, size=(60, 50))
-    cfg = config.resolve("smoke", data_dir=tmp_path / "bh", output_dir=tmp_path / "out", make_demo=False)
+    cfg = source.resolve("smoke", data_dir=tmp_path / "bh", output_dir=tmp_path / "out", make_demo=False)
     with pytest.raises(ValueError, match="no patient left for the val split"):
-        breakhis.pretrain(cfg, tmp_path / "bh")
+        track.pretrain(cfg, tmp_path / "bh")
     with pytest.raises(FileNotFoundError, match="nope"):
-        breakhis.pretrain(cfg, tmp_path / "nope")
+        track.pretrain(cfg, tmp_path / "nope")
 
 
 def test_beside_seed_and_verdict():
     from helpers import config
 
     cfg = config.Config(profile="smoke", data_dir=Path("/d"), output_dir=Path("/o"), generated=True, epochs=2,
-                        batch_size=64, sample_size=None, image_size=50, weights=None, seed=42, demo_patients=40,
+                        batch_size=64, sample_size=None, weights=None, seed=42, demo_patients=40,
                         seeds=1)
     runs = pd.DataFrame({"variant": ["scratch", "breakhis"], "model": "cancernet", "scored_on": "test",
                          "accuracy": [0.8, 0.9], "f1": [0.7, 0.75], "val_f1": [0.70, 0.76]})
-    table = breakhis.beside_seed("cancernet", runs, cfg, "by patient")
+    table = track.beside_seed("cancernet", runs, cfg, "by patient")
     assert list(table["split"][:2]) == ["random patches"] * 2  # the seed's two CancerNet rows first
     assert table["test"].iloc[-1] == 0.9 and table["split"].iloc[-1] == "test split, by patient"
     summary = runs.set_index("variant")
-    assert breakhis.verdict(summary, "demo").startswith(
+    assert track.verdict(summary, "demo").startswith(
         "Starting from 'breakhis' rather than 'scratch' helps here: validation F1 0.760 against 0.700")
     close = summary.assign(val_f1=[0.70, 0.71])
-    assert "makes no clear difference" in breakhis.verdict(close, "demo")
+    assert "makes no clear difference" in track.verdict(close, "demo")
     with pytest.raises(ValueError, match="no variant 'imagenet'"):
-        breakhis.verdict(summary, "demo", arm="imagenet")
+        track.verdict(summary, "demo", arm="imagenet")

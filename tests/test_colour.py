@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import colour, crossval
-from helpers.demo import make_demo
+from helpers.recipes import colour, crossval
+from helpers.data.demo import make_demo
 
 
 def test_a_solid_red_patch_has_exact_statistics():

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import compare, results
+from helpers import results
+from helpers.studies import compare
 
 SPLIT = "test split, by patient, 70/15/15, seed 42"
 LABELS = [0, 0, 0, 0, 1, 1, 1, 0, 1, 0]

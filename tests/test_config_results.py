@@ -2,34 +2,35 @@ import pandas as pd
 import pytest
 
 from helpers import config, results
+from helpers.data import source
 from helpers.io import atomic_path
 
 
 def test_profile_sets_everything_and_explicit_values_win(tree, tmp_path):
-    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    cfg = source.resolve("smoke", data_dir=tree, output_dir=tmp_path)
     assert cfg.epochs == config.PROFILES["smoke"]["epochs"] and cfg.generated is False
     assert cfg.data_label == "real data: idc"
-    full = config.resolve("full", data_dir=tree, output_dir=tmp_path, epochs=3, sample_size=0)
+    full = source.resolve("full", data_dir=tree, output_dir=tmp_path, epochs=3, sample_size=0)
     assert full.epochs == 3 and full.sample_size is None and full.weights == "imagenet"
     assert cfg.figures == tmp_path / "figures"
 
 
 def test_unknown_profile_lists_the_known_ones(tree):
     with pytest.raises(ValueError, match=r"unknown profile 'fast'.*'cpu', 'full', 'smoke'"):
-        config.resolve("fast", data_dir=tree)
+        source.resolve("fast", data_dir=tree)
 
 
 def test_no_data_dir_means_the_shipped_real_sample(tmp_path):
     for profile in ("smoke", "cpu"):
-        cfg = config.resolve(profile, output_dir=tmp_path / "out")
+        cfg = source.resolve(profile, output_dir=tmp_path / "out")
         assert cfg.data_dir == config.ROOT / "data" / "idc-sample" and not cfg.generated
         assert cfg.data_label == "real data: idc-sample"
-    assert config.resolve("smoke").sample_size == 1000 and config.resolve("cpu").sample_size is None
+    assert source.resolve("smoke").sample_size == 1000 and source.resolve("cpu").sample_size is None
 
 
 def test_generated_means_the_generated_set(tmp_path, monkeypatch):
     monkeypatch.setenv("IDC_DEMO_ROOT", str(tmp_path / "demo"))
-    cfg = config.resolve("smoke", data_dir="generated", output_dir=tmp_path / "out")
+    cfg = source.resolve("smoke", data_dir="generated", output_dir=tmp_path / "out")
     assert cfg.generated and cfg.data_label == "generated demo data"
     assert cfg.data_dir == tmp_path / "demo" / "idc-40p"
     assert (cfg.data_dir / "GENERATED.txt").is_file()
@@ -40,18 +41,18 @@ def test_a_stale_generated_set_is_replaced_but_a_foreign_folder_is_not(tmp_path)
     stale.mkdir()
     (stale / "GENERATED.txt").write_text("an older generator")
     (stale / "generated.json").write_text("{}")
-    summary = config.ensure_demo(stale, 3)
+    summary = source.ensure_demo(stale, 3)
     assert summary["patients"] == 3 and "older" not in (stale / "GENERATED.txt").read_text()
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "a.txt").write_text("keep")
     with pytest.raises(ValueError, match="mine"):
-        config.ensure_demo(foreign, 3)
+        source.ensure_demo(foreign, 3)
     assert (foreign / "a.txt").read_text() == "keep"
 
 
 def test_registry_appends_rows_with_the_union_of_columns(tree, tmp_path):
-    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    cfg = source.resolve("smoke", data_dir=tree, output_dir=tmp_path)
     results.record(cfg, "00_data", [{"run": "a", "patches": 10}], split="none")
     table = results.record(cfg, "02_cnn", [{"run": "b", "f1": 0.5}, {"run": "c", "f1": 0.7}],
                            split="test, by patient")
@@ -76,7 +77,7 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_a_corrupt_registry_is_moved_aside_and_a_new_one_starts(tree, tmp_path):
-    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    cfg = source.resolve("smoke", data_dir=tree, output_dir=tmp_path)
     (tmp_path / "results.csv").write_text('time,notebook\n"unclosed,quote\nx,y,z,w\n')
     with pytest.warns(UserWarning, match=r"results\.csv could not be read.*moved aside to results\.corrupt-"):
         table = results.record(cfg, "00_data", [{"run": "a"}], split="none")

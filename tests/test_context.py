@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import context
+from helpers.recipes import context
 
 
 def test_features_are_the_logit_and_the_mean_logit_of_the_patients_patches():

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from helpers import crossval, recipes
-from helpers.demo import make_demo
+from helpers.recipes import crossval
+from helpers.recipes.recipe import BEST_VERSION, decision_only
+from helpers.recipes.recipe import get as get_recipe
+from helpers.data.demo import make_demo
 
 
 @pytest.fixture
@@ -181,7 +183,7 @@ def test_a_learning_curve_pairs_each_share_with_the_whole_training_split():
     def result(share, f1s, patches):
         per_fold = pd.DataFrame({"fold": [0, 1], "f1": f1s, "balanced_accuracy": [0.7, 0.8], "roc_auc": [0.8, 0.9],
                                  "train_patches": patches, "train_patients": [10, 10], "cpu_seconds": [1.0, 1.0]})
-        return crossval.CrossvalResult(recipes.get("seed", train_share=share), per_fold, crossval.summarise(per_fold),
+        return crossval.CrossvalResult(get_recipe("seed", train_share=share), per_fold, crossval.summarise(per_fold),
                                        Path("."))
 
     table = crossval.learning_curve([result(0.5, [0.5, 0.7], [50, 60]), result(1.0, [0.6, 0.9], [100, 120])])
@@ -244,7 +246,7 @@ def test_the_seed_recipe_learns_the_demo_set(tmp_path):
 
     # a two-seed ensemble takes member 0 of each fold from these kept models and trains member 1 only
     said = []
-    ensemble = crossval.run(tmp_path / "demo", recipes.get("seed+ensemble", ensemble=2), folds=2, seed=0,
+    ensemble = crossval.run(tmp_path / "demo", get_recipe("seed+ensemble", ensemble=2), folds=2, seed=0,
                             out_dir=tmp_path / "out", epochs=3, verbose=0, log=said.append, keep_models=True)
     assert sum("copied, not trained again" in line for line in said) == 2
     assert sum("training member 2/2" in line for line in said) == 2
@@ -260,11 +262,10 @@ def test_the_seed_recipe_learns_the_demo_set(tmp_path):
 
 
 def _result(name, f1, auc):
-    from helpers import recipes
 
     per_fold = pd.DataFrame({"fold": [0, 1, 2], "f1": f1, "balanced_accuracy": [0.7, 0.8, 0.9],
                              "roc_auc": auc, "cpu_seconds": [10.0, 12.0, 14.0], "wall_seconds": [20.0] * 3})
-    return crossval.CrossvalResult(recipes.get(name), per_fold, crossval.summarise(per_fold), ROOT)
+    return crossval.CrossvalResult(get_recipe(name), per_fold, crossval.summarise(per_fold), ROOT)
 
 
 def test_the_ablation_table_gives_paired_differences_from_the_base():
@@ -291,7 +292,7 @@ def test_an_unknown_ingredient_fails_before_any_training(demo, tmp_path):
 
 
 def test_an_ablation_keeps_the_bases_models_only_when_an_ensemble_will_reuse_them(patches, monkeypatch, tmp_path):
-    data = crossval.Data(tmp_path, patches, np.zeros((len(patches), 2, 2, 3), np.uint8),
+    data = crossval.LoadedData(tmp_path, patches, np.zeros((len(patches), 2, 2, 3), np.uint8),
                          patches["label"].to_numpy(), "fake-0000", False)
     kept = {}
 
@@ -324,7 +325,7 @@ def test_verdict_target_and_registry_rows_from_a_comparison():
 
     rows = crossval.registry_rows([base, best], "test folds")
     # the run name carries the recipe's version, so runs of an older ``best`` stay apart
-    assert [r["run"] for r in rows] == ["crossval_seed_v1", f"crossval_best_v{recipes.BEST_VERSION}"]
+    assert [r["run"] for r in rows] == ["crossval_seed_v1", f"crossval_best_v{BEST_VERSION}"]
     assert rows[1]["task"] == "idc_crossval" and rows[1]["folds"] == 3
     assert rows[1]["roc_auc"] == pytest.approx(0.95) and rows[1]["roc_auc_sd"] == pytest.approx(0.05)
 
@@ -362,7 +363,7 @@ def _views(tmp_path, folds, name="seed"):
         pd.DataFrame(rows).to_csv(out / f"fold{fold}" / "views.csv", index=False)
     per_fold = pd.DataFrame({"fold": list(folds), "f1": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5,
                              "cpu_seconds": 1.0, "wall_seconds": 1.0})
-    return crossval.CrossvalResult(recipes.get(name), per_fold, crossval.summarise(per_fold), out,
+    return crossval.CrossvalResult(get_recipe(name), per_fold, crossval.summarise(per_fold), out,
                                    {"folds": len(folds), "seed": 0})
 
 
@@ -399,7 +400,7 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
     assert row["f1"] == 1.0 and row["roc_auc"] == 1.0 and row["cpu_seconds"] == 2.0
     assert ens.recipe.name == "seed & seed+bn_fix" and ens.settings["members"] == ["seed", "seed+bn_fix"]
     # seed+tta is decided from seed's run: its training is counted once
-    with_tta = crossval.view_ensemble([a, b, crossval.decided(a, recipes.get("seed+tta"))], tmp_path / "ens3")
+    with_tta = crossval.view_ensemble([a, b, crossval.decided(a, get_recipe("seed+tta"))], tmp_path / "ens3")
     assert with_tta.per_fold.loc[0, "cpu_seconds"] == 2.0 and with_tta.per_fold.loc[0, "wall_seconds"] == 2.0
 
     # one view at 0.5: the single-view means 0.4 and 0.55 still split the test patches, though seed alone ranks them wrong
@@ -410,9 +411,9 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
     assert crossval.test_proba(fixed, 0)["proba"].tolist() == pytest.approx([0.4, 0.55])
 
     # the ceiling reads each fold's test patches as the result decides them
-    ceiling = crossval.balanced_accuracy_ceiling([crossval.decided(a, recipes.get("seed+tta")), fixed])
+    ceiling = crossval.balanced_accuracy_ceiling([crossval.decided(a, get_recipe("seed+tta")), fixed])
     assert ceiling["ceiling"].tolist() == [1.0, 1.0] and ceiling.loc["pair", "balanced_accuracy"] == 1.0
-    one_view = crossval.balanced_accuracy_ceiling([crossval.decided(a, recipes.get("seed+threshold"))])
+    one_view = crossval.balanced_accuracy_ceiling([crossval.decided(a, get_recipe("seed+threshold"))])
     assert one_view["ceiling"].item() == 0.5  # seed's single view ranks its two test patches the wrong way round
 
     other = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1)])}, "seed+tta")
@@ -446,19 +447,19 @@ def test_a_decision_only_ingredient_is_scored_on_the_bases_models(tmp_path):
     val = [(0, 0.1, 0.2), (1, 0.3, 0.6), (1, 0.4, 0.7)]
     test = [(0, 0.2, 0.1), (1, 0.35, 0.55), (1, 0.45, 0.65), (0, 0.1, 0.3)]
     base = _views(tmp_path, {0: (val, test), 1: (val, test)})
-    assert recipes.decision_only("tta") and recipes.decision_only("threshold")
-    assert not recipes.decision_only("class_weight")
+    assert decision_only("tta") and decision_only("threshold")
+    assert not decision_only("class_weight")
 
-    tta = crossval.decided(base, recipes.get("seed+tta"))
+    tta = crossval.decided(base, get_recipe("seed+tta"))
     assert tta.recipe.name == "seed+tta" and tta.settings["scored_from"] == "seed"
     assert list(tta.per_fold["f1"]) == [1.0, 1.0] and list(tta.per_fold["threshold"]) == [0.5, 0.5]
     assert list(tta.per_fold["cpu_seconds"]) == [1.0, 1.0]  # the training's: the same models
     assert list(crossval.test_proba(tta, 0)["proba"]) == [0.1, 0.55, 0.65, 0.3]
-    both = crossval.decided(base, recipes.get("seed+tta+threshold"))
+    both = crossval.decided(base, get_recipe("seed+tta+threshold"))
     assert list(both.per_fold["threshold"]) == pytest.approx([0.6, 0.6])
 
     with pytest.raises(ValueError, match="seed\\+class_weight.*has to be trained"):
-        crossval.decided(base, recipes.get("seed+class_weight"))
+        crossval.decided(base, get_recipe("seed+class_weight"))
 
 
 def test_the_decisions_are_scored_once_per_trained_cross_validation(tmp_path):
@@ -468,7 +469,7 @@ def test_the_decisions_are_scored_once_per_trained_cross_validation(tmp_path):
     first = crossval.decisions(base)
     (base.out_dir / "fold0" / "views.csv").unlink()  # later calls, and recipes decided from base, reuse the scores
     pd.testing.assert_frame_equal(crossval.decisions(base), first)
-    tta = crossval.decided(base, recipes.get("seed+tta"))
+    tta = crossval.decided(base, get_recipe("seed+tta"))
     assert list(tta.per_fold["f1"]) == [1.0]
     pd.testing.assert_frame_equal(crossval.decisions(tta), first)
     edited = crossval.decisions(base)
@@ -480,9 +481,9 @@ def _stored_run(tmp_path, patches, recipe, folds=2, seed=0):
     """A finished cross-validation of ``recipe`` on ``patches`` under tmp_path, as run() leaves it:
     each fold's done.json and views.csv, and summary.json."""
     labels = patches["label"].to_numpy()
-    data = crossval.Data(tmp_path / "data", patches, np.zeros((len(patches), 2, 2, 3), np.uint8), labels,
+    data = crossval.LoadedData(tmp_path / "data", patches, np.zeros((len(patches), 2, 2, 3), np.uint8), labels,
                          "fake-0000", False)
-    recipe = recipes.get(recipe)
+    recipe = get_recipe(recipe)
     root = crossval.run_dir(tmp_path, recipe, data, folds, seed)
     key = crossval._fingerprint(recipe, data, folds, seed, None)
     val = [(0, 0.1, 0.2), (1, 0.3, 0.6), (1, 0.4, 0.7)]
@@ -504,8 +505,8 @@ def _stored_run(tmp_path, patches, recipe, folds=2, seed=0):
 def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_recipe_that_kept_models(tmp_path, patches):
     data = _stored_run(tmp_path, patches, "seed")
     assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) is None  # no model files kept
-    stored = crossval.run_dir(tmp_path, recipes.get("seed"), data, 2, 0)
-    assert crossval.run_dir(tmp_path, recipes.get("seed", ensemble=2), data, 2, 0) != stored  # --set: its own folder
+    stored = crossval.run_dir(tmp_path, get_recipe("seed"), data, 2, 0)
+    assert crossval.run_dir(tmp_path, get_recipe("seed", ensemble=2), data, 2, 0) != stored  # --set: its own folder
     for i in range(2):
         (stored / f"fold{i}" / "model.keras").write_bytes(b"kept")
     assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) == stored
@@ -513,10 +514,10 @@ def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_re
     assert crossval.first_member_donor("seed+class_weight+ensemble", data, 2, 0, tmp_path) is None
     assert crossval.first_member_donor("seed", data, 2, 0, tmp_path) is None  # not an ensemble
     assert crossval.first_member_donor("seed+ensemble", data, 2, 1, tmp_path) is None  # other folds
-    mixed = recipes.get("seed+ensemble", ensemble_models=("mobilenet_v2", "cancernet"))
+    mixed = get_recipe("seed+ensemble", ensemble_models=("mobilenet_v2", "cancernet"))
     assert crossval.first_member_donor(mixed, data, 2, 0, tmp_path) is None  # member 0 is another architecture
 
-    ensemble = crossval.run_dir(tmp_path, recipes.get("seed+ensemble"), data, 2, 0)
+    ensemble = crossval.run_dir(tmp_path, get_recipe("seed+ensemble"), data, 2, 0)
     assert crossval._take_first_member(stored, ensemble / "fold0", print)
     assert (ensemble / "fold0" / "member0.keras").read_bytes() == b"kept"
     (ensemble / "fold1").mkdir(parents=True)
@@ -527,7 +528,7 @@ def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_re
 
 def test_a_recipe_trained_as_one_run_before_is_scored_from_its_folds(tmp_path, patches, monkeypatch):
     data = _stored_run(tmp_path, patches, "seed")
-    monkeypatch.setattr(recipes, "train", lambda *a, **k: pytest.fail("trained a recipe whose folds exist"))
+    monkeypatch.setattr(crossval, "train_recipe", lambda *a, **k: pytest.fail("trained a recipe whose folds exist"))
     said = []
     tta = crossval.run(None, "seed+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=said.append)
     assert tta.recipe.name == "seed+tta" and tta.settings["scored_from"] == "seed"
@@ -542,14 +543,14 @@ def test_a_recipe_trained_as_one_run_before_is_scored_from_its_folds(tmp_path, p
     assert crossval.trained_alike("seed", data, 2, 0, tmp_path) is None  # only seed+tta, scored from seed, is left
     # another fold split (seed) or a fold without views cannot be reused either
     assert crossval.trained_alike("seed+tta", data, 2, 1, tmp_path) is None
-    (crossval.run_dir(tmp_path, recipes.get("seed"), data, 2, 0) / "fold1" / "views.csv").unlink()
+    (crossval.run_dir(tmp_path, get_recipe("seed"), data, 2, 0) / "fold1" / "views.csv").unlink()
     assert crossval.trained_alike("seed+tta", data, 2, 0, tmp_path) is None
     with pytest.raises(pytest.fail.Exception, match="trained a recipe"):
         crossval.run(None, "seed+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=None, reuse=False)
 
 
 def test_slide_context_is_fitted_on_validation_patients_and_reads_no_test_label(tmp_path):
-    from helpers import context
+    from helpers.recipes import context
 
     rng = np.random.default_rng(3)
     out = tmp_path / "stored" / "seed" / "fold0"
@@ -581,13 +582,13 @@ def test_slide_context_is_fitted_on_validation_patients_and_reads_no_test_label(
 
     per_fold = pd.DataFrame({"fold": [0], "f1": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5,
                              "cpu_seconds": 1.0, "wall_seconds": 1.0})
-    base = crossval.CrossvalResult(recipes.get("seed"), per_fold, crossval.summarise(per_fold), out.parent,
+    base = crossval.CrossvalResult(get_recipe("seed"), per_fold, crossval.summarise(per_fold), out.parent,
                                    {"folds": 1, "seed": 0})
     per = crossval.decisions(base).set_index("decision")
     assert len(per) == len(crossval.DECISIONS) == 8
     alone, with_slide = per.loc["threshold 0.5, one view"], per.loc["threshold 0.5, one view, slide context"]
     assert with_slide["roc_auc"] > alone["roc_auc"]  # the slide's mean tells the 70% patients from the 5% ones
-    slide = crossval.decided(base, recipes.get("seed+slide_context"))
+    slide = crossval.decided(base, get_recipe("seed+slide_context"))
     assert slide.per_fold.loc[0, "roc_auc"] == pytest.approx(with_slide["roc_auc"])
     assert crossval.test_proba(slide, 0)["proba"].to_numpy() == pytest.approx(got[test])
 

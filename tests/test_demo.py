@@ -1,4 +1,4 @@
-"""helpers.demo: the generated IDC-like demo set (generated images, not patient data)."""
+"""helpers.data.demo: the generated IDC-like demo set (generated images, not patient data)."""
 import hashlib
 import os
 import re
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import demo
-from helpers.demo import make_demo
+from helpers.data import demo
+from helpers.data.demo import make_demo
 
 NAME = re.compile(r"^(\d+)_idx5_x(\d+)_y(\d+)_class([01])\.png$")
 SUMMARY_KEYS = {"root", "patients", "patches", "positives", "negatives", "small_patches", "seed", "generated"}

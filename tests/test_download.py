@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import patch_path, write_patch
 
-from helpers import download
-from helpers.index import DataError, build_index
+from helpers.data import download
+from helpers.data.index import DataError, build_index
 
 
 def make_zip(tmp_path, nested_only=False):
@@ -207,7 +207,7 @@ def test_the_download_command_prints_the_root_or_one_error_line(tmp_path, kaggle
 
 
 def test_run_all_full_downloads_once_before_any_notebook(tmp_path, kaggle, monkeypatch, capsys):
-    from helpers import run_all
+    from helpers.tools import run_all
 
     ran = []
     monkeypatch.setattr(run_all, "run_all", lambda notebooks, out_dir, parameters, **kw: ran.append(parameters) or [])

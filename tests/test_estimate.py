@@ -1,4 +1,4 @@
-"""helpers.estimate: FLOPs counted exactly, the estimate's arithmetic, its coverage and errors.
+"""helpers.tools.estimate: FLOPs counted exactly, the estimate's arithmetic, its coverage and errors.
 
 Big models are never built here: their FLOPs are read from helpers/flops.json.
 """
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import estimate
-from helpers.estimate import Job, Notebook
+from helpers.tools import estimate
+from helpers.tools.estimate import Job, Notebook
 
 
 def test_dense_layer_flops_are_multiply_adds_plus_biases():
@@ -140,9 +140,10 @@ def test_colab_fits_a_class_on_one_t4():
 
 def test_the_colab_profile_has_the_keys_of_the_others():
     from helpers import config
+    from helpers.data import source
 
     assert all(config.PROFILES[p].keys() == config.PROFILES["full"].keys() for p in config.PROFILES)
-    cfg = config.resolve("colab", data_dir=config.SAMPLE_DIR)
+    cfg = source.resolve("colab", data_dir=config.SAMPLE_DIR)
     assert (cfg.epochs, cfg.sample_size, cfg.seeds, cfg.weights) == (8, 40_000, 1, "imagenet")
 
 
@@ -198,11 +199,15 @@ def test_ingredient_costs_and_settings_match_their_sources():
     """The mirrored tables agree with the modules the notebooks read (for the profiles they know)."""
     import json as json_module
 
-    from helpers import breakhis, recipes, thyroid, thyroid_track, tuning
+    from helpers.breakhis import generator as breakhis_generator
+    from helpers.recipes import recipe
+    from helpers.studies import tuning
+    from helpers.thyroid import generator as thyroid_generator
+    from helpers.thyroid import track as thyroid_track
 
     def cost(name):
-        options = recipes.INGREDIENTS[name]
-        if recipes.decision_only(name):
+        options = recipe.INGREDIENTS[name]
+        if recipe.decision_only(name):
             return "decision"
         if options.get("head") == "gap":
             return "gap"
@@ -216,17 +221,17 @@ def test_ingredient_costs_and_settings_match_their_sources():
             return options["stain"]
         return "breakhis" if options.get("pretrain") == "breakhis" else "plain"
 
-    assert {name: cost(name) for name in recipes.INGREDIENTS} == estimate.INGREDIENT_COST
-    assert estimate.BEST_INGREDIENTS == recipes.BEST_INGREDIENTS
-    assert (estimate.RECIPE_EPOCHS, estimate.RECIPE_BATCH) == (recipes.Recipe().epochs, recipes.Recipe().batch_size)
+    assert {name: cost(name) for name in recipe.INGREDIENTS} == estimate.INGREDIENT_COST
+    assert estimate.BEST_INGREDIENTS == recipe.BEST_INGREDIENTS
+    assert (estimate.RECIPE_EPOCHS, estimate.RECIPE_BATCH) == (recipe.Recipe().epochs, recipe.Recipe().batch_size)
     for profile, s in estimate.SETTINGS.items():
         if profile in tuning.BUDGETS:
             b = tuning.BUDGETS[profile]
             assert s.search == (b.max_trials, b.epochs, b.sample_size), profile
-        if profile in breakhis.DEMO_SIZES:
-            assert s.breakhis == breakhis.DEMO_SIZES[profile], profile
-        if profile in thyroid.DEMO_SIZES:
-            assert s.thyroid == thyroid.DEMO_SIZES[profile], profile
+        if profile in breakhis_generator.DEMO_SIZES:
+            assert s.breakhis == breakhis_generator.DEMO_SIZES[profile], profile
+        if profile in thyroid_generator.DEMO_SIZES:
+            assert s.thyroid == thyroid_generator.DEMO_SIZES[profile], profile
         if profile in thyroid_track.IMAGE_SIZE:
             assert s.thyroid_size == thyroid_track.IMAGE_SIZE[profile], profile
         if profile in thyroid_track.SHIFT_SETTINGS:
@@ -243,7 +248,7 @@ def test_flops_of_an_uncounted_size_scale_with_the_area():
     assert estimate.image_flops("m@50", flops) == 100.0  # from the nearest size, 100 px: a quarter
     assert estimate.image_flops("m@300", flops) == 2_250.0
     assert estimate.image_flops('m@50 head="gap"', flops) == 1.75
-    with pytest.raises(KeyError, match=r"no FLOPs for model 'other@50' in flops.json: python -m helpers.estimate"):
+    with pytest.raises(KeyError, match=r"no FLOPs for model 'other@50' in flops.json: python -m helpers.tools.estimate"):
         estimate.image_flops("other@50", flops)
 
 
@@ -264,7 +269,7 @@ def test_colab_links_from_any_spelling_of_a_github_repository():
 
 def test_docs_colab_is_what_the_estimate_writes():
     page = Path(__file__).resolve().parents[1] / "docs" / "colab.md"
-    assert page.read_text() == estimate.colab_markdown(), "regenerate: python -m helpers.estimate --colab-doc > docs/colab.md"
+    assert page.read_text() == estimate.colab_markdown(), "regenerate: python -m helpers.tools.estimate --colab-doc > docs/colab.md"
     text = estimate.colab_markdown("https://github.com/me/idc-notebooks")
     assert "(https://colab.research.google.com/github/me/idc-notebooks/blob/main/notebooks/09_regularization.ipynb)" in text
     assert 'REPO_URL = "https://github.com/me/idc-notebooks"' in text

@@ -7,12 +7,13 @@ import sys
 import pytest
 from conftest import ROOT
 
-from helpers import config, experiment, splits
+from helpers.data import source, splits
+from helpers.studies import experiment
 
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
-    from helpers.demo import make_demo
+    from helpers.data.demo import make_demo
 
     root = tmp_path_factory.mktemp("demo") / "idc"
     make_demo(root, n_patients=12, seed=3)
@@ -20,7 +21,7 @@ def small_demo(tmp_path_factory):
 
 
 def test_prepare_data_splits_by_patient_and_balances_training(small_demo, tmp_path):
-    cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=800)
+    cfg = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=800)
     data = experiment.prepare_data(cfg)
     splits.check_disjoint(data.index)
     train = data.part("train")
@@ -73,7 +74,7 @@ def test_cli_evaluate_bad_model_file_is_one_clear_error(small_demo, tmp_path):
 def test_cancernet_beats_chance_on_held_out_real_patients(idc_sample, tmp_path):
     from helpers import models, train
 
-    cfg = config.resolve("smoke", data_dir=idc_sample, output_dir=tmp_path, sample_size=4000,
+    cfg = source.resolve("smoke", data_dir=idc_sample, output_dir=tmp_path, sample_size=4000,
                          batch_size=64, seed=0)
     data = experiment.prepare_data(cfg)
     # BatchNorm momentum 0.9 (the bn_fix ingredient): with Keras' 0.99 the moving statistics lag
@@ -92,9 +93,9 @@ def test_cancernet_beats_chance_on_held_out_real_patients(idc_sample, tmp_path):
 @pytest.mark.slow
 def test_train_or_load_trains_once_and_predicts_whole_patients(small_demo, tmp_path, monkeypatch):
     from helpers import train
-    from helpers.data import cached_index
+    from helpers.data.cache import cached_index
 
-    cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=400, epochs=1)
+    cfg = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=400, epochs=1)
     model, data = experiment.train_or_load(cfg, "cancernet", prefix="t")
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model.keras").is_file()
@@ -114,7 +115,7 @@ def test_train_or_load_trains_once_and_predicts_whole_patients(small_demo, tmp_p
     with pytest.raises(ValueError, match="none of the patients"):
         experiment.predict_patients(model, df, ["no-such-patient"], data)
 
-    other = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300, epochs=1)
+    other = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300, epochs=1)
     with pytest.raises(AssertionError, match="trained again"):  # other settings: a run of its own
         experiment.train_or_load(other, "cancernet", prefix="t")
 

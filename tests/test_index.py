@@ -6,8 +6,8 @@ import sys
 import pytest
 from conftest import ROOT, files_under, patch_path, write_patch
 
-from helpers.index import COLUMNS, DataError, build_index
-from helpers.splits import read_patient_list
+from helpers.data.index import COLUMNS, DataError, build_index
+from helpers.data.splits import read_patient_list
 
 
 def test_valid_tree_is_indexed_with_positions(tree):
@@ -176,19 +176,19 @@ def test_cli_missing_directory_is_one_clear_line(tmp_path):
 def test_the_saved_index_is_rebuilt_when_a_file_deep_inside_changes(tree, tmp_path):
     import os
 
-    from helpers import config, data
+    from helpers.data import cache, source
 
-    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path / "out")
-    first, _ = data.cached_index(cfg)
-    again, _ = data.cached_index(cfg)
+    cfg = source.resolve("smoke", data_dir=tree, output_dir=tmp_path / "out")
+    first, _ = cache.cached_index(cfg)
+    again, _ = cache.cached_index(cfg)
     assert len(first) == len(again) == 10
     inner = patch_path(tree, 2, 1, 1, 0)
     top = os.stat(tree)
     write_patch(inner, size=(40, 50))  # the same name, other bytes: only the file's size and time change
     os.utime(tree, ns=(top.st_atime_ns, top.st_mtime_ns))  # the top folder looks untouched
-    changed, _ = data.cached_index(cfg)
+    changed, _ = cache.cached_index(cfg)
     assert changed.loc[changed["path"] == str(inner), "width"].item() == 40
-    assert data.tree_stamp(tmp_path / "missing") is None
+    assert cache.tree_stamp(tmp_path / "missing") is None
 
 
 def test_a_linked_patient_folder_is_indexed_and_a_link_loop_is_walked_once(tree, tmp_path):
@@ -201,6 +201,6 @@ def test_a_linked_patient_folder_is_indexed_and_a_link_loop_is_walked_once(tree,
     df, report = build_index(tree)
     assert report.unique_patches == 11 and set(df["patient"]) == {"1", "2", "9"}
     assert df.loc[df["patient"] == "9", "label"].tolist() == [1]
-    from helpers import data
+    from helpers.data import cache
 
-    assert data.tree_stamp(tree) == data.tree_stamp(tree)  # the loop ends here too
+    assert cache.tree_stamp(tree) == cache.tree_stamp(tree)  # the loop ends here too

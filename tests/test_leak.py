@@ -1,8 +1,9 @@
-"""helpers.leak: the same model on a random patch split and on a patient split."""
+"""helpers.studies.leak: the same model on a random patch split and on a patient split."""
 import pandas as pd
 import pytest
 
-from helpers import config, leak
+from helpers.data import source
+from helpers.studies import leak
 
 
 def test_summary_means_spreads_and_the_patch_splits_lead():
@@ -20,10 +21,10 @@ def test_summary_means_spreads_and_the_patch_splits_lead():
 
 @pytest.mark.slow
 def test_both_splits_train_and_only_the_patch_split_shares_patients(tmp_path):
-    from helpers.demo import make_demo
+    from helpers.data.demo import make_demo
 
     root = make_demo(tmp_path / "idc", n_patients=12, seed=3)["root"]
-    cfg = config.resolve("smoke", data_dir=root, output_dir=tmp_path / "out", sample_size=400, epochs=1)
+    cfg = source.resolve("smoke", data_dir=root, output_dir=tmp_path / "out", sample_size=400, epochs=1)
     table = leak.compare_splits(cfg, seeds=[1], verbose=0)
     assert list(table["split"]) == ["patch", "patient"]
     by = table.set_index("split")

@@ -4,9 +4,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import run_all
+from helpers.tools import run_all
 from helpers.config import ROOT, SAMPLE_DIR
-from helpers.estimate import COLAB_SETUP_CELL
+from helpers.tools.estimate import COLAB_SETUP_CELL
 
 THYROID = ("16_", "17_")
 

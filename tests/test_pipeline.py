@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import patch_path, write_patch
 
-from helpers import pipeline
-from helpers.index import DataError, build_index
+from helpers.data import pipeline
+from helpers.data.index import DataError, build_index
 
 
 def test_pad_patch_fills_right_and_bottom_with_white():
@@ -88,7 +88,7 @@ def test_bad_inputs_raise_clearly(small_index, tmp_path):
 def test_to_model_input_matches_the_pipeline(tree):
     import keras
 
-    from helpers.index import build_index
+    from helpers.data.index import build_index
 
     df, _ = build_index(tree)
     images, _ = pipeline.load_arrays(df)
@@ -102,7 +102,7 @@ def test_to_model_input_matches_the_pipeline(tree):
 
 
 def test_pack_in_parallel_writes_the_same_file(tmp_path):
-    from helpers.demo import make_demo
+    from helpers.data.demo import make_demo
 
     make_demo(tmp_path / "demo", n_patients=4, seed=2)
     df, _ = build_index(tmp_path / "demo")
@@ -154,7 +154,7 @@ def test_to_rgb_gives_what_tensorflows_png_decoder_gives(kind, tmp_path):
     import tensorflow as tf
     from PIL import Image
 
-    from helpers.pipeline import load_patch, to_rgb
+    from helpers.data.pipeline import load_patch, to_rgb
 
     rng = np.random.default_rng(1)
     path = tmp_path / f"{kind}.png"

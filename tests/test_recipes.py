@@ -5,9 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import context, pipeline, recipes, splits, stain, train
+from helpers import train
+from helpers.data import pipeline, splits, stain
+from helpers.recipes import context
 from helpers.io import json_safe
-from helpers.recipes import INGREDIENTS, RECIPES, Predictor, Recipe, get, with_ingredient
+from helpers.recipes.recipe import (BEST_INGREDIENTS, BEST_VERSION, DECISION_OPTIONS, INGREDIENTS, LATER_OPTIONS,
+                                   RECIPES, Predictor, Recipe, _fingerprint, best_base, build_member, describe, get,
+                                   learning_rate, read_config, with_ingredient)
+from helpers.recipes.recipe import train as train_recipe
 
 OPTIONS = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version")]
 
@@ -26,12 +31,12 @@ def test_the_seed_recipe_is_the_seed_projects_setup():
 
 
 def test_the_seed_model_scales_inputs_to_unit_range_and_flattens():
-    model = recipes.build_member(get("seed"), "cancernet")
+    model = build_member(get("seed"), "cancernet")
     rescale = model.get_layer("rescale")
     assert isinstance(rescale, keras.layers.Rescaling) and rescale.scale == pytest.approx(1 / 255)
     assert model.get_layer("flatten") is not None
     assert {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
-    gap = recipes.build_member(get("seed+gap_head+bn_fix"), "cancernet")
+    gap = build_member(get("seed+gap_head+bn_fix"), "cancernet")
     assert isinstance(gap.get_layer("gap"), keras.layers.GlobalAveragePooling2D)
     assert not any(isinstance(layer, keras.layers.Flatten) for layer in gap.layers)
     assert {layer.momentum for layer in gap.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
@@ -49,10 +54,10 @@ def test_each_ingredient_changes_only_its_own_options(ingredient):
 
 def test_best_combines_its_ingredients_and_options_override():
     best = RECIPES["best"]
-    for ingredient in recipes.BEST_INGREDIENTS:
+    for ingredient in BEST_INGREDIENTS:
         for key, value in INGREDIENTS[ingredient].items():
             assert getattr(best, key) == value
-    assert best.version == recipes.BEST_VERSION
+    assert best.version == BEST_VERSION
     short = get("best", epochs=3, ensemble=2)
     assert short.epochs == 3 and short.ensemble == 2 and short.name == "best[ensemble=2]"
     assert get("seed", epochs=None) == get("seed")  # None: not given
@@ -69,7 +74,7 @@ def test_an_override_is_named_so_that_its_run_does_not_overwrite_the_named_recip
 
 def test_training_options_leave_out_only_the_decision():
     seed = get("seed")
-    assert set(seed.training_options) == set(OPTIONS) - set(recipes.DECISION_OPTIONS)
+    assert set(seed.training_options) == set(OPTIONS) - set(DECISION_OPTIONS)
     assert get("seed+threshold+tta").training_options == seed.training_options
     assert get("seed+bn_fix+tta").training_options == get("seed+bn_fix").training_options
     assert get("seed+bn_fix").training_options != seed.training_options
@@ -79,8 +84,8 @@ def test_training_options_leave_out_only_the_decision():
 
 
 def test_best_is_trained_as_its_base():
-    base = recipes.best_base()
-    assert base.startswith("seed") and not any(f"+{d}" in base for d in recipes.DECISION_OPTIONS)
+    base = best_base()
+    assert base.startswith("seed") and not any(f"+{d}" in base for d in DECISION_OPTIONS)
     assert get(base).training_options == RECIPES["best"].training_options
 
 
@@ -109,7 +114,7 @@ def test_recipe_round_trips_through_a_dict():
 
 def test_model_json_round_trips_to_an_equal_predictor(tmp_path, rng):
     recipe = get("seed+tta+stain_reinhard", ensemble=2, ensemble_models=["cancernet", "vgg_style"])
-    members = [(recipes.build_member(recipe, arch), {"file": f"member{m}.keras", "model": arch,
+    members = [(build_member(recipe, arch), {"file": f"member{m}.keras", "model": arch,
                                                      "image_size": 50, "seed": 7 + m})
                for m, arch in enumerate(recipe.members())]
     images = rng.integers(60, 230, size=(6, 50, 50, 3)).astype(np.uint8)
@@ -131,7 +136,7 @@ def test_model_json_round_trips_to_an_equal_predictor(tmp_path, rng):
     np.testing.assert_allclose(context.apply(saved.context, averaged, patients), saved.predict(images, patients=patients),
                                atol=1e-6)
     assert not np.allclose(single, averaged, atol=1e-5)
-    assert recipes.read_config(tmp_path / "nothing-here")[0] is None
+    assert read_config(tmp_path / "nothing-here")[0] is None
 
 
 def test_balanced_sampling_gives_even_batches(rng):
@@ -214,23 +219,23 @@ def test_macenko_keeps_and_counts_a_white_patch(rng):
 
 def test_the_warmup_schedule_rises_linearly_then_decays():
     recipe = get("seed+warmup", learning_rate=0.01, epochs=4)
-    schedule = recipes.learning_rate(recipe, steps_per_epoch=10)  # 10 warm-up steps of 40
+    schedule = learning_rate(recipe, steps_per_epoch=10)  # 10 warm-up steps of 40
     lr = lambda step: float(schedule(step))  # noqa: E731
     assert lr(0) == pytest.approx(0.0)
     assert lr(5) == pytest.approx(0.005)
     assert lr(10) == pytest.approx(0.01)
     assert lr(25) == pytest.approx(0.005, rel=1e-4)  # half-way down the cosine
     assert lr(40) == pytest.approx(0.0, abs=1e-7)
-    assert recipes.learning_rate(get("seed"), 10) == 0.0282
+    assert learning_rate(get("seed"), 10) == 0.0282
     optimizer = train.make_optimizer("adam", schedule)
     assert isinstance(optimizer.learning_rate, keras.Variable) or callable(optimizer._learning_rate)
 
 
 def test_describe_lists_every_ingredient_and_what_it_changes():
-    table = recipes.describe()
+    table = describe()
     assert list(table.index) == list(INGREDIENTS)
     assert table.loc["tta", "changes"] == "tta: False -> True"
-    assert table.loc["bn_fix", "in best"] == ("bn_fix" in recipes.BEST_INGREDIENTS)
+    assert table.loc["bn_fix", "in best"] == ("bn_fix" in BEST_INGREDIENTS)
 
 
 def test_the_training_share_is_checked_and_named_in_the_recipe():
@@ -245,13 +250,13 @@ def test_the_training_share_is_checked_and_named_in_the_recipe():
 def test_options_added_later_leave_stored_fingerprints_unchanged():
     # stored cross-validations are found by a hash of the recipe; an option added since must not
     # change it while at its default (the values are what the code of 2026-12-06 gave)
-    assert set(recipes.LATER_OPTIONS) <= set(OPTIONS)
-    assert not set(recipes.LATER_OPTIONS) & set(get("best").as_dict()["options"])
+    assert set(LATER_OPTIONS) <= set(OPTIONS)
+    assert not set(LATER_OPTIONS) & set(get("best").as_dict()["options"])
     assert get("seed", train_share=0.5).as_dict()["options"]["train_share"] == 0.5
     x = np.arange(4 * 50 * 50 * 3, dtype=np.uint8).reshape(4, 50, 50, 3)
     y = np.array([0, 1, 0, 1])
-    assert recipes._fingerprint(get("best"), 7, (x, y), (x[:2], y[:2])) == "d8feca96f7e279d9"
-    assert recipes._fingerprint(get("seed+ema", epochs=10), 7, (x, y), (x[:2], y[:2])) == "2b1f9b0fc314a988"
+    assert _fingerprint(get("best"), 7, (x, y), (x[:2], y[:2])) == "d8feca96f7e279d9"
+    assert _fingerprint(get("seed+ema", epochs=10), 7, (x, y), (x[:2], y[:2])) == "2b1f9b0fc314a988"
 
 
 def test_a_share_of_the_training_split_needs_its_patients_and_trains_on_that_share(tmp_path, rng):
@@ -259,9 +264,9 @@ def test_a_share_of_the_training_split_needs_its_patients_and_trains_on_that_sha
     y = np.tile([0, 1], 12)
     recipe = get("seed", train_share=0.5, epochs=1, batch_size=8)
     with pytest.raises(ValueError, match="train_patients.*24 training patches"):
-        recipes.train(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None)
+        train_recipe(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None)
     patients = np.repeat(["a", "b", "c"], 8)
-    predictor = recipes.train(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None, train_patients=patients)
+    predictor = train_recipe(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None, train_patients=patients)
     assert predictor.info["train_patches"] == 12 and predictor.info["train_patients"] == 3
 
 

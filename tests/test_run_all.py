@@ -1,7 +1,7 @@
 import nbformat
 import pytest
 
-from helpers import run_all
+from helpers.tools import run_all
 
 
 def notebook(path, *sources):
@@ -59,7 +59,7 @@ def executed(path, title, outputs):
 
 
 def test_html_renders_each_executed_notebook_and_an_index(tmp_path):
-    from helpers import site
+    from helpers.tools import site
 
     src = tmp_path / "executed"
     src.mkdir()
@@ -78,7 +78,7 @@ def test_html_renders_each_executed_notebook_and_an_index(tmp_path):
 
 
 def test_html_refuses_notebooks_that_did_not_run(tmp_path):
-    from helpers import site
+    from helpers.tools import site
 
     with pytest.raises(FileNotFoundError, match="run `make run-all` first"):
         site.render(tmp_path, tmp_path / "site")

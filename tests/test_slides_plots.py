@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 from conftest import patch_path, write_patch
 
-from helpers import plots, slides
-from helpers.index import build_index
+from helpers import plots
+from helpers.data import slides
+from helpers.data.index import build_index
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ def test_idc_share_agreement_plots_one_point_per_patient():
 
 
 def test_complete_patients_come_from_the_manifest(tmp_path, idc_sample):
-    from helpers import slides
+    from helpers.data import slides
 
     assert slides.complete_patients(idc_sample) == ["10253", "10254"]
     assert slides.complete_patients(tmp_path) == []

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import splits
-from helpers.splits import training_subset
+from helpers.data import splits
+from helpers.data.splits import training_subset
 
 
 def make_index(n_patients=40, seed=0):

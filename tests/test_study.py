@@ -8,13 +8,15 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: F401
 
-from helpers import config, plots, results, study, train  # noqa: E402
-from helpers.study import Variant  # noqa: E402
+from helpers import plots, results, train  # noqa: E402
+from helpers.data import source
+from helpers.studies import study
+from helpers.studies.study import Variant  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
-    from helpers.demo import make_demo
+    from helpers.data.demo import make_demo
 
     root = tmp_path_factory.mktemp("demo") / "idc"
     make_demo(root, n_patients=12, seed=5)
@@ -28,7 +30,7 @@ VARIANTS = [Variant("adam", fit={"optimizer": "adam"}),
 
 @pytest.mark.slow
 def test_a_study_runs_each_variant_per_seed_and_rereads_finished_runs(small_demo, tmp_path, monkeypatch):
-    cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300, epochs=2)
+    cfg = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300, epochs=2)
     found = study.run_study(cfg, "opt", "08_test", VARIANTS, seeds=[1, 2])
     assert list(found.runs["variant"]) == ["adam", "adam", "sgd", "sgd"]
     assert list(found.runs["seed"]) == [1, 2, 1, 2]
@@ -56,7 +58,7 @@ def test_a_study_runs_each_variant_per_seed_and_rereads_finished_runs(small_demo
 
 
 def test_variant_names_must_be_unique(tmp_path, small_demo):
-    cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path)
+    cfg = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path)
     with pytest.raises(ValueError, match="unique"):
         study.run_study(cfg, "s", "nb", [Variant("a"), Variant("a")])
 
@@ -70,7 +72,7 @@ RERUN_TOLERANCE = 0.02
 def test_the_same_seed_gives_the_same_metrics_on_a_rerun(small_demo, tmp_path):
     runs = []
     for out in ("first", "second"):
-        cfg = config.resolve("smoke", data_dir=small_demo, output_dir=tmp_path / out, sample_size=300, epochs=2)
+        cfg = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path / out, sample_size=300, epochs=2)
         runs.append(study.run_study(cfg, "rerun", "test", [Variant("augmented", augment="seed_both_flips")],
                                     seeds=[7]).runs.iloc[0])
     for metric in ("val_f1", "val_balanced_accuracy", "f1", "balanced_accuracy", "roc_auc"):

@@ -11,9 +11,10 @@ import pytest
 from conftest import ROOT, files_under, tree_digest
 from PIL import Image
 
-from helpers import thyroid
-from helpers.index import DataError
-from helpers.thyroid import COLUMNS, GENERATED_LABEL, build_index, group_id, make_demo, parse_name, split
+from helpers.thyroid import generator, index
+from helpers.data.index import DataError
+from helpers.thyroid.generator import make_demo
+from helpers.thyroid.index import COLUMNS, GENERATED_LABEL, build_index, group_id, parse_name, split
 
 NAME = re.compile(r"^([BM])_(\d{3})-(\d{4})-1\.0\.jpg$")
 
@@ -287,25 +288,25 @@ def test_load_images_resizes_to_squares_without_keeping_the_aspect(tmp_path):
     b = write_image(tmp_path / "M_002-0001-1.0.png", size=(20, 60), value=100)
     Image.open(b).convert("L").save(b)  # a grey PNG becomes 3 equal channels
     df, _ = build_index(tmp_path)
-    x = thyroid.load_images(df, 16)
+    x = index.load_images(df, 16)
     assert x.shape == (2, 16, 16, 3) and x.dtype == np.uint8
     assert abs(int(x[0, 0, 0, 0]) - 100) <= 3 and abs(int(x[0, -1, 0, 0]) - 200) <= 3  # top half darker
     assert (x[1, ..., 0] == x[1, ..., 2]).all() and abs(int(x[1, -1, 0, 0]) - 100) <= 1
     a.write_bytes(b"broken")
     with pytest.raises(ValueError, match=re.escape(str(a))):
-        thyroid.load_images(df, 16)
+        index.load_images(df, 16)
 
 
 def test_counts_table(tmp_path):
     df = index_table({"001": 0, "002": 1, "003": 0}, subset_of=lambda g: "test" if g == "003" else "train",
                      per_group=2)
-    table = thyroid.counts_table(df)
+    table = index.counts_table(df)
     assert table.index.tolist() == [("cropped", "test"), ("cropped", "train"), ("uncropped", "test"),
                                     ("uncropped", "train")]
     assert table.loc[("cropped", "train")].to_dict() == {"benign": 2, "malignant": 2, "images": 4, "groups": 2,
                                                          "malignant %": 50.0}
     assert table.loc[("uncropped", "test"), "benign"] == 2
-    flat = thyroid.counts_table(index_table({"001": 0}, variants=("",), per_group=1))
+    flat = index.counts_table(index_table({"001": 0}, variants=("",), per_group=1))
     assert flat.index.tolist() == [("-", "-")]
 
 
@@ -313,7 +314,7 @@ def test_example_grid_titles_generated_and_real(demo, tmp_path):
     import matplotlib.pyplot as plt
 
     _, _, df, _ = demo
-    fig = thyroid.example_grid(df, n=3)
+    fig = index.example_grid(df, n=3)
     assert f"({GENERATED_LABEL})" in fig._suptitle.get_text() and GENERATED_LABEL == "generated thyroid demo data"
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 12 and sum("uncropped" in t for t in titles) == 6
@@ -322,7 +323,7 @@ def test_example_grid_titles_generated_and_real(demo, tmp_path):
     for name in ("B_001-0001-1.0.jpg", "M_002-0001-1.0.jpg"):
         write_image(tmp_path / "mine" / name)
     df, _ = build_index(tmp_path / "mine")
-    fig = thyroid.example_grid(df, n=2)
+    fig = index.example_grid(df, n=2)
     assert "real data: mine" in fig._suptitle.get_text()
     assert len([ax for ax in fig.axes if ax.get_images()]) == 2
     plt.close(fig)
@@ -405,7 +406,7 @@ def test_demo_rerun_is_a_no_op_and_a_foreign_folder_is_refused(tmp_path):
 def test_interrupted_demo_leaves_nothing(tmp_path, monkeypatch):
     """Stopped after some images were written: no half set, no staging folder."""
     calls = []
-    real = thyroid._write_nodule
+    real = generator._write_nodule
 
     def stop_at_the_third(job):
         calls.append(job)
@@ -413,7 +414,7 @@ def test_interrupted_demo_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(thyroid, "_write_nodule", stop_at_the_third)
+    monkeypatch.setattr(generator, "_write_nodule", stop_at_the_third)
     with pytest.raises(KeyboardInterrupt):
         make_demo(tmp_path / "set", n_nodules=5, images_per_nodule=1, workers=1)
     assert list(tmp_path.iterdir()) == []
@@ -421,25 +422,25 @@ def test_interrupted_demo_leaves_nothing(tmp_path, monkeypatch):
 
 def test_demo_dir_resolve_dir_and_labels(tmp_path, monkeypatch):
     monkeypatch.setenv("THYROID_DEMO_ROOT", str(tmp_path / "demos"))
-    monkeypatch.setitem(thyroid.DEMO_SIZES, "smoke", (4, 1))
-    assert thyroid.demo_dir(4) == tmp_path / "demos" / "thyroid-4n"
-    root = thyroid.resolve_dir(None, "smoke")
-    assert root == thyroid.demo_dir(4) and len(files_under(root, "*.jpg")) == 8
-    assert thyroid.is_generated(root) and thyroid.is_generated(root / "cropped" / "train")
-    assert thyroid.data_label(root / "uncropped") == "generated thyroid demo data"
+    monkeypatch.setitem(generator.DEMO_SIZES, "smoke", (4, 1))
+    assert generator.demo_dir(4) == tmp_path / "demos" / "thyroid-4n"
+    root = generator.resolve_dir(None, "smoke")
+    assert root == generator.demo_dir(4) and len(files_under(root, "*.jpg")) == 8
+    assert index.is_generated(root) and index.is_generated(root / "cropped" / "train")
+    assert index.data_label(root / "uncropped") == "generated thyroid demo data"
     mtime = (root / "generated.json").stat().st_mtime_ns
-    assert thyroid.resolve_dir("", "smoke") == root and (root / "generated.json").stat().st_mtime_ns == mtime
-    assert len(files_under(thyroid.resolve_dir(None, "smoke", seed=1), "*.jpg")) == 8  # another seed replaces the set
+    assert generator.resolve_dir("", "smoke") == root and (root / "generated.json").stat().st_mtime_ns == mtime
+    assert len(files_under(generator.resolve_dir(None, "smoke", seed=1), "*.jpg")) == 8  # another seed replaces the set
     assert json.loads((root / "generated.json").read_text())["params"]["seed"] == 1
 
     mine = tmp_path / "mine"
     mine.mkdir()
-    assert thyroid.resolve_dir(str(mine)) == mine
-    assert not thyroid.is_generated(mine) and thyroid.data_label(mine) == "real data: mine"
+    assert generator.resolve_dir(str(mine)) == mine
+    assert not index.is_generated(mine) and index.data_label(mine) == "real data: mine"
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "nope"))):
-        thyroid.resolve_dir(tmp_path / "nope")
+        generator.resolve_dir(tmp_path / "nope")
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
-        thyroid.resolve_dir(None, "huge")
+        generator.resolve_dir(None, "huge")
 
 
 def crop_features(path):
@@ -468,7 +469,7 @@ def test_demo_is_learnable_but_not_trivial(tmp_path):
     df, _ = build_index(tmp_path / "set")
     df = df[df["variant"] == "cropped"].reset_index(drop=True)
     inputs = {"features": np.array([crop_features(p) for p in df["path"]]),
-              "16x16 pixels": thyroid.load_images(df, 16)[..., 0].reshape(len(df), -1) / 255.0}
+              "16x16 pixels": index.load_images(df, 16)[..., 0].reshape(len(df), -1) / 255.0}
     auc = {}
     for name, x in inputs.items():
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))

@@ -10,19 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import cam, compare, config, study, thyroid, thyroid_track
+from helpers import cam
+from helpers.data import source
+from helpers.studies import compare, study
+from helpers.thyroid import track
+from helpers.thyroid.generator import make_demo
+from helpers.thyroid.index import group_id, load_images, parse_name
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("thyroid") / "set"
-    thyroid.make_demo(root, n_nodules=30, images_per_nodule=2, seed=0)
+    make_demo(root, n_nodules=30, images_per_nodule=2, seed=0)
     return root
 
 
 @pytest.fixture
 def cfg(demo, tmp_path):
-    return config.resolve("smoke", data_dir=demo, output_dir=tmp_path / "out", batch_size=16, epochs=1, seed=1)
+    return source.resolve("smoke", data_dir=demo, output_dir=tmp_path / "out", batch_size=16, epochs=1, seed=1)
 
 
 def test_featurewise_stats_exact():
@@ -30,15 +35,15 @@ def test_featurewise_stats_exact():
     x[0, ..., 0] = 10
     x[1, ..., 0] = 30
     x[..., 2] = 255
-    mean, variance = thyroid_track.featurewise_stats(x)
+    mean, variance = track.featurewise_stats(x)
     assert mean == [20.0, 0.0, 255.0]
     assert variance == [100.0, 0.0, 0.0]
     with pytest.raises(ValueError, match=r"\(n, h, w, 3\).*\(2, 2\)"):
-        thyroid_track.featurewise_stats(np.zeros((2, 2)))
+        track.featurewise_stats(np.zeros((2, 2)))
 
 
 def test_prepare_splits_by_nodule_and_normalises_on_training_images_only(cfg):
-    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    data = track.prepare(cfg, 32, train_on="cropped")
     index = data.index
     groups = {s: set(index.loc[index["split"] == s, "group"]) for s in ("train", "val", "test")}
     assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
@@ -49,7 +54,7 @@ def test_prepare_splits_by_nodule_and_normalises_on_training_images_only(cfg):
     assert len(data.extra["test_labels"]["uncropped"]) == (index["split"] == "test").sum()
 
     train_rows = index[index["split"] == "train"]
-    expected = thyroid_track.featurewise_stats(thyroid.load_images(train_rows, 32))
+    expected = track.featurewise_stats(load_images(train_rows, 32))
     np.testing.assert_allclose(data.extra["build"]["normalize"], expected)
     assert data.extra["images_train"].shape == (len(train_rows), 32, 32, 3)
 
@@ -57,7 +62,7 @@ def test_prepare_splits_by_nodule_and_normalises_on_training_images_only(cfg):
     assert x.shape[1:] == (32, 32, 3) and x.dtype == "float32" and y.shape[1] == 2
     n_test = sum(int(b[1].shape[0]) for b in data.test)
     assert n_test == (index["split"] == "test").sum() == len(data.part("test"))
-    counts = thyroid_track.counts(data)
+    counts = track.counts(data)
     assert counts[["benign", "malignant"]].to_numpy().sum() == len(index)
 
 
@@ -71,16 +76,16 @@ def test_a_nodule_in_both_given_folders_is_tested_on_and_never_trained_on(demo, 
     first = sorted((root / "cropped" / "train").glob("*.jpg"))[0]  # image 1 of a training nodule
     for variant in ("cropped", "uncropped"):
         (root / variant / "train" / first.name).rename(root / variant / "test" / first.name)
-    nodule = thyroid.group_id(*thyroid.parse_name(first.name))
+    nodule = group_id(*parse_name(first.name))
 
-    index, report = thyroid_track.split_index(root, seed=1)
+    index, report = track.split_index(root, seed=1)
     # its image 2, in both variants, is still in the training folder: those two move to test
     assert report.groups_in_train_and_test == [nodule] and report.moved_to_test == 2
     assert index.loc[index["moved_to_test"], "path"].map(lambda p: p.split("/")[-1]).tolist() == \
         [first.name.replace("-0001-", "-0002-")] * 2
-    cfg = config.resolve("smoke", data_dir=root, output_dir=tmp_path / "out", batch_size=16, epochs=1, seed=1)
+    cfg = source.resolve("smoke", data_dir=root, output_dir=tmp_path / "out", batch_size=16, epochs=1, seed=1)
     for train_on in ("cropped", ["cropped", "uncropped"]):
-        data = thyroid_track.prepare(cfg, 32, train_on=train_on, index=index)
+        data = track.prepare(cfg, 32, train_on=train_on, index=index)
         groups = sides(data.index)
         assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"])
         assert nodule in groups["test"]
@@ -89,17 +94,17 @@ def test_a_nodule_in_both_given_folders_is_tested_on_and_never_trained_on(demo, 
 
 
 def test_prepare_refuses_an_index_with_a_nodule_on_two_sides(cfg):
-    index = thyroid_track.split_index(cfg.data_dir, seed=1)[0]
+    index = track.split_index(cfg.data_dir, seed=1)[0]
     train_nodule = index.loc[index["split"] == "train", "group"].iloc[0]
     leaky = index.copy()
     leaky.loc[leaky.index[(leaky["group"] == train_nodule) & (leaky["variant"] == "uncropped")], "split"] = "test"
     with pytest.raises(ValueError, match=re.escape(f"1 nodule(s) in more than one split: {train_nodule} (test/train)")):
-        thyroid_track.prepare(cfg, 32, train_on="cropped", index=leaky)
+        track.prepare(cfg, 32, train_on="cropped", index=leaky)
 
 
 def test_training_on_both_variants_holds_each_image_twice(cfg):
-    both = thyroid_track.prepare(cfg, 32, train_on=["cropped", "uncropped"], test_on="uncropped")
-    one = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    both = track.prepare(cfg, 32, train_on=["cropped", "uncropped"], test_on="uncropped")
+    one = track.prepare(cfg, 32, train_on="cropped")
     n = lambda d, s: (d.index["split"] == s).sum()  # noqa: E731
     assert n(both, "train") == 2 * n(one, "train") and n(both, "val") == 2 * n(one, "val")
     assert set(both.index.loc[both.index["split"] == "test", "variant"]) == {"uncropped"}
@@ -108,7 +113,7 @@ def test_training_on_both_variants_holds_each_image_twice(cfg):
 
 def test_unknown_variant_is_named(cfg):
     with pytest.raises(ValueError, match="'sideways'"):
-        thyroid_track.prepare(cfg, 32, train_on="sideways")
+        track.prepare(cfg, 32, train_on="sideways")
 
 
 def _mean_brightness_model(size):
@@ -120,26 +125,26 @@ def _mean_brightness_model(size):
 
 
 def test_cross_evaluate_scores_every_arm_on_every_variant(cfg):
-    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    data = track.prepare(cfg, 32, train_on="cropped")
     arms = {"cropped": (_mean_brightness_model(32), data)}
-    table, curves = thyroid_track.cross_evaluate(arms, "generated thyroid demo data", thresholds={"cropped": 0.5})
+    table, curves = track.cross_evaluate(arms, "generated thyroid demo data", thresholds={"cropped": 0.5})
     assert list(table["tested on"]) == ["cropped", "uncropped"]
     assert table.columns[0] == "data" and set(table["data"]) == {"generated thyroid demo data"}
     for bad in ("", None):
         with pytest.raises(ValueError, match=re.escape(f"got {bad!r}")):
-            thyroid_track.cross_evaluate(arms, bad, thresholds={"cropped": 0.5})
-    assert thyroid_track.score_of(table, "cropped", "uncropped", "n") == table.loc[1, "n"]
+            track.cross_evaluate(arms, bad, thresholds={"cropped": 0.5})
+    assert track.score_of(table, "cropped", "uncropped", "n") == table.loc[1, "n"]
     with pytest.raises(ValueError, match="no row trained on 'both' and tested on 'cropped'"):
-        thyroid_track.score_of(table, "both", "cropped")
+        track.score_of(table, "both", "cropped")
     with pytest.raises(ValueError, match="no metric 'auc'"):
-        thyroid_track.score_of(table, "cropped", "cropped", "auc")
+        track.score_of(table, "cropped", "cropped", "auc")
     assert (table["threshold"] == 0.5).all()
     assert table[["f1", "balanced_accuracy", "roc_auc"]].apply(lambda c: c.between(0, 1)).all().all()
     assert set(curves) == {"train cropped -> test cropped", "train cropped -> test uncropped"}
     y, p = curves["train cropped -> test cropped"]
     assert len(y) == len(p) == table.loc[0, "n"]
 
-    fig = thyroid_track.roc_figure(curves, "title", "generated demo data; test split")
+    fig = track.roc_figure(curves, "title", "generated demo data; test split")
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.lines]
     assert len(labels) == 3 and labels[-1] == "chance"
@@ -149,24 +154,24 @@ def test_cross_evaluate_scores_every_arm_on_every_variant(cfg):
 
 
 def test_outcome_grid_names_the_thyroid_classes(cfg):
-    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    data = track.prepare(cfg, 32, train_on="cropped")
     model = _mean_brightness_model(32)
-    images, labels, proba = thyroid_track.test_examples(model, data, "uncropped", n=4, seed=0)
+    images, labels, proba = track.test_examples(model, data, "uncropped", n=4, seed=0)
     assert images.shape == (len(labels), 32, 32, 3) and set(labels) <= {0, 1}
     fig = cam.outcome_grid(images, np.zeros(images.shape[:3]), labels, proba, 0.5, "t", per_group=2,
-                           class_names=thyroid_track.CLASS_NAMES)
+                           class_names=track.CLASS_NAMES)
     texts = " ".join(t.get_text() for f in [fig, *fig.subfigs] for t in f.texts) + fig._suptitle.get_text()
     assert "malignant" in texts and "IDC" not in texts
 
 
 @pytest.mark.slow
 def test_a_thyroid_study_run_is_recorded_as_thyroid_with_a_sidecar(cfg):
-    data = thyroid_track.prepare(cfg, 32, train_on="cropped")
+    data = track.prepare(cfg, 32, train_on="cropped")
     variant = study.Variant("tiny", model="cancernet", image_size=32,
                             fit={"checkpoint_metrics": ("val_loss", "val_accuracy")})
     done = study.run_study(cfg, "thyroid_t", "16_thyroid_backbones", [variant], seeds=[0],
                            prepare=lambda size, augmentation: data)
-    path = thyroid_track.best_model_path(done, "tiny", cfg.output_dir)
+    path = track.best_model_path(done, "tiny", cfg.output_dir)
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["task"] == "thyroid" and sidecar["class_names"] == ["benign", "malignant"]
     assert sidecar["image_size"] == 32 and sidecar["generated"] is True
@@ -187,17 +192,17 @@ def test_a_thyroid_study_run_is_recorded_as_thyroid_with_a_sidecar(cfg):
 
 def test_scores_and_the_seeds_figures_are_tables_apart_each_naming_its_data():
     ours = pd.DataFrame({"model": ["vgg19"], "roc_auc": [0.61]})
-    labelled = thyroid_track.with_data(ours, "generated thyroid demo data")
+    labelled = track.with_data(ours, "generated thyroid demo data")
     assert labelled.to_dict("records") == [{"data": "generated thyroid demo data", "model": "vgg19", "roc_auc": 0.61}]
     assert list(ours.columns) == ["model", "roc_auc"]  # the input is not changed
     with pytest.raises(ValueError, match=re.escape("already has a data column: ['generated thyroid demo data']")):
-        thyroid_track.with_data(labelled, "real data: x")
+        track.with_data(labelled, "real data: x")
 
-    seed = thyroid_track.seed_table()
+    seed = track.seed_table()
     assert len(seed) == 7 and set(seed["data"]) == {"seed project's real thyroid images (its slides)"}
-    assert seed.loc[0, ["data", "model", "test accuracy"]].tolist() == [thyroid_track.SEED_DATA, "vgg19", "> 0.80"]
-    theirs = thyroid_track.seed_table(model="(their model)")
+    assert seed.loc[0, ["data", "model", "test accuracy"]].tolist() == [track.SEED_DATA, "vgg19", "> 0.80"]
+    theirs = track.seed_table(model="(their model)")
     assert theirs[["trained on", "tested on", "test accuracy"]].values.tolist() == [
         ["cropped", "cropped", "> 0.93"], ["cropped", "uncropped", "< 0.70"]]
     with pytest.raises(ValueError, match="no column 'backbone'"):
-        thyroid_track.seed_table(backbone="vgg19")
+        track.seed_table(backbone="vgg19")

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from helpers import config, evaluate, results, train
+from helpers import evaluate, results, train
+from helpers.data import source
 
 
 def tiny_model():
@@ -229,7 +230,7 @@ def test_classification_table_and_per_patient():
 
 
 def test_concurrent_registry_writes_lose_no_row(tree, tmp_path):
-    cfg = config.resolve("smoke", data_dir=tree, output_dir=tmp_path)
+    cfg = source.resolve("smoke", data_dir=tree, output_dir=tmp_path)
     errors = []
 
     def writer(k):

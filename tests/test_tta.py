@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers.tta import VIEWS, dihedral_views, predict_batches, predict_tta, predict_views, view
+from helpers.recipes.tta import VIEWS, dihedral_views, predict_batches, predict_tta, predict_views, view
 
 
 @pytest.fixture

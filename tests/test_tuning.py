@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 
 import keras_tuner  # noqa: F401
 
-from helpers import config, experiment, tuning  # noqa: E402
+from helpers.data import source
+from helpers.studies import experiment, tuning
 
 # keras-tuner 1.4.8 calls threading.currentThread().getName(), deprecated since Python 3.10.
 pytestmark = pytest.mark.filterwarnings("ignore:(currentThread|getName):DeprecationWarning")
@@ -24,11 +25,11 @@ SEARCH = dict(max_trials=2, epochs=1, learning_rate=(1e-3, 1e-1), batch_sizes=(1
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from helpers.demo import make_demo
+    from helpers.data.demo import make_demo
 
     root = tmp_path_factory.mktemp("demo") / "idc"
     make_demo(root, n_patients=12, seed=3)
-    cfg = config.resolve("smoke", data_dir=root, output_dir=tmp_path_factory.mktemp("out"),
+    cfg = source.resolve("smoke", data_dir=root, output_dir=tmp_path_factory.mktemp("out"),
                          sample_size=300, batch_size=32)
     data = experiment.prepare_data(cfg, image_size=32)
     data.extra["cfg"] = cfg

@@ -16,8 +16,8 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .index import PATCH, DataError
-from .io import atomic_path, file_workers, process_map
+from ..io import atomic_path, file_workers, process_map
+from .index import DataError, PATCH
 
 FILL = 255
 

@@ -6,12 +6,12 @@ on the training images only (the seed's ``featurewise_center`` +
 ``featurewise_std_normalization``), and lives inside the model as its first
 layer: a saved model carries it to the evaluation code and the web app.
 
-Splits are by nodule (the ``group`` of ``thyroid.build_index``): the cropped and
+Splits are by nodule (the ``group`` of ``thyroid.index.build_index``): the cropped and
 uncropped versions of one image, and every image of one nodule, are on the
 same side, so a test score is on nodules the model never saw in any form.
 
 Scores measured here carry a ``data`` column saying which images they came from
-(``thyroid.data_label``); the seed project's published figures, measured on real
+(``thyroid.index.data_label``); the seed project's published figures, measured on real
 images, are a table of their own (:func:`seed_table`), never rows of ours.
 """
 
@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import evaluate, experiment, hardware, reference, thyroid
-from .plots import scikitplot, title_with_source
+from .. import evaluate, hardware, reference
+from ..plots import scikitplot, title_with_source
+from ..studies import experiment
+from .index import build_index, load_images, split
 
 CLASS_NAMES = ["benign", "malignant"]
 VARIANTS = ("cropped", "uncropped")
@@ -66,7 +68,7 @@ def _variants(which) -> list[str]:
 def make_dataset(images, labels, batch_size: int, shuffle: bool = False, seed: int = 0, augment=None):
     """(float32 images in [0, 255], one-hot labels) batches from arrays in memory; a seeded
     augmentation runs batch by batch in one thread (``augment.apply``), so a rerun repeats."""
-    from . import pipeline
+    from ..data import pipeline
 
     images = np.asarray(images)
     return pipeline.make_dataset(images=images, labels=labels, batch_size=batch_size, image_size=images.shape[1],
@@ -75,11 +77,11 @@ def make_dataset(images, labels, batch_size: int, shuffle: bool = False, seed: i
 
 
 def split_index(root, seed: int = 42, val: float = 0.15, test: float = 0.2) -> tuple[pd.DataFrame, dict]:
-    """Index ``root`` and split it by nodule (``thyroid.split``: a nodule in both given folders
+    """Index ``root`` and split it by nodule (``thyroid.index.split``: a nodule in both given folders
     goes to test whole; ``report.moved_to_test`` counts its training-folder images); returns the
     table and the index report."""
-    df, report = thyroid.build_index(root)
-    df = thyroid.split(df, val=val, test=test, seed=seed)
+    df, report = build_index(root)
+    df = split(df, val=val, test=test, seed=seed)
     # evaluate.per_patient and the registry speak of patients; here a patient is a nodule id
     return df.assign(patient=df["group"]), report
 
@@ -102,7 +104,7 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
     the test split shows (default: the first training variant). ``Data.extra`` holds
     the normalisation for the model build, the arrays, and one test set per variant.
     """
-    from .train import class_weights
+    from ..train import class_weights
 
     train_variants = _variants(train_on)
     test_variant = _variants(test_on or train_variants[0])[0]
@@ -113,7 +115,7 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
     if fit_rows.empty or not (fit_rows["split"] == "val").any():
         raise ValueError(f"no training or validation images of variant {train_variants} in {cfg.data_dir}")
     table = pd.concat([fit_rows, test_rows]).reset_index(drop=True)
-    images = thyroid.load_images(table, image_size)
+    images = load_images(table, image_size)
     train_mask = (table["split"] == "train").to_numpy()
     mean, variance = featurewise_stats(images[train_mask])
 
@@ -159,7 +161,7 @@ def counts(data: experiment.Data) -> pd.DataFrame:
 def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Score each trained arm on each variant's held-out test images.
 
-    ``arms``: name -> (model, Data); ``source``: the images' ``thyroid.data_label``,
+    ``arms``: name -> (model, Data); ``source``: the images' ``thyroid.index.data_label``,
     the table's ``data`` column. Returns one row per (trained on, tested on) with
     F1 (malignant), balanced accuracy and ROC-AUC at the threshold chosen on the
     arm's own validation split, and the raw (labels, probabilities) per row for the
@@ -198,7 +200,7 @@ SEED_DATA = "seed project's real thyroid images (its slides)"
 
 def _check_source(source):
     if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"a table of scores needs the data it came from (thyroid.data_label), got {source!r}")
+        raise ValueError(f"a table of scores needs the data it came from (thyroid.index.data_label), got {source!r}")
 
 
 def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -274,6 +276,6 @@ def test_examples(model, data: experiment.Data, variant: str, n: int = 8, seed: 
 
 def best_model_path(study, variant: str, output_dir) -> Path:
     """Where ``study.run_study`` saved the best epoch of a variant's first seed."""
-    from .study import run_path
+    from ..studies.study import run_path
 
     return run_path(study, variant, output_dir) / "best.keras"

@@ -14,7 +14,8 @@ import time
 
 import pandas as pd
 
-from . import models, splits, train
+from .. import models, train
+from ..data import splits
 from .experiment import assess, prepare_data
 
 SPLITS_COMPARED = ("patch", "patient")

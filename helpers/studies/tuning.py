@@ -39,8 +39,8 @@ import keras_tuner
 import numpy as np
 import pandas as pd
 
-from . import breakhis, models, train
-from .io import write_text
+from .. import models, reference, train
+from ..io import write_text
 
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}
 DONE = "COMPLETED"
@@ -352,7 +352,7 @@ def trials_table(tuner) -> pd.DataFrame:
 def best_config(tuner) -> dict:
     """The best trial's hyperparameters, e.g. {"learning_rate", "optimizer", "batch_size"}.
 
-    Retrain with them: ``batch_size`` goes to the data (``config.resolve(...,
+    Retrain with them: ``batch_size`` goes to the data (``source.resolve(...,
     batch_size=)``), ``optimizer`` and ``learning_rate`` to ``train.fit``, and
     ``fine_tune_at`` (if searched) to ``models.build_model``.
     """
@@ -379,7 +379,7 @@ def trials_plot(table: pd.DataFrame, x: str = "learning_rate", hue: str | None =
     the best trial ringed. ``source`` names the data and split the scores come from."""
     import matplotlib.pyplot as plt
 
-    from .plots import title_with_source
+    from ..plots import title_with_source
 
     missing = [c for c in (x, hue) if c is not None and c not in table]
     if missing:
@@ -512,7 +512,7 @@ def search_map(table: pd.DataFrame, x: str = "fine_tune_at", y: str = "learning_
     gather where the earlier ones scored well."""
     import matplotlib.pyplot as plt
 
-    from .plots import title_with_source
+    from ..plots import title_with_source
 
     missing = [c for c in (x, y) if c not in table]
     if missing:
@@ -558,7 +558,7 @@ def retrain_best(cfg, best: dict, notebook: str, *, model_name: str = "cancernet
 
 # The seed project's findings (reference.SEED_IDC): CancerNet, random patch split.
 SEED_OPTIMIZERS = {"adagrad": "Adagrad batch 64, lr 0.0282", "adadelta": "Adadelta batch 128, lr 0.00396"}
-SEED_FINE_TUNE_AT = breakhis.SEED_FINE_TUNE_AT["cancernet"]  # with lr 0.0346, on a BreakHis-pretrained CancerNet
+SEED_FINE_TUNE_AT = reference.SEED_FINE_TUNE_AT["cancernet"]  # with lr 0.0346, on a BreakHis-pretrained CancerNet
 
 
 def seed_check(random_table: pd.DataFrame, bayes_table: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, experiment, models, results, train
-from .io import atomic_path, write_text
+from .. import evaluate, models, results, train
+from ..io import atomic_path, write_text
+from . import experiment
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Variant:
     build: dict = field(default_factory=dict)  # keywords of models.build_model
     fit: dict = field(default_factory=dict)  # keywords of train.fit (optimizer, learning_rate, ...)
     image_size: int | None = None  # None: the model's own input size
-    augment: str = "none"  # a name of helpers.augment.AUGMENTATIONS
+    augment: str = "none"  # a name of helpers.data.augment.AUGMENTATIONS
 
 
 @dataclass

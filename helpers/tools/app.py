@@ -1,7 +1,7 @@
 """A small local web app: upload an image, pick a saved model, see its class
 probabilities and a Grad-CAM overlay.
 
-``python -m helpers.app [--port 5000] [--outputs DIR]`` (or ``make app``) serves
+``python -m helpers.tools.app [--port 5000] [--outputs DIR]`` (or ``make app``) serves
 it on http://127.0.0.1:5000. The models offered are those saved under the
 outputs folder (``discover_models``); the upload is read into memory and the
 pictures go back inside the page as data: URIs, so nothing is written to disk.
@@ -27,7 +27,7 @@ from flask import Flask, render_template, request
 from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import config
+from .. import config
 
 OUTPUTS_ENV = "IDC_APP_OUTPUTS"
 MAX_UPLOAD_MB = 10
@@ -249,7 +249,7 @@ def read_upload(data: bytes) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
         raise AppError(f"The {kind} file is damaged and does not decode ({_first_line(exc)}).",
                        422) from None
-    from . import pipeline
+    from ..data import pipeline
 
     try:  # as training decodes it (alpha dropped, 16-bit scaled): one file, one answer
         return Image.fromarray(pipeline.to_rgb(image))
@@ -286,14 +286,15 @@ def _number(meta: dict, key: str, default: float) -> float:
 def _preprocess(name: str):
     """The registry model's pipeline preprocessing; None for others, e.g. the thyroid
     models, which carry their preprocessing inside the model."""
-    from . import models
+    from .. import models
 
     return models.preprocess_for(name) if name in models.MODELS else None
 
 
 def predict(model, image: Image.Image, meta: dict) -> dict:
     """Both class probabilities, the decision at the threshold and the Grad-CAM overlay."""
-    from . import cam, pipeline
+    from .. import cam
+    from ..data import pipeline
 
     name = str(meta.get("model") or model.name)
     task = str(meta.get("task") or "idc")
@@ -394,7 +395,7 @@ def create_app(outputs_dir=None) -> Flask:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.app", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.tools.app", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
@@ -402,7 +403,7 @@ def main(argv=None) -> int:
                         help=f"folder with the saved models (default: ${OUTPUTS_ENV}, else outputs/)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .notebook import import_tensorflow_quietly
+    from ..notebook import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # now, not in the first request
     app = create_app(args.outputs)

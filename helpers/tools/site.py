@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 
-from .io import write_text
+from ..io import write_text
 from .run_all import notebooks_in
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SAMPLE_DIR
+from ..config import SAMPLE_DIR
 
 
 def _best_rate(fn, n: int, repeats: int) -> float:
@@ -38,8 +38,8 @@ def _timed(fn) -> float:
 
 
 def measure(data_dir, sample: int | None = None, batch_size: int = 256, repeats: int = 2) -> list[tuple[str, str]]:
-    from .index import build_index
-    from .pipeline import load_arrays, load_pack, make_dataset, pack
+    from ..data.index import build_index
+    from ..data.pipeline import load_arrays, load_pack, make_dataset, pack
 
     rows = []
     start = time.perf_counter()
@@ -104,12 +104,12 @@ def full(data_dir=None, steps: int = 150, batch_size: int = 64, seed: int = 0,
          repeats: int = 3) -> list[tuple[str, str, str]]:
     """(measure, value, target or note) rows on the full-size generated set (or ``data_dir``).
     TensorFlow is imported only after indexing and packing, which fork worker processes."""
-    from . import pipeline
-    from .config import full_demo_dir
-    from .io import file_workers
-    from .demo import FULL, full_demo
-    from .index import build_index
-    from .splits import split_by_patient
+    from ..config import full_demo_dir
+    from ..data import pipeline
+    from ..data.demo import FULL, full_demo
+    from ..data.index import build_index
+    from ..data.splits import split_by_patient
+    from ..io import file_workers
 
     rows = []
     if data_dir is None:
@@ -141,7 +141,7 @@ def full(data_dir=None, steps: int = 150, batch_size: int = 64, seed: int = 0,
         rows.append(("reload the pack into memory", f"{time.perf_counter() - start:.1f} s", "< 10 s"))
     labels = table["label"].to_numpy()
     rows.append(("the whole set in memory (uint8)", f"{images.nbytes / 1e9:.2f} GB", "< 4 GB"))
-    from . import hardware, models, train  # TensorFlow from here on
+    from .. import hardware, models, train
 
     png = pipeline.make_dataset(df, batch_size=256)
     rows.append(("tf.data from PNG, one pass", f"{_drain_rate(png, n):,.0f} img/s", "decode in parallel"))
@@ -211,6 +211,6 @@ def main(data_dir=None, sample: int | None = None, full_set: bool = False) -> in
 def _machine() -> str:
     import platform
 
-    from . import hardware
+    from .. import hardware
 
     return f"{platform.processor() or platform.machine()}, {hardware.describe()}"

@@ -34,7 +34,7 @@ def predict_batches(model, images, batch_size: int = 256, image_size: int | None
                     preprocess=None) -> np.ndarray:
     """The model's outputs for an array of [0, 255] images (uint8 or float), batch by batch,
     resized and preprocessed as the tf.data pipeline does (``pipeline.to_model_input``)."""
-    from .pipeline import to_model_input
+    from ..data.pipeline import to_model_input
 
     images = np.asarray(images)
     size = image_size or images.shape[1]

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import GENERATED, PROFILES, ROOT, default_data_dir
+from ..config import GENERATED, PROFILES, ROOT
+from ..data.source import default_data_dir
 
 KERNEL = "idc-notebooks"
 

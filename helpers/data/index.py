@@ -202,7 +202,7 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
         raise DataError(f"data directory {root} holds no files")
 
     paths = [p for p, _ in named]
-    from .io import file_workers, process_map
+    from ..io import file_workers, process_map
 
     workers = workers or file_workers()
     # PNG decoding holds the GIL, so threads do not help; processes do. process_map decodes
@@ -253,7 +253,7 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
 
 def save_index(df: pd.DataFrame, path) -> Path:
     """Write the index as CSV atomically (patient ids stay strings)."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -8,7 +8,7 @@ training costs 3 forward passes (forward + backward), or 1 where a frozen pretra
 has no backward pass; a GPU delivers an assumed share of its fp16 peak (``UTILISATION``). Where
 the host cannot feed images that fast (PNG decoding, one-thread augmentation, stain
 normalisation), the host's rate measured on the 2-core reference machine sets the time
-instead. ``python -m helpers.estimate [--profile colab]`` prints the table; ``--measure``
+instead. ``python -m helpers.tools.estimate [--profile colab]`` prints the table; ``--measure``
 re-measures this CPU; ``--colab-doc`` prints docs/colab.md.
 """
 
@@ -78,7 +78,7 @@ HOST = {
     "thyroid_aug": 98,  # augment "seed_both_flips" at 224 px, one thread
     "reinhard": 1_736,  # stain.Normalizer at 50 px
     "macenko": 1_815,
-    "thyroid_load": 1_038,  # thyroid.load_images to 224 px
+    "thyroid_load": 1_038,  # thyroid.index.load_images to 224 px
     "thyroid_demo": 72,  # generated thyroid images (cropped + uncropped) per s
     "breakhis_demo": 44,  # generated BreakHis-like images per s
 }
@@ -118,7 +118,7 @@ class Notebook:
 
 PATCHES, POSITIVES = 277_524, 78_786  # the real IDC set, 279 patients
 SAMPLE_PATCHES, SAMPLE_POSITIVES = 9_563, 2_344  # the real sample shipped in data/idc-sample (230 patients)
-RECIPE_EPOCHS, RECIPE_BATCH = 20, 64  # recipes.Recipe: a cross-validation's own epochs and batch
+RECIPE_EPOCHS, RECIPE_BATCH = 20, 64  # recipe.Recipe: a cross-validation's own epochs and batch
 REGULARISATION_ARMS = 6  # notebook 09: none, L2 at 3 values, dropout, dropout + L2 (smoke: 1 L2 value)
 
 
@@ -129,9 +129,9 @@ class Settings:
     each with its source.
 
     ``search``: ``tuning.BUDGETS`` (trials per search, epochs per trial, patches);
-    ``breakhis``: ``breakhis.DEMO_SIZES`` (patients, images each); ``thyroid``: ``thyroid.DEMO_SIZES``
-    (nodules, images each); ``thyroid_size``: ``thyroid_track.IMAGE_SIZE``; ``shift``:
-    ``thyroid_track.SHIFT_SETTINGS`` (image size, epochs, batch); the rest notebook 18's settings
+    ``breakhis``: ``breakhis.generator.DEMO_SIZES`` (patients, images each); ``thyroid``:
+    ``thyroid.generator.DEMO_SIZES`` (nodules, images each); ``thyroid_size``: ``thyroid.track.IMAGE_SIZE``; ``shift``:
+    ``thyroid.track.SHIFT_SETTINGS`` (image size, epochs, batch); the rest notebook 18's settings
     cell: ``folds``, ``capped`` (the profile's epochs and sample per fold, else the recipes' own
     epochs and every patch), the two ablations' ingredients (None: all) and the learning curve's shares."""
 
@@ -156,7 +156,7 @@ SETTINGS = {
                     None, None, (0.125, 0.25, 0.5)),
     "full": Settings("kaggle", (25, 5, 50_000), (82, 48), (1000, 8), 224, (224, 15, 32), 5, False,
                      None, None, (0.125, 0.25, 0.5)),
-    # PROPOSED for Colab (tuning, breakhis, thyroid, thyroid_track and notebook 18 have to follow):
+    # PROPOSED for Colab (tuning, breakhis, thyroid, thyroid.track and notebook 18 have to follow):
     # searches of 8 trials of 3 epochs on 20,000 patches (a search's trials are mostly fixed costs);
     # the full-size BreakHis-like set; the thyroid set of cpu at the backbones' 224 px; notebook 18
     # as in smoke (2 folds, the profile's epochs and sample per fold) but without histology
@@ -166,7 +166,7 @@ SETTINGS = {
                       ("class_weight", "threshold", "bn_fix", "tta", "slide_context"), ("threshold",), (0.5,)),
 }
 
-# What each of recipes.INGREDIENTS costs in a cross-validation (the tests derive it from their
+# What each of recipe.INGREDIENTS costs in a cross-validation (the tests derive it from their
 # options): "decision" is scored from the base's models without training; "gap" is another model;
 # "histology" augments in one thread; "recal" recalibrates BatchNorm before each validation;
 # "ensemble" trains 2 more members (the first is the base's); "reinhard" and "macenko" normalise
@@ -178,12 +178,12 @@ INGREDIENT_COST = {
     "label_smoothing": "plain", "warmup": "plain", "tta": "decision", "slide_context": "decision",
     "ensemble": "ensemble", "breakhis": "breakhis", "bn_fix": "recal", "adam": "plain", "ema": "plain",
 }
-BEST_INGREDIENTS = ("bn_fix", "adam", "tta")  # recipes.BEST_INGREDIENTS
+BEST_INGREDIENTS = ("bn_fix", "adam", "tta")  # recipe.BEST_INGREDIENTS
 
 
 def profile_settings(profile: str) -> tuple[dict, Settings]:
     """(``config.PROFILES[profile]``, ``SETTINGS[profile]``); an unknown profile is named."""
-    from . import config
+    from .. import config
 
     if profile not in config.PROFILES or profile not in SETTINGS:
         known = sorted(set(config.PROFILES) & set(SETTINGS))
@@ -238,7 +238,7 @@ def profile_workload(profile: str = "full") -> dict:
     search_train, search_val, _ = split_sizes(patches, positives, search_cap)
     bh_images = s.breakhis[0] * s.breakhis[1]
     bh_train, bh_val = round(0.7 * 4 * bh_images), round(0.15 * 4 * bh_images)  # 4 tiles per image
-    # thyroid.split: test is 20% of the nodules, validation 15% of the rest
+    # thyroid.index.split: test is 20% of the nodules, validation 15% of the rest
     images = s.thyroid[0] * s.thyroid[1]
     th_test = round(0.2 * images)
     th_val = round(0.15 * (images - th_test))
@@ -395,7 +395,7 @@ def model_flops(name, image_size, **build) -> int:
     """Forward FLOPs of one image for ``models.build_model(name, image_size, weights=None, **build)``."""
     import keras
 
-    from . import models
+    from .. import models
 
     model = models.build_model(name, image_size=image_size, weights=None, **build)
     try:
@@ -429,7 +429,7 @@ def update_flops(force: bool = False, path=FLOPS_FILE) -> dict:
 
 def load_flops(path=FLOPS_FILE) -> dict:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} is missing: python -m helpers.estimate --update-flops writes it")
+        raise FileNotFoundError(f"{path} is missing: python -m helpers.tools.estimate --update-flops writes it")
     return json.loads(Path(path).read_text())
 
 
@@ -503,7 +503,7 @@ def image_flops(key, flops: dict) -> float:
     name, size, build = parse_key(key)
     others = [(abs(s - size), s, k) for k in flops for n, s, b in [parse_key(k)] if n == name and b == build]
     if not others:
-        raise KeyError(f"no FLOPs for model {key!r} in flops.json: python -m helpers.estimate --update-flops counts it")
+        raise KeyError(f"no FLOPs for model {key!r} in flops.json: python -m helpers.tools.estimate --update-flops counts it")
     _, counted, other = min(others)
     return flops[other] * (size / counted) ** 2
 
@@ -639,8 +639,8 @@ def colab_markdown(repo_url=PLACEHOLDER_REPO, branch: str = "main") -> str:
     owner, name = github_repo(repo_url)
     return f"""# The series on Colab: `PROFILE = "colab"`
 
-<!-- Written by `python -m helpers.estimate --colab-doc > docs/colab.md`; tests/test_estimate.py
-checks that this file is what that command prints. Edit helpers/estimate.py, not this file. -->
+<!-- Written by `python -m helpers.tools.estimate --colab-doc > docs/colab.md`; tests/test_estimate.py
+checks that this file is what that command prints. Edit helpers/tools/estimate.py, not this file. -->
 
 For instructors who re-run the notebooks on a free Colab GPU (one NVIDIA T4, 2 vCPUs). The profile
 `colab` runs every notebook on the whole Kaggle set (277,524 patches of 279 patients) in a budget
@@ -651,7 +651,7 @@ series in about {COLAB_SERIES_HOURS} hours. It sets {settings}.
 
 Each link opens a notebook of `{owner}/{name}` (branch `{branch}`) in Colab. For your fork, replace
 `<owner>/<repo>`, or print the links with
-`python -m helpers.estimate --colab-links https://github.com/<owner>/<repo>`:
+`python -m helpers.tools.estimate --colab-links https://github.com/<owner>/<repo>`:
 every link is `https://colab.research.google.com/github/<owner>/<repo>/blob/{branch}/notebooks/NN_name.ipynb`.
 
 ## Run it on a T4
@@ -664,7 +664,7 @@ every link is `https://colab.research.google.com/github/<owner>/<repo>/blob/{bra
 {textwrap.indent(COLAB_SETUP_CELL.format(repo=f"https://github.com/{owner}/{name}"), "   ")}
    ```
 3. In the parameters cell set `PROFILE = "colab"`. With `DATA_DIR = None` the profile takes the
-   whole Kaggle set: `helpers.download.download_idc()` fetches it once per session (public, no
+   whole Kaggle set: `helpers.data.download.download_idc()` fetches it once per session (public, no
    token) and checks it. Any value left at `None` takes the profile's. A token is asked for only
    if Kaggle refuses the download; offline, the call fails with one line that says how to give
    `DATA_DIR` by hand.
@@ -674,18 +674,18 @@ every link is `https://colab.research.google.com/github/<owner>/<repo>/blob/{bra
 
 ## How long: an estimate, not a measurement
 
-No notebook has run on a Colab T4 here. `helpers.estimate` computes these minutes from what each
+No notebook has run on a Colab T4 here. `helpers.tools.estimate` computes these minutes from what each
 notebook trains and predicts under `colab`, the models' FLOPs, an assumed share of the T4's peak
 and host rates measured on a 2-core machine; each figure may be off by 2x either way. The longest
 IDC notebook takes {idc['hours'].max() * 60:.0f} min (`{idc['hours'].idxmax()}`); the series {_hours(t4['hours'].sum())} h.
 
 {colab_table(repo_url, branch=branch)}
 
-Besides `config.PROFILES`, the profile sets (`helpers.estimate.SETTINGS`): hyperparameter searches
+Besides `config.PROFILES`, the profile sets (`helpers.tools.estimate.SETTINGS`): hyperparameter searches
 of {s.search[0]} trials x {s.search[1]} epochs on {s.search[2]:,} patches; the generated BreakHis-like set of
 {s.breakhis[0]} patients x {s.breakhis[1]} images; the generated thyroid set of {s.thyroid[0]} nodules x {s.thyroid[1]} images at
 {s.thyroid_size} px; notebook 18 on {s.folds} folds with the profile's epochs and sample per fold. Reprint this table:
-`python -m helpers.estimate --profile colab`.
+`python -m helpers.tools.estimate --profile colab`.
 """
 
 
@@ -697,7 +697,7 @@ def measure_training(key, batch: int = 128, steps: int = 16, frozen: bool = Fals
     import numpy as np
     import tensorflow as tf
 
-    from . import models, train
+    from .. import models, train
 
     name, size, build = parse_key(key)
     model = models.build_model(name, image_size=size, weights=None, seed=0, **build)
@@ -724,7 +724,8 @@ def _patches(n):
     (Macenko's cost depends on the tissue), else the generated demo set."""
     import numpy as np
 
-    from . import config, pipeline
+    from .. import config
+    from ..data import pipeline
 
     for root in (config.SAMPLE_DIR, config.demo_dir()):
         paths = sorted(root.rglob("*.png"))[:n]
@@ -740,7 +741,10 @@ def measure_host(n: int = 2048) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from . import augment, breakhis, stain, thyroid
+    from ..breakhis.generator import make_demo as make_breakhis_demo
+    from ..data import augment, stain
+    from ..thyroid.generator import make_demo as make_thyroid_demo
+    from ..thyroid.index import build_index, load_images
 
     patches = _patches(n)
     out = {}
@@ -756,10 +760,10 @@ def measure_host(n: int = 2048) -> dict:
         normalizer = stain.Normalizer.fit(patches, method)
         out[method] = _rate(lambda nz=normalizer: nz(patches), n)
     with tempfile.TemporaryDirectory() as tmp:
-        out["thyroid_demo"] = _rate(lambda: thyroid.make_demo(Path(tmp, "th"), 20, 4, seed=0), 80)
-        df, _ = thyroid.build_index(Path(tmp, "th"))
-        out["thyroid_load"] = _rate(lambda: thyroid.load_images(df, 224), len(df))
-        out["breakhis_demo"] = _rate(lambda: breakhis.make_demo(Path(tmp, "bh"), 2, 8, seed=0), 16)
+        out["thyroid_demo"] = _rate(lambda: make_thyroid_demo(Path(tmp, "th"), 20, 4, seed=0), 80)
+        df, _ = build_index(Path(tmp, "th"))
+        out["thyroid_load"] = _rate(lambda: load_images(df, 224), len(df))
+        out["breakhis_demo"] = _rate(lambda: make_breakhis_demo(Path(tmp, "bh"), 2, 8, seed=0), 16)
     return {k: round(v) for k, v in out.items()}
 
 
@@ -785,7 +789,7 @@ def measure_cpu(passes: int = 2) -> dict:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.estimate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.tools.estimate", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="full", help="the profile to estimate (default: full)")
     parser.add_argument("--update-flops", action="store_true", help="count the models flops.json lacks")
     parser.add_argument("--force", action="store_true", help="with --update-flops: count every model again")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import write_text
 from .index import IndexReport, build_index, load_index, save_index, walk
-from .io import write_text
 
 
 def _slug(data_dir: Path) -> str:

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, hardware, pipeline, splits
-from .data import cached_index
-from .io import json_safe
+from .. import evaluate, hardware
+from ..data import pipeline, splits
+from ..data.cache import cached_index
+from ..io import json_safe
 
 
 @dataclass
@@ -78,7 +79,7 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     The training split is class-balanced (as the seed projects trained); the
     validation and test splits keep the natural IDC share, so their scores
     mean what they would mean on new slides. ``augment`` (a name of
-    ``helpers.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
+    ``helpers.data.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
     ``split_by="patch"`` is the leaky random split, for measuring the leak only. ``hold_out``
     patients go to test (slide maps).
     """
@@ -86,7 +87,7 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
         if augment == "none":
             augment = None
         else:
-            from .augment import by_name
+            from ..data.augment import by_name
 
             augment = by_name(augment, seed=cfg.seed)
     df, _ = cached_index(cfg)
@@ -117,7 +118,7 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
 
 
 def _weights(labels):
-    from .train import class_weights
+    from ..train import class_weights
 
     return class_weights(labels)
 
@@ -171,8 +172,8 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
 
     import keras
 
-    from . import models, train
-    from .io import atomic_path
+    from .. import models, train
+    from ..io import atomic_path
 
     size = models.input_size(model_name, None)
     data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name), hold_out=hold_out)
@@ -221,25 +222,26 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     variant of notebooks 08-12 can run here, on a machine without the notebook.
 
     ``profile`` None uses every usable patch (``sample_size`` caps them; 0 or None: all) with the
-    epochs and batch size of the recipe ``best``; a profile's values fill what is not given
+    given epochs and batch size (the command line gives the recipe ``best``'s; the profile ``cpu``'s
+    where none is given); a profile's values fill what is not given
     (``sample_size`` None: its cap). The training split is class-balanced (its majority class
     drawn down to the minority's count) as the seed projects trained; ``log`` gets the patients,
     patches and IDC share of each split before training, and model.json keeps them (``counts``).
     """
     import json
 
-    from . import config, models, recipes, train
-    from .io import atomic_path, write_text
+    from .. import models, train
+    from ..data import source
+    from ..io import atomic_path, write_text
 
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
     if profile is None:
-        budget = recipes.get("best")
-        cfg = config.resolve("cpu", data_dir=data_dir, output_dir=out_dir, epochs=epochs or budget.epochs,
-                             batch_size=batch_size or budget.batch_size, sample_size=sample_size or 0, seed=seed,
+        cfg = source.resolve("cpu", data_dir=data_dir, output_dir=out_dir, epochs=epochs,
+                             batch_size=batch_size, sample_size=sample_size or 0, seed=seed,
                              make_demo=False)
     else:
-        cfg = config.resolve(profile, data_dir=data_dir, output_dir=out_dir, epochs=epochs,
+        cfg = source.resolve(profile, data_dir=data_dir, output_dir=out_dir, epochs=epochs,
                              batch_size=batch_size, sample_size=sample_size, seed=seed, make_demo=False)
     if not cfg.data_dir.is_dir():
         raise FileNotFoundError(f"data directory {cfg.data_dir} does not exist")
@@ -292,21 +294,18 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
 
 def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256,
                  log=None) -> dict:
-    """Score every patch under ``data_dir`` (all its patients are test patients).
-
-    A model trained with a recipe (its model.json names one; ``model_path`` may then be its
-    folder) is scored as it was trained: stain normalisation, TTA, ensemble and threshold.
-    ``log`` gets the patients, patches and IDC share scored, before scoring.
+    """Score every patch under ``data_dir`` (all its patients are test patients) with the one model
+    at ``model_path``; a model trained with a recipe is scored by ``recipes.recipe.evaluate_dir``
+    (the command line's ``evaluate`` picks the one that fits). ``log`` gets the patients, patches
+    and IDC share scored, before scoring.
     """
     import json
 
     import keras
 
-    from . import models, recipes
-    from .index import build_index
+    from .. import models
+    from ..data.index import build_index
 
-    if recipes.read_config(model_path)[0] is not None:
-        return recipes.evaluate_dir(model_path, data_dir, threshold, batch_size, log=log)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model file {model_path} does not exist")
@@ -352,7 +351,7 @@ def scores_table(assessment: dict) -> pd.DataFrame:
 
 def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
     """The seed project's published figures for this model beside ours, each with its split."""
-    from .reference import seed_rows
+    from ..reference import seed_rows
 
     scored = assessment["test"] or assessment["val"]
     ours = pd.DataFrame([{
@@ -373,9 +372,9 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
     """
     import matplotlib.pyplot as plt
 
-    from . import plots, results
-    from .models import count_params
-    from .notebook import save_figure
+    from .. import plots, results
+    from ..models import count_params
+    from ..notebook import save_figure
 
     scored_on = "test" if assessment["test"] else "val"
     split = f"{scored_on} split, {data.split_note}"

@@ -26,15 +26,15 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from .config import ROOT
-from .index import NESTED, DataError
-from .io import write_text
+from ..config import ROOT
+from ..io import write_text
+from .index import DataError, NESTED
 
 KAGGLE_DATASET = "paultimothymooney/breast-histopathology-images"
 KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
 DEFAULT_DEST = ROOT / "data" / "idc"
 CHECKED = "checked.json"
-# The whole set as helpers.index.build_index counts it (the nested duplicate tree merged).
+# The whole set as helpers.data.index.build_index counts it (the nested duplicate tree merged).
 EXPECTED = {"unique_patches": 277_524, "patients": 279, "positives": 78_786}
 BY_HAND = (f"download it by hand from {KAGGLE_URL}, unzip it, and give DATA_DIR=<the unzipped folder> "
            "(make run-all PROFILE=full DATA_DIR=...)")
@@ -104,7 +104,7 @@ def checked_root(dest, expected: dict) -> Path | None:
 def check_counts(root, expected: dict, output_dir=None) -> dict:
     """Index ``root`` (saved under ``output_dir/index/``, where the notebooks find it) and compare
     its counts with ``expected``; raises DownloadError naming the folder and both counts."""
-    from .data import cached_index
+    from .cache import cached_index
 
     cfg = SimpleNamespace(data_dir=Path(root), output_dir=Path(output_dir or ROOT / "outputs"))
     _, summary = cached_index(cfg)

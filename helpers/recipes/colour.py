@@ -12,9 +12,9 @@ Why it is here: on the real sample it ranks test patients' patches almost as wel
 CNNs do (docs/measurements.md), which says how much of what the CNNs learn from ~40
 patches per patient is colour, and it is a second, different model to average a CNN with.
 The patient-standardised half reads every patch of the patient, unlabelled, as slide
-context does (``helpers.context``): a test slide's own patches, never its labels.
+context does (``helpers.recipes.context``): a test slide's own patches, never its labels.
 
-``cross_validate`` scores it on exactly the folds of ``helpers.crossval``, writing each
+``cross_validate`` scores it on exactly the folds of ``helpers.recipes.crossval``, writing each
 fold's ``views.csv`` so that ``crossval.view_ensemble`` can average it with a recipe.
 """
 
@@ -76,14 +76,16 @@ def make_model(seed: int = 0):
 
 def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_size=None, log=None):
     """The baseline on the patient folds of ``crossval.run`` (same ``folds`` and ``seed``) of a
-    ``crossval.Data``: per fold, fitted on the training patients, scored at 0.5 on the test
+    ``crossval.LoadedData``: per fold, fitted on the training patients, scored at 0.5 on the test
     patients (``sample_size``: capped as ``crossval.run`` caps them); each fold's ``views.csv``
     (validation and test probabilities, in the ``single`` and ``tta`` columns alike: a tree model
     has no views) and ``test_predictions.csv`` are written under
     ``OUT/crossval/colour-v1/<data>-k<folds>-s<seed>/``. Returns a ``crossval.CrossvalResult``."""
-    from . import crossval, evaluate, recipes
-    from .config import ROOT
-    from .io import atomic_path, write_text
+    from .. import evaluate
+    from ..config import ROOT
+    from ..io import atomic_path, write_text
+    from . import crossval
+    from .recipe import Recipe
 
     log = log or (lambda message: None)
     start = time.process_time()
@@ -118,7 +120,7 @@ def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_si
         rows.append(row)
     per_fold = pd.DataFrame(rows)
     # CrossvalResult wants a Recipe: one named for the baseline; its CNN options describe nothing here
-    recipe = recipes.Recipe(name=NAME, version=VERSION, epochs=1)
+    recipe = Recipe(name=NAME, version=VERSION, epochs=1)
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
                 "sample_size": sample_size, "model": f"HistGradientBoosting on {x.shape[1]} colour statistics"}
     result = crossval.CrossvalResult(recipe, per_fold, crossval.summarise(per_fold), root, settings)

@@ -22,10 +22,10 @@ import pandas as pd
 import seaborn as sns
 from sklearn import metrics as skm
 
-from . import results
-from .config import ROOT
-from .plots import title_with_source
-from .reference import LITERATURE_IDC, SEED_IDC
+from .. import results
+from ..config import ROOT
+from ..plots import title_with_source
+from ..reference import LITERATURE_IDC, SEED_IDC
 
 # The model notebooks of the series and the model each one trains. Study
 # notebooks (08 onwards) add rows too: they are shown, but not expected.

@@ -11,7 +11,7 @@ ingredients; ``get("best", epochs=5)`` overrides an option (a CPU budget).
 saved as member file(s) plus ``model.json``: the recipe, the fitted stain target, the TTA
 flag, the ensemble members and the threshold. ``Predictor.load`` re-creates all of it, so
 ``python -m helpers evaluate`` applies the same preprocessing with no flags to remember.
-Cross-validation (``helpers.crossval``), the CLI and the notebook all go through here.
+Cross-validation (``helpers.recipes.crossval``), the CLI and the notebook all go through here.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stain as stain_mod
-from . import splits
-from .io import json_safe
-from .splits import SUBSETS, training_subset
+from ..data import splits
+from ..data import stain as stain_mod
+from ..data.splits import SUBSETS, training_subset
+from ..io import json_safe
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,14 @@ class Recipe:
     # the data
     class_weight: bool = False  # inverse-frequency class weights from the training split
     sampling: str = "natural"  # or "balanced": 50/50 batches (minority oversampled)
-    augment: str = "none"  # a name of helpers.augment.AUGMENTATIONS, e.g. "histology"
+    augment: str = "none"  # a name of helpers.data.augment.AUGMENTATIONS, e.g. "histology"
     stain: str = "none"  # "reinhard" or "macenko", fitted on the training split
     train_share: float = 1.0  # of the training split, for a learning curve (splits.training_subset)
     train_subset: str = "patches"  # drawn as a share of each patient's patches, or of the patients
     # the decision
     threshold: str = "fixed"  # 0.5; or "validation": the F1-best cut on the validation split
     tta: bool = False  # average over the 8 dihedral views
-    context: str = "none"  # or "slide": each patch read with its slide's other patches (helpers.context)
+    context: str = "none"  # or "slide": each patch read with its slide's other patches (helpers.recipes.context)
     ensemble: int = 1  # members (seeds seed, seed+1, ...), probabilities averaged
     ensemble_models: tuple = ()  # architectures of the members in turn; () = ``model`` for all
     # pretraining
@@ -129,9 +129,9 @@ OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in
 
 
 def _validate(r: Recipe):
-    from .augment import AUGMENTATIONS
-    from .models import MODELS
-    from .train import OPTIMIZERS
+    from ..data.augment import AUGMENTATIONS
+    from ..models import MODELS
+    from ..train import OPTIMIZERS
 
     for key, allowed in {**CHOICES, "augment": tuple(AUGMENTATIONS), "optimizer": tuple(OPTIMIZERS)}.items():
         if getattr(r, key) not in allowed:
@@ -297,7 +297,7 @@ def learning_rate(recipe: Recipe, steps_per_epoch: int):
 
 def build_member(recipe: Recipe, arch: str, weights=None):
     """A fresh model of ``arch`` with the recipe's architecture knobs (CancerNet's only)."""
-    from . import models
+    from .. import models
 
     knobs = {"head": recipe.head, "bn_momentum": recipe.bn_momentum} if arch == "cancernet" else {}
     return models.build_model(arch, image_size=models.input_size(arch), weights=weights,
@@ -306,7 +306,8 @@ def build_member(recipe: Recipe, arch: str, weights=None):
 
 def datasets(recipe: Recipe, arch: str, train_xy, val_xy, seed: int):
     """(train, validation) tf.data pipelines from uint8 arrays for member ``arch``."""
-    from . import augment, hardware, models, pipeline
+    from .. import hardware, models
+    from ..data import augment, pipeline
 
     common = dict(batch_size=hardware.global_batch(recipe.batch_size), image_size=models.input_size(arch),
                   preprocess=models.preprocess_for(arch), one_hot=True)
@@ -317,14 +318,17 @@ def datasets(recipe: Recipe, arch: str, train_xy, val_xy, seed: int):
 
 
 def pretrained_breakhis(recipe: Recipe, cache_dir, seed: int = 42) -> Path:
-    """The BreakHis-pretrained ``recipe.model`` (``breakhis.pretrain``, cached in ``cache_dir``)."""
-    from . import breakhis, config
+    """The BreakHis-pretrained ``recipe.model`` (``breakhis.track.pretrain``, cached in ``cache_dir``)."""
+    from .. import config
+    from ..breakhis.generator import resolve_dir
+    from ..breakhis.track import pretrain
+    from ..data import source
 
-    root = breakhis.resolve_dir(recipe.breakhis_dir, recipe.breakhis_profile)
+    root = resolve_dir(recipe.breakhis_dir, recipe.breakhis_profile)
     profile = recipe.breakhis_profile if recipe.breakhis_profile in config.PROFILES else "smoke"
-    cfg = config.resolve(profile, data_dir=root, output_dir=cache_dir, batch_size=recipe.batch_size,
+    cfg = source.resolve(profile, data_dir=root, output_dir=cache_dir, batch_size=recipe.batch_size,
                          epochs=min(recipe.pretrain_epochs, recipe.epochs), seed=seed, make_demo=False)
-    return Path(breakhis.pretrain(cfg, root, recipe.model).path)
+    return Path(pretrain(cfg, root, recipe.model).path)
 
 
 def _fingerprint(recipe: Recipe, seed: int, train_xy, val_xy) -> str:
@@ -351,9 +355,9 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     """
     import keras
 
-    from . import evaluate, models
-    from . import train as tr
-    from .io import atomic_path, write_text
+    from .. import evaluate, models
+    from .. import train as tr
+    from ..io import atomic_path, write_text
 
     recipe = get(recipe)
     out_dir = Path(out_dir)
@@ -467,7 +471,7 @@ class Predictor:
     stain: dict | None = None
     threshold: float = 0.5
     threshold_source: str = "fixed at 0.5 by the recipe"
-    context: dict | None = None  # the fitted slide-context model (helpers.context), if the recipe has one
+    context: dict | None = None  # the fitted slide-context model (helpers.recipes.context), if the recipe has one
     info: dict = field(default_factory=dict)  # training counts and scores (model.json)
     last_fallbacks: int = 0  # patches the last predict() left un-normalised
 
@@ -509,7 +513,7 @@ class Predictor:
         return views[0], views.mean(axis=0)
 
     def _mean_over_members(self, run, images, batch_size: int, normalized: bool) -> np.ndarray:
-        from . import models
+        from .. import models
 
         images = np.asarray(images)
         if self.stain is not None and not normalized:
@@ -521,7 +525,7 @@ class Predictor:
 
     def save(self, out_dir) -> Path:
         """Write any member not on disk yet, then ``model.json`` (config, old-style keys, info)."""
-        from .io import atomic_path, write_text
+        from ..io import atomic_path, write_text
 
         out_dir = Path(out_dir)
         for model, meta in self.members:
@@ -579,15 +583,16 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     Every usable patch is used unless ``sample_size`` caps the total (spread over the splits by
     patient); the patients, patches and IDC share of each split are logged before training and
     kept in model.json under ``counts``. ``profile`` is only recorded (the caller applied it)."""
-    from . import config, evaluate, pipeline, splits
-    from .data import cached_index
-    from .experiment import split_index
+    from .. import evaluate
+    from ..data import pipeline, source, splits
+    from ..data.cache import cached_index
+    from ..studies.experiment import split_index
 
     recipe = get(recipe)
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
     splits.check_cap(sample_size)
-    cfg = config.resolve("cpu", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
+    cfg = source.resolve("cpu", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
     df, _ = cached_index(cfg)
     split_df, note = split_index(df, seed, split_dir)
     why = [] if len(split_df) == len(df) else [f"patients on none of the lists in {split_dir} left out"]
@@ -627,8 +632,9 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     its model.json, or its model.keras): stain normalisation, TTA, ensemble, slide context (each
     patient folder read as one slide) and threshold as model.json says; ``threshold`` overrides
     the saved one. ``log`` gets the patients, patches and IDC share scored, before scoring."""
-    from . import evaluate, pipeline
-    from .index import build_index
+    from .. import evaluate
+    from ..data import pipeline
+    from ..data.index import build_index
 
     predictor = Predictor.load(model_path)
     source = predictor.threshold_source

@@ -9,7 +9,7 @@ test patients; the result is a mean and a standard deviation over folds.
 Finished folds are stored under
 ``OUT/crossval/<recipe>-v<version>/<data>-k<folds>-s<seed>-e<epochs>[-n<sample>]/fold<i>/``
 with a ``done.json`` fingerprinted by recipe, data, folds, seed, epochs and sample size: a
-rerun skips them, and an interrupted fold resumes where it stopped (``recipes.train``).
+rerun skips them, and an interrupted fold resumes where it stopped (``recipe.train``).
 
 ``python -m helpers crossval --data-dir DIR --recipe seed --folds 5`` runs it from a shell.
 """
@@ -32,7 +32,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from . import recipes, splits
+from ..data import splits
+from .recipe import DECISION_OPTIONS, INGREDIENTS, Predictor, Recipe, decision_only, with_ingredient
+from .recipe import get as get_recipe
+from .recipe import train as train_recipe
 
 METRICS = ("f1", "balanced_accuracy", "roc_auc")  # the IDC class's F1; the threshold's balanced accuracy
 REPORTED = (*METRICS, "accuracy", "precision", "recall", "threshold")
@@ -68,7 +71,7 @@ def patient_folds(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
 def fold_split(folded: pd.DataFrame, fold: int, seed: int = 42, val: float = VAL_SHARE) -> pd.DataFrame:
     """The index with a ``split`` column for one fold: its patients are ``test``; of the others,
     ~``val`` are ``val`` (by patient, stratified, seeded by ``seed`` and the fold), the rest ``train``."""
-    from .splits import split_by_patient
+    from ..data.splits import split_by_patient
 
     test = folded["fold"] == fold
     rest = folded[~test]
@@ -84,7 +87,7 @@ def fold_split(folded: pd.DataFrame, fold: int, seed: int = 42, val: float = VAL
 # --- data -------------------------------------------------------------------------------------
 
 @dataclass
-class Data:
+class LoadedData:
     """Every patch of a data directory in memory: the index and uint8 images in its row order."""
 
     data_dir: Path
@@ -96,27 +99,27 @@ class Data:
     seconds: float = 0.0
 
 
-def load(data_dir, out_dir=None) -> Data:
+def load(data_dir, out_dir=None) -> LoadedData:
     """Index ``data_dir`` (cached under ``out_dir/index``) and decode every patch once."""
-    from . import config, pipeline
-    from .data import _slug, cached_index
+    from ..data import pipeline, source
+    from ..data.cache import _slug, cached_index
 
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
     start = time.perf_counter()
-    cfg = config.resolve("smoke", data_dir=path, output_dir=out_dir, make_demo=False)
+    cfg = source.resolve("smoke", data_dir=path, output_dir=out_dir, make_demo=False)
     df, _ = cached_index(cfg)
     df = df.reset_index(drop=True)
     images, labels = pipeline.load_arrays(df)
-    return Data(path, df, images, labels, _slug(path), cfg.generated, round(time.perf_counter() - start, 2))
+    return LoadedData(path, df, images, labels, _slug(path), cfg.generated, round(time.perf_counter() - start, 2))
 
 
 # --- one cross-validation ---------------------------------------------------------------------
 
 @dataclass
 class CrossvalResult:
-    recipe: recipes.Recipe
+    recipe: Recipe
     per_fold: pd.DataFrame  # one row per fold: counts, scores, seconds
     summary: pd.DataFrame  # one row per metric: mean, sd, min, max
     out_dir: Path
@@ -163,15 +166,15 @@ def summarise(per_fold: pd.DataFrame, metrics=REPORTED) -> pd.DataFrame:
     return pd.DataFrame({"mean": data.mean(), "sd": data.std(ddof=1), "min": data.min(), "max": data.max()})
 
 
-def _fingerprint(recipe, data: Data, folds, seed, sample_size) -> str:
+def _fingerprint(recipe, data: LoadedData, folds, seed, sample_size) -> str:
     key = {"recipe": recipe.as_dict(), "data": data.slug, "patches": len(data.labels),
            "positives": int(data.labels.sum()), "folds": folds, "seed": seed, "sample_size": sample_size}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_dir(out_dir, recipe, data: Data, folds: int, seed: int, sample_size=None) -> Path:
+def run_dir(out_dir, recipe, data: LoadedData, folds: int, seed: int, sample_size=None) -> Path:
     """Where the folds of this cross-validation are stored."""
-    from .config import ROOT
+    from ..config import ROOT
 
     base = Path(out_dir) if out_dir else ROOT / "outputs"
     tail = f"{data.slug}-k{folds}-s{seed}-e{recipe.epochs}" + (f"-n{sample_size}" if sample_size else "")
@@ -179,7 +182,7 @@ def run_dir(out_dir, recipe, data: Data, folds: int, seed: int, sample_size=None
 
 
 def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=None, sample_size=None,
-        *, data: Data | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False,
+        *, data: LoadedData | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False,
         reuse: bool = True) -> CrossvalResult:
     """Cross-validate ``recipe`` (a name such as "seed" or "seed+tta", or a Recipe) over
     ``folds`` folds of the patients of ``data_dir``. ``epochs`` overrides the recipe's;
@@ -191,10 +194,10 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     TTA) is scored from that run's stored views instead of being trained again (:func:`trained_alike`),
     and an ensemble takes its member 0 from the folds of its one-member recipe where they kept
     their models (:func:`first_member_donor`)."""
-    from . import evaluate
-    from .io import write_text
+    from .. import evaluate
+    from ..io import write_text
 
-    recipe = recipes.get(recipe, epochs=epochs)
+    recipe = get_recipe(recipe, epochs=epochs)
     data = data or load(data_dir, out_dir)
     folded = patient_folds(data.df, folds, seed)
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
@@ -226,7 +229,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
             f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)"
             + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}" if recipe.train_share < 1 else "")
             + f":\n{splits.counts_table(split)}")
-        predictor = recipes.train(recipe, (data.images[at["train"]], data.labels[at["train"]]),
+        predictor = train_recipe(recipe, (data.images[at["train"]], data.labels[at["train"]]),
                                   (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
                                   seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
                                   pretrain_seed=seed, val_patients=data.df.loc[at["val"], "patient"].to_numpy(),
@@ -261,14 +264,14 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
 
 
 def _summarised(result: CrossvalResult, root: Path) -> CrossvalResult:
-    from .io import write_text
+    from ..io import write_text
 
     write_text(root / "summary.json", json.dumps(result.as_dict(), indent=2, default=float))
     write_text(root / "summary.txt", result.table() + "\n")
     return result
 
 
-def _stored_runs(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None):
+def _stored_runs(recipe, data: LoadedData, folds: int, seed: int, out_dir=None, sample_size=None):
     """Each finished, trained cross-validation stored under ``out_dir`` with the same data, folds,
     seed, epochs and sample size as ``recipe`` would have, but another recipe:
     (its folder, its recipe, its per-fold rows, its settings)."""
@@ -278,7 +281,7 @@ def _stored_runs(recipe, data: Data, folds: int, seed: int, out_dir=None, sample
             continue
         try:
             doc = json.loads(summary.read_text())
-            other = recipes.Recipe.from_dict(doc["recipe"])
+            other = Recipe.from_dict(doc["recipe"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a cross-validation summary this version can read
         if "scored_from" in doc:
@@ -290,11 +293,12 @@ def _stored_runs(recipe, data: Data, folds: int, seed: int, out_dir=None, sample
             yield summary.parent, other, rows, settings
 
 
-def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None) -> CrossvalResult | None:
+def trained_alike(recipe, data: LoadedData, folds: int, seed: int, out_dir=None,
+                  sample_size=None) -> CrossvalResult | None:
     """A finished cross-validation stored under ``out_dir`` (same data, folds, seed, epochs and
     sample size) of a recipe with the same training options as ``recipe``, every fold of which
     kept its views; None if there is none."""
-    recipe = recipes.get(recipe)
+    recipe = get_recipe(recipe)
     for folder, other, rows, settings in _stored_runs(recipe, data, folds, seed, out_dir, sample_size):
         if other.training_options == recipe.training_options and all(
                 (folder / f"fold{i}" / "views.csv").is_file() for i in range(folds)):
@@ -303,13 +307,13 @@ def trained_alike(recipe, data: Data, folds: int, seed: int, out_dir=None, sampl
     return None
 
 
-def first_member_donor(recipe, data: Data, folds: int, seed: int, out_dir=None, sample_size=None) -> Path | None:
+def first_member_donor(recipe, data: LoadedData, folds: int, seed: int, out_dir=None, sample_size=None) -> Path | None:
     """For an ensemble recipe, the folder of a finished cross-validation (same data, folds, seed,
     epochs and sample size) of the same recipe with one member that kept its models
     (``--keep-models``): its fold models are, seed for seed, the ensemble's member 0 (trained
     with the fold's seed and the first member's architecture), so they need not be trained
     again. None if the recipe is no ensemble or there is no such run."""
-    recipe = recipes.get(recipe)
+    recipe = get_recipe(recipe)
     if recipe.ensemble < 2 or recipe.members()[0] != recipe.model:
         return None
     single = dataclasses.replace(recipe, ensemble=1, ensemble_models=())
@@ -322,11 +326,11 @@ def first_member_donor(recipe, data: Data, folds: int, seed: int, out_dir=None, 
 
 def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
     """Copy the donor run's model of this fold (and its training log) in as member 0 of a fresh
-    ensemble fold, so that ``recipes.train`` loads it instead of training it; whether it did."""
-    from .io import atomic_path
+    ensemble fold, so that ``recipe.train`` loads it instead of training it; whether it did."""
+    from ..io import atomic_path
 
     if (fold_dir / "started.json").exists() or (fold_dir / "member0.keras").exists():
-        return False  # begun before: recipes.train resumes it as it stands
+        return False  # begun before: recipe.train resumes it as it stands
     if (donor / fold_dir.name / "run0").is_dir():
         shutil.copytree(donor / fold_dir.name / "run0", fold_dir / "run0", dirs_exist_ok=True)
     with atomic_path(fold_dir / "member0.keras") as tmp:
@@ -352,13 +356,13 @@ def fold_counts(split: pd.DataFrame, at: dict) -> dict:
             **{f"{n}_positives": int(split.loc[at[n], "label"].sum()) for n in at}}
 
 
-def score_views(predictor: recipes.Predictor, data: Data, at: dict, fold_dir) -> pd.DataFrame:
+def score_views(predictor: Predictor, data: LoadedData, at: dict, fold_dir) -> pd.DataFrame:
     """P(IDC) of each validation and test patch of a fold from the single view (``single``) and
     averaged over the 8 dihedral views (``tta``), written to ``fold_dir/views.csv``. Whatever
     the recipe's own decision, both are kept, so that the threshold and TTA ingredients can be
     scored on the same trained models (:func:`decisions`) at the cost of prediction only."""
-    from . import stain
-    from .io import atomic_path
+    from ..data import stain
+    from ..io import atomic_path
 
     frames, fallbacks = [], 0
     for name in ("val", "test"):
@@ -392,7 +396,7 @@ def _release():
 
 def fold_histories(root, recipe_name: str = "") -> pd.DataFrame:
     """The per-epoch history of every member of every fold stored under ``root``."""
-    from .train import read_history
+    from ..train import read_history
 
     frames = []
     for fold_dir in sorted(Path(root).glob("fold*")):
@@ -454,13 +458,13 @@ def learning_curve(results) -> pd.DataFrame:
 
 
 def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5, seed: int = 42, out_dir=None,
-               epochs=None, sample_size=None, *, data: Data | None = None, **run_options) -> list[CrossvalResult]:
+               epochs=None, sample_size=None, *, data: LoadedData | None = None, **run_options) -> list[CrossvalResult]:
     """Cross-validate ``recipe`` learning from each of ``shares`` of every fold's training split
     (drawn by ``subset``: "patches" or "patients") and on all of it, which is ``recipe`` itself:
     the runs of a :func:`learning_curve`, smallest share first. A bad share fails before any
     training. ``run_options`` go to :func:`run`."""
-    whole = recipes.get(recipe, epochs=epochs)
-    chosen = [recipes.get(whole, train_share=share, train_subset=subset) for share in sorted(set(shares) - {1.0})]
+    whole = get_recipe(recipe, epochs=epochs)
+    chosen = [get_recipe(whole, train_share=share, train_subset=subset) for share in sorted(set(shares) - {1.0})]
     data = data or load(data_dir, out_dir)
     return [run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, **run_options)
             for r in [*chosen, whole]]
@@ -478,36 +482,37 @@ def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
 
 
 def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
-             epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *, data: Data | None = None) -> Ablation:
+             epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *,
+             data: LoadedData | None = None) -> Ablation:
     """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all of
-    ``recipes.INGREDIENTS``) on the same folds with the same seeds; one table of the results.
+    ``recipe.INGREDIENTS``) on the same folds with the same seeds; one table of the results.
     ``data`` (from :func:`load`) skips loading."""
     data = data or load(data_dir, out_dir)
-    base = recipes.get(base, epochs=epochs)
-    chosen = list(recipes.INGREDIENTS) if ingredients is None else list(ingredients)
+    base = get_recipe(base, epochs=epochs)
+    chosen = list(INGREDIENTS) if ingredients is None else list(ingredients)
     for name in chosen:
-        recipes.with_ingredient(base, name)  # unknown names fail before any training
+        with_ingredient(base, name)  # unknown names fail before any training
     fit = lambda r, **kw: run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data,
                               verbose=verbose, log=log, **kw)
     # an ensemble's member 0 is the base's model of each fold: kept, it need not be trained again
-    base_run = fit(base, keep_models=any(recipes.with_ingredient(base, n).ensemble > 1 for n in chosen))
+    base_run = fit(base, keep_models=any(with_ingredient(base, n).ensemble > 1 for n in chosen))
     runs = [base_run]
     for name in chosen:
-        recipe = recipes.with_ingredient(base, name)
-        runs.append(decided(base_run, recipe, data) if recipes.decision_only(name) else fit(recipe))
+        recipe = with_ingredient(base, name)
+        runs.append(decided(base_run, recipe, data) if decision_only(name) else fit(recipe))
     per_fold = pd.concat([r.per_fold.assign(recipe=r.recipe.name) for r in runs], ignore_index=True)
     # a decision-only recipe's curves are its base's
     history = pd.concat([r.history for r in runs if "scored_from" not in r.settings], ignore_index=True)
     return Ablation(compare(runs), per_fold, history, runs)
 
 
-def decided(result: CrossvalResult, recipe: recipes.Recipe, data: Data | None = None) -> CrossvalResult:
+def decided(result: CrossvalResult, recipe: Recipe, data: LoadedData | None = None) -> CrossvalResult:
     """``result``'s trained models with ``recipe``'s decision (threshold rule and TTA), scored
     from the stored views (:func:`decisions`): the cross-validation of a recipe that differs
     from ``result``'s only in its decision, without training it. Its seconds are the training's."""
     if recipe.training_options != result.recipe.training_options:
         raise ValueError(f"recipe {recipe.name!r} differs from {result.recipe.name!r} in more than the decision "
-                         f"({', '.join(recipes.DECISION_OPTIONS)}); it has to be trained")
+                         f"({', '.join(DECISION_OPTIONS)}); it has to be trained")
     per = decisions(result, data)
     chosen = per[per["decision"] == decision_name(recipe.threshold, recipe.tta, recipe.context)].set_index("fold")[list(REPORTED)]
     per_fold = result.per_fold.set_index("fold").drop(columns=list(REPORTED), errors="ignore").join(chosen).reset_index()
@@ -531,7 +536,7 @@ def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
 def curves(history: pd.DataFrame) -> pd.DataFrame:
     """``fold_histories`` in the long form of ``plots.study_curves``: one line per recipe, the
     band its spread over folds (and ensemble members)."""
-    from .study import long_history
+    from ..studies.study import long_history
 
     if history.empty:
         return pd.DataFrame(columns=["variant", "seed", "epoch", "metric", "split", "value"])
@@ -566,7 +571,7 @@ def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
 
 
 def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str = "validation",
-                  tta: bool = True, data: Data | None = None, context: str = "none") -> CrossvalResult:
+                  tta: bool = True, data: LoadedData | None = None, context: str = "none") -> CrossvalResult:
     """An ensemble of cross-validated recipes that costs no training: on each fold they share,
     the mean of their stored validation and test probabilities (``views.csv``, both columns),
     written to ``out_dir/fold<i>/views.csv`` (default: ``crossval/ensembles/<name>/`` beside the
@@ -574,7 +579,7 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
     "validation": the F1-best cut on the fold's validation patients, never the test ones) with
     or without TTA, and with slide ``context`` or not. Its seconds are its members' training together (members decided from one
     run count it once); :func:`decisions` scores its eight decisions like any recipe's."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     if len(results) < 2:
         raise ValueError("an ensemble needs at least two cross-validated recipes")
@@ -626,7 +631,7 @@ DECISIONS = tuple((threshold, tta, context) for context in ("none", "slide") for
                   for threshold in ("fixed", "validation"))
 
 
-def fold_views(result: CrossvalResult, data: Data | None = None) -> dict[int, pd.DataFrame]:
+def fold_views(result: CrossvalResult, data: LoadedData | None = None) -> dict[int, pd.DataFrame]:
     """Each fold's ``views.csv`` (:func:`score_views`). A fold trained before views were kept is
     scored now from its kept models (``keep_models``; ``data`` is then loaded if not given)."""
     out = {}
@@ -637,7 +642,7 @@ def fold_views(result: CrossvalResult, data: Data | None = None) -> dict[int, pd
             out[fold] = pd.read_csv(fold_dir / "views.csv")
             continue
         try:
-            predictor = recipes.Predictor.load(fold_dir)
+            predictor = Predictor.load(fold_dir)
         except (FileNotFoundError, ValueError) as err:
             raise FileNotFoundError(f"{fold_dir}: no views.csv, and no kept models to score it from ({err}); "
                                     "this fold was trained by an older version: delete its done.json to train it "
@@ -652,7 +657,7 @@ def fold_views(result: CrossvalResult, data: Data | None = None) -> dict[int, pd
     return out
 
 
-def decisions(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
+def decisions(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
     """The test scores of one cross-validation's trained models under each of the eight decisions
     (threshold 0.5 or the F1-best cut on the fold's validation patients; one view or TTA; the patch
     alone or read with its slide), one row per fold and decision: the threshold, TTA and slide
@@ -671,7 +676,7 @@ def decisions(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
 def _decide(views: pd.DataFrame, threshold: str, tta: bool, context: str = "none") -> dict:
     """The test scores of one fold's views under one decision: the cut at 0.5 ("fixed") or the
     F1-best one on the fold's validation patients ("validation"), never on its test patients."""
-    from . import evaluate
+    from .. import evaluate
 
     proba = decision_proba(views, tta, context)
     val, test = (views["split"] == "val").to_numpy(), (views["split"] == "test").to_numpy()
@@ -683,7 +688,7 @@ def _decide(views: pd.DataFrame, threshold: str, tta: bool, context: str = "none
 
 def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none", fitted: dict | None = None) -> np.ndarray:
     """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, and with
-    ``context="slide"`` read with the other patches of its patient (helpers.context), the context
+    ``context="slide"`` read with the other patches of its patient (helpers.recipes.context), the context
     model fitted on the fold's validation rows only, or ``fitted``, one fitted before (the trained
     predictor's, so that a fold's scores are those of the model it saved)."""
     from . import context as slide
@@ -710,7 +715,7 @@ def decision_name(threshold: str, tta: bool, context: str = "none") -> str:
             + (", slide context" if context == "slide" else ""))
 
 
-def decision_table(result: CrossvalResult, data: Data | None = None) -> pd.DataFrame:
+def decision_table(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
     """:func:`decisions` as one row per decision: mean and sd over folds, and the paired
     difference from threshold 0.5 with one view, patch alone (the decision of ``seed``)."""
     per = decisions(result, data)
@@ -727,7 +732,7 @@ def balanced_accuracy_ceiling(results) -> pd.DataFrame:
     the fold's test patches (``evaluate.best_balanced_accuracy``), beside the one its decision
     gives. The ceiling reads the test labels: it says whether any threshold rule could reach a
     balanced-accuracy target with this ranking, and is never a result."""
-    from . import evaluate
+    from .. import evaluate
 
     rows = {}
     for r in results:

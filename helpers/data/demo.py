@@ -19,7 +19,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .io import generated_set, process_map
+from ..io import generated_set, process_map
 
 PATCH = 50
 SUB = 10  # pixels per sample of the slide-level maps: 5x5 samples per cell
@@ -324,7 +324,7 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, co
         summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
                    "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}
         return summary, ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
-                         "Drawn by helpers/demo.py (numpy noise, an H&E colour model) to look roughly like\n"
+                         "Drawn by helpers/data/demo.py (numpy noise, an H&E colour model) to look roughly like\n"
                          "the Kaggle IDC patches: no real tissue; no clinical claim rests on it.\n")
 
     return generated_set(root, params, "a demo set", write)

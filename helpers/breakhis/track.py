@@ -1,0 +1,203 @@
+"""The BreakHis track (notebook 12, and notebook 11's Bayesian search): pretrain a model on BreakHis,
+saved for fine-tuning on IDC, and compare the fine-tuned arms with the seed project's figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..data.splits import SPLITS
+from ..reference import SEED_FINE_TUNE_AT
+from .index import _files, build_index, split_by_patient_label, to_patches
+
+
+
+# ---------------------------------------------------------------- pretraining
+
+
+@dataclass
+class Pretrained:
+    """A model pretrained on BreakHis (benign 0 / malignant 1), saved, with its BreakHis scores
+    (patches of validation and test patients; the threshold chosen on validation)."""
+
+    path: Path  # the saved model (.keras): models.build_model(name, weights=path) starts from it
+    model: str
+    trained: bool  # False: read back from an earlier run with the same data and settings
+    data: str  # the BreakHis folder
+    generated: bool
+    split_note: str
+    patches: dict  # per split
+    threshold: float
+    val: dict
+    test: dict | None
+    run_dir: str
+    settings: dict
+
+    @property
+    def history(self) -> pd.DataFrame:
+        from ..train import read_history
+
+        return read_history(self.run_dir)
+
+    def scores_table(self) -> pd.DataFrame:
+        """Validation and test scores side by side (positives: malignant patches)."""
+        from ..studies.experiment import scores_table
+
+        return scores_table({"val": self.val, "test": self.test})
+
+    def as_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def _listing(root: Path) -> str:
+    """A digest of every PNG's relative path and size under root: cheap, and changes with the data."""
+    h = hashlib.sha1()
+    for path, _ in _files(root):
+        if path.suffix.lower() == ".png":
+            h.update(f"{path.relative_to(root)}|{path.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | None = None,
+             mode: str = "tiles", tiles_per_image: int = 4, weights=None, optimizer: str = "adam",
+             learning_rate=None, out=None) -> Pretrained:
+    """Train ``model_name`` to tell benign from malignant BreakHis patches, or load it when trained
+    before with the same data and settings; return a :class:`Pretrained`.
+
+    The images are split by patient (:func:`split_by_patient` with ``cfg.seed``), cut into 50x50
+    inputs (:func:`to_patches` with ``mode``; resized in the pipeline to the model's input size, as
+    the IDC patches are) and trained with ``train.fit`` for ``epochs`` (None: ``cfg.epochs``),
+    ``cfg.batch_size``, class weights, and the best epoch kept by validation AUC; an interrupted run
+    resumes. ``weights`` is the start (None, or "imagenet" for a backbone, then fully trainable).
+    The model goes to ``out`` (default ``<output_dir>/models/breakhis_<model>_<profile>_<digest>.keras``,
+    the digest of the data and settings), written atomically, with its scores in a .json beside it.
+    """
+    from .. import evaluate, models, train
+    from ..data import pipeline
+    from ..io import atomic_path, write_text
+
+    root = Path(breakhis_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"BreakHis directory {root} does not exist")
+    size = models.input_size(model_name)
+    settings = {"model": model_name, "epochs": int(epochs or cfg.epochs), "batch_size": cfg.batch_size,
+                "seed": cfg.seed, "mode": mode, "tiles_per_image": tiles_per_image if mode == "tiles" else None,
+                "image_size": size,
+                "weights": None if weights is None else str(weights), "optimizer": optimizer,
+                "learning_rate": learning_rate}
+    key = json.dumps({**settings, "data": str(root.resolve()), "files": _listing(root)}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    stem = f"breakhis_{model_name}_{cfg.profile}_{digest}"
+    path = Path(out) if out else Path(cfg.output_dir) / "models" / f"{stem}.keras"
+    sidecar = path.with_suffix(".json")
+    if path.is_file() and sidecar.is_file():
+        saved = json.loads(sidecar.read_text())
+        if saved.get("fingerprint") == digest:
+            saved.pop("fingerprint")
+            return Pretrained(**{**saved, "path": path, "trained": False})
+
+    df, _ = build_index(root)
+    split = split_by_patient_label(df, seed=cfg.seed)
+    empty = [s for s in SPLITS[:2] if not (split["split"] == s).any()]
+    if empty:
+        raise ValueError(f"{root}: no patient left for the {' and '.join(empty)} split "
+                         f"({split['patient'].nunique()} patients; pretraining needs 3 per class)")
+    patches = to_patches(split, mode=mode, tiles_per_image=tiles_per_image, seed=cfg.seed)
+    where = split.loc[patches.source, "split"].to_numpy()
+
+    def dataset(name, shuffle=False):
+        mask = where == name
+        return pipeline.make_dataset(images=patches.images[mask], labels=patches.labels[mask],
+                                     batch_size=cfg.batch_size, image_size=size, one_hot=True, shuffle=shuffle,
+                                     seed=cfg.seed, preprocess=models.preprocess_for(model_name))
+
+    counts = {name: int((where == name).sum()) for name in SPLITS if (where == name).any()}
+    model = models.build_model(model_name, image_size=size, weights=weights,
+                               fine_tune_at=None if weights is None else 0, seed=cfg.seed)
+    run_dir = Path(cfg.output_dir) / "runs" / stem
+    val = dataset("val")
+    result = train.fit(model, dataset("train", shuffle=True), val, run_dir, epochs=settings["epochs"],
+                       name=f"breakhis_{model_name}", optimizer=optimizer, learning_rate=learning_rate,
+                       class_weight=train.class_weights(patches.labels[where == "train"]), seed=cfg.seed,
+                       train_patches=counts["train"])
+    best = result.best_model(model)
+    y_val, p_val = evaluate.predict(best, val)
+    threshold = evaluate.choose_threshold(y_val, p_val)
+    test = evaluate.scores(*evaluate.predict(best, dataset("test")), threshold) if "test" in counts else None
+    with atomic_path(path) as tmp:
+        best.save(tmp)
+    done = Pretrained(path=path, model=model_name, trained=True, data=str(root),
+                      generated=(root / "GENERATED.txt").is_file(),
+                      split_note=f"by patient, 70/15/15, seed {cfg.seed}; {mode}: "
+                                 + " / ".join(f"{n} {name}" for name, n in counts.items()) + " patches",
+                      patches=counts, threshold=threshold, val=evaluate.scores(y_val, p_val, threshold),
+                      test=test, run_dir=str(run_dir), settings=settings)
+    record = {k: v for k, v in done.as_dict().items() if k not in ("path", "trained")}
+    write_text(sidecar, json.dumps({**record, "fingerprint": digest}, indent=2, default=float))
+    return done
+
+
+# ---------------------------------------------------------------- fine-tuning on IDC, the seed, the verdict
+
+def fine_tune_variants(model_name: str, pretrained_path, fine_tune_at: int | None = None,
+                       imagenet: bool = False) -> list:
+    """The arms of notebook 12's study, differing only in where the weights start: "scratch" (random),
+    "breakhis" (``pretrained_path``, the first ``fine_tune_at`` layers frozen; None: the seed's value for
+    the model) and, with ``imagenet``, "imagenet" (a backbone's ImageNet weights, frozen alike)."""
+    from ..models import MODELS
+    from ..studies.study import Variant
+
+    if fine_tune_at is None:
+        fine_tune_at = SEED_FINE_TUNE_AT.get(model_name)
+    if imagenet and not MODELS[model_name].pretrained:
+        raise ValueError(f"{model_name!r} has no ImageNet weights: imagenet=True needs a backbone "
+                         f"({', '.join(n for n, spec in MODELS.items() if spec.pretrained)})")
+    variants = [Variant("scratch", model=model_name),
+                Variant("breakhis", model=model_name, build={"weights": str(pretrained_path),
+                                                             "fine_tune_at": fine_tune_at})]
+    if imagenet:
+        variants.append(Variant("imagenet", model=model_name, build={"weights": "imagenet",
+                                                                     "fine_tune_at": fine_tune_at}))
+    return variants
+
+
+
+
+def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:
+    """The seed project's published figures for ``model_name`` (reference.SEED_IDC, each with its
+    split) above this study's runs, one row per variant (mean over seeds), in the same columns."""
+    from ..reference import seed_rows
+
+    seed = seed_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
+    ours = []
+    for variant, part in runs.groupby("variant", sort=False):
+        scored_on = part["scored_on"].iloc[0]
+        ours.append({"model": part["model"].iloc[0], "setting": f"{variant} ({cfg.profile}, {cfg.epochs} epochs, "
+                     f"{len(part)} seed{'s' * (len(part) > 1)})", "train": None, "val": None,
+                     "test": round(part["accuracy"].mean(), 3) if scored_on == "test" else None,
+                     "f1": round(part["f1"].mean(), 3), "split": f"{scored_on} split, {split_note}",
+                     "note": cfg.data_label})
+    return pd.concat([seed, pd.DataFrame(ours)], ignore_index=True)
+
+
+def verdict(summary: pd.DataFrame, source: str, baseline: str = "scratch", arm: str = "breakhis",
+            noise: float = 0.02) -> str:
+    """One sentence: does ``arm`` beat ``baseline`` in a study summary (``Study.summary()``)? Judged on
+    validation F1 (test F1 shown beside); a difference below ``noise`` or two standard deviations
+    over seeds counts as none."""
+    for name in (baseline, arm):
+        if name not in summary.index:
+            raise ValueError(f"no variant {name!r} in the summary; it has {list(summary.index)}")
+    a, b = summary.loc[arm], summary.loc[baseline]
+    diff = float(a["val_f1"] - b["val_f1"])
+    spread = 2 * max(float(a.get("val_f1_sd", 0) or 0), float(b.get("val_f1_sd", 0) or 0))
+    margin = max(noise, spread)
+    word = ("helps" if diff > margin else "hurts" if diff < -margin else "makes no clear difference")
+    test = f"; test F1 {a['f1']:.3f} against {b['f1']:.3f}" if "f1" in summary and pd.notna(a["f1"]) else ""
+    return (f"Starting from '{arm}' rather than '{baseline}' {word} here: validation F1 {a['val_f1']:.3f} "
+            f"against {b['val_f1']:.3f}{test} (a difference within {margin:.3f} counts as none; {source}).")

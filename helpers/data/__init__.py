@@ -1,0 +1,1 @@
+"""The data: index, cache, the generated and downloaded sets, splits, pipeline, augmentation, stain, slides."""

@@ -1,0 +1,1 @@
+"""Thyroid ultrasound: the index, the generated set, and the track of notebooks 16-17."""

@@ -8,6 +8,7 @@ works with the same loss; the output is a 2-way softmax, column 1 = IDC.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -261,7 +262,9 @@ def _backup_callback(backup_dir):
             write_text(self._training_metadata_path,
                        json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
-    return AtomicBackup(str(backup_dir))
+    # Kept when training ends: fit() deletes it only once train.json says the run finished, so
+    # that no moment exists at which a kill leaves neither.
+    return AtomicBackup(str(backup_dir), delete_checkpoint=False)
 
 
 def _early_stopping(monitor: str, mode: str, patience: int, best=None, wait: int = 0):
@@ -362,11 +365,33 @@ def best_checkpoint(run_dir, monitor: str = "val_auc") -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
+def settings_key(**settings) -> str:
+    """A short fingerprint of a run's settings (anything JSON can show, or its ``str``)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def finished_run(run_dir, key: str, monitor: str = "val_auc") -> TrainResult | None:
+    """The result of the run in ``run_dir`` if it finished with settings ``key``, else None."""
+    try:
+        saved = json.loads((Path(run_dir) / "train.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("key") != key:
+        return None
+    best = best_checkpoint(run_dir, monitor)
+    if saved.get("best_checkpoint") and best is None:  # its checkpoints were deleted: not whole
+        return None
+    fields = {f: saved[f] for f in ("epochs_run", "seconds", "images_per_s", "train_patches")}
+    return TrainResult(run_dir=str(run_dir), best_checkpoint=str(best) if best else None, **fields)
+
+
 def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = None,
         optimizer="adam", learning_rate=None, class_weight=None, label_smoothing: float = 0.0,
         monitor: str = "val_auc", patience: int = 5, seed: int = 42, train_patches: int | None = None,
         extra_callbacks=(), verbose: int = 2, optimizer_options: dict | None = None,
-        recalibrate_bn: int = 20, checkpoint_metrics=None, xla: bool | None = None) -> TrainResult:
+        recalibrate_bn: int = 20, checkpoint_metrics=None, xla: bool | None = None,
+        key: str | None = None) -> TrainResult:
     """Compile and train ``model``; everything the run writes goes to ``run_dir``.
 
     Run it again with the same ``run_dir`` after an interruption (a crash, a
@@ -377,6 +402,8 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     with ``use_ema=True`` is validated and checkpointed with its moving average of
     the weights. ``xla`` None:
     the hardware's choice (see ``hardware``); False turns XLA off on a GPU.
+    ``key`` names this run's settings, data included: a run that finished in ``run_dir`` with the
+    same key is read back, not trained again, and a backup left by another key is not resumed.
     """
     import keras
 
@@ -386,6 +413,16 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     name = name or model.name
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if key is not None:
+        finished = finished_run(run_dir, key, monitor)
+        if finished is not None:
+            print(f"{run_dir}: finished earlier with these settings, read back", file=sys.stderr, flush=True)
+            shutil.rmtree(run_dir / "backup", ignore_errors=True)  # a kill may have left it
+            return finished
+        started = run_dir / "started.json"
+        if started.is_file() and json.loads(started.read_text()).get("key") != key:
+            shutil.rmtree(run_dir / "backup", ignore_errors=True)  # another run's state: not resumed
+        write_text(started, json.dumps({"key": key}))
     done = readable_backup(run_dir / "backup")
     if done is None:
         if (run_dir / "backup").exists():
@@ -431,6 +468,7 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
     )
     write_text(run_dir / "train.json", json.dumps(
         {**asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-         "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed}, indent=2,
+         "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed, "key": key}, indent=2,
         default=lambda o: o.get_config() if hasattr(o, "get_config") else str(o)))  # a schedule
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return result

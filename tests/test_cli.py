@@ -163,6 +163,15 @@ def test_train_with_model_flags_and_a_cap_says_what_it_left_out(counted_tree, tm
     assert "class-balanced: 140 of its 900 patches" in out.stderr
     assert _printed_counts(out.stderr)["total"] == (6, 200, 70 + trained["counts"]["val"]["positives"])
 
+    # killed after training, before model.keras: the rerun reads the finished run back
+    (tmp_path / "m" / "model.keras").unlink()
+    (tmp_path / "m" / "model.json").unlink()
+    again = helpers_cli("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
+                        "--split-dir", lists, "--epochs", 1, "--optimizer", "adam", "--max-patches", 200)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "finished earlier with these settings, read back" in again.stderr and "val_loss" not in again.stderr
+    assert _strict_json(again.stdout)["test"] == trained["test"] and (tmp_path / "m" / "model.keras").is_file()
+
 
 @pytest.mark.parametrize("args, message", [
     (("--max-patches", 1), "--max-patches must be 0 (all patches) or at least 2, got 1"),

@@ -177,3 +177,15 @@ def test_to_rgb_gives_what_tensorflows_png_decoder_gives(kind, tmp_path):
     np.testing.assert_array_equal(load_patch(path), expected)
     if kind == "grey16":
         assert expected.mean() < 200  # PIL's own conversion made this patch white
+
+
+def test_a_patch_cut_short_after_indexing_is_named_when_training_reads_it(small_index):
+    import tensorflow as tf
+
+    df = small_index.iloc[:4].reset_index(drop=True)
+    assert len(list(pipeline.make_dataset(df, batch_size=2))) == 2  # whole files decode
+    victim = df["path"].iloc[2]
+    data = open(victim, "rb").read()
+    open(victim, "wb").write(data[:-12])  # the IEND chunk gone, as a cut-short copy leaves it
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"not a whole PNG file.*{victim}"):
+        list(pipeline.make_dataset(df, batch_size=2))

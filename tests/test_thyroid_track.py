@@ -139,8 +139,14 @@ def test_cross_evaluate_scores_every_arm_on_every_variant(cfg):
     with pytest.raises(ValueError, match="no metric 'auc'"):
         track.score_of(table, "cropped", "cropped", "auc")
     assert (table["threshold"] == 0.5).all()
-    assert table[["f1", "balanced_accuracy", "roc_auc"]].apply(lambda c: c.between(0, 1)).all().all()
     assert set(curves) == {"train cropped -> test cropped", "train cropped -> test uncropped"}
+    from sklearn import metrics as skm
+
+    for i, tested in enumerate(["cropped", "uncropped"]):  # each row's scores are its curve's at 0.5, rounded
+        y, p = curves[f"train cropped -> test {tested}"]
+        assert table.loc[i, "roc_auc"] == pytest.approx(skm.roc_auc_score(y, p), abs=5e-4)
+        assert table.loc[i, "f1"] == pytest.approx(skm.f1_score(y, p >= 0.5), abs=5e-4)
+        assert table.loc[i, "balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p >= 0.5), abs=5e-4)
     y, p = curves["train cropped -> test cropped"]
     assert len(y) == len(p) == table.loc[0, "n"]
 

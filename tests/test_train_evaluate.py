@@ -131,6 +131,42 @@ def crash_after_first_epoch(tmp_path, ds, val):
     return tmp_path / "run" / "backup"
 
 
+def test_a_run_killed_after_its_last_epoch_is_finished_not_trained_again(tmp_path, capsys):
+    ds, _ = separable()
+    val, _ = separable(seed=1)
+    started = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            started.append(epoch)
+
+    class KillAtTheEnd(keras.callbacks.Callback):  # after the last epoch, before train.json is written
+        def on_train_end(self, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, key="a",
+                  extra_callbacks=[Record(), KillAtTheEnd()], verbose=0)
+    assert started == [0, 1] and train.readable_backup(tmp_path / "run" / "backup") == 2
+    assert not (tmp_path / "run" / "train.json").exists()
+
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, key="a",
+                       extra_callbacks=[Record()], verbose=0)
+    assert started == [0, 1], "the finished epochs were trained again"
+    assert result.epochs_run == 2 and result.best_checkpoint
+    assert not (tmp_path / "run" / "backup").exists()
+
+    capsys.readouterr()
+    again = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, key="a",
+                      extra_callbacks=[Record()], verbose=0)
+    assert started == [0, 1] and "finished earlier with these settings, read back" in capsys.readouterr().err
+    assert again.best_checkpoint == result.best_checkpoint and again.epochs_run == 2
+
+    other = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=1, learning_rate=0.05, key="b",
+                      extra_callbacks=[Record()], verbose=0)
+    assert started == [0, 1, 0] and list(other.history["epoch"]) == [0], "another key trains afresh"
+
+
 def test_a_backup_cut_short_by_a_kill_falls_back_to_a_fresh_start_with_one_warning(tmp_path, capsys):
     ds, _ = separable()
     val, _ = separable(seed=1)

@@ -129,10 +129,21 @@ def _tf():
     return tf
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
+
+
 def decode_png(path, tf=None):
     """A tf.data map: file path -> uint8 (50, 50, 3), white-padded."""
     tf = tf or _tf()
-    img = tf.io.decode_png(tf.io.read_file(path), channels=3)
+    raw = tf.io.read_file(path)
+    # A file cut short (a partial copy or download) fails here with its name; decode_png's own
+    # "Invalid PNG data" names none. The index checks every file, so this meets only files
+    # changed since.
+    whole = tf.logical_and(tf.strings.substr(raw, 0, 8) == PNG_SIGNATURE,
+                           tf.strings.substr(raw, -12, 12, unit="BYTE") == PNG_END)
+    with tf.control_dependencies([tf.debugging.Assert(whole, ["not a whole PNG file:", path])]):
+        img = tf.io.decode_png(raw, channels=3)
     img = img[:PATCH, :PATCH]
     # pad_to_bounding_box fills with 0; invert, pad, invert back to fill with 255
     img = 255 - tf.image.pad_to_bounding_box(255 - img, 0, 0, PATCH, PATCH)

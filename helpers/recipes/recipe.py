@@ -425,7 +425,7 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
                         optimizer=optimizer, class_weight=tr.class_weights(y_train) if recipe.class_weight else None,
                         label_smoothing=recipe.label_smoothing, monitor=recipe.monitor, patience=recipe.patience,
                         seed=seed + m, train_patches=len(y_train), recalibrate_bn=recipe.recalibrate_bn,
-                        verbose=verbose)
+                        verbose=verbose, key=f"{key}-member{m}")
         best = result.best_model(model)
         with atomic_path(path) as tmp:
             best.save(tmp)

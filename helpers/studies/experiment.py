@@ -188,7 +188,7 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
     model = models.build_model(model_name, image_size=size, seed=cfg.seed)
     result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
-                       seed=cfg.seed, train_patches=len(data.part("train")))
+                       seed=cfg.seed, train_patches=len(data.part("train")), key=key)
     best = result.best_model(model)
     with atomic_path(done) as tmp:
         best.save(tmp)
@@ -264,9 +264,13 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
         f"{splits.counts_table(data.index)}")
     model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at, seed=seed,
                                **(build or {}))
+    # the settings and the very patches of each split: a rerun after a kill reads a finished run back
+    key = train.settings_key(model=model_name, cfg=cfg.as_dict(), optimizer=optimizer, learning_rate=learning_rate,
+                             weights=weights, fine_tune_at=fine_tune_at, size=size, augment=augment, build=build,
+                             fit=fit, patches=data.index[["path", "split"]].to_numpy().tolist())
     result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
-                       seed=seed, train_patches=len(data.part("train")), **(fit or {}))
+                       seed=seed, train_patches=len(data.part("train")), key=key, **(fit or {}))
     best = result.best_model(model)
     assessment = assess(best, data)
     threshold = assessment["threshold"]

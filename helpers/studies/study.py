@@ -134,7 +134,7 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     fit_options = {"optimizer": "adam", **variant.fit}
     result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=variant.name,
                        class_weight=data.class_weight, seed=seed, monitor=monitor, patience=patience,
-                       train_patches=len(data.part("train")), **fit_options)
+                       train_patches=len(data.part("train")), key=fingerprint, **fit_options)
     best = result.best_model(model)
     assessment = experiment.assess(best, data)
     history = result.history

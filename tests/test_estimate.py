@@ -272,8 +272,7 @@ def test_docs_colab_is_what_the_estimate_writes():
     assert page.read_text() == estimate.colab_markdown(), "regenerate: python -m helpers.tools.estimate --colab-doc > docs/colab.md"
     text = estimate.colab_markdown("https://github.com/me/idc-notebooks")
     assert "(https://colab.research.google.com/github/me/idc-notebooks/blob/main/notebooks/09_regularization.ipynb)" in text
-    assert 'REPO_URL = "https://github.com/me/idc-notebooks"' in text
-    assert "git clone -q --depth 1 $REPO_URL /content/idc" in text
+    assert "git clone -q --depth 1 https://github.com/me/idc-notebooks /content/idc" in text
     assert "an estimate, not a measurement" in text and "| **total** |  | **1.9 h** |" in text
 
 

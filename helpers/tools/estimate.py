@@ -587,9 +587,8 @@ PLACEHOLDER_REPO = "https://github.com/<owner>/<repo>"
 # the editable install's own hook only takes effect after a restart). Elsewhere the test is False.
 # The first code cell of every notebook; {repo} is a placeholder there until a user sets it.
 COLAB_SETUP_CELL = """\
-REPO_URL = "{repo}"  # Colab: this repository's git URL (or your fork's); elsewhere this cell does nothing
-if "google.colab" in str(get_ipython()):  # clone once, install, and import helpers from the clone
-    !test -d /content/idc || (git clone -q --depth 1 $REPO_URL /content/idc && pip -q install -e /content/idc)
+if "google.colab" in str(get_ipython()):  # Colab: clone this repository (or your fork) once and install it
+    !test -d /content/idc || (git clone -q --depth 1 {repo} /content/idc && pip -q install -e /content/idc)
     %cd /content/idc"""
 
 

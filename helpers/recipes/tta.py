@@ -38,7 +38,9 @@ def predict_batches(model, images, batch_size: int = 256, image_size: int | None
 
     images = np.asarray(images)
     size = image_size or images.shape[1]
-    outs = [np.asarray(model(to_model_input(images[i:i + batch_size], size, preprocess), training=False))
+    # predict_on_batch runs Keras' compiled predict step: calling the model eagerly ran each layer
+    # op by op, 2.5x the CPU time of training in a cross-validation's 8-view scoring.
+    outs = [np.asarray(model.predict_on_batch(to_model_input(images[i:i + batch_size], size, preprocess)))
             for i in range(0, len(images), batch_size)]
     return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, 2))
 

@@ -232,6 +232,9 @@ def test_ingredient_costs_and_settings_match_their_sources():
             assert s.breakhis == breakhis_generator.DEMO_SIZES[profile], profile
         if profile in thyroid_generator.DEMO_SIZES:
             assert s.thyroid == thyroid_generator.DEMO_SIZES[profile], profile
+        if profile in thyroid_track.TRAINED_BACKBONES:
+            trained = estimate.profile_workload(profile)["16_thyroid_backbones"].jobs
+            assert [job.model.split("@")[0] for job in trained] == list(thyroid_track.TRAINED_BACKBONES[profile])
         if profile in thyroid_track.IMAGE_SIZE:
             assert s.thyroid_size == thyroid_track.IMAGE_SIZE[profile], profile
         if profile in thyroid_track.SHIFT_SETTINGS:

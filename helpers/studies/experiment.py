@@ -402,6 +402,59 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
     return {"written": written, "row": row}
 
 
+@dataclass
+class ModelRun:
+    """What ``train_and_assess`` did: the data, the model as built and its best epoch, the
+    training result, the scores and the registry row."""
+
+    name: str
+    model_name: str
+    data: Data
+    model: object
+    best: object
+    result: object
+    assessment: dict
+    row: dict
+
+
+def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, weights=None, fine_tune_at=None,
+                     optimizer="adam", learning_rate=None, split_dir=None, fit: dict | None = None) -> ModelRun:
+    """Notebook 02's steps in one call, for the notebooks that teach an architecture (03-07):
+    the split by patient, the model built, trained (resumable, best epoch kept), its threshold
+    chosen on validation and scored on the test patients, figures, predictions and one registry
+    row, each step shown as notebook 02 shows it. ``fit``: extra keywords of ``train.fit``."""
+    from IPython.display import display
+
+    from .. import models, train
+
+    size = models.input_size(model_name, image_size)
+    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name), split_dir=split_dir)
+    print(f"input {size}x{size}; split {data.split_note}; class weights {data.class_weight}")
+    display(splits.describe(data.index))
+    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at)
+    display(pd.DataFrame([models.count_params(model)], index=["parameters"]))
+    name = f"{notebook[:2]}_{model_name}_{cfg.profile}"
+    result = train.fit(model, data.train, data.val, Path(cfg.output_dir) / "runs" / name, epochs=cfg.epochs,
+                       name=model_name, optimizer=optimizer, learning_rate=learning_rate,
+                       class_weight=data.class_weight, seed=cfg.seed, train_patches=len(data.part("train")),
+                       **(fit or {}))
+    best = result.best_model(model)
+    print(f"{result.epochs_run} epochs in {result.seconds:.0f} s, {result.images_per_s:.0f} training patches/s")
+    assessment = assess(best, data)
+    print(f"threshold {assessment['threshold']:.3f}, chosen on validation")
+    display(scores_table(assessment))
+    scored_on = "test" if assessment["test"] else "val"
+    display(evaluate.classification_table(data.part(scored_on)["label"], assessment["pred"][scored_on],
+                                          assessment["threshold"]))
+    if assessment["per_patient"] is not None:  # the patients it reads worst
+        display(assessment["per_patient"].sort_values("accuracy").head(5).round(3))
+    params = {"optimizer": optimizer, "learning_rate": learning_rate, "epochs": cfg.epochs,
+              "batch_size": cfg.batch_size, "image_size": size, "weights": str(weights),
+              "fine_tune_at": fine_tune_at, **(fit or {})}
+    out = report(cfg, notebook, name, best, model_name, result, assessment, data, params=params)
+    return ModelRun(name, model_name, data, model, best, result, assessment, out["row"])
+
+
 def _interactive() -> bool:
     import sys
 

@@ -119,6 +119,7 @@ class Notebook:
 PATCHES, POSITIVES = 277_524, 78_786  # the real IDC set, 279 patients
 SAMPLE_PATCHES, SAMPLE_POSITIVES = 9_563, 2_344  # the real sample shipped in data/idc-sample (230 patients)
 RECIPE_EPOCHS, RECIPE_BATCH = 20, 64  # recipe.Recipe: a cross-validation's own epochs and batch
+BACKBONES = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")  # notebook 16's
 REGULARISATION_ARMS = 6  # notebook 09: none, L2 at 3 values, dropout, dropout + L2 (smoke: 1 L2 value)
 
 
@@ -148,7 +149,7 @@ class Settings:
     shares: tuple
 
 
-SMOKE_INGREDIENTS = ("class_weight", "threshold", "histology_aug", "bn_fix", "tta", "slide_context")
+SMOKE_INGREDIENTS = ("class_weight", "threshold", "bn_fix", "tta", "slide_context")
 SETTINGS = {
     "smoke": Settings("sample", (3, 1, 600), (16, 12), (120, 3), 32, (32, 20, 32), 2, True,
                       SMOKE_INGREDIENTS, ("histology_aug", "threshold"), (0.5,)),
@@ -246,7 +247,7 @@ def profile_workload(profile: str = "full") -> dict:
     thyroid = dict(feed="thyroid_aug", val_feed="memory")
     shift_size, shift_epochs, shift_batch = s.shift
     th_recal = 20 * shift_batch
-    backbones = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
+    backbones = BACKBONES[:3] if profile == "smoke" else BACKBONES  # thyroid.track.TRAINED_BACKBONES
     frozen = p["weights"] is not None  # ImageNet weights: notebooks 03-06 and 16 freeze the backbone
 
     return {
@@ -298,7 +299,7 @@ def profile_workload(profile: str = "full") -> dict:
             tuple(Job(f"{m}@{s.thyroid_size}", 1, epochs, th_train, th_val, th_val + th_test, frozen=frozen,
                       **thyroid) for m in backbones),
             ((images, "thyroid_demo"), (3.2 * images, "thyroid_load")),
-            f"5 {'frozen ImageNet backbones' if frozen else 'backbones from scratch'} at {s.thyroid_size} px on "
+            f"{len(backbones)} {'frozen ImageNet backbones' if frozen else 'backbones from scratch'} at {s.thyroid_size} px on "
             f"~{th_train:,} generated images; augmentation in one thread"),
         "17_thyroid_domain_shift": Notebook(
             (Job(f"cancernet@{shift_size}", 2, shift_epochs, th_train, th_val + th_recal,

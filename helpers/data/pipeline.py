@@ -173,8 +173,7 @@ def make_dataset(
     ``image_size`` if that is not 50 (models such as Xception need >= 71);
     ``preprocess`` is the model's own function, e.g.
     ``keras.applications.resnet50.preprocess_input``, or None to keep [0, 255].
-    A shuffled (training) dataset drops the last partial batch of each epoch. ``augment`` (a Keras
-    layer or function) runs on training batches after
+    ``augment`` (a Keras layer or function) runs on training batches after
     caching, so each epoch sees new variants, on [0, 255] images before ``preprocess``. ``cache`` True caches in memory,
     a string caches to that file. ``balance`` (training only: it shuffles) draws IDC-negative and
     positive patches 50/50, as many per epoch as there are patches: the minority class repeats
@@ -227,10 +226,7 @@ def make_dataset(
             x = preprocess(x)
         return x, tf.one_hot(y, 2) if one_hot else y
 
-    # Training batches are whole: a smaller last batch makes Keras trace the training step a second
-    # time (17 s for Xception on 2 CPU cores, 3 s for CancerNet). The reshuffle drops other patches
-    # each epoch. A split smaller than one batch keeps its one batch.
-    ds = ds.batch(batch_size, drop_remainder=(shuffle or balance) and n >= batch_size)
+    ds = ds.batch(batch_size)
     if images is not None:
         ds = ds.map(_gather(images, tf), num_parallel_calls=auto, deterministic=True)
     ds = ds.map(to_float, num_parallel_calls=auto)

@@ -10,7 +10,6 @@ interrupted run resumes at its last finished epoch (``train.fit``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,10 +54,9 @@ class Study:
 
 
 def _fingerprint(cfg, variant: Variant, seed: int, data_key: str = "") -> str:
-    key = json.dumps({"data": str(Path(cfg.data_dir).resolve()), "sample": cfg.sample_size,
-                      "epochs": cfg.epochs, "batch": cfg.batch_size, "split_seed": cfg.seed,
-                      "seed": seed, "data_key": data_key, **asdict(variant)}, sort_keys=True, default=str)
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
+    return train.settings_key(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
+                              batch=cfg.batch_size, split_seed=cfg.seed, seed=seed, data_key=data_key,
+                              **asdict(variant))
 
 
 def long_history(history: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:

@@ -7,6 +7,12 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # More test processes than cores (make test runs 3 on 2): one TensorFlow thread per process and
+    # per notebook kernel (they inherit it) instead of two that wait on each other. Measured on three
+    # backbone notebooks side by side: 7 % less CPU, 5 % less wall time.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "idc-sample"  # the real sample shipped in the repository

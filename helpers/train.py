@@ -8,7 +8,6 @@ works with the same loss; the output is a 2-way softmax, column 1 = IDC.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import runs
 from .io import write_text
 
 # Learning rates are Keras' defaults except adagrad/adadelta, whose defaults
@@ -365,19 +365,10 @@ def best_checkpoint(run_dir, monitor: str = "val_auc") -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def settings_key(**settings) -> str:
-    """A short fingerprint of a run's settings (anything JSON can show, or its ``str``)."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
 def finished_run(run_dir, key: str, monitor: str = "val_auc") -> TrainResult | None:
     """The result of the run in ``run_dir`` if it finished with settings ``key``, else None."""
-    try:
-        saved = json.loads((Path(run_dir) / "train.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if saved.get("key") != key:
+    saved = runs.read_record(Path(run_dir) / "train.json", key)
+    if saved is None:
         return None
     best = best_checkpoint(run_dir, monitor)
     if saved.get("best_checkpoint") and best is None:  # its checkpoints were deleted: not whole
@@ -420,9 +411,9 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
             shutil.rmtree(run_dir / "backup", ignore_errors=True)  # a kill may have left it
             return finished
         started = run_dir / "started.json"
-        if started.is_file() and json.loads(started.read_text()).get("key") != key:
+        if started.is_file() and runs.read_record(started, key) is None:
             shutil.rmtree(run_dir / "backup", ignore_errors=True)  # another run's state: not resumed
-        write_text(started, json.dumps({"key": key}))
+        runs.write_record(started, key, {})
     done = readable_backup(run_dir / "backup")
     if done is None:
         if (run_dir / "backup").exists():
@@ -466,9 +457,9 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
         images_per_s=round(n * len(history.epoch) / seconds, 1) if n and seconds > 0 else math.nan,
         train_patches=n,
     )
-    write_text(run_dir / "train.json", json.dumps(
-        {**asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-         "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed, "key": key}, indent=2,
-        default=lambda o: o.get_config() if hasattr(o, "get_config") else str(o)))  # a schedule
+    runs.write_record(run_dir / "train.json", key, {
+        **asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+        "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed},
+        default=lambda o: o.get_config() if hasattr(o, "get_config") else str(o))  # a schedule
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return result

@@ -1,4 +1,8 @@
+import contextlib
+import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +76,24 @@ def idc_sample():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def helpers_cli(*args) -> subprocess.CompletedProcess:
+    """``python -m helpers ARGS`` in a new process, as a user types it."""
+    return subprocess.run([sys.executable, "-m", "helpers", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def helpers_here(*args) -> subprocess.CompletedProcess:
+    """The same command in this process, its stdout and stderr captured: for the commands that train,
+    which a new process would spend 6 s of CPU on loading TensorFlow for (this one has it loaded)."""
+    from helpers.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    return subprocess.CompletedProcess(["python", "-m", "helpers", *map(str, args)], code, out.getvalue(),
+                                       err.getvalue())

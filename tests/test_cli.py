@@ -1,16 +1,9 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
-from conftest import ROOT
+from conftest import helpers_cli, helpers_here
 
 from helpers.recipes import recipe
-
-
-def helpers_cli(*args):
-    return subprocess.run([sys.executable, "-m", "helpers", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
 
 
 def test_make_demo_then_index_then_pack(tmp_path):
@@ -65,14 +58,19 @@ def test_pretrain_breakhis_refuses_a_missing_folder_and_a_bad_out(tmp_path):
 @pytest.mark.slow
 def test_pretrain_breakhis_saves_a_model_and_prints_its_scores(tmp_path):
     assert helpers_cli("make-breakhis-demo", tmp_path / "bh", "--patients", 10, "--images", 2).returncode == 0
-    out = helpers_cli("pretrain-breakhis", "--data-dir", tmp_path / "bh", "--model", "cancernet",
+    out = helpers_here("pretrain-breakhis", "--data-dir", tmp_path / "bh", "--model", "cancernet",
                       "--out", tmp_path / "models" / "bh.keras", "--epochs", 1)
     assert out.returncode == 0, out.stderr
     done = json.loads(out.stdout)  # stdout holds the JSON alone; Keras' epoch lines go to stderr
     assert done["path"] == str(tmp_path / "models" / "bh.keras") and done["trained"] is True
     assert (tmp_path / "models" / "bh.keras").is_file() and (tmp_path / "models" / "bh.json").is_file()
     assert done["settings"]["epochs"] == 1 and done["generated"] is True
-    assert set(done["patches"]) == {"train", "val", "test"} and 0 <= done["val"]["accuracy"] <= 1
+    assert set(done["patches"]) == {"train", "val", "test"}
+    val = done["val"]  # scored on every validation patch, the counts agreeing with the scores
+    assert val["n"] == done["patches"]["val"] == val["tp"] + val["fp"] + val["fn"] + val["tn"]
+    assert val["accuracy"] == pytest.approx((val["tp"] + val["tn"]) / val["n"])
+    assert val["threshold"] == pytest.approx(done["threshold"])
+    assert json.loads((tmp_path / "models" / "bh.json").read_text())["val"] == val  # what a rerun reads back
 
 
 # --- train / evaluate: every patch of the folder, and the counts said and kept --------------
@@ -120,7 +118,7 @@ def _printed_counts(stderr) -> dict:
 @pytest.mark.slow
 def test_train_by_default_learns_from_every_patch_and_says_so(counted_tree, tmp_path):
     root, lists = counted_tree
-    out = helpers_cli("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
+    out = helpers_here("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
                       "--split-dir", lists, "--epochs", 1)
     assert out.returncode == 0, out.stderr[-2000:]
     trained = _strict_json(out.stdout)  # stdout is the JSON alone, and valid JSON
@@ -140,7 +138,7 @@ def test_train_by_default_learns_from_every_patch_and_says_so(counted_tree, tmp_
     assert f"using all 1,100 usable patches of {root}" in out.stderr
     assert out.stderr.index("using all") < out.stderr.index("val_loss")  # said before the epoch line
 
-    scored = helpers_cli("evaluate", "--model-path", tmp_path / "m", "--data-dir", root)
+    scored = helpers_here("evaluate", "--model-path", tmp_path / "m", "--data-dir", root)
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert _strict_json(scored.stdout)["counts"] == {
         "test": {"patients": 6, "patches": 1100, "positives": 300, "positive_share": 0.273}}
@@ -150,7 +148,7 @@ def test_train_by_default_learns_from_every_patch_and_says_so(counted_tree, tmp_
 @pytest.mark.slow
 def test_train_with_model_flags_and_a_cap_says_what_it_left_out(counted_tree, tmp_path):
     root, lists = counted_tree
-    out = helpers_cli("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
+    out = helpers_here("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
                       "--split-dir", lists, "--epochs", 1, "--optimizer", "adam", "--max-patches", 200)
     assert out.returncode == 0, out.stderr[-2000:]
     trained = _strict_json(out.stdout)  # Keras' epoch lines went to stderr
@@ -166,7 +164,7 @@ def test_train_with_model_flags_and_a_cap_says_what_it_left_out(counted_tree, tm
     # killed after training, before model.keras: the rerun reads the finished run back
     (tmp_path / "m" / "model.keras").unlink()
     (tmp_path / "m" / "model.json").unlink()
-    again = helpers_cli("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
+    again = helpers_here("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
                         "--split-dir", lists, "--epochs", 1, "--optimizer", "adam", "--max-patches", 200)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "finished earlier with these settings, read back" in again.stderr and "val_loss" not in again.stderr
@@ -214,7 +212,7 @@ def test_train_refuses_a_split_whose_validation_holds_one_class(tmp_path):
         for i in range(6):
             label = int(patient == 0 and i < 3)
             write_patch(patch_path(root, 20 + patient, 1 + 50 * i, 1, label), colour=(200, 100, 150 - 90 * label))
-    out = helpers_cli("train", "--model", "cancernet", "--data-dir", str(root), "--out", str(tmp_path / "m"),
+    out = helpers_here("train", "--model", "cancernet", "--data-dir", str(root), "--out", str(tmp_path / "m"),
                       "--epochs", "1")
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("error: the ")

@@ -1,12 +1,10 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, helpers_cli, helpers_here
 
 from helpers.recipes import crossval
 from helpers.recipes.recipe import BEST_VERSION, decision_only
@@ -73,11 +71,6 @@ def test_each_folds_validation_split_is_its_own_patients(patches):
 
 # --- end to end through the CLI ----------------------------------------------------------------
 
-def helpers_cli(*args):
-    return subprocess.run([sys.executable, "-m", "helpers", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv") / "demo"
@@ -110,7 +103,7 @@ def test_bad_caps_and_profiles_are_one_clear_line(tmp_path, args, message):
 def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1,
             "--sample-size", 300, "--out", tmp_path, "--verbose", 0)
-    out = helpers_cli(*args)
+    out = helpers_here(*args)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert [row["fold"] for row in result["per_fold"]] == [0, 1]
@@ -130,7 +123,7 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     assert list(decisions) == [crossval.decision_name(*d) for d in crossval.DECISIONS]
     assert decisions[crossval.decision_name("fixed", False)]["f1"] == pytest.approx(result["mean"]["f1"], abs=1e-4)
 
-    again = helpers_cli(*args, "--with-colour")
+    again = helpers_here(*args, "--with-colour")
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("done before, skipped") == 2 and "training member" not in again.stderr
     assert json.loads(again.stdout)["per_fold"] == result["per_fold"]
@@ -140,7 +133,7 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     assert paired["seed"]["roc_auc_diff"] == 0 and 0 <= paired["colour"]["roc_auc"] <= 1
     assert "colour fold 2/2" in again.stderr
 
-    tta = helpers_cli(*[("seed+tta" if a == "seed" else a) for a in args])  # trained as seed: scored from its folds
+    tta = helpers_here(*[("seed+tta" if a == "seed" else a) for a in args])  # trained as seed: scored from its folds
     assert tta.returncode == 0, tta.stderr
     assert "no training" in tta.stderr and "training member" not in tta.stderr
     assert json.loads(tta.stdout)["scored_from"] == "seed"
@@ -151,7 +144,7 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
 def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(demo, tmp_path):
     args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1, "--sample-size", 300,
             "--out", tmp_path, "--verbose", 0)
-    out = helpers_cli(*args, "--set", "train_share=0.5", "--set", "train_subset=patients")  # --set repeats
+    out = helpers_here(*args, "--set", "train_share=0.5", "--set", "train_subset=patients")  # --set repeats
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["recipe"]["name"] == "seed[train_share=0.5,train_subset=patients]"
@@ -164,7 +157,7 @@ def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(dem
         assert row["train_patients"] == round(0.5 * patients) and row["train_patches"] < len(at["train"])
         assert row["test_patches"] == len(at["test"])  # the test patients stay whole
 
-    curve = helpers_cli(*args, "--shares", 0.5, "--set", "train_subset=patients")  # that run, and the whole's
+    curve = helpers_here(*args, "--shares", 0.5, "--set", "train_subset=patients")  # that run, and the whole's
     assert curve.returncode == 0, curve.stderr
     assert curve.stderr.count("done before, skipped") == 2  # the share's folds above
     rows = {row["recipe"]: row for row in json.loads(curve.stdout)}
@@ -174,7 +167,7 @@ def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(dem
     assert half["roc_auc"] == pytest.approx(result["mean"]["roc_auc"], abs=1e-4)
     assert half["train_patches"] < rows["seed"]["train_patches"]
 
-    bad = helpers_cli(*args, "--shares", 0.5, 1.5)
+    bad = helpers_here(*args, "--shares", 0.5, 1.5)
     assert bad.returncode == 2 and "train_share must be in (0, 1], got 1.5" in bad.stderr
     assert "training member" not in bad.stderr
 
@@ -198,7 +191,7 @@ def test_a_learning_curve_pairs_each_share_with_the_whole_training_split():
 @pytest.mark.slow
 def test_train_with_a_recipe_then_evaluate_applies_tta_threshold_and_slide_context(demo, tmp_path):
     name = "seed+tta+threshold+slide_context"
-    out = helpers_cli("train", "--recipe", name, "--data-dir", demo, "--out", tmp_path / "m",
+    out = helpers_here("train", "--recipe", name, "--data-dir", demo, "--out", tmp_path / "m",
                       "--epochs", 1, "--sample-size", 300)
     assert out.returncode == 0, out.stderr
     trained = json.loads(out.stdout)
@@ -208,13 +201,14 @@ def test_train_with_a_recipe_then_evaluate_applies_tta_threshold_and_slide_conte
     assert fitted["patches"] == trained["val_patches"] and fitted["patients"] >= 1 and len(fitted["coef"]) == 2
     assert (tmp_path / "m" / "model.keras").is_file()
 
-    out = helpers_cli("evaluate", "--model-path", tmp_path / "m" / "model.keras", "--data-dir", demo)
+    out = helpers_here("evaluate", "--model-path", tmp_path / "m" / "model.keras", "--data-dir", demo)
     assert out.returncode == 0, out.stderr
     scored = json.loads(out.stdout)
     assert scored["tta"] is True and scored["recipe"] == name and scored["slide_context"] is True
     assert scored["threshold"] == pytest.approx(trained["threshold"])
     assert scored["threshold_source"] == "chosen on validation at training"
-    assert scored["n"] == scored["files_seen"] and 0 <= scored["roc_auc"] <= 1  # every patch of the folder
+    assert scored["n"] == scored["files_seen"]  # every patch of the folder
+    assert scored["f1"] == pytest.approx(2 * scored["tp"] / (2 * scored["tp"] + scored["fp"] + scored["fn"]))
 
 
 @pytest.mark.slow
@@ -499,7 +493,7 @@ def _stored_run(tmp_path, patches, recipe, folds=2, seed=0):
         (stored.out_dir / f"fold{i}" / "views.csv").rename(root / f"fold{i}" / "views.csv")
         row = {"fold": i, "f1": 0.0, "balanced_accuracy": 0.5, "roc_auc": 1.0, "threshold": 0.5,
                "cpu_seconds": 5.0, "wall_seconds": 6.0}
-        (root / f"fold{i}" / "done.json").write_text(json.dumps({"fingerprint": key, "row": row}))
+        (root / f"fold{i}" / "done.json").write_text(json.dumps({"key": key, "row": row}))
     per_fold = pd.DataFrame([json.loads((root / f"fold{i}" / "done.json").read_text())["row"] for i in range(folds)])
     result = crossval.CrossvalResult(recipe, per_fold, crossval.summarise(per_fold), root,
                                      {"folds": folds, "seed": seed, "epochs": recipe.epochs, "sample_size": None})

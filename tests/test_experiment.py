@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, helpers_here
 
 from helpers.data import source, splits
 from helpers.studies import experiment
@@ -42,7 +42,9 @@ def test_cli_train_then_evaluate(small_demo, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "model.json").read_text())
     assert summary["model"] == "cancernet" and summary["epochs_run"] == 2
-    assert 0 <= summary["threshold"] <= 1 and "f1" in summary["val"]
+    val = summary["val"]  # the validation scores at the threshold chosen there
+    assert val["threshold"] == summary["threshold"] and val["n"] == summary["counts"]["val"]["patches"]
+    assert val["f1"] == pytest.approx(2 * val["tp"] / (2 * val["tp"] + val["fp"] + val["fn"]))
     assert (tmp_path / "run" / "model.keras").is_file()
 
     out = subprocess.run(
@@ -124,12 +126,10 @@ def test_train_or_load_trains_once_and_predicts_whole_patients(small_demo, tmp_p
 def test_cli_train_takes_the_study_options(small_demo, tmp_path):
     import keras
 
-    out = subprocess.run(
-        [sys.executable, "-m", "helpers", "train", "--model", "cancernet", "--data-dir", str(small_demo),
-         "--out", str(tmp_path / "run"), "--epochs", "1", "--sample-size", "300", "--augment", "histology",
-         "--l2", "0.001", "--kernel-size", "5", "--label-smoothing", "0.1", "--recalibrate-bn", "0",
-         "--build", "downsample=stride", "filters=[[16],[32,32]]", "--fit", 'optimizer_options={"clipnorm": 1}'],
-        capture_output=True, text=True, cwd=ROOT)
+    out = helpers_here("train", "--model", "cancernet", "--data-dir", small_demo, "--out", tmp_path / "run",
+                       "--epochs", 1, "--sample-size", 300, "--augment", "histology", "--l2", 0.001,
+                       "--kernel-size", 5, "--label-smoothing", 0.1, "--recalibrate-bn", 0, "--build",
+                       "downsample=stride", "filters=[[16],[32,32]]", "--fit", 'optimizer_options={"clipnorm": 1}')
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "model.json").read_text())
     assert summary["augment"] == "histology"
@@ -139,7 +139,6 @@ def test_cli_train_takes_the_study_options(small_demo, tmp_path):
     assert model.get_layer("block1_sepconv1").kernel_size == (5, 5)
     assert model.get_layer("block2_sepconv1").strides == (2, 2) and model.get_layer("block2_sepconv2").filters == 32
 
-    bad = subprocess.run([sys.executable, "-m", "helpers", "train", "--model", "cancernet", "--data-dir",
-                          str(small_demo), "--out", str(tmp_path / "bad"), "--build", "l2"],
-                         capture_output=True, text=True, cwd=ROOT)
+    bad = helpers_here("train", "--model", "cancernet", "--data-dir", small_demo, "--out", tmp_path / "bad",
+                       "--build", "l2")
     assert bad.returncode == 2 and "--build takes KEY=VALUE, got 'l2'" in bad.stderr

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "helpers"
 # Level of each module, lowest first; a module's level is that of its longest listed prefix.
 LEVELS = {
     "helpers": 0,  # the package itself (helpers/__init__.py)
-    "helpers.config": 0, "helpers.io": 0, "helpers.hardware": 0, "helpers.notebook": 0,  # foundation
+    "helpers.config": 0, "helpers.io": 0, "helpers.runs": 0, "helpers.hardware": 0, "helpers.notebook": 0,  # foundation
     "helpers.data": 1,  # index, cache, demo, download, source, splits, pipeline, augment, stain, slides
     "helpers.models": 2, "helpers.train": 2, "helpers.evaluate": 2, "helpers.results": 2,  # core
     "helpers.cam": 2, "helpers.plots": 2, "helpers.reference": 2,

@@ -4,13 +4,12 @@ saved for fine-tuning on IDC, and compare the fine-tuned arms with the seed proj
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from .. import runs
 from ..data.splits import SPLITS
 from ..reference import SEED_FINE_TUNE_AT
 from .index import _files, build_index, split_by_patient_label, to_patches
@@ -56,11 +55,8 @@ class Pretrained:
 
 def _listing(root: Path) -> str:
     """A digest of every PNG's relative path and size under root: cheap, and changes with the data."""
-    h = hashlib.sha1()
-    for path, _ in _files(root):
-        if path.suffix.lower() == ".png":
-            h.update(f"{path.relative_to(root)}|{path.stat().st_size}\n".encode())
-    return h.hexdigest()
+    return runs.fingerprint([f"{path.relative_to(root)}|{path.stat().st_size}" for path, _ in _files(root)
+                             if path.suffix.lower() == ".png"], length=40)
 
 
 def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | None = None,
@@ -79,7 +75,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     """
     from .. import evaluate, models, train
     from ..data import pipeline
-    from ..io import atomic_path, write_text
+    from ..io import atomic_path
 
     root = Path(breakhis_dir).expanduser()
     if not root.is_dir():
@@ -90,16 +86,13 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
                 "image_size": size,
                 "weights": None if weights is None else str(weights), "optimizer": optimizer,
                 "learning_rate": learning_rate}
-    key = json.dumps({**settings, "data": str(root.resolve()), "files": _listing(root)}, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    digest = runs.fingerprint({**settings, "data": str(root.resolve()), "files": _listing(root)}, length=10)
     stem = f"breakhis_{model_name}_{cfg.profile}_{digest}"
     path = Path(out) if out else Path(cfg.output_dir) / "models" / f"{stem}.keras"
     sidecar = path.with_suffix(".json")
-    if path.is_file() and sidecar.is_file():
-        saved = json.loads(sidecar.read_text())
-        if saved.get("fingerprint") == digest:
-            saved.pop("fingerprint")
-            return Pretrained(**{**saved, "path": path, "trained": False})
+    saved = runs.read_record(sidecar, digest) if path.is_file() else None
+    if saved is not None:
+        return Pretrained(**{**saved, "path": path, "trained": False})
 
     df, _ = build_index(root)
     split = split_by_patient_label(df, seed=cfg.seed)
@@ -138,7 +131,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
                       patches=counts, threshold=threshold, val=evaluate.scores(y_val, p_val, threshold),
                       test=test, run_dir=str(run_dir), settings=settings)
     record = {k: v for k, v in done.as_dict().items() if k not in ("path", "trained")}
-    write_text(sidecar, json.dumps({**record, "fingerprint": digest}, indent=2, default=float))
+    runs.write_record(sidecar, digest, record)
     return done
 
 

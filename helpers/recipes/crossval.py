@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from .. import runs
 from ..data import splits
 from .recipe import DECISION_OPTIONS, INGREDIENTS, Predictor, Recipe, decision_only, with_ingredient
 from .recipe import get as get_recipe
@@ -167,9 +167,9 @@ def summarise(per_fold: pd.DataFrame, metrics=REPORTED) -> pd.DataFrame:
 
 
 def _fingerprint(recipe, data: LoadedData, folds, seed, sample_size) -> str:
-    key = {"recipe": recipe.as_dict(), "data": data.slug, "patches": len(data.labels),
-           "positives": int(data.labels.sum()), "folds": folds, "seed": seed, "sample_size": sample_size}
-    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return runs.fingerprint({"recipe": recipe.as_dict(), "data": data.slug, "patches": len(data.labels),
+                             "positives": int(data.labels.sum()), "folds": folds, "seed": seed,
+                             "sample_size": sample_size}, length=16)
 
 
 def run_dir(out_dir, recipe, data: LoadedData, folds: int, seed: int, sample_size=None) -> Path:
@@ -195,7 +195,6 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     and an ensemble takes its member 0 from the folds of its one-member recipe where they kept
     their models (:func:`first_member_donor`)."""
     from .. import evaluate
-    from ..io import write_text
 
     recipe = get_recipe(recipe, epochs=epochs)
     data = data or load(data_dir, out_dir)
@@ -248,7 +247,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
                "cpu_seconds": round(time.process_time() - cpu, 1),  # this run's, not a copied member's
                "members_copied": int(copied),
                "wall_seconds": round(time.perf_counter() - start, 1)}
-        write_text(fold_dir / "done.json", json.dumps({"fingerprint": key, "row": row}, indent=2, default=float))
+        runs.write_record(fold_dir / "done.json", key, {"row": row})
         if not keep_models:
             for _, meta in predictor.members:
                 (fold_dir / meta["file"]).unlink(missing_ok=True)
@@ -379,11 +378,8 @@ def score_views(predictor: Predictor, data: LoadedData, at: dict, fold_dir) -> p
 
 
 def _done(fold_dir: Path, key: str) -> dict | None:
-    try:
-        saved = json.loads((fold_dir / "done.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return saved["row"] if saved.get("fingerprint") == key else None
+    saved = runs.read_record(fold_dir / "done.json", key)
+    return None if saved is None else saved["row"]
 
 
 def _release():

@@ -17,7 +17,6 @@ Cross-validation (``helpers.recipes.crossval``), the CLI and the notebook all go
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import runs
 from ..data import splits
 from ..data import stain as stain_mod
 from ..data.splits import SUBSETS, training_subset
@@ -332,11 +332,9 @@ def pretrained_breakhis(recipe: Recipe, cache_dir, seed: int = 42) -> Path:
 
 
 def _fingerprint(recipe: Recipe, seed: int, train_xy, val_xy) -> str:
-    h = hashlib.sha1(json.dumps({"recipe": recipe.as_dict(), "seed": seed}, sort_keys=True).encode())
-    for x, y in (train_xy, val_xy):
-        h.update(np.asarray(y).tobytes())
-        h.update(np.ascontiguousarray(x[:: max(1, len(x) // 64)]).tobytes())
-    return h.hexdigest()[:16]
+    """The recipe, the seed, the labels and every ~64th image of each split."""
+    arrays = [a for x, y in (train_xy, val_xy) for a in (np.asarray(y), np.asarray(x[:: max(1, len(x) // 64)]))]
+    return runs.fingerprint({"recipe": recipe.as_dict(), "seed": seed}, *arrays, length=16)
 
 
 def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, verbose: int = 2,
@@ -357,7 +355,7 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
 
     from .. import evaluate, models
     from .. import train as tr
-    from ..io import atomic_path, write_text
+    from ..io import atomic_path
 
     recipe = get(recipe)
     out_dir = Path(out_dir)
@@ -378,13 +376,13 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     print_ = log or (lambda *a, **k: None)
     key = _fingerprint(recipe, seed, (x_train, y_train), (x_val, y_val))
     started = out_dir / "started.json"
-    if started.is_file() and json.loads(started.read_text()).get("fingerprint") != key:
+    if started.is_file() and runs.read_record(started, key) is None:
         print_(f"{out_dir}: left by other settings, starting afresh")
         for old in [*out_dir.glob("member*.keras"), out_dir / "model.keras", out_dir / "model.json"]:
             old.unlink(missing_ok=True)
         for run in out_dir.glob("run*"):
             shutil.rmtree(run, ignore_errors=True)
-    write_text(started, json.dumps({"fingerprint": key, "recipe": recipe.as_dict(), "seed": seed}, indent=2))
+    runs.write_record(started, key, {"recipe": recipe.as_dict(), "seed": seed})
 
     info = {"train_patches": len(y_train), "train_positives": int(y_train.sum()),
             **({} if train_patients is None else {"train_patients": int(len(np.unique(train_patients)))}),

@@ -168,20 +168,17 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
     model instead of training again, and other data never reuses it. An
     interrupted training resumes (see ``train.fit``).
     """
-    import hashlib
-
     import keras
 
-    from .. import models, train
+    from .. import models, runs, train
     from ..io import atomic_path
 
     size = models.input_size(model_name, None)
     data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name), hold_out=hold_out)
-    key = f"{Path(cfg.data_dir).resolve()}|{cfg.seed}|{cfg.sample_size}|{cfg.epochs}|{cfg.batch_size}|{optimizer}|{learning_rate}"
-    if len(hold_out):  # runs from before hold_out existed keep their key
-        key += f"|{sorted(map(str, hold_out))}"
-    run_dir = Path(cfg.output_dir) / "runs" / (
-        f"{prefix}_{model_name}_{cfg.profile}_{hashlib.sha1(key.encode()).hexdigest()[:8]}")
+    key = runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), seed=cfg.seed, sample=cfg.sample_size,
+                                epochs=cfg.epochs, batch=cfg.batch_size, optimizer=optimizer,
+                                learning_rate=learning_rate, hold_out=sorted(map(str, hold_out))))
+    run_dir = Path(cfg.output_dir) / "runs" / f"{prefix}_{model_name}_{cfg.profile}_{key[:8]}"
     done = run_dir / "model.keras"
     if done.is_file():
         return keras.models.load_model(done), data
@@ -230,7 +227,7 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     """
     import json
 
-    from .. import models, train
+    from .. import models, runs, train
     from ..data import source
     from ..io import atomic_path, write_text
 
@@ -265,9 +262,9 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at, seed=seed,
                                **(build or {}))
     # the settings and the very patches of each split: a rerun after a kill reads a finished run back
-    key = train.settings_key(model=model_name, cfg=cfg.as_dict(), optimizer=optimizer, learning_rate=learning_rate,
-                             weights=weights, fine_tune_at=fine_tune_at, size=size, augment=augment, build=build,
-                             fit=fit, patches=data.index[["path", "split"]].to_numpy().tolist())
+    key = runs.fingerprint(dict(model=model_name, cfg=cfg.as_dict(), optimizer=optimizer, learning_rate=learning_rate,
+                                weights=weights, fine_tune_at=fine_tune_at, size=size, augment=augment, build=build,
+                                fit=fit, patches=data.index[["path", "split"]].to_numpy().tolist()))
     result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
                        optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
                        seed=seed, train_patches=len(data.part("train")), key=key, **(fit or {}))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, models, results, train
+from .. import evaluate, models, results, runs, train
 from ..io import atomic_path, write_text
 from . import experiment
 
@@ -54,9 +54,9 @@ class Study:
 
 
 def _fingerprint(cfg, variant: Variant, seed: int, data_key: str = "") -> str:
-    return train.settings_key(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
-                              batch=cfg.batch_size, split_seed=cfg.seed, seed=seed, data_key=data_key,
-                              **asdict(variant))
+    return runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
+                                 batch=cfg.batch_size, split_seed=cfg.seed, seed=seed, data_key=data_key,
+                                 **asdict(variant)))
 
 
 def long_history(history: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
@@ -122,11 +122,10 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
     run_dir = _run_dir(cfg.output_dir, study, variant.name, seed)
     done = run_dir / "done.json"
     fingerprint = _fingerprint(cfg, variant, seed, data.extra.get("key", ""))
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved.get("fingerprint") == fingerprint:
-            print(f"{run}: finished earlier with these settings, read back")
-            return saved["row"], train.read_history(run_dir)
+    saved = runs.read_record(done, fingerprint)
+    if saved is not None:
+        print(f"{run}: finished earlier with these settings, read back")
+        return saved["row"], train.read_history(run_dir)
     print(f"{run}: training")
     model = models.build_model(variant.model, image_size=size, seed=seed, **{**data.extra.get("build", {}), **variant.build})
     fit_options = {"optimizer": "adam", **variant.fit}
@@ -154,7 +153,7 @@ def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
                "task": data.extra.get("task", "idc"), "class_names": data.extra.get("class_names"),
                "generated": bool(cfg.generated), "run": run}
     write_text(run_dir / "best.json", json.dumps({k: v for k, v in sidecar.items() if v is not None}, indent=2))
-    write_text(done, json.dumps({"fingerprint": fingerprint, "row": row}, indent=2, default=float))
+    runs.write_record(done, fingerprint, {"row": row})
     return row, history
 
 

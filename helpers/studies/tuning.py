@@ -27,7 +27,6 @@ the patches are decoded once per search, not once per trial.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -39,7 +38,7 @@ import keras_tuner
 import numpy as np
 import pandas as pd
 
-from .. import models, reference, train
+from .. import models, reference, runs, train
 from ..io import write_text
 
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}
@@ -241,7 +240,7 @@ def _search(kind, hypermodel, data, output_dir, name, *, max_trials, epochs, ove
         "kind": kind, "space": hypermodel.describe(), "epochs": epochs,
         "objective": hypermodel.objective, "data": _fingerprint(data)}))
     if name is None:  # named by everything but max_trials: same settings resume, other ones start anew
-        digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+        digest = runs.fingerprint(settings, length=10)
         name = f"{kind}_{hypermodel.model_name}_{digest}"
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"name must be a plain folder name, got {name!r}")
@@ -281,8 +280,7 @@ def _unbatched(data):
 def _fingerprint(data) -> str:
     """Which patches trained and validated: a rerun on other data must not resume."""
     used = data.index[data.index["split"].isin(["train", "val"])]
-    key = "|".join(sorted(used["path"].astype(str))) + f"|{data.image_size}"
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
+    return runs.fingerprint(sorted(used["path"].astype(str)), data.image_size)
 
 
 def _check_resumable(project, settings, overwrite):

@@ -1,0 +1,41 @@
+"""The one run cache: a run is named by a fingerprint of its settings (data included), and the
+record of a finished run is saved with that fingerprint, so a rerun with the same settings reads
+the record back and a run with other settings never takes it for its own.
+
+Every cached step uses it: ``train.fit`` (``train.json``), the studies (``done.json``), the
+recipes and their cross-validation folds, BreakHis pretraining and the hyperparameter searches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .io import write_text
+
+
+def fingerprint(*parts, length: int = 12) -> str:
+    """A short sha1 of ``parts``: each as canonical JSON (keys sorted; what JSON cannot show, as
+    its ``str``), a numpy array by its bytes."""
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part.tobytes() if hasattr(part, "tobytes") else
+                 json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:length]
+
+
+def read_record(path, key: str) -> dict | None:
+    """The record saved at ``path`` (JSON) if it was saved with ``key``; else None."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != key:
+        return None
+    return {k: v for k, v in saved.items() if k != "key"}
+
+
+def write_record(path, key: str, record: dict, default=float) -> None:
+    """Save ``record`` with ``key`` at ``path``, atomically (``default``: see ``json.dumps``)."""
+    write_text(path, json.dumps({**record, "key": key}, indent=2, default=default))

@@ -180,6 +180,8 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
     key = f"{Path(cfg.data_dir).resolve()}|{cfg.seed}|{cfg.sample_size}|{cfg.epochs}|{cfg.batch_size}|{optimizer}|{learning_rate}"
     if len(hold_out):  # runs from before hold_out existed keep their key
         key += f"|{sorted(map(str, hold_out))}"
+    if models.MODELS[model_name].pretrained:  # not a model saved with its backbone nested: cam cannot explain it
+        key += "|flat"
     run_dir = Path(cfg.output_dir) / "runs" / (
         f"{prefix}_{model_name}_{cfg.profile}_{hashlib.sha1(key.encode()).hexdigest()[:8]}")
     done = run_dir / "model.keras"

@@ -9,10 +9,11 @@ Two kinds of model:
 * from scratch (``vgg_style``, ``cancernet``): the pipeline feeds [0, 255] and a
   ``Rescaling(1/255)`` layer inside the model does the rest;
 * a Keras application as backbone (``resnet50``, ``inception_v3``, ``xception``,
-  ``mobilenet_v2``): the backbone is ONE layer named "backbone" of the outer model
-  (reach its inner layers with ``model.get_layer("backbone").get_layer(...)``),
-  and its own ``preprocess_input`` runs in the data pipeline:
-  ``preprocess_for(name)``.
+  ``mobilenet_v2``, and the thyroid track's): the application is built on the
+  model's own input (``input_tensor=``), so the whole model is one flat graph,
+  image -> backbone layers -> head, and ``model.get_layer("conv4_block6_out")``
+  reaches any layer of the backbone; ``backbone_layers(model)`` lists them. Its own
+  ``preprocess_input`` runs in the data pipeline: ``preprocess_for(name)``.
 
 Weights of a backbone: ``"imagenet"`` (needs the internet once; Keras caches the
 file in ``~/.keras/models/``), ``None`` (random, train from scratch), or a path to
@@ -34,7 +35,10 @@ from keras import layers
 
 from . import hardware
 
-BACKBONE = "backbone"
+# The layers of ours around a backbone: a scaling layer may come before it (the thyroid
+# models'), the head starts with one of HEAD_START. backbone_layers() is what lies between.
+SCALING = ("scale", "featurewise")
+HEAD_START = ("flatten", "gap")
 # Momentum of the BatchNormalization layers this module creates (Keras' default is
 # 0.99). predict() normalises with moving statistics that start at mean 0 / variance 1
 # and move towards the batch statistics by (1 - momentum) per step. CancerNet's first
@@ -158,15 +162,16 @@ def _backbone(app, name, head, scaling=None):
     def build(size, *, weights=None, pretrained=False, dropout=None, normalize=None, **kwargs):
         inputs = keras.Input((size, size, 3), name="image")
         x = inputs if scaling is None else scaling(normalize)(inputs)
+        # input_tensor: the application's layers are called on x, in this model's graph, so
+        # the model is flat and every backbone layer's output is one of its tensors.
         with _imagenet_download(name) if weights == "imagenet" else contextlib.nullcontext():
-            backbone = app(include_top=False, weights=weights, input_shape=(size, size, 3),
-                           name=BACKBONE, **kwargs)
+            backbone = app(include_top=False, weights=weights, input_tensor=x, **kwargs)
         # Pretrained: BatchNormalization must keep the statistics learnt in pretraining,
         # even where layers are unfrozen; updating them from small batches of a new data
-        # set wrecks the features the fine-tuning starts from. training=False is the
-        # Keras guide's way, but Keras 3 lets fit()'s training=True override it inside a
-        # functional model (keras-team/keras#20285), so _freeze also sets every BN of a
-        # pretrained backbone to trainable=False, which Keras 3 runs in inference mode.
+        # set wrecks the features the fine-tuning starts from. _freeze sets every BN of a
+        # pretrained backbone to trainable=False, which Keras 3 runs in inference mode even
+        # under fit()'s training=True (a training=False on the call would not hold: Keras 3
+        # lets fit's flag override it, keras-team/keras#20285).
         # From scratch the statistics must be learnt, so BN follows fit/predict as usual.
         if not pretrained:
             # From scratch the moving statistics start at mean 0 / variance 1 and must
@@ -175,8 +180,7 @@ def _backbone(app, name, head, scaling=None):
             for layer in backbone.layers:
                 if isinstance(layer, layers.BatchNormalization):
                     layer.momentum = min(layer.momentum, BN_MOMENTUM)
-        x = backbone(x, training=False) if pretrained else backbone(x)
-        return head(x, inputs, name, dropout)
+        return head(backbone.output, inputs, name, dropout)
     return build
 
 
@@ -275,6 +279,23 @@ def count_params(model) -> dict:
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
 
 
+def backbone_layers(model) -> list:
+    """The layers of the Keras application inside ``model``, in the order Keras runs them.
+
+    They are the model's layers between its input (and the thyroid models' scaling
+    layer, "scale" or "featurewise") and its head, which starts at "flatten" or
+    "gap"; for a bare application, all its layers but the input. A model built from
+    scratch (vgg_style, cancernet) has none: [].
+    """
+    if model.name in MODELS and not MODELS[model.name].pretrained:
+        return []
+    body = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if body and body[0].name in SCALING:
+        body = body[1:]
+    end = next((i for i, layer in enumerate(body) if layer.name in HEAD_START), len(body))
+    return body[:end]
+
+
 def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=None, seed=None, **kwargs):
     """Build model ``name`` of ``MODELS`` for 2 classes (softmax; column 1 = IDC).
 
@@ -286,8 +307,8 @@ def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=
     fine_tune_at None: with pretrained weights (ImageNet or a file) the whole backbone
                  is frozen and only the new head trains (feature extraction); without
                  weights everything trains. N: the first N layers of the backbone
-                 (``model.get_layer("backbone").layers[:N]``) are frozen, the rest
-                 train; 0 trains everything. With pretrained weights the backbone's
+                 (``backbone_layers(model)[:N]``) are frozen, the rest train; 0
+                 trains everything. With pretrained weights the backbone's
                  BatchNormalization layers stay frozen whatever N is. For vgg_style /
                  cancernet, N counts the layers after the input rescaling
                  (cancernet's first block is 5 layers, as the seed's fine_tune_at=5).
@@ -336,48 +357,60 @@ def _weights_path(name, spec, weights):
     return path
 
 
-def _nests_a_model(path) -> bool:
-    # A whole model saved with save_weights keeps its nested backbone under
-    # layers/functional*; a bare backbone's file has its conv layers right there.
+def _saved_layers(path) -> list[str]:
+    # Keras 3 files name each layer's entry by its class: "dense", "conv2d_3", and
+    # "functional" for a nested model. A Keras 2 / ImageNet .h5 file has none.
     import h5py
 
     with h5py.File(path, "r") as f:
-        return any(k.startswith("functional") for k in f.get("layers", {}))
+        return list(f.get("layers", {}))
 
 
-def _find_backbone(model):
-    with contextlib.suppress(ValueError):
-        return model.get_layer(BACKBONE)
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return nested[0] if len(nested) == 1 else model
+def _backbone_of(source) -> list:
+    """The backbone layers of a loaded model: one of this registry, a bare Keras
+    application, or a model saved when the backbone was one nested layer."""
+    nested = [layer for layer in source.layers if isinstance(layer, keras.Model)]
+    return nested[0].layers if len(nested) == 1 else backbone_layers(source)
 
 
 def _load_weights_file(model, spec, path, donor):
-    target = model.get_layer(BACKBONE) if spec.pretrained else model
     try:
         if path.suffix == ".keras":
             source = keras.saving.load_model(path, compile=False)
-        elif spec.pretrained and path.name.endswith(".weights.h5") and _nests_a_model(path):
-            source = donor()  # same architecture, so the saved topology matches
-            source.load_weights(path, skip_mismatch=True)  # a head of other shape is skipped
-        else:  # the model's own weights, a bare backbone, or Keras's ImageNet .h5
-            target.load_weights(path)
+        elif not spec.pretrained:  # the model's own weights
+            model.load_weights(path)
             return
+        else:
+            saved = _saved_layers(path)
+            if any(k.startswith("functional") for k in saved):
+                raise WeightsError(f"{path} holds a model saved when its backbone was one nested "
+                                   "layer; its .keras file, or the backbone's own weights, will do")
+            if not any(k.startswith("dense") for k in saved):
+                # A bare backbone or Keras's ImageNet .h5: the part of the model from its input
+                # to the backbone's output is that application, on the same layers.
+                keras.Model(model.inputs, backbone_layers(model)[-1].output).load_weights(path)
+                return
+            source = donor()  # a whole model of this registry: the saved layers match
+            source.load_weights(path, skip_mismatch=True)  # a head of other shape is skipped
+    except WeightsError:
+        raise
     except Exception as exc:
         raise WeightsError(f"could not load weights from {path}: {exc}") from exc
-    _copy_weights(target, _find_backbone(source) if spec.pretrained else source, path,
-                  strict=spec.pretrained)
+    if spec.pretrained:
+        _copy_weights(backbone_layers(model), _backbone_of(source), path, strict=True)
+    else:
+        _copy_weights(model.layers, source.layers, path, strict=False)
 
 
 def _copy_weights(target, source, path, strict):
-    """Layer by layer in order. strict: every layer must fit (a backbone); else a layer
-    whose shapes differ keeps its fresh weights (e.g. the Dense after Flatten when the
-    file was trained at another image size)."""
-    dst = [layer for layer in target.layers if layer.weights]
-    src = [layer for layer in source.layers if layer.weights]
+    """Layer by layer in order, from the list ``source`` to the list ``target``. strict:
+    every layer must fit (a backbone); else a layer whose shapes differ keeps its fresh
+    weights (e.g. the Dense after Flatten when the file was trained at another image size)."""
+    dst = [layer for layer in target if layer.weights]
+    src = [layer for layer in source if layer.weights]
     if len(dst) != len(src):
         raise WeightsError(f"{path} holds another architecture ({len(src)} layers with "
-                           f"weights; {target.name!r} has {len(dst)})")
+                           f"weights where this model has {len(dst)})")
     skipped = []
     for d, s in zip(dst, src):
         values = s.get_weights()
@@ -395,24 +428,21 @@ def _copy_weights(target, source, path, strict):
 
 def _freeze(model, spec, fine_tune_at, pretrained):
     if spec.pretrained:
-        body = model.get_layer(BACKBONE)
-        if fine_tune_at is None:
-            body.trainable = not pretrained
-            return
-        body.trainable = True
-        body_layers = body.layers
+        body = backbone_layers(model)
         if pretrained:  # see _backbone: keep the pretrained BN statistics
-            for layer in body_layers:
+            for layer in body:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
+        if fine_tune_at is None:  # pretrained: feature extraction; from scratch: all trains
+            fine_tune_at = len(body) if pretrained else 0
     else:
         if fine_tune_at is None:
             return
-        body_layers = [layer for layer in model.layers
-                       if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Rescaling))]
+        body = [layer for layer in model.layers
+                if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Rescaling))]
     n = int(fine_tune_at)
-    if not 0 <= n <= len(body_layers):
-        raise ValueError(f"fine_tune_at={fine_tune_at} is outside 0..{len(body_layers)} "
+    if not 0 <= n <= len(body):
+        raise ValueError(f"fine_tune_at={fine_tune_at} is outside 0..{len(body)} "
                          f"(the layers of {model.name!r} that can be frozen)")
-    for layer in body_layers[:n]:
+    for layer in body[:n]:
         layer.trainable = False

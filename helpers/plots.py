@@ -1,4 +1,4 @@
-"""Figures shared by the notebooks. Each function returns a matplotlib Figure."""
+"""Figures shared by the notebooks. Each function returns a matplotlib Figure (``overlay``, an image)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from PIL import Image
 
 from .data.pipeline import load_patch
 
@@ -330,3 +331,113 @@ def _spread(values, ratio: float = 1.25) -> list:
         if not kept or v >= kept[-1] * ratio:
             kept.append(round(v))
     return kept
+
+
+# --- class activation maps (helpers.cam computes them) -------------------------
+
+def _rgb_uint8(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be RGB of shape (height, width, 3), got shape {image.shape}")
+    return np.clip(np.rint(image.astype("float32")), 0, 255).astype("uint8")
+
+
+def overlay(image, heatmap, alpha=0.4, cmap="jet") -> np.ndarray:
+    """The patch (uint8 or float in [0, 255]) blended with its coloured map, RGB uint8.
+
+    A map of another size (a model fed 71x71 resizes of the 50x50 patches) is
+    resized to the patch bilinearly. ``alpha`` is the weight of the map.
+    """
+    image = _rgb_uint8(image)
+    heatmap = np.nan_to_num(np.asarray(heatmap, dtype="float32"))
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D (height, width), got shape {heatmap.shape}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    h, w = image.shape[:2]
+    if heatmap.shape != (h, w):
+        heatmap = np.asarray(Image.fromarray(heatmap).resize((w, h), Image.Resampling.BILINEAR))
+    colours = matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3] * 255
+    return np.clip(np.rint((1 - alpha) * image + alpha * colours), 0, 255).astype("uint8")
+
+
+# (truth, prediction, title) laid out as the confusion matrix of evaluation_plots:
+# rows the truth, columns the prediction, IDC-negative first.
+OUTCOMES = ((0, 0, "true negatives: {neg} called {neg}"),
+            (0, 1, "false positives: {neg} called {pos}"),
+            (1, 0, "false negatives: {pos} missed"),
+            (1, 1, "true positives: {pos} called {pos}"))
+
+
+def _outcome_panel(subfig, images, maps, proba, picked, total, title, threshold, per_group):
+    subfig.suptitle(f"{title} ({total})", fontsize=10)
+    if not len(picked):
+        ax = subfig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no {title.split(':')[0]} at threshold {threshold:.2f}",
+                ha="center", va="center", fontsize=9, color="0.4")
+        return
+    axes = subfig.subplots(2, per_group, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for col, i in enumerate(picked):
+        axes[0, col].imshow(_rgb_uint8(images[i]))
+        axes[0, col].set_title(f"p={proba[i]:.2f}", fontsize=8)
+        axes[1, col].imshow(overlay(images[i], maps[i]))
+
+
+def outcome_grid(images, maps, y_true, proba, threshold, title, per_group=4,
+                 class_names=("healthy", "IDC")):
+    """A few patches of each outcome at ``threshold``, above their maps.
+
+    Four panels laid out as the confusion matrix of ``evaluation_plots``
+    (rows the truth, columns the prediction, IDC-negative first), each with the
+    patches the model is surest about (the most confident mistakes, say) and
+    p, the IDC probability, over each. An outcome without patches says so.
+    ``class_names`` (negative, positive) name the classes, e.g. ("benign", "malignant").
+    """
+    images, maps = np.asarray(images), np.asarray(maps)
+    y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba, dtype="float32")
+    lengths = {"images": len(images), "maps": len(maps), "y_true": len(y_true), "proba": len(proba)}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"images, maps, y_true and proba must be as long, got lengths {lengths}")
+    if not isinstance(per_group, (int, np.integer)) or per_group < 1:
+        raise ValueError(f"per_group must be a positive int, got {per_group!r}")
+    predicted = (proba >= threshold).astype(int)
+    # at least 10 inches wide: narrower, the four panel titles run into each other
+    fig = plt.figure(figsize=(max(2 * per_group * 1.25 + 0.4, 10), 2 * (2 * 1.25 + 0.5) + 0.4),
+                     layout="constrained")
+    for subfig, (truth, called, label) in zip(fig.subfigures(2, 2).flat, OUTCOMES):
+        members = np.flatnonzero((y_true == truth) & (predicted == called))
+        # Surest first: highest p where IDC was called, lowest where it was not.
+        order = members[np.argsort(-proba[members] if called else proba[members], kind="stable")]
+        label = label.format(neg=class_names[0], pos=class_names[1])
+        _outcome_panel(subfig, images, maps, proba, order[:per_group], len(members), label,
+                       threshold, per_group)
+    fig.suptitle(f"{title}\np: predicted probability of {class_names[1]}, threshold {threshold:.2f}")
+    return fig
+
+
+def layer_comparison(images, maps_by_layer: dict, title: str, proba=None):
+    """The same patches explained at several layers: one row per patch, the patch
+    then one overlay per layer (an early layer is sharp but sees little; a late one
+    sees more but is coarse)."""
+    images = np.asarray(images)
+    names = list(maps_by_layer)
+    for name, maps in maps_by_layer.items():
+        if len(maps) != len(images):
+            raise ValueError(f"layer {name!r}: {len(maps)} maps for {len(images)} images")
+    rows, cols = len(images), 1 + len(names)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.1 * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    for r, image in enumerate(images):
+        axes[r][0].imshow(_rgb_uint8(image))
+        axes[r][0].set_title("patch" if proba is None else f"patch, p={proba[r]:.2f}", fontsize=8)
+        for c, name in enumerate(names, 1):
+            axes[r][c].imshow(overlay(image, maps_by_layer[name][r]))
+            if r == 0:
+                axes[r][c].set_title(name, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title)
+    return fig

@@ -128,7 +128,7 @@ def _f1_callback():
 
 
 def batchnorm_layers(model) -> list:
-    """Every BatchNormalization layer that learns its statistics, nested backbones included.
+    """Every BatchNormalization layer that learns its statistics, those of nested models included.
 
     Frozen ones (a pretrained backbone's) run in inference mode and keep theirs.
     """

@@ -1,6 +1,6 @@
 """Class activation maps: they point where a model with a known response looks, in
-functional and Sequential models alike, through the registry's nested backbones,
-and the figures built on them."""
+functional and Sequential models alike, deep inside the registry's backbones, and
+they equal Grad-CAM written out by hand; the figures built on them."""
 
 import os
 
@@ -156,6 +156,13 @@ def test_a_layer_without_weights_above_it_still_gets_gradients():
         assert np.median(heatmap) < 0.5
 
 
+def test_a_nested_model_is_refused_with_the_way_out():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outer = keras.Model(inputs, corner_model()(inputs), name="outer")
+    with pytest.raises(ValueError, match="'outer' nests the model 'corner_gap'.*flat"):
+        cam.grad_cam(outer, CORNERS)
+
+
 def test_a_layer_the_score_ignores_is_refused():
     detect, *rest = corner_layers()
     x = inputs = keras.Input((SIZE, SIZE, 3))
@@ -195,7 +202,7 @@ def assert_valid_maps(maps, n, size):
 
 @pytest.mark.parametrize("name, layer", [("cancernet", "block3_pool"),
                                          ("vgg_style", "block5_conv2"),  # block5_pool is 1x1
-                                         ("mobilenet_v2", "backbone/out_relu")])
+                                         ("mobilenet_v2", "out_relu")])
 def test_grad_cam_on_registry_models(built, name, layer):
     model, x = built(name), model_inputs(name)
     maps, proba, info = cam.grad_cam(model, x)
@@ -204,16 +211,16 @@ def test_grad_cam_on_registry_models(built, name, layer):
     np.testing.assert_allclose(proba, np.asarray(model(x, training=False))[:, 1], atol=1e-5)
 
 
-def test_classic_cam_on_a_nested_gap_model_equals_grad_cam(built):
+def test_classic_cam_on_a_backbone_gap_model_equals_grad_cam(built):
     model, x = built("mobilenet_v2"), model_inputs("mobilenet_v2")
     maps, _, layer = cam.cam(model, x)
-    assert layer.name == "backbone/out_relu" and (layer.height, layer.width) == (2, 2)
+    assert layer.name == "out_relu" and (layer.height, layer.width) == (2, 2)
     assert_valid_maps(maps, len(x), 50)
     np.testing.assert_allclose(maps, cam.grad_cam(model, x).maps, atol=1e-4)
 
 
 def test_explaining_leaves_the_model_as_it_was(built, tmp_path):
-    # Tracing calls every layer once more, on a new input: the model must not notice.
+    # Explaining builds a second keras.Model on the model's layers: the model must not notice.
     model, x = built("cancernet"), model_inputs("cancernet")
     before = np.asarray(model(x, training=False))
     cam.grad_cam(model, x)
@@ -232,28 +239,23 @@ def test_classic_cam_on_cancernet_says_to_use_grad_cam(built):
 def test_resnet50_layers_inside_the_backbone(built):
     model = built("resnet50")
     last = cam.find_layer(model)
-    assert (last.name, last.height, last.width) == ("backbone/conv5_block3_out", 2, 2)  # 2x2 at 50x50
+    assert (last.name, last.height, last.width) == ("conv5_block3_out", 2, 2)  # 2x2 at 50x50
     inner = cam.find_layer(model, "conv4_block6_out")
-    assert inner == cam.find_layer(model, "backbone/conv4_block6_out")
-    assert (inner.height, inner.width) == (4, 4) and inner.layer is model.get_layer(
-        "backbone").get_layer("conv4_block6_out")
+    assert (inner.height, inner.width) == (4, 4) and inner.layer is model.get_layer("conv4_block6_out")
     assert cam.find_layer(model, min_side=4) == inner
     table = cam.conv_layers(model).set_index("name")
     assert list(table.columns) == ["kind", "height", "width", "channels", "on_every_path"]
-    assert table.loc["backbone/conv4_block6_out"].tolist() == ["Activation", 4, 4, 1024, True]
-    assert not table.loc["backbone/conv4_block6_1_conv", "on_every_path"]  # inside a residual block
+    assert table.loc["conv4_block6_out"].tolist() == ["Activation", 4, 4, 1024, True]
+    assert not table.loc["conv4_block6_1_conv", "on_every_path"]  # inside a residual block
+    assert table.loc["conv4_block6_add", "on_every_path"]  # the shortcut and the residual meet there
 
 
-def manual_grad_cam_resnet50(model, x, inner_name, class_index):
-    """Grad-CAM as the nesting suggests: the backbone to two outputs, then the outer head."""
-    backbone = model.get_layer("backbone")
-    two = keras.Model(backbone.inputs[0], [backbone.get_layer(inner_name).output, backbone.output])
-    head = [model.get_layer(n) for n in ("flatten", "fc", "fc_relu", "fc_bn", "logits")]
+def tape_grad_cam(model, x, layer_name, class_index):
+    """Grad-CAM written out, as in the keras-io example and notebook 13."""
+    grad_model = keras.Model(model.input, [model.get_layer(layer_name).output, model.get_layer("logits").output])
     with tf.GradientTape() as tape:
-        features, y = two(x, training=False)
-        for layer in head:
-            y = layer(y, training=False)
-        score = tf.reduce_sum(y[:, class_index] - tf.reduce_mean(y, axis=1))  # the centred logit
+        features, logits = grad_model(x, training=False)
+        score = tf.reduce_sum(logits[:, class_index] - tf.reduce_mean(logits, axis=1))  # the centred logit
     grads = tape.gradient(score, features)
     assert grads is not None
     raw = np.maximum((features.numpy() * grads.numpy().mean(axis=(1, 2))[:, None, None]).sum(-1), 0)
@@ -261,15 +263,16 @@ def manual_grad_cam_resnet50(model, x, inner_name, class_index):
     return up / np.maximum(up.max(axis=(1, 2), keepdims=True), 1e-12)
 
 
-def test_grad_cam_at_an_inner_backbone_layer(built):
-    model, x = built("resnet50"), model_inputs("resnet50")
+@pytest.mark.parametrize("name, layer", [("resnet50", "conv4_block6_out"), ("xception", None)])
+def test_grad_cam_equals_the_tape_written_out(built, name, layer):
+    model, x = built(name), model_inputs(name)
+    size = models.input_size(name)
     tops = []
     for class_index in (0, 1):
-        maps, _, layer = cam.grad_cam(model, x, layer="conv4_block6_out", class_index=class_index)
-        assert layer.name == "backbone/conv4_block6_out"
-        assert_valid_maps(maps, len(x), 50)
-        expected = manual_grad_cam_resnet50(model, x, "conv4_block6_out", class_index)
-        np.testing.assert_allclose(maps, expected, atol=1e-4)
+        maps, _, info = cam.grad_cam(model, x, layer=layer, class_index=class_index)
+        assert info.name == (layer or "block14_sepconv2_act")  # Xception at 71x71: its last map, 3x3
+        assert_valid_maps(maps, len(x), size)
+        np.testing.assert_allclose(maps, tape_grad_cam(model, x, info.name, class_index), atol=1e-4)
         tops.append(maps.max())
     # Random weights often leave no positive evidence (an all-zero map); not for every class.
     assert max(tops) == 1

@@ -77,6 +77,22 @@ def test_mixed_precision_computes_in_float16_and_answers_in_float32(tmp_path):
     assert models.build_model("cancernet", image_size=16).get_layer("block1_sepconv1").compute_dtype == "float32"
 
 
+def test_mixed_precision_reaches_the_backbone_layers_and_their_maps():
+    from helpers import cam
+
+    try:
+        hardware.setup(mixed_precision=True)
+        model = models.build_model("mobilenet_v2", image_size=32, alpha=0.35)
+        assert {layer.compute_dtype for layer in models.backbone_layers(model)} == {"float16"}
+        assert model.get_layer("predictions").compute_dtype == "float32"
+        x = models.preprocess_for("mobilenet_v2")(_bright_or_dark(n=4, size=32)[0])
+        maps = cam.grad_cam(model, x)
+        assert maps.maps.dtype == np.float32 and np.isfinite(maps.maps).all() and maps.maps.max() <= 1
+        assert maps.layer.layer in models.backbone_layers(model)
+    finally:
+        hardware.setup(mixed_precision=False)
+
+
 def test_xla_is_a_switch_of_the_compile_step():
     x, y = _bright_or_dark()
     model = train.compile_model(models.build_model("cancernet", image_size=16), "adam", 1e-3, xla=True)

@@ -40,6 +40,15 @@ def same_weights(a, b):
     return len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb))
 
 
+def backbone_weights(model):
+    return [w for layer in models.backbone_layers(model) for w in layer.get_weights()]
+
+
+def same_backbone(model, weights):
+    ours = backbone_weights(model)
+    return len(ours) == len(weights) and all(np.array_equal(x, y) for x, y in zip(ours, weights))
+
+
 # --- every model --------------------------------------------------------------
 
 @pytest.mark.parametrize("name", models.IDC_MODELS)
@@ -60,15 +69,34 @@ def test_builds_and_predicts_two_probabilities(built, name):
 
 
 @pytest.mark.parametrize("name", models.IDC_MODELS)
-def test_backbone_nests_as_one_layer_and_preprocessing_is_outside(built, name):
+def test_models_are_flat_and_preprocessing_is_outside(built, name):
     model = built(name)
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    backbone = models.backbone_layers(model)
     if MODELS[name].pretrained:
-        assert isinstance(model.get_layer("backbone"), keras.Model)
+        # image -> the application's layers -> the head, in one graph
+        assert model.layers[1:1 + len(backbone)] == backbone
+        assert model.layers[1 + len(backbone)].name in ("flatten", "gap")
         assert models.preprocess_for(name) is getattr(
             keras.applications, name).preprocess_input
     else:
+        assert backbone == []
         assert models.preprocess_for(name) is None
         assert any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+
+
+@pytest.mark.parametrize("name, inner", [("resnet50", "conv4_block6_out"), ("xception", "block13_sepconv2_act")])
+def test_an_inner_backbone_layer_is_a_tensor_of_the_model(built, name, inner):
+    # What Grad-CAM needs: a feature map deep in the backbone and the prediction, from one graph.
+    model = built(name)
+    probe = keras.Model(model.inputs, [model.get_layer(inner).output, model.output])
+    x = tf.constant(models.preprocess_for(name)(images(2, models.input_size(name))))
+    with tf.GradientTape() as tape:
+        features, y = probe(x, training=False)
+        score = tf.reduce_sum(y[:, 1])
+    grads = tape.gradient(score, features)
+    assert grads is not None and grads.shape == features.shape and len(features.shape) == 4
+    np.testing.assert_allclose(y, model(x, training=False), atol=1e-6)
 
 
 def test_count_params_adds_up(built):
@@ -92,14 +120,14 @@ def test_preprocess_runs_inside_tf_data(name):
 
 def test_resnet50_head_matches_the_seed(built):
     model = built("resnet50")
-    backbone = model.get_layer("backbone")
-    assert backbone.output.shape == (None, 2, 2, 2048)
-    assert backbone.count_params() == 23_587_712  # the seed's summary
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert [layer.count_params() for layer in dense] == [2_097_408, 514]
-    assert [layer.count_params() for layer in bn] == [1_024]
-    kinds = [type(layer).__name__ for layer in model.layers[2:]]
+    backbone = models.backbone_layers(model)
+    assert len(backbone) == 174  # ResNet50's layers, its input excluded
+    assert backbone[-1].name == "conv5_block3_out" and backbone[-1].output.shape == (None, 2, 2, 2048)
+    assert sum(layer.count_params() for layer in backbone) == 23_587_712  # the seed's summary
+    head = model.layers[1 + len(backbone):]
+    assert [layer.count_params() for layer in head if isinstance(layer, keras.layers.Dense)] == [2_097_408, 514]
+    assert [layer.count_params() for layer in head if isinstance(layer, keras.layers.BatchNormalization)] == [1_024]
+    kinds = [type(layer).__name__ for layer in head]
     assert kinds == ["Flatten", "Dense", "Activation", "BatchNormalization", "Dense", "Activation"]
 
 
@@ -143,11 +171,14 @@ def test_gradients_reach_the_last_conv(built):
 
 def test_fine_tune_at_freezes_the_first_layers_of_the_backbone():
     model = build_model("xception", fine_tune_at=100)
-    backbone = model.get_layer("backbone")
-    assert len(backbone.layers) > 100
-    assert not any(layer.trainable for layer in backbone.layers[:100])
-    assert all(layer.trainable for layer in backbone.layers[100:])  # from scratch: BN too
-    assert all(layer.trainable for layer in model.layers if layer is not backbone)
+    backbone = models.backbone_layers(model)
+    assert len(backbone) == 131  # Xception's layers, its input excluded
+    assert backbone[99].name == "block11_sepconv2" and backbone[100].name == "block11_sepconv2_bn"
+    assert not any(layer.trainable for layer in backbone[:100])
+    assert all(layer.trainable for layer in backbone[100:])  # from scratch: BN too
+    assert all(layer.trainable for layer in model.layers if layer not in backbone)
+    with pytest.raises(ValueError, match="0..131"):
+        build_model("xception", fine_tune_at=132)
 
 
 def test_without_weights_everything_trains(built):
@@ -178,7 +209,10 @@ def trained_mobilenet(tmp_path_factory):
         w.assign(w.numpy() + rng.normal(0, 0.01, w.shape).astype(w.dtype))
     model.save(d / "breakhis.keras")
     model.save_weights(d / "breakhis.weights.h5")
-    model.get_layer("backbone").save_weights(d / "backbone.weights.h5")
+    # the bare application with the same weights, as keras.applications builds it
+    bare = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(50, 50, 3))
+    bare.set_weights(backbone_weights(model))
+    bare.save_weights(d / "backbone.weights.h5")
     return model, d
 
 
@@ -186,11 +220,12 @@ def trained_mobilenet(tmp_path_factory):
 def test_weights_from_a_file(trained_mobilenet, fname):
     source, d = trained_mobilenet
     model = build_model("mobilenet_v2", weights=d / fname)
-    backbone = model.get_layer("backbone")
-    assert same_weights(backbone, source.get_layer("backbone"))
+    assert same_backbone(model, backbone_weights(source))
+    assert not same_weights(model.get_layer("logits"), source.get_layer("logits"))  # the head starts fresh
     # pretrained and fine_tune_at=None: the backbone is frozen, the new head trains
-    assert not backbone.trainable and model.get_layer("logits").trainable
-    # training=False on the backbone: BatchNorm stays in inference mode while training
+    assert not any(layer.trainable for layer in models.backbone_layers(model))
+    assert model.get_layer("logits").trainable
+    # frozen BatchNorm stays in inference mode while training
     x = models.preprocess_for("mobilenet_v2")(images(4, 50))
     np.testing.assert_allclose(model(x, training=True), model(x, training=False), atol=1e-6)
 
@@ -198,12 +233,12 @@ def test_weights_from_a_file(trained_mobilenet, fname):
 def test_weights_from_a_file_with_fine_tune_at(trained_mobilenet, tmp_path):
     source, d = trained_mobilenet
     model = build_model("mobilenet_v2", weights=d / "breakhis.keras", fine_tune_at=100)
-    layers_ = model.get_layer("backbone").layers
+    layers_ = models.backbone_layers(model)
     assert not any(layer.trainable for layer in layers_[:100])
     bn = keras.layers.BatchNormalization
     assert all(layer.trainable for layer in layers_[100:] if not isinstance(layer, bn))
-    # Keras 3: fit()'s training=True overrides the backbone's training=False, so the
-    # pretrained BatchNorm layers are frozen to keep them in inference mode ...
+    # Keras 3: a frozen BatchNorm runs in inference mode under fit()'s training=True, so
+    # the pretrained BatchNorm layers are frozen ...
     assert not any(layer.trainable for layer in layers_ if isinstance(layer, bn))
     x = models.preprocess_for("mobilenet_v2")(images(4, 50))
     np.testing.assert_allclose(model(x, training=True), model(x, training=False), atol=1e-6)
@@ -212,6 +247,28 @@ def test_weights_from_a_file_with_fine_tune_at(trained_mobilenet, tmp_path):
     again = keras.models.load_model(tmp_path / "checkpoint.keras")
     np.testing.assert_allclose(again(x, training=True), again(x, training=False), atol=1e-6)
     assert count_params(again) == count_params(model)
+
+
+def nested_mobilenet():
+    """A MobileNetV2 model as this registry built it before models were flat: the
+    application as one nested layer named "backbone", then the GAP head."""
+    keras.utils.set_random_seed(3)
+    backbone = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(50, 50, 3),
+                                              name="backbone")
+    inputs = keras.Input((50, 50, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(backbone(inputs))
+    x = keras.layers.Dense(2, name="logits")(x)
+    return keras.Model(inputs, keras.layers.Activation("softmax", name="predictions")(x), name="mobilenet_v2")
+
+
+def test_weights_from_a_model_saved_with_a_nested_backbone(tmp_path):
+    old = nested_mobilenet()
+    old.save(tmp_path / "old.keras")
+    model = build_model("mobilenet_v2", weights=tmp_path / "old.keras")
+    assert same_backbone(model, old.get_layer("backbone").get_weights())
+    old.save_weights(tmp_path / "old.weights.h5")  # its layers cannot be matched without the nesting
+    with pytest.raises(WeightsError, match="nested.*.keras file"):
+        build_model("mobilenet_v2", weights=tmp_path / "old.weights.h5")
 
 
 def test_missing_weights_file_names_the_path(tmp_path):
@@ -291,8 +348,8 @@ def test_imagenet_from_the_cache_works_offline(offline):
     with pytest.warns(UserWarning, match="input_shape"):  # 50 is not an ImageNet size: fine
         model = build_model("mobilenet_v2", weights="imagenet")
     assert not calls
-    assert same_weights(model.get_layer("backbone"), reference)
-    assert not model.get_layer("backbone").trainable
+    assert same_backbone(model, reference.get_weights())
+    assert not any(layer.trainable for layer in models.backbone_layers(model))
 
 
 def test_other_errors_are_not_blamed_on_the_network():
@@ -370,7 +427,7 @@ def test_scratch_backbone_batchnorm_catches_up_in_a_short_run():
     (x, y), (xt, yt) = dark_or_light(rng, 320), dark_or_light(rng, 128)
     x, xt = models.preprocess_for("mobilenet_v2")(x), models.preprocess_for("mobilenet_v2")(xt)
     model = build_model("mobilenet_v2", image_size=32, alpha=0.35)
-    bns = [layer for layer in model.get_layer("backbone").layers
+    bns = [layer for layer in models.backbone_layers(model)
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(layer.momentum <= models.BN_MOMENTUM for layer in bns)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
@@ -383,9 +440,9 @@ def test_scratch_backbone_batchnorm_catches_up_in_a_short_run():
 def test_pretrained_backbone_keeps_its_batchnorm_momentum(trained_mobilenet):
     _, d = trained_mobilenet
     model = build_model("mobilenet_v2", weights=d / "breakhis.keras")
-    bns = [layer for layer in model.get_layer("backbone").layers
+    bns = [layer for layer in models.backbone_layers(model)
            if isinstance(layer, keras.layers.BatchNormalization)]
-    assert all(layer.momentum == 0.999 for layer in bns)
+    assert len(bns) == 52 and all(layer.momentum == 0.999 for layer in bns)
 
 
 def test_cancernet_variants_of_the_architecture_study():
@@ -466,7 +523,7 @@ def test_batchnorm_layers_skip_a_frozen_pretrained_backbone(trained_mobilenet):
     assert not train.batchnorm_layers(frozen)  # its head has no BatchNorm
     scratch = build_model("mobilenet_v2")
     assert len(train.batchnorm_layers(scratch)) == sum(
-        isinstance(layer, keras.layers.BatchNormalization) for layer in scratch.get_layer("backbone").layers)
+        isinstance(layer, keras.layers.BatchNormalization) for layer in models.backbone_layers(scratch))
 
 
 # --- the thyroid track's backbones ------------------------------------------------
@@ -476,7 +533,13 @@ def test_batchnorm_layers_skip_a_frozen_pretrained_backbone(trained_mobilenet):
 def test_thyroid_backbones_have_a_gap_head(name, channels):
     model = build_model(name, image_size=32, normalize=([120.0, 110.0, 100.0], [400.0, 900.0, 1600.0]))
     assert name in models.THYROID_MODELS and name not in models.IDC_MODELS
-    assert isinstance(model.get_layer("backbone"), keras.Model)
+    backbone = models.backbone_layers(model)
+    start = model.layers.index(backbone[0])
+    # image, the featurewise scaling (EfficientNet scales itself), the backbone, the head
+    assert [layer.name for layer in model.layers[1:start]] == ([] if name == "efficientnet_b7" else ["featurewise"])
+    assert model.layers[start:start + len(backbone)] == backbone
+    assert model.layers[start + len(backbone)].name == "gap"
+    assert backbone[-1].output.shape[-1] == channels
     assert isinstance(model.get_layer("gap"), keras.layers.GlobalAveragePooling2D)
     assert model.get_layer("logits").count_params() == 2 * channels + 2
     assert models.preprocess_for(name) is None  # the model scales its input itself
@@ -500,4 +563,6 @@ def test_efficientnet_gets_raw_pixels():
     model = build_model("efficientnet_b7", image_size=32, normalize=([1.0] * 3, [1.0] * 3))
     names = [layer.name for layer in model.layers]
     assert "featurewise" not in names and "scale" not in names
-    assert names[1] == "backbone"
+    first = models.backbone_layers(model)[0]  # EfficientNet's own Rescaling
+    assert first is model.layers[1] and isinstance(first, keras.layers.Rescaling)
+    assert first.scale == pytest.approx(1 / 255)

@@ -500,8 +500,8 @@ def default_fine_tune_range(model_name: str) -> tuple[int, int]:
     if model_name == "cancernet":
         return 0, CANCERNET_FREEZABLE
     model = models.build_model(model_name)
-    body = model.get_layer(models.BACKBONE) if models.MODELS[model_name].pretrained else model
-    return 0, len(body.layers)
+    body = models.backbone_layers(model) if models.MODELS[model_name].pretrained else model.layers
+    return 0, len(body)
 
 
 def search_map(table: pd.DataFrame, x: str = "fine_tune_at", y: str = "learning_rate", source: str = ""):

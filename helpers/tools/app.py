@@ -171,8 +171,8 @@ def discover_models(outputs_dir) -> list[SavedModel]:
 
 class _Models:
     """The last few loaded models, keyed by file and its modification time (a
-    retrained file is loaded again). One lock: Keras models and the Grad-CAM trace
-    cache are not meant to be used by several request threads at once."""
+    retrained file is loaded again). One lock: a Keras model is not meant to be used by
+    several request threads at once."""
 
     def __init__(self, size: int = CACHE_SIZE):
         self.size, self.lock, self.loaded = size, threading.RLock(), OrderedDict()

@@ -702,7 +702,8 @@ def measure_training(key, batch: int = 128, steps: int = 16, frozen: bool = Fals
     name, size, build = parse_key(key)
     model = models.build_model(name, image_size=size, weights=None, seed=0, **build)
     if frozen:
-        model.get_layer(models.BACKBONE).trainable = False
+        for layer in models.backbone_layers(model):
+            layer.trainable = False
     train.compile_model(model, "adam")
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")

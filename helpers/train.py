@@ -214,6 +214,19 @@ def _recalibrate_callback(dataset, batches):
     return RecalibrateBatchNorm()
 
 
+def _seed_callback():
+    """Sets the counters of the model's random layers (Dropout) to a value of the epoch, at its
+    start: the weights backup leaves them out, and a resumed run must draw what the whole run drew."""
+    import keras
+
+    class EpochSeeds(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            for state in [v for v in self.model.variables if "seed_generator_state" in v.path]:
+                state.assign(np.array([int(state.numpy()[0]), epoch * 2**24], dtype=state.dtype))
+
+    return EpochSeeds()
+
+
 def make_callbacks(run_dir, name: str, monitor: str = "val_auc", patience: int = 5,
                    extra=(), checkpoint_metrics=None, resume: dict | None = None) -> list:
     """F1, best-epoch checkpoint, early stopping, CSV history, backup for resumption.
@@ -433,9 +446,14 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
             if match and int(match.group(1)) > done:
                 old.unlink()
     compile_model(model, optimizer, learning_rate, label_smoothing, optimizer_options, xla=xla)
+    # A dataset from pipeline.make_dataset knows its epochs: each keyed on its number, so that a
+    # resumed run trains on the batches the uninterrupted one would have.
+    keyed = hasattr(train_ds, "epochs")
+    batches = train_ds.epochs(done or 0, epochs) if keyed else train_ds
     # BatchNorm statistics recomputed before every validation (and so before every
     # checkpoint): 0 turns it off, to see the problem it solves (notebook 08).
-    extra = ([_recalibrate_callback(train_ds, recalibrate_bn)] if recalibrate_bn else []) + list(extra_callbacks)
+    extra = ([_recalibrate_callback(getattr(train_ds, "calibration", train_ds), recalibrate_bn)]
+             if recalibrate_bn else []) + [_seed_callback()] + list(extra_callbacks)
     callbacks = make_callbacks(run_dir, name, monitor, patience, extra, checkpoint_metrics, resume=resume)
     if getattr(model.optimizer, "use_ema", False):
         # First, so that validation (and the BatchNorm recalibration before it) and the
@@ -443,7 +461,8 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
         # resumed from its backup goes on from the averaged weights.
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+    history = model.fit(batches, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                        steps_per_epoch=train_ds.steps if keyed else None,
                         shuffle=False,  # the tf.data pipeline shuffles
                         callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start

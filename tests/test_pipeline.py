@@ -189,3 +189,27 @@ def test_a_patch_cut_short_after_indexing_is_named_when_training_reads_it(small_
     open(victim, "wb").write(data[:-12])  # the IEND chunk gone, as a cut-short copy leaves it
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"not a whole PNG file.*{victim}"):
         list(pipeline.make_dataset(df, batch_size=2))
+
+
+@pytest.mark.parametrize("options", [{"shuffle": True}, {"balance": True}, {"shuffle": True, "augment": "histology"}])
+def test_a_training_set_keys_each_epoch_on_its_number(options):
+    # train.fit trains on ds.epochs(start, stop): epoch 1 must be the same batches whether the
+    # run began at epoch 0 or was resumed at 1, and differ from epoch 0.
+    rng = np.random.default_rng(0)
+    labels = (np.arange(96) % 4 == 0).astype(np.int32)
+    images = rng.integers(0, 256, (96, 50, 50, 3), dtype=np.uint8)
+    ds = pipeline.make_dataset(images=images, labels=labels, batch_size=16, seed=5, **options)
+    assert ds.steps == 6
+    both = [x.numpy() for x, _ in ds.epochs(0, 2)]
+    resumed = [x.numpy() for x, _ in ds.epochs(1, 2)]
+    assert len(both) == 12 and len(resumed) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(both[6:], resumed))
+    assert not np.array_equal(both[0], both[6])
+    shares = np.concatenate([y.numpy() for _, y in ds.epochs(0, 4)]).mean()
+    assert shares == pytest.approx(0.5 if options.get("balance") else 0.25, abs=0.1)
+    first = [x.numpy() for x, _ in ds.calibration.take(2)]
+    again = [x.numpy() for x, _ in ds.calibration.take(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again)), "BatchNorm's batches are fixed"
+    raw = images.astype(np.float32).reshape(96, -1)
+    rows = {tuple(r[:8]) for r in raw}
+    assert all(tuple(r[:8]) in rows for r in first[0].reshape(16, -1)), "calibration images are not augmented"

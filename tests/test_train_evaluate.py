@@ -116,7 +116,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert list(train.read_history(tmp_path / "run")["epoch"]) == [0, 1, 2]
 
 
-def crash_after_first_epoch(tmp_path, ds, val):
+def crash_after_first_epoch(tmp_path, ds, val, model=None, **options):
     class Crash(Exception):
         pass
 
@@ -126,8 +126,9 @@ def crash_after_first_epoch(tmp_path, ds, val):
                 raise Crash()
 
     with pytest.raises(Crash):
-        train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05,
-                  extra_callbacks=[CrashAfterFirstEpoch()], verbose=0)
+        train.fit(model or tiny_model(), ds, val, tmp_path / "run", epochs=3,
+                  learning_rate=options.pop("learning_rate", 0.05 if model is None else None),
+                  extra_callbacks=[CrashAfterFirstEpoch()], verbose=0, **options)
     return tmp_path / "run" / "backup"
 
 
@@ -305,3 +306,41 @@ def test_an_ema_optimizer_is_validated_and_checkpointed_with_its_averaged_weight
     averaged, history = run("ema", use_ema=True, ema_momentum=0.999)
     assert averaged < 0.5 * raw, (averaged, raw)
     assert history["accuracy"].iloc[-1] > 0.9  # the training steps use the raw weights
+
+
+def dropout_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((50, 50, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Activation("relu")(x))
+    x = keras.layers.Dropout(0.5)(x)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x), name="drop")
+
+
+def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path):
+    # Shuffling, balanced sampling, augmentation and Dropout all draw random numbers; keyed on the
+    # epoch, a run killed after epoch 1 and resumed ends with the weights of the run never stopped.
+    from helpers.data import pipeline
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(160) < 0.3).astype(np.int32)
+    images = np.clip(rng.normal(120 + 60 * labels[:, None, None, None], 30, (160, 50, 50, 3)), 0, 255)
+    images = images.astype(np.uint8)
+
+    def data():
+        kw = {"images": images, "labels": labels, "batch_size": 32, "one_hot": True}
+        return (pipeline.make_dataset(**kw, balance=True, augment="histology", seed=3),
+                pipeline.make_dataset(**kw))
+
+    whole = train.fit(dropout_model(), *data(), tmp_path / "whole", epochs=3, verbose=0, recalibrate_bn=2)
+    crash_after_first_epoch(tmp_path, *data(), model=dropout_model(), recalibrate_bn=2)
+    resumed = train.fit(dropout_model(), *data(), tmp_path / "run", epochs=3, verbose=0, recalibrate_bn=2)
+    a, b = whole.history, resumed.history
+    assert list(b["epoch"]) == [0, 1, 2]
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+    np.testing.assert_allclose(b["val_loss"], a["val_loss"], rtol=1e-5)
+    for x, y in zip(keras.models.load_model(whole.best_checkpoint).weights,
+                    keras.models.load_model(resumed.best_checkpoint).weights):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)

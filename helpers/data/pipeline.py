@@ -191,13 +191,9 @@ def make_dataset(
         if len(df) == 0:
             raise DataError("make_dataset got an empty index")
         n = len(df)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (df["path"].to_numpy(dtype=str), df["label"].to_numpy(dtype=np.int32)))
-        if shuffle and not cache:  # file names shuffle cheaply before decoding
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        # deterministic: in-order results (decoding still runs in parallel), or a rerun with
-        # the same seed would batch other patches together and end with other metrics.
-        ds = ds.map(lambda p, y: (decode_png(p, tf), y), num_parallel_calls=auto, deterministic=True)
+        labels = df["label"].to_numpy(dtype=np.int32)
+        source = tf.data.Dataset.from_tensor_slices((df["path"].to_numpy(dtype=str), labels))
+        shuffle_early = shuffle and not cache  # file names shuffle cheaply before decoding
     else:
         labels = np.asarray(labels, dtype=np.int32)
         n = len(labels)
@@ -206,14 +202,18 @@ def make_dataset(
         # Row numbers stand in for the images until a batch is formed (see _gather): TensorFlow
         # never copies the array, which may be the whole 2 GB set. Shuffling and balancing
         # row numbers gives the same order as shuffling the images themselves.
-        ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), labels))
-        cache = False
-    if cache:  # cache uint8 patches, before resizing: 4x smaller than float32
-        ds = ds.cache(cache if isinstance(cache, str) else "")
-    if balance:
-        ds = _balanced(ds, df["label"].to_numpy() if df is not None else labels, n, seed, tf)
-    elif shuffle and (cache or images is not None):
-        ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+        source = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), labels))
+        shuffle_early, cache = False, False
+
+    def decode(ds):
+        # deterministic: in-order results (decoding still runs in parallel), or a rerun with
+        # the same seed would batch other patches together and end with other metrics.
+        return ds.map(lambda p, y: (decode_png(p, tf), y), num_parallel_calls=auto, deterministic=True)
+
+    if df is not None and not shuffle_early:
+        source = decode(source)
+        if cache:  # cache uint8 patches, before resizing: 4x smaller than float32
+            source = source.cache(cache if isinstance(cache, str) else "")
 
     def to_float(x, y):
         x = tf.cast(x, tf.float32)
@@ -226,18 +226,58 @@ def make_dataset(
             x = preprocess(x)
         return x, tf.one_hot(y, 2) if one_hot else y
 
-    ds = ds.batch(batch_size)
-    if images is not None:
-        ds = ds.map(_gather(images, tf), num_parallel_calls=auto, deterministic=True)
-    ds = ds.map(to_float, num_parallel_calls=auto)
-    if augment is not None:  # on [0, 255] images, before a backbone's own scaling
+    def ordered(epoch):
+        """The examples of epoch ``epoch`` (a tensor) in its own order: drawn by stateless random
+        ops keyed on (seed, epoch), so the order depends on nothing that ran before."""
+        if balance:
+            order = _balanced_order(labels, n, seed, epoch, tf)
+        elif shuffle:
+            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                             seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        else:
+            order = tf.range(n, dtype=tf.int64)
+        if df is not None and cache:  # the cached patches as one tensor, taken in this order
+            return source.batch(n).map(lambda x, y: (tf.gather(x, order), tf.gather(y, order))).unbatch()
+        if df is not None:
+            paths = tf.constant(df["path"].to_numpy(dtype=str))
+            return decode(tf.data.Dataset.from_tensor_slices((tf.gather(paths, order), tf.gather(labels, order))))
+        return tf.data.Dataset.from_tensor_slices((order, tf.gather(labels, order)))
+
+    def one_pass(epoch=None, augmented=True):
+        """The batches of one pass over the data. ``epoch`` None: a new order and new augmentations
+        at every iteration (tf.data's own counters); a number (tensor): those of that epoch alone."""
+        if epoch is not None:
+            ds = ordered(epoch)
+        elif balance:
+            ds = _balanced(decode(source) if shuffle_early else source, labels, n, seed, tf)
+        elif shuffle:
+            ds = source.shuffle(n if shuffle_early else min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+            ds = decode(ds) if shuffle_early else ds
+        else:
+            ds = decode(source) if shuffle_early else source
+        ds = ds.batch(batch_size)
+        if images is not None:
+            ds = ds.map(_gather(images, tf), num_parallel_calls=auto, deterministic=True)
+        ds = ds.map(to_float, num_parallel_calls=auto)
+        if augment is not None and augmented:  # on [0, 255] images, before a backbone's own scaling
+            # One thread: parallel calls race for the augmentation's seed counter, and a
+            # seeded run would not repeat (see augment.apply).
+            ds = augment_mod.apply(ds, layer, seed=seed, parallel=False, epoch=epoch)
+        return ds.map(finish, num_parallel_calls=auto)
+
+    if augment is not None:
         from . import augment as augment_mod
 
-        # One thread: parallel calls race for the augmentation's seed counter, and a
-        # seeded run would not repeat (see augment.apply).
-        ds = augment_mod.apply(ds, augment, seed=seed, parallel=False)
-    ds = ds.map(finish, num_parallel_calls=auto)
-    return ds.prefetch(auto)
+        layer = augment_mod.by_name(augment, seed)  # one layer for every pass: one set of seed counters
+    ds = one_pass().prefetch(auto)
+    if shuffle or balance or augment is not None:
+        # For train.fit: the passes of epochs start..stop-1, each keyed on its epoch number, so a
+        # resumed run sees the batches the uninterrupted one saw; and fixed batches, shuffled but
+        # not augmented, on which BatchNorm statistics are measured (what inference sees).
+        ds.epochs = lambda start, stop: tf.data.Dataset.range(start, stop).flat_map(one_pass).prefetch(auto)
+        ds.steps = -(-n // batch_size)
+        ds.calibration = one_pass(tf.constant(-1, tf.int64), augmented=False).prefetch(auto)
+    return ds
 
 
 def _gather(images, tf):
@@ -262,6 +302,28 @@ def _balanced(ds, labels, n, seed, tf):
              .shuffle(int(min(counts[c], 50_000)), seed=seed + c, reshuffle_each_iteration=True)
              for c in (0, 1)]
     return tf.data.Dataset.sample_from_datasets(parts, weights=[0.5, 0.5], seed=seed).take(n)
+
+
+def _balanced_order(labels, n, seed, epoch, tf):
+    """``_balanced``'s draw as row numbers, keyed on (seed, epoch): each of the ``n`` places takes
+    a class with probability 1/2, and each class's rows come in a random order, each row repeated
+    as often as the minority needs."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
+    if (counts[:2] == 0).any():
+        raise ValueError(f"balanced sampling needs both classes; the labels hold {counts[:2].tolist()}")
+
+    def key(part):
+        return tf.stack([tf.constant(seed * 3 + part, tf.int64), tf.cast(epoch, tf.int64)])
+
+    positive = tf.random.stateless_uniform([n], seed=key(0)) < 0.5
+    places, rows = [], []
+    for c, at in enumerate((tf.where(~positive)[:, 0], tf.where(positive)[:, 0])):
+        members = np.flatnonzero(np.asarray(labels) == c).astype(np.int64)
+        cycle = tf.random.experimental.stateless_shuffle(tf.range(len(members) * -(-n // len(members)),
+                                                                  dtype=tf.int64), seed=key(c + 1))
+        places.append(tf.cast(at, tf.int32))
+        rows.append(tf.gather(members, cycle[:tf.size(at)] % len(members)))
+    return tf.dynamic_stitch(places, rows)
 
 
 def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarray:

@@ -1,17 +1,13 @@
 """The GPU switches: mixed precision, XLA and a tf.distribute strategy, picked from the
 hardware and each one overridable.
 
-On a GPU, mixed precision (float16 compute, float32 variables and a float32 softmax,
-see ``models._classify``) and XLA are on by default; on a CPU both are off, because
-float16 arithmetic is emulated there and XLA's compile time never pays back in a
-teaching run. The strategy is a TPU strategy on a Colab TPU, MirroredStrategy on
-several GPUs and TensorFlow's default strategy otherwise.
-
-``setup()`` (called by ``notebook.setup(tensorflow=True)``) applies the choice once
-per process; the environment variables ``IDC_MIXED_PRECISION`` and ``IDC_XLA``
-(``0`` or ``1``) override it without editing a notebook, e.g. on Colab. Models built by
-``models.build_model`` are created under the strategy's scope, ``train.compile_model``
-compiles under it with the XLA choice, and ``global_batch`` scales a per-replica batch.
+On a GPU, mixed precision (float16 compute, float32 variables and softmax) and XLA are on by
+default; on a CPU both are off: float16 is emulated there, and XLA's compile time never pays back
+in a teaching run. The strategy is a TPU strategy on a Colab TPU, MirroredStrategy on several GPUs
+and TensorFlow's default strategy otherwise. ``setup()`` (called by ``notebook.setup``) applies
+the choice once per process; ``IDC_MIXED_PRECISION`` and ``IDC_XLA`` (``0`` or ``1``) override it
+without editing a notebook. ``models.build_model`` builds under the strategy's scope,
+``train.compile_model`` compiles with the XLA choice, and ``global_batch`` scales a per-replica batch.
 """
 
 from __future__ import annotations
@@ -35,16 +31,12 @@ _strategy = None
 
 def _flag(value, env: str, default: bool) -> bool:
     """An explicit value wins, then the environment variable, then the hardware's default."""
-    if value is not None:
-        return bool(value)
-    raw = os.environ.get(env, "").strip().lower()
-    if raw in ("", "auto"):
-        return default
-    if raw in ("1", "true", "on", "yes"):
-        return True
-    if raw in ("0", "false", "off", "no"):
-        return False
-    raise ValueError(f"{env}={os.environ[env]!r}: use 1 or 0 (or leave it unset for the hardware's default)")
+    raw, on = os.environ.get(env, "").strip().lower(), ("1", "true", "on", "yes")
+    if value is not None or raw in ("", "auto"):
+        return default if value is None else bool(value)
+    if raw not in (*on, "0", "false", "off", "no"):
+        raise ValueError(f"{env}={os.environ[env]!r}: use 1 or 0 (or leave it unset for the hardware's default)")
+    return raw in on
 
 
 def choose(gpus: int, tpu: bool = False, mixed_precision=None, xla=None, strategy: str | None = None) -> Settings:
@@ -66,12 +58,12 @@ def _tpu_resolver():
     """A TPU cluster resolver on a Colab or Cloud TPU, else None."""
     import tensorflow as tf
 
-    if not (os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME")):
-        return None
     try:
-        return tf.distribute.cluster_resolver.TPUClusterResolver()
+        if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME"):
+            return tf.distribute.cluster_resolver.TPUClusterResolver()
     except (ValueError, RuntimeError):
-        return None
+        pass
+    return None
 
 
 def make_strategy(name: str):
@@ -96,21 +88,16 @@ def make_strategy(name: str):
 
 
 def setup(mixed_precision=None, xla=None, strategy: str | None = None) -> Settings:
-    """Detect the hardware, apply the choice and remember it; returns the settings.
-
-    Call before building models: the mixed-precision policy applies to layers created
-    after it. ``strategy`` forces one ("mirrored" on logical CPU devices, for tests).
-    """
+    """Detect the hardware, apply the choice and remember it; returns the settings. Call before building
+    models: the mixed-precision policy applies to layers created after it. ``strategy`` forces one."""
     global _current, _strategy
     import keras
     import tensorflow as tf
 
     resolver = _tpu_resolver() if strategy in (None, "tpu") else None
-    settings = choose(len(tf.config.list_physical_devices("GPU")), resolver is not None, mixed_precision, xla,
-                      strategy)
+    settings = choose(len(tf.config.list_physical_devices("GPU")), resolver is not None, mixed_precision, xla, strategy)
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
-    _strategy = make_strategy(settings.strategy)
-    _current = settings
+    _strategy, _current = make_strategy(settings.strategy), settings
     return settings
 
 

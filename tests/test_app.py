@@ -351,14 +351,14 @@ def test_requests_write_nothing_and_reuse_the_loaded_model(client, outputs, tmp_
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     before = listing(outputs)
-    webapp.MODELS.clear()
+    webapp.cached_model.cache_clear()
     model_id = ids(outputs)["models/cancernet.keras"]
     for data in (png_bytes(), png_bytes(fmt="JPEG"), None, b"", image_bytes("GIF"), png_bytes(seed=2)):
         post(client, model_id, data)
     client.get("/")
     assert listing(outputs) == before
     assert os.listdir(cwd) == []
-    assert len(webapp.MODELS.loaded) == 1  # loaded once for the three valid uploads
+    assert webapp.cached_model.cache_info().currsize == 1  # loaded once for the three valid uploads
 
 
 def test_the_cache_keeps_the_last_few_models(outputs, tmp_path):
@@ -367,12 +367,12 @@ def test_the_cache_keeps_the_last_few_models(outputs, tmp_path):
         (root / str(i)).mkdir(parents=True)
         shutil.copy(outputs / "models" / "cancernet.keras", root / str(i) / "m.keras")
         (root / str(i) / "m.json").write_text("{}")
-    webapp.MODELS.clear()
+    webapp.cached_model.cache_clear()
     entries = webapp.discover_models(root)
-    loaded = [webapp.MODELS.get(e) for e in entries]
-    assert len(webapp.MODELS.loaded) == webapp.CACHE_SIZE
-    assert webapp.MODELS.get(entries[-1]) is loaded[-1]
-    assert webapp.MODELS.get(entries[0]) is not loaded[0]  # evicted, loaded again
+    loaded = [webapp.load_model(e) for e in entries]
+    assert webapp.cached_model.cache_info().currsize == webapp.CACHE_SIZE
+    assert webapp.load_model(entries[-1]) is loaded[-1]
+    assert webapp.load_model(entries[0]) is not loaded[0]  # evicted, loaded again
 
 
 def tiny_model(units, activation):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import io
 import json
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,14 +34,13 @@ MAX_UPLOAD_MB = 10
 # A small PNG can declare a huge canvas (a decompression bomb): the header's size
 # is checked before any pixel is decoded. 25 MP is far above any ultrasound frame.
 MAX_PIXELS = 25_000_000
-# Uploads decoded at once: a 25-megapixel 16-bit RGBA PNG takes ~400 MB while it decodes, so a
-# burst of requests waits here instead of each holding its own copy in memory.
-DECODES = threading.BoundedSemaphore(2)
 # Bytes an upload may take once decoded (width x height x channels x bytes per sample): a
 # 25-megapixel 8-bit RGB photo (75 MB) passes, the same frame as 16-bit RGBA (200 MB) does not.
 MAX_DECODED_MB = 100
-# What PIL finds in the bytes; MPO is the JPEG variant many phone cameras write.
-FORMATS = {"PNG", "JPEG", "MPO"}
+# Uploads decoded at once: a 25-megapixel 16-bit RGBA PNG takes ~400 MB while it decodes, so a
+# burst of requests waits here instead of each holding its own copy in memory.
+DECODES = threading.BoundedSemaphore(2)
+FORMATS = {"PNG", "JPEG", "MPO"}  # what PIL finds in the bytes; MPO is the JPEG of many phone cameras
 # Folders that hold no model to offer: keras-tuner trials, packed data, Keras'
 # BackupAndRestore state, notebook autosaves.
 SKIP_DIRS = {"tuner", "cache", "backup", "__pycache__"}
@@ -63,11 +62,15 @@ class AppError(Exception):
         self.message, self.status = message, status
 
 
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "no message"
+
+
 # --- which models there are ----------------------------------------------------
 
 @dataclass(frozen=True)
 class SavedModel:
-    id: str  # what the form submits: a hash of the relative path, never the path
     path: Path
     rel: str  # path relative to the outputs folder, for people
     meta: dict = field(default_factory=dict, hash=False, compare=False)
@@ -75,11 +78,14 @@ class SavedModel:
     problem: str = ""  # e.g. an unreadable sidecar: listed, but said
 
     @property
+    def id(self) -> str:
+        """What the form submits: a hash of the relative path, never the path."""
+        return hashlib.sha1(self.rel.encode()).hexdigest()[:12]
+
+    @property
     def name(self) -> str:
-        if self.meta.get("model"):
-            return str(self.meta["model"])
         # Checkpoints are named <model>-epochNN-<metric>.keras (train.make_callbacks).
-        return self.path.stem.split("-epoch")[0]
+        return str(self.meta.get("model") or self.path.stem.split("-epoch")[0])
 
     @property
     def task(self) -> str:
@@ -87,13 +93,12 @@ class SavedModel:
 
     @property
     def label(self) -> str:
-        note = "best checkpoint of its run" if self.source == "train.json" else ""
-        extras = ", ".join(x for x in (note, "generated demo data" if self.meta.get("generated") else "",
-                                       self.problem) if x)
-        return f"{self.rel} — {self.name}, {self.task}" + (f" ({extras})" if extras else "")
+        extras = [x for x in ("best checkpoint of its run" if self.source == "train.json" else "",
+                              "generated demo data" if self.meta.get("generated") else "", self.problem) if x]
+        return f"{self.rel} — {self.name}, {self.task}" + (f" ({', '.join(extras)})" if extras else "")
 
 
-def _walk(root: Path, pattern: str):
+def _walk(root: Path, pattern: str) -> list[Path]:
     """Files matching ``pattern`` below ``root``, skipping SKIP_DIRS and hidden folders, sorted."""
     found = []
     for folder, dirs, files in os.walk(root):
@@ -111,22 +116,13 @@ def _read_json(path: Path) -> tuple[dict, str]:
     return (data, "") if isinstance(data, dict) else ({}, f"{path.name} is not a JSON object")
 
 
-def _entry(path: Path, root: Path, meta: dict, source: str, problem: str = "") -> SavedModel:
-    rel = path.relative_to(root).as_posix()
-    return SavedModel(hashlib.sha1(rel.encode()).hexdigest()[:12], path, rel, meta, source, problem)
-
-
 def _checkpoint(train_json: Path, named: str, root: Path) -> Path | None:
-    """The file a run's ``best_checkpoint`` names, if it exists inside ``root``.
-
-    train.fit writes the path as it was given (often relative to the project root,
-    "outputs/runs/..."); a copied or moved outputs folder still has the file in the
-    run's own checkpoints folder, so that is tried as well.
-    """
-    named_path = Path(named)
-    candidates = [named_path] if named_path.is_absolute() else [root.parent / named_path, Path.cwd() / named_path]
-    candidates += [train_json.parent / "checkpoints" / named_path.name]
-    for candidate in candidates:
+    """The file a run's ``best_checkpoint`` names, if it exists inside ``root``. train.fit writes the
+    path as given (often relative to the project root, "outputs/runs/..."); a moved outputs folder
+    still has the file in the run's own checkpoints folder, so that is tried as well."""
+    named = Path(named)
+    candidates = [named] if named.is_absolute() else [root.parent / named, Path.cwd() / named]
+    for candidate in (*candidates, train_json.parent / "checkpoints" / named.name):
         resolved = candidate.resolve()
         if resolved.is_file() and resolved.suffix == ".keras" and resolved.is_relative_to(root):
             return resolved
@@ -143,71 +139,49 @@ def discover_models(outputs_dir) -> list[SavedModel]:
     ``<run>/best.keras``, ``helpers train`` ``<out>/model.keras`` beside ``<out>/run``).
     """
     root = Path(outputs_dir).resolve()
-    if not root.is_dir():
-        return []
     found = {}
-    for path in _walk(root, "*.keras"):
-        sidecar = path.with_suffix(".json")
-        if sidecar.is_file():
-            meta, problem = _read_json(sidecar)
-            found[path] = _entry(path, root, meta, "sidecar", problem)
-    runs = root / "runs"
-    with_sidecar = {path.parent for path in found}
-    for train_json in _walk(runs, "train.json") if runs.is_dir() else []:
-        if with_sidecar & {train_json.parent, train_json.parent.parent}:
-            continue
-        run, _ = _read_json(train_json)
-        best = run.get("best_checkpoint")
-        path = _checkpoint(train_json, best, root) if isinstance(best, str) and best else None
-        if path is None or path in found:
-            continue
+
+    def add(path: Path, source: str):
         sidecar = path.with_suffix(".json")
         meta, problem = _read_json(sidecar) if sidecar.is_file() else ({}, "")
-        found[path] = _entry(path, root, meta, "train.json", problem)
+        found[path] = SavedModel(path, path.relative_to(root).as_posix(), meta, source, problem)
+
+    for path in _walk(root, "*.keras"):
+        if path.with_suffix(".json").is_file():
+            add(path, "sidecar")
+    with_sidecar = {path.parent for path in found}
+    for train_json in _walk(root / "runs", "train.json"):
+        if with_sidecar & {train_json.parent, train_json.parent.parent}:
+            continue
+        best = _read_json(train_json)[0].get("best_checkpoint")
+        path = _checkpoint(train_json, best, root) if isinstance(best, str) and best else None
+        if path is not None and path not in found:
+            add(path, "train.json")
     return sorted(found.values(), key=lambda m: m.rel)
 
 
-# --- loading, with a small cache ---------------------------------------------------
-
-class _Models:
-    """The last few loaded models, keyed by file and its modification time (a
-    retrained file is loaded again). One lock: a Keras model is not meant to be used by
-    several request threads at once."""
-
-    def __init__(self, size: int = CACHE_SIZE):
-        self.size, self.lock, self.loaded = size, threading.RLock(), OrderedDict()
-
-    def get(self, entry: SavedModel):
-        import keras
-
-        stat = entry.path.stat()
-        key = (str(entry.path), stat.st_mtime_ns, stat.st_size)
-        if key in self.loaded:
-            self.loaded.move_to_end(key)
-            return self.loaded[key]
-        try:
-            model = keras.models.load_model(entry.path, compile=False)
-        except Exception as exc:  # a corrupt or foreign file: any loader error
-            raise AppError(f"model file {entry.rel} does not load: {type(exc).__name__}: "
-                           f"{_first_line(exc)}", 422) from exc
-        self.loaded[key] = model
-        while len(self.loaded) > self.size:
-            self.loaded.popitem(last=False)
-        return model
-
-    def clear(self):
-        self.loaded.clear()
+# A Keras model is not meant to be used by several request threads at once.
+MODEL_LOCK = threading.RLock()
 
 
-MODELS = _Models()
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def cached_model(path: Path, rel: str, mtime_ns: int, size: int):
+    """The Keras model at ``path``; the last few stay loaded, keyed by the file's modification time
+    and size (a retrained file is loaded again)."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # a corrupt or foreign file: any loader error
+        raise AppError(f"model file {rel} does not load: {type(exc).__name__}: {_first_line(exc)}", 422) from exc
 
 
-def _first_line(exc) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else "no message"
+def load_model(entry: SavedModel):
+    stat = entry.path.stat()
+    return cached_model(entry.path, entry.rel, stat.st_mtime_ns, stat.st_size)
 
 
-# --- the upload ------------------------------------------------------------------
+# --- the upload and the prediction ---------------------------------------------------
 
 def decoded_bytes(image: Image.Image) -> int:
     """Width x height x channels x bytes per sample of an opened, not yet decoded image (PIL
@@ -218,10 +192,9 @@ def decoded_bytes(image: Image.Image) -> int:
 
 
 def read_upload(data: bytes) -> Image.Image:
-    """The uploaded bytes as an RGB PIL image, or an AppError that says what is wrong.
-
-    The format is what PIL finds in the bytes, whatever the file is called.
-    """
+    """The uploaded bytes as an RGB PIL image, or an AppError that says what is wrong. The format
+    is what PIL finds in the bytes, whatever the file is called; size and decoded bytes are
+    checked from the header, before any pixel is decoded."""
     if not data:
         raise AppError("The file is empty: choose a PNG or JPEG image.", 400)
     kind = "image"
@@ -229,50 +202,35 @@ def read_upload(data: bytes) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            kind = image.format
+            kind, (width, height), bands = image.format, image.size, len(image.getbands())
             if image.format not in FORMATS:
                 raise AppError(f"{image.format} images are not supported: upload a PNG or JPEG.", 415)
-            width, height = image.size
             if width * height > MAX_PIXELS:
                 raise AppError(f"The image is {width}x{height} pixels, more than the "
                                f"{MAX_PIXELS // 1_000_000} million this app accepts.", 413)
-            decoded = decoded_bytes(image)
-            if decoded > MAX_DECODED_MB * 1_000_000:
-                raise AppError(f"The image would take {decoded / 1e6:.0f} MB once decoded ({width}x{height}, "
-                               f"{len(image.getbands())} channels of {decoded // (width * height * len(image.getbands()))}"
-                               f" byte(s)), more than the {MAX_DECODED_MB} MB this app accepts.", 413)
+            if (decoded := decoded_bytes(image)) > MAX_DECODED_MB * 1_000_000:
+                raise AppError(f"The image would take {decoded / 1e6:.0f} MB once decoded ({width}x{height}, {bands} "
+                               f"channels of {decoded // (width * height * bands)} byte(s)), more than the "
+                               f"{MAX_DECODED_MB} MB this app accepts.", 413)
             image.load()
     except UnidentifiedImageError:
         raise AppError("That file is not an image PIL can read: upload a PNG or JPEG.", 415) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise AppError(f"The image has more than {MAX_PIXELS // 1_000_000} million pixels.", 413) from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
-        raise AppError(f"The {kind} file is damaged and does not decode ({_first_line(exc)}).",
-                       422) from None
+        raise AppError(f"The {kind} file is damaged and does not decode ({_first_line(exc)}).", 422) from None
     from ..data import pipeline
 
     try:  # as training decodes it (alpha dropped, 16-bit scaled): one file, one answer
         return Image.fromarray(pipeline.to_rgb(image))
     except (OSError, ValueError) as exc:
-        raise AppError(f"The image's mode {image.mode} cannot be turned into RGB ({_first_line(exc)}).",
-                       422) from None
+        raise AppError(f"The image's mode {image.mode} cannot be turned into RGB ({_first_line(exc)}).", 422) from None
 
 
 def png_data_uri(array: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-# --- the prediction ----------------------------------------------------------------
-
-def _input_size(model, meta: dict) -> tuple[int, int]:
-    """(height, width): the model's own input shape; the sidecar's image_size if it has none."""
-    shape = model.input_shape
-    if isinstance(shape, list) or len(shape) != 4 or shape[3] not in (3, None):
-        raise AppError(f"model {model.name!r} does not take RGB images (its input is {shape}).", 422)
-    fallback = int(_number(meta, "image_size", 50))
-    return tuple(int(s) if s else fallback for s in shape[1:3])
 
 
 def _number(meta: dict, key: str, default: float) -> float:
@@ -283,38 +241,31 @@ def _number(meta: dict, key: str, default: float) -> float:
         return default
 
 
-def _preprocess(name: str):
-    """The registry model's pipeline preprocessing; None for others, e.g. the thyroid
-    models, which carry their preprocessing inside the model."""
-    from .. import models
-
-    return models.preprocess_for(name) if name in models.MODELS else None
-
-
 def predict(model, image: Image.Image, meta: dict) -> dict:
     """Both class probabilities, the decision at the threshold and the Grad-CAM overlay."""
-    from .. import cam
+    from .. import cam, models
     from ..data import pipeline
 
-    name = str(meta.get("model") or model.name)
-    task = str(meta.get("task") or "idc")
+    name, task = str(meta.get("model") or model.name), str(meta.get("task") or "idc")
     classes = meta.get("class_names")
     if not (isinstance(classes, list) and len(classes) == 2):
         classes = DEFAULT_CLASSES.get(task, DEFAULT_CLASSES["idc"])
     threshold = _number(meta, "threshold", 0.5)
-    height, width = _input_size(model, meta)
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or shape[3] not in (3, None):
+        raise AppError(f"model {model.name!r} does not take RGB images (its input is {shape}).", 422)
+    # the model's own input size; the sidecar's image_size where it has none
+    height, width = (int(s) if s else int(_number(meta, "image_size", 50)) for s in shape[1:3])
     if task == "idc" and image.width <= pipeline.PATCH and image.height <= pipeline.PATCH:
         # A border patch smaller than 50x50: padded with white, as in training.
         image = Image.fromarray(pipeline.pad_patch(np.asarray(image)))
     seen = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
-    x = pipeline.to_model_input(seen[None], height, _preprocess(name))
+    # a registry model's pipeline preprocessing; others (the thyroid models) carry theirs inside
+    x = pipeline.to_model_input(seen[None], height, models.preprocess_for(name) if name in models.MODELS else None)
     out = np.asarray(model(x, training=False), dtype="float64").reshape(-1)
-    if out.size == 2:
-        p1 = out[1]
-    elif out.size == 1:  # one sigmoid unit
-        p1 = out[0]
-    else:
+    if out.size not in (1, 2):  # two softmax units or one sigmoid unit
         raise AppError(f"model {name!r} has {out.size} outputs; this app shows two-class models.", 422)
+    p1 = out[-1]
     result = {"name": name, "task": task, "classes": classes, "threshold": threshold,
               "proba": [1.0 - float(p1), float(p1)], "size": f"{width}x{height}",
               "predicted": classes[int(p1 >= threshold)], "input_uri": png_data_uri(seen),
@@ -368,11 +319,9 @@ def create_app(outputs_dir=None) -> Flask:
             raise AppError("No file was chosen: pick a PNG or JPEG image to upload.", 400)
         with DECODES:
             image = read_upload(upload.read())
-        entry = found[chosen]
-        with MODELS.lock:
-            model = MODELS.get(entry)
-            result = predict(model, image, entry.meta)
-        return page(result=result, entry=entry, selected=chosen)
+        with MODEL_LOCK:
+            result = predict(load_model(found[chosen]), image, found[chosen].meta)
+        return page(result=result, entry=found[chosen], selected=chosen)
 
     @app.errorhandler(AppError)
     def app_error(exc):
@@ -386,8 +335,7 @@ def create_app(outputs_dir=None) -> Flask:
     def unexpected(exc):
         if isinstance(exc, HTTPException):
             return page(exc.code, error=exc.description)
-        # The traceback goes to the terminal that runs the app, not to the page.
-        app.logger.exception("request failed")
+        app.logger.exception("request failed")  # the traceback goes to the terminal, not to the page
         return page(500, error=f"Something went wrong ({type(exc).__name__}); the terminal "
                                "running the app shows the details.")
 
@@ -397,8 +345,7 @@ def create_app(outputs_dir=None) -> Flask:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.tools.app", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--outputs", default=None,
                         help=f"folder with the saved models (default: ${OUTPUTS_ENV}, else outputs/)")
     args = parser.parse_args(argv)

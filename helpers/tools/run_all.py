@@ -24,47 +24,37 @@ class Outcome:
 
 def notebooks_in(folder) -> list[Path]:
     """The numbered notebooks of ``folder``, in order (NN_topic.ipynb)."""
-    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    found = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if not found:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
     return found
 
 
 def _failure(exc) -> str:
-    cell = getattr(exc, "cell_index", None)
-    count = getattr(exc, "exec_count", None)
-    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
-    # cell numbers count from 0 in the executed copy (papermill adds a parameters cell)
-    if cell is None:
-        where = "before any cell"
-    else:
-        where = f"cell {cell}" + (f" (In [{count}])" if count is not None else "")
-    first = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
+    """Where and why: cell numbers count from 0 in the executed copy (papermill adds a parameters cell)."""
+    cell, count = getattr(exc, "cell_index", None), getattr(exc, "exec_count", None)
+    where = "before any cell" if cell is None else f"cell {cell}" + (f" (In [{count}])" if count is not None else "")
     source = (getattr(exc, "source", "") or "").strip().splitlines()
     code = f" `{source[0][:60]}`" if source else ""
-    return f"{where}{code}: {ename}: {first}"[:300]
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), str(getattr(exc, "evalue", exc)).strip()
+    return f"{where}{code}: {ename}: {evalue.splitlines()[0] if evalue else ''}"[:300]
 
 
 def run_all(notebooks, out_dir, parameters: dict, kernel: str | None = KERNEL,
             progress: bool = True, echo=print) -> list[Outcome]:
-    """Run each notebook into ``out_dir``; a failure is recorded and the next one runs.
-
-    The executed copy of a failed notebook is still written (papermill saves it
-    with the error), so its outputs up to the failing cell can be read.
-    """
+    """Run each notebook into ``out_dir``; a failure is recorded and the next one runs. The executed
+    copy of a failed notebook is still written (with the error), so its outputs up to the failing
+    cell can be read."""
     import papermill as pm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     outcomes = []
     for i, nb in enumerate(notebooks, 1):
         echo(f"[{i}/{len(notebooks)}] {nb.name}", flush=True)
         start = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(nb), str(out_dir / nb.name), parameters=parameters, kernel_name=kernel,
-                cwd=str(nb.parent), progress_bar=progress, log_output=False,
-            )
+            pm.execute_notebook(str(nb), str(Path(out_dir) / nb.name), parameters=parameters, kernel_name=kernel,
+                                cwd=str(nb.parent), progress_bar=progress, log_output=False)
             outcome = Outcome(nb.name, "ok", time.perf_counter() - start)
         except Exception as exc:  # one notebook's failure must not stop the series
             outcome = Outcome(nb.name, "failed", time.perf_counter() - start, _failure(exc))
@@ -75,15 +65,12 @@ def run_all(notebooks, out_dir, parameters: dict, kernel: str | None = KERNEL,
 
 def summary(outcomes: list[Outcome]) -> str:
     width = max(len(o.notebook) for o in outcomes)
-    lines = [f"{'notebook':<{width}}  status  seconds", "-" * (width + 17)]
-    for o in outcomes:
-        lines.append(f"{o.notebook:<{width}}  {o.status:<6}  {o.seconds:7.1f}")
-    total = sum(o.seconds for o in outcomes)
     failed = [o for o in outcomes if o.status != "ok"]
-    lines.append(f"{'total':<{width}}  {len(outcomes) - len(failed)}/{len(outcomes)} ok {total:7.1f}")
-    for o in failed:
-        lines.append(f"FAILED {o.notebook}: {o.detail}")
-    return "\n".join(lines)
+    return "\n".join([f"{'notebook':<{width}}  status  seconds", "-" * (width + 17),
+                      *(f"{o.notebook:<{width}}  {o.status:<6}  {o.seconds:7.1f}" for o in outcomes),
+                      f"{'total':<{width}}  {len(outcomes) - len(failed)}/{len(outcomes)} ok "
+                      f"{sum(o.seconds for o in outcomes):7.1f}",
+                      *(f"FAILED {o.notebook}: {o.detail}" for o in failed)])
 
 
 def kernel_available(name: str) -> bool:
@@ -94,16 +81,16 @@ def kernel_available(name: str) -> bool:
 
 def main(profile: str, data_dir: str | None, out_dir=None, notebooks_dir=None,
          only: list[str] | None = None, kernel: str | None = None, thyroid_dir: str | None = None) -> int:
+    """``make run-all``: the notebooks get the papermill parameters PROFILE, DATA_DIR (and THYROID_DIR)."""
     notebooks = notebooks_in(notebooks_dir or ROOT / "notebooks")
     if only:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in only)]
     # The data folder is resolved once, here: with PROFILE=full and no DATA_DIR that downloads the
     # Kaggle set (or finds it checked), and a failure (offline, a partial set) is one line before
     # any notebook runs, not the same traceback in each of them.
-    if profile not in PROFILES:
-        print(f"error: unknown profile {profile!r}; choose one of {sorted(PROFILES)}", file=sys.stderr)
-        return 2
     try:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
         data_dir = default_data_dir(profile, data_dir)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -114,10 +101,7 @@ def main(profile: str, data_dir: str | None, out_dir=None, notebooks_dir=None,
     if thyroid_dir:  # the thyroid notebooks (16, 17) read THYROID_DIR; the others ignore it
         params["THYROID_DIR"] = str(Path(thyroid_dir).expanduser().resolve())
     out_dir = Path(out_dir or ROOT / "outputs" / "notebooks")
-    print(f"running {len(notebooks)} notebooks, profile {profile}, "
-          f"data {params['DATA_DIR']}, kernel {kernel}")
+    print(f"running {len(notebooks)} notebooks, profile {profile}, data {params['DATA_DIR']}, kernel {kernel}")
     outcomes = run_all(notebooks, out_dir, params, kernel=kernel)
-    print()
-    print(summary(outcomes))
-    print(f"executed notebooks: {out_dir}")
+    print(f"\n{summary(outcomes)}\nexecuted notebooks: {out_dir}")
     return 0 if all(o.status == "ok" for o in outcomes) else 1

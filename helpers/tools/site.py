@@ -14,13 +14,12 @@ from .run_all import notebooks_in
 
 
 def describe(nb) -> tuple[str, str]:
-    """(title, one-line description): the first heading and the paragraph after it."""
+    """(title, one-line description): the first heading and the paragraph after it, up to its first sentence."""
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     lines = [line.strip() for line in first.splitlines()]
     title = next((line.lstrip("# ") for line in lines if line.startswith("#")), "")
-    rest = [line for line in lines if line and not line.startswith(("#", ">"))]
     paragraph = []
-    for line in rest:
+    for line in (line for line in lines if line and not line.startswith(("#", ">"))):
         paragraph.append(line)
         if line.endswith((".", "**")):
             break
@@ -29,10 +28,8 @@ def describe(nb) -> tuple[str, str]:
 
 def failed_cell(nb) -> int | None:
     """The index of the first cell whose output is an error (None: the notebook ran through)."""
-    for i, cell in enumerate(nb.cells):
-        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            return i
-    return None
+    return next((i for i, cell in enumerate(nb.cells)
+                 if any(o.get("output_type") == "error" for o in cell.get("outputs", []))), None)
 
 
 def render(notebooks_dir, out_dir) -> list[Path]:
@@ -50,12 +47,10 @@ def render(notebooks_dir, out_dir) -> list[Path]:
         nb = nbformat.read(path, as_version=4)
         if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
             raise ValueError(f"{path} has no outputs: it was not executed (run `make run-all`)")
-        body, _ = exporter.from_notebook_node(nb)
         page = out_dir / f"{path.stem}.html"
-        written.append(write_text(page, body))
-        title, line = describe(nb)
-        failed = failed_cell(nb)
-        status = "" if failed is None else f' <strong>(failed at cell {failed})</strong>'
+        written.append(write_text(page, exporter.from_notebook_node(nb)[0]))
+        (title, line), failed = describe(nb), failed_cell(nb)
+        status = "" if failed is None else f" <strong>(failed at cell {failed})</strong>"
         rows.append(f'<li><a href="{page.name}">{html.escape(title or path.stem)}</a>{status}'
                     f"<br><small>{html.escape(line)}</small></li>")
     index = ("<!doctype html>\n<meta charset=\"utf-8\">\n<title>The notebooks, as last run</title>\n"
@@ -63,5 +58,4 @@ def render(notebooks_dir, out_dir) -> list[Path]:
              f"<p>Rendered from <code>{html.escape(str(notebooks_dir))}</code>, the executed copies that "
              "<code>make run-all</code> wrote. Each page names its profile and its data.</p>\n"
              "<ol start=\"0\">\n" + "\n".join(rows) + "\n</ol>\n")
-    written.append(write_text(out_dir / "index.html", index))
-    return written
+    return [*written, write_text(out_dir / "index.html", index)]

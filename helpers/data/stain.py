@@ -1,21 +1,11 @@
-"""Stain normalisation of H&E patches (Reinhard 2001, Macenko 2009), through ``torchstain``'s
-numpy backend, fitted on the training split and applied to every patch.
+"""Stain normalisation of H&E patches (Reinhard 2001, Macenko 2009) through ``torchstain``'s numpy
+backend, batched: each patch's colour statistics are mapped onto a *target* fitted on a mosaic of
+training patches only (validation or test ones would leak their colours into the preprocessing).
 
-Slides from different labs, scanners and days differ in colour. A normaliser maps every
-patch's colour statistics onto one *target*: here a mosaic of training patches (never
-validation or test ones, which would leak their colours into the preprocessing).
-
-* Reinhard: per patch, the mean and standard deviation of each LAB channel become the
-  target's (torchstain's colour conversions, batched here over many patches at once).
-* Macenko: per patch, the two stain directions (haematoxylin, eosin) are estimated in
-  optical density, the concentrations are solved for, scaled to the target's 99th
-  percentile, and re-coloured with the target's stain matrix. The per-patch estimate needs
-  stained pixels: a near-white background patch has too few, and torchstain fails on it
-  (``LinAlgError``). Such patches keep their original colours and are counted.
-
-The fitted target is a handful of numbers (``Normalizer.target``, JSON-ready), saved in a
-model's ``model.json``, so evaluation re-creates the normaliser without the training data.
-Both batched transforms reproduce torchstain's per-patch ``normalize`` (tested).
+Macenko estimates each patch's two stain directions from its stained pixels: a near-white patch has
+too few (torchstain fails on it), so it keeps its colours and is counted. The target is a handful of
+JSON numbers saved in ``model.json``, so evaluation re-creates the normaliser without the training
+data. Both batched transforms reproduce torchstain's per-patch ``normalize`` (tested).
 """
 
 from __future__ import annotations
@@ -92,11 +82,8 @@ class Normalized:
 
 
 class Normalizer:
-    """Re-created from a target (``fit_target``'s dict): ``normalizer(images)`` -> uint8 images.
-
-    ``normalize`` returns the images with the count of patches that fell back to their
-    original colours and the time it took.
-    """
+    """Re-created from a target (``fit_target``'s dict): ``normalizer(images)`` -> uint8 images;
+    ``normalize`` also counts the patches that kept their colours, and times it."""
 
     def __init__(self, target: dict, min_tissue: float = MIN_TISSUE, batch: int = 512):
         _check_method(target.get("method"))

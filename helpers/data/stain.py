@@ -27,14 +27,6 @@ MIN_TISSUE = 0.01
 MOSAIC = 256  # training patches (a 16 x 16 mosaic) the target is fitted on
 
 
-def _torchstain(method):
-    import torchstain
-
-    if method == "reinhard":
-        return torchstain.normalizers.ReinhardNormalizer(backend="numpy")
-    return torchstain.normalizers.MacenkoNormalizer(backend="numpy")
-
-
 def _check_method(method):
     if method not in METHODS:
         raise ValueError(f"unknown stain normalisation {method!r}; known: {', '.join(METHODS)}")
@@ -57,12 +49,14 @@ def mosaic(images, n: int = MOSAIC, seed: int = 0) -> np.ndarray:
 def fit_target(images, method: str, n: int = MOSAIC, seed: int = 0) -> dict:
     """The target of ``method`` fitted (by torchstain) on a mosaic of ``n`` of ``images``:
     JSON numbers, e.g. ``{"method": "reinhard", "means": [...], "stds": [...]}``."""
+    import torchstain
+
     _check_method(method)
-    target = mosaic(images, n, seed)
-    norm = _torchstain(method)
+    kinds = torchstain.normalizers
+    norm = (kinds.ReinhardNormalizer if method == "reinhard" else kinds.MacenkoNormalizer)(backend="numpy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        norm.fit(target)
+        norm.fit(mosaic(images, n, seed))
     out = {"method": method, "fit_patches": int(min(n, len(images))), "seed": int(seed)}
     if method == "reinhard":
         return {**out, "means": _floats(norm.target_means), "stds": _floats(norm.target_stds)}

@@ -310,13 +310,12 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, co
     def write(tmp):
         jobs = [(tmp, int(seed), i, int(sizes[i]), float(fracs[i]), bool(cuts[i]), counts is not None)
                 for i in range(n_patients)]
-        bar = tqdm(total=int(sizes.sum()), desc="demo patches", unit="patch", disable=not progress,
-                   smoothing=0.05)
         done = []
-        for part in process_map(_write_patient, jobs, workers or os.cpu_count() or 1):
-            done += part
-            bar.update(len(part))
-        bar.close()
+        with tqdm(total=int(sizes.sum()), desc="demo patches", unit="patch", disable=not progress,
+                  smoothing=0.05) as bar:
+            for part in process_map(_write_patient, jobs, workers or os.cpu_count() or 1):
+                done += part
+                bar.update(len(part))
         pos, small = np.sum(done, axis=0, dtype=int).tolist() if done else (0, 0)
         summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
                    "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}

@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from ..io import atomic_path, file_workers, process_map
+
 NAME = re.compile(r"^(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
 NESTED = "IDC_regular_ps50_idx5"
 PATCH = 50
@@ -180,8 +182,6 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
     if report.files_seen == 0:
         raise DataError(f"data directory {root} holds no files")
 
-    from ..io import file_workers, process_map
-
     # PNG decoding holds the GIL, so threads do not help; processes do. process_map decodes
     # here once TensorFlow is up (a fork can deadlock): index before importing TensorFlow.
     workers = (workers or file_workers()) if len(named) > 4000 else 1
@@ -203,11 +203,9 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
     df = df.sort_values(["nested", "path"], kind="stable")
     key = ["patient", "x", "y", "label"]
     dup = df.duplicated(key, keep="first")
-    first_digest = df.drop_duplicates(key).set_index(key)["digest"]
-    later = df[dup]
-    same = later.set_index(key).index.map(first_digest).to_numpy() == later["digest"].to_numpy()
-    report.duplicates_merged = int(same.sum())
-    for path in later.loc[~same, "path"]:
+    same = df["digest"] == df.groupby(key, sort=False)["digest"].transform("first")
+    report.duplicates_merged = int((dup & same).sum())
+    for path in df.loc[dup & ~same, "path"]:
         skip(path, "conflicting_duplicate")
 
     df = df[~dup].drop(columns=["digest", "nested"])
@@ -231,8 +229,6 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
 
 def save_index(df: pd.DataFrame, path) -> Path:
     """Write the index as CSV atomically (patient ids stay strings)."""
-    from ..io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)

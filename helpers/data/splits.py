@@ -123,17 +123,14 @@ def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = Fa
         if balanced:
             counts = part["label"].value_counts()
             per_class = min(cap // 2, counts.get(0, 0), counts.get(1, 0))
-            take = [_pick(part[part["label"] == c], per_class, rng) for c in (0, 1)]
-            parts.append(pd.concat(take))
+            parts += [_pick(part[part["label"] == c], per_class, rng) for c in (0, 1)]
         else:
             parts.append(_pick(part, cap, rng))
     return pd.concat(parts).sort_index()
 
 
 def _pick(part: pd.DataFrame, n: int, rng) -> pd.DataFrame:
-    if n >= len(part):
-        return part
-    return part.iloc[np.sort(rng.choice(len(part), size=n, replace=False))]
+    return part if n >= len(part) else part.iloc[np.sort(rng.choice(len(part), size=n, replace=False))]
 
 
 SUBSETS = ("patches", "patients")

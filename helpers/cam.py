@@ -1,22 +1,11 @@
 """Class activation maps: where in a patch a model of the registry looks.
 
-* ``grad_cam(model, images, layer=None, class_index=1)`` (Selvaraju et al. 2017):
-  the gradient of the class score with respect to a feature map, averaged over
-  space, weights the channels of that map. Any model, any 4-D layer.
-* ``cam(model, images, class_index=1)`` (Zhou et al. 2016): the final Dense's
-  weights times the last feature map, for models that end in
-  GlobalAveragePooling2D -> Dense, where it equals Grad-CAM at the same layer.
-
-Both return ``Maps(maps, proba, layer)``: ``maps`` (n, h, w) float32 in [0, 1] at
-the input size (1 the hottest place of each image; one with no evidence stays 0),
-``proba`` (n,) the IDC probability, ``layer`` the ``LayerInfo`` explained. Images
-go in as the model takes them (after ``models.preprocess_for(name)``).
-``conv_layers(model)`` lists the feature maps, ``find_layer(model)`` picks one.
-
-Every model of the registry is one flat graph, so a layer's output is a tensor of
-the model: ``keras.Model(model.input, [layer.output, model.output])`` gives the
-feature map with the prediction, and a ``tf.GradientTape`` the gradient (notebook
-13 writes it out). The figures of the maps are in ``helpers.plots``, here too.
+``grad_cam`` (Selvaraju et al. 2017): the spatial mean of the class score's gradient with respect to a
+feature map weights its channels; any model, any 4-D layer. ``cam`` (Zhou et al. 2016): the final
+Dense's weights times the last feature map, for models ending in GlobalAveragePooling2D -> Dense
+(where it equals Grad-CAM). Both take images as the model does (after ``models.preprocess_for``)
+and return ``Maps``. Every model of the registry is one flat graph, so a layer's output is a tensor
+of the model (notebook 13 writes the gradient out). The figures of the maps are here too.
 """
 
 from __future__ import annotations
@@ -33,17 +22,14 @@ from keras import layers
 from .plots import layer_comparison, outcome_grid, overlay  # noqa: F401 (the figures of the maps)
 
 CONV_KINDS = (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D)
-# Layers after a convolution whose output is still a feature map worth explaining:
-# ResNet's "conv5_block3_out" is an Activation after an Add, InceptionV3's "mixed7"
-# a Concatenate, CancerNet's last block ends in MaxPooling2D.
+# Layers after a convolution whose output is still a feature map worth explaining (ResNet's
+# "conv5_block3_out" is an Activation after an Add, InceptionV3's "mixed7" a Concatenate).
 FOLLOWER_KINDS = (layers.Activation, layers.ReLU, layers.LeakyReLU, layers.BatchNormalization,
                   layers.MaxPooling2D, layers.AveragePooling2D, layers.Add, layers.Concatenate,
                   layers.Multiply)
-# Layers that may stand between GlobalAveragePooling2D and the final Dense without
-# changing what classic CAM computes (Dropout is the identity at inference).
+# Between GlobalAveragePooling2D and the final Dense without changing classic CAM (identity at inference)
 PASS_THROUGH = (layers.Dropout,)
 LOGITS = "logits"
-# find_layer's default: a 1x1 map says nothing about where.
 MIN_SIDE = 2
 
 
@@ -63,12 +49,10 @@ class LayerInfo:
 
 
 class Maps(NamedTuple):
-    maps: np.ndarray  # (n, h, w) float32 in [0, 1]
+    maps: np.ndarray  # (n, h, w) float32 in [0, 1] at the input size, 1 the hottest place; no evidence: 0
     proba: np.ndarray  # (n,) probability of IDC
     layer: LayerInfo  # the feature map explained
 
-
-# --- the model's graph --------------------------------------------------------
 
 class _Step(NamedTuple):
     layer: object
@@ -115,9 +99,8 @@ def _graph(model, shape=None) -> _Graph:
     if isinstance(model, keras.Sequential):
         if not model.built:
             model.build((None, *shape))  # as a first call would: from now on its size is known
-        # add() rebuilds a Sequential's graph each time and layer.output stays in the
-        # first one (no gradient flows to it): its layers called on a new input make one
-        # graph to read.
+        # add() rebuilds a Sequential's graph each time and layer.output stays in the first one (no
+        # gradient flows to it): its layers called on a new input make one graph to read.
         x = image = keras.Input(shape)
         steps = []
         for layer in model.layers:
@@ -141,8 +124,6 @@ def _graph(model, shape=None) -> _Graph:
     return graph
 
 
-# --- choosing the layer -------------------------------------------------------
-
 def _info(step) -> LayerInfo:
     _, h, w, c = step.output.shape
     return LayerInfo(step.layer.name, type(step.layer).__name__, h, w, c, step.layer)
@@ -165,13 +146,9 @@ def _candidates(graph) -> list[LayerInfo]:
 
 
 def _on_every_path(graph) -> set[str]:
-    """Names of the layers every path from the image to the prediction passes through.
-
-    In a branched network (Inception, ResNet) a layer inside a branch sees only part
-    of what the prediction rests on; a block's output sees all. Walking the layers in
-    the order they are computed, a layer is on every path when, right after it, its
-    output is the only tensor computed so far that a later layer still reads.
-    """
+    """Names of the layers every path from the image to the prediction passes through (a block's
+    output, not a branch of it): right after such a layer, its output is the only tensor computed
+    so far that a later layer still reads."""
     last_use = {id(graph.output): len(graph.steps)}
     for i, step in enumerate(graph.steps):
         for tensor in step.inputs:
@@ -188,13 +165,8 @@ COLUMNS = ["name", "kind", "height", "width", "channels", "on_every_path"]
 
 
 def conv_layers(model) -> pd.DataFrame:
-    """The feature maps Grad-CAM can explain, in the order the model computes them.
-
-    Convolutions and the activations, BatchNorm, pooling and merge layers after
-    them, with their output size. ``on_every_path``: the whole prediction passes
-    through the layer (not a branch of an Inception block), as ``find_layer``'s
-    default requires.
-    """
+    """The feature maps Grad-CAM can explain (convolutions and the layers after them), in the order
+    the model computes them; ``on_every_path``: the whole prediction passes through the layer."""
     graph = _graph(model)
     whole = _on_every_path(graph)
     rows = [(i.name, i.kind, i.height, i.width, i.channels, i.name in whole) for i in _candidates(graph)]
@@ -227,18 +199,11 @@ def _choose(graph, model, layer, min_side) -> LayerInfo:
 
 
 def find_layer(model, layer=None, min_side=MIN_SIDE) -> LayerInfo:
-    """The layer to explain, with the size of its map.
-
-    None: the last convolution-like layer (see ``conv_layers``) that the whole
-    prediction passes through and whose map is at least ``min_side`` pixels on
-    each side. The default 2 skips 1x1 maps, which say nothing about where; a
-    larger ``min_side`` trades the abstraction of deep layers for a finer map. A
-    name picks that layer (e.g. "conv4_block6_out"); any 4-D layer will do.
-    """
+    """The layer to explain: a name (any 4-D layer), or None for the last of ``conv_layers`` on every
+    path whose map is at least ``min_side`` on each side (a 1x1 map says nothing about where; a larger
+    ``min_side`` trades the abstraction of deep layers for a finer map)."""
     return _choose(_graph(model), model, layer, min_side)
 
-
-# --- the maps -----------------------------------------------------------------
 
 def _prepare(model, images, class_index):
     """The checked batch and the model's graph at its size."""
@@ -270,27 +235,20 @@ def _over_batches(images, graph, info, batch_size, raw_map) -> Maps:
 
 
 def grad_cam(model, images, layer=None, class_index=1, batch_size=32) -> Maps:
-    """Grad-CAM maps (n, h, w) in [0, 1] of ``class_index`` (1 = IDC) for a batch.
+    """Grad-CAM maps (n, h, w) in [0, 1] of ``class_index`` (1 = IDC) at ``layer`` (None: ``find_layer``'s).
 
-    The gradient of the class score (the "logits" before the softmax, which
-    saturates, centred: the class's logit minus the mean logit) with respect to
-    the feature map of ``layer`` (``find_layer``'s default if None) is averaged
-    over space to weight the map's channels; the ReLU of the weighted sum keeps
-    the places that speak for the class.
+    The class score is the logit before the softmax (which saturates) minus the mean logit: a
+    softmax can raise p(IDC) by lowering the other logit, which the bare logit misses (measured:
+    all-zero maps for a CancerNet that ranked IDC well).
     """
     images, graph = _prepare(model, images, class_index)
     info = _choose(graph, model, layer, MIN_SIDE)
 
     def raw_map(explain, x):
         with tf.GradientTape() as tape:
-            # Watch the images too: a map with no trainable weight above it (a pooling
-            # of the input, say) is otherwise not watched and its gradient is None.
-            tape.watch(x)
+            tape.watch(x)  # a map with no trainable weight above it is otherwise not watched
             features, logits, probability = explain(x, training=False)
-            # The class's logit minus the mean logit (for two classes, half the log-odds):
-            # a softmax can raise p(IDC) by lowering the other logit, which the bare logit
-            # misses (measured: all-zero maps for a CancerNet that ranked IDC well).
-            # Images are independent at inference: one backward pass for the batch.
+            # images are independent at inference: one backward pass for the batch
             score = tf.reduce_sum(logits[:, class_index] - tf.reduce_mean(logits, axis=1))
         grads = tape.gradient(score, features)
         if grads is None:
@@ -319,13 +277,8 @@ def _gap_head(graph, model):
 
 
 def cam(model, images, class_index=1, batch_size=32) -> Maps:
-    """Classic CAM (n, h, w) in [0, 1]: the final Dense's weights of the class times the last map.
-
-    Only for models ending in GlobalAveragePooling2D -> Dense: their class score
-    is the spatial mean of exactly this weighted sum, so no gradient is needed.
-    The bias is left out and the ReLU applied, and the class's weights are taken
-    relative to the mean over classes, as Grad-CAM explains the centred logit.
-    """
+    """Classic CAM (n, h, w) in [0, 1]: the final Dense's weights of the class (relative to their mean
+    over classes, as Grad-CAM's centred logit) times the map GlobalAveragePooling2D reads."""
     images, graph = _prepare(model, images, class_index)
     dense, info = _gap_head(graph, model)
     kernels = tf.cast(dense.kernel, "float32")

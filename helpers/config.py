@@ -1,13 +1,6 @@
-"""Profiles and paths: what a notebook's parameters cell can ask for. ``helpers.data.source.resolve``
-turns the cell into settings (a :class:`Config`): it needs the data, so it lives a level up.
-
-A profile sets every parameter; a parameter given explicitly (not None) wins.
-``smoke`` runs the whole series in minutes on 2 CPU cores (on a capped share of
-the shipped real sample); ``cpu`` uses all of the sample and still fits a laptop;
-``full`` is the whole Kaggle set on a GPU.
-
-``DATA_DIR`` None means the real sample shipped in ``data/idc-sample`` (the full
-Kaggle set with ``full``); ``"generated"`` means the generated demo set.
+"""Profiles and paths: what a notebook's parameters cell can ask for (``helpers.data.source.resolve``
+turns it into a :class:`Config`). ``smoke`` runs the series in minutes on 2 CPU cores on a capped
+share of the shipped sample; ``cpu`` uses all of the sample; ``full`` is the whole Kaggle set on a GPU.
 """
 
 from __future__ import annotations
@@ -81,4 +74,5 @@ def full_demo_dir() -> Path:
 
 
 def is_generated(data_dir) -> bool:
+    """True for a generated set: no clinical claim rests on it."""
     return (Path(data_dir) / "GENERATED.txt").is_file()

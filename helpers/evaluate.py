@@ -1,8 +1,5 @@
-"""Honest scores: IDC-class F1, balanced accuracy, ROC-AUC, per-patient scores.
-
-The decision threshold is chosen on the validation split and then applied,
-unchanged, to the test split: choosing it on test would fit the test set.
-"""
+"""Honest scores: IDC-class F1, balanced accuracy, ROC-AUC, per-patient scores. The threshold is
+chosen on the validation split and applied unchanged to test: choosing it on test would fit test."""
 
 from __future__ import annotations
 
@@ -16,10 +13,7 @@ CLASS_LABELS = ["IDC(-)", "IDC(+)"]
 
 
 def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probability of IDC) for every example of ``ds``, in order.
-
-    The dataset must not shuffle; labels may be one-hot or integers.
-    """
+    """(labels, probability of IDC) for every example of ``ds`` (not shuffled), in order."""
     ys, ps = [], []
     for x, y in ds:
         ps.append(np.asarray(model.predict_on_batch(x))[:, 1])  # compiled, not op by op
@@ -38,13 +32,17 @@ def choose_threshold(y_true, proba) -> float:
     return float(cuts[int(np.argmax(f1[:-1]))])
 
 
-def best_balanced_accuracy(y_true, proba) -> float:
-    """The highest balanced accuracy any cut gives on these labels: a ceiling set by the ranking
-    alone ((1 + the best Youden's J) / 2). Chosen on the labels it scores, so it is an
-    upper bound to compare a target with, never a score to report as one."""
+def _checked(y_true, proba):
     y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba, dtype=float)
     if len(y_true) != len(proba):
         raise ValueError(f"{len(y_true)} labels but {len(proba)} probabilities")
+    return y_true, proba
+
+
+def best_balanced_accuracy(y_true, proba) -> float:
+    """The highest balanced accuracy any cut gives on these labels ((1 + the best Youden's J) / 2):
+    chosen on the labels it scores, an upper bound to compare a target with, never a score to report."""
+    y_true, proba = _checked(y_true, proba)
     if y_true.min() == y_true.max():
         raise ValueError("balanced accuracy over cuts needs both classes among the labels")
     fpr, tpr, _ = skm.roc_curve(y_true, proba)
@@ -53,9 +51,7 @@ def best_balanced_accuracy(y_true, proba) -> float:
 
 def scores(y_true, proba, threshold: float = 0.5) -> dict:
     """Accuracy, precision, recall and F1 of IDC, balanced accuracy, ROC-AUC, confusion counts."""
-    y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba, dtype=float)
-    if len(y_true) != len(proba):
-        raise ValueError(f"{len(y_true)} labels but {len(proba)} probabilities")
+    y_true, proba = _checked(y_true, proba)
     if len(y_true) == 0:
         raise ValueError("no examples to score")
     y_pred = (proba >= threshold).astype(int)

@@ -1,5 +1,5 @@
-"""Small file-system helpers: outputs (files, and the generated data sets' folders) are written
-atomically, so an interrupted run never leaves a half-written file where a finished one is expected."""
+"""Small file-system helpers. Outputs are written atomically: an interrupted run never leaves a
+half-written file (or generated set) where a finished one is expected."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,30 +18,28 @@ import numpy as np
 
 
 def json_safe(value):
-    """``value`` with NaN and infinities as None and NumPy scalars as Python numbers: a score that
-    is undefined (ROC-AUC of one class) is null in JSON, never the invalid ``NaN``."""
+    """``value`` with NaN and infinities as None and NumPy scalars as Python numbers: an undefined
+    score (ROC-AUC of one class) is null in JSON, never the invalid ``NaN``."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def file_workers() -> int:
-    """Processes for reading and decoding many small image files: three per core, as the reads
-    wait on the disk as long as the decoding takes (277,524 patches, 2 cores, cold cache: the
-    index took 57 s with 2 processes and 40 s with 6; the pack 63 s and 38 s)."""
+    """Processes for decoding many small image files: three per core, as the reads wait on the disk
+    as long as the decoding takes (277,524 patches, 2 cores, cold cache: the index took 57 s with 2
+    processes and 40 s with 6)."""
     return min(8, 3 * (os.cpu_count() or 1))
 
 
 def process_map(fn, jobs, workers: int, spawn_under_tensorflow: bool = False, chunksize: int = 1):
-    """``fn`` over ``jobs``, results in order, in ``workers`` processes when there are several
-    jobs (handed out ``chunksize`` at a time). Forking a process whose TensorFlow runtime is up can hang: then the workers are
-    spawned (slower to start) or, unless ``spawn_under_tensorflow``, the jobs run here."""
+    """``fn`` over ``jobs``, results in order, in ``workers`` processes. Forking a process whose
+    TensorFlow runtime is up can hang: then the workers are spawned (slower to start) or, unless
+    ``spawn_under_tensorflow``, the jobs run here."""
     jobs = list(jobs)
     tensorflow_up = "tensorflow" in sys.modules
     if workers <= 1 or len(jobs) < 2 or (tensorflow_up and not spawn_under_tensorflow):
@@ -54,11 +52,8 @@ def process_map(fn, jobs, workers: int, spawn_under_tensorflow: bool = False, ch
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``.
-
-    The temporary name keeps the suffix, so libraries that choose a format by
-    extension (``np.save``, ``model.save``, ``savefig``) still work.
-    """
+    """Yield a temporary path beside ``path`` that replaces it on success. It keeps the suffix, for
+    libraries that choose a format by extension (``np.save``, ``model.save``, ``savefig``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
@@ -75,8 +70,7 @@ def atomic_path(path):
 
 
 def _umask() -> int:
-    """The process's umask: read from /proc where there is one (setting it to read it would
-    briefly change it for every thread of the process)."""
+    # read from /proc where there is one: setting the umask to read it changes it for every thread
     with contextlib.suppress(OSError, ValueError, StopIteration):
         status = Path("/proc/self/status").read_text().splitlines()
         return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
@@ -93,8 +87,7 @@ def write_text(path, text: str) -> Path:
 
 @contextlib.contextmanager
 def staged_dir(root):
-    """Yield a temporary sibling folder that replaces the (absent or empty) folder ``root`` on
-    success; an interrupted run leaves no half-written folder where a finished one is expected."""
+    """Yield a temporary sibling folder that replaces the (absent or empty) folder ``root`` on success."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
@@ -120,13 +113,13 @@ def stored_summary(root, params) -> dict | None:
 
 
 def generated_set(root, params: dict, what: str, write) -> dict:
-    """Write a generated data set at ``root`` and return its summary: ``write(tmp)`` draws it into a
-    staging folder and returns ``(summary, description)``; then ``generated.json`` (parameters and
-    summary) and ``GENERATED.txt`` (the description, parameters and summary) are added and the
-    folder is renamed to ``root`` (:func:`staged_dir`). A ``root`` already holding a set made with
-    the same ``params`` is returned as is; any other non-empty ``root`` raises ValueError naming it
-    (``what`` says what was expected, e.g. "a thyroid demo set"); when a parallel run (another
-    notebook) finishes the same set first, its set is taken."""
+    """Write a generated data set at ``root`` and return its summary.
+
+    ``write(tmp)`` draws it into a staging folder and returns ``(summary, description)``; then
+    ``generated.json`` and ``GENERATED.txt`` are added and the folder renamed to ``root``. A ``root``
+    holding a set made with the same ``params`` is returned as is (also when a parallel run finishes
+    it first); any other non-empty ``root`` raises ValueError naming ``what`` was expected.
+    """
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         found = stored_summary(root, params)
@@ -150,9 +143,9 @@ def generated_set(root, params: dict, what: str, write) -> dict:
 
 
 def replace_stale(root, make):
-    """``make(root)``, where ``make`` refuses (ValueError) a non-empty folder it did not make with the
-    same parameters: a *generated* set there (GENERATED.txt: an older generator, another seed) is
-    removed and made anew; any other folder is never touched."""
+    """``make(root)``; when ``make`` refuses (ValueError) a non-empty folder, a *generated* set there
+    (GENERATED.txt: an older generator, another seed) is removed and made anew; any other folder is
+    never touched."""
     root = Path(root)
     try:
         return make(root)
@@ -164,10 +157,9 @@ def replace_stale(root, make):
 
 
 def given_or_generated(given, profile: str, sizes: dict, where, make, what: str, missing=FileNotFoundError) -> Path:
-    """``given`` as a Path (it must be a folder, else ``missing`` naming it and ``what``); None or "":
-    the generated set of the profile's size: ``sizes[profile]`` (a tuple whose first number names the
-    folder ``where(n)``) made there on first use by ``make(root, *size)``, a stale generated set
-    there replaced (:func:`replace_stale`)."""
+    """``given`` as a Path (it must be a folder, else ``missing`` naming ``what``); None or "": the
+    generated set ``sizes[profile]`` at ``where(sizes[profile][0])``, made by ``make(root, *size)``
+    on first use (:func:`replace_stale`)."""
     if given not in (None, ""):
         path = Path(given).expanduser()
         if not path.is_dir():

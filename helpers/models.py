@@ -1,24 +1,13 @@
 """Every model of the series, built by name: ``build_model("cancernet")``.
 
-Each model ends in ``Dense(2)`` (layer "logits") and a float32 softmax (layer
-"predictions"): column 1 is the probability of IDC. The output stays float32 so
-that mixed precision can be switched on without losing precision in the loss.
-
-Two kinds of model:
-
-* from scratch (``vgg_style``, ``cancernet``): the pipeline feeds [0, 255] and a
-  ``Rescaling(1/255)`` layer inside the model does the rest;
-* a Keras application as backbone (``resnet50``, ``inception_v3``, ``xception``,
-  ``mobilenet_v2``, and the thyroid track's): the application is built on the
-  model's own input (``input_tensor=``), so the whole model is one flat graph,
-  image -> backbone layers -> head, and ``model.get_layer("conv4_block6_out")``
-  reaches any layer of the backbone; ``backbone_layers(model)`` lists them. Its own
-  ``preprocess_input`` runs in the data pipeline: ``preprocess_for(name)``.
-
-Weights of a backbone: ``"imagenet"`` (needs the internet once; Keras caches the
-file in ``~/.keras/models/``), ``None`` (random, train from scratch), or a path to
-a file (``.keras``, ``.weights.h5`` or ``.h5``), for example a whole model of this
-registry trained on BreakHis: its backbone's weights are taken, the head starts fresh.
+Each ends in ``Dense(2)`` ("logits") and a float32 softmax ("predictions"; column 1 is IDC), float32
+so that mixed precision loses no precision in the loss. Models from scratch (``vgg_style``,
+``cancernet``) rescale [0, 255] inside. A Keras application as backbone is built on the model's own
+input (``input_tensor=``): the model is one flat graph, so ``model.get_layer("conv4_block6_out")``
+reaches any backbone layer (``backbone_layers(model)`` lists them); its ``preprocess_input`` runs in
+the data pipeline (``preprocess_for(name)``). Backbone weights: ``"imagenet"`` (downloaded once),
+None (random), or a ``.keras`` / ``.weights.h5`` / ``.h5`` file, e.g. a whole model of this registry
+trained on BreakHis: its backbone's weights are taken, the head starts fresh.
 """
 
 from __future__ import annotations
@@ -39,17 +28,12 @@ from . import hardware
 # models'), the head starts with one of HEAD_START. backbone_layers() is what lies between.
 SCALING = ("scale", "featurewise")
 HEAD_START = ("flatten", "gap")
-# Momentum of the BatchNormalization layers this module creates (Keras' default is
-# 0.99). predict() normalises with moving statistics that start at mean 0 / variance 1
-# and move towards the batch statistics by (1 - momentum) per step. CancerNet's first
-# BN sees variances near 1e-3, so until momentum**n is well below that, predict()
-# shrinks every activation: 0.99 needs ~700 steps, more than a short teaching run has
-# (measured: after one epoch of 2,800 patches the validation AUC was 0.23); 0.9,
-# PyTorch's default, needs ~70.
+# Momentum of the BatchNormalization layers made here (Keras' default 0.99). The moving statistics
+# start at mean 0 / variance 1; CancerNet's first BN sees variances near 1e-3, so until momentum**n
+# is well below that predict() shrinks every activation: 0.99 needs ~700 steps, more than a short
+# run has (measured: validation AUC 0.23 after one epoch of 2,800 patches); 0.9 needs ~70.
 BN_MOMENTUM = 0.9
-# A download that stalls (a firewall that drops packets) should fail in seconds, not
-# hang a notebook. The timeout is per socket operation, so a slow but live download
-# still goes through.
+# Per socket operation: a stalled download fails in seconds, a slow but live one goes through.
 DOWNLOAD_TIMEOUT = 20.0
 
 
@@ -67,8 +51,6 @@ class ModelSpec:
     about: str = ""
 
 
-# --- the head shared by every model ------------------------------------------
-
 def _classify(x, inputs, name, dropout=None):
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
@@ -78,14 +60,23 @@ def _classify(x, inputs, name, dropout=None):
     return keras.Model(inputs, outputs, name=name)
 
 
-# --- from scratch -------------------------------------------------------------
+def _dense_bn(x, units, regularizer=None, momentum=BN_MOMENTUM):
+    """Dense -> ReLU -> BatchNormalization, the seed's head of CancerNet and ResNet50."""
+    x = layers.Dense(units, kernel_regularizer=regularizer, name="fc")(x)
+    x = layers.Activation("relu", name="fc_relu")(x)
+    return layers.BatchNormalization(momentum=momentum, name="fc_bn")(x)
 
-# ``normalize`` (per-channel statistics, see _featurewise) is taken by every builder so
-# that a study can pass it to any model; the scratch models keep their Rescaling(1/255).
+
+def _rescaled_input(size):
+    inputs = keras.Input((size, size, 3), name="image")
+    return inputs, layers.Rescaling(1 / 255, name="rescale")(inputs)
+
+
+# Every builder takes ``normalize`` (see _featurewise) so that a study can pass it to any model;
+# the scratch models keep their Rescaling(1/255).
 def _vgg_style(size, *, weights=None, pretrained=False, dropout=None, normalize=None,
                filters=(32, 64, 128, 256, 256), dense_units=256):
-    inputs = keras.Input((size, size, 3), name="image")
-    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    inputs, x = _rescaled_input(size)
     for b, f in enumerate(filters, 1):
         for c in (1, 2):
             x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv{c}")(x)
@@ -98,24 +89,17 @@ def _vgg_style(size, *, weights=None, pretrained=False, dropout=None, normalize=
 def _cancernet(size, *, weights=None, pretrained=False, dropout=None, normalize=None,
                filters=((32,), (64, 64), (128, 128, 128)), dense_units=256, kernel_size=3,
                downsample="pool", block_dropout=0.25, l2=0.0, bn_momentum=BN_MOMENTUM, head="flatten"):
-    """CancerNet; the keywords are the knobs of the architecture and regularization studies.
-
-    downsample  "pool": a 2x2 max-pool closes each block (the original); "stride": the
-                block's first convolution has stride 2 instead (fewer operations, learnt
-                downsampling).
-    l2          weight of an L2 penalty on every convolution and dense kernel (0: none).
-    bn_momentum of every BatchNormalization (the seed used Keras' default, 0.99).
-    head        "flatten": Flatten before the dense layer (the original); "gap":
-                GlobalAveragePooling2D instead (128 features, not 6x6x128 at 50x50).
-    """
+    """CancerNet; the keywords are the knobs of the architecture and regularization studies:
+    ``downsample`` "pool" (a 2x2 max-pool closes each block, the original) or "stride" (the block's
+    first convolution has stride 2); ``l2`` penalty on every kernel; ``head`` "flatten" (the
+    original) or "gap" (GlobalAveragePooling2D: 128 features, not 6x6x128 at 50x50)."""
     if downsample not in ("pool", "stride"):
         raise ValueError(f"downsample must be 'pool' or 'stride', got {downsample!r}")
     if head not in ("flatten", "gap"):
         raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
     reg = keras.regularizers.L2(l2) if l2 else None
     conv_reg = dict(depthwise_regularizer=reg, pointwise_regularizer=reg)
-    inputs = keras.Input((size, size, 3), name="image")
-    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    inputs, x = _rescaled_input(size)
     for b, block in enumerate(filters, 1):
         for c, f in enumerate(block, 1):
             stride = 2 if downsample == "stride" and c == 1 else 1
@@ -128,13 +112,9 @@ def _cancernet(size, *, weights=None, pretrained=False, dropout=None, normalize=
         if block_dropout:
             x = layers.Dropout(block_dropout, name=f"block{b}_dropout")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x) if head == "gap" else layers.Flatten(name="flatten")(x)
-    x = layers.Dense(dense_units, kernel_regularizer=reg, name="fc")(x)
-    x = layers.Activation("relu", name="fc_relu")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="fc_bn")(x)
+    x = _dense_bn(x, dense_units, reg, bn_momentum)
     return _classify(x, inputs, "cancernet", 0.5 if dropout is None else dropout)
 
-
-# --- pretrained backbones -----------------------------------------------------
 
 @contextlib.contextmanager
 def _imagenet_download(name):
@@ -162,21 +142,13 @@ def _backbone(app, name, head, scaling=None):
     def build(size, *, weights=None, pretrained=False, dropout=None, normalize=None, **kwargs):
         inputs = keras.Input((size, size, 3), name="image")
         x = inputs if scaling is None else scaling(normalize)(inputs)
-        # input_tensor: the application's layers are called on x, in this model's graph, so
-        # the model is flat and every backbone layer's output is one of its tensors.
+        # input_tensor: the application's layers are called in this model's graph, so it is flat
         with _imagenet_download(name) if weights == "imagenet" else contextlib.nullcontext():
             backbone = app(include_top=False, weights=weights, input_tensor=x, **kwargs)
-        # Pretrained: BatchNormalization must keep the statistics learnt in pretraining,
-        # even where layers are unfrozen; updating them from small batches of a new data
-        # set wrecks the features the fine-tuning starts from. _freeze sets every BN of a
-        # pretrained backbone to trainable=False, which Keras 3 runs in inference mode even
-        # under fit()'s training=True (a training=False on the call would not hold: Keras 3
-        # lets fit's flag override it, keras-team/keras#20285).
-        # From scratch the statistics must be learnt, so BN follows fit/predict as usual.
+        # Pretrained, _freeze keeps every BN's statistics (see there). From scratch they must be
+        # learnt within a short run: MobileNetV2's momentum 0.999 is too slow (measured: after 2
+        # smoke epochs it predicted one class for every patch, AUC 0.50).
         if not pretrained:
-            # From scratch the moving statistics start at mean 0 / variance 1 and must
-            # catch up within a short run: MobileNetV2's BN momentum is 0.999 (measured:
-            # after 2 smoke epochs it predicted one class for every patch, AUC 0.50).
             for layer in backbone.layers:
                 if isinstance(layer, layers.BatchNormalization):
                     layer.momentum = min(layer.momentum, BN_MOMENTUM)
@@ -185,12 +157,8 @@ def _backbone(app, name, head, scaling=None):
 
 
 def _featurewise(normalize):
-    """The thyroid track's input scaling, inside the model so that a saved model carries it.
-
-    ``normalize=(mean, variance)`` per channel, computed on the training images only
-    (Keras' old ``featurewise_center`` + ``featurewise_std_normalization``); None maps
-    [0, 255] to [-1, 1] instead.
-    """
+    """The thyroid track's input scaling, inside the model so that a saved model carries it:
+    ``normalize=(mean, variance)`` per channel of the training images, or None for [-1, 1]."""
     if normalize is None:
         return layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")
     mean, variance = normalize
@@ -198,52 +166,42 @@ def _featurewise(normalize):
 
 
 def _flatten_head(x, inputs, name, dropout):
-    # The seed's ResNet50 head: Flatten -> Dense 256 -> ReLU -> BatchNorm -> Dense 2 -> softmax.
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(256, name="fc")(x)
-    x = layers.Activation("relu", name="fc_relu")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="fc_bn")(x)
-    return _classify(x, inputs, name, dropout)
+    return _classify(_dense_bn(layers.Flatten(name="flatten")(x), 256), inputs, name, dropout)
 
 
 def _gap_head(x, inputs, name, dropout):
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return _classify(x, inputs, name, dropout)
+    return _classify(layers.GlobalAveragePooling2D(name="gap")(x), inputs, name, dropout)
 
 
 _apps = keras.applications
+# name: (application, module of its preprocess_input or None, scaling layer, head, min size, size, about)
+_BACKBONES = {
+    "resnet50": (_apps.ResNet50, _apps.resnet50, None, _flatten_head, 32, 50, "ResNet50 + Flatten/Dense 256 head"),
+    "inception_v3": (_apps.InceptionV3, _apps.inception_v3, None, _gap_head, 75, 75, "InceptionV3 + GAP head"),
+    "xception": (_apps.Xception, _apps.xception, None, _gap_head, 71, 71, "Xception + GAP head"),
+    "mobilenet_v2": (_apps.MobileNetV2, _apps.mobilenet_v2, None, _gap_head, 32, 50, "MobileNetV2 + GAP head"),
+    # The thyroid track (notebooks 16-17): GAP heads, scaling inside the model.
+    "vgg16": (_apps.VGG16, None, _featurewise, _gap_head, 32, 64, "VGG16 + GAP head"),
+    "vgg19": (_apps.VGG19, None, _featurewise, _gap_head, 32, 64, "VGG19 + GAP head"),
+    "resnet50_gap": (_apps.ResNet50, None, _featurewise, _gap_head, 32, 64, "ResNet50 + GAP head"),
+    "resnet101": (_apps.ResNet101, None, _featurewise, _gap_head, 32, 64, "ResNet101 + GAP head"),
+    # No scaling: Keras' EfficientNet rescales [0, 255] itself (the seed fed it [0, 1] images,
+    # which it then divided by 255 again).
+    "efficientnet_b7": (_apps.EfficientNetB7, None, None, _gap_head, 32, 64,
+                        "EfficientNetB7 + GAP head (64M parameters)"),
+}
 MODELS: dict[str, ModelSpec] = {
     "vgg_style": ModelSpec(_vgg_style, 32, 50, None, False,
                            "5 blocks of two 3x3 convs + max-pool (the seed's VGG16-like CNN)"),
     "cancernet": ModelSpec(_cancernet, 8, 50, None, False,
                            "SeparableConv2D blocks 32 / 64x2 / 128x3 with BatchNorm and Dropout"),
-    "resnet50": ModelSpec(_backbone(_apps.ResNet50, "resnet50", _flatten_head), 32, 50,
-                          _apps.resnet50.preprocess_input, True, "ResNet50 + Flatten/Dense 256 head"),
-    "inception_v3": ModelSpec(_backbone(_apps.InceptionV3, "inception_v3", _gap_head), 75, 75,
-                              _apps.inception_v3.preprocess_input, True, "InceptionV3 + GAP head"),
-    "xception": ModelSpec(_backbone(_apps.Xception, "xception", _gap_head), 71, 71,
-                          _apps.xception.preprocess_input, True, "Xception + GAP head"),
-    "mobilenet_v2": ModelSpec(_backbone(_apps.MobileNetV2, "mobilenet_v2", _gap_head), 32, 50,
-                              _apps.mobilenet_v2.preprocess_input, True, "MobileNetV2 + GAP head"),
-    # The thyroid track (notebooks 16-17): GAP heads, scaling inside the model.
-    "vgg16": ModelSpec(_backbone(_apps.VGG16, "vgg16", _gap_head, _featurewise), 32, 64, None, True,
-                       "VGG16 + GAP head"),
-    "vgg19": ModelSpec(_backbone(_apps.VGG19, "vgg19", _gap_head, _featurewise), 32, 64, None, True,
-                       "VGG19 + GAP head"),
-    "resnet50_gap": ModelSpec(_backbone(_apps.ResNet50, "resnet50_gap", _gap_head, _featurewise), 32, 64,
-                              None, True, "ResNet50 + GAP head"),
-    "resnet101": ModelSpec(_backbone(_apps.ResNet101, "resnet101", _gap_head, _featurewise), 32, 64,
-                           None, True, "ResNet101 + GAP head"),
-    # No scaling layer: Keras' EfficientNet rescales [0, 255] inside itself (preprocess_input
-    # is a no-op). The seed fed it [0, 1] images, which it then divided by 255 again.
-    "efficientnet_b7": ModelSpec(_backbone(_apps.EfficientNetB7, "efficientnet_b7", _gap_head),
-                                 32, 64, None, True, "EfficientNetB7 + GAP head (64M parameters)"),
+    **{name: ModelSpec(_backbone(app, name, head, scaling), min_size, size, module and module.preprocess_input,
+                       True, about)
+       for name, (app, module, scaling, head, min_size, size, about) in _BACKBONES.items()},
 }
 THYROID_MODELS = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
 IDC_MODELS = tuple(name for name in MODELS if name not in THYROID_MODELS)
 
-
-# --- public functions ---------------------------------------------------------
 
 def _spec(name) -> ModelSpec:
     if name not in MODELS:
@@ -252,22 +210,15 @@ def _spec(name) -> ModelSpec:
 
 
 def input_size(name, image_size=None) -> int:
-    """The side to resize the 50x50 patches to for model ``name``.
-
-    None gives the model's default size (71 for Xception, 75 for InceptionV3, else
-    50). A size below the model's minimum is raised to it, as the seed resized
-    50 -> 71 for Xception (``build_model`` itself refuses a too-small size).
-    """
+    """The side to resize the patches to for model ``name``: None gives its default size; a size
+    below its minimum is raised to it, as the seed resized 50 -> 71 for Xception."""
     spec = _spec(name)
     return max(int(image_size or spec.default_size), spec.min_size)
 
 
 def preprocess_for(name):
-    """The function the tf.data pipeline applies to float32 images in [0, 255].
-
-    A backbone's own ``preprocess_input`` (e.g. [-1, 1] for MobileNetV2, BGR minus
-    the ImageNet means for ResNet50); None for the models that rescale inside.
-    """
+    """A backbone's ``preprocess_input`` for float32 images in [0, 255] in the tf.data pipeline;
+    None for the models that rescale inside."""
     return _spec(name).preprocess
 
 
@@ -280,13 +231,8 @@ def count_params(model) -> dict:
 
 
 def backbone_layers(model) -> list:
-    """The layers of the Keras application inside ``model``, in the order Keras runs them.
-
-    They are the model's layers between its input (and the thyroid models' scaling
-    layer, "scale" or "featurewise") and its head, which starts at "flatten" or
-    "gap"; for a bare application, all its layers but the input. A model built from
-    scratch (vgg_style, cancernet) has none: [].
-    """
+    """The layers of the Keras application inside ``model`` in the order Keras runs them: those
+    between its input (and scaling layer) and its head; a bare application's all; [] from scratch."""
     if model.name in MODELS and not MODELS[model.name].pretrained:
         return []
     body = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -297,29 +243,15 @@ def backbone_layers(model) -> list:
 
 
 def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=None, seed=None, **kwargs):
-    """Build model ``name`` of ``MODELS`` for 2 classes (softmax; column 1 = IDC).
+    """Build model ``name`` of ``MODELS`` for 2 classes; compile it after any later change to ``trainable``.
 
-    image_size   side of the square input; None = the model's default size.
-    weights      None (random init), "imagenet" (backbones only; needs the internet
-                 unless cached), or a path to a ``.keras`` / ``.weights.h5`` / ``.h5``
-                 file. A file holding a whole model (e.g. one trained on BreakHis)
-                 gives its backbone's weights; the head starts fresh.
-    fine_tune_at None: with pretrained weights (ImageNet or a file) the whole backbone
-                 is frozen and only the new head trains (feature extraction); without
-                 weights everything trains. N: the first N layers of the backbone
-                 (``backbone_layers(model)[:N]``) are frozen, the rest train; 0
-                 trains everything. With pretrained weights the backbone's
-                 BatchNormalization layers stay frozen whatever N is. For vgg_style /
-                 cancernet, N counts the layers after the input rescaling
-                 (cancernet's first block is 5 layers, as the seed's fine_tune_at=5).
-    dropout      rate of a Dropout before the final Dense; None = the model's own
-                 default (0.5 for vgg_style and cancernet, none for the backbones).
-    seed         seeds Keras' random state before the build: the same seed, the same
-                 initial weights, whatever ran before in the process. None: left as is.
-    **kwargs     passed to the builder, e.g. ``alpha=0.35`` for mobilenet_v2 or
-                 ``filters=(16, 32, 64, 128, 128)`` for vgg_style.
-
-    Freezing is set here; compile the model after any later change to ``trainable``.
+    fine_tune_at None: with pretrained weights the whole backbone is frozen (feature extraction),
+                 without everything trains. N: ``backbone_layers(model)[:N]`` are frozen (for
+                 vgg_style / cancernet the layers after the rescaling: cancernet's first block is
+                 5, the seed's fine_tune_at=5). With pretrained weights every BN stays frozen.
+    dropout      before the final Dense; None: the model's default (0.5 from scratch, else none).
+    seed         seeds Keras before the build: the same seed, the same initial weights.
+    **kwargs     for the builder, e.g. ``alpha=0.35`` (mobilenet_v2), ``filters=`` (vgg_style).
     """
     spec = _spec(name)
     size = int(image_size or spec.default_size)
@@ -337,8 +269,6 @@ def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=
     _freeze(model, spec, fine_tune_at, pretrained=weights is not None)
     return model
 
-
-# --- weights and freezing -----------------------------------------------------
 
 def _weights_path(name, spec, weights):
     if weights is None:
@@ -367,8 +297,7 @@ def _saved_layers(path) -> list[str]:
 
 
 def _backbone_of(source) -> list:
-    """The backbone layers of a loaded model: one of this registry, a bare Keras
-    application, or a model saved when the backbone was one nested layer."""
+    """The backbone layers of a loaded model of this registry, a bare application, or a nested one."""
     nested = [layer for layer in source.layers if isinstance(layer, keras.Model)]
     return nested[0].layers if len(nested) == 1 else backbone_layers(source)
 
@@ -403,9 +332,8 @@ def _load_weights_file(model, spec, path, donor):
 
 
 def _copy_weights(target, source, path, strict):
-    """Layer by layer in order, from the list ``source`` to the list ``target``. strict:
-    every layer must fit (a backbone); else a layer whose shapes differ keeps its fresh
-    weights (e.g. the Dense after Flatten when the file was trained at another image size)."""
+    """Layer by layer in order. strict: every layer must fit (a backbone); else a layer whose shapes
+    differ keeps its fresh weights (the Dense after Flatten of a file trained at another size)."""
     dst = [layer for layer in target if layer.weights]
     src = [layer for layer in source if layer.weights]
     if len(dst) != len(src):
@@ -429,7 +357,10 @@ def _copy_weights(target, source, path, strict):
 def _freeze(model, spec, fine_tune_at, pretrained):
     if spec.pretrained:
         body = backbone_layers(model)
-        if pretrained:  # see _backbone: keep the pretrained BN statistics
+        # BN must keep the statistics learnt in pretraining, even where layers are unfrozen: small
+        # batches of a new set wreck them. trainable=False runs BN in inference mode even under
+        # fit() (training=False on the call would not hold: keras-team/keras#20285).
+        if pretrained:
             for layer in body:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-# The seed project (IDC), from its slides. Accuracies unless named otherwise.
-SEED_IDC = [
-    {"model": "vgg_style", "setting": "50 epochs", "train": None, "val": None, "test": 0.76,
-     "f1": 0.74, "split": "random patches", "note": "1,110 test patches; F1 of IDC(+)"},
-    {"model": "resnet50", "setting": "ImageNet, new head", "train": 0.993, "val": 0.696, "test": 0.732,
-     "f1": None, "split": "random patches", "note": ""},
-    {"model": "xception", "setting": "BreakHis-pretrained, 100 frozen, 21 epochs", "train": 0.999,
-     "val": 0.784, "test": None, "f1": None, "split": "random patches", "note": ""},
-    {"model": "mobilenet_v2", "setting": "from scratch", "train": 0.978, "val": 0.734, "test": None,
-     "f1": None, "split": "random patches", "note": ""},
-    {"model": "mobilenet_v2", "setting": "ImageNet, 50 frozen, 10 epochs", "train": 0.957, "val": 0.804,
-     "test": None, "f1": None, "split": "random patches", "note": ""},
-    {"model": "mobilenet_v2", "setting": "BreakHis, 100 frozen, stopped at 66", "train": 0.797,
-     "val": 0.811, "test": 0.765, "f1": None, "split": "random patches", "note": ""},
-    {"model": "cancernet", "setting": "Adadelta bs128 lr 0.00396 / Adagrad bs64 lr 0.0282", "train": None,
-     "val": None, "test": 0.796, "f1": 0.789, "split": "random patches", "note": "~5.5k balanced patches"},
-    {"model": "cancernet", "setting": "BreakHis + Bayesian fine_tune_at=5, lr 0.0346", "train": 0.821,
-     "val": 0.818, "test": 0.789, "f1": None, "split": "random patches", "note": ""},
-]
+# The seed project (IDC), from its slides, all on random patches. Accuracies unless named otherwise.
+_IDC_COLUMNS = ("model", "setting", "train", "val", "test", "f1", "split", "note")
+SEED_IDC = [dict(zip(_IDC_COLUMNS, (*row[:-1], "random patches", row[-1]))) for row in (
+    ("vgg_style", "50 epochs", None, None, 0.76, 0.74, "1,110 test patches; F1 of IDC(+)"),
+    ("resnet50", "ImageNet, new head", 0.993, 0.696, 0.732, None, ""),
+    ("xception", "BreakHis-pretrained, 100 frozen, 21 epochs", 0.999, 0.784, None, None, ""),
+    ("mobilenet_v2", "from scratch", 0.978, 0.734, None, None, ""),
+    ("mobilenet_v2", "ImageNet, 50 frozen, 10 epochs", 0.957, 0.804, None, None, ""),
+    ("mobilenet_v2", "BreakHis, 100 frozen, stopped at 66", 0.797, 0.811, 0.765, None, ""),
+    ("cancernet", "Adadelta bs128 lr 0.00396 / Adagrad bs64 lr 0.0282", None, None, 0.796, 0.789,
+     "~5.5k balanced patches"),
+    ("cancernet", "BreakHis + Bayesian fine_tune_at=5, lr 0.0346", 0.821, 0.818, 0.789, None, ""),
+)]
 
 # The seed project's fine_tune_at per model (SEED_IDC): CancerNet's first block (5 layers),
 # the first 100 layers of MobileNetV2 and of Xception.
@@ -48,22 +42,16 @@ def seed_rows(model: str) -> pd.DataFrame:
 
 
 # The thyroid project (seed 001), from its slides: accuracy on the given test folder.
-SEED_THYROID = [
-    {"model": "vgg19", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
-     "note": "best of five; best checkpoint VGG19-010-0.4609-0.8172", "split": "the given folders"},
-    {"model": "resnet101", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
-     "note": "second", "split": "the given folders"},
-    {"model": "vgg16", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
-     "note": "third", "split": "the given folders"},
-    {"model": "resnet50_gap", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "> 0.80",
-     "note": "fourth", "split": "the given folders"},
-    {"model": "efficientnet_b7", "trained on": "uncropped", "tested on": "uncropped", "test accuracy": "0.46",
-     "note": "validation 0.79; best checkpoint at epoch 1", "split": "the given folders"},
-    {"model": "(their model)", "trained on": "cropped", "tested on": "cropped", "test accuracy": "> 0.93",
-     "note": "", "split": "the given folders"},
-    {"model": "(their model)", "trained on": "cropped", "tested on": "uncropped", "test accuracy": "< 0.70",
-     "note": "the domain shift", "split": "the given folders"},
-]
+_THYROID_COLUMNS = ("model", "trained on", "tested on", "test accuracy", "note")
+SEED_THYROID = [dict(zip(_THYROID_COLUMNS, row), split="the given folders") for row in (
+    ("vgg19", "uncropped", "uncropped", "> 0.80", "best of five; best checkpoint VGG19-010-0.4609-0.8172"),
+    ("resnet101", "uncropped", "uncropped", "> 0.80", "second"),
+    ("vgg16", "uncropped", "uncropped", "> 0.80", "third"),
+    ("resnet50_gap", "uncropped", "uncropped", "> 0.80", "fourth"),
+    ("efficientnet_b7", "uncropped", "uncropped", "0.46", "validation 0.79; best checkpoint at epoch 1"),
+    ("(their model)", "cropped", "cropped", "> 0.93", ""),
+    ("(their model)", "cropped", "uncropped", "< 0.70", "the domain shift"),
+)]
 
 
 def seed_thyroid() -> pd.DataFrame:

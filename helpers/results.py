@@ -1,8 +1,5 @@
-"""The results registry: ``outputs/results.csv``, one row per run of any notebook.
-
-Rows from different notebooks have different columns; the file holds their
-union. Every write replaces the file atomically, so a crash never truncates it.
-"""
+"""The results registry: ``outputs/results.csv``, one row per run of any notebook (the union of
+their columns), replaced atomically at every write so that a crash never truncates it."""
 
 from __future__ import annotations
 
@@ -23,11 +20,8 @@ def registry_path(output_dir) -> Path:
 
 
 def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
-    """Append ``rows`` (one dict per run) for ``notebook``; return the whole registry.
-
-    ``split`` names the split the figures were measured on (e.g. "test, by
-    patient, seed 42"), so no number is ever read without it.
-    """
+    """Append ``rows`` (one dict per run) for ``notebook``; return the whole registry. ``split`` names
+    the split they were measured on (e.g. "test, by patient, seed 42"): no number is read without it."""
     if not rows:
         raise ValueError(f"{notebook}: no result rows to record")
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -60,9 +54,8 @@ def load(path) -> pd.DataFrame:
 
 
 def _load_or_set_aside(path) -> pd.DataFrame:
-    """What ``record`` appends to: the registry, or, when it does not parse, an empty one, the old
-    file moved aside to ``results.corrupt-<time>.csv`` with a warning naming both (so that it blocks
-    no later run, and its rows can still be recovered by hand)."""
+    """The registry, or, when it does not parse, an empty one: the old file is moved aside (with a
+    warning naming both) so that it blocks no later run and its rows can be recovered by hand."""
     try:
         return load(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

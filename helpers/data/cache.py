@@ -1,8 +1,5 @@
-"""The index of a notebook's data directory, built once and reused.
-
-Indexing decodes every file (to catch corrupt ones), about a minute on the full
-277,524-patch set; notebooks after 00 reuse the saved table instead.
-"""
+"""The index of a notebook's data directory, built once (decoding every file takes about a minute on
+the full set) and reused while no file under it changes."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_text
-from .index import IndexReport, build_index, load_index, save_index, walk
+from .index import build_index, load_index, save_index, walk
 
 
 def _slug(data_dir: Path) -> str:
@@ -23,9 +20,8 @@ def _slug(data_dir: Path) -> str:
 
 
 def tree_stamp(root) -> str | None:
-    """One digest of every file's relative path, size and modification time under ``root``
-    (None if it is not a folder): a saved index is reused only while this is unchanged. A stat
-    per file, no reads."""
+    """One digest of every file's relative path, size and modification time under ``root`` (None if it
+    is not a folder): a stat per file, no reads."""
     root = Path(root)
     if not root.is_dir():
         return None
@@ -43,11 +39,8 @@ def tree_stamp(root) -> str | None:
 
 
 def cached_index(cfg, force: bool = False) -> tuple[pd.DataFrame, dict]:
-    """(index, summary) for ``cfg.data_dir``, from ``outputs/index/`` when saved there.
-
-    ``force`` rebuilds it; so does a data directory that changed since: any file
-    added, removed, resized or modified anywhere under it (:func:`tree_stamp`).
-    """
+    """(index, summary) for ``cfg.data_dir``, from ``outputs/index/`` unless ``force`` or a file under
+    it was added, removed, resized or modified since (:func:`tree_stamp`)."""
     data_dir = Path(cfg.data_dir)
     base = Path(cfg.output_dir) / "index" / _slug(data_dir)
     table, meta = base.with_suffix(".csv"), base.with_suffix(".json")
@@ -62,5 +55,3 @@ def cached_index(cfg, force: bool = False) -> tuple[pd.DataFrame, dict]:
     write_text(meta, json.dumps({"stamp": stamp, "summary": summary}, indent=2))
     return df, summary
 
-
-__all__ = ["cached_index", "IndexReport"]

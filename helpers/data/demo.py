@@ -1,13 +1,11 @@
-"""A *generated* IDC-like demo set, in the Kaggle layout
-``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``.
+"""A *generated* IDC-like demo set in the Kaggle layout ``<root>/<patient>/<0|1>/<name>.png``.
 
-Everything here is drawn by numpy: it is not patient data, shows no real tissue, and
-no clinical claim rests on it. It lets notebooks and tests run offline in seconds.
-Per patient, slide-level maps (tissue, tumour regions, fat, fibre direction) are drawn
-on a coarse grid; cells mostly covered by tissue become 50x50 patches, rendered through
-a Beer-Lambert H&E model with per-patient stain. Labels are the tumour *region*, as an
-annotator's outline, so boundary patches are ambiguous; healthy tissue has look-alikes
-(lymphocyte clusters, benign lobules, cellular stroma): "dark and dense" is not enough.
+Drawn by numpy, it is not patient data, shows no real tissue, and no clinical claim rests on it; it
+lets notebooks and tests run offline in seconds. Per patient, slide-level maps (tissue, tumour, fat,
+fibre direction) are drawn on a coarse grid; cells mostly covered by tissue become 50x50 patches,
+rendered through a Beer-Lambert H&E model with per-patient stain. Labels are the tumour *region*, as
+an annotator's outline, so boundary patches are ambiguous; healthy tissue has look-alikes (lymphocyte
+clusters, benign lobules, cellular stroma): "dark and dense" is not enough.
 """
 from __future__ import annotations
 
@@ -225,21 +223,26 @@ def _patient(rng, n_target, tumour_frac, cut, chunk=500, exact=False):
             yield r, c, int(m["label"][r, c]), patch[:h, :w]
 
 
-def _fractions(q):
-    """Tumour share by quantile of patients: many have little tumour, a few are mostly tumour
-    (about 28% positive overall, as in the real set)."""
+def _fractions(rng, n):
+    """Tumour share per patient, stratified by quantile so that small sets vary too: many have little
+    tumour, a few are mostly tumour (about 28% positive overall, as in the real set)."""
+    q = (rng.permutation(n) + rng.random(n)) / n
     return np.interp(q, [0, 0.15, 0.5, 0.8, 0.88, 1.0], [0.0, 0.05, 0.2, 0.45, 0.85, 0.95])
 
 
+def _cut_slides(rng, n):
+    """Which patients' slides end in cut (narrower or shorter) border patches: 30%."""
+    cut = np.zeros(n, bool)
+    cut[rng.permutation(n)[: max(1, round(0.3 * n))]] = True
+    return cut
+
+
 def _plan(n_patients, seed, patches_scale):
-    """Set-level draws (sizes, tumour fractions, cut slides), stratified so that small sets vary too."""
+    """Set-level draws: patches, tumour fraction and cut slides per patient."""
     rng = np.random.default_rng([seed, 999_999])
-    q = (rng.permutation(n_patients) + rng.random(n_patients)) / n_patients
-    frac = _fractions(q)
+    frac = _fractions(rng, n_patients)
     sizes = np.clip(rng.lognormal(np.log(100), 0.9, n_patients), 40, 800) * patches_scale
-    cut = np.zeros(n_patients, bool)
-    cut[rng.permutation(n_patients)[: max(1, round(0.3 * n_patients))]] = True
-    return np.maximum(1, sizes.round()).astype(int), frac, cut
+    return np.maximum(1, sizes.round()).astype(int), frac, _cut_slides(rng, n_patients)
 
 
 def _apportion(total: int, weights, caps) -> np.ndarray:
@@ -258,9 +261,8 @@ def _apportion(total: int, weights, caps) -> np.ndarray:
 
 
 def _plan_exact(n_patients, negatives, positives, seed):
-    """Like ``_plan``, with patch counts that add up to exactly ``negatives`` and ``positives``.
-    Patches per patient spread as in the real set (a long right tail: a few dozen to a few
-    thousand; the median patient about 0.8 of the mean)."""
+    """``_plan`` with counts adding up to exactly ``negatives`` and ``positives``; patches per patient
+    spread as in the real set (a few dozen to a few thousand, the median about 0.8 of the mean)."""
     rng = np.random.default_rng([seed, 888_888])
     total = negatives + positives
     if n_patients < 1 or negatives < 0 or positives < 0 or total < n_patients:
@@ -269,12 +271,9 @@ def _plan_exact(n_patients, negatives, positives, seed):
     sizes = _apportion(total, np.clip(rng.lognormal(0, 0.7, n_patients), 0.06, 4.0), np.full(n_patients, total))
     sizes = np.maximum(sizes, 1)
     sizes[np.argmax(sizes)] -= sizes.sum() - total  # the floor of one patch may have added a few
-    q = (rng.permutation(n_patients) + rng.random(n_patients)) / n_patients
-    frac = _fractions(q)
+    frac = _fractions(rng, n_patients)
     pos = _apportion(positives, sizes * np.where(frac < 0.02, 0, frac) + 1e-9, sizes)  # ~6% without IDC
-    cut = np.zeros(n_patients, bool)
-    cut[rng.permutation(n_patients)[: max(1, round(0.3 * n_patients))]] = True
-    return sizes, pos / sizes, cut
+    return sizes, pos / sizes, _cut_slides(rng, n_patients)
 
 
 def _write_patient(job) -> list[tuple[int, bool]]:
@@ -291,14 +290,12 @@ def _write_patient(job) -> list[tuple[int, bool]]:
 
 def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, counts=None,
               workers: int | None = 1) -> dict:
-    """Write a *generated* IDC-like demo set (not patient data; no clinical claim rests on it) under
-    ``root``; return ``{"root", "patients", "patches", "positives", "negatives", "small_patches", "seed",
-    "generated": True}``. The same arguments give byte-identical files; ``patches_scale`` multiplies
-    every patient's patch count; ``counts=(negatives, positives)`` fixes the set's exact class counts
-    instead (``full_demo``). ``workers`` processes draw patients in parallel (None: one per core);
-    the files do not depend on it. The set is written to a temporary sibling folder, renamed to
-    ``root`` at the end (an interrupted run leaves no half set). A ``root`` holding a set made with
-    the same arguments is returned as is; any other non-empty ``root`` raises ``ValueError``."""
+    """Write a *generated* IDC-like demo set under ``root`` (``io.generated_set``) and return its summary.
+
+    The same arguments give byte-identical files, whatever ``workers`` (processes; None: one per
+    core). ``patches_scale`` multiplies every patient's patch count; ``counts=(negatives, positives)``
+    fixes the set's exact class counts instead (``full_demo``).
+    """
     root = Path(root)
     if n_patients < 1 or patches_scale <= 0:
         raise ValueError(f"n_patients must be >= 1 and patches_scale > 0, not {n_patients}, {patches_scale}")
@@ -313,13 +310,12 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, co
     def write(tmp):
         jobs = [(tmp, int(seed), i, int(sizes[i]), float(fracs[i]), bool(cuts[i]), counts is not None)
                 for i in range(n_patients)]
-        bar = tqdm(total=int(sizes.sum()), desc="demo patches", unit="patch", disable=not progress,
-                   smoothing=0.05)
         done = []
-        for part in process_map(_write_patient, jobs, workers or os.cpu_count() or 1):
-            done += part
-            bar.update(len(part))
-        bar.close()
+        with tqdm(total=int(sizes.sum()), desc="demo patches", unit="patch", disable=not progress,
+                  smoothing=0.05) as bar:
+            for part in process_map(_write_patient, jobs, workers or os.cpu_count() or 1):
+                done += part
+                bar.update(len(part))
         pos, small = np.sum(done, axis=0, dtype=int).tolist() if done else (0, 0)
         summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
                    "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}
@@ -331,7 +327,6 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, co
 
 
 def full_demo(root, seed=0, workers=None, progress=True) -> dict:
-    """The generated set at the real set's size (``FULL``: 277,524 patches of 279 patients, exactly
-    198,738 negative and 78,786 positive), in minutes on 2 cores; the benchmark's data."""
+    """The generated set at the real set's size (``FULL``), in minutes on 2 cores; the benchmark's data."""
     return make_demo(root, n_patients=FULL["patients"], seed=seed, progress=progress,
                      counts=(FULL["negatives"], FULL["positives"]), workers=workers)

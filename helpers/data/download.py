@@ -1,16 +1,10 @@
-"""Getting the full Kaggle set: one call, once.
+"""Getting the full Kaggle set "Breast Histopathology Images" (CC0): one call, once.
 
-The Kaggle set "Breast Histopathology Images" (paultimothymooney, CC0) is public: kagglehub
-downloads it without a Kaggle token (one zip of about 3 GB). ``download_idc()`` fetches it into
-``data/idc/`` of the repository (git-ignored), checks its index against the published counts
-(277,524 unique patches of 279 patients, 78,786 IDC-positive, once the nested
-``IDC_regular_ps50_idx5/`` copy is merged), records that check in ``data/idc/checked.json``
-and returns the data root. A later call finds the record and returns at once, offline too.
-
-kagglehub's cache is pointed at the destination rather than using its ``output_dir``: in the
-cache a broken download resumes where it stopped, while ``output_dir`` refuses a non-empty
-folder (or, forced, empties it). On Colab and Kaggle, kagglehub mounts its own copy instead.
-The ``kaggle`` command line (``method="cli"``) is the other way; it needs a token.
+kagglehub downloads it without a token (one zip of about 3 GB) into ``data/idc/`` (git-ignored); its
+index is checked against the published counts and the check recorded in ``data/idc/checked.json``,
+so that a later call returns at once, offline too. kagglehub's cache is pointed at the destination
+rather than using its ``output_dir``: in the cache a broken download resumes, while ``output_dir``
+refuses a non-empty folder. The ``kaggle`` command line (``method="cli"``) needs a token.
 """
 
 from __future__ import annotations
@@ -52,12 +46,10 @@ def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None 
                  output_dir=None, fetch=None, echo=_stderr) -> Path:
     """The root of the full IDC set (the folder of the patient folders), downloaded on first use.
 
-    ``dest``: where it goes (None: ``data/idc/`` of the repository). A set checked there before
-    is returned without any network access; ``force`` downloads and checks again. ``expected``:
-    the counts the index must show (keys of ``IndexReport``; None: ``EXPECTED``). ``output_dir``: where the index is
-    saved for the notebooks (None: ``outputs/``). ``fetch(dest, force)``: the downloader, returning
-    the folder it filled (None: the one of ``method``). Raises :class:`DownloadError` with one line
-    (offline, no token, a partial set), ValueError for an unknown ``method``.
+    ``dest`` None: ``data/idc/``. A set checked there before is returned without network access;
+    ``force`` downloads and checks again. ``expected``: the counts the index must show (None:
+    ``EXPECTED``); ``output_dir``: where the index is saved (None: ``outputs/``); ``fetch(dest,
+    force)``: the downloader (None: ``method``'s). Raises :class:`DownloadError` with one line.
     """
     if fetch is None:
         if method not in FETCHERS:
@@ -89,8 +81,7 @@ def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None 
 
 
 def checked_root(dest, expected: dict) -> Path | None:
-    """The root recorded in ``dest/checked.json`` if its counts are ``expected`` and it is still
-    there; else None (never checked, another expectation, moved or unreadable: check again)."""
+    """The root recorded in ``dest/checked.json`` if its counts are ``expected`` and it is still there."""
     try:
         record = json.loads((Path(dest) / CHECKED).read_text())
     except (OSError, ValueError):
@@ -102,8 +93,8 @@ def checked_root(dest, expected: dict) -> Path | None:
 
 
 def check_counts(root, expected: dict, output_dir=None) -> dict:
-    """Index ``root`` (saved under ``output_dir/index/``, where the notebooks find it) and compare
-    its counts with ``expected``; raises DownloadError naming the folder and both counts."""
+    """Index ``root`` (saved under ``output_dir/index/`` for the notebooks); DownloadError unless its
+    counts are ``expected``."""
     from .cache import cached_index
 
     cfg = SimpleNamespace(data_dir=Path(root), output_dir=Path(output_dir or ROOT / "outputs"))
@@ -122,8 +113,7 @@ def _counts(counts: dict) -> str:
 
 
 def failure_message(exc: BaseException) -> str:
-    """One line for a failed download: no connection, no permission (a token), a full disk, or
-    the error's own first line; each with what to do."""
+    """One line for a failed download (no connection, no token, a full disk, or the error's own), with what to do."""
     chain, seen = [], exc
     while seen is not None and len(chain) < 10:
         chain.append(seen)
@@ -137,11 +127,13 @@ def failure_message(exc: BaseException) -> str:
                 "in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY (on Colab: as secrets), and run again; "
                 f"or {BY_HAND}")
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
-        return f"the disk is full: the IDC set needs about 3 GB to download and more to unpack; free space, or {BY_HAND}"
+        return ("the disk is full: the IDC set needs about 3 GB to download and more to unpack; "
+                f"free space, or {BY_HAND}")
     offline = {"ConnectionError", "NameResolutionError", "gaierror", "MaxRetryError", "Timeout",
                "ConnectTimeout", "ReadTimeout", "NewConnectionError", "ConnectionRefusedError"}
     if names & offline:
-        return f"could not download the IDC set from Kaggle (no connection to kaggle.com): are you offline? Or {BY_HAND}"
+        return ("could not download the IDC set from Kaggle (no connection to kaggle.com): are you offline? "
+                f"Or {BY_HAND}")
     first = (str(exc).strip().splitlines() or [""])[0][:200]
     return (f"could not download the IDC set from Kaggle ({type(exc).__name__}: {first}); run again to resume, "
             f"or {BY_HAND}")
@@ -193,11 +185,8 @@ def unpack(archive, dest) -> Path:
 
 
 def find_data_root(folder) -> Path:
-    """The folder whose children are patient folders (``<patient>/<0|1>/``).
-
-    The Kaggle zip holds them at its top level and again under
-    ``IDC_regular_ps50_idx5/``; the top level is the root (the index merges both).
-    """
+    """The folder whose children are patient folders (``<patient>/<0|1>/``); of the Kaggle zip's two
+    trees, the top level (the index merges the nested one)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")

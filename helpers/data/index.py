@@ -1,11 +1,8 @@
-"""Read the Kaggle "Breast Histopathology Images" layout into a table.
+"""Read the Kaggle "Breast Histopathology Images" layout,
+``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``, into a table.
 
-Layout: ``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``. The
-archive also nests a second copy of the tree under ``IDC_regular_ps50_idx5/``;
-both trees are read and merged on (patient, x, y, label), so a patch counts once.
-
-Nothing is dropped silently: every file that cannot be used is listed in the
-report with its category.
+The archive nests a second copy of the tree under ``IDC_regular_ps50_idx5/``; both are read and
+merged on (patient, x, y, label). Nothing is dropped silently: the report lists every unused file.
 """
 
 from __future__ import annotations
@@ -20,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
+
+from ..io import atomic_path, file_workers, process_map
 
 NAME = re.compile(r"^(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
 NESTED = "IDC_regular_ps50_idx5"
@@ -62,12 +61,10 @@ class IndexReport:
         out = asdict(self)
         out.pop("skipped_files")
         out["skipped_total"] = sum(self.skipped.values())
-        shown = {}
+        out["skipped_examples"] = {reason: [] for _, reason, _ in self.skipped_files}
         for path, reason, detail in self.skipped_files:
-            shown.setdefault(reason, [])
-            if len(shown[reason]) < examples:
-                shown[reason].append({"path": path, "detail": detail})
-        out["skipped_examples"] = shown
+            if len(out["skipped_examples"][reason]) < examples:
+                out["skipped_examples"][reason].append({"path": path, "detail": detail})
         return out
 
     def to_json(self) -> str:
@@ -75,8 +72,7 @@ class IndexReport:
 
 
 def data_root(root, what: str = "data directory", missing=DataError) -> Path:
-    """``root`` as a Path when it is a folder; else ``missing`` (it is not there) or DataError (not a
-    folder), naming it as ``what``."""
+    """``root`` as a Path when it is a folder; else ``missing`` (absent) or DataError, naming ``what``."""
     root = Path(root).expanduser()
     if not root.exists():
         raise missing(f"{what} {root} does not exist")
@@ -86,8 +82,7 @@ def data_root(root, what: str = "data directory", missing=DataError) -> Path:
 
 
 def skipper(report, reasons: dict):
-    """``skip(path, reason, detail="")``: count a file that is not used in ``report`` (its ``skipped``
-    per reason and ``skipped_files``), with ``reasons[reason]`` when no detail is given."""
+    """``skip(path, reason, detail="")`` counts an unused file in ``report`` (detail: ``reasons[reason]``)."""
 
     def skip(path, reason, detail=""):
         report.skipped[reason] = report.skipped.get(reason, 0) + 1
@@ -97,8 +92,7 @@ def skipper(report, reasons: dict):
 
 
 def _inspect(path: Path, formats=("PNG",)):
-    """(width, height, digest, None) for a usable image in one of ``formats`` (PIL's names), else
-    (None, None, None, (reason, detail))."""
+    """(width, height, digest, None) for a usable image in ``formats``, else (None, None, None, (reason, detail))."""
     try:
         if path.stat().st_size == 0:
             return None, None, None, ("empty_file", "0 bytes")
@@ -110,8 +104,8 @@ def _inspect(path: Path, formats=("PNG",)):
             im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))  # JPEG: at 1/8 scale, every byte read
             im.load()  # full decode: catches truncated files, which open() alone does not
         if im.format == "PNG":
-            # PIL decodes a PNG with no IEND chunk, or a chunk whose checksum is wrong, which
-            # TensorFlow's decoder (training) refuses: verify checks every chunk's CRC and the end
+            # PIL decodes a PNG with no IEND chunk or a wrong chunk checksum, which TensorFlow's
+            # decoder refuses: verify checks every chunk's CRC and the end
             with Image.open(io.BytesIO(data)) as again:
                 again.verify()
     except Exception as exc:  # PIL raises many types for bad files
@@ -120,8 +114,8 @@ def _inspect(path: Path, formats=("PNG",)):
 
 
 def walk(root):
-    """``os.walk`` in sorted order that follows linked folders (a patient folder linked in from
-    elsewhere is data too) and walks each real folder once (a link back up the tree ends there)."""
+    """``os.walk`` in sorted order, following linked folders (a patient folder linked in is data too)
+    and walking each real folder once (a link back up the tree ends there)."""
     seen = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -131,6 +125,10 @@ def walk(root):
         seen.add(real)
         dirnames.sort()
         yield dirpath, dirnames, filenames
+
+
+# What a data folder may hold beside its patients: what it is, its licence, its checksums.
+DOCUMENTS = ("GENERATED.txt", "generated.json", "README.md", "LICENSE", "SHA256SUMS", "manifest.json")
 
 
 def _candidates(root: Path):
@@ -151,33 +149,16 @@ def _candidates(root: Path):
                 yield path, rel[0], int(rel[1]), None
 
 
-# What a data folder may hold beside its patients: what it is, its licence, its checksums.
-DOCUMENTS = ("GENERATED.txt", "generated.json", "README.md", "LICENSE", "SHA256SUMS", "manifest.json")
-
-
-def _patient_dirs(root: Path):
-    for base in (root, root / NESTED):
-        if base.is_dir():
-            for d in sorted(base.iterdir()):
-                if d.is_dir() and d.name != NESTED:
-                    yield d
-
 
 def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexReport]:
-    """Index every patch under ``root``.
-
-    Returns the table (columns ``COLUMNS``, one row per unique patch, sorted by
-    patient, y, x) and an :class:`IndexReport` that counts what was merged or
-    skipped. Raises :class:`DataError` if ``root`` is missing, not a folder, or
-    holds no usable patch.
-    """
+    """Index every patch under ``root``: the table (``COLUMNS``, one row per unique patch, sorted by
+    patient, y, x) and an :class:`IndexReport`. Raises :class:`DataError` if ``root`` is missing, not a
+    folder, or holds no usable patch."""
     root = data_root(root)
-
     report = IndexReport(root=str(root))
-    report.empty_patient_folders = [
-        str(d) for d in _patient_dirs(root) if not any(p.is_file() for p in d.rglob("*"))
-    ]
-
+    patient_dirs = [d for base in (root, root / NESTED) if base.is_dir() for d in sorted(base.iterdir())
+                    if d.is_dir() and d.name != NESTED]
+    report.empty_patient_folders = [str(d) for d in patient_dirs if not any(p.is_file() for p in d.rglob("*"))]
     skip = skipper(report, SKIP_REASONS)
 
     named = []
@@ -201,13 +182,10 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
     if report.files_seen == 0:
         raise DataError(f"data directory {root} holds no files")
 
-    paths = [p for p, _ in named]
-    from ..io import file_workers, process_map
-
-    workers = workers or file_workers()
     # PNG decoding holds the GIL, so threads do not help; processes do. process_map decodes
     # here once TensorFlow is up (a fork can deadlock): index before importing TensorFlow.
-    inspected = list(process_map(_inspect, paths, workers if len(paths) > 4000 else 1, chunksize=512))
+    workers = (workers or file_workers()) if len(named) > 4000 else 1
+    inspected = list(process_map(_inspect, [p for p, _ in named], workers, chunksize=512))
 
     rows, digests = [], []
     for (path, match), (width, height, digest, problem) in zip(named, inspected):
@@ -225,11 +203,9 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
     df = df.sort_values(["nested", "path"], kind="stable")
     key = ["patient", "x", "y", "label"]
     dup = df.duplicated(key, keep="first")
-    first_digest = df.drop_duplicates(key).set_index(key)["digest"]
-    later = df[dup]
-    same = later.set_index(key).index.map(first_digest).to_numpy() == later["digest"].to_numpy()
-    report.duplicates_merged = int(same.sum())
-    for path in later.loc[~same, "path"]:
+    same = df["digest"] == df.groupby(key, sort=False)["digest"].transform("first")
+    report.duplicates_merged = int((dup & same).sum())
+    for path in df.loc[dup & ~same, "path"]:
         skip(path, "conflicting_duplicate")
 
     df = df[~dup].drop(columns=["digest", "nested"])
@@ -253,8 +229,6 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexRe
 
 def save_index(df: pd.DataFrame, path) -> Path:
     """Write the index as CSV atomically (patient ids stay strings)."""
-    from ..io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)

@@ -1,12 +1,10 @@
-"""Rebuild a patient's tissue from the patch coordinates in the file names.
-
-Each patch name carries the x, y of its top-left corner in the whole-slide
-image, so the patches of one patient tile back into the slide (minus the
-background the archive left out). With predictions, the same grid becomes a
-probability heatmap.
-"""
+"""Rebuild a patient's tissue from the patch coordinates in the file names (the x, y of each patch's
+top-left corner in the slide), and with predictions, a probability heatmap on the same grid."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,11 +31,8 @@ def value_map(df: pd.DataFrame, values, step: int = PATCH) -> np.ndarray:
 
 
 def tissue_mosaic(df: pd.DataFrame, cell: int = PATCH, background: int = 255) -> np.ndarray:
-    """The patient's patches tiled into one RGB image, each patch shrunk to ``cell`` pixels.
-
-    Border patches keep their real size (scaled), the rest of their cell stays
-    background, as on the slide.
-    """
+    """The patient's patches tiled into one RGB image, each shrunk to ``cell`` pixels; a border patch
+    keeps its real size (scaled) and the rest of its cell stays background, as on the slide."""
     from PIL import Image
 
     rows, cols, (n_rows, n_cols) = grid_positions(df)
@@ -52,19 +47,14 @@ def tissue_mosaic(df: pd.DataFrame, cell: int = PATCH, background: int = 255) ->
 
 
 def patient_maps(df: pd.DataFrame, proba=None, cell: int | None = None) -> dict:
-    """One patient's tissue mosaic, annotation grid and (with ``proba``) probability grid.
-
-    ``proba`` gives the model's IDC probability per row of ``df`` (a column name of
-    ``df`` or an array). Grids hold one value per patch position, NaN where the
-    archive has no patch; the mosaic shrinks each patch to ``cell`` pixels (None:
-    full size for small slides, 20 pixels from 400 patches on, to stay readable).
-    """
+    """One patient's tissue mosaic, annotation grid and (with ``proba``, a column name or an array per
+    row) probability grid; ``cell`` None: full size for small slides, 20 pixels from 400 patches on."""
     if df.empty:
         raise ValueError("no patches: cannot rebuild a slide from an empty index")
     if isinstance(proba, str):
         proba = df[proba]
-    maps = {"patient": str(df["patient"].iloc[0]), "patches": len(df),
-            "mosaic": tissue_mosaic(df, cell=cell or (PATCH if len(df) < 400 else 20)), "labels": value_map(df, df["label"])}
+    maps = {"patient": str(df["patient"].iloc[0]), "patches": len(df), "labels": value_map(df, df["label"]),
+            "mosaic": tissue_mosaic(df, cell=cell or (PATCH if len(df) < 400 else 20))}
     if proba is not None:
         proba = np.asarray(proba, dtype=float)
         if len(proba) != len(df):
@@ -74,12 +64,8 @@ def patient_maps(df: pd.DataFrame, proba=None, cell: int | None = None) -> dict:
 
 
 def complete_patients(data_dir) -> list[str]:
-    """The patients whose every patch a data folder holds, as its ``manifest.json`` lists them
-    (the shipped sample: 10253 and 10254; a slide map of the others is a few scattered patches).
-    A folder without a manifest is taken as complete: [] means no patient needs holding out."""
-    import json
-    from pathlib import Path
-
+    """The patients whose every patch a data folder holds, as its ``manifest.json`` lists them (the
+    shipped sample: 10253 and 10254); without a manifest the folder is complete: []."""
     manifest = Path(data_dir) / "manifest.json"
     if not manifest.is_file():
         return []

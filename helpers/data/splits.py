@@ -1,9 +1,6 @@
-"""Train / validation / test splits by patient, never by patch.
-
-Patches of one patient are near-duplicates (neighbouring tiles of one slide), so
-a patch-level split lets the model see the test patients during training and
-inflates every metric. Each function here returns the index with a ``split``
-column; a patient's patches always share one value.
+"""Train / validation / test splits by patient, never by patch: patches of one patient are
+near-duplicates (neighbouring tiles of one slide), so a patch split shows the model its test patients
+and inflates every metric. Each function returns the index with a ``split`` column.
 """
 
 from __future__ import annotations
@@ -17,15 +14,23 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 SPLITS = ("train", "val", "test")
 
 
+def _check_fractions(val, test, what, zero_allowed):
+    """Raise ValueError unless each fraction is in [0, 1) (``zero_allowed``) or (0, 1) and they leave
+    some ``what`` for training."""
+    for name, frac in (("val", val), ("test", test)):
+        if not (0 <= frac < 1 if zero_allowed else 0 < frac < 1):
+            raise ValueError(f"{name} fraction must be in {'[' if zero_allowed else '('}0, 1), got {frac}")
+    if val + test >= 1:
+        raise ValueError(f"val + test must leave {what} for training, got {val} + {test}")
+
+
 def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
                      seed: int = 0, hold_out=()) -> pd.DataFrame:
-    """Assign whole patients to train/val/test, keeping each split's share of
-    IDC-positive patches near the whole set's.
+    """Assign whole patients to train/val/test, each split's IDC share near the whole set's.
 
-    ``StratifiedGroupKFold`` does the balancing: the test split is one of
-    ``round(1/test)`` folds, the validation split one fold of the rest, so the
-    fractions are met to the nearest fold. ``hold_out`` patients go to test on top
-    of that (e.g. the complete slides a slide map needs); the others split as usual.
+    ``StratifiedGroupKFold`` balances: test is one of ``round(1/test)`` folds, validation one fold of
+    the rest (the fractions are met to the nearest fold). ``hold_out`` patients go to test on top of
+    that (e.g. the complete slides a slide map needs).
     """
     hold_out = [str(p) for p in hold_out]
     if hold_out:
@@ -35,11 +40,7 @@ def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
         held = df["patient"].isin(hold_out)
         rest = split_by_patient(df[~held], val=val, test=test, seed=seed)
         return pd.concat([rest, df[held].assign(split="test")]).loc[df.index]
-    for name, frac in (("val", val), ("test", test)):
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
-    if val + test >= 1:
-        raise ValueError(f"val + test must leave patients for training, got {val} + {test}")
+    _check_fractions(val, test, "patients", zero_allowed=True)
     patients = df["patient"].nunique()
     if patients < 3 and (val and test):
         raise ValueError(f"a three-way split by patient needs at least 3 patients, got {patients}")
@@ -62,11 +63,7 @@ def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
 def split_by_patch(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0) -> pd.DataFrame:
     """The leaky split the seed projects used: patches drawn at random (stratified by label),
     so most patients have patches on every side. Only for measuring how much it flatters."""
-    for name, frac in (("val", val), ("test", test)):
-        if not 0 < frac < 1:
-            raise ValueError(f"{name} fraction must be in (0, 1), got {frac}")
-    if val + test >= 1:
-        raise ValueError(f"val + test must leave patches for training, got {val} + {test}")
+    _check_fractions(val, test, "patches", zero_allowed=False)
     out = df.copy()
     out["split"] = "train"
     rest, held = train_test_split(out.index, test_size=test, stratify=out["label"], random_state=seed)
@@ -92,11 +89,8 @@ def read_patient_list(path) -> list[str]:
 
 
 def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]:
-    """Assign splits from patient-id list files, e.g. ``{"train": "cases_train.txt", ...}``.
-
-    Returns the index (patients on no list are dropped) and a report: patients of
-    each list that the index lacks, and index patients that no list names.
-    """
+    """Assign splits from patient-id list files, e.g. ``{"train": "cases_train.txt", ...}``: the index
+    (patients on no list dropped) and a report of list patients missing and index patients on no list."""
     owner = {}
     for name, path in lists.items():
         for pid in read_patient_list(path):
@@ -115,12 +109,9 @@ def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]
 
 def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = False,
            seed: int = 0) -> pd.DataFrame:
-    """Draw a subset of patches within each split, so no patient changes side.
-
-    ``max_patches`` caps the total (shared among splits in proportion to their
-    size); ``balanced`` draws equal numbers of IDC-negative and positive patches
-    per split (the seed projects trained on ~5,500 such patches).
-    """
+    """A subset of patches within each split (no patient changes side): ``max_patches`` caps the total,
+    shared in proportion to the splits' sizes; ``balanced`` draws as many IDC-negative as positive
+    patches per split (the seed projects trained on ~5,500 such patches)."""
     if max_patches is not None and max_patches < 2:
         raise ValueError(f"max_patches must be at least 2, got {max_patches}")
     rng = np.random.default_rng(seed)
@@ -132,28 +123,24 @@ def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = Fa
         if balanced:
             counts = part["label"].value_counts()
             per_class = min(cap // 2, counts.get(0, 0), counts.get(1, 0))
-            take = [_pick(part[part["label"] == c], per_class, rng) for c in (0, 1)]
-            parts.append(pd.concat(take))
+            parts += [_pick(part[part["label"] == c], per_class, rng) for c in (0, 1)]
         else:
             parts.append(_pick(part, cap, rng))
     return pd.concat(parts).sort_index()
 
 
 def _pick(part: pd.DataFrame, n: int, rng) -> pd.DataFrame:
-    if n >= len(part):
-        return part
-    return part.iloc[np.sort(rng.choice(len(part), size=n, replace=False))]
+    return part if n >= len(part) else part.iloc[np.sort(rng.choice(len(part), size=n, replace=False))]
 
 
 SUBSETS = ("patches", "patients")
 
 
 def training_subset(patients, share: float, by: str = "patches", seed: int = 0) -> np.ndarray:
-    """The sorted positions of a training split's patches to keep, ``share`` of them, for a
-    learning curve: ``by="patches"`` keeps every patient and ``share`` of each one's patches
-    (what the full set adds to the sample: more patches per patient), ``by="patients"`` keeps
-    ``share`` of the patients with all their patches. At least one patch per kept patient and
-    one patient are kept. For one ``seed`` a smaller share keeps a subset of a larger one's."""
+    """The sorted positions of ``share`` of a training split's patches, for a learning curve:
+    ``by="patches"`` keeps every patient and ``share`` of each one's patches (at least one),
+    ``by="patients"`` ``share`` of the patients (at least one) with all their patches. For one
+    ``seed`` a smaller share keeps a subset of a larger one's."""
     patients = np.asarray(patients)
     if not 0 < share <= 1:
         raise ValueError(f"the training share must be in (0, 1], got {share}")
@@ -183,10 +170,8 @@ def describe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_counts(df: pd.DataFrame) -> dict:
-    """``{split: {"patients", "patches", "positives", "positive_share"}}`` (``splits.describe``):
-    what model.json records of the patches a model learnt from and was scored on."""
-    return {name: {"patients": int(row["patients"]), "patches": int(row["patches"]),
-                   "positives": int(row["positives"]), "positive_share": float(row["positive_share"])}
+    """``describe`` as ``{split: {"patients", "patches", "positives", "positive_share"}}``, for model.json."""
+    return {name: {k: int(v) if k != "positive_share" else float(v) for k, v in row.items()}
             for name, row in describe(df).iterrows()}
 
 
@@ -213,23 +198,21 @@ def check_cap(cap) -> None:
 
 def check_classes(df: pd.DataFrame, note: str = "") -> list[str]:
     """Raise ValueError naming the split if training or validation is empty or holds one class only
-    (a model cannot learn, or be chosen, from one class: validation ROC-AUC is undefined); return a
-    warning line for a test split that holds one class only (its F1 or balanced accuracy is
-    undefined), so that a caller can print it."""
+    (nothing to learn from, validation ROC-AUC undefined); return a warning line to print for a test
+    split of one class (its F1 and balanced accuracy are undefined)."""
     where = f" ({note})" if note else ""
-    for name in ("train", "val"):
+    for name in SPLITS:
         labels = df.loc[df["split"] == name, "label"]
-        if labels.empty:
+        if labels.empty and name != "test":
             raise ValueError(f"the {name} split is empty{where}; check the data or the lists")
-        if labels.nunique() < 2:
+        if len(labels) and labels.nunique() < 2:
             only = "IDC-positive" if labels.iloc[0] == 1 else "IDC-negative"
+            if name == "test":
+                return [f"warning: the test split holds only {only} patches{where}: its F1, balanced "
+                        "accuracy and ROC-AUC are undefined"]
             patients = df.loc[labels.index, "patient"].nunique()
             raise ValueError(f"the {name} split holds only {only} patches ({len(labels)} from {patients} "
                              f"patient(s)){where}: it needs both classes; use more patients or other lists")
-    test = df.loc[df["split"] == "test", "label"]
-    if len(test) and test.nunique() < 2:
-        return [f"warning: the test split holds only {'IDC-positive' if test.iloc[0] == 1 else 'IDC-negative'} "
-                f"patches{where}: its F1, balanced accuracy and ROC-AUC are undefined"]
     return []
 
 

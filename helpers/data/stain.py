@@ -1,21 +1,11 @@
-"""Stain normalisation of H&E patches (Reinhard 2001, Macenko 2009), through ``torchstain``'s
-numpy backend, fitted on the training split and applied to every patch.
+"""Stain normalisation of H&E patches (Reinhard 2001, Macenko 2009) through ``torchstain``'s numpy
+backend, batched: each patch's colour statistics are mapped onto a *target* fitted on a mosaic of
+training patches only (validation or test ones would leak their colours into the preprocessing).
 
-Slides from different labs, scanners and days differ in colour. A normaliser maps every
-patch's colour statistics onto one *target*: here a mosaic of training patches (never
-validation or test ones, which would leak their colours into the preprocessing).
-
-* Reinhard: per patch, the mean and standard deviation of each LAB channel become the
-  target's (torchstain's colour conversions, batched here over many patches at once).
-* Macenko: per patch, the two stain directions (haematoxylin, eosin) are estimated in
-  optical density, the concentrations are solved for, scaled to the target's 99th
-  percentile, and re-coloured with the target's stain matrix. The per-patch estimate needs
-  stained pixels: a near-white background patch has too few, and torchstain fails on it
-  (``LinAlgError``). Such patches keep their original colours and are counted.
-
-The fitted target is a handful of numbers (``Normalizer.target``, JSON-ready), saved in a
-model's ``model.json``, so evaluation re-creates the normaliser without the training data.
-Both batched transforms reproduce torchstain's per-patch ``normalize`` (tested).
+Macenko estimates each patch's two stain directions from its stained pixels: a near-white patch has
+too few (torchstain fails on it), so it keeps its colours and is counted. The target is a handful of
+JSON numbers saved in ``model.json``, so evaluation re-creates the normaliser without the training
+data. Both batched transforms reproduce torchstain's per-patch ``normalize`` (tested).
 """
 
 from __future__ import annotations
@@ -35,14 +25,6 @@ IO, ALPHA, BETA = 240, 1, 0.15
 # patches of idc-sample: 11 have none, 108 fewer than 10 of 2,500, 604 fewer than 50.
 MIN_TISSUE = 0.01
 MOSAIC = 256  # training patches (a 16 x 16 mosaic) the target is fitted on
-
-
-def _torchstain(method):
-    import torchstain
-
-    if method == "reinhard":
-        return torchstain.normalizers.ReinhardNormalizer(backend="numpy")
-    return torchstain.normalizers.MacenkoNormalizer(backend="numpy")
 
 
 def _check_method(method):
@@ -67,12 +49,14 @@ def mosaic(images, n: int = MOSAIC, seed: int = 0) -> np.ndarray:
 def fit_target(images, method: str, n: int = MOSAIC, seed: int = 0) -> dict:
     """The target of ``method`` fitted (by torchstain) on a mosaic of ``n`` of ``images``:
     JSON numbers, e.g. ``{"method": "reinhard", "means": [...], "stds": [...]}``."""
+    import torchstain
+
     _check_method(method)
-    target = mosaic(images, n, seed)
-    norm = _torchstain(method)
+    kinds = torchstain.normalizers
+    norm = (kinds.ReinhardNormalizer if method == "reinhard" else kinds.MacenkoNormalizer)(backend="numpy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        norm.fit(target)
+        norm.fit(mosaic(images, n, seed))
     out = {"method": method, "fit_patches": int(min(n, len(images))), "seed": int(seed)}
     if method == "reinhard":
         return {**out, "means": _floats(norm.target_means), "stds": _floats(norm.target_stds)}
@@ -92,11 +76,8 @@ class Normalized:
 
 
 class Normalizer:
-    """Re-created from a target (``fit_target``'s dict): ``normalizer(images)`` -> uint8 images.
-
-    ``normalize`` returns the images with the count of patches that fell back to their
-    original colours and the time it took.
-    """
+    """Re-created from a target (``fit_target``'s dict): ``normalizer(images)`` -> uint8 images;
+    ``normalize`` also counts the patches that kept their colours, and times it."""
 
     def __init__(self, target: dict, min_tissue: float = MIN_TISSUE, batch: int = 512):
         _check_method(target.get("method"))
@@ -163,8 +144,9 @@ class Normalizer:
         plane = eigvecs[:, :, 1:3]  # (n, 3, 2): the two largest
         proj = od @ plane
         phi = np.where(tissue, np.arctan2(proj[..., 1], proj[..., 0]), np.nan)
-        lo = _row_percentile(phi, count, alpha)
-        hi = _row_percentile(phi, count, 100 - alpha)
+        with warnings.catch_warnings():  # a patch without tissue: an all-NaN row, replaced below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanpercentile(phi, [alpha, 100 - alpha], axis=1)
         v_min = (plane @ np.stack([np.cos(lo), np.sin(lo)], 1)[..., None])[..., 0]
         v_max = (plane @ np.stack([np.cos(hi), np.sin(hi)], 1)[..., None])[..., 0]
         # haematoxylin first (torchstain's heuristic: the larger red component)
@@ -180,17 +162,6 @@ class Normalizer:
         failed |= ~np.isfinite(out).all(axis=(1, 2))
         out = np.where(np.isfinite(out), out, 0)
         return out.transpose(0, 2, 1).reshape(images.shape).astype(np.uint8), failed
-
-
-def _row_percentile(values, counts, q):
-    """numpy's linear-interpolation percentile of each row's finite values (NaN elsewhere)."""
-    ordered = np.sort(values, axis=1)  # NaN last
-    pos = (np.maximum(counts, 1) - 1) * q / 100.0
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, np.maximum(counts - 1, 0))
-    rows = np.arange(len(values))
-    a, b = ordered[rows, lo], ordered[rows, hi]
-    return a + (b - a) * (pos - lo)
 
 
 def normalize(images, target: dict | None) -> Normalized:

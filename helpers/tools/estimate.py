@@ -588,8 +588,8 @@ PLACEHOLDER_REPO = "https://github.com/<owner>/<repo>"
 # the editable install's own hook only takes effect after a restart). Elsewhere the test is False.
 # The first code cell of every notebook; {repo} is a placeholder there until a user sets it.
 COLAB_SETUP_CELL = """\
-if "google.colab" in str(get_ipython()):  # Colab: clone this repository (or your fork) once and install it
-    !test -d /content/idc || (git clone -q --depth 1 {repo} /content/idc && pip -q install -e /content/idc)
+if "google.colab" in str(get_ipython()):  # Colab: clone this repository (or your fork) once, and work in it
+    !test -d /content/idc || git clone -q --depth 1 {repo} /content/idc
     %cd /content/idc"""
 
 
@@ -657,9 +657,9 @@ every link is `https://colab.research.google.com/github/<owner>/<repo>/blob/{bra
 ## Run it on a T4
 
 1. *Runtime → Change runtime type → T4 GPU*.
-2. Run the setup cell, the first code cell: on Colab it clones the repository into `/content/idc`
-   and installs its package (Colab's own TensorFlow stays); elsewhere it does nothing. For a fork,
-   put its URL in it:
+2. Run the first code cell: on Colab it clones the repository into `/content/idc` and works there;
+   elsewhere it does nothing. The next cell's `notebook.setup()` installs the requirements Colab lacks
+   (keras-tuner, scikit-plot, torchstain; Colab's own TensorFlow stays). For a fork, put its URL in the first cell:
    ```python
 {textwrap.indent(COLAB_SETUP_CELL.format(repo=f"https://github.com/{owner}/{name}"), "   ")}
    ```

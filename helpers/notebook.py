@@ -1,13 +1,17 @@
-"""What every notebook does first and last: quiet setup, figures, the seed."""
+"""What every notebook does first and last: quiet setup (on Colab, the missing requirements), figures, the seed."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import subprocess
 import sys
+import tomllib
 import warnings
 from pathlib import Path
 
+from .config import ROOT
 from .io import atomic_path
 
 
@@ -17,7 +21,9 @@ def setup(seed: int | None = None, tensorflow: bool = False) -> None:
     Call before anything imports TensorFlow: its C++ log level is read once.
     ``tensorflow=True`` imports it here, quietly (model notebooks); data
     notebooks leave it out, and index faster without it (see ``index``).
+    On Colab it first installs the requirements Colab lacks (see ``install_on_colab``).
     """
+    install_on_colab()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -38,6 +44,39 @@ def setup(seed: int | None = None, tensorflow: bool = False) -> None:
         hardware.setup()  # mixed precision and XLA on a GPU; IDC_MIXED_PRECISION / IDC_XLA override
     if seed is not None:
         seed_everything(seed)
+
+
+def install_on_colab() -> list[str]:
+    """On Colab, pip-install the requirements of pyproject.toml that are not installed; return them.
+
+    The Colab cell only clones the repository: Colab has TensorFlow, Keras, pandas and most of the
+    rest, and a full ``pip install -e`` could replace its builds by other versions. So only what is
+    missing (keras-tuner, scikit-plot, torchstain, ...) is installed, once a session. Elsewhere nothing.
+    """
+    if "google.colab" not in sys.modules:
+        return []
+    missing = missing_requirements()
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+        import importlib
+
+        importlib.invalidate_caches()  # the running kernel finds the new packages without a restart
+    return missing
+
+
+def missing_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """The project's dependencies (as written, with their versions) of which no version is installed."""
+    from importlib import metadata
+
+    requirements = tomllib.loads(Path(pyproject).read_text())["project"]["dependencies"]
+    missing = []
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement).group()
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(requirement)
+    return missing
 
 
 def import_tensorflow_quietly() -> None:

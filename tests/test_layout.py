@@ -16,6 +16,7 @@ LEVELS = {
     "helpers": 0,  # the package itself (helpers/__init__.py)
     "helpers.config": 0, "helpers.io": 0, "helpers.runs": 0, "helpers.hardware": 0, "helpers.notebook": 0,  # foundation
     "helpers.data": 1,  # index, cache, demo, download, source, splits, pipeline, augment, stain, slides
+    "helpers.lesson": 1,  # a notebook's settings from its parameters cell (needs helpers.data.source)
     "helpers.models": 2, "helpers.train": 2, "helpers.evaluate": 2, "helpers.results": 2,  # core
     "helpers.cam": 2, "helpers.plots": 2, "helpers.reference": 2,
     "helpers.studies": 3,  # experiment, study, tuning, compare, leak

@@ -1,11 +1,16 @@
-"""Every notebook of the series, executed by papermill with the smoke profile."""
+"""Every notebook of the series, executed by papermill with the smoke profile; and the calls their first cells make."""
+
+import sys
+import types
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import lesson, notebook
 from helpers.tools import run_all
-from helpers.config import ROOT, SAMPLE_DIR
+from helpers.config import PROFILES, ROOT, SAMPLE_DIR
 from helpers.tools.estimate import COLAB_SETUP_CELL
 
 THYROID = ("16_", "17_")
@@ -103,3 +108,28 @@ def test_notebooks_are_committed_without_outputs():
         setup = [c.source for c in nb.cells if "google.colab" in c.source]
         assert setup == [COLAB_SETUP_CELL.format(repo="https://github.com/<owner>/<repo>")], \
             f"{path.name}: not the one Colab setup cell"
+
+
+def test_start_gives_the_profiles_settings_with_the_parameters_given(tmp_path, capsys):
+    cfg = lesson.start("cpu", SAMPLE_DIR, tmp_path, 7, epochs=3, sample_size=500, weights="scratch")
+    assert (cfg.profile, cfg.data_dir, cfg.output_dir, cfg.seed) == ("cpu", SAMPLE_DIR, tmp_path, 7)
+    assert (cfg.epochs, cfg.sample_size, cfg.weights) == (3, 500, None)  # given: they win ("scratch": no weights)
+    assert cfg.batch_size == PROFILES["cpu"]["batch_size"] and cfg.seeds == PROFILES["cpu"]["seeds"]  # left: the profile's
+    assert "real data: idc-sample" in capsys.readouterr().out, "the settings are printed, naming their data"
+    drawn = np.random.random()
+    lesson.start("cpu", SAMPLE_DIR, tmp_path, 7)
+    assert np.random.random() == drawn, "the run is seeded from SEED"
+    assert lesson.start("full", SAMPLE_DIR, tmp_path).weights == PROFILES["full"]["weights"]
+
+
+def test_setup_installs_on_colab_only_the_requirements_missing(tmp_path, monkeypatch):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\ndependencies = ["pandas>=2.1", "no-such-package-here>=1.0"]\n')
+    assert notebook.missing_requirements(pyproject) == ["no-such-package-here>=1.0"]
+    calls = []
+    monkeypatch.setattr(notebook.subprocess, "run", lambda command, check: calls.append(command))
+    monkeypatch.setattr(notebook, "missing_requirements", lambda: ["no-such-package-here>=1.0"])
+    assert notebook.install_on_colab() == [] and not calls, "elsewhere than on Colab nothing is installed"
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert notebook.install_on_colab() == ["no-such-package-here>=1.0"]
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", "no-such-package-here>=1.0"]]

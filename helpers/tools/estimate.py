@@ -478,8 +478,8 @@ PLACEHOLDER_REPO = "https://github.com/<owner>/<repo>"
 # through the working directory makes ``import helpers`` work at once (the editable install's own
 # hook only takes effect after a restart). Elsewhere the test is False.
 COLAB_SETUP_CELL = """\
-if "google.colab" in str(get_ipython()):  # Colab: clone this repository (or your fork) once and install it
-    !test -d /content/idc || (git clone -q --depth 1 {repo} /content/idc && pip -q install -e /content/idc)
+if "google.colab" in str(get_ipython()):  # Colab: clone this repository (or your fork) once, and work in it
+    !test -d /content/idc || git clone -q --depth 1 {repo} /content/idc
     %cd /content/idc"""
 
 

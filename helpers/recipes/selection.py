@@ -1,0 +1,121 @@
+"""Choosing a recipe on patients that are never reported on.
+
+Choosing ingredients by their mean difference on the folds that are then reported flatters the
+winner: its gain was picked because it was high on those very patients. Here the patients are
+split once, before any choice, into a *development* set and a *lockbox* (``LOCKBOX_SHARE`` of
+them, chosen by their IDs alone, always the same for a data set). Every choice (ingredients, epochs, threshold)
+is made by cross-validation inside the development set; the lockbox is scored once, at the end,
+by the recipes already chosen.
+
+A verdict needs a margin larger than its noise: an ingredient is kept when the one-sided lower
+confidence bound of its paired difference (one difference per fold and seed) is above zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LOCKBOX_SHARE = 0.2
+LOCKBOX_SEED = 2026  # fixed: every session holds out the same patients of a data set
+CONFIDENCE = 0.95  # one-sided: the lower bound of the paired difference's mean
+
+
+def lockbox(df: pd.DataFrame, share: float = LOCKBOX_SHARE, seed: int = LOCKBOX_SEED) -> pd.Series:
+    """True for the rows of the lockbox patients: those whose ID hashes below ``share`` (about that
+    share of them). Membership depends on a patient's ID alone, never on a label or on the other
+    patients: no change of a label moves a patient in or out, nor does adding patients."""
+    if not 0 < share <= 0.5:
+        raise ValueError(f"the lockbox share must be in (0, 0.5], got {share}")
+    patients = df["patient"].astype(str)
+    if patients.nunique() < 10:
+        raise ValueError(f"a lockbox needs at least 10 patients; the data has {patients.nunique()}")
+    held = {p for p in patients.unique()
+            if int(hashlib.sha1(f"{seed}:{p}".encode()).hexdigest(), 16) / 16**40 < share}
+    return patients.isin(held).rename("lockbox")
+
+
+def development(df: pd.DataFrame, share: float = LOCKBOX_SHARE, seed: int = LOCKBOX_SEED) -> pd.DataFrame:
+    """The rows of ``df`` outside the lockbox: the only ones a choice may see."""
+    return df[~lockbox(df, share, seed)]
+
+
+@dataclass
+class Verdict:
+    candidate: str
+    metric: str
+    mean: float  # mean paired difference, candidate minus reference
+    sd: float
+    n: int  # paired differences: folds x seeds
+    lower: float  # one-sided lower confidence bound of the mean
+    keep: bool
+
+
+def verdict(candidate: str, differences: pd.Series, metric: str, confidence: float = CONFIDENCE,
+            min_seeds: int = 2) -> Verdict:
+    """Keep ``candidate`` when the lower confidence bound (Student's t) of the mean of its paired
+    differences is above zero, measured over at least ``min_seeds`` seeds (``differences`` as
+    ``paired_differences`` gives them: indexed by seed and fold)."""
+    d = differences.dropna()
+    n = len(d)
+    seeds = d.index.get_level_values("seed").nunique() if n else 0
+    if n < 2:
+        return Verdict(candidate, metric, float(d.mean()) if n else np.nan, np.nan, n, np.nan, False)
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    lower = mean - stats.t.ppf(confidence, n - 1) * sd / np.sqrt(n)
+    return Verdict(candidate, metric, mean, sd, n, float(lower), bool(seeds >= min_seeds and lower > 0))
+
+
+def paired_differences(candidate: pd.DataFrame, reference: pd.DataFrame, metric: str) -> pd.Series:
+    """Per (seed, fold): the candidate's ``metric`` minus the reference's, on the same patients."""
+    keys = ["seed", "fold"]
+    both = candidate[keys + [metric]].merge(reference[keys + [metric]], on=keys, suffixes=("", "_ref"))
+    if both.empty:
+        raise ValueError("the candidate and the reference share no (seed, fold): they were not scored alike")
+    return (both[metric] - both[f"{metric}_ref"]).set_axis(pd.MultiIndex.from_frame(both[keys]))
+
+
+def forward_selection(base: str, ingredients, score, metric: str = "roc_auc",
+                      confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Add ingredients to ``base`` one at a time while one helps by a margin.
+
+    ``score(recipe_name)`` returns per-(seed, fold) scores on development patients only. Each
+    round tries every remaining ingredient on top of the current recipe and keeps the one with
+    the highest lower bound, if that bound is above zero. Returns one row per candidate tried:
+    round, candidate, the verdict's numbers and whether it was chosen.
+    """
+    current, remaining, rows = base, list(ingredients), []
+    reference = score(current)
+    for round_ in range(1, len(remaining) + 1):
+        tried = []
+        for ingredient in remaining:
+            name = f"{current}+{ingredient}"
+            scores = score(name)
+            tried.append((verdict(name, paired_differences(scores, reference, metric), metric, confidence),
+                          ingredient, scores))
+        best, ingredient, scores = max(tried, key=lambda t: -np.inf if np.isnan(t[0].lower) else t[0].lower)
+        rows += [{"round": round_, "reference": current, **vars(v), "chosen": v is best and v.keep}
+                 for v, _, _ in tried]
+        if not best.keep:
+            break
+        current, reference = best.candidate, scores
+        remaining.remove(ingredient)
+    return pd.DataFrame(rows)
+
+
+def select(df: pd.DataFrame, base: str, ingredients, score, metric: str = "roc_auc",
+           share: float = LOCKBOX_SHARE, seed: int = LOCKBOX_SEED) -> pd.DataFrame:
+    """``forward_selection`` with ``score(recipe_name, rows)`` given the development rows of ``df``
+    alone: no label of a lockbox patient can reach a choice."""
+    rows = development(df, share, seed)
+    return forward_selection(base, ingredients, lambda name: score(name, rows), metric)
+
+
+def chosen(path: pd.DataFrame, base: str) -> str:
+    """The recipe a selection path ends with."""
+    picked = path[path["chosen"]]
+    return picked["candidate"].iloc[-1] if len(picked) else base

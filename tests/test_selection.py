@@ -1,0 +1,98 @@
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from helpers.recipes import selection
+
+
+def patients_frame(patients=60, per_patient=20, seed=0):
+    rng = np.random.default_rng(seed)
+    share = rng.uniform(0.05, 0.6, patients)
+    rows = [{"patient": f"p{p:03d}", "label": int(rng.random() < share[p])}
+            for p in range(patients) for _ in range(per_patient)]
+    return pd.DataFrame(rows)
+
+
+def diffs(values, seeds=2):
+    folds = len(values) // seeds
+    index = pd.MultiIndex.from_product([range(seeds), range(folds)], names=["seed", "fold"])
+    return pd.Series(values, index=index)
+
+
+def test_the_lockbox_holds_a_fifth_of_the_patients_always_the_same_with_the_whole_idc_share():
+    df = patients_frame()
+    locked = selection.lockbox(df)
+    held = set(df.loc[locked, "patient"])
+    assert 6 <= len(held) <= 18, "about a fifth of 60 patients"
+    big = patients_frame(patients=1000, per_patient=1)
+    assert selection.lockbox(big).mean() == pytest.approx(0.2, abs=0.03)
+    assert not held & set(df.loc[~locked, "patient"]), "a patient on both sides"
+    assert held == set(df.loc[selection.lockbox(df), "patient"])
+    assert df.loc[locked, "label"].mean() == pytest.approx(df["label"].mean(), abs=0.1)
+    flipped = df.assign(label=1 - df["label"])
+    assert selection.lockbox(flipped).equals(locked), "labels do not move a patient"
+    grown = pd.concat([df, patients_frame(patients=5, seed=1).assign(patient=lambda d: "new" + d["patient"])])
+    assert held <= set(grown.loc[selection.lockbox(grown), "patient"]), "new patients move no one"
+    assert len(selection.development(df)) == (~locked).sum()
+    with pytest.raises(ValueError, match="needs at least 10 patients; the data has 6"):
+        selection.lockbox(patients_frame(patients=6))
+    with pytest.raises(ValueError, match="share must be in"):
+        selection.lockbox(df, share=0.7)
+
+
+def test_the_verdict_keeps_only_a_gain_whose_lower_bound_is_above_zero():
+    steady = selection.verdict("a", diffs([0.01, 0.02, 0.03, 0.04]), "roc_auc")
+    sd = np.std([0.01, 0.02, 0.03, 0.04], ddof=1)
+    assert steady.mean == pytest.approx(0.025) and steady.sd == pytest.approx(sd) and steady.n == 4
+    assert steady.lower == pytest.approx(0.025 - stats.t.ppf(0.95, 3) * sd / 2)
+    assert steady.lower == pytest.approx(0.0098094, abs=1e-6) and steady.keep
+    noisy = selection.verdict("b", diffs([0.05, -0.03, 0.04, -0.02]), "roc_auc")
+    assert noisy.mean == pytest.approx(0.01) and noisy.lower < 0 and not noisy.keep
+    one_seed = selection.verdict("c", diffs([0.01, 0.02, 0.03, 0.04], seeds=1), "roc_auc")
+    assert one_seed.lower > 0 and not one_seed.keep, "a verdict needs two seeds"
+
+
+def fake_scores(effects, noise=0.0):
+    """Per (seed, fold) ROC-AUC of a recipe: 0.8 plus its ingredients' effects."""
+    def score(name):
+        total = 0.8 + sum(effects[i] for i in name.split("+")[1:])
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        return pd.DataFrame([{"seed": s, "fold": f, "roc_auc": total + noise * rng.standard_normal()}
+                             for s in range(2) for f in range(5)])
+    return score
+
+
+def test_forward_selection_adds_what_helps_by_a_margin_and_stops():
+    path = selection.forward_selection("base", ["helps", "useless", "hurts"],
+                                       fake_scores({"helps": 0.03, "useless": 0.0, "hurts": -0.02}, noise=0.01))
+    assert selection.chosen(path, "base") == "base+helps"
+    assert list(path["round"].unique()) == [1, 2]
+    first = path[path["round"] == 1].set_index("candidate")
+    assert first.loc["base+helps", "chosen"] and not first.loc["base+hurts", "keep"]
+    second = path[path["round"] == 2]
+    assert set(second["reference"]) == {"base+helps"} and not second["chosen"].any()
+
+
+def test_no_label_of_a_lockbox_patient_reaches_the_choice():
+    df = patients_frame()
+    locked = selection.lockbox(df)
+
+    def score(name, rows):
+        # a recipe's score depends on the labels it is shown: "x" fits the positive share
+        share = rows["label"].mean()
+        effect = {"x": 0.5 - share, "y": share - 0.3}
+        total = 0.8 + sum(effect[i] for i in name.split("+")[1:])
+        return pd.DataFrame([{"seed": s, "fold": f, "roc_auc": total + 0.001 * f} for s in range(2)
+                             for f in range(5)])
+
+    chosen = selection.select(df, "base", ["x", "y"], score)
+    poisoned = df.copy()
+    poisoned.loc[locked, "label"] = 1 - poisoned.loc[locked, "label"]
+    assert selection.select(poisoned, "base", ["x", "y"], score).equals(chosen)
+    dev_poisoned = df.copy()
+    dev_poisoned.loc[~locked, "label"] = 1 - dev_poisoned.loc[~locked, "label"]
+    assert not selection.select(dev_poisoned, "base", ["x", "y"], score).equals(chosen), \
+        "the development labels do drive the choice"

@@ -36,12 +36,6 @@ class Data:
     def part(self, name: str) -> pd.DataFrame:
         return self.index[self.index["split"] == name].reset_index(drop=True)
 
-    def dataset(self, name: str, shuffle: bool = False):
-        """A pipeline over one split, in index order unless ``shuffle``."""
-        return pipeline.make_dataset(self.part(name), batch_size=self.batch_size,
-                                     image_size=self.image_size, preprocess=self.preprocess,
-                                     one_hot=True, shuffle=shuffle)
-
 
 def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
                 hold_out=()) -> tuple[pd.DataFrame, str]:
@@ -98,13 +92,15 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     batch = hardware.global_batch(cfg.batch_size)  # per replica in the profile; the pipeline's is global
     data = Data(index=index, train=None, val=None, test=None, class_weight={}, split_note=note,
                 image_size=image_size, preprocess=preprocess, batch_size=batch)
-    train_part = data.part("train")
-    data.class_weight = train.class_weights(train_part["label"])
-    data.train = pipeline.make_dataset(train_part, batch_size=batch, image_size=image_size,
-                                       preprocess=preprocess, one_hot=True, shuffle=True,
-                                       seed=cfg.seed, cache=True, augment=augment)
-    data.val = data.dataset("val")
-    data.test = data.dataset("test") if (index["split"] == "test").any() else None
+
+    def pipe(name, **options):  # in index order unless shuffled
+        return pipeline.make_dataset(data.part(name), batch_size=batch, image_size=image_size,
+                                     preprocess=preprocess, one_hot=True, **options)
+
+    data.class_weight = train.class_weights(data.part("train")["label"])
+    data.train = pipe("train", shuffle=True, seed=cfg.seed, cache=True, augment=augment)
+    data.val = pipe("val")
+    data.test = pipe("test") if (index["split"] == "test").any() else None
     return data
 
 
@@ -114,6 +110,14 @@ def model_data(cfg, model_name: str, image_size=None, **options) -> Data:
 
     return prepare_data(cfg, image_size=models.input_size(model_name, image_size),
                         preprocess=models.preprocess_for(model_name), **options)
+
+
+def run_key(cfg, **settings) -> str:
+    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size with ``settings``."""
+    from .. import runs
+
+    return runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
+                                 batch=cfg.batch_size, **settings))
 
 
 def train_on(model, data: Data, run_dir, *, epochs: int, seed: int, **options) -> train.TrainResult:
@@ -175,12 +179,11 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
     """
     import keras
 
-    from .. import models, runs
+    from .. import models
 
     data = model_data(cfg, model_name, hold_out=hold_out)
-    key = runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), seed=cfg.seed, sample=cfg.sample_size,
-                                epochs=cfg.epochs, batch=cfg.batch_size, optimizer=optimizer,
-                                learning_rate=learning_rate, hold_out=sorted(map(str, hold_out))))
+    key = run_key(cfg, seed=cfg.seed, optimizer=optimizer, learning_rate=learning_rate,
+                  hold_out=sorted(map(str, hold_out)))
     run_dir = Path(cfg.output_dir) / "runs" / f"{prefix}_{model_name}_{cfg.profile}_{key[:8]}"
     done = run_dir / "model.keras"
     if done.is_file():
@@ -389,10 +392,10 @@ class ModelRun:
 
 def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, weights=None, fine_tune_at=None,
                      optimizer="adam", learning_rate=None, split_dir=None, fit: dict | None = None) -> ModelRun:
-    """Notebook 02's steps in one call, each shown as notebook 02 shows it, for the notebooks that
-    teach an architecture (03-07): split by patient, build, train (resumable, best epoch kept), threshold
-    chosen on validation, test scores, figures, predictions and one registry row. ``fit``: extra
-    keywords of ``train.fit``."""
+    """Notebook 02's steps in one call, each shown as notebook 02 shows it, for the notebooks that teach
+    an architecture (03-07): split by patient, build, train (resumable; a finished run with the same
+    settings read back), threshold chosen on validation, test scores, figures, predictions and one
+    registry row. ``fit``: extra keywords of ``train.fit``."""
     from IPython.display import display
 
     from .. import models
@@ -403,8 +406,11 @@ def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, we
     model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at)
     display(pd.DataFrame([models.count_params(model)], index=["parameters"]))
     name = f"{notebook[:2]}_{model_name}_{cfg.profile}"
+    key = run_key(cfg, seed=cfg.seed, model=model_name, size=data.image_size, weights=weights,
+                  fine_tune_at=fine_tune_at, optimizer=optimizer, learning_rate=learning_rate, split_dir=split_dir,
+                  fit=fit)
     result = train_on(model, data, Path(cfg.output_dir) / "runs" / name, epochs=cfg.epochs, seed=cfg.seed,
-                      name=model_name, optimizer=optimizer, learning_rate=learning_rate, **(fit or {}))
+                      name=model_name, optimizer=optimizer, learning_rate=learning_rate, key=key, **(fit or {}))
     best = result.best_model(model)
     print(f"{result.epochs_run} epochs in {result.seconds:.0f} s, {result.images_per_s:.0f} training patches/s")
     assessment = assess(best, data)

@@ -107,9 +107,8 @@ def _run_once(cfg, study, variant, seed, data, monitor, patience):
     run = f"{study}_{variant.name}_seed{seed}"
     run_dir = _run_dir(cfg.output_dir, study, variant.name, seed)
     done = run_dir / "done.json"
-    fingerprint = runs.fingerprint(dict(
-        data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs, batch=cfg.batch_size,
-        split_seed=cfg.seed, seed=seed, data_key=data.extra.get("key", ""), **asdict(variant)))
+    fingerprint = experiment.run_key(cfg, split_seed=cfg.seed, seed=seed, data_key=data.extra.get("key", ""),
+                                     **asdict(variant))
     saved = runs.read_record(done, fingerprint)
     if saved is not None:
         print(f"{run}: finished earlier with these settings, read back")

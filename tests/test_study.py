@@ -77,3 +77,31 @@ def test_the_same_seed_gives_the_same_metrics_on_a_rerun(small_demo, tmp_path):
                                     seeds=[7]).runs.iloc[0])
     for metric in ("val_f1", "val_balanced_accuracy", "f1", "balanced_accuracy", "roc_auc"):
         assert abs(runs[0][metric] - runs[1][metric]) <= RERUN_TOLERANCE, (metric, runs[0][metric], runs[1][metric])
+
+
+def test_long_history_has_one_row_per_epoch_metric_and_split():
+    import pandas as pd
+
+    history = pd.DataFrame({"epoch": [0, 1], "loss": [0.9, 0.5], "val_loss": [1.0, 0.7], "val_auc": [0.6, 0.8]})
+    long = study.long_history(history, "adam", 3)
+    assert list(long.columns) == ["variant", "seed", "epoch", "metric", "split", "value"]
+    assert list(long["epoch"]) == [1, 2, 1, 2, 1, 2]  # 1-based, each column in turn
+    assert list(long["metric"]) == ["loss", "loss", "loss", "loss", "auc", "auc"]
+    assert list(long["split"]) == ["training"] * 2 + ["validation"] * 4
+    assert list(long["value"]) == [0.9, 0.5, 1.0, 0.7, 0.6, 0.8] and (long["seed"] == 3).all()
+
+
+def test_with_arm_borrows_a_variant_of_another_study_once():
+    import pandas as pd
+
+    def made(*variants):
+        return study.Study(pd.DataFrame({"variant": variants, "seed": 1, "f1": range(len(variants))}),
+                           pd.DataFrame({"variant": variants, "value": range(len(variants))}), "by patient")
+
+    mine, other = made("a", "b"), made("x", "y")
+    last = mine.with_arm(other, "y", "y (borrowed)")
+    assert list(last.runs["variant"]) == ["a", "b", "y (borrowed)"] and last.runs["f1"].iloc[-1] == 1
+    assert list(last.history["variant"]) == ["a", "b", "y (borrowed)"] and last.split_note == "by patient"
+    first = mine.with_arm(other, "x", "x first", first=True)
+    assert list(first.runs["variant"]) == ["x first", "a", "b"]
+    assert list(other.runs["variant"]) == ["x", "y"]  # the other study is left as it was

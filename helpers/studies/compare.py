@@ -1,14 +1,9 @@
-"""Every model run of the registry in one place, for the comparison notebook.
+"""Every model run of the registry in one place, for the comparison notebook (14).
 
-The registry (``outputs/results.csv``) holds whatever has run so far: any
-subset of the series, repeated runs, and later study notebooks' rows. Nothing
-here assumes a full series: what is absent is named (``missing``) with the
-command that makes it, and a prediction file that cannot be used is reported
-and left out rather than stopping the comparison.
-
-Every figure and table carries the data set and the split its numbers come
-from: a score on generated data, or on a random patch split, is not comparable
-with one on real data split by patient.
+The registry holds whatever has run so far: what is absent is named (``missing``) with the command
+that makes it, and an unusable prediction file is reported and left out, not fatal. Every figure and
+table names the data and split of its numbers: a score on generated data, or on a random patch
+split, does not compare with one on real data split by patient.
 """
 
 from __future__ import annotations
@@ -27,8 +22,7 @@ from ..config import ROOT
 from ..plots import title_with_source
 from ..reference import LITERATURE_IDC, SEED_IDC
 
-# The model notebooks of the series and the model each one trains. Study
-# notebooks (08 onwards) add rows too: they are shown, but not expected.
+# The model notebooks of the series and their models; study notebooks' rows are shown, not expected.
 EXPECTED = {
     "02_vgg_style": "vgg_style",
     "03_resnet50": "resnet50",
@@ -39,8 +33,7 @@ EXPECTED = {
 }
 
 METRICS = ["f1", "balanced_accuracy", "roc_auc"]
-# The comparison table's columns, in reading order. ``data`` is readable
-# ("generated demo data" or "real data: NAME"); ``data_dir`` is the path.
+# The comparison table's columns: ``data`` is readable ("real data: NAME"), ``data_dir`` the path.
 COLUMNS = ["notebook", "run", "model", "data", "split", "scored_on", *METRICS, "accuracy",
            "params", "train_seconds", "images_per_s", "profile", "time", "data_dir", "predictions"]
 NUMBERS = [*METRICS, "accuracy", "train_seconds", "images_per_s"]
@@ -51,13 +44,8 @@ PUBLISHED = ["source", "model", "setting", "f1", "balanced_accuracy", "accuracy"
 # --- the table -----------------------------------------------------------------
 
 def read_registry(registry) -> tuple[pd.DataFrame, str]:
-    """The registry as a table and a name for messages.
-
-    ``registry`` is a DataFrame, the CSV file or the output folder holding it
-    (None: the project's ``outputs/``, wherever the notebook runs from).
-    A missing file is an empty registry (nothing has run yet); a file that
-    exists but cannot be parsed is an error that names it.
-    """
+    """The registry (a DataFrame, the CSV file or its folder; None: the project's ``outputs/``) and
+    a name for messages. A missing file is an empty registry; one that does not parse, an error."""
     if isinstance(registry, pd.DataFrame):
         return registry, "the registry table"
     path = Path(ROOT / "outputs" if registry is None else registry)
@@ -78,15 +66,9 @@ def data_label(data_dir, generated) -> str:
 
 
 def model_runs(registry=None, latest: bool = True, task: str = "idc") -> pd.DataFrame:
-    """The model rows of the registry (a model and at least one score), one per run,
-    of one ``task`` ("idc" or "thyroid"; rows without a task are IDC rows).
-
-    Re-running a notebook appends a row under the same run name; by default
-    only the latest row of each run is kept (``latest=False`` keeps them all,
-    oldest first). Rows of data notebooks have no model and are left out. An
-    empty registry, or one without model rows, gives an empty table with the
-    same columns, so the notebook runs from a fresh clone.
-    """
+    """The model rows of the registry (a model and a score) of one ``task`` ("idc", the default for
+    rows without one, or "thyroid"), in ``COLUMNS``; the latest row of each run only unless
+    ``latest=False`` (a rerun appends under the same name). Empty, with the columns, when nothing ran."""
     table, name = read_registry(registry)
     table = table.reindex(columns=list(dict.fromkeys([*table.columns, *COLUMNS])))
     for column in [*NUMBERS, "params"]:
@@ -114,12 +96,8 @@ def run_labels(runs: pd.DataFrame) -> list[str]:
 
 
 def missing(runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
-    """The expected model notebooks with no row yet, and the command that makes each.
-
-    The command runs the notebook with the profile (and real data folder) of
-    the runs already present, so the new row compares with them; ``make
-    run-all`` runs the whole series.
-    """
+    """The expected model notebooks with no row yet, and the command that makes each, with the
+    profile (and real data folder) of the runs present, so the new row compares with them."""
     done = set(zip(runs["notebook"], runs["model"]))
     if profile is None:
         profiles = runs["profile"].dropna().unique()
@@ -135,11 +113,8 @@ def missing(runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
 # --- saved predictions ---------------------------------------------------------
 
 def read_predictions(path, registry_auc=None) -> pd.DataFrame:
-    """One run's predictions file (label, proba), checked; raises ValueError naming it.
-
-    A file whose AUC differs from the one the registry recorded belongs to
-    another run: a later run of the same name writes to the same path.
-    """
+    """One run's predictions file (label, proba), checked; a ValueError names what is wrong. A file whose
+    AUC differs from the registry's belongs to another run (a later run of the same name)."""
     if pd.isna(path) or not str(path):
         raise ValueError("the registry row names no predictions file")
     path = Path(str(path))
@@ -166,12 +141,8 @@ def read_predictions(path, registry_auc=None) -> pd.DataFrame:
 
 
 def load_predictions(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Every run's saved predictions in one long table, and the problems met.
-
-    The table has columns run, model, data, split, label, proba (one row per
-    patch). A run whose file is missing or unusable is left out and named in
-    the problems, so the other runs are still compared.
-    """
+    """Every run's saved predictions in one long table (run, model, data, split, label, proba), and
+    the problems met: a run whose file is missing or unusable is left out and named there."""
     frames, problems = [], []
     for name, (_, row) in zip(run_labels(runs), runs.iterrows()):
         try:
@@ -277,12 +248,8 @@ def params_vs_f1(runs: pd.DataFrame, title: str = "Size against IDC F1"):
 # --- beside the published figures -------------------------------------------------
 
 def beside_published(runs: pd.DataFrame) -> pd.DataFrame:
-    """Our F1, balanced accuracy and accuracy beside the seed project's and the literature's.
-
-    Every row says its split: the seed project split patches at random (a
-    patient's near-duplicate patches on both sides), the literature and this
-    series split by patient; the numbers are only comparable within a split.
-    """
+    """Our F1, balanced accuracy and accuracy beside the seed project's and the literature's, each row
+    with its split (the seed project's is by patch, leaky): numbers compare only within a split."""
     ours = pd.DataFrame({
         "source": "this series", "model": runs["model"],
         "setting": [f"{run} ({profile} profile)" for run, profile in zip(runs["run"], runs["profile"])],

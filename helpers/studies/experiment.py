@@ -1,12 +1,9 @@
-"""The steps every model notebook takes, each one call: data for a model, then
-evaluation on validation and test, then one row in the registry.
-
-A notebook stays narrative: it explains, then calls these. The CLI's ``train``
-and ``evaluate`` commands use the same functions.
-"""
+"""The steps every model notebook takes, each one call: data for a model, its training, evaluation on
+validation and test, one row in the registry. The CLI's ``train`` and ``evaluate`` use them too."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, hardware
+from .. import evaluate, hardware, train
 from ..data import pipeline, splits
 from ..data.cache import cached_index
-from ..io import json_safe
+from ..io import atomic_path, json_safe, write_text
 
 
 @dataclass
@@ -38,12 +35,6 @@ class Data:
 
     def part(self, name: str) -> pd.DataFrame:
         return self.index[self.index["split"] == name].reset_index(drop=True)
-
-    def dataset(self, name: str, shuffle: bool = False):
-        """A pipeline over one split, in index order unless ``shuffle``."""
-        return pipeline.make_dataset(self.part(name), batch_size=self.batch_size,
-                                     image_size=self.image_size, preprocess=self.preprocess,
-                                     one_hot=True, shuffle=shuffle)
 
 
 def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
@@ -76,20 +67,15 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
                  balanced_train: bool = True, augment="none", split_by: str = "patient", hold_out=()) -> Data:
     """Index, split by patient, cap to the profile's sample size, and build the pipelines.
 
-    The training split is class-balanced (as the seed projects trained); the
-    validation and test splits keep the natural IDC share, so their scores
-    mean what they would mean on new slides. ``augment`` (a name of
-    ``helpers.data.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
-    ``split_by="patch"`` is the leaky random split, for measuring the leak only. ``hold_out``
-    patients go to test (slide maps).
+    The training split is class-balanced (as the seed projects trained); validation and test keep
+    the natural IDC share, so their scores mean what they would on new slides. ``augment`` (a name
+    of ``helpers.data.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
+    ``split_by="patch"`` is the leaky random split, for measuring the leak only.
     """
     if isinstance(augment, str):
-        if augment == "none":
-            augment = None
-        else:
-            from ..data.augment import by_name
+        from ..data.augment import by_name
 
-            augment = by_name(augment, seed=cfg.seed)
+        augment = None if augment == "none" else by_name(augment, seed=cfg.seed)
     df, _ = cached_index(cfg)
     split_df, note = split_index(df, cfg.seed, split_dir, by=split_by, hold_out=hold_out)
     if split_by == "patient":
@@ -97,8 +83,7 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     cap = cfg.sample_size
     parts = []
     for name, part in split_df.groupby("split"):
-        share = 0.7 if name == "train" else 0.15
-        limit = None if cap is None else max(2, round(cap * share))
+        limit = None if cap is None else max(2, round(cap * (0.7 if name == "train" else 0.15)))
         parts.append(splits.sample(part, max_patches=limit, seed=cfg.seed,
                                    balanced=balanced_train and name == "train"))
     index = pd.concat(parts).reset_index(drop=True)
@@ -107,33 +92,56 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     batch = hardware.global_batch(cfg.batch_size)  # per replica in the profile; the pipeline's is global
     data = Data(index=index, train=None, val=None, test=None, class_weight={}, split_note=note,
                 image_size=image_size, preprocess=preprocess, batch_size=batch)
-    train_part = data.part("train")
-    data.class_weight = _weights(train_part["label"])
-    data.train = pipeline.make_dataset(train_part, batch_size=batch, image_size=image_size,
-                                       preprocess=preprocess, one_hot=True, shuffle=True,
-                                       seed=cfg.seed, cache=True, augment=augment)
-    data.val = data.dataset("val")
-    data.test = data.dataset("test") if (index["split"] == "test").any() else None
+
+    def pipe(name, **options):  # in index order unless shuffled
+        return pipeline.make_dataset(data.part(name), batch_size=batch, image_size=image_size,
+                                     preprocess=preprocess, one_hot=True, **options)
+
+    data.class_weight = train.class_weights(data.part("train")["label"])
+    data.train = pipe("train", shuffle=True, seed=cfg.seed, cache=True, augment=augment)
+    data.val = pipe("val")
+    data.test = pipe("test") if (index["split"] == "test").any() else None
     return data
 
 
-def _weights(labels):
-    from ..train import class_weights
+def model_data(cfg, model_name: str, image_size=None, **options) -> Data:
+    """``prepare_data`` at the model's input size (``image_size`` None: its own) and preprocessing."""
+    from .. import models
 
-    return class_weights(labels)
+    return prepare_data(cfg, image_size=models.input_size(model_name, image_size),
+                        preprocess=models.preprocess_for(model_name), **options)
+
+
+def run_key(cfg, **settings) -> str:
+    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size with ``settings``."""
+    from .. import runs
+
+    return runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
+                                 batch=cfg.batch_size, **settings))
+
+
+def train_on(model, data: Data, run_dir, *, epochs: int, seed: int, **options) -> train.TrainResult:
+    """``train.fit`` on ``data``'s pipelines, class weights and training patch count."""
+    return train.fit(model, data.train, data.val, run_dir, epochs=epochs, class_weight=data.class_weight,
+                     seed=seed, train_patches=len(data.part("train")), **options)
+
+
+def save_model(model, path) -> None:
+    """Write a Keras model atomically: a kill mid-write leaves no half file a rerun would load."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def assess(model, data: Data, threshold: float | None = None) -> dict:
     """Scores on validation and test; the threshold is chosen on validation only.
 
-    Returns a dict with ``threshold``, ``val`` and ``test`` scores (test None
-    without a test split), the per-patient test table and the raw predictions.
+    Returns ``threshold``, ``val`` and ``test`` scores (test None without a test split), the
+    per-patient test table and the raw predictions (``pred``).
     """
     y_val, p_val = evaluate.predict(model, data.val)
     if threshold is None:
         threshold = evaluate.choose_threshold(y_val, p_val)
     out = {"threshold": threshold, "val": evaluate.scores(y_val, p_val, threshold),
-           "val_at_0.5": evaluate.scores(y_val, p_val, 0.5),
            "pred": {"val": p_val}, "test": None, "per_patient": None}
     if data.test is not None:
         y_test, p_test = evaluate.predict(model, data.test)
@@ -141,6 +149,9 @@ def assess(model, data: Data, threshold: float | None = None) -> dict:
         out["pred"]["test"] = p_test
         out["per_patient"] = evaluate.per_patient(data.part("test"), p_test, threshold)
     return out
+
+
+SCORE_COLUMNS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "n", "positives"]
 
 
 def registry_row(run: str, model_name: str, result, assessment: dict, params: dict,
@@ -153,7 +164,7 @@ def registry_row(run: str, model_name: str, result, assessment: dict, params: di
            "images_per_s": result.images_per_s, "params": n_params,
            "val_f1": round(assessment["val"]["f1"], 4),
            "val_balanced_accuracy": round(assessment["val"]["balanced_accuracy"], 4)}
-    for key in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "n", "positives"):
+    for key in SCORE_COLUMNS:
         value = scored[key]
         row[key] = round(value, 4) if isinstance(value, float) and not np.isnan(value) else value
     return row
@@ -163,32 +174,25 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
                   learning_rate=None, hold_out=()):
     """(model, data) for notebooks that need a trained model rather than teach training.
 
-    The run is named by model, profile and a fingerprint of the data and settings,
-    so a notebook rerun (or another notebook with the same settings) loads the
-    model instead of training again, and other data never reuses it. An
-    interrupted training resumes (see ``train.fit``).
+    The run is named by model, profile and a fingerprint of the data and settings, so a rerun (or
+    another notebook with the same settings) loads the model, and other data never reuses it.
     """
     import keras
 
-    from .. import models, runs, train
-    from ..io import atomic_path
+    from .. import models
 
-    size = models.input_size(model_name, None)
-    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name), hold_out=hold_out)
-    key = runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), seed=cfg.seed, sample=cfg.sample_size,
-                                epochs=cfg.epochs, batch=cfg.batch_size, optimizer=optimizer,
-                                learning_rate=learning_rate, hold_out=sorted(map(str, hold_out))))
+    data = model_data(cfg, model_name, hold_out=hold_out)
+    key = run_key(cfg, seed=cfg.seed, optimizer=optimizer, learning_rate=learning_rate,
+                  hold_out=sorted(map(str, hold_out)))
     run_dir = Path(cfg.output_dir) / "runs" / f"{prefix}_{model_name}_{cfg.profile}_{key[:8]}"
     done = run_dir / "model.keras"
     if done.is_file():
         return keras.models.load_model(done), data
-    model = models.build_model(model_name, image_size=size, seed=cfg.seed)
-    result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=model_name,
-                       optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
-                       seed=cfg.seed, train_patches=len(data.part("train")), key=key)
+    model = models.build_model(model_name, image_size=data.image_size, seed=cfg.seed)
+    result = train_on(model, data, run_dir, epochs=cfg.epochs, seed=cfg.seed, name=model_name,
+                      optimizer=optimizer, learning_rate=learning_rate, key=key)
     best = result.best_model(model)
-    with atomic_path(done) as tmp:
-        best.save(tmp)
+    save_model(best, done)
     return best, data
 
 
@@ -211,77 +215,59 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
                  learning_rate=None, weights=None, split_dir=None, seed: int = 42,
                  profile: str | None = None, sample_size=None, fine_tune_at=None, image_size=None,
                  augment: str = "none", build: dict | None = None, fit: dict | None = None, log=None) -> dict:
-    """Train one model with a patient-level validation split; write ``model.keras``
-    (the best epoch) and ``model.json`` (settings, counts, threshold, scores) to ``out_dir``.
+    """Train one model on a patient split; write ``model.keras`` (the best epoch) and ``model.json``
+    (settings, counts, threshold, scores) to ``out_dir``.
 
-    ``build`` and ``fit`` are extra keywords of ``models.build_model`` and
-    ``train.fit`` (e.g. ``{"l2": 1e-4}``, ``{"label_smoothing": 0.1}``): every study
-    variant of notebooks 08-12 can run here, on a machine without the notebook.
-
-    ``profile`` None uses every usable patch (``sample_size`` caps them; 0 or None: all) with the
-    given epochs and batch size (the command line gives the recipe ``best``'s; the profile ``cpu``'s
-    where none is given); a profile's values fill what is not given
-    (``sample_size`` None: its cap). The training split is class-balanced (its majority class
-    drawn down to the minority's count) as the seed projects trained; ``log`` gets the patients,
-    patches and IDC share of each split before training, and model.json keeps them (``counts``).
+    ``build`` and ``fit``: extra keywords of ``models.build_model`` and ``train.fit`` (e.g.
+    ``{"l2": 1e-4}``), so every study variant of notebooks 08-12 runs here without the notebook.
+    ``profile`` None: every usable patch (``sample_size`` caps them; 0 or None: all) with the given
+    epochs and batch size (the profile ``cpu``'s where none is given); a profile fills what is not
+    given. ``log`` gets the patients, patches and IDC share of each split before training.
     """
-    import json
-
-    from .. import models, runs, train
+    from .. import models, runs
     from ..data import source
-    from ..io import atomic_path, write_text
 
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
-    if profile is None:
-        cfg = source.resolve("cpu", data_dir=data_dir, output_dir=out_dir, epochs=epochs,
-                             batch_size=batch_size, sample_size=sample_size or 0, seed=seed,
-                             make_demo=False)
-    else:
-        cfg = source.resolve(profile, data_dir=data_dir, output_dir=out_dir, epochs=epochs,
-                             batch_size=batch_size, sample_size=sample_size, seed=seed, make_demo=False)
+    cfg = source.resolve(profile or "cpu", data_dir=data_dir, output_dir=out_dir, epochs=epochs,
+                         batch_size=batch_size, sample_size=sample_size if profile else sample_size or 0,
+                         seed=seed, make_demo=False)
     if not cfg.data_dir.is_dir():
         raise FileNotFoundError(f"data directory {cfg.data_dir} does not exist")
     splits.check_cap(cfg.sample_size)
-    size = models.input_size(model_name, image_size)
-    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name),
-                        split_dir=split_dir, augment=augment)
+    data = model_data(cfg, model_name, image_size, split_dir=split_dir, augment=augment)
     df, _ = cached_index(cfg)  # saved by prepare_data: read back, not built again
-    available = len(df)
     whole, _ = split_index(df, cfg.seed, split_dir)
-    whole_train = int((whole["split"] == "train").sum())
-    why = [] if len(whole) == available else [f"patients on none of the lists in {split_dir} left out"]
+    whole_train, used_train = int((whole["split"] == "train").sum()), len(data.part("train"))
+    why = [] if len(whole) == len(df) else [f"patients on none of the lists in {split_dir} left out"]
     if cfg.sample_size:
         why.append(f"capped at {cfg.sample_size:,} patches" + (f" (profile {profile})" if profile else ""))
-    if len(data.part("train")) < whole_train:
-        why.append(f"training split class-balanced: {len(data.part('train')):,} of its {whole_train:,} patches")
-    counts = splits.split_counts(data.index)
-    log(f"{splits.used_patches_line(len(data.index), available, cfg.data_dir, '; '.join(why))}; split "
+    if used_train < whole_train:
+        why.append(f"training split class-balanced: {used_train:,} of its {whole_train:,} patches")
+    log(f"{splits.used_patches_line(len(data.index), len(df), cfg.data_dir, '; '.join(why))}; split "
         f"{data.split_note}; model {model_name}, {optimizer}, {cfg.epochs} epochs at most, batch {cfg.batch_size}:\n"
         f"{splits.counts_table(data.index)}")
-    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at, seed=seed,
-                               **(build or {}))
+    model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at,
+                               seed=seed, **(build or {}))
     # the settings and the very patches of each split: a rerun after a kill reads a finished run back
     key = runs.fingerprint(dict(model=model_name, cfg=cfg.as_dict(), optimizer=optimizer, learning_rate=learning_rate,
-                                weights=weights, fine_tune_at=fine_tune_at, size=size, augment=augment, build=build,
-                                fit=fit, patches=data.index[["path", "split"]].to_numpy().tolist()))
-    result = train.fit(model, data.train, data.val, out_dir / "run", epochs=cfg.epochs, name=model_name,
-                       optimizer=optimizer, learning_rate=learning_rate, class_weight=data.class_weight,
-                       seed=seed, train_patches=len(data.part("train")), key=key, **(fit or {}))
+                                weights=weights, fine_tune_at=fine_tune_at, size=data.image_size, augment=augment,
+                                build=build, fit=fit, patches=data.index[["path", "split"]].to_numpy().tolist()))
+    result = train_on(model, data, out_dir / "run", epochs=cfg.epochs, seed=seed, name=model_name,
+                      optimizer=optimizer, learning_rate=learning_rate, key=key, **(fit or {}))
     best = result.best_model(model)
     assessment = assess(best, data)
     threshold = assessment["threshold"]
     if not 0.02 <= threshold <= 0.98:  # the F1-best cut at an extreme: probabilities crowd one end
         log(f"warning: the threshold chosen on validation is {threshold:.4f}: the model's probabilities are "
             f"crowded at one end (trained {result.epochs_run} epochs); its test scores rest on that cut")
-    with atomic_path(out_dir / "model.keras") as tmp:
-        best.save(tmp)
+    save_model(best, out_dir / "model.keras")
     summary = json_safe({
-        "model": model_name, "image_size": size, "threshold": threshold,
+        "model": model_name, "image_size": data.image_size, "threshold": threshold,
         "threshold_source": "chosen on validation at training",
         "data_dir": str(cfg.data_dir), "generated": cfg.generated, "split": data.split_note,
-        "profile": profile, "max_patches": cfg.sample_size, "patches_available": available,
-        "train_balanced": True, "counts": counts,
+        "profile": profile, "max_patches": cfg.sample_size, "patches_available": len(df),
+        "train_balanced": True, "counts": splits.split_counts(data.index),
         "epochs": cfg.epochs, "epochs_run": result.epochs_run, "batch_size": cfg.batch_size,
         "optimizer": optimizer, "learning_rate": learning_rate, "weights": weights, "seed": seed,
         "augment": augment, "build": build or {}, "fit": fit or {},
@@ -295,13 +281,8 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
 
 def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256,
                  log=None) -> dict:
-    """Score every patch under ``data_dir`` (all its patients are test patients) with the one model
-    at ``model_path``; a model trained with a recipe is scored by ``recipes.recipe.evaluate_dir``
-    (the command line's ``evaluate`` picks the one that fits). ``log`` gets the patients, patches
-    and IDC share scored, before scoring.
-    """
-    import json
-
+    """Score every patch under ``data_dir`` (all its patients are test patients) with the one model at
+    ``model_path`` (a recipe's model: ``recipes.recipe.evaluate_dir``). ``log`` gets the counts first."""
     import keras
 
     from .. import models
@@ -317,7 +298,6 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     except Exception as exc:
         raise ValueError(f"model file {model_path} does not load: {exc}") from exc
     name = meta.get("model")
-    size = meta.get("image_size") or int(model.input_shape[1])
     if threshold is None:
         threshold = meta.get("threshold", 0.5)
     df, report = build_index(data_dir)
@@ -325,14 +305,15 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     if log:
         log(f"{splits.used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
             f"{splits.counts_table(scored)}")
+    size = meta.get("image_size") or int(model.input_shape[1])
     ds = pipeline.make_dataset(df, batch_size=batch_size, image_size=size, one_hot=True,
                                preprocess=models.preprocess_for(name) if name else None)
     y, p = evaluate.predict(model, ds)
     per = evaluate.per_patient(df, p, threshold)
+    trained = "threshold" in meta and threshold == meta["threshold"]
     return {
-        "model_path": str(model_path), "model": name, "data_dir": str(data_dir),
-        "threshold": float(threshold),
-        "threshold_source": "chosen on validation at training" if "threshold" in meta and threshold == meta["threshold"] else "given",
+        "model_path": str(model_path), "model": name, "data_dir": str(data_dir), "threshold": float(threshold),
+        "threshold_source": "chosen on validation at training" if trained else "given",
         "files_seen": report.files_seen, "skipped": report.skipped, "counts": splits.split_counts(scored),
         **evaluate.scores(y, p, threshold),
         "per_patient": json.loads(per.to_json(orient="records")),
@@ -343,11 +324,10 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
 
 def scores_table(assessment: dict) -> pd.DataFrame:
     """Validation and test scores side by side (threshold chosen on validation)."""
-    cols = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "n", "positives"]
     rows = {"validation": assessment["val"]}
     if assessment["test"]:
         rows["test"] = assessment["test"]
-    return pd.DataFrame(rows).T[cols].astype(float).round(3)
+    return pd.DataFrame(rows).T[SCORE_COLUMNS].astype(float).round(3)
 
 
 def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
@@ -367,10 +347,8 @@ def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFr
 
 def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict,
            data: Data, params: dict | None = None) -> dict:
-    """Figures (training curves; ROC, PR, confusion), predictions and one registry row.
-
-    Returns the paths written and the row.
-    """
+    """Figures (training curves; ROC, PR, confusion), predictions and one registry row;
+    returns the paths written (``written``) and the ``row``."""
     import matplotlib.pyplot as plt
 
     from .. import plots, results
@@ -379,15 +357,13 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
 
     scored_on = "test" if assessment["test"] else "val"
     split = f"{scored_on} split, {data.split_note}"
-    title = f"{model_name}: {run} ({cfg.data_label}; {split})"
-    written = {}
-    fig = plots.training_curves(result.history, f"{model_name}: training ({cfg.data_label})")
-    written["curves"] = save_figure(fig, cfg, f"{run}_curves")
-    plt.show() if _interactive() else plt.close(fig)
-    part = data.part(scored_on)
-    fig = plots.evaluation_plots(part["label"], assessment["pred"][scored_on], assessment["threshold"], title)
-    written["evaluation"] = save_figure(fig, cfg, f"{run}_evaluation")
-    plt.show() if _interactive() else plt.close(fig)
+    figures = {"curves": plots.training_curves(result.history, f"{model_name}: training ({cfg.data_label})"),
+               "evaluation": plots.evaluation_plots(data.part(scored_on)["label"], assessment["pred"][scored_on],
+                                                    assessment["threshold"],
+                                                    f"{model_name}: {run} ({cfg.data_label}; {split})")}
+    written = {name: save_figure(fig, cfg, f"{run}_{name}") for name, fig in figures.items()}
+    for fig in figures.values():
+        plt.show() if "ipykernel" in sys.modules else plt.close(fig)
     # Stamped: a rerun of the same run name must not overwrite the file an older registry row names.
     stamp = time.strftime("%Y%m%dT%H%M%S")
     for name, proba in assessment["pred"].items():
@@ -416,25 +392,25 @@ class ModelRun:
 
 def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, weights=None, fine_tune_at=None,
                      optimizer="adam", learning_rate=None, split_dir=None, fit: dict | None = None) -> ModelRun:
-    """Notebook 02's steps in one call, for the notebooks that teach an architecture (03-07):
-    the split by patient, the model built, trained (resumable, best epoch kept), its threshold
-    chosen on validation and scored on the test patients, figures, predictions and one registry
-    row, each step shown as notebook 02 shows it. ``fit``: extra keywords of ``train.fit``."""
+    """Notebook 02's steps in one call, each shown as notebook 02 shows it, for the notebooks that teach
+    an architecture (03-07): split by patient, build, train (resumable; a finished run with the same
+    settings read back), threshold chosen on validation, test scores, figures, predictions and one
+    registry row. ``fit``: extra keywords of ``train.fit``."""
     from IPython.display import display
 
-    from .. import models, train
+    from .. import models
 
-    size = models.input_size(model_name, image_size)
-    data = prepare_data(cfg, image_size=size, preprocess=models.preprocess_for(model_name), split_dir=split_dir)
-    print(f"input {size}x{size}; split {data.split_note}; class weights {data.class_weight}")
+    data = model_data(cfg, model_name, image_size, split_dir=split_dir)
+    print(f"input {data.image_size}x{data.image_size}; split {data.split_note}; class weights {data.class_weight}")
     display(splits.describe(data.index))
-    model = models.build_model(model_name, image_size=size, weights=weights, fine_tune_at=fine_tune_at)
+    model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at)
     display(pd.DataFrame([models.count_params(model)], index=["parameters"]))
     name = f"{notebook[:2]}_{model_name}_{cfg.profile}"
-    result = train.fit(model, data.train, data.val, Path(cfg.output_dir) / "runs" / name, epochs=cfg.epochs,
-                       name=model_name, optimizer=optimizer, learning_rate=learning_rate,
-                       class_weight=data.class_weight, seed=cfg.seed, train_patches=len(data.part("train")),
-                       **(fit or {}))
+    key = run_key(cfg, seed=cfg.seed, model=model_name, size=data.image_size, weights=weights,
+                  fine_tune_at=fine_tune_at, optimizer=optimizer, learning_rate=learning_rate, split_dir=split_dir,
+                  fit=fit)
+    result = train_on(model, data, Path(cfg.output_dir) / "runs" / name, epochs=cfg.epochs, seed=cfg.seed,
+                      name=model_name, optimizer=optimizer, learning_rate=learning_rate, key=key, **(fit or {}))
     best = result.best_model(model)
     print(f"{result.epochs_run} epochs in {result.seconds:.0f} s, {result.images_per_s:.0f} training patches/s")
     assessment = assess(best, data)
@@ -446,13 +422,7 @@ def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, we
     if assessment["per_patient"] is not None:  # the patients it reads worst
         display(assessment["per_patient"].sort_values("accuracy").head(5).round(3))
     params = {"optimizer": optimizer, "learning_rate": learning_rate, "epochs": cfg.epochs,
-              "batch_size": cfg.batch_size, "image_size": size, "weights": str(weights),
+              "batch_size": cfg.batch_size, "image_size": data.image_size, "weights": str(weights),
               "fine_tune_at": fine_tune_at, **(fit or {})}
     out = report(cfg, notebook, name, best, model_name, result, assessment, data, params=params)
     return ModelRun(name, model_name, data, model, best, result, assessment, out["row"])
-
-
-def _interactive() -> bool:
-    import sys
-
-    return "ipykernel" in sys.modules

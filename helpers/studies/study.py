@@ -1,11 +1,8 @@
 """Studies: runs that differ in one thing only, on the same split, seeds and epochs.
 
-A study is a list of ``Variant``s. ``run_study`` trains each variant once per
-seed on the same patient split, scores it (threshold chosen on validation),
-collects every epoch of every run into one long history table, and writes one
-registry row per run. A finished run is not trained again when the study is
-rerun with the same settings (its row and history are read back), and an
-interrupted run resumes at its last finished epoch (``train.fit``).
+``run_study`` trains each ``Variant`` once per seed on one patient split, scores it (threshold chosen
+on validation), collects every epoch into one long history table and writes one registry row per
+run. A finished run is read back on a rerun with the same settings; an interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import evaluate, models, results, runs, train
-from ..io import atomic_path, write_text
+from ..io import write_text
 from . import experiment
 
 
@@ -44,48 +41,40 @@ class Study:
                                "roc_auc", "gap")) -> pd.DataFrame:
         """Mean and standard deviation over seeds, one row per variant, in study order."""
         cols = [c for c in columns if c in self.runs]
-        order = list(dict.fromkeys(self.runs["variant"]))
-        grouped = self.runs.groupby("variant", sort=False)[cols]
-        table = grouped.mean().round(3)
+        grouped = self.runs.groupby("variant", sort=False)
+        table = grouped[cols].mean().round(3)
         if self.runs["seed"].nunique() > 1:
-            table = table.join(grouped.std().round(3).add_suffix("_sd"))
-        extra = self.runs.groupby("variant", sort=False)[["params", "images_per_s", "epochs_run"]].mean()
-        return table.join(extra.round(0).astype("Int64")).loc[order]
+            table = table.join(grouped[cols].std().round(3).add_suffix("_sd"))
+        extra = grouped[["params", "images_per_s", "epochs_run"]].mean().round(0).astype("Int64")
+        return table.join(extra).loc[list(dict.fromkeys(self.runs["variant"]))]
 
+    def with_arm(self, other: Study, variant: str, name: str, first: bool = False) -> Study:
+        """This study with ``variant`` of ``other`` as one more arm named ``name`` (first or last):
+        an arm two studies share is trained once."""
+        def joined(mine, theirs):
+            arm = theirs[theirs["variant"] == variant].assign(variant=name)
+            return pd.concat([arm, mine] if first else [mine, arm], ignore_index=True)
 
-def _fingerprint(cfg, variant: Variant, seed: int, data_key: str = "") -> str:
-    return runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
-                                 batch=cfg.batch_size, split_seed=cfg.seed, seed=seed, data_key=data_key,
-                                 **asdict(variant)))
+        return Study(joined(self.runs, other.runs), joined(self.history, other.history), self.split_note)
 
 
 def long_history(history: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
-    rows = []
-    for column in history.columns:
-        if column == "epoch":
-            continue
-        split, metric = ("validation", column[4:]) if column.startswith("val_") else ("training", column)
-        rows.append(pd.DataFrame({"variant": variant, "seed": seed, "epoch": history["epoch"] + 1,
-                                  "metric": metric, "split": split, "value": history[column]}))
-    return pd.concat(rows, ignore_index=True)
-
-
-def _gap(history: pd.DataFrame) -> float:
-    """Training minus validation accuracy at the last epoch: how much the run overfits."""
-    last = history.iloc[-1]
-    return round(float(last["accuracy"] - last["val_accuracy"]), 4)
+    """A run's history (one column per metric, ``val_`` for validation) as long rows."""
+    long = history.melt(id_vars="epoch", var_name="column")
+    validation = long["column"].str.startswith("val_")
+    return pd.DataFrame({"variant": variant, "seed": seed, "epoch": long["epoch"] + 1,
+                         "metric": long["column"].str.removeprefix("val_"),
+                         "split": np.where(validation, "validation", "training"), "value": long["value"]})
 
 
 def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=None,
               split_dir=None, monitor: str = "val_auc", patience: int = 5, prepare=None) -> Study:
     """Train every variant once per seed on one patient split; record every run.
 
-    ``seeds`` default to the profile's count (``cfg.seeds``) starting at ``cfg.seed``;
-    the split itself always uses ``cfg.seed``, so only the training differs by seed.
-    ``prepare(image_size, augment) -> experiment.Data`` replaces the IDC data (the
-    thyroid track passes its own); ``Data.extra["build"]`` adds keywords to every
-    model build (e.g. the training set's normalisation) and ``Data.extra["key"]``
-    tells its data apart in the fingerprint of a finished run.
+    ``seeds`` default to the profile's count (``cfg.seeds``) from ``cfg.seed``; the split always
+    uses ``cfg.seed``, so only the training differs by seed. ``prepare(image_size, augment) ->
+    experiment.Data`` replaces the IDC data (the thyroid track's); ``Data.extra["build"]`` adds
+    keywords to every build and ``Data.extra["key"]`` tells its data apart in the fingerprint.
     """
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
@@ -96,16 +85,13 @@ def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=Non
     for variant in variants:
         size = models.input_size(variant.model, variant.image_size)
         key = (size, variant.model if models.preprocess_for(variant.model) else None, variant.augment)
-        if key not in data_cache and prepare is not None:
-            data_cache[key] = prepare(size, variant.augment)
-        elif key not in data_cache:
-            data_cache[key] = experiment.prepare_data(
-                cfg, image_size=size, preprocess=models.preprocess_for(variant.model),
-                split_dir=split_dir, augment=variant.augment)
+        if key not in data_cache:
+            data_cache[key] = prepare(size, variant.augment) if prepare is not None else experiment.model_data(
+                cfg, variant.model, size, split_dir=split_dir, augment=variant.augment)
         data = data_cache[key]
         split_note = data.split_note
         for seed in seeds:
-            row, history = _run_once(cfg, study, variant, seed, data, size, monitor, patience)
+            row, history = _run_once(cfg, study, variant, seed, data, monitor, patience)
             rows.append(row)
             histories.append(long_history(history, variant.name, seed))
     scored_on = rows[0]["scored_on"] if rows else "val"
@@ -117,40 +103,40 @@ def _run_dir(output_dir, study: str, variant: str, seed: int) -> Path:
     return Path(output_dir) / "runs" / study / f"{variant}_seed{seed}"
 
 
-def _run_once(cfg, study, variant, seed, data, size, monitor, patience):
+def _run_once(cfg, study, variant, seed, data, monitor, patience):
     run = f"{study}_{variant.name}_seed{seed}"
     run_dir = _run_dir(cfg.output_dir, study, variant.name, seed)
     done = run_dir / "done.json"
-    fingerprint = _fingerprint(cfg, variant, seed, data.extra.get("key", ""))
+    fingerprint = experiment.run_key(cfg, split_seed=cfg.seed, seed=seed, data_key=data.extra.get("key", ""),
+                                     **asdict(variant))
     saved = runs.read_record(done, fingerprint)
     if saved is not None:
         print(f"{run}: finished earlier with these settings, read back")
         return saved["row"], train.read_history(run_dir)
     print(f"{run}: training")
-    model = models.build_model(variant.model, image_size=size, seed=seed, **{**data.extra.get("build", {}), **variant.build})
+    model = models.build_model(variant.model, image_size=data.image_size, seed=seed,
+                               **{**data.extra.get("build", {}), **variant.build})
     fit_options = {"optimizer": "adam", **variant.fit}
-    result = train.fit(model, data.train, data.val, run_dir, epochs=cfg.epochs, name=variant.name,
-                       class_weight=data.class_weight, seed=seed, monitor=monitor, patience=patience,
-                       train_patches=len(data.part("train")), key=fingerprint, **fit_options)
+    result = experiment.train_on(model, data, run_dir, epochs=cfg.epochs, seed=seed, name=variant.name,
+                                 monitor=monitor, patience=patience, key=fingerprint, **fit_options)
     best = result.best_model(model)
     assessment = experiment.assess(best, data)
     history = result.history
-    params = {"study": study, "variant": variant.name, "seed": seed, "image_size": size,
+    params = {"study": study, "variant": variant.name, "seed": seed, "image_size": data.image_size,
               "augment": variant.augment, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
               "settings": json.dumps({"build": variant.build, "fit": fit_options}, default=str)}
     row = experiment.registry_row(run, variant.model, result, assessment, params,
                                   models.count_params(model)["total"])
-    row["task"] = data.extra.get("task", "idc")
-    row["gap"] = _gap(history)
-    row["max_val_loss"] = float(np.nanmax(history["val_loss"])) if "val_loss" in history else None
-    with atomic_path(run_dir / "best.keras") as tmp:
-        best.save(tmp)
+    last = history.iloc[-1]  # the gap: how much the run overfits at its last epoch
+    row.update(task=data.extra.get("task", "idc"), gap=round(float(last["accuracy"] - last["val_accuracy"]), 4),
+               max_val_loss=float(np.nanmax(history["val_loss"])) if "val_loss" in history else None)
+    experiment.save_model(best, run_dir / "best.keras")
     if assessment["test"] is not None:  # read back by test_predictions: no model reload for a ROC curve
         evaluate.save_predictions(data.part("test"), assessment["pred"]["test"], run_dir / "test_predictions.csv",
                                   "test")
     # The sidecar tells the web app (and evaluate) what the saved model expects.
-    sidecar = {"model": variant.model, "image_size": size, "threshold": row["threshold"],
-               "task": data.extra.get("task", "idc"), "class_names": data.extra.get("class_names"),
+    sidecar = {"model": variant.model, "image_size": data.image_size, "threshold": row["threshold"],
+               "task": row["task"], "class_names": data.extra.get("class_names"),
                "generated": bool(cfg.generated), "run": run}
     write_text(run_dir / "best.json", json.dumps({k: v for k, v in sidecar.items() if v is not None}, indent=2))
     runs.write_record(done, fingerprint, {"row": row})

@@ -1,28 +1,13 @@
-"""Hyperparameter search with keras-tuner over the models of the registry.
+"""Hyperparameter search with keras-tuner over the models of the registry (notebook 11).
 
-Two searches, as in the seed project: a random search over batch size and
-learning rate for CancerNet (it found Adadelta batch 128 lr 0.00396 and Adagrad
-batch 64 lr 0.0282), and a Bayesian optimisation over ``fine_tune_at`` and the
-learning rate of a pretrained model (on a BreakHis-pretrained CancerNet it found
-fine_tune_at 5, lr 0.0346). Then the trials as a table and a plot, and the best
-configuration, ready to retrain with.
+As in the seed project: a random search over optimizer, batch size and learning rate for CancerNet
+(it found Adadelta batch 128 lr 0.00396 and Adagrad batch 64 lr 0.0282), then a Bayesian optimisation
+over ``fine_tune_at`` and the learning rate of a pretrained model (fine_tune_at 5, lr 0.0346 on a
+BreakHis-pretrained CancerNet); the trials as a table and plots; the best configuration retrained.
 
-The tuner keeps its state in ``<output_dir>/tuner/<name>/``: run the same search
-again and it resumes. Finished trials are not run again, an interrupted trial
-runs again, and a larger ``max_trials`` adds only the missing trials. Without a
-``name`` the project is named by its settings (space, epochs, data), so a search
-with other settings starts a project of its own instead of mixing scores.
-
-Notebook 11 runs both searches in a row (``budget`` sizes them by profile): the
-random search's optimizer and batch size are kept fixed in the Bayesian search,
-whose best configuration ``retrain_best`` trains at the full epochs; ``seed_check``
-says whether the seed project's findings hold.
-
-Batch size as a hyperparameter: ``prepare_data`` bakes its batch size into the
-pipelines, so ``RegistryHyperModel.fit`` unbatches the training pipeline and
-batches it again with the trial's batch size. tf.data's ``unbatch`` sits after
-the pipeline's cache and shuffle, so one pipeline serves every batch size and
-the patches are decoded once per search, not once per trial.
+The tuner keeps its state in ``<output_dir>/tuner/<name>/``: the same search run again resumes
+(finished trials are kept, an interrupted one runs again, a larger ``max_trials`` adds the missing
+ones). Without a ``name`` the project is named by its settings, so other settings never mix scores.
 """
 
 from __future__ import annotations
@@ -51,26 +36,24 @@ class TuningError(RuntimeError):
 
 def _choice(hp, name, values):
     """A Choice over several values; Fixed for one, so it still shows in the table."""
-    values = list(values)
     return hp.Choice(name, values) if len(values) > 1 else hp.Fixed(name, values[0])
+
+
+def _direction(objective: str) -> str:
+    return "min" if "loss" in objective else "max"
 
 
 class RegistryHyperModel(keras_tuner.HyperModel):
     """A compiled model of ``helpers.models`` whose training settings are hyperparameters.
 
-    learning_rate  (low, high): sampled log-uniformly, as a rate's effect scales
-                   with its order of magnitude.
-    optimizers     names for ``train.make_optimizer``; one name is fixed, not tuned.
-    batch_sizes    batch sizes to choose from; one value is fixed, not tuned.
-    fine_tune_at   None: the model's default freezing. (low, high): an Int range of
-                   layers to freeze; a list: a Choice among those counts.
-    weights        for ``build_model``: None (random init) or a path to a weights file.
-    recalibrate_bn training batches that refresh the BatchNorm statistics before each
-                   validation (``train.recalibrate_batchnorm``; 0: off).
+    ``learning_rate`` (low, high) is sampled log-uniformly; ``optimizers`` (names of
+    ``train.OPTIMIZERS``) and ``batch_sizes`` with one value are fixed, not tuned; ``fine_tune_at``
+    None keeps the model's default freezing, (low, high) is an Int range, a list a Choice;
+    ``recalibrate_bn`` training batches refresh the BatchNorm statistics before each validation.
 
-    ``fit`` takes the training pipeline batched or not and batches it with the
-    trial's batch size (see the module's docstring); the validation pipeline is
-    used as given, since its batch size changes no score.
+    Batch size as a hyperparameter: ``fit`` unbatches the training pipeline (after its cache and
+    shuffle) and batches it with the trial's size, so one pipeline serves every trial and the patches
+    are decoded once per search. The validation pipeline is used as given: its batch size changes no score.
     """
 
     def __init__(self, model_name="cancernet", *, image_size=None, weights=None,
@@ -81,10 +64,18 @@ class RegistryHyperModel(keras_tuner.HyperModel):
         if weights == "imagenet" and not models.MODELS[model_name].pretrained:
             raise ValueError(f"{model_name!r} has no ImageNet weights: choose a backbone "
                              f"({', '.join(n for n, s in models.MODELS.items() if s.pretrained)}) or other weights")
+        low, high = (float(v) for v in learning_rate)
+        if not 0 < low < high:
+            raise ValueError(f"learning_rate must be a range (low, high) with 0 < low < high, got {learning_rate}")
+        names = [optimizers] if isinstance(optimizers, str) else list(optimizers)
+        unknown = [n for n in names if n.lower() not in train.OPTIMIZERS]
+        if not names or unknown:
+            raise ValueError(f"unknown optimizer(s) {unknown or names}; choose among {sorted(train.OPTIMIZERS)}")
+        sizes = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
+        if not sizes or any(not isinstance(b, (int, np.integer)) or b < 1 for b in sizes):
+            raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes}")
         self.model_name, self.image_size, self.weights = model_name, image_size, weights
-        self.learning_rate = _check_range(learning_rate)
-        self.optimizers = _check_optimizers(optimizers)
-        self.batch_sizes = _check_batch_sizes(batch_sizes)
+        self.learning_rate, self.optimizers, self.batch_sizes = (low, high), names, [int(b) for b in sizes]
         self.fine_tune_at = _check_fine_tune_at(fine_tune_at)
         self.seed, self.objective, self.verbose = seed, objective, verbose
         self.recalibrate_bn = int(recalibrate_bn)
@@ -143,41 +134,9 @@ class RegistryHyperModel(keras_tuner.HyperModel):
         if self.verbose:
             best = (min if _direction(self.objective) == "min" else max)(
                 history.history.get(self.objective, [math.nan]))
-            print(f"{_format(values)} -> best {self.objective} {best:.4f} "
-                  f"({time.perf_counter() - start:.0f} s)")
+            shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            print(f"{shown} -> best {self.objective} {best:.4f} ({time.perf_counter() - start:.0f} s)")
         return history
-
-
-def _direction(objective: str) -> str:
-    return "min" if "loss" in objective else "max"
-
-
-def _format(values: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-
-
-# --- checks: one clear error naming the bad value -----------------------------
-
-def _check_range(learning_rate):
-    low, high = (float(v) for v in learning_rate)
-    if not 0 < low < high:
-        raise ValueError(f"learning_rate must be a range (low, high) with 0 < low < high, got {learning_rate}")
-    return low, high
-
-
-def _check_optimizers(optimizers):
-    names = [optimizers] if isinstance(optimizers, str) else list(optimizers)
-    unknown = [n for n in names if n.lower() not in train.OPTIMIZERS]
-    if not names or unknown:
-        raise ValueError(f"unknown optimizer(s) {unknown or names}; choose among {sorted(train.OPTIMIZERS)}")
-    return names
-
-
-def _check_batch_sizes(batch_sizes):
-    sizes = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
-    if not sizes or any(not isinstance(b, (int, np.integer)) or b < 1 for b in sizes):
-        raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes}")
-    return [int(b) for b in sizes]
 
 
 def _check_fine_tune_at(fine_tune_at):
@@ -194,63 +153,64 @@ def _check_fine_tune_at(fine_tune_at):
 # --- the searches ------------------------------------------------------------
 
 def random_search(data, output_dir, name: str | None = None, *, max_trials: int = 10, epochs: int = 2,
-                  objective: str = "val_auc", seed: int = 42, overwrite: bool = False,
-                  verbose: int = 1, model_name: str = "cancernet", batch_sizes=(32, 64, 128),
-                  **space):
-    """Random search (Bergstra & Bengio 2012) over learning rate and batch size.
+                  overwrite: bool = False, model_name: str = "cancernet", batch_sizes=(32, 64, 128), **space):
+    """Random search (Bergstra & Bengio 2012) over learning rate, batch size and optimizer.
 
-    ``data`` is ``experiment.prepare_data``'s output for this model; ``space``
-    holds the other arguments of ``RegistryHyperModel`` (learning_rate,
-    optimizers, weights, fine_tune_at). ``name`` None names the project by its
-    settings (see ``_search``). Returns the tuner, searched.
+    ``data``: ``experiment.prepare_data``'s output for this model; ``space``: the other arguments of
+    ``RegistryHyperModel`` (learning_rate, optimizers, weights, fine_tune_at, seed, objective,
+    verbose). ``name`` None names the project by its settings. Returns the tuner, searched.
     """
-    hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, batch_sizes=batch_sizes,
-                                    seed=seed, objective=objective, verbose=verbose, **space)
-    return _search("random", hypermodel, data, output_dir, name, max_trials=max_trials, epochs=epochs,
-                   overwrite=overwrite)
+    hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, batch_sizes=batch_sizes, **space)
+    return _search("random", hypermodel, data, output_dir, name, max_trials, epochs, overwrite)
 
 
-def bayesian_search(data, output_dir, name: str | None = None, *, fine_tune_at, weights=None, max_trials: int = 10,
-                    epochs: int = 2, objective: str = "val_auc", seed: int = 42, overwrite: bool = False,
-                    verbose: int = 1, model_name: str = "cancernet", num_initial_points=None, **space):
+def bayesian_search(data, output_dir, name: str | None = None, *, fine_tune_at, max_trials: int = 10,
+                    epochs: int = 2, overwrite: bool = False, model_name: str = "cancernet",
+                    num_initial_points=None, **space):
     """Bayesian optimisation (a Gaussian process) over ``fine_tune_at`` and the learning rate.
 
-    ``weights`` is the pretrained model to fine-tune (a file path; None trains
-    from a random start, which only makes sense for a demonstration). The first
-    ``num_initial_points`` trials (default 3 per tuned hyperparameter) are random;
-    later ones are chosen by the process fitted to the scores so far.
-    keras-tuner's own default counts fixed hyperparameters too (12 random trials
-    for this space), which would leave a 10-trial search without any Bayesian step.
+    ``weights`` (in ``space``) is the pretrained model to fine-tune (a file; None: a random start, for
+    a demonstration only). The first ``num_initial_points`` trials (default 3 per tuned hyperparameter)
+    are random: keras-tuner's own default counts fixed hyperparameters too (12 random trials for
+    this space), which would leave a 10-trial search without any Bayesian step.
     """
-    hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, weights=weights,
-                                    fine_tune_at=fine_tune_at, seed=seed, objective=objective,
-                                    verbose=verbose, **space)
-    return _search("bayesian", hypermodel, data, output_dir, name, max_trials=max_trials, epochs=epochs,
-                   overwrite=overwrite, num_initial_points=num_initial_points or 3 * hypermodel.dimensions)
+    hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, fine_tune_at=fine_tune_at, **space)
+    return _search("bayesian", hypermodel, data, output_dir, name, max_trials, epochs, overwrite,
+                   num_initial_points=num_initial_points or 3 * hypermodel.dimensions)
 
 
-def _search(kind, hypermodel, data, output_dir, name, *, max_trials, epochs, overwrite, **options):
+def _search(kind, hypermodel, data, output_dir, name, max_trials, epochs, overwrite, **options):
+    import tensorflow as tf
+
     if max_trials < 1 or epochs < 1:
         raise ValueError(f"max_trials and epochs must be at least 1, got {max_trials} and {epochs}")
     if data.preprocess is not models.preprocess_for(hypermodel.model_name):
         raise ValueError(f"the data were prepared with another preprocessing than {hypermodel.model_name!r} "
                          "needs: prepare_data(cfg, preprocess=models.preprocess_for(name))")
     directory = Path(output_dir) / "tuner"
+    used = data.index[data.index["split"].isin(["train", "val"])]  # other data must not resume
     settings = json.loads(json.dumps({  # as read back from the file: tuples become lists
-        "kind": kind, "space": hypermodel.describe(), "epochs": epochs,
-        "objective": hypermodel.objective, "data": _fingerprint(data)}))
+        "kind": kind, "space": hypermodel.describe(), "epochs": epochs, "objective": hypermodel.objective,
+        "data": runs.fingerprint(sorted(used["path"].astype(str)), data.image_size)}))
     if name is None:  # named by everything but max_trials: same settings resume, other ones start anew
-        digest = runs.fingerprint(settings, length=10)
-        name = f"{kind}_{hypermodel.model_name}_{digest}"
+        name = f"{kind}_{hypermodel.model_name}_{runs.fingerprint(settings, length=10)}"
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"name must be a plain folder name, got {name!r}")
-    _check_resumable(directory / name, settings, overwrite)
+    saved = directory / name / "search.json"
+    old = json.loads(saved.read_text()) if saved.is_file() and not overwrite else settings
+    changed = sorted(k for k in settings if old.get(k) != settings[k])
+    if changed:
+        raise TuningError(f"the tuner project {directory / name} was searched with other {', '.join(changed)} "
+                          f"({', '.join(f'{k}={old.get(k)}' for k in changed)}); resuming would mix "
+                          "scores that do not compare: choose another name, or pass overwrite=True")
     objective = keras_tuner.Objective(hypermodel.objective, _direction(hypermodel.objective))
-    tuner = TUNERS[kind](hypermodel, objective=objective,
-                         max_trials=max_trials, executions_per_trial=1, seed=hypermodel.seed,
-                         directory=str(directory), project_name=name, overwrite=overwrite,
+    tuner = TUNERS[kind](hypermodel, objective=objective, max_trials=max_trials, executions_per_trial=1,
+                         seed=hypermodel.seed, directory=str(directory), project_name=name, overwrite=overwrite,
                          **options)
-    write_text(directory / name / "search.json", json.dumps(settings, indent=2))
+    write_text(saved, json.dumps(settings, indent=2))
+    # One patch at a time, with its length: unbatch() loses the length, and Keras then warns at the
+    # end of every trial that the input ran out.
+    patches = data.train.unbatch().apply(tf.data.experimental.assert_cardinality(len(data.part("train"))))
     try:
         with warnings.catch_warnings():
             # The Gaussian process fitted to a few trials often pins a length scale at its bound
@@ -259,8 +219,8 @@ def _search(kind, hypermodel, data, output_dir, name, *, max_trials, epochs, ove
                                     module="sklearn.gaussian_process")
             # verbose=0 reaches the oracle too: its per-trial display would print a table
             # and clear the notebook cell's output after every trial.
-            tuner.search(_unbatched(data), validation_data=data.val, epochs=epochs,
-                         class_weight=data.class_weight, verbose=0)
+            tuner.search(patches, validation_data=data.val, epochs=epochs, class_weight=data.class_weight,
+                         verbose=0)
     except RuntimeError as exc:  # keras-tuner stops after 3 consecutive failed trials
         if "consecutive failures" not in str(exc):
             raise
@@ -268,39 +228,9 @@ def _search(kind, hypermodel, data, output_dir, name, *, max_trials, epochs, ove
     return tuner
 
 
-def _unbatched(data):
-    """The training pipeline one patch at a time, with its length: unbatch() loses the
-    length, and Keras then warns at the end of every trial that the input ran out."""
-    import tensorflow as tf
-
-    n = len(data.part("train"))
-    return data.train.unbatch().apply(tf.data.experimental.assert_cardinality(n))
-
-
-def _fingerprint(data) -> str:
-    """Which patches trained and validated: a rerun on other data must not resume."""
-    used = data.index[data.index["split"].isin(["train", "val"])]
-    return runs.fingerprint(sorted(used["path"].astype(str)), data.image_size)
-
-
-def _check_resumable(project, settings, overwrite):
-    saved = project / "search.json"
-    if overwrite or not saved.is_file():
-        return
-    old = json.loads(saved.read_text())
-    changed = sorted(k for k in settings if old.get(k) != settings[k])
-    if changed:
-        raise TuningError(f"the tuner project {project} was searched with other {', '.join(changed)} "
-                          f"({', '.join(f'{k}={old.get(k)}' for k in changed)}); resuming would mix "
-                          "scores that do not compare: choose another name, or pass overwrite=True")
-
-
 def check_trials(tuner) -> None:
-    """Raise if no trial finished with a score (keras-tuner itself stays silent).
-
-    A trial that raises is marked failed and the search goes on; only three
-    failures in a row stop it, and then with a RuntimeError.
-    """
+    """Raise if no trial finished with a score (keras-tuner itself stays silent: a trial that raises
+    is marked failed and the search goes on; only three failures in a row stop it)."""
     trials = list(tuner.oracle.trials.values())
     if any(t.status == DONE and _finite(t.score) for t in trials):
         return
@@ -325,11 +255,8 @@ def _last_line(message: str) -> str:
 # --- what the search found ------------------------------------------------------
 
 def trials_table(tuner) -> pd.DataFrame:
-    """One row per trial, best first: trial, status, the hyperparameters, score,
-    best_epoch (1-based) and, for a failed trial, its error.
-
-    ``table.attrs`` holds the objective's name and direction for ``trials_plot``.
-    """
+    """One row per trial, best first: trial, status, the hyperparameters, score, best_epoch
+    (1-based) and a failed trial's error; ``attrs`` hold the objective's name and direction."""
     objective = tuner.oracle.objective
     rows = []
     for trial in tuner.oracle.trials.values():
@@ -348,53 +275,53 @@ def trials_table(tuner) -> pd.DataFrame:
 
 
 def best_config(tuner) -> dict:
-    """The best trial's hyperparameters, e.g. {"learning_rate", "optimizer", "batch_size"}.
-
-    Retrain with them: ``batch_size`` goes to the data (``source.resolve(...,
-    batch_size=)``), ``optimizer`` and ``learning_rate`` to ``train.fit``, and
-    ``fine_tune_at`` (if searched) to ``models.build_model``.
-    """
+    """The best trial's hyperparameters (learning_rate, optimizer, batch_size, and fine_tune_at if
+    searched), as ``retrain_best`` takes them."""
     check_trials(tuner)
     best = trials_table(tuner).iloc[0]
     return dict(tuner.oracle.get_trial(best["trial"]).hyperparameters.values)
 
 
-def _log_axis(ax, which: str) -> None:
-    """A log axis labelled at 1, 2 and 5 times each power of ten, in plain numbers (0.002, not
-    2x10^-3): the default labels of a short log range overlap."""
+def _trials_figure(table: pd.DataFrame, columns, size):
+    """(figure, axes, the finished trials best first, the objective's name); a column the table
+    lacks is refused by name."""
+    import matplotlib.pyplot as plt
+
+    missing = [c for c in columns if c is not None and c not in table]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} in the trials table; it has {list(table.columns)}")
+    fig, ax = plt.subplots(figsize=size)
+    return fig, ax, table[np.isfinite(table["score"].astype(float))], table.attrs.get("objective", "score")
+
+
+def _axis(ax, which: str, name: str) -> None:
+    """The axis labelled by ``name``; a learning rate's on a log scale labelled at 1, 2 and 5 times each
+    power of ten, in plain numbers (0.002, not 2x10^-3): the default labels of a short log range overlap."""
     from matplotlib import ticker
 
-    getattr(ax, f"set_{which}scale")("log")
-    axis = getattr(ax, f"{which}axis")
-    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(ticker.NullFormatter())
+    getattr(ax, f"set_{which}label")(name.replace("_", " "))
+    if name == "learning_rate":
+        getattr(ax, f"set_{which}scale")("log")
+        axis = getattr(ax, f"{which}axis")
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def trials_plot(table: pd.DataFrame, x: str = "learning_rate", hue: str | None = "batch_size",
                 source: str = ""):
-    """Score against ``x`` (log axis for the learning rate), coloured by ``hue``;
-    the best trial ringed. ``source`` names the data and split the scores come from."""
-    import matplotlib.pyplot as plt
-
+    """Score against ``x``, coloured by ``hue``, the best trial ringed. ``source`` names the data and
+    split the scores come from."""
     from ..plots import title_with_source
 
-    missing = [c for c in (x, hue) if c is not None and c not in table]
-    if missing:
-        raise ValueError(f"no column {missing[0]!r} in the trials table; it has {list(table.columns)}")
-    done = table[np.isfinite(table["score"].astype(float))]
-    objective = table.attrs.get("objective", "score")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    groups = [(None, done)] if hue is None else list(done.groupby(hue, sort=True))
-    for value, part in groups:
+    fig, ax, done, objective = _trials_figure(table, (x, hue), (7, 4))
+    for value, part in [(None, done)] if hue is None else done.groupby(hue, sort=True):
         ax.scatter(part[x], part["score"], s=40, alpha=0.85, label=None if hue is None else f"{hue} {value}")
     if len(done):
         best = done.iloc[0]
         ax.scatter([best[x]], [best["score"]], s=220, facecolors="none", edgecolors="k", linewidths=1.5,
                    label=f"best: {x} {best[x]:.3g}, {objective} {best['score']:.3f}")
-    if x == "learning_rate":
-        _log_axis(ax, "x")
-    ax.set_xlabel(x.replace("_", " "))
+    _axis(ax, "x", x)
     ax.set_ylabel(f"best {objective} of the trial")
     ax.legend(fontsize=8, loc="best")
     failed = len(table) - len(done)
@@ -403,27 +330,45 @@ def trials_plot(table: pd.DataFrame, x: str = "learning_rate", hue: str | None =
     return fig
 
 
-# --- why random search: Bergstra & Bengio (2012), figure 1 ----------------------
+def search_map(table: pd.DataFrame, x: str = "fine_tune_at", y: str = "learning_rate", source: str = ""):
+    """Where a search tried (``x`` against ``y``), coloured by score and numbered in trial order, the best
+    ringed: a Bayesian search's later trials gather where the earlier ones scored well."""
+    from ..plots import title_with_source
 
-def _design_points(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    fig, ax, done, objective = _trials_figure(table, (x, y), (7, 4.2))
+    points = ax.scatter(done[x], done[y], c=done["score"], cmap="viridis", s=70, edgecolors="k", linewidths=0.5)
+    for _, row in done.iterrows():
+        ax.annotate(str(int(row["trial"]) + 1), (row[x], row[y]), xytext=(9, 6), textcoords="offset points",
+                    fontsize=8)
+    if len(done):
+        best = done.iloc[0]
+        ax.scatter([best[x]], [best[y]], s=260, facecolors="none", edgecolors="k", linewidths=1.5,
+                   label=f"best: {x} {best[x]:.3g}, {y} {best[y]:.3g}")
+        ax.legend(fontsize=8, loc="best")
+    _axis(ax, "x", x)
+    _axis(ax, "y", y)
+    fig.colorbar(points, ax=ax, label=f"best {objective} of the trial")
+    title_with_source(ax, f"Where the search tried ({len(done)} trials, numbered in order)",
+                      source or "source not given")
+    return fig
+
+
+def grid_vs_random_figure(n: int = 9, seed: int = 3):
+    """Why random search (Bergstra & Bengio 2012, figure 1): ``n`` grid points beside ``n`` random points
+    over two parameters of which only the horizontal one matters; projected on it, the grid tries
+    sqrt(n) values, random search n."""
+    import matplotlib.pyplot as plt
+
     side = math.isqrt(n)
     if side * side != n or n < 4:
         raise ValueError(f"n must be a square number of points (4, 9, 16, ...), got {n}")
     ticks = (np.arange(side) + 0.5) / side
-    grid = np.array([(a, b) for a in ticks for b in ticks])
-    return grid, np.random.default_rng(seed).uniform(0, 1, size=(n, 2))
-
-
-def grid_vs_random_figure(n: int = 9, seed: int = 3):
-    """``n`` grid points beside ``n`` random points over two parameters of which only
-    the horizontal one matters: projected on it, the grid tries sqrt(n) values, random n."""
-    import matplotlib.pyplot as plt
-
-    grid, rand = _design_points(n, seed)
+    designs = {"grid": np.array([(a, b) for a in ticks for b in ticks]),
+               "random": np.random.default_rng(seed).uniform(0, 1, size=(n, 2))}
     xs = np.linspace(0, 1, 400)
     effect = lambda v: np.exp(-((v - 0.7) / 0.07) ** 2)  # noqa: E731 - a narrow optimum the grid misses
     fig, axes = plt.subplots(2, 2, figsize=(9, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 2.5]})
-    for col, (label, points) in enumerate((("grid", grid), ("random", rand))):
+    for col, (label, points) in enumerate(designs.items()):
         top, main = axes[0, col], axes[1, col]
         top.plot(xs, effect(xs), color="#55a868")
         top.scatter(points[:, 0], effect(points[:, 0]), color="k", s=18, zorder=3)
@@ -436,10 +381,8 @@ def grid_vs_random_figure(n: int = 9, seed: int = 3):
         main.set_label(label)  # the tests find each design's points by this label
         for v in points[:, 0]:
             main.axvline(v, ymax=0.04, color="k", lw=1)
-        main.set_xlim(0, 1)
-        main.set_ylim(0, 1)
-        main.set_xlabel("important parameter (e.g. learning rate)")
-        main.set_ylabel("unimportant parameter")
+        main.set(xlim=(0, 1), ylim=(0, 1), xlabel="important parameter (e.g. learning rate)",
+                 ylabel="unimportant parameter")
     fig.suptitle(f"{n} trials: grid vs random search (after Bergstra & Bengio 2012)", fontsize=11)
     fig.tight_layout()
     return fig
@@ -481,13 +424,11 @@ def budget(profile: str, max_trials=None, epochs=None, sample_size=None) -> Budg
 
 
 def search_data(cfg, model_name: str, budget: Budget):
-    """``experiment.prepare_data`` for ``model_name`` (its input size and preprocessing),
-    capped at the budget's sample size: the same patient split as the full runs."""
-    from . import experiment
+    """The model's data (``experiment.model_data``) capped at the budget's sample size: the same
+    patient split as the full runs."""
+    from .experiment import model_data
 
-    capped = replace(cfg, sample_size=budget.sample_size)
-    return experiment.prepare_data(capped, image_size=models.input_size(model_name),
-                                   preprocess=models.preprocess_for(model_name))
+    return model_data(replace(cfg, sample_size=budget.sample_size), model_name)
 
 
 # CancerNet's first two blocks (13 layers) and the first convolution of the third: the seed
@@ -502,40 +443,6 @@ def default_fine_tune_range(model_name: str) -> tuple[int, int]:
     model = models.build_model(model_name)
     body = models.backbone_layers(model) if models.MODELS[model_name].pretrained else model.layers
     return 0, len(body)
-
-
-def search_map(table: pd.DataFrame, x: str = "fine_tune_at", y: str = "learning_rate", source: str = ""):
-    """Where a search tried (``x`` against ``y``, log axis for a learning rate), coloured by
-    score and numbered in trial order, the best ringed: a Bayesian search's later trials
-    gather where the earlier ones scored well."""
-    import matplotlib.pyplot as plt
-
-    from ..plots import title_with_source
-
-    missing = [c for c in (x, y) if c not in table]
-    if missing:
-        raise ValueError(f"no column {missing[0]!r} in the trials table; it has {list(table.columns)}")
-    done = table[np.isfinite(table["score"].astype(float))]
-    objective = table.attrs.get("objective", "score")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    points = ax.scatter(done[x], done[y], c=done["score"], cmap="viridis", s=70, edgecolors="k",
-                        linewidths=0.5)
-    for _, row in done.iterrows():
-        ax.annotate(str(int(row["trial"]) + 1), (row[x], row[y]), xytext=(9, 6), textcoords="offset points",
-                    fontsize=8)
-    if len(done):
-        best = done.iloc[0]
-        ax.scatter([best[x]], [best[y]], s=260, facecolors="none", edgecolors="k", linewidths=1.5,
-                   label=f"best: {x} {best[x]:.3g}, {y} {best[y]:.3g}")
-        ax.legend(fontsize=8, loc="best")
-    for which, name in (("x", x), ("y", y)):
-        if name == "learning_rate":
-            _log_axis(ax, which)
-        getattr(ax, f"set_{which}label")(name.replace("_", " "))
-    fig.colorbar(points, ax=ax, label=f"best {objective} of the trial")
-    title_with_source(ax, f"Where the search tried ({len(done)} trials, numbered in order)",
-                      source or "source not given")
-    return fig
 
 
 def retrain_best(cfg, best: dict, notebook: str, *, model_name: str = "cancernet", weights=None,

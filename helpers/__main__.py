@@ -48,7 +48,7 @@ def _prints(function, as_json: bool = True):
     return command
 
 
-def _index(args) -> int:
+def _index(args) -> dict:
     from .data.index import build_index, save_index
 
     df, report = build_index(args.dir)
@@ -57,11 +57,10 @@ def _index(args) -> int:
     share = report.positives / max(1, report.unique_patches)
     _stderr(f"{report.unique_patches:,} usable patches of {report.patients} patients in {args.dir}, "
             f"{report.positives:,} IDC-positive (share {share:.3f}); {sum(report.skipped.values())} files skipped")
-    _print_json(report.summary(examples=args.examples))
-    return 0
+    return report.summary(examples=args.examples)
 
 
-def _make_demo(args) -> int:
+def _make_demo(args) -> dict:
     from .config import PROFILES, demo_dir, full_demo_dir
     from .data.demo import full_demo, make_demo
     from .data.source import ensure_demo
@@ -69,17 +68,14 @@ def _make_demo(args) -> int:
     if args.full:  # the real set's size and class counts: minutes on 2 cores, ~1.5 GB of PNG files
         root = args.dir or full_demo_dir()
         _stderr(f"writing the full-size generated set (277,524 patches) to {root}")
-        summary = full_demo(root, seed=args.seed, workers=args.workers)
-    elif args.profile not in PROFILES:
+        return full_demo(root, seed=args.seed, workers=args.workers)
+    if args.profile not in PROFILES:
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(PROFILES)}")
-    elif args.dir:
-        patients = args.patients or PROFILES[args.profile]["demo_patients"]
-        summary = make_demo(args.dir, n_patients=patients, seed=args.seed, progress=True, workers=args.workers)
-    else:  # the project's own demo folder: a stale generated set there is replaced
-        patients = args.patients or PROFILES[args.profile]["demo_patients"]
-        summary = ensure_demo(demo_dir(patients), patients, seed=args.seed)
-    _print_json(summary)
-    return 0
+    patients = args.patients or PROFILES[args.profile]["demo_patients"]
+    if args.dir:
+        return make_demo(args.dir, n_patients=patients, seed=args.seed, progress=True, workers=args.workers)
+    # the project's own demo folder: a stale generated set there is replaced
+    return ensure_demo(demo_dir(patients), patients, seed=args.seed)
 
 
 def _pack(args) -> int:
@@ -151,7 +147,7 @@ def _check_dir_then_load_tensorflow(path, what: str = "data directory") -> None:
     import_tensorflow_quietly()
 
 
-def _train(args) -> int:
+def _train(args) -> dict:
     cap, epochs = _budget(args)
     detailed = [flag for dest, flag in MODEL_FLAGS.items() if getattr(args, dest) is not None]
     if args.recipe and detailed:
@@ -164,9 +160,7 @@ def _train(args) -> int:
         raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes.recipe)")
     _check_dir_then_load_tensorflow(args.data_dir)
     with _json_only():
-        summary = _train_model(args, cap, epochs) if detailed else _train_recipe(args, cap, epochs)
-    _print_json(summary)
-    return 0
+        return _train_model(args, cap, epochs) if detailed else _train_recipe(args, cap, epochs)
 
 
 def _train_model(args, cap, epochs) -> dict:
@@ -203,7 +197,7 @@ def _train_recipe(args, cap, epochs) -> dict:
                         sample_size=cap, profile=args.profile, log=_stderr)
 
 
-def _crossval(args) -> int:
+def _crossval(args) -> dict | list:
     cap, epochs = _budget(args)
     if args.shares and args.with_colour:
         raise ValueError("--with-colour compares one recipe with the colour baseline; run it without --shares")
@@ -222,8 +216,7 @@ def _crossval(args) -> int:
                                           epochs=epochs, **run_options)
         table = crossval.learning_curve(results)
         _stderr(table.to_string(float_format=lambda v: f"{v:.3f}"))
-        _print_json(json.loads(table.reset_index(names="recipe").to_json(orient="records")))
-        return 0
+        return json.loads(table.reset_index(names="recipe").to_json(orient="records"))
     recipe = get_recipe(args.recipe, epochs=epochs, **options)
     data = crossval.load(args.data_dir, args.out)  # decoded once, for the recipe and the colour baseline
     with _json_only():
@@ -240,8 +233,7 @@ def _crossval(args) -> int:
         baseline = colour.cross_validate(data, args.folds, args.seed, args.out, cap, log=_stderr)
         both = crossval.view_ensemble([result, baseline], data=data)
         summary["with_colour"] = _paired_table(crossval.compare([result, baseline, both]))
-    _print_json(summary)
-    return 0
+    return summary
 
 
 def _paired_table(table) -> dict:
@@ -251,7 +243,7 @@ def _paired_table(table) -> dict:
     return json.loads(table.astype(float).round(4).to_json(orient="index"))
 
 
-def _evaluate(args) -> int:
+def _evaluate(args) -> dict:
     _check_dir_then_load_tensorflow(args.data_dir)
     from .recipes import recipe
     from .studies import experiment
@@ -260,12 +252,10 @@ def _evaluate(args) -> int:
     # normalisation, TTA, ensemble and threshold; any other model file as it is
     evaluate_dir = experiment.evaluate_dir if recipe.read_config(args.model_path)[0] is None else recipe.evaluate_dir
     with _json_only():
-        scores = evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold, log=_stderr)
-    _print_json(scores)
-    return 0
+        return evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold, log=_stderr)
 
 
-def _make_thyroid_demo(args) -> int:
+def _make_thyroid_demo(args) -> dict:
     from .thyroid.generator import DEMO_SIZES, make_demo, resolve_dir
     from .thyroid.generator import demo_dir as thyroid_demo_dir
 
@@ -273,15 +263,13 @@ def _make_thyroid_demo(args) -> int:
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(DEMO_SIZES)}")
     nodules, per_nodule = args.nodules or DEMO_SIZES[args.profile][0], args.images or DEMO_SIZES[args.profile][1]
     if args.dir or (nodules, per_nodule) != DEMO_SIZES[args.profile]:
-        summary = make_demo(args.dir or thyroid_demo_dir(nodules), n_nodules=nodules, images_per_nodule=per_nodule,
-                            seed=args.seed)
-    else:  # the project's own demo folder: a stale generated set there is replaced
-        summary = json.loads((resolve_dir(None, args.profile, args.seed) / "generated.json").read_text())["summary"]
-    _print_json(summary)
-    return 0
+        return make_demo(args.dir or thyroid_demo_dir(nodules), n_nodules=nodules, images_per_nodule=per_nodule,
+                         seed=args.seed)
+    # the project's own demo folder: a stale generated set there is replaced
+    return json.loads((resolve_dir(None, args.profile, args.seed) / "generated.json").read_text())["summary"]
 
 
-def _pretrain_breakhis(args) -> int:
+def _pretrain_breakhis(args) -> dict:
     from .breakhis.track import pretrain
     from .data.source import resolve
 
@@ -292,10 +280,8 @@ def _pretrain_breakhis(args) -> int:
     cfg = resolve(args.profile, data_dir=args.data_dir, output_dir=out.parent, epochs=args.epochs,
                   batch_size=args.batch_size, seed=args.seed, make_demo=False)
     with _json_only():
-        done = pretrain(cfg, args.data_dir, args.model, mode=args.mode, tiles_per_image=args.tiles,
-                        weights=args.weights, out=out)
-    _print_json(done.as_dict())
-    return 0
+        return pretrain(cfg, args.data_dir, args.model, mode=args.mode, tiles_per_image=args.tiles,
+                        weights=args.weights, out=out).as_dict()
 
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
@@ -329,10 +315,10 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("index", _index, "index an IDC data directory and print a JSON summary", "listing")
+    p = command("index", _prints(_index), "index an IDC data directory and print a JSON summary", "listing")
     p.add_argument("--save", help="also write the index as CSV here")
 
-    p = command("make-demo", _make_demo, "write the generated demo data set (Kaggle layout)", "demo")
+    p = command("make-demo", _prints(_make_demo), "write the generated demo data set (Kaggle layout)", "demo")
     p.add_argument("dir", nargs="?", help="target folder (default: data/demo/idc-<N>p)")
     p.add_argument("--profile", default="smoke", help="take the patient count from this profile")
     p.add_argument("--patients", type=int, help="number of patients (overrides the profile)")
@@ -367,7 +353,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default=None, help="executed notebooks (default: outputs/notebooks)")
     p.add_argument("--out", default=None, help="where the pages go (default: outputs/html)")
 
-    p = command("train", _train, "train a model on every patch of a folder split by patient (70/15/15): "
+    p = command("train", _prints(_train), "train a model on every patch of a folder split by patient (70/15/15): "
                 "by default the recipe best, with --model's architecture", "budget")
     p.add_argument("--model", help="a name of helpers.models.MODELS (or give --recipe)")
     p.add_argument("--recipe", help="a recipe of helpers.recipes.recipe (seed, best, seed+tta, ...): model(s) and "
@@ -394,12 +380,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fit", nargs="*", metavar="KEY=VALUE",
                    help="more keywords of train.fit, e.g. optimizer_options='{\"clipnorm\": 1}'")
 
-    p = command("evaluate", _evaluate, "score every patch under a folder with a saved model")
+    p = command("evaluate", _prints(_evaluate), "score every patch under a folder with a saved model")
     p.add_argument("--model-path", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--threshold", type=float, help="default: the one chosen on validation at training")
 
-    p = command("crossval", _crossval, "patient-level k-fold cross-validation of a recipe: per-fold and "
+    p = command("crossval", _prints(_crossval), "patient-level k-fold cross-validation of a recipe: per-fold and "
                 "mean ± sd F1, balanced accuracy and ROC-AUC (JSON on stdout, a table on stderr)", "budget")
     p.add_argument("--recipe", default="seed", help="seed, best, or one plus ingredients: seed+tta+ensemble")
     p.add_argument("--folds", type=int, default=5)
@@ -431,7 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=16)
     p.add_argument("--images", type=int, default=12, help="images per patient (40X, 100X, 200X, 400X in turn)")
 
-    p = command("make-thyroid-demo", _make_thyroid_demo, "write a generated thyroid ultrasound set "
+    p = command("make-thyroid-demo", _prints(_make_thyroid_demo), "write a generated thyroid ultrasound set "
                 "(cropped/uncropped, train/test, B_/M_ names)", "demo")
     p.add_argument("dir", nargs="?", help="target folder (default: data/demo/thyroid-<N>n)")
     p.add_argument("--profile", default="smoke", help="the set's size: smoke, cpu or full")
@@ -441,8 +427,8 @@ def _parser() -> argparse.ArgumentParser:
     command("index-thyroid", _prints(lambda a: _late("thyroid.index.build_index")(a.dir)[1].summary(
         examples=a.examples)), "index a thyroid ultrasound folder and print a JSON summary", "listing")
 
-    p = command("pretrain-breakhis", _pretrain_breakhis, "pretrain a model on BreakHis (benign / malignant, split "
-                "by patient) and save it for fine-tuning on IDC")
+    p = command("pretrain-breakhis", _prints(_pretrain_breakhis), "pretrain a model on BreakHis (benign / "
+                "malignant, split by patient) and save it for fine-tuning on IDC")
     p.add_argument("--data-dir", required=True, help="the BreakHis folder (official layout or flat)")
     p.add_argument("--model", required=True, help="a name of helpers.models.MODELS, e.g. cancernet")
     p.add_argument("--out", required=True, help="the .keras file to write (its scores go beside, .json)")

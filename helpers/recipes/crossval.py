@@ -1,10 +1,8 @@
 """Patient-level k-fold cross-validation of a recipe, and ablations of its ingredients.
 
-One 70/15/15 split gives one number whose spread nobody knows: with a few dozen test
-patients, the luck of which patients land in test moves F1 by several points. Here every
-patient is a test patient exactly once (``patient_folds``), each fold trains the recipe on the
-other patients (with its own patient-level validation split) and scores the fold's test
-patients; the result is a mean and a standard deviation over folds.
+One 70/15/15 split gives one number whose spread nobody knows: with a few dozen test patients,
+which patients land in test moves F1 by several points. Here every patient is a test patient
+exactly once; the result is a mean and a standard deviation over folds.
 
 Finished folds are stored under
 ``OUT/crossval/<recipe>-v<version>/<data>-k<folds>-s<seed>-e<epochs>[-n<sample>]/fold<i>/``
@@ -141,7 +139,6 @@ def fold_views_frame(data: LoadedData, at: dict) -> pd.DataFrame:
 
 
 def write_views(views: pd.DataFrame, fold_dir) -> pd.DataFrame:
-    Path(fold_dir).mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(fold_dir) / "views.csv") as tmp:
         views.to_csv(tmp, index=False)
     return views
@@ -179,7 +176,8 @@ class CrossvalResult:
         if not frames:
             return pd.DataFrame()
         history = pd.concat(frames, ignore_index=True)
-        return history[["recipe", "fold", "member", *history.columns[:-3]]]
+        first = ["recipe", "fold", "member"]
+        return history[first + [c for c in history.columns if c not in first]]
 
     def as_dict(self) -> dict:
         rows = json.loads(self.per_fold.to_json(orient="records"))
@@ -244,9 +242,8 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         *, data: LoadedData | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False,
         reuse: bool = True) -> CrossvalResult:
     """Cross-validate ``recipe`` (a name such as "seed+tta", or a Recipe) over ``folds`` folds of
-    the patients of ``data_dir`` (``data``, from :func:`load`, skips loading). ``epochs`` overrides
-    the recipe's; ``sample_size`` caps each fold's patches (spread over its splits, by patient).
-    A fold's model files (~10 MB each) are kept only with ``keep_models``. With ``reuse``, a recipe
+    the patients of ``data_dir`` (or ``data``, from :func:`load`); ``sample_size`` caps each fold's
+    patches. Model files (~10 MB each) are kept only with ``keep_models``. With ``reuse``, a recipe
     that differs from one cross-validated before on these folds only in its decision is scored from
     that run's views (:func:`trained_alike`), and an ensemble takes its member 0 from the kept
     models of its one-member recipe (:func:`first_member_donor`)."""
@@ -312,9 +309,8 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
 
 
 def _stored_run(recipe: Recipe, data: LoadedData, folds: int, seed: int, out_dir, sample_size, fold_file: str):
-    """The first finished cross-validation stored under ``out_dir`` (same data, folds, seed, epochs and
-    sample size) of another recipe trained as ``recipe`` is, every fold of which holds ``fold_file``:
-    (its folder, its recipe, its per-fold rows, its settings); None if there is none."""
+    """(folder, recipe, per-fold rows, settings) of the first finished cross-validation on the same
+    folds of another recipe trained as ``recipe`` is, every fold of which holds ``fold_file``; or None."""
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
     for summary in sorted(root.parents[1].glob(f"*/{root.name}/summary.json")):
         folder = summary.parent
@@ -335,17 +331,14 @@ def _stored_run(recipe: Recipe, data: LoadedData, folds: int, seed: int, out_dir
 
 def trained_alike(recipe, data: LoadedData, folds: int, seed: int, out_dir=None,
                   sample_size=None) -> CrossvalResult | None:
-    """A finished cross-validation on the same folds of a recipe trained as ``recipe`` is, every
-    fold of which kept its views; None if there is none."""
+    """A finished cross-validation on the same folds of a recipe trained as ``recipe`` is, with views."""
     found = _stored_run(get_recipe(recipe), data, folds, seed, out_dir, sample_size, "views.csv")
     return None if found is None else CrossvalResult.from_rows(found[1], found[2], found[0], found[3])
 
 
 def first_member_donor(recipe, data: LoadedData, folds: int, seed: int, out_dir=None, sample_size=None) -> Path | None:
-    """For an ensemble recipe, the folder of a finished cross-validation on the same folds of the
-    same recipe with one member that kept its models (``--keep-models``): its fold models are, seed
-    for seed, the ensemble's member 0, so they need not be trained again. None if the recipe is no
-    ensemble or there is no such run."""
+    """For an ensemble recipe, the folder of a finished cross-validation on the same folds of its
+    one-member recipe that kept its models: they are, seed for seed, the ensemble's member 0."""
     recipe = get_recipe(recipe)
     if recipe.ensemble < 2 or recipe.members()[0] != recipe.model:
         return None
@@ -402,10 +395,9 @@ def decision_name(threshold: str, tta: bool, context: str = "none") -> str:
 
 
 def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none", fitted: dict | None = None) -> np.ndarray:
-    """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, and with
-    ``context="slide"`` read with the other patches of its patient (helpers.recipes.context), the
-    context model fitted on the fold's validation rows only, or ``fitted`` (the trained
-    predictor's, so that a fold's scores are those of the model it saved)."""
+    """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, with slide
+    ``context`` fitted on the fold's validation rows only, or ``fitted`` (the trained predictor's,
+    so that a fold's scores are those of the model it saved)."""
     from . import context as slide
 
     proba = views["tta" if tta else "single"].to_numpy(dtype=float)
@@ -455,9 +447,8 @@ def fold_views(result: CrossvalResult, data: LoadedData | None = None) -> dict[i
 
 
 def decisions(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
-    """The test scores of one cross-validation's trained models under each of ``DECISIONS``, one
-    row per fold and decision: the threshold, TTA and slide-context ingredients measured without
-    training."""
+    """The test scores of one cross-validation's models under each of ``DECISIONS``, one row per
+    fold and decision: the decision ingredients measured without training."""
     if result.scored_decisions is None:
         result.scored_decisions = pd.DataFrame([
             {"fold": fold, "decision": decision_name(threshold, tta, context), "threshold_rule": threshold,
@@ -504,11 +495,8 @@ def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
 def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str = "validation",
                   tta: bool = True, data: LoadedData | None = None, context: str = "none") -> CrossvalResult:
     """An ensemble of cross-validated recipes that costs no training: on each fold they share, the
-    mean of their stored views, written to ``out_dir/fold<i>/views.csv`` (default:
-    ``crossval/ensembles/<name>/`` beside the members' runs), then decided as ``threshold`` ("fixed":
-    0.5; "validation": the F1-best cut on the fold's validation patients), with or without TTA and
-    slide ``context``. Its seconds are its members' training together (members decided from one run
-    count it once)."""
+    mean of their views (written to ``out_dir``, default ``crossval/ensembles/<name>/``), decided as
+    ``threshold``, ``tta`` and ``context`` say. Its seconds are its members' training together."""
     if len(results) < 2:
         raise ValueError("an ensemble needs at least two cross-validated recipes")
     if threshold not in ("fixed", "validation"):
@@ -580,8 +568,7 @@ def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
 
 
 def compare(results, base: int = 0) -> pd.DataFrame:
-    """Mean and sd of each metric per result, and the paired (same folds) difference from
-    ``results[base]``: mean and sd of the per-fold differences."""
+    """:func:`paired` per result against ``results[base]``, and its mean CPU seconds per fold."""
     ref = results[base].per_fold.set_index("fold")
     rows = {}
     for r in results:
@@ -593,9 +580,8 @@ def compare(results, base: int = 0) -> pd.DataFrame:
 def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
              epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *,
              data: LoadedData | None = None) -> Ablation:
-    """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all of
-    ``recipe.INGREDIENTS``) on the same folds with the same seeds; one table of the results. A
-    decision-only ingredient is scored on the base's models."""
+    """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all) on the same folds
+    with the same seeds; a decision-only ingredient is scored on the base's models."""
     data = data or load(data_dir, out_dir)
     base = get_recipe(base, epochs=epochs)
     chosen = list(INGREDIENTS) if ingredients is None else list(ingredients)
@@ -616,10 +602,9 @@ def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int 
 
 def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5, seed: int = 42, out_dir=None,
                epochs=None, sample_size=None, *, data: LoadedData | None = None, **run_options) -> list[CrossvalResult]:
-    """Cross-validate ``recipe`` learning from each of ``shares`` of every fold's training split
-    (drawn by ``subset``: "patches" or "patients") and on all of it, which is ``recipe`` itself:
-    the runs of a :func:`learning_curve`, smallest share first. A bad share fails before any
-    training. ``run_options`` go to :func:`run`."""
+    """The runs of a :func:`learning_curve`: ``recipe`` learning from each of ``shares`` of every
+    fold's training split (drawn by ``subset``: "patches" or "patients"), smallest first, then from
+    all of it. A bad share fails before any training."""
     whole = get_recipe(recipe, epochs=epochs)
     chosen = [get_recipe(whole, train_share=share, train_subset=subset) for share in sorted(set(shares) - {1.0})]
     data = data or load(data_dir, out_dir)
@@ -628,9 +613,8 @@ def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5
 
 
 def learning_curve(results) -> pd.DataFrame:
-    """One row per cross-validation of one recipe learning from shares of each fold's training
-    split: what a fold learnt from (mean patches and patients), each metric's mean and sd, and the
-    paired difference from the run on the whole training split, which must be among ``results``."""
+    """One row per share of the training split: what a fold learnt from, each metric's mean and sd,
+    and the paired difference from the run on the whole training split (among ``results``)."""
     whole = [i for i, r in enumerate(results) if r.recipe.train_share == 1]
     if not whole:
         raise ValueError("a learning curve needs the run on the whole training split (train_share 1) "
@@ -686,10 +670,9 @@ TARGET = {"f1_gain": 0.05, "roc_auc": 0.95, "balanced_accuracy": 0.88}
 
 
 def balanced_accuracy_ceiling(results) -> pd.DataFrame:
-    """Per result, the mean and sd over folds of the highest balanced accuracy any cut gives on
-    the fold's test patches, beside the one its decision gives. The ceiling reads the test labels:
-    it says whether any threshold rule could reach a balanced-accuracy target with this ranking,
-    and is never a result."""
+    """Per result, the highest balanced accuracy any cut gives on each fold's test patches (mean,
+    sd, min, max), beside its decision's. It reads the test labels: it says whether any threshold
+    rule could reach a target with this ranking, and is never a result."""
     rows = {}
     for r in results:
         ceiling = pd.Series([evaluate.best_balanced_accuracy(t["label"], t["proba"])

@@ -18,6 +18,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -209,16 +210,9 @@ def with_ingredient(base, ingredient: str) -> Recipe:
     return dataclasses.replace(base, name=f"{base.name}+{ingredient}", **INGREDIENTS[ingredient])
 
 
-def _combine(name: str, version: int, ingredients) -> Recipe:
-    recipe = Recipe()
-    for ingredient in ingredients:
-        recipe = with_ingredient(recipe, ingredient)
-    return dataclasses.replace(recipe, name=name, version=version)
-
-
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(),
-    "best": _combine("best", BEST_VERSION, BEST_INGREDIENTS),
+    "best": dataclasses.replace(reduce(with_ingredient, BEST_INGREDIENTS, Recipe()), name="best", version=BEST_VERSION),
 }
 
 
@@ -233,9 +227,7 @@ def get(name, **overrides) -> Recipe:
         if base not in RECIPES:
             raise ValueError(f"unknown recipe {base!r}; known recipes: {', '.join(RECIPES)} "
                              f"(add ingredients with '+', e.g. seed+tta; ingredients: {', '.join(INGREDIENTS)})")
-        recipe = RECIPES[base]
-        for extra in extras:
-            recipe = with_ingredient(recipe, extra)
+        recipe = reduce(with_ingredient, extras, RECIPES[base])
     overrides = {k: v for k, v in _checked(overrides).items() if v is not None}
     if not overrides:
         return recipe
@@ -553,7 +545,7 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     model.json (with each split's ``counts``) to ``out_dir``; score the test patients if there are
     any. Returns model.json's content. ``profile`` is only recorded (the caller applied it)."""
     from .. import evaluate
-    from ..data import pipeline, source, splits
+    from ..data import pipeline, source
     from ..data.cache import cached_index
     from ..studies.experiment import split_index
 

@@ -1,13 +1,15 @@
-"""Command line: ``python -m helpers {index,make-demo,pack,download,run-all,html,train,evaluate,bench,make-breakhis-demo,
-pretrain-breakhis,make-thyroid-demo,index-thyroid,crossval} ...``."""
+"""Command line: ``python -m helpers {index,make-demo,pack,download,run-all,html,train,evaluate,bench,
+make-breakhis-demo,pretrain-breakhis,make-thyroid-demo,index-thyroid,crossval} ...``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _stderr(message: str) -> None:
@@ -21,7 +23,32 @@ def _print_json(doc) -> None:
     print(json.dumps(json_safe(doc), indent=2, default=str, allow_nan=False))
 
 
-def _index(args) -> int:
+@contextlib.contextmanager
+def _json_only():
+    """Anything Keras prints (epoch lines) goes to stderr: stdout is the JSON alone."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _late(name: str):
+    """``helpers.<module>.<function>``, imported only when a command runs: ``--help`` and a wrong
+    argument answer at once, without TensorFlow."""
+    module, _, function = name.rpartition(".")
+    return getattr(importlib.import_module(f"helpers.{module}"), function)
+
+
+def _prints(function, as_json: bool = True):
+    """A command that prints what ``function(args)`` returns, as JSON or as text."""
+    def command(args) -> int:
+        if as_json:
+            _print_json(function(args))
+        else:
+            print(function(args))
+        return 0
+    return command
+
+
+def _index(args) -> dict:
     from .data.index import build_index, save_index
 
     df, report = build_index(args.dir)
@@ -30,30 +57,25 @@ def _index(args) -> int:
     share = report.positives / max(1, report.unique_patches)
     _stderr(f"{report.unique_patches:,} usable patches of {report.patients} patients in {args.dir}, "
             f"{report.positives:,} IDC-positive (share {share:.3f}); {sum(report.skipped.values())} files skipped")
-    print(json.dumps(report.summary(examples=args.examples), indent=2))
-    return 0
+    return report.summary(examples=args.examples)
 
 
-def _make_demo(args) -> int:
+def _make_demo(args) -> dict:
     from .config import PROFILES, demo_dir, full_demo_dir
     from .data.demo import full_demo, make_demo
     from .data.source import ensure_demo
 
     if args.full:  # the real set's size and class counts: minutes on 2 cores, ~1.5 GB of PNG files
         root = args.dir or full_demo_dir()
-        print(f"writing the full-size generated set (277,524 patches) to {root}", file=sys.stderr)
-        summary = full_demo(root, seed=args.seed, workers=args.workers)
-        print(json.dumps({k: str(v) if k == "root" else v for k, v in summary.items()}, indent=2))
-        return 0
+        _stderr(f"writing the full-size generated set (277,524 patches) to {root}")
+        return full_demo(root, seed=args.seed, workers=args.workers)
     if args.profile not in PROFILES:
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(PROFILES)}")
     patients = args.patients or PROFILES[args.profile]["demo_patients"]
     if args.dir:
-        summary = make_demo(args.dir, n_patients=patients, seed=args.seed, progress=True, workers=args.workers)
-    else:  # the project's own demo folder: a stale generated set there is replaced
-        summary = ensure_demo(demo_dir(patients), patients, seed=args.seed)
-    print(json.dumps({k: str(v) if k == "root" else v for k, v in summary.items()}, indent=2))
-    return 0
+        return make_demo(args.dir, n_patients=patients, seed=args.seed, progress=True, workers=args.workers)
+    # the project's own demo folder: a stale generated set there is replaced
+    return ensure_demo(demo_dir(patients), patients, seed=args.seed)
 
 
 def _pack(args) -> int:
@@ -66,24 +88,9 @@ def _pack(args) -> int:
     return 0
 
 
-def _download(args) -> int:
-    from .data.download import download_idc
-
-    print(download_idc(args.dest, method=args.method, force=args.force))
-    return 0
-
-
-def _run_all(args) -> int:
-    from .tools.run_all import main
-
-    return main(args.profile, args.data_dir, out_dir=args.out, only=args.only, kernel=args.kernel,
-                thyroid_dir=args.thyroid_dir)
-
-
 def _html(args) -> int:
-    from .tools.site import render
-
     from .config import ROOT
+    from .tools.site import render
 
     pages = render(args.notebooks or ROOT / "outputs" / "notebooks", args.out or ROOT / "outputs" / "html")
     print(f"{len(pages) - 1} notebooks rendered; open {pages[-1]}")
@@ -129,23 +136,18 @@ def _budget(args) -> tuple[int | None, int | None]:
     return (profile["sample_size"] if cap is None else cap or None), args.epochs or profile["epochs"]
 
 
-def _check_data_dir(path) -> None:
-    from pathlib import Path
-
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"data directory {path} does not exist")
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its start-up chatter off: after the arguments are checked, so that a
-    wrong one is told in a second."""
+def _check_dir_then_load_tensorflow(path, what: str = "data directory") -> None:
+    """Check the data folder, then import TensorFlow with its start-up chatter off: a wrong argument
+    is told in a second."""
     from .notebook import import_tensorflow_quietly
 
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import_tensorflow_quietly()
 
 
-def _train(args) -> int:
+def _train(args) -> dict:
     cap, epochs = _budget(args)
     detailed = [flag for dest, flag in MODEL_FLAGS.items() if getattr(args, dest) is not None]
     if args.recipe and detailed:
@@ -156,14 +158,12 @@ def _train(args) -> int:
                          "(a model trained as its flags say)")
     if not args.recipe and not args.model:
         raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes.recipe)")
-    _check_data_dir(args.data_dir)
-    _quiet_tensorflow()
-    if detailed:
-        return _train_model(args, cap, epochs)
-    return _train_recipe(args, cap, epochs)
+    _check_dir_then_load_tensorflow(args.data_dir)
+    with _json_only():
+        return _train_model(args, cap, epochs) if detailed else _train_recipe(args, cap, epochs)
 
 
-def _train_model(args, cap, epochs) -> int:
+def _train_model(args, cap, epochs) -> dict:
     from .recipes.recipe import get as get_recipe
     from .studies.experiment import train_to_dir
 
@@ -171,220 +171,175 @@ def _train_model(args, cap, epochs) -> int:
     if args.profile is None:  # without a profile: the epochs and batch size of the recipe best
         budget = get_recipe("best")
         epochs, batch_size = epochs or budget.epochs, batch_size or budget.batch_size
-    build = {"dropout": args.dropout, "l2": args.l2, "kernel_size": args.kernel_size}
-    fit = {"label_smoothing": args.label_smoothing, "recalibrate_bn": args.recalibrate_bn}
-    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
-        summary = train_to_dir(args.model, args.data_dir, args.out, epochs=epochs,
-                               batch_size=batch_size, optimizer=args.optimizer or "adam",
-                               learning_rate=args.lr, weights=args.weights, split_dir=args.split_dir,
-                               seed=args.seed, profile=args.profile, sample_size=cap or 0,
-                               fine_tune_at=args.fine_tune_at, image_size=args.image_size,
-                               augment=args.augment or "none",
-                               build={**{k: v for k, v in build.items() if v is not None},
-                                      **_options(args.build, "--build")},
-                               fit={**{k: v for k, v in fit.items() if v is not None},
-                                    **_options(args.fit, "--fit")},
-                               log=_stderr)
-    _print_json(summary)
-    return 0
+    return train_to_dir(args.model, args.data_dir, args.out, epochs=epochs, batch_size=batch_size,
+                        optimizer=args.optimizer or "adam", learning_rate=args.lr, weights=args.weights,
+                        split_dir=args.split_dir, seed=args.seed, profile=args.profile, sample_size=cap or 0,
+                        fine_tune_at=args.fine_tune_at, image_size=args.image_size, augment=args.augment or "none",
+                        build=_given(args, ("dropout", "l2", "kernel_size"), "build"),
+                        fit=_given(args, ("label_smoothing", "recalibrate_bn"), "fit"), log=_stderr)
 
 
-def _train_recipe(args, cap, epochs) -> int:
-    from .recipes.recipe import train_to_dir
+def _given(args, flags, more: str) -> dict:
+    """The flags given among ``flags``, then the KEY=VALUE pairs of ``--<more>``."""
+    return {**{k: getattr(args, k) for k in flags if getattr(args, k) is not None},
+            **_options(getattr(args, more), f"--{more}")}
+
+
+def _train_recipe(args, cap, epochs) -> dict:
     from .recipes.recipe import get as get_recipe
+    from .recipes.recipe import train_to_dir
 
     options = _options(args.set, "--set")
     if args.model:  # --set model=... names it too; the explicit one wins
         options["model"] = args.model
     recipe = get_recipe(args.recipe or "best", epochs=epochs, batch_size=args.batch_size, **options)
-    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
-        summary = train_to_dir(recipe, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
-                                       sample_size=cap, profile=args.profile, log=_stderr)
-    _print_json(summary)
-    return 0
+    return train_to_dir(recipe, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
+                        sample_size=cap, profile=args.profile, log=_stderr)
 
 
-def _learning_curve(args) -> int:
-    """``crossval --shares``: the recipe at each share of the training split and on all of it
-    (which is the recipe itself, whatever --set train_subset says)."""
+def _crossval(args) -> dict | list:
+    cap, epochs = _budget(args)
+    if args.shares and args.with_colour:
+        raise ValueError("--with-colour compares one recipe with the colour baseline; run it without --shares")
+    _check_dir_then_load_tensorflow(args.data_dir)
     from .recipes import crossval
     from .recipes.recipe import get as get_recipe
 
     options = _options(args.set, "--set")
-    options.pop("train_share", None)
-    by = options.pop("train_subset", "patches")
-    recipe = get_recipe(args.recipe, **options)
-    cap, epochs = _budget(args)
-    with contextlib.redirect_stdout(sys.stderr):
-        results = crossval.run_shares(args.data_dir, recipe, args.shares, by, args.folds, args.seed, args.out,
-                                      epochs=epochs, sample_size=cap, verbose=args.verbose,
-                                      keep_models=args.keep_models, reuse=not args.no_reuse)
-    table = crossval.learning_curve(results)
-    print(table.to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
-    _print_json(json.loads(table.reset_index(names="recipe").to_json(orient="records")))
-    return 0
-
-
-def _crossval(args) -> int:
-    _check_data_dir(args.data_dir)
-    cap, epochs = _budget(args)
-    if args.shares and args.with_colour:
-        raise ValueError("--with-colour compares one recipe with the colour baseline; run it without --shares")
-    _quiet_tensorflow()
-    from .recipes import crossval
-    from .recipes.recipe import get as get_recipe
-
-    if args.shares:
-        return _learning_curve(args)
-    recipe = get_recipe(args.recipe, epochs=epochs, **_options(args.set, "--set"))
+    run_options = dict(folds=args.folds, seed=args.seed, out_dir=args.out, sample_size=cap, verbose=args.verbose,
+                       keep_models=args.keep_models, reuse=not args.no_reuse)
+    if args.shares:  # a learning curve: the recipe on each share and on all of it, whatever train_share says
+        options.pop("train_share", None)
+        by = options.pop("train_subset", "patches")
+        with _json_only():
+            results = crossval.run_shares(args.data_dir, get_recipe(args.recipe, **options), args.shares, by,
+                                          epochs=epochs, **run_options)
+        table = crossval.learning_curve(results)
+        _stderr(table.to_string(float_format=lambda v: f"{v:.3f}"))
+        return json.loads(table.reset_index(names="recipe").to_json(orient="records"))
+    recipe = get_recipe(args.recipe, epochs=epochs, **options)
     data = crossval.load(args.data_dir, args.out)  # decoded once, for the recipe and the colour baseline
-    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
-        result = crossval.run(args.data_dir, recipe, folds=args.folds, seed=args.seed, out_dir=args.out,
-                              sample_size=cap, verbose=args.verbose, keep_models=args.keep_models,
-                              reuse=not args.no_reuse, data=data)
-    print(result.table(), file=sys.stderr)
+    with _json_only():
+        result = crossval.run(args.data_dir, recipe, data=data, **run_options)
+    _stderr(result.table())
     summary = result.as_dict()
     try:  # the same models under the eight decisions (threshold rule, TTA, slide context): no training
-        table = crossval.decision_table(result, data)
+        summary["decisions"] = _paired_table(crossval.decision_table(result, data))
     except FileNotFoundError as err:  # folds trained before views.csv was kept
-        print(f"decisions not scored: {err}", file=sys.stderr)
-    else:
-        summary["decisions"] = _paired_table(table)
-    if args.with_colour:
-        summary["with_colour"] = _with_colour(result, data, args, cap)
-    _print_json(summary)
-    return 0
+        _stderr(f"decisions not scored: {err}")
+    if args.with_colour:  # the colour baseline on the same folds, and its average with the recipe
+        from .recipes import colour
+
+        baseline = colour.cross_validate(data, args.folds, args.seed, args.out, cap, log=_stderr)
+        both = crossval.view_ensemble([result, baseline], data=data)
+        summary["with_colour"] = _paired_table(crossval.compare([result, baseline, both]))
+    return summary
 
 
 def _paired_table(table) -> dict:
     """A paired comparison's means and differences as text on stderr; all its columns as JSON."""
     shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
-    print(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"), file=sys.stderr)
+    _stderr(table[shown].astype(float).to_string(float_format=lambda v: f"{v:.3f}"))
     return json.loads(table.astype(float).round(4).to_json(orient="index"))
 
 
-def _with_colour(result, data, args, cap) -> dict:
-    """``crossval --with-colour``: the colour-statistics baseline on the recipe's folds, and the
-    average of the two (cut on each fold's validation patients), paired against the recipe."""
-    from .recipes import colour, crossval
-
-    baseline = colour.cross_validate(data, args.folds, args.seed, args.out, cap,
-                                     log=lambda message: print(message, file=sys.stderr))
-    both = crossval.view_ensemble([result, baseline], data=data)
-    return _paired_table(crossval.compare([result, baseline, both]))
-
-
-def _evaluate(args) -> int:
-    _check_data_dir(args.data_dir)
-    _quiet_tensorflow()
+def _evaluate(args) -> dict:
+    _check_dir_then_load_tensorflow(args.data_dir)
     from .recipes import recipe
     from .studies import experiment
 
     # a model trained with a recipe (its model.json names one) is scored as it was trained: stain
     # normalisation, TTA, ensemble and threshold; any other model file as it is
     evaluate_dir = experiment.evaluate_dir if recipe.read_config(args.model_path)[0] is None else recipe.evaluate_dir
-    with contextlib.redirect_stdout(sys.stderr):  # anything Keras prints: stdout is the JSON alone
-        scores = evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold, log=_stderr)
-    _print_json(scores)
-    return 0
+    with _json_only():
+        return evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold, log=_stderr)
 
 
-def _make_breakhis_demo(args) -> int:
-    from .breakhis.generator import make_demo
-
-    summary = make_demo(args.dir, n_patients=args.patients, images_per_patient=args.images, seed=args.seed,
-                        progress=True)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _make_thyroid_demo(args) -> int:
+def _make_thyroid_demo(args) -> dict:
     from .thyroid.generator import DEMO_SIZES, make_demo, resolve_dir
     from .thyroid.generator import demo_dir as thyroid_demo_dir
 
     if args.profile not in DEMO_SIZES:
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {sorted(DEMO_SIZES)}")
-    nodules, per_nodule = DEMO_SIZES[args.profile]
-    nodules, per_nodule = args.nodules or nodules, args.images or per_nodule
+    nodules, per_nodule = args.nodules or DEMO_SIZES[args.profile][0], args.images or DEMO_SIZES[args.profile][1]
     if args.dir or (nodules, per_nodule) != DEMO_SIZES[args.profile]:
-        summary = make_demo(args.dir or thyroid_demo_dir(nodules), n_nodules=nodules, images_per_nodule=per_nodule,
-                            seed=args.seed)
-    else:  # the project's own demo folder: a stale generated set there is replaced
-        summary = json.loads((resolve_dir(None, args.profile, args.seed) / "generated.json").read_text())["summary"]
-    print(json.dumps(summary, indent=2))
-    return 0
+        return make_demo(args.dir or thyroid_demo_dir(nodules), n_nodules=nodules, images_per_nodule=per_nodule,
+                         seed=args.seed)
+    # the project's own demo folder: a stale generated set there is replaced
+    return json.loads((resolve_dir(None, args.profile, args.seed) / "generated.json").read_text())["summary"]
 
 
-def _index_thyroid(args) -> int:
-    from .thyroid.index import build_index
-
-    _, report = build_index(args.dir)
-    print(json.dumps(report.summary(examples=args.examples), indent=2))
-    return 0
-
-
-def _pretrain_breakhis(args) -> int:
-    from pathlib import Path
-
+def _pretrain_breakhis(args) -> dict:
     from .breakhis.track import pretrain
     from .data.source import resolve
-    from .notebook import import_tensorflow_quietly
 
     out = Path(args.out)
     if out.suffix != ".keras":
         raise ValueError(f"--out must name a .keras file, got {out}")
-    if not Path(args.data_dir).is_dir():
-        raise FileNotFoundError(f"BreakHis directory {args.data_dir} does not exist")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import_tensorflow_quietly()  # after the checks: a wrong argument is told in a second
+    _check_dir_then_load_tensorflow(args.data_dir, "BreakHis directory")
     cfg = resolve(args.profile, data_dir=args.data_dir, output_dir=out.parent, epochs=args.epochs,
                   batch_size=args.batch_size, seed=args.seed, make_demo=False)
-    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines: stdout is the JSON alone
-        done = pretrain(cfg, args.data_dir, args.model, mode=args.mode, tiles_per_image=args.tiles,
-                        weights=args.weights, out=out)
-    print(json.dumps(done.as_dict(), indent=2, default=float))
-    return 0
+    with _json_only():
+        return pretrain(cfg, args.data_dir, args.model, mode=args.mode, tiles_per_image=args.tiles,
+                        weights=args.weights, out=out).as_dict()
 
 
-def _bench(args) -> int:
-    from .tools.bench import main
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Argument groups several commands share."""
+    listing = argparse.ArgumentParser(add_help=False)
+    listing.add_argument("dir")
+    listing.add_argument("--examples", type=int, default=5, help="skipped files shown per category")
+    demo = argparse.ArgumentParser(add_help=False)
+    demo.add_argument("--seed", type=int, default=0)
+    budget = argparse.ArgumentParser(add_help=False)  # train and crossval
+    budget.add_argument("--data-dir", required=True)
+    budget.add_argument("--epochs", type=int, help="at most this many (default: the recipe's, or the profile's)")
+    budget.add_argument("--max-patches", "--sample-size", dest="max_patches", type=int,
+                        help="use at most N patches (in each fold), spread over the splits by patient "
+                        "(default and 0: all)")
+    budget.add_argument("--profile", help="a budget from helpers.config.PROFILES (smoke, cpu, full): its epochs and "
+                        "patch cap for what is not given (default: none; every patch, the recipe's epochs)")
+    budget.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="options of the recipe, "
+                        "e.g. ensemble=5 stain=macenko (repeatable)")
+    budget.add_argument("--seed", type=int, default=42, help="the folds', splits' and training's seed")
+    return {"listing": listing, "demo": demo, "budget": budget}
 
-    return main(args.data_dir, sample=args.sample, full_set=args.full)
 
-
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    shared = _parents()
 
-    p = sub.add_parser("index", help="index an IDC data directory and print a JSON summary")
-    p.add_argument("dir")
+    def command(name, func, help, *parents):
+        p = sub.add_parser(name, help=help, parents=[shared[k] for k in parents])
+        p.set_defaults(func=func)
+        return p
+
+    p = command("index", _prints(_index), "index an IDC data directory and print a JSON summary", "listing")
     p.add_argument("--save", help="also write the index as CSV here")
-    p.add_argument("--examples", type=int, default=5, help="skipped files shown per category")
-    p.set_defaults(func=_index)
 
-    p = sub.add_parser("make-demo", help="write the generated demo data set (Kaggle layout)")
+    p = command("make-demo", _prints(_make_demo), "write the generated demo data set (Kaggle layout)", "demo")
     p.add_argument("dir", nargs="?", help="target folder (default: data/demo/idc-<N>p)")
     p.add_argument("--profile", default="smoke", help="take the patient count from this profile")
     p.add_argument("--patients", type=int, help="number of patients (overrides the profile)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full", action="store_true",
                    help="the real set's size: 277,524 patches of 279 patients (198,738 negative, 78,786 positive)")
     p.add_argument("--workers", type=int, help="processes drawing patients (default: one per core)")
-    p.set_defaults(func=_make_demo)
 
-    p = sub.add_parser("pack", help="decode a data directory once into OUT.npy + OUT.csv")
+    p = command("pack", _pack, "decode a data directory once into OUT.npy + OUT.csv")
     p.add_argument("dir")
     p.add_argument("out")
-    p.set_defaults(func=_pack)
 
-    p = sub.add_parser("download", help="download the full Kaggle IDC set once (public, no token), check its "
-                       "counts and print its root; a set checked before is reused without network")
+    p = command("download", _prints(lambda a: _late("data.download.download_idc")(
+        a.dest, method=a.method, force=a.force), as_json=False), "download the full Kaggle IDC set once (public, no "
+        "token), check its counts and print its root; a set checked before is reused without network")
     p.add_argument("--dest", default=None, help="where it goes (default: data/idc in the repository)")
     p.add_argument("--method", default="kagglehub", choices=("kagglehub", "cli"))
     p.add_argument("--force", action="store_true", help="download and check again")
-    p.set_defaults(func=_download)
-    
-    p = sub.add_parser("run-all", help="execute every notebook through papermill")
+
+    p = command("run-all", lambda a: _late("tools.run_all.main")(
+        a.profile, a.data_dir, out_dir=a.out, only=a.only, kernel=a.kernel, thyroid_dir=a.thyroid_dir),
+        "execute every notebook through papermill")
     p.add_argument("--profile", default="smoke")
     p.add_argument("--data-dir", default=None, help="the IDC folder (default: the shipped real sample; the "
                    "whole Kaggle set with --profile full or colab); 'generated' for the generated demo set")
@@ -393,36 +348,25 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="where executed notebooks go (outputs/notebooks)")
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--kernel", default=None)
-    p.set_defaults(func=_run_all)
 
-    p = sub.add_parser("html", help="render the notebooks the last run-all executed into a static site")
+    p = command("html", _html, "render the notebooks the last run-all executed into a static site")
     p.add_argument("--notebooks", default=None, help="executed notebooks (default: outputs/notebooks)")
     p.add_argument("--out", default=None, help="where the pages go (default: outputs/html)")
-    p.set_defaults(func=_html)
 
-    p = sub.add_parser("train", help="train a model on every patch of a folder split by patient (70/15/15): "
-                       "by default the recipe best, with --model's architecture")
+    p = command("train", _prints(_train), "train a model on every patch of a folder split by patient (70/15/15): "
+                "by default the recipe best, with --model's architecture", "budget")
     p.add_argument("--model", help="a name of helpers.models.MODELS (or give --recipe)")
     p.add_argument("--recipe", help="a recipe of helpers.recipes.recipe (seed, best, seed+tta, ...): model(s) and "
                    "model.json that evaluate applies as trained; --model, --epochs, --batch-size, --seed, "
                    "--split-dir, --max-patches, --profile and --set apply with it. Default: best; any of "
                    f"{', '.join(MODEL_FLAGS.values())} trains one model as those flags say instead")
-    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="options of the recipe, "
-                   "e.g. ensemble=5 stain=macenko (repeatable)")
-    p.add_argument("--data-dir", required=True)
     p.add_argument("--out", required=True, help="folder for model.keras, model.json and the run")
-    p.add_argument("--epochs", type=int, help="at most this many (default: the recipe's, or the profile's)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--max-patches", "--sample-size", dest="max_patches", type=int,
-                   help="use at most N patches, spread over the splits by patient (default and 0: all)")
-    p.add_argument("--profile", help="a budget from helpers.config.PROFILES (smoke, cpu, full): its epochs and "
-                   "patch cap for what is not given (default: none; every patch)")
     p.add_argument("--optimizer", help="adam, adagrad, sgd, rmsprop or adadelta (default adam)")
     p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
     p.add_argument("--weights", default=None, help="imagenet, a weights file, or omit for none")
     p.add_argument("--fine-tune-at", type=int, default=None, help="freeze the backbone's first N layers")
     p.add_argument("--split-dir", help="folder with cases_train.txt, cases_val.txt [, cases_test.txt]")
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--image-size", type=int, help="input side (default: the model's own)")
     p.add_argument("--augment", help="none, seed or histology (training batches only)")
     p.add_argument("--dropout", type=float, help="dropout before the last Dense (default: the model's)")
@@ -435,29 +379,18 @@ def main(argv=None) -> int:
                    help="more keywords of models.build_model, e.g. downsample=stride 'filters=[[16],[32,32]]'")
     p.add_argument("--fit", nargs="*", metavar="KEY=VALUE",
                    help="more keywords of train.fit, e.g. optimizer_options='{\"clipnorm\": 1}'")
-    p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="score every patch under a folder with a saved model")
+    p = command("evaluate", _prints(_evaluate), "score every patch under a folder with a saved model")
     p.add_argument("--model-path", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--threshold", type=float, help="default: the one chosen on validation at training")
-    p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("crossval", help="patient-level k-fold cross-validation of a recipe: per-fold and "
-                       "mean ± sd F1, balanced accuracy and ROC-AUC (JSON on stdout, a table on stderr)")
-    p.add_argument("--data-dir", required=True)
+    p = command("crossval", _prints(_crossval), "patient-level k-fold cross-validation of a recipe: per-fold and "
+                "mean ± sd F1, balanced accuracy and ROC-AUC (JSON on stdout, a table on stderr)", "budget")
     p.add_argument("--recipe", default="seed", help="seed, best, or one plus ingredients: seed+tta+ensemble")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42, help="the folds', splits' and training's seed")
     p.add_argument("--out", default=None, help="output folder (default: outputs/); folds go to "
                    "OUT/crossval/<recipe>-v<version>/..., finished ones are reused")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs (a CPU budget)")
-    p.add_argument("--max-patches", "--sample-size", dest="max_patches", type=int,
-                   help="use at most N patches in each fold, spread over its splits by patient (default and 0: all)")
-    p.add_argument("--profile", help="a budget from helpers.config.PROFILES (smoke, cpu, full): its epochs and "
-                   "patch cap for what is not given (default: none; every patch, the recipe's epochs)")
-    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
-                   help="options of the recipe, e.g. ensemble=5 (repeatable)")
     p.add_argument("--verbose", type=int, default=2, help="Keras: 2 one line per epoch, 0 silent")
     p.add_argument("--keep-models", action="store_true", help="keep each fold's model files (~10 MB each), "
                    "so that decision-only options (threshold, TTA) can be re-scored without training")
@@ -469,38 +402,33 @@ def main(argv=None) -> int:
     p.add_argument("--with-colour", action="store_true", help="also cross-validate the colour-statistics "
                    "baseline (helpers.recipes.colour: gradient-boosted trees, seconds of CPU) on the same folds, "
                    "and the average of it and the recipe")
-    p.set_defaults(func=_crossval)
 
-    p = sub.add_parser("bench", help="images/s of the input pipelines; --full: the full-size set's table")
+    p = command("bench", lambda a: _late("tools.bench.main")(a.data_dir, sample=a.sample, full_set=a.full),
+                "images/s of the input pipelines; --full: the full-size set's table")
     p.add_argument("--full", action="store_true", help="the whole-set table on the full-size generated set "
                    "(made on first use, ~1.5 GB), or on --data-dir")
     p.add_argument("--data-dir", default=None, help="default: the shipped sample, data/idc-sample")
     p.add_argument("--sample", type=int, default=None, help="use at most this many patches")
-    p.set_defaults(func=_bench)
 
-    p = sub.add_parser("make-breakhis-demo", help="write a generated BreakHis-like set (official layout)")
+    p = command("make-breakhis-demo", _prints(lambda a: _late("breakhis.generator.make_demo")(
+        a.dir, n_patients=a.patients, images_per_patient=a.images, seed=a.seed, progress=True)),
+        "write a generated BreakHis-like set (official layout)", "demo")
     p.add_argument("dir")
     p.add_argument("--patients", type=int, default=16)
     p.add_argument("--images", type=int, default=12, help="images per patient (40X, 100X, 200X, 400X in turn)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_make_breakhis_demo)
 
-    p = sub.add_parser("make-thyroid-demo", help="write a generated thyroid ultrasound set (cropped/uncropped, "
-                       "train/test, B_/M_ names)")
+    p = command("make-thyroid-demo", _prints(_make_thyroid_demo), "write a generated thyroid ultrasound set "
+                "(cropped/uncropped, train/test, B_/M_ names)", "demo")
     p.add_argument("dir", nargs="?", help="target folder (default: data/demo/thyroid-<N>n)")
     p.add_argument("--profile", default="smoke", help="the set's size: smoke, cpu or full")
     p.add_argument("--nodules", type=int, help="number of nodules (overrides the profile)")
     p.add_argument("--images", type=int, help="images per nodule (overrides the profile)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_make_thyroid_demo)
 
-    p = sub.add_parser("index-thyroid", help="index a thyroid ultrasound folder and print a JSON summary")
-    p.add_argument("dir")
-    p.add_argument("--examples", type=int, default=5, help="skipped files shown per category")
-    p.set_defaults(func=_index_thyroid)
+    command("index-thyroid", _prints(lambda a: _late("thyroid.index.build_index")(a.dir)[1].summary(
+        examples=a.examples)), "index a thyroid ultrasound folder and print a JSON summary", "listing")
 
-    p = sub.add_parser("pretrain-breakhis", help="pretrain a model on BreakHis (benign / malignant, split "
-                       "by patient) and save it for fine-tuning on IDC")
+    p = command("pretrain-breakhis", _prints(_pretrain_breakhis), "pretrain a model on BreakHis (benign / "
+                "malignant, split by patient) and save it for fine-tuning on IDC")
     p.add_argument("--data-dir", required=True, help="the BreakHis folder (official layout or flat)")
     p.add_argument("--model", required=True, help="a name of helpers.models.MODELS, e.g. cancernet")
     p.add_argument("--out", required=True, help="the .keras file to write (its scores go beside, .json)")
@@ -511,9 +439,11 @@ def main(argv=None) -> int:
     p.add_argument("--mode", default="tiles", choices=("tiles", "resize"), help="how images become 50x50 inputs")
     p.add_argument("--tiles", type=int, default=4, help="tiles per image (mode tiles)")
     p.add_argument("--weights", default=None, help="start from: imagenet (backbones), or omit for none")
-    p.set_defaults(func=_pretrain_breakhis)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback

@@ -155,7 +155,7 @@ def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(dem
     data = crossval.load(demo, tmp_path)
     folded = crossval.patient_folds(data.df, 2, 42)
     for row in result["per_fold"]:
-        split, at = crossval._fold_parts(folded, row["fold"], 42, 300)
+        split, at = crossval.fold_parts(folded, row["fold"], 42, 300)
         patients = split.loc[at["train"], "patient"].nunique()
         assert row["train_patients"] == round(0.5 * patients) and row["train_patches"] < len(at["train"])
         assert row["test_patches"] == len(at["test"])  # the test patients stay whole

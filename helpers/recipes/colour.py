@@ -75,15 +75,14 @@ def make_model(seed: int = 0):
 
 
 def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_size=None, log=None):
-    """The baseline on the patient folds of ``crossval.run`` (same ``folds`` and ``seed``) of a
-    ``crossval.LoadedData``: per fold, fitted on the training patients, scored at 0.5 on the test
-    patients (``sample_size``: capped as ``crossval.run`` caps them); each fold's ``views.csv``
-    (validation and test probabilities, in the ``single`` and ``tta`` columns alike: a tree model
-    has no views) and ``test_predictions.csv`` are written under
-    ``OUT/crossval/colour-v1/<data>-k<folds>-s<seed>/``. Returns a ``crossval.CrossvalResult``."""
-    from .. import evaluate
+    """The baseline on the patient folds of ``crossval.run`` (same ``folds``, ``seed`` and
+    ``sample_size``) of a ``crossval.LoadedData``: per fold, fitted on the training patients and
+    scored at 0.5 on the test patients. Each fold's ``views.csv`` (its ``single`` and ``tta``
+    columns alike: a tree model has no views) lets ``crossval.view_ensemble`` average it with a
+    recipe. Written under ``OUT/crossval/colour-v1/<data>-k<folds>-s<seed>/``; returns a
+    ``crossval.CrossvalResult``."""
     from ..config import ROOT
-    from ..io import atomic_path, write_text
+    from ..io import write_text
     from . import crossval
     from .recipe import Recipe
 
@@ -92,39 +91,28 @@ def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_si
     x = features(data.images, data.df["patient"].to_numpy())
     feature_cpu = time.process_time() - start
     folded = crossval.patient_folds(data.df, folds, seed)
-    root = (Path(out_dir) if out_dir else ROOT / "outputs") / "crossval" / f"{NAME}-v{VERSION}" / (
+    root = Path(out_dir or ROOT / "outputs") / "crossval" / f"{NAME}-v{VERSION}" / (
         f"{data.slug}-k{folds}-s{seed}" + (f"-n{sample_size}" if sample_size else ""))
     rows = []
     for i in range(folds):
         wall, cpu = time.perf_counter(), time.process_time()
-        split, at = crossval._fold_parts(folded, i, seed, sample_size)
+        split, at = crossval.fold_parts(folded, i, seed, sample_size)
         model = make_model(seed + 1000 * i).fit(x[at["train"]], data.labels[at["train"]])
-        frames = [data.df.loc[at[n], ["path", "label"]].reset_index(drop=True).assign(split=n) for n in ("val", "test")]
-        views = pd.concat(frames, ignore_index=True)
-        views["single"] = np.concatenate([model.predict_proba(x[at[n]])[:, 1] for n in ("val", "test")])
-        views["tta"] = views["single"]
+        views = crossval.fold_views_frame(data, at)
+        views["single"] = views["tta"] = model.predict_proba(x[np.concatenate([at["val"], at["test"]])])[:, 1]
         fold_dir = root / f"fold{i}"
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(fold_dir / "views.csv") as tmp:
-            views.to_csv(tmp, index=False)
+        crossval.write_views(views, fold_dir)
         proba = views.loc[views["split"] == "test", "single"].to_numpy()
-        scores = evaluate.scores(data.labels[at["test"]], proba, 0.5)
-        evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
-        row = {"fold": i, **crossval.fold_counts(split, at), "test_positives": scores["positives"],
-               **{m: scores[m] for m in crossval.REPORTED},
+        row = {"fold": i, **crossval.fold_counts(split, at),
+               **crossval.fold_test_scores(data, at, proba, 0.5, fold_dir),
                # each fold's share of computing the features once for all patches
                "cpu_seconds": round(time.process_time() - cpu + feature_cpu / folds, 2),
                "wall_seconds": round(time.perf_counter() - wall, 2)}
         write_text(fold_dir / "done.json", json.dumps({"row": row}, indent=2, default=float))
         log(f"{NAME} fold {i + 1}/{folds}: " + ", ".join(f"{m} {row[m]:.3f}" for m in crossval.METRICS))
         rows.append(row)
-    per_fold = pd.DataFrame(rows)
     # CrossvalResult wants a Recipe: one named for the baseline; its CNN options describe nothing here
-    recipe = Recipe(name=NAME, version=VERSION, epochs=1)
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
                 "sample_size": sample_size, "model": f"HistGradientBoosting on {x.shape[1]} colour statistics"}
-    result = crossval.CrossvalResult(recipe, per_fold, crossval.summarise(per_fold), root, settings)
-    summary = {**result.as_dict(),
-               "recipe": {"name": NAME, "version": VERSION, "options": {"model": settings["model"]}}}
-    write_text(root / "summary.json", json.dumps(summary, indent=2, default=float))
-    return result
+    result = crossval.CrossvalResult.from_rows(Recipe(name=NAME, version=VERSION, epochs=1), rows, root, settings)
+    return result.save_summary(recipe={"name": NAME, "version": VERSION, "options": {"model": settings["model"]}})

@@ -53,14 +53,12 @@ def fit(proba, patients, labels) -> dict:
     if len(labels) != len(x):
         raise ValueError(f"slide context: {len(labels)} labels for {len(x)} probabilities")
     counts = {"patients": int(len(np.unique(patients))), "patches": int(len(labels))}
-    if len(np.unique(labels)) < 2:
-        # like evaluate.choose_threshold: with one class there is nothing to fit; the patch alone decides
-        return {"coef": [1.0, 0.0], "intercept": 0.0, **counts, "fitted": False}
-    model = LogisticRegression(C=1.0).fit(x, labels)
-    if model.coef_[0][0] <= 0:
+    # like evaluate.choose_threshold: with one class there is nothing to fit
+    model = LogisticRegression(C=1.0).fit(x, labels) if len(np.unique(labels)) > 1 else None
+    if model is None or model.coef_[0][0] <= 0:
         # Context may weigh the patch against its slide, never turn the patch's own evidence
         # around: a collapsed model (every probability within 1e-4) gave a tiny negative weight,
-        # and inverted a test ranking of ROC-AUC 0.89 into 0.10.
+        # and inverted a test ranking of ROC-AUC 0.89 into 0.10. The patch alone decides.
         return {"coef": [1.0, 0.0], "intercept": 0.0, **counts, "fitted": False}
     return {"coef": [float(c) for c in model.coef_[0]], "intercept": float(model.intercept_[0]), **counts,
             "fitted": True}

@@ -1,15 +1,16 @@
 """Patient-level k-fold cross-validation of a recipe, and ablations of its ingredients.
 
-One 70/15/15 split gives one number whose spread nobody knows: with a few dozen test
-patients, the luck of which patients land in test moves F1 by several points. Here every
-patient is a test patient exactly once (``patient_folds``), each fold trains the recipe on
-the other patients (with its own patient-level validation split) and scores the fold's
-test patients; the result is a mean and a standard deviation over folds.
+One 70/15/15 split gives one number whose spread nobody knows: with a few dozen test patients,
+which patients land in test moves F1 by several points. Here every patient is a test patient
+exactly once; the result is a mean and a standard deviation over folds.
 
 Finished folds are stored under
 ``OUT/crossval/<recipe>-v<version>/<data>-k<folds>-s<seed>-e<epochs>[-n<sample>]/fold<i>/``
 with a ``done.json`` fingerprinted by recipe, data, folds, seed, epochs and sample size: a
-rerun skips them, and an interrupted fold resumes where it stopped (``recipe.train``).
+rerun skips them, and an interrupted fold resumes where it stopped (``recipe.train``). Each
+fold also keeps ``views.csv``, every validation and test patch's probability from one view and
+averaged over the 8 dihedral views: from it, the eight decisions (threshold rule, TTA, slide
+context) of a fold's models are scored without training them again.
 
 ``python -m helpers crossval --data-dir DIR --recipe seed --folds 5`` runs it from a shell.
 """
@@ -31,8 +32,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .. import runs
+from .. import evaluate, runs
 from ..data import splits
+from ..io import atomic_path, write_text
 from .recipe import DECISION_OPTIONS, INGREDIENTS, Predictor, Recipe, decision_only, with_ingredient
 from .recipe import get as get_recipe
 from .recipe import train as train_recipe
@@ -40,6 +42,9 @@ from .recipe import train as train_recipe
 METRICS = ("f1", "balanced_accuracy", "roc_auc")  # the IDC class's F1; the threshold's balanced accuracy
 REPORTED = (*METRICS, "accuracy", "precision", "recall", "threshold")
 VAL_SHARE = 0.15  # of each fold's non-test patients, for the best epoch and the threshold
+# (threshold rule, TTA, context): every way a fold's stored views become decisions
+DECISIONS = tuple((threshold, tta, context) for context in ("none", "slide") for tta in (False, True)
+                  for threshold in ("fixed", "validation"))
 
 
 def _stderr(message: str) -> None:
@@ -71,8 +76,6 @@ def patient_folds(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
 def fold_split(folded: pd.DataFrame, fold: int, seed: int = 42, val: float = VAL_SHARE) -> pd.DataFrame:
     """The index with a ``split`` column for one fold: its patients are ``test``; of the others,
     ~``val`` are ``val`` (by patient, stratified, seeded by ``seed`` and the fold), the rest ``train``."""
-    from ..data.splits import split_by_patient
-
     test = folded["fold"] == fold
     rest = folded[~test]
     if rest["patient"].nunique() < 2:
@@ -80,8 +83,23 @@ def fold_split(folded: pd.DataFrame, fold: int, seed: int = 42, val: float = VAL
                          "validation; at least 2 are needed: use fewer folds")
     out = folded.copy()
     out["split"] = "test"
-    out.loc[rest.index, "split"] = split_by_patient(rest, val=val, test=0.0, seed=seed + fold)["split"]
+    out.loc[rest.index, "split"] = splits.split_by_patient(rest, val=val, test=0.0, seed=seed + fold)["split"]
     return out
+
+
+def fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
+    """(the fold's split index, {split name: row numbers into the data})."""
+    split = fold_split(folded, fold, seed)
+    if sample_size:
+        split = splits.sample(split, max_patches=int(sample_size), seed=seed)
+    return split, {name: split.index[split["split"] == name].to_numpy() for name in ("train", "val", "test")}
+
+
+def fold_counts(split: pd.DataFrame, at: dict) -> dict:
+    """Patients, patches and IDC-positive patches of each part of a fold: ``train_patients``..."""
+    return {**{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
+            **{f"{n}_patches": len(at[n]) for n in at},
+            **{f"{n}_positives": int(split.loc[at[n], "label"].sum()) for n in at}}
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -109,10 +127,28 @@ def load(data_dir, out_dir=None) -> LoadedData:
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
     start = time.perf_counter()
     cfg = source.resolve("smoke", data_dir=path, output_dir=out_dir, make_demo=False)
-    df, _ = cached_index(cfg)
-    df = df.reset_index(drop=True)
+    df = cached_index(cfg)[0].reset_index(drop=True)
     images, labels = pipeline.load_arrays(df)
     return LoadedData(path, df, images, labels, _slug(path), cfg.generated, round(time.perf_counter() - start, 2))
+
+
+def fold_views_frame(data: LoadedData, at: dict) -> pd.DataFrame:
+    """A fold's validation then test patches (path, label, split): the rows of its ``views.csv``."""
+    return pd.concat([data.df.loc[at[n], ["path", "label"]].assign(split=n) for n in ("val", "test")],
+                     ignore_index=True)
+
+
+def write_views(views: pd.DataFrame, fold_dir) -> pd.DataFrame:
+    with atomic_path(Path(fold_dir) / "views.csv") as tmp:
+        views.to_csv(tmp, index=False)
+    return views
+
+
+def fold_test_scores(data: LoadedData, at: dict, proba, threshold: float, fold_dir) -> dict:
+    """The fold's test scores at ``threshold`` (its test predictions saved beside)."""
+    scores = evaluate.scores(data.labels[at["test"]], proba, threshold)
+    evaluate.save_predictions(data.df.loc[at["test"]], proba, Path(fold_dir) / "test_predictions.csv", "test")
+    return {"test_positives": scores["positives"], **{m: scores[m] for m in REPORTED}}
 
 
 # --- one cross-validation ---------------------------------------------------------------------
@@ -131,7 +167,17 @@ class CrossvalResult:
     @property
     def history(self) -> pd.DataFrame:
         """Every epoch of every fold and member (train.fit's history.csv), for curves."""
-        return fold_histories(self.out_dir, self.recipe.name)
+        from ..train import read_history
+
+        frames = [read_history(run).assign(recipe=self.recipe.name, fold=int(fold_dir.name[4:]),
+                                           member=int(run.name[3:]))
+                  for fold_dir in sorted(Path(self.out_dir).glob("fold*")) for run in sorted(fold_dir.glob("run*"))
+                  if (run / "history.csv").is_file()]
+        if not frames:
+            return pd.DataFrame()
+        history = pd.concat(frames, ignore_index=True)
+        first = ["recipe", "fold", "member"]
+        return history[first + [c for c in history.columns if c not in first]]
 
     def as_dict(self) -> dict:
         rows = json.loads(self.per_fold.to_json(orient="records"))
@@ -146,13 +192,25 @@ class CrossvalResult:
         """Per-fold scores and seconds, then mean ± sd, as text."""
         cols = [*METRICS, "threshold", "test_patients", "test_patches", "cpu_seconds", "wall_seconds"]
         shown = self.per_fold.set_index("fold")[[c for c in cols if c in self.per_fold]]
-        text = shown.to_string(float_format=lambda v: f"{v:.3f}")
         means = "  ".join(f"{m} {self.summary.loc[m, 'mean']:.3f} ± {self.summary.loc[m, 'sd']:.3f}"
                           for m in METRICS)
         total = self.per_fold[["cpu_seconds", "wall_seconds"]].sum()
-        return (f"{self.recipe.name} (v{self.recipe.version}), {len(shown)} folds by patient:\n{text}\n"
-                f"mean ± sd: {means}\n"
+        return (f"{self.recipe.name} (v{self.recipe.version}), {len(shown)} folds by patient:\n"
+                f"{shown.to_string(float_format=lambda v: f'{v:.3f}')}\nmean ± sd: {means}\n"
                 f"seconds: cpu {total['cpu_seconds']:.0f}, wall {total['wall_seconds']:.0f} in total")
+
+    @classmethod
+    def from_rows(cls, recipe: Recipe, rows, out_dir, settings: dict, **more) -> CrossvalResult:
+        per_fold = pd.DataFrame(rows)
+        return cls(recipe, per_fold, summarise(per_fold), Path(out_dir), settings, **more)
+
+    def save_summary(self, root=None, **replaced) -> CrossvalResult:
+        """Write ``summary.json`` (``as_dict`` with ``replaced`` keys) and ``summary.txt`` to ``root``
+        (default: ``out_dir``)."""
+        root = Path(root or self.out_dir)
+        write_text(root / "summary.json", json.dumps({**self.as_dict(), **replaced}, indent=2, default=float))
+        write_text(root / "summary.txt", self.table() + "\n")
+        return self
 
 
 def _num(v):
@@ -176,158 +234,122 @@ def run_dir(out_dir, recipe, data: LoadedData, folds: int, seed: int, sample_siz
     """Where the folds of this cross-validation are stored."""
     from ..config import ROOT
 
-    base = Path(out_dir) if out_dir else ROOT / "outputs"
     tail = f"{data.slug}-k{folds}-s{seed}-e{recipe.epochs}" + (f"-n{sample_size}" if sample_size else "")
-    return base / "crossval" / f"{recipe.name}-v{recipe.version}" / tail
+    return Path(out_dir or ROOT / "outputs") / "crossval" / f"{recipe.name}-v{recipe.version}" / tail
 
 
 def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=None, sample_size=None,
         *, data: LoadedData | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False,
         reuse: bool = True) -> CrossvalResult:
-    """Cross-validate ``recipe`` (a name such as "seed" or "seed+tta", or a Recipe) over
-    ``folds`` folds of the patients of ``data_dir``. ``epochs`` overrides the recipe's;
-    ``sample_size`` caps the patches of each fold (spread over its splits, by patient).
-    ``data`` (from :func:`load`) skips loading, e.g. for several recipes in a row. A finished
-    fold keeps its scores, test predictions, histories and model.json; its model files
-    (~10 MB each) only with ``keep_models``. With ``reuse``, a recipe trained exactly as one
-    cross-validated before on the same folds (it differs only in its decision: threshold rule or
-    TTA) is scored from that run's stored views instead of being trained again (:func:`trained_alike`),
-    and an ensemble takes its member 0 from the folds of its one-member recipe where they kept
-    their models (:func:`first_member_donor`)."""
-    from .. import evaluate
-
+    """Cross-validate ``recipe`` (a name such as "seed+tta", or a Recipe) over ``folds`` folds of
+    the patients of ``data_dir`` (or ``data``, from :func:`load`); ``sample_size`` caps each fold's
+    patches. Model files (~10 MB each) are kept only with ``keep_models``. With ``reuse``, a recipe
+    that differs from one cross-validated before on these folds only in its decision is scored from
+    that run's views (:func:`trained_alike`), and an ensemble takes its member 0 from the kept
+    models of its one-member recipe (:func:`first_member_donor`)."""
     recipe = get_recipe(recipe, epochs=epochs)
     data = data or load(data_dir, out_dir)
     folded = patient_folds(data.df, folds, seed)
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
     key = _fingerprint(recipe, data, folds, seed, sample_size)
     log = log or (lambda message: None)
-    finished = [_done(root / f"fold{i}", key) for i in range(folds)]
-    donor = trained_alike(recipe, data, folds, seed, out_dir, sample_size) if reuse and not any(finished) else None
+    rows = [_done(root / f"fold{i}", key) for i in range(folds)]
+    donor = trained_alike(recipe, data, folds, seed, out_dir, sample_size) if reuse and not any(rows) else None
     if donor is not None:
         log(f"{recipe.name} is trained as {donor.recipe.name} (v{donor.recipe.version}); only its decision differs: "
             f"scored from that run's folds ({donor.out_dir}), no training")
-        return _summarised(decided(donor, recipe, data), root)
+        return decided(donor, recipe, data).save_summary(root)
     first = first_member_donor(recipe, data, folds, seed, out_dir, sample_size) if reuse else None
-    patients = data.df["patient"].nunique()
     use = (f"each fold capped at {int(sample_size):,} of its {len(data.labels):,} patches, spread over its splits "
            "by patient") if sample_size else f"each fold uses all of its patches ({len(data.labels):,} usable in all)"
-    log(f"{folds} folds of the {patients} patients of {data.data_dir}: {use}")
-    rows = []
+    log(f"{folds} folds of the {data.df['patient'].nunique()} patients of {data.data_dir}: {use}")
     for i in range(folds):
         fold_dir = root / f"fold{i}"
-        if finished[i] is not None:
+        if rows[i] is not None:
             log(f"fold {i + 1}/{folds}: done before, skipped ({fold_dir})")
-            rows.append(finished[i])
             continue
         copied = first is not None and _take_first_member(first, fold_dir, log)
         start, cpu = time.perf_counter(), time.process_time()
-        split, at = _fold_parts(folded, i, seed, sample_size)
+        split, at = fold_parts(folded, i, seed, sample_size)
+        patients = {n: data.df.loc[at[n], "patient"].to_numpy() for n in at}
         log(f"fold {i + 1}/{folds}: training {recipe.name} on {len(at['train'])} patches "
-            f"({split.loc[at['train'], 'patient'].nunique()} patients), validation {len(at['val'])}, "
-            f"test {len(at['test'])} ({split.loc[at['test'], 'patient'].nunique()} patients)"
-            + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}" if recipe.train_share < 1 else "")
-            + f":\n{splits.counts_table(split)}")
+            f"({len(set(patients['train']))} patients), validation {len(at['val'])}, "
+            f"test {len(at['test'])} ({len(set(patients['test']))} patients)"
+            + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}"
+               if recipe.train_share < 1 else "") + f":\n{splits.counts_table(split)}")
         predictor = train_recipe(recipe, (data.images[at["train"]], data.labels[at["train"]]),
-                                  (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
-                                  seed=seed + 1000 * i, cache_dir=Path(root).parents[1], verbose=verbose, log=log,
-                                  pretrain_seed=seed, val_patients=data.df.loc[at["val"], "patient"].to_numpy(),
-                                  train_patients=data.df.loc[at["train"], "patient"].to_numpy())
+                                 (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
+                                 seed=seed + 1000 * i, cache_dir=root.parents[1], verbose=verbose, log=log,
+                                 pretrain_seed=seed, val_patients=patients["val"], train_patients=patients["train"])
         views = score_views(predictor, data, at, fold_dir)
-        proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[(views["split"] == "test").to_numpy()]
-        scores = evaluate.scores(data.labels[at["test"]], proba, predictor.threshold)
-        evaluate.save_predictions(data.df.loc[at["test"]], proba, fold_dir / "test_predictions.csv", "test")
-        counts = fold_counts(split, at)
-        # training: what the model learnt from, after the recipe's train_share
-        counts.update({f"train_{n}": predictor.info[f"train_{n}"] for n in ("patients", "patches")})
-        row = {"fold": i, **counts, "test_positives": scores["positives"], **{m: scores[m] for m in REPORTED},
-               "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
-               "stain_seconds": predictor.info.get("stain_run", {}).get("seconds", 0.0),
-               "stain_fallbacks": predictor.info.get("stain_run", {}).get("fallbacks", 0) + predictor.last_fallbacks,
-               "cpu_seconds": round(time.process_time() - cpu, 1),  # this run's, not a copied member's
-               "members_copied": int(copied),
-               "wall_seconds": round(time.perf_counter() - start, 1)}
-        runs.write_record(fold_dir / "done.json", key, {"row": row})
+        test = (views["split"] == "test").to_numpy()
+        proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[test]
+        stain_run = predictor.info.get("stain_run", {})
+        rows[i] = {"fold": i, **fold_counts(split, at),
+                   # training: what the model learnt from, after the recipe's train_share
+                   **{f"train_{n}": predictor.info[f"train_{n}"] for n in ("patients", "patches")},
+                   **fold_test_scores(data, at, proba, predictor.threshold, fold_dir),
+                   "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
+                   "stain_seconds": stain_run.get("seconds", 0.0),
+                   "stain_fallbacks": stain_run.get("fallbacks", 0) + predictor.last_fallbacks,
+                   "cpu_seconds": round(time.process_time() - cpu, 1),  # this run's, not a copied member's
+                   "members_copied": int(copied),
+                   "wall_seconds": round(time.perf_counter() - start, 1)}
+        runs.write_record(fold_dir / "done.json", key, {"row": rows[i]})
         if not keep_models:
             for _, meta in predictor.members:
                 (fold_dir / meta["file"]).unlink(missing_ok=True)
-        log(f"fold {i + 1}/{folds}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METRICS)
-            + f" ({row['wall_seconds']:.0f} s)")
-        rows.append(row)
+        log(f"fold {i + 1}/{folds}: " + ", ".join(f"{m} {rows[i][m]:.3f}" for m in METRICS)
+            + f" ({rows[i]['wall_seconds']:.0f} s)")
         del predictor
         _release()
-    per_fold = pd.DataFrame(rows)
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
                 "epochs": recipe.epochs, "sample_size": sample_size}
-    return _summarised(CrossvalResult(recipe, per_fold, summarise(per_fold), root, settings), root)
+    return CrossvalResult.from_rows(recipe, rows, root, settings).save_summary()
 
 
-def _summarised(result: CrossvalResult, root: Path) -> CrossvalResult:
-    from ..io import write_text
-
-    write_text(root / "summary.json", json.dumps(result.as_dict(), indent=2, default=float))
-    write_text(root / "summary.txt", result.table() + "\n")
-    return result
-
-
-def _stored_runs(recipe, data: LoadedData, folds: int, seed: int, out_dir=None, sample_size=None):
-    """Each finished, trained cross-validation stored under ``out_dir`` with the same data, folds,
-    seed, epochs and sample size as ``recipe`` would have, but another recipe:
-    (its folder, its recipe, its per-fold rows, its settings)."""
+def _stored_run(recipe: Recipe, data: LoadedData, folds: int, seed: int, out_dir, sample_size, fold_file: str):
+    """(folder, recipe, per-fold rows, settings) of the first finished cross-validation on the same
+    folds of another recipe trained as ``recipe`` is, every fold of which holds ``fold_file``; or None."""
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
     for summary in sorted(root.parents[1].glob(f"*/{root.name}/summary.json")):
-        if summary.parent == root:
-            continue
+        folder = summary.parent
         try:
             doc = json.loads(summary.read_text())
             other = Recipe.from_dict(doc["recipe"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a cross-validation summary this version can read
-        if "scored_from" in doc:
-            continue  # trained nothing of its own
-        key = _fingerprint(other, data, folds, seed, sample_size)
-        rows = [_done(summary.parent / f"fold{i}", key) for i in range(folds)]
-        if all(row is not None for row in rows):
-            settings = {k: doc[k] for k in ("data_dir", "generated", "folds", "seed", "epochs", "sample_size") if k in doc}
-            yield summary.parent, other, rows, settings
+        # a run scored from another ("scored_from") trained nothing of its own
+        if folder == root or "scored_from" in doc or other.training_options != recipe.training_options:
+            continue
+        rows = [_done(folder / f"fold{i}", _fingerprint(other, data, folds, seed, sample_size)) for i in range(folds)]
+        if all(row is not None and (folder / f"fold{i}" / fold_file).is_file() for i, row in enumerate(rows)):
+            kept = ("data_dir", "generated", "folds", "seed", "epochs", "sample_size")
+            return folder, other, rows, {k: doc[k] for k in kept if k in doc}
+    return None
 
 
 def trained_alike(recipe, data: LoadedData, folds: int, seed: int, out_dir=None,
                   sample_size=None) -> CrossvalResult | None:
-    """A finished cross-validation stored under ``out_dir`` (same data, folds, seed, epochs and
-    sample size) of a recipe with the same training options as ``recipe``, every fold of which
-    kept its views; None if there is none."""
-    recipe = get_recipe(recipe)
-    for folder, other, rows, settings in _stored_runs(recipe, data, folds, seed, out_dir, sample_size):
-        if other.training_options == recipe.training_options and all(
-                (folder / f"fold{i}" / "views.csv").is_file() for i in range(folds)):
-            per_fold = pd.DataFrame(rows)
-            return CrossvalResult(other, per_fold, summarise(per_fold), folder, settings)
-    return None
+    """A finished cross-validation on the same folds of a recipe trained as ``recipe`` is, with views."""
+    found = _stored_run(get_recipe(recipe), data, folds, seed, out_dir, sample_size, "views.csv")
+    return None if found is None else CrossvalResult.from_rows(found[1], found[2], found[0], found[3])
 
 
 def first_member_donor(recipe, data: LoadedData, folds: int, seed: int, out_dir=None, sample_size=None) -> Path | None:
-    """For an ensemble recipe, the folder of a finished cross-validation (same data, folds, seed,
-    epochs and sample size) of the same recipe with one member that kept its models
-    (``--keep-models``): its fold models are, seed for seed, the ensemble's member 0 (trained
-    with the fold's seed and the first member's architecture), so they need not be trained
-    again. None if the recipe is no ensemble or there is no such run."""
+    """For an ensemble recipe, the folder of a finished cross-validation on the same folds of its
+    one-member recipe that kept its models: they are, seed for seed, the ensemble's member 0."""
     recipe = get_recipe(recipe)
     if recipe.ensemble < 2 or recipe.members()[0] != recipe.model:
         return None
     single = dataclasses.replace(recipe, ensemble=1, ensemble_models=())
-    for folder, other, _, _ in _stored_runs(recipe, data, folds, seed, out_dir, sample_size):
-        if other.training_options == single.training_options and all(
-                (folder / f"fold{i}" / "model.keras").is_file() for i in range(folds)):
-            return folder
-    return None
+    found = _stored_run(single, data, folds, seed, out_dir, sample_size, "model.keras")
+    return None if found is None else found[0]
 
 
 def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
     """Copy the donor run's model of this fold (and its training log) in as member 0 of a fresh
     ensemble fold, so that ``recipe.train`` loads it instead of training it; whether it did."""
-    from ..io import atomic_path
-
     if (fold_dir / "started.json").exists() or (fold_dir / "member0.keras").exists():
         return False  # begun before: recipe.train resumes it as it stands
     if (donor / fold_dir.name / "run0").is_dir():
@@ -339,42 +361,17 @@ def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
     return True
 
 
-def _fold_parts(folded: pd.DataFrame, fold: int, seed: int, sample_size=None):
-    """(the fold's split index, {split name: row numbers into the data})."""
-    split = fold_split(folded, fold, seed)
-    if sample_size:
-        split = splits.sample(split, max_patches=int(sample_size), seed=seed)
-    return split, {name: split.index[split["split"] == name].to_numpy() for name in ("train", "val", "test")}
-
-
-def fold_counts(split: pd.DataFrame, at: dict) -> dict:
-    """Patients, patches and IDC-positive patches of each part of a fold (``_fold_parts``):
-    ``train_patients``, ``val_patches``, ``test_positives``..."""
-    return {**{f"{n}_patients": int(split.loc[at[n], "patient"].nunique()) for n in at},
-            **{f"{n}_patches": len(at[n]) for n in at},
-            **{f"{n}_positives": int(split.loc[at[n], "label"].sum()) for n in at}}
-
-
 def score_views(predictor: Predictor, data: LoadedData, at: dict, fold_dir) -> pd.DataFrame:
-    """P(IDC) of each validation and test patch of a fold from the single view (``single``) and
-    averaged over the 8 dihedral views (``tta``), written to ``fold_dir/views.csv``. Whatever
-    the recipe's own decision, both are kept, so that the threshold and TTA ingredients can be
-    scored on the same trained models (:func:`decisions`) at the cost of prediction only."""
+    """P(IDC) of each validation and test patch of a fold from one view (``single``) and averaged
+    over the 8 dihedral views (``tta``), written to ``fold_dir/views.csv``: whatever the recipe's
+    own decision, both are kept, so that every decision can be scored on the same models."""
     from ..data import stain
-    from ..io import atomic_path
 
-    frames, fallbacks = [], 0
-    for name in ("val", "test"):
-        done = stain.normalize(data.images[at[name]], predictor.stain)
-        fallbacks += done.fallbacks
-        frame = data.df.loc[at[name], ["path", "label"]].reset_index(drop=True).assign(split=name)
-        frame["single"], frame["tta"] = predictor.predict_both(done.images, normalized=True)
-        frames.append(frame)
-    predictor.last_fallbacks = fallbacks
-    views = pd.concat(frames, ignore_index=True)
-    with atomic_path(Path(fold_dir) / "views.csv") as tmp:
-        views.to_csv(tmp, index=False)
-    return views
+    views = fold_views_frame(data, at)
+    done = stain.normalize(data.images[np.concatenate([at["val"], at["test"]])], predictor.stain)
+    predictor.last_fallbacks = done.fallbacks
+    views["single"], views["tta"] = predictor.predict_both(done.images, normalized=True)
+    return write_views(views, fold_dir)
 
 
 def _done(fold_dir: Path, key: str) -> dict | None:
@@ -390,130 +387,98 @@ def _release():
     gc.collect()
 
 
-def fold_histories(root, recipe_name: str = "") -> pd.DataFrame:
-    """The per-epoch history of every member of every fold stored under ``root``."""
-    from ..train import read_history
+# --- decisions: a trained fold's views scored under each threshold rule, TTA and context ------
 
-    frames = []
-    for fold_dir in sorted(Path(root).glob("fold*")):
-        for run in sorted(fold_dir.glob("run*")):
-            if (run / "history.csv").is_file():
-                h = read_history(run)
-                h.insert(0, "member", int(run.name[3:]))
-                h.insert(0, "fold", int(fold_dir.name[4:]))
-                h.insert(0, "recipe", recipe_name)
-                frames.append(h)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def decision_name(threshold: str, tta: bool, context: str = "none") -> str:
+    return (f"{'threshold on validation' if threshold == 'validation' else 'threshold 0.5'}, "
+            f"{'TTA' if tta else 'one view'}" + (", slide context" if context == "slide" else ""))
 
 
-# --- ablation: each ingredient alone on top of a base -------------------------------------------
+def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none", fitted: dict | None = None) -> np.ndarray:
+    """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, with slide
+    ``context`` fitted on the fold's validation rows only, or ``fitted`` (the trained predictor's,
+    so that a fold's scores are those of the model it saved)."""
+    from . import context as slide
 
-@dataclass
-class Ablation:
-    table: pd.DataFrame  # one row per recipe: metric means, sds, paired differences from the base
-    per_fold: pd.DataFrame
-    history: pd.DataFrame
-    runs: list
-
-    def pretty(self) -> pd.DataFrame:
-        """The table as text: "mean ± sd (difference)" per metric."""
-        out = pd.DataFrame(index=self.table.index)
-        for m in METRICS:
-            t = self.table
-            out[m] = [f"{a:.3f} ± {b:.3f} ({d:+.3f})" for a, b, d in zip(t[m], t[f"{m}_sd"], t[f"{m}_diff"])]
-        out["cpu_s/fold"] = self.table["cpu_seconds"].round(0)
-        return out
-
-
-def compare(results, base: int = 0) -> pd.DataFrame:
-    """Mean and sd of each metric per result, and the paired (same folds) difference from
-    ``results[base]``: mean and sd of the per-fold differences."""
-    ref = results[base].per_fold.set_index("fold")
-    rows = {}
-    for r in results:
-        folds = r.per_fold.set_index("fold")
-        rows[r.recipe.name] = {**paired(folds, ref), "cpu_seconds": folds["cpu_seconds"].mean()}
-    return pd.DataFrame(rows).T
+    proba = views["tta" if tta else "single"].to_numpy(dtype=float)
+    if context == "none":
+        return proba
+    if context != "slide":
+        raise ValueError(f"unknown context {context!r}: 'none' or 'slide'")
+    patients = slide.patients_of(views["path"])
+    if fitted is None:
+        val = (views["split"] == "val").to_numpy()
+        fitted = slide.fit(proba[val], patients[val], views["label"].to_numpy()[val])
+    return slide.apply(fitted, proba, patients)
 
 
-def learning_curve(results) -> pd.DataFrame:
-    """One row per cross-validation of one recipe learning from shares of each fold's training
-    split (``train_share``, ``train_subset``): what a fold learnt from (mean patches and
-    patients), each metric's mean and sd, and the paired difference from the run on the whole
-    training split, which must be among ``results``."""
-    whole = [i for i, r in enumerate(results) if r.recipe.train_share == 1]
-    if not whole:
-        raise ValueError("a learning curve needs the run on the whole training split (train_share 1) "
-                         f"among its runs; got shares {[r.recipe.train_share for r in results]}")
-    table = compare(results, base=whole[0])
-    table.insert(0, "train_subset", [r.recipe.train_subset if r.recipe.train_share < 1 else "all" for r in results])
-    table.insert(1, "train_share", [r.recipe.train_share for r in results])
-    for i, column in enumerate(("train_patches", "train_patients"), start=2):
-        table.insert(i, column, [r.per_fold[column].mean() for r in results])
-    return table.sort_values(["train_subset", "train_share"])
+def _decide(views: pd.DataFrame, threshold: str, tta: bool, context: str = "none") -> dict:
+    """The test scores of one fold's views under one decision: the cut at 0.5 ("fixed") or the
+    F1-best one on the fold's validation patients ("validation"), never on its test patients."""
+    proba = decision_proba(views, tta, context)
+    val, test = (views["split"] == "val").to_numpy(), (views["split"] == "test").to_numpy()
+    labels = views["label"].to_numpy()
+    cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(labels[val], proba[val])
+    scores = evaluate.scores(labels[test], proba[test], cut)
+    return {m: scores[m] for m in REPORTED}
 
 
-def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5, seed: int = 42, out_dir=None,
-               epochs=None, sample_size=None, *, data: LoadedData | None = None, **run_options) -> list[CrossvalResult]:
-    """Cross-validate ``recipe`` learning from each of ``shares`` of every fold's training split
-    (drawn by ``subset``: "patches" or "patients") and on all of it, which is ``recipe`` itself:
-    the runs of a :func:`learning_curve`, smallest share first. A bad share fails before any
-    training. ``run_options`` go to :func:`run`."""
-    whole = get_recipe(recipe, epochs=epochs)
-    chosen = [get_recipe(whole, train_share=share, train_subset=subset) for share in sorted(set(shares) - {1.0})]
-    data = data or load(data_dir, out_dir)
-    return [run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, **run_options)
-            for r in [*chosen, whole]]
+def fold_views(result: CrossvalResult, data: LoadedData | None = None) -> dict[int, pd.DataFrame]:
+    """Each fold's ``views.csv``. A fold trained before views were kept is scored now from its kept
+    models (``keep_models``; ``data`` is then loaded if not given)."""
+    out, folded, s = {}, None, result.settings
+    for fold in sorted(result.per_fold["fold"]):
+        fold_dir = Path(result.out_dir) / f"fold{fold}"
+        if (fold_dir / "views.csv").is_file():
+            out[fold] = pd.read_csv(fold_dir / "views.csv")
+            continue
+        try:
+            predictor = Predictor.load(fold_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise FileNotFoundError(f"{fold_dir}: no views.csv, and no kept models to score it from ({err}); "
+                                    "this fold was trained by an older version: delete its done.json to train it "
+                                    "again (with keep_models to keep the models)") from None
+        data = data or load(s["data_dir"])
+        folded = folded if folded is not None else patient_folds(data.df, s["folds"], s["seed"])
+        out[fold] = score_views(predictor, data, fold_parts(folded, fold, s["seed"], s.get("sample_size"))[1], fold_dir)
+        del predictor
+        _release()
+    return out
 
 
-def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
-    """Mean and sd over folds of each metric, and of its per-fold difference from ``ref`` (both
-    indexed by fold; folds missing from either are left out of the difference)."""
-    row = {}
-    for m in METRICS:
-        diff = (folds[m] - ref[m]).dropna()
-        row.update({m: folds[m].mean(), f"{m}_sd": folds[m].std(ddof=1),
-                    f"{m}_diff": diff.mean(), f"{m}_diff_sd": diff.std(ddof=1)})
-    return row
+def decisions(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
+    """The test scores of one cross-validation's models under each of ``DECISIONS``, one row per
+    fold and decision: the decision ingredients measured without training."""
+    if result.scored_decisions is None:
+        result.scored_decisions = pd.DataFrame([
+            {"fold": fold, "decision": decision_name(threshold, tta, context), "threshold_rule": threshold,
+             "tta": tta, "context": context, **_decide(views, threshold, tta, context)}
+            for fold, views in fold_views(result, data).items() for threshold, tta, context in DECISIONS])
+    return result.scored_decisions.copy()
 
 
-def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
-             epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *,
-             data: LoadedData | None = None) -> Ablation:
-    """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all of
-    ``recipe.INGREDIENTS``) on the same folds with the same seeds; one table of the results.
-    ``data`` (from :func:`load`) skips loading."""
-    data = data or load(data_dir, out_dir)
-    base = get_recipe(base, epochs=epochs)
-    chosen = list(INGREDIENTS) if ingredients is None else list(ingredients)
-    for name in chosen:
-        with_ingredient(base, name)  # unknown names fail before any training
-    fit = lambda r, **kw: run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data,
-                              verbose=verbose, log=log, **kw)
-    # an ensemble's member 0 is the base's model of each fold: kept, it need not be trained again
-    base_run = fit(base, keep_models=any(with_ingredient(base, n).ensemble > 1 for n in chosen))
-    runs = [base_run]
-    for name in chosen:
-        recipe = with_ingredient(base, name)
-        runs.append(decided(base_run, recipe, data) if decision_only(name) else fit(recipe))
-    per_fold = pd.concat([r.per_fold.assign(recipe=r.recipe.name) for r in runs], ignore_index=True)
-    # a decision-only recipe's curves are its base's
-    history = pd.concat([r.history for r in runs if "scored_from" not in r.settings], ignore_index=True)
-    return Ablation(compare(runs), per_fold, history, runs)
+def decision_table(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
+    """:func:`decisions` as one row per decision: mean and sd over folds, and the paired
+    difference from threshold 0.5 with one view, patch alone (the decision of ``seed``)."""
+    per = decisions(result, data)
+    ref = per[per["decision"] == decision_name("fixed", False)].set_index("fold")
+    rows = {name: paired(group.set_index("fold"), ref) for name, group in per.groupby("decision", sort=False)}
+    return pd.DataFrame(rows).T.rename_axis(f"{result.recipe.name}: decision")
 
 
 def decided(result: CrossvalResult, recipe: Recipe, data: LoadedData | None = None) -> CrossvalResult:
-    """``result``'s trained models with ``recipe``'s decision (threshold rule and TTA), scored
-    from the stored views (:func:`decisions`): the cross-validation of a recipe that differs
-    from ``result``'s only in its decision, without training it. Its seconds are the training's."""
+    """``result``'s trained models under ``recipe``'s decision, scored from the stored views: the
+    cross-validation of a recipe that differs from ``result``'s only in its decision, without
+    training it. Its seconds are the training's."""
     if recipe.training_options != result.recipe.training_options:
         raise ValueError(f"recipe {recipe.name!r} differs from {result.recipe.name!r} in more than the decision "
                          f"({', '.join(DECISION_OPTIONS)}); it has to be trained")
     per = decisions(result, data)
-    chosen = per[per["decision"] == decision_name(recipe.threshold, recipe.tta, recipe.context)].set_index("fold")[list(REPORTED)]
-    per_fold = result.per_fold.set_index("fold").drop(columns=list(REPORTED), errors="ignore").join(chosen).reset_index()
-    return CrossvalResult(recipe, per_fold, summarise(per_fold), result.out_dir,
-                          {**result.settings, "scored_from": result.recipe.name}, result.scored_decisions)
+    name = decision_name(recipe.threshold, recipe.tta, recipe.context)
+    chosen = per[per["decision"] == name].set_index("fold")[list(REPORTED)]
+    rows = result.per_fold.set_index("fold").drop(columns=list(REPORTED), errors="ignore").join(chosen).reset_index()
+    settings = {**result.settings, "scored_from": result.recipe.name}
+    return CrossvalResult.from_rows(recipe, rows, result.out_dir, settings, scored_decisions=result.scored_decisions)
 
 
 def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
@@ -527,11 +492,146 @@ def test_proba(result: CrossvalResult, fold: int) -> pd.DataFrame:
     return views.loc[test, ["path", "label"]].reset_index(drop=True).assign(proba=proba)
 
 
+def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str = "validation",
+                  tta: bool = True, data: LoadedData | None = None, context: str = "none") -> CrossvalResult:
+    """An ensemble of cross-validated recipes that costs no training: on each fold they share, the
+    mean of their views (written to ``out_dir``, default ``crossval/ensembles/<name>/``), decided as
+    ``threshold``, ``tta`` and ``context`` say. Its seconds are its members' training together."""
+    if len(results) < 2:
+        raise ValueError("an ensemble needs at least two cross-validated recipes")
+    if threshold not in ("fixed", "validation"):
+        raise ValueError(f"unknown threshold rule {threshold!r}: 'fixed' (0.5) or 'validation'")
+    names = [r.recipe.name for r in results]
+    shared = sorted(set.intersection(*(set(r.per_fold["fold"]) for r in results)))
+    if not shared:
+        raise ValueError(f"the recipes {', '.join(names)} share no finished fold")
+    name = name or " & ".join(names)
+    if out_dir is None:
+        first_dir = Path(results[0].out_dir)
+        out_dir = first_dir.parents[1] / "ensembles" / re.sub(r"[^\w+.-]+", "_", name) / first_dir.name
+    views = [fold_views(r, data) for r in results]
+    # a member decided from another member's run (crossval.decided) shares its folder and its seconds
+    spent = {Path(r.out_dir).resolve(): r.per_fold.set_index("fold") for r in results}
+    rows = []
+    for fold in shared:
+        first = views[0][fold]
+        key = _patch_keys(first, results[0])
+        for member, r, v in zip(names[1:], results[1:], views[1:]):
+            if not _patch_keys(v[fold], r).equals(key) or not v[fold]["split"].equals(first["split"]):
+                raise ValueError(f"fold {fold}: {member}'s validation or test patches differ from {names[0]}'s; "
+                                 "an ensemble needs the same folds (data, folds and seed)")
+        mean = first[["path", "label", "split"]].copy()
+        for column in ("single", "tta"):
+            mean[column] = np.mean([v[fold][column].to_numpy() for v in views], axis=0)
+        write_views(mean, Path(out_dir) / f"fold{fold}")
+        seconds = {k: float(sum(run.loc[fold, k] for run in spent.values())) for k in ("cpu_seconds", "wall_seconds")}
+        rows.append({"fold": fold, **_decide(mean, threshold, tta, context), **seconds})
+    recipe = dataclasses.replace(results[0].recipe, name=name, threshold=threshold, tta=tta, context=context)
+    return CrossvalResult.from_rows(recipe, rows, out_dir,
+                                    {**results[0].settings, "scored_from": " & ".join(names), "members": names})
+
+
+def _patch_keys(frame: pd.DataFrame, result: CrossvalResult) -> pd.Series:
+    """The patches' paths relative to the result's data folder: one data set given as
+    ``../data/x`` in one run and as an absolute path in another is the same data."""
+    root = result.settings.get("data_dir")
+    return frame["path"].map(lambda p: os.path.relpath(p, root)) if root else frame["path"]
+
+
+# --- ablation: each ingredient alone on top of a base -------------------------------------------
+
+@dataclass
+class Ablation:
+    table: pd.DataFrame  # one row per recipe: metric means, sds, paired differences from the base
+    per_fold: pd.DataFrame
+    history: pd.DataFrame
+    runs: list
+
+    def pretty(self) -> pd.DataFrame:
+        """The table as text: "mean ± sd (difference)" per metric."""
+        t = self.table
+        out = pd.DataFrame({m: [f"{a:.3f} ± {b:.3f} ({d:+.3f})" for a, b, d in zip(t[m], t[f"{m}_sd"], t[f"{m}_diff"])]
+                            for m in METRICS}, index=t.index)
+        out["cpu_s/fold"] = t["cpu_seconds"].round(0)
+        return out
+
+
+def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
+    """Mean and sd over folds of each metric, and of its per-fold difference from ``ref`` (both
+    indexed by fold; folds missing from either are left out of the difference)."""
+    row = {}
+    for m in METRICS:
+        diff = (folds[m] - ref[m]).dropna()
+        row.update({m: folds[m].mean(), f"{m}_sd": folds[m].std(ddof=1),
+                    f"{m}_diff": diff.mean(), f"{m}_diff_sd": diff.std(ddof=1)})
+    return row
+
+
+def compare(results, base: int = 0) -> pd.DataFrame:
+    """:func:`paired` per result against ``results[base]``, and its mean CPU seconds per fold."""
+    ref = results[base].per_fold.set_index("fold")
+    rows = {}
+    for r in results:
+        folds = r.per_fold.set_index("fold")
+        rows[r.recipe.name] = {**paired(folds, ref), "cpu_seconds": folds["cpu_seconds"].mean()}
+    return pd.DataFrame(rows).T
+
+
+def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
+             epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *,
+             data: LoadedData | None = None) -> Ablation:
+    """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all) on the same folds
+    with the same seeds; a decision-only ingredient is scored on the base's models."""
+    data = data or load(data_dir, out_dir)
+    base = get_recipe(base, epochs=epochs)
+    chosen = list(INGREDIENTS) if ingredients is None else list(ingredients)
+    recipes = [with_ingredient(base, name) for name in chosen]  # unknown names fail before any training
+
+    def fit(recipe, **options):
+        return run(data_dir, recipe, folds, seed, out_dir, sample_size=sample_size, data=data, verbose=verbose,
+                   log=log, **options)
+
+    # an ensemble's member 0 is the base's model of each fold: kept, it need not be trained again
+    base_run = fit(base, keep_models=any(r.ensemble > 1 for r in recipes))
+    done = [base_run, *(decided(base_run, r, data) if decision_only(n) else fit(r) for n, r in zip(chosen, recipes))]
+    per_fold = pd.concat([r.per_fold.assign(recipe=r.recipe.name) for r in done], ignore_index=True)
+    # a decision-only recipe's curves are its base's
+    history = pd.concat([r.history for r in done if "scored_from" not in r.settings], ignore_index=True)
+    return Ablation(compare(done), per_fold, history, done)
+
+
+def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5, seed: int = 42, out_dir=None,
+               epochs=None, sample_size=None, *, data: LoadedData | None = None, **run_options) -> list[CrossvalResult]:
+    """The runs of a :func:`learning_curve`: ``recipe`` learning from each of ``shares`` of every
+    fold's training split (drawn by ``subset``: "patches" or "patients"), smallest first, then from
+    all of it. A bad share fails before any training."""
+    whole = get_recipe(recipe, epochs=epochs)
+    chosen = [get_recipe(whole, train_share=share, train_subset=subset) for share in sorted(set(shares) - {1.0})]
+    data = data or load(data_dir, out_dir)
+    return [run(data_dir, r, folds, seed, out_dir, sample_size=sample_size, data=data, **run_options)
+            for r in [*chosen, whole]]
+
+
+def learning_curve(results) -> pd.DataFrame:
+    """One row per share of the training split: what a fold learnt from, each metric's mean and sd,
+    and the paired difference from the run on the whole training split (among ``results``)."""
+    whole = [i for i, r in enumerate(results) if r.recipe.train_share == 1]
+    if not whole:
+        raise ValueError("a learning curve needs the run on the whole training split (train_share 1) "
+                         f"among its runs; got shares {[r.recipe.train_share for r in results]}")
+    table = compare(results, base=whole[0])
+    table.insert(0, "train_subset", [r.recipe.train_subset if r.recipe.train_share < 1 else "all" for r in results])
+    table.insert(1, "train_share", [r.recipe.train_share for r in results])
+    for i, column in enumerate(("train_patches", "train_patients"), start=2):
+        table.insert(i, column, [r.per_fold[column].mean() for r in results])
+    return table.sort_values(["train_subset", "train_share"])
+
+
 # --- what notebook 18 shows -------------------------------------------------------------------
 
 def curves(history: pd.DataFrame) -> pd.DataFrame:
-    """``fold_histories`` in the long form of ``plots.study_curves``: one line per recipe, the
-    band its spread over folds (and ensemble members)."""
+    """Histories in the long form of ``plots.study_curves``: one line per recipe, the band its
+    spread over folds (and ensemble members)."""
     from ..studies.study import long_history
 
     if history.empty:
@@ -566,170 +666,13 @@ def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
         run=result.recipe.name, data=data_label, split=f"every patient once, {k} folds by patient")
 
 
-def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str = "validation",
-                  tta: bool = True, data: LoadedData | None = None, context: str = "none") -> CrossvalResult:
-    """An ensemble of cross-validated recipes that costs no training: on each fold they share,
-    the mean of their stored validation and test probabilities (``views.csv``, both columns),
-    written to ``out_dir/fold<i>/views.csv`` (default: ``crossval/ensembles/<name>/`` beside the
-    members' runs), then decided as ``threshold`` ("fixed": 0.5;
-    "validation": the F1-best cut on the fold's validation patients, never the test ones) with
-    or without TTA, and with slide ``context`` or not. Its seconds are its members' training together (members decided from one
-    run count it once); :func:`decisions` scores its eight decisions like any recipe's."""
-    from ..io import atomic_path
-
-    if len(results) < 2:
-        raise ValueError("an ensemble needs at least two cross-validated recipes")
-    if threshold not in ("fixed", "validation"):
-        raise ValueError(f"unknown threshold rule {threshold!r}: 'fixed' (0.5) or 'validation'")
-    names = [r.recipe.name for r in results]
-    shared = sorted(set.intersection(*(set(r.per_fold["fold"]) for r in results)))
-    if not shared:
-        raise ValueError(f"the recipes {', '.join(names)} share no finished fold")
-    name = name or " & ".join(names)
-    if out_dir is None:
-        first_dir = Path(results[0].out_dir)
-        out_dir = first_dir.parents[1] / "ensembles" / re.sub(r"[^\w+.-]+", "_", name) / first_dir.name
-    views = [fold_views(r, data) for r in results]
-    # a member decided from another member's run (crossval.decided) shares its folder and its seconds
-    spent = {Path(r.out_dir).resolve(): r.per_fold.set_index("fold") for r in results}
-    rows = []
-    for fold in shared:
-        first = views[0][fold]
-        key = _patch_keys(first, results[0])
-        for member, r, v in zip(names[1:], results[1:], views[1:]):
-            if not _patch_keys(v[fold], r).equals(key) or not v[fold]["split"].equals(first["split"]):
-                raise ValueError(f"fold {fold}: {member}'s validation or test patches differ from {names[0]}'s; "
-                                 "an ensemble needs the same folds (data, folds and seed)")
-        mean = first[["path", "label", "split"]].copy()
-        for column in ("single", "tta"):
-            mean[column] = np.mean([v[fold][column].to_numpy() for v in views], axis=0)
-        fold_dir = Path(out_dir) / f"fold{fold}"
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(fold_dir / "views.csv") as tmp:
-            mean.to_csv(tmp, index=False)
-        rows.append({"fold": fold, **_decide(mean, threshold, tta, context),
-                     **{k: float(sum(run.loc[fold, k] for run in spent.values())) for k in ("cpu_seconds", "wall_seconds")}})
-    per_fold = pd.DataFrame(rows)
-    recipe = dataclasses.replace(results[0].recipe, name=name, threshold=threshold, tta=tta, context=context)
-    return CrossvalResult(recipe, per_fold, summarise(per_fold), Path(out_dir),
-                          {**results[0].settings, "scored_from": " & ".join(names), "members": names})
-
-
-def _patch_keys(frame: pd.DataFrame, result: CrossvalResult) -> pd.Series:
-    """The patches' paths relative to the result's data folder: one data set given as
-    ``../data/x`` in one run and as an absolute path in another is the same data."""
-    root = result.settings.get("data_dir")
-    return frame["path"].map(lambda p: os.path.relpath(p, root)) if root else frame["path"]
-
-
-# (threshold rule, TTA, context): every way a fold's stored views become decisions
-DECISIONS = tuple((threshold, tta, context) for context in ("none", "slide") for tta in (False, True)
-                  for threshold in ("fixed", "validation"))
-
-
-def fold_views(result: CrossvalResult, data: LoadedData | None = None) -> dict[int, pd.DataFrame]:
-    """Each fold's ``views.csv`` (:func:`score_views`). A fold trained before views were kept is
-    scored now from its kept models (``keep_models``; ``data`` is then loaded if not given)."""
-    out = {}
-    folded = None
-    for fold in sorted(result.per_fold["fold"]):
-        fold_dir = Path(result.out_dir) / f"fold{fold}"
-        if (fold_dir / "views.csv").is_file():
-            out[fold] = pd.read_csv(fold_dir / "views.csv")
-            continue
-        try:
-            predictor = Predictor.load(fold_dir)
-        except (FileNotFoundError, ValueError) as err:
-            raise FileNotFoundError(f"{fold_dir}: no views.csv, and no kept models to score it from ({err}); "
-                                    "this fold was trained by an older version: delete its done.json to train it "
-                                    "again (with keep_models to keep the models)") from None
-        data = data or load(result.settings["data_dir"])
-        folded = folded if folded is not None else patient_folds(data.df, result.settings["folds"],
-                                                                 result.settings["seed"])
-        _, at = _fold_parts(folded, fold, result.settings["seed"], result.settings.get("sample_size"))
-        out[fold] = score_views(predictor, data, at, fold_dir)
-        del predictor
-        _release()
-    return out
-
-
-def decisions(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
-    """The test scores of one cross-validation's trained models under each of the eight decisions
-    (threshold 0.5 or the F1-best cut on the fold's validation patients; one view or TTA; the patch
-    alone or read with its slide), one row per fold and decision: the threshold, TTA and slide
-    context ingredients measured without training."""
-    if result.scored_decisions is not None:
-        return result.scored_decisions.copy()
-    rows = []
-    for fold, views in fold_views(result, data).items():
-        for threshold, tta, context in DECISIONS:
-            rows.append({"fold": fold, "decision": decision_name(threshold, tta, context), "threshold_rule": threshold,
-                         "tta": tta, "context": context, **_decide(views, threshold, tta, context)})
-    result.scored_decisions = pd.DataFrame(rows)
-    return result.scored_decisions.copy()
-
-
-def _decide(views: pd.DataFrame, threshold: str, tta: bool, context: str = "none") -> dict:
-    """The test scores of one fold's views under one decision: the cut at 0.5 ("fixed") or the
-    F1-best one on the fold's validation patients ("validation"), never on its test patients."""
-    from .. import evaluate
-
-    proba = decision_proba(views, tta, context)
-    val, test = (views["split"] == "val").to_numpy(), (views["split"] == "test").to_numpy()
-    labels = views["label"].to_numpy()
-    cut = 0.5 if threshold == "fixed" else evaluate.choose_threshold(labels[val], proba[val])
-    scores = evaluate.scores(labels[test], proba[test], cut)
-    return {m: scores[m] for m in REPORTED}
-
-
-def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none", fitted: dict | None = None) -> np.ndarray:
-    """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, and with
-    ``context="slide"`` read with the other patches of its patient (helpers.recipes.context), the context
-    model fitted on the fold's validation rows only, or ``fitted``, one fitted before (the trained
-    predictor's, so that a fold's scores are those of the model it saved)."""
-    from . import context as slide
-
-    proba = views[view_column(tta)].to_numpy(dtype=float)
-    if context == "none":
-        return proba
-    if context != "slide":
-        raise ValueError(f"unknown context {context!r}: 'none' or 'slide'")
-    patients = slide.patients_of(views["path"])
-    if fitted is None:
-        val = (views["split"] == "val").to_numpy()
-        fitted = slide.fit(proba[val], patients[val], views["label"].to_numpy()[val])
-    return slide.apply(fitted, proba, patients)
-
-
-def view_column(tta: bool) -> str:
-    """The column of ``views.csv`` a decision with (or without) TTA reads."""
-    return "tta" if tta else "single"
-
-
-def decision_name(threshold: str, tta: bool, context: str = "none") -> str:
-    return (f"{'threshold on validation' if threshold == 'validation' else 'threshold 0.5'}, {'TTA' if tta else 'one view'}"
-            + (", slide context" if context == "slide" else ""))
-
-
-def decision_table(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
-    """:func:`decisions` as one row per decision: mean and sd over folds, and the paired
-    difference from threshold 0.5 with one view, patch alone (the decision of ``seed``)."""
-    per = decisions(result, data)
-    ref = per[per["decision"] == decision_name("fixed", False)].set_index("fold")
-    rows = {name: paired(group.set_index("fold"), ref) for name, group in per.groupby("decision", sort=False)}
-    return pd.DataFrame(rows).T.rename_axis(f"{result.recipe.name}: decision")
-
-
 TARGET = {"f1_gain": 0.05, "roc_auc": 0.95, "balanced_accuracy": 0.88}
 
 
 def balanced_accuracy_ceiling(results) -> pd.DataFrame:
-    """Per result, the mean and sd over folds of the highest balanced accuracy any cut gives on
-    the fold's test patches (``evaluate.best_balanced_accuracy``), beside the one its decision
-    gives. The ceiling reads the test labels: it says whether any threshold rule could reach a
-    balanced-accuracy target with this ranking, and is never a result."""
-    from .. import evaluate
-
+    """Per result, the highest balanced accuracy any cut gives on each fold's test patches (mean,
+    sd, min, max), beside its decision's. It reads the test labels: it says whether any threshold
+    rule could reach a target with this ranking, and is never a result."""
     rows = {}
     for r in results:
         ceiling = pd.Series([evaluate.best_balanced_accuracy(t["label"], t["proba"])
@@ -755,13 +698,10 @@ def target_check(table: pd.DataFrame, base: str = "seed", best: str = "best") ->
 def registry_rows(results, notebook_split: str) -> list[dict]:
     """One registry row per cross-validated recipe: its mean scores over folds (task
     ``idc_crossval``, so notebook 14's single-split comparison leaves them out)."""
-    rows = []
-    for r in results:
-        f = r.per_fold
-        rows.append({"run": f"crossval_{r.recipe.name}_v{r.recipe.version}", "model": r.settings.get("model", r.recipe.model),
-                     "task": "idc_crossval", "scored_on": notebook_split, "folds": len(f),
-                     **{m: round(float(f[m].mean()), 4) for m in ("f1", "balanced_accuracy", "roc_auc")},
-                     **{f"{m}_sd": round(float(f[m].std(ddof=1)), 4) for m in ("f1", "balanced_accuracy", "roc_auc")},
-                     "train_seconds": round(float(f["wall_seconds"].sum()), 1),
-                     "settings": json.dumps(r.settings if "model" in r.settings else r.recipe.as_dict(), default=str)})
-    return rows
+    return [{"run": f"crossval_{r.recipe.name}_v{r.recipe.version}", "model": r.settings.get("model", r.recipe.model),
+             "task": "idc_crossval", "scored_on": notebook_split, "folds": len(r.per_fold),
+             **{m: round(float(r.per_fold[m].mean()), 4) for m in METRICS},
+             **{f"{m}_sd": round(float(r.per_fold[m].std(ddof=1)), 4) for m in METRICS},
+             "train_seconds": round(float(r.per_fold["wall_seconds"].sum()), 1),
+             "settings": json.dumps(r.settings if "model" in r.settings else r.recipe.as_dict(), default=str)}
+            for r in results]

@@ -1,17 +1,13 @@
 """Named, versioned training recipes: the seed project's CancerNet set-up, each improvement
 ("ingredient") on top of it alone, and a ``best`` combination.
 
-A recipe is every choice that turns patches into a classifier: the architecture's knobs,
-optimizer and schedule, batch size, epochs, class balance, augmentation, stain
-normalisation, how the decision threshold is set, test-time augmentation, ensembling and
-pretraining. ``get("seed")`` is the baseline; ``get("seed+class_weight+tta")`` adds
-ingredients; ``get("best", epochs=5)`` overrides an option (a CPU budget).
+A recipe is every choice that turns patches into a classifier, from the architecture's knobs to
+the threshold rule, TTA, ensembling and pretraining. ``get("seed")`` is the baseline;
+``get("seed+class_weight+tta")`` adds ingredients; ``get("best", epochs=5)`` overrides an option.
 
-``train`` fits a recipe on arrays of patches and returns a :class:`Predictor`, which is
-saved as member file(s) plus ``model.json``: the recipe, the fitted stain target, the TTA
-flag, the ensemble members and the threshold. ``Predictor.load`` re-creates all of it, so
-``python -m helpers evaluate`` applies the same preprocessing with no flags to remember.
-Cross-validation (``helpers.recipes.crossval``), the CLI and the notebook all go through here.
+``train`` fits a recipe on arrays of patches and returns a :class:`Predictor`, saved as member
+file(s) plus ``model.json`` (recipe, stain target, TTA, members, threshold, slide context):
+``Predictor.load`` re-creates all of it, so ``python -m helpers evaluate`` needs no flags.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -180,24 +177,10 @@ INGREDIENTS: dict[str, dict] = {
     "ema": {"ema": 0.99},  # an average over the last ~100 steps, about one epoch of the real sample's folds
 }
 
-# What won on the real sample (README, "Measured figures"; the tables in docs/measurements.md):
-# each ingredient on top of ``seed``, 5 folds by patient, 10 epochs. Version 1 was the guess before
-# measuring, version 2 (bn_fix, class_weight, threshold, tta) the choice from runs on older code. On the code of
-# 2026-12-01, the BatchNorm fix gave +0.028 F1; TTA on its models +0.006 F1 and +0.005 ROC-AUC;
-# class weights alone collapsed 2 of 5 folds, and on top of the others took 0.011 F1 away; the
-# validation threshold, needed by the seed's mis-calibrated BatchNorm, cost 0.008 F1 once it was
-# fixed (version 3: bn_fix, tta). On top of seed+bn_fix (2026-12-02), Adam at 1e-3 instead of
-# Adagrad gave +0.001 F1, +0.007 balanced accuracy and +0.007 ROC-AUC, at no cost (version 4);
-# warm-up, balanced sampling, histology augmentation, label smoothing and Reinhard each lost F1.
-# On v4's own base (2026-12-02 and -03): class weights, histology augmentation, the GAP head and
-# slide context lost; the seed ensemble, EMA and label smoothing gave F1 within its spread over folds
-# with ROC-AUC level or down, so none joined; balanced sampling lost F1 at 0.5 and ROC-AUC with TTA,
-# and dihedral augmentation (histology_aug's rotations and flips alone) ROC-AUC (2026-12-03);
-# warm-up and Reinhard lost F1 and ROC-AUC, and averaging with a VGG-style CNN (an ensemble of
-# architectures) left both level (2026-12-05); Macenko, MobileNetV2 from scratch, the best epoch by
-# validation ROC-AUC and Adam at 3e-4 lost, averaging with MobileNetV2 left ROC-AUC level, and 20
-# epochs gave what 10 gave (2026-12-06). A learning curve (crossval --shares) showed why: each doubling
-# of the training patches gave ~+0.02 ROC-AUC, more than any ingredient; the sample's size is the limit.
+# What won on the real sample, each ingredient on top of ``seed`` and then on top of ``best``'s base,
+# 5 folds by patient (the tables and their dates: docs/measurements.md). Version 4: the BatchNorm fix,
+# Adam at 1e-3 and TTA; every other ingredient lost F1 or ROC-AUC, or stayed within its spread over
+# folds. A learning curve showed each doubling of the training patches worth more than any ingredient.
 # Edit this tuple and bump BEST_VERSION together, so that stored folds of the old ``best``
 # are not reused.
 BEST_INGREDIENTS = ("bn_fix", "adam", "tta")
@@ -215,8 +198,7 @@ def decision_only(ingredient: str) -> bool:
 
 def best_base() -> str:
     """The recipe ``best`` is trained as: ``seed`` plus its ingredients that change training
-    (``"seed+bn_fix+adam"`` for v4). A second ablation on top of it measures each other ingredient
-    on the base it would join, not on ``seed``."""
+    (``"seed+bn_fix+adam"`` for v4), the base a second ablation measures the other ingredients on."""
     return "+".join(["seed", *(i for i in BEST_INGREDIENTS if not decision_only(i))])
 
 
@@ -228,23 +210,15 @@ def with_ingredient(base, ingredient: str) -> Recipe:
     return dataclasses.replace(base, name=f"{base.name}+{ingredient}", **INGREDIENTS[ingredient])
 
 
-def _combine(name: str, version: int, ingredients) -> Recipe:
-    recipe = Recipe()
-    for ingredient in ingredients:
-        recipe = with_ingredient(recipe, ingredient)
-    return dataclasses.replace(recipe, name=name, version=version)
-
-
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(),
-    "best": _combine("best", BEST_VERSION, BEST_INGREDIENTS),
+    "best": dataclasses.replace(reduce(with_ingredient, BEST_INGREDIENTS, Recipe()), name="best", version=BEST_VERSION),
 }
 
 
 def get(name, **overrides) -> Recipe:
-    """The recipe ``name`` (a key of RECIPES, or one plus ingredients: ``"seed+tta+ensemble"``),
-    with ``overrides`` of its options (``epochs=3``). A Recipe passes through (overrides applied).
-    An override that changes an option other than ``epochs`` is added to the name:
+    """The recipe ``name`` (a key of RECIPES, or one plus ingredients: ``"seed+tta+ensemble"``, or a
+    Recipe) with ``overrides`` of its options; one other than ``epochs`` is added to the name:
     ``get("seed", ensemble=2, epochs=3).name == "seed[ensemble=2]"``."""
     if isinstance(name, Recipe):
         recipe = name
@@ -253,9 +227,7 @@ def get(name, **overrides) -> Recipe:
         if base not in RECIPES:
             raise ValueError(f"unknown recipe {base!r}; known recipes: {', '.join(RECIPES)} "
                              f"(add ingredients with '+', e.g. seed+tta; ingredients: {', '.join(INGREDIENTS)})")
-        recipe = RECIPES[base]
-        for extra in extras:
-            recipe = with_ingredient(recipe, extra)
+        recipe = reduce(with_ingredient, extras, RECIPES[base])
     overrides = {k: v for k, v in _checked(overrides).items() if v is not None}
     if not overrides:
         return recipe
@@ -281,9 +253,8 @@ def describe() -> pd.DataFrame:
 # --- training -----------------------------------------------------------------------------
 
 def learning_rate(recipe: Recipe, steps_per_epoch: int):
-    """The recipe's learning rate: a float, or (``warmup_cosine``) a Keras CosineDecay that rises
-    linearly from 0 to ``learning_rate`` over ``warmup_epochs`` and then falls to 0 along a
-    cosine by the end of ``epochs``."""
+    """The recipe's learning rate: a float, or (``warmup_cosine``) a linear rise from 0 over
+    ``warmup_epochs``, then a cosine decay to 0 by the end of ``epochs``."""
     if recipe.schedule == "constant":
         return recipe.learning_rate
     import keras
@@ -340,17 +311,14 @@ def _fingerprint(recipe: Recipe, seed: int, train_xy, val_xy) -> str:
 def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, verbose: int = 2,
           log=print, pretrain_seed: int | None = None, val_patients=None, train_patients=None) -> Predictor:
     """Train ``recipe`` on ``train_xy`` = (uint8 images (n, 50, 50, 3), labels), choose the best
-    epoch (and the threshold, if the recipe says so) on ``val_xy``; save the member(s) and
-    ``model.json`` in ``out_dir``; return the :class:`Predictor`.
+    epoch (and the threshold, slide context) on ``val_xy``; save the member(s) and ``model.json``
+    in ``out_dir``; return the :class:`Predictor`.
 
-    A rerun with the same recipe, seed and data resumes: finished members are loaded, an
-    interrupted one resumes at its last epoch (``train.fit``). Other settings start afresh.
-    ``cache_dir`` keeps the BreakHis-pretrained model (default: ``out_dir``), pretrained with
-    ``pretrain_seed`` (default ``seed``): it does not depend on the IDC split, so cross-validation
-    pretrains once for all folds. ``val_patients`` (the patient of each validation patch) is
-    needed by a recipe with slide context, which is fitted on the validation patients;
-    ``train_patients`` (of each training patch) by one that learns from a share of them.
-    """
+    A rerun with the same recipe, seed and data resumes (finished members loaded, an interrupted
+    one at its last epoch); other settings start afresh. The BreakHis-pretrained model is kept in
+    ``cache_dir`` and pretrained with ``pretrain_seed``: it does not depend on the IDC split, so
+    cross-validation pretrains once for all folds. ``val_patients`` / ``train_patients`` (the
+    patient of each patch) are needed by slide context / a share of the training split."""
     import keras
 
     from .. import evaluate, models
@@ -458,11 +426,8 @@ def _member_log(run_dir) -> dict:
 
 @dataclass
 class Predictor:
-    """A trained recipe: its member model(s), stain target, TTA flag and threshold.
-
-    ``predict(uint8 images)`` -> probability of IDC per patch (stain normalisation, TTA and
-    the ensemble average applied as at training); ``predict(...) >= threshold`` decides.
-    """
+    """A trained recipe: ``predict(uint8 images)`` is P(IDC) per patch, with stain normalisation,
+    TTA, the ensemble average and slide context applied as at training; ``>= threshold`` decides."""
 
     members: list  # [(keras model, {"file", "model", "image_size", "seed", ...}), ...]
     recipe: Recipe
@@ -478,7 +443,7 @@ class Predictor:
         return bool(self.recipe.tta)
 
     def config(self) -> dict:
-        """What model.json holds to re-create this predictor (JSON-ready)."""
+        """What model.json holds to re-create this predictor (JSON-ready): ``CONFIG_KEYS``."""
         return {"recipe": self.recipe.as_dict(), "stain": self.stain, "tta": self.tta,
                 "members": [dict(meta) for _, meta in self.members],
                 "threshold": float(self.threshold), "threshold_source": self.threshold_source,
@@ -548,12 +513,13 @@ class Predictor:
             if not file.is_file():
                 raise FileNotFoundError(f"ensemble member {file} named in {folder / 'model.json'} does not exist")
             members.append((keras.models.load_model(file), meta))
-        info = {k: v for k, v in doc.items()
-                if k not in ("model", "image_size", "recipe", "stain", "tta", "members", "threshold", "threshold_source",
-                             "context")}
+        info = {k: v for k, v in doc.items() if k not in ("model", "image_size", *CONFIG_KEYS)}
         return cls(members, Recipe.from_dict(doc["recipe"]), stain=doc.get("stain"),
                    threshold=float(doc["threshold"]), threshold_source=doc.get("threshold_source", ""),
                    context=doc.get("context"), info=info)
+
+
+CONFIG_KEYS = ("recipe", "stain", "tta", "members", "threshold", "threshold_source", "context")
 
 
 def read_config(path) -> tuple[dict | None, Path]:
@@ -575,14 +541,11 @@ def read_config(path) -> tuple[dict | None, Path]:
 def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, sample_size=None,
                  verbose: int = 2, log=print, profile: str | None = None) -> dict:
     """Train ``recipe`` on ``data_dir`` split by patient (70/15/15 with ``seed``, or the lists in
-    ``split_dir``); write the member(s) and model.json to ``out_dir``; score the test patients
-    if there are any. Returns model.json's content.
-
-    Every usable patch is used unless ``sample_size`` caps the total (spread over the splits by
-    patient); the patients, patches and IDC share of each split are logged before training and
-    kept in model.json under ``counts``. ``profile`` is only recorded (the caller applied it)."""
+    ``split_dir``), every usable patch unless ``sample_size`` caps them; write the member(s) and
+    model.json (with each split's ``counts``) to ``out_dir``; score the test patients if there are
+    any. Returns model.json's content. ``profile`` is only recorded (the caller applied it)."""
     from .. import evaluate
-    from ..data import pipeline, source, splits
+    from ..data import pipeline, source
     from ..data.cache import cached_index
     from ..studies.experiment import split_index
 
@@ -626,10 +589,9 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
 
 def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256,
                  log=None) -> dict:
-    """Score every patch under ``data_dir`` with the recipe model at ``model_path`` (a folder,
-    its model.json, or its model.keras): stain normalisation, TTA, ensemble, slide context (each
-    patient folder read as one slide) and threshold as model.json says; ``threshold`` overrides
-    the saved one. ``log`` gets the patients, patches and IDC share scored, before scoring."""
+    """Score every patch under ``data_dir`` with the recipe model at ``model_path`` (a folder, its
+    model.json or model.keras) as model.json says (each patient folder read as one slide);
+    ``threshold`` overrides the saved one. ``log`` gets the counts scored, before scoring."""
     from .. import evaluate
     from ..data import pipeline
     from ..data.index import build_index

@@ -219,6 +219,11 @@ def _crossval(args) -> dict | list:
         return json.loads(table.reset_index(names="recipe").to_json(orient="records"))
     recipe = get_recipe(args.recipe, epochs=epochs, **options)
     data = crossval.load(args.data_dir, args.out)  # decoded once, for the recipe and the colour baseline
+    if args.without_lockbox:
+        whole = data.df["patient"].nunique()
+        data = crossval.development(data)
+        _stderr(f"the lockbox's {whole - data.df['patient'].nunique()} of {whole} patients are left out: "
+                f"{data.df['patient'].nunique()} development patients, {len(data.labels):,} patches")
     with _json_only():
         result = crossval.run(args.data_dir, recipe, data=data, **run_options)
     _stderr(result.table())
@@ -399,6 +404,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shares", type=float, nargs="+", metavar="SHARE", help="a learning curve: the recipe on "
                    "these shares of each fold's training split and on all of it, one table (--set "
                    "train_subset=patients: shares of the patients, not of each patient's patches)")
+    p.add_argument("--without-lockbox", action="store_true", help="only the development patients: the "
+                   "lockbox (~20%% of the patients, chosen by ID: helpers.recipes.selection) is left out, to be "
+                   "scored once after every choice")
     p.add_argument("--with-colour", action="store_true", help="also cross-validate the colour-statistics "
                    "baseline (helpers.recipes.colour: gradient-boosted trees, seconds of CPU) on the same folds, "
                    "and the average of it and the recipe")

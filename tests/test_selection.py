@@ -96,3 +96,27 @@ def test_no_label_of_a_lockbox_patient_reaches_the_choice():
     dev_poisoned.loc[~locked, "label"] = 1 - dev_poisoned.loc[~locked, "label"]
     assert not selection.select(dev_poisoned, "base", ["x", "y"], score).equals(chosen), \
         "the development labels do drive the choice"
+
+
+def test_crossval_on_development_patients_leaves_the_lockbox_out_and_stores_apart():
+    from pathlib import Path
+
+    from helpers.recipes import crossval
+
+    df = patients_frame()
+    data = crossval.LoadedData(Path("x"), df, np.arange(len(df))[:, None], df["label"].to_numpy(), "x", False)
+    dev = crossval.development(data)
+    assert set(dev.df["patient"]) == set(df.loc[~selection.lockbox(df), "patient"])
+    assert dev.images[:, 0].tolist() == np.flatnonzero(~selection.lockbox(df)).tolist(), "images follow rows"
+    assert (dev.labels == dev.df["label"].to_numpy()).all() and dev.slug == "x-dev"
+
+
+def test_the_careful_candidate_trains_to_convergence_on_dihedral_and_colour_jitter():
+    from helpers.data import augment
+    from helpers.recipes import recipe
+
+    careful = recipe.get("careful")
+    assert (careful.head, careful.monitor, careful.epochs, careful.schedule) == ("gap", "val_auc", 40, "warmup_cosine")
+    assert careful.class_weight and careful.threshold == "validation"
+    layer = augment.by_name(careful.augment, seed=1)
+    assert [part.name for part in layer.layers] == ["dihedral", "colour_jitter"]

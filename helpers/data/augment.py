@@ -282,6 +282,14 @@ def dihedral_augmentation(seed=None) -> keras.Sequential:
                             name="dihedral_augmentation")
 
 
+def dihedral_colour_augmentation(seed=None) -> keras.Sequential:
+    """The exact symmetries and mild colour jitter, no stain jitter: ``histology_augmentation``
+    without its first step (the "careful" recipe of issue 26)."""
+    s = _seeds(seed, 2)
+    return keras.Sequential([Dihedral(seed=s[0], name="dihedral"), ColourJitter(seed=s[1], name="colour_jitter")],
+                            name="dihedral_colour_augmentation")
+
+
 def no_augmentation(seed=None):
     """No layer: ``apply`` returns the dataset as it is, ``make_dataset(augment=None)`` skips it."""
     return None
@@ -293,6 +301,7 @@ AUGMENTATIONS = {
     "seed_both_flips": lambda seed=None: seed_augmentation(seed, vertical_flip=True),
     "histology": histology_augmentation,
     "dihedral": dihedral_augmentation,
+    "dihedral_colour": dihedral_colour_augmentation,
 }
 
 

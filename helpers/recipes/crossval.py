@@ -33,6 +33,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import evaluate, runs
+from . import selection
 from ..data import splits
 from ..io import atomic_path, write_text
 from .recipe import DECISION_OPTIONS, INGREDIENTS, Predictor, Recipe, decision_only, with_ingredient
@@ -115,6 +116,14 @@ class LoadedData:
     slug: str
     generated: bool
     seconds: float = 0.0
+
+
+def development(data: LoadedData) -> LoadedData:
+    """``data`` without its lockbox patients (``selection.lockbox``), for choosing a recipe: the
+    lockbox is scored once, after every choice. Its runs are stored apart (slug ``...-dev``)."""
+    keep = ~selection.lockbox(data.df).to_numpy()
+    return dataclasses.replace(data, df=data.df[keep].reset_index(drop=True), images=data.images[keep],
+                               labels=data.labels[keep], slug=f"{data.slug}-dev")
 
 
 def load(data_dir, out_dir=None) -> LoadedData:

@@ -213,6 +213,11 @@ def with_ingredient(base, ingredient: str) -> Recipe:
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(),
     "best": dataclasses.replace(reduce(with_ingredient, BEST_INGREDIENTS, Recipe()), name="best", version=BEST_VERSION),
+    # A plain recipe trained to convergence, which beat best v4 on unseen patients in a test outside
+    # the project (issue 26): a candidate for best v5, to be chosen or not on development patients.
+    "careful": Recipe(name="careful", head="gap", bn_momentum=0.9, recalibrate_bn=20, optimizer="adam",
+                      learning_rate=2e-3, schedule="warmup_cosine", epochs=40, monitor="val_auc", patience=15,
+                      class_weight=True, augment="dihedral_colour", threshold="validation"),
 }
 
 

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from ..data.demo import _E, _GLASS_OD, _H, _field
 from ..io import generated_set, given_or_generated
-from .index import (CLASSES, MAGNIFICATIONS, SUBTYPES, BreakHisReport, _count, _file_name, _official_dir,
-                    um_per_px)
+from ..imagesets import CLASSES
+from .index import MAGNIFICATIONS, SUBTYPES, BreakHisReport, _file_name, _official_dir, um_per_px
 
 
 # ---------------------------------------------------------------- generated demo set
@@ -390,7 +390,7 @@ def _write_patient(tmp, i, code, n_images, width, height, seed) -> list[dict]:
 def _demo_summary(root, infos, params) -> dict:
     """The counts of the index report (same keys), for the set's images."""
     report = BreakHisReport(root=str(root))
-    _count(report, pd.DataFrame(infos).assign(width=params["size"][0], height=params["size"][1]))
+    report.count(pd.DataFrame(infos).assign(width=params["size"][0], height=params["size"][1]))
     keys = ("patients", "images", "benign", "malignant", "benign_patients", "malignant_patients",
             "by_magnification", "by_subtype")
     return {"root": str(root), **{k: getattr(report, k) for k in keys}, "size": params["size"],

@@ -12,7 +12,8 @@ import pandas as pd
 from .. import runs
 from ..data.splits import SPLITS
 from ..reference import SEED_FINE_TUNE_AT
-from .index import _files, build_index, split_by_patient_label, to_patches
+from ..imagesets import files, is_generated, split_by_patient_label
+from .index import build_index, to_patches
 
 
 
@@ -55,7 +56,7 @@ class Pretrained:
 
 def _listing(root: Path) -> str:
     """A digest of every PNG's relative path and size under root: cheap, and changes with the data."""
-    return runs.fingerprint([f"{path.relative_to(root)}|{path.stat().st_size}" for path, _ in _files(root)
+    return runs.fingerprint([f"{path.relative_to(root)}|{path.stat().st_size}" for path, _ in files(root)
                              if path.suffix.lower() == ".png"], length=40)
 
 
@@ -125,7 +126,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     with atomic_path(path) as tmp:
         best.save(tmp)
     done = Pretrained(path=path, model=model_name, trained=True, data=str(root),
-                      generated=(root / "GENERATED.txt").is_file(),
+                      generated=is_generated(root),
                       split_note=f"by patient, 70/15/15, seed {cfg.seed}; {mode}: "
                                  + " / ".join(f"{n} {name}" for name, n in counts.items()) + " patches",
                       patches=counts, threshold=threshold, val=evaluate.scores(y_val, p_val, threshold),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .data.index import DataError, IndexReport, _inspect
 from .data.splits import SPLITS
@@ -128,6 +129,17 @@ def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.
         for i, member in enumerate(members):
             owner[member] = SPLITS[2] if i < n_test else SPLITS[1] if i < n_test + n_val else SPLITS[0]
     return df.assign(split=df[by].map(owner))
+
+
+def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
+    """The core of a generated set's making: ``draw((tmp, i, item, params))`` for every item (a patient,
+    a nodule), results concatenated in order; in forked processes for more than a few items. Each item
+    draws from its own generator, seeded by ``params["seed"]`` and ``i``, so the files do not depend on
+    the workers."""
+    jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
+    n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
+    done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
+    return [d for part in done for d in part]
 
 
 def is_generated(root) -> bool:

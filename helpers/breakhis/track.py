@@ -16,10 +16,6 @@ from ..imagesets import files, is_generated, split_by_patient_label
 from .index import build_index, to_patches
 
 
-
-# ---------------------------------------------------------------- pretraining
-
-
 @dataclass
 class Pretrained:
     """A model pretrained on BreakHis (benign 0 / malignant 1), saved, with its BreakHis scores
@@ -136,8 +132,6 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     return done
 
 
-# ---------------------------------------------------------------- fine-tuning on IDC, the seed, the verdict
-
 def fine_tune_variants(model_name: str, pretrained_path, fine_tune_at: int | None = None,
                        imagenet: bool = False) -> list:
     """The arms of notebook 12's study, differing only in where the weights start: "scratch" (random),
@@ -158,8 +152,6 @@ def fine_tune_variants(model_name: str, pretrained_path, fine_tune_at: int | Non
         variants.append(Variant("imagenet", model=model_name, build={"weights": "imagenet",
                                                                      "fine_tune_at": fine_tune_at}))
     return variants
-
-
 
 
 def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:

@@ -14,11 +14,10 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from ..data.index import DataError
-from ..io import generated_set, given_or_generated, process_map
+from ..imagesets import class_counts, draw_all
+from ..io import generated_set, given_or_generated
 from .index import SUBSETS, VARIANTS
 
-
-# ---------------------------------------------------------------- generated demo set
 
 VERSION = 2  # part of the stored parameters: bump it when the pictures change
 MALIGNANT_SHARE = 0.2  # the seed's sets: 19-23% malignant images
@@ -314,12 +313,12 @@ def _plan(n_nodules, seed):
 
 def _write_nodule(job) -> list[tuple]:
     """Draw and save the images of one nodule in both variants; return (label, subset, w, h of the crop)."""
-    tmp, i, label, subset, n_images, seed = job
-    rng = np.random.default_rng([seed, i])  # per nodule: one nodule's pictures do not depend on another's
+    tmp, i, (label, subset), params = job
+    rng = np.random.default_rng([params["seed"], i])  # one nodule's pictures do not depend on another's
     nod = _nodule(rng, label)
     day = np.datetime64("2099-01-01") + int(rng.integers(0, 365))
     done = []
-    for j in range(1, n_images + 1):
+    for j in range(1, params["images_per_nodule"] + 1):
         sc = _scene(rng, nod)
         scan, box = _image(rng, nod, sc)
         name = _name(label, i + 1, j)
@@ -352,9 +351,9 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
     each class in ``test``. Benign nodules lean to round or wider than tall, smooth, iso- or
     hyperechoic, cystic or spongiform, sometimes with a halo; malignant ones to hypoechoic, taller
     than wide, lobulated or spiculated, with microcalcifications; every sign overlaps between the
-    classes. RGB JPEGs (quality 90) of grey content. The same arguments give byte-identical files.
-    Written to a temporary sibling folder renamed to ``root`` at the end; a ``root`` holding a set
-    made with the same arguments is returned as is, any other non-empty ``root`` raises ValueError.
+    classes. RGB JPEGs (quality 90) of grey content. The same arguments give byte-identical files;
+    a ``root`` holding a set made with the same arguments is returned as is, any other non-empty
+    ``root`` raises ValueError (``io.generated_set``).
     """
     root = Path(root)
     if n_nodules < 2 or images_per_nodule < 1:
@@ -368,12 +367,16 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
         for variant in VARIANTS:
             for subset in SUBSETS:
                 (tmp / variant / subset).mkdir(parents=True)
-        jobs = [(tmp, i, label, subset, images_per_nodule, seed) for i, (label, subset) in enumerate(plan)]
-        n_workers = workers or os.cpu_count() or 1
-        n_workers = n_workers if len(jobs) * images_per_nodule > 100 else 1
-        done = [d for part in process_map(_write_nodule, jobs, n_workers, chunksize=4) for d in part]
+        labels, subsets, widths, heights = map(np.array, zip(*draw_all(_write_nodule, tmp, plan, params, workers,
+                                                                       progress)))
         (tmp / "README.txt").write_text(DESCRIPTION + "Parameters and counts: GENERATED.txt, generated.json.\n")
-        return _demo_summary(root, plan, done, params), DESCRIPTION
+        summary = {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
+                   "images_per_variant": len(labels), **class_counts(labels),
+                   "counts": {f"{v}/{s}": class_counts(labels[subsets == s]) for v in VARIANTS for s in SUBSETS},
+                   "frame": list(FRAME), "cropped_width_range": [int(widths.min()), int(widths.max())],
+                   "cropped_height_range": [int(heights.min()), int(heights.max())], "seed": params["seed"],
+                   "generated": True}
+        return summary, DESCRIPTION
 
     return generated_set(root, params, "a thyroid demo set", write)
 
@@ -382,25 +385,6 @@ DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
                "Drawn by helpers/thyroid/ (numpy speckle, a convex-probe fan, painted nodules) in the\n"
                "layout and with the file names of the seed project's thyroid ultrasound set: no real\n"
                "scan and no clinical meaning. Labels are the generator's, not a clinician's.\n")
-
-
-def _demo_summary(root, plan, done, params) -> dict:
-    labels = np.array([d[0] for d in done])
-    sizes = np.array([d[2:] for d in done])
-    counts = {}
-    for variant in VARIANTS:
-        for subset in SUBSETS:
-            n = np.bincount([d[0] for d in done if d[1] == subset], minlength=2)
-            counts[f"{variant}/{subset}"] = {"benign": int(n[0]), "malignant": int(n[1])}
-    return {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
-            "images_per_variant": len(done), "benign": int((labels == 0).sum()),
-            "malignant": int(labels.sum()), "counts": counts, "frame": list(FRAME),
-            "cropped_width_range": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
-            "cropped_height_range": [int(sizes[:, 1].min()), int(sizes[:, 1].max())],
-            "seed": params["seed"], "generated": True}
-
-
-# ---------------------------------------------------------------- where the data are
 
 
 def demo_dir(nodules: int) -> Path:

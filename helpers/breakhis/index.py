@@ -65,7 +65,6 @@ IDC_UM_PER_PX = 4.0
 # The real BreakHis per subtype: (patients, images), Spanhol et al. 2016, table 1.
 PUBLISHED = {"A": (4, 444), "F": (10, 1014), "PT": (3, 453), "TA": (7, 569),
              "DC": (38, 3451), "LC": (5, 626), "MC": (9, 792), "PC": (6, 560)}
-COLOURS = ("#4c72b0", "#c44e52")  # benign, malignant
 
 
 def um_per_px(magnification, width=700) -> float:
@@ -282,6 +281,8 @@ def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
     would leave most cells empty (a few images) is shown as a gallery of every image instead."""
     import matplotlib.pyplot as plt
 
+    from ..plots import CLASS_COLOURS
+
     codes = [c for c in SUBTYPES if (df["subtype"] == c).any()]
     mags = [m for m in MAGNIFICATIONS if (df["magnification"] == m).any()]
     if not codes:
@@ -304,7 +305,7 @@ def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
                 ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="0.5")
                 ax.set_frame_on(False)
         name, label = SUBTYPES[code]
-        axes[r, 0].set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8, color=COLOURS[label])
+        axes[r, 0].set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8, color=CLASS_COLOURS[label])
     for c, mag in enumerate(mags):
         axes[0, c].set_title(f"{mag}X", fontsize=10)
     fig.suptitle(f"BreakHis: one image per subtype and magnification\n({source})", fontsize=11)
@@ -316,6 +317,8 @@ def _gallery(df: pd.DataFrame, source: str, cols: int = 4):
     """Every image of a small index, titled with its subtype, class and magnification."""
     import matplotlib.pyplot as plt
 
+    from ..plots import CLASS_COLOURS
+
     rows = -(-len(df) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.9), squeeze=False)
     for ax in axes.flat:
@@ -325,7 +328,7 @@ def _gallery(df: pd.DataFrame, source: str, cols: int = 4):
         name, label = SUBTYPES[row["subtype"]]
         ax.imshow(_thumbnail(row["path"]))
         ax.set_title(f"{name} ({CLASSES[label]})\n{row['magnification']}X, patient {row['patient']}", fontsize=8,
-                     color=COLOURS[label])
+                     color=CLASS_COLOURS[label])
     fig.suptitle(f"BreakHis: every image of the sample, by subtype\n({source})", fontsize=11)
     fig.tight_layout()
     return fig

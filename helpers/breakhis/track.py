@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runs
+from ..data.index import data_root
 from ..data.splits import SPLITS
-from ..reference import SEED_FINE_TUNE_AT
 from ..imagesets import files, is_generated, split_by_patient_label
+from ..reference import SEED_FINE_TUNE_AT
 from .index import build_index, to_patches
 
 
@@ -62,7 +63,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     """Train ``model_name`` to tell benign from malignant BreakHis patches, or load it when trained
     before with the same data and settings; return a :class:`Pretrained`.
 
-    The images are split by patient (:func:`split_by_patient` with ``cfg.seed``), cut into 50x50
+    The images are split by patient (:func:`split_by_patient_label` with ``cfg.seed``), cut into 50x50
     inputs (:func:`to_patches` with ``mode``; resized in the pipeline to the model's input size, as
     the IDC patches are) and trained with ``train.fit`` for ``epochs`` (None: ``cfg.epochs``),
     ``cfg.batch_size``, class weights, and the best epoch kept by validation AUC; an interrupted run
@@ -74,14 +75,11 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     from ..data import pipeline
     from ..io import atomic_path
 
-    root = Path(breakhis_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"BreakHis directory {root} does not exist")
+    root = data_root(breakhis_dir, "BreakHis directory", missing=FileNotFoundError)
     size = models.input_size(model_name)
     settings = {"model": model_name, "epochs": int(epochs or cfg.epochs), "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "mode": mode, "tiles_per_image": tiles_per_image if mode == "tiles" else None,
-                "image_size": size,
-                "weights": None if weights is None else str(weights), "optimizer": optimizer,
+                "image_size": size, "weights": None if weights is None else str(weights), "optimizer": optimizer,
                 "learning_rate": learning_rate}
     digest = runs.fingerprint({**settings, "data": str(root.resolve()), "files": _listing(root)}, length=10)
     stem = f"breakhis_{model_name}_{cfg.profile}_{digest}"
@@ -121,8 +119,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     test = evaluate.scores(*evaluate.predict(best, dataset("test")), threshold) if "test" in counts else None
     with atomic_path(path) as tmp:
         best.save(tmp)
-    done = Pretrained(path=path, model=model_name, trained=True, data=str(root),
-                      generated=is_generated(root),
+    done = Pretrained(path=path, model=model_name, trained=True, data=str(root), generated=is_generated(root),
                       split_note=f"by patient, 70/15/15, seed {cfg.seed}; {mode}: "
                                  + " / ".join(f"{n} {name}" for name, n in counts.items()) + " patches",
                       patches=counts, threshold=threshold, val=evaluate.scores(y_val, p_val, threshold),

@@ -295,10 +295,6 @@ def _crop_box(rng, box) -> tuple[int, int, int, int]:
             min(FRAME[1], int(np.ceil(y1 + my))))
 
 
-def _name(label, nodule, image) -> str:
-    return f"{'BM'[label]}_{nodule:03d}-{image:04d}-1.0.jpg"
-
-
 def _plan(n_nodules, seed):
     """(label, subset) of every nodule: ~20% malignant, ~20% of each class in the test folders."""
     rng = np.random.default_rng([seed, 31337])
@@ -321,7 +317,7 @@ def _write_nodule(job) -> list[tuple]:
     for j in range(1, params["images_per_nodule"] + 1):
         sc = _scene(rng, nod)
         scan, box = _image(rng, nod, sc)
-        name = _name(label, i + 1, j)
+        name = f"{'BM'[label]}_{i + 1:03d}-{j:04d}-1.0.jpg"
         x0, y0, x1, y1 = _crop_box(rng, box)
         crop = Image.fromarray(scan[y0:y1, x0:x1], "L").convert("RGB")
         crop.save(tmp / "cropped" / subset / name, quality=90)

@@ -218,6 +218,8 @@ def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None
     and file name). Titled with ``source`` (default: :func:`data_label` of the images' folder)."""
     import matplotlib.pyplot as plt
 
+    from ..plots import CLASS_COLOURS
+
     if df.empty:
         raise ValueError("example_grid got an empty table")
     if source is None:
@@ -244,7 +246,7 @@ def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None
                 ax = axes[label, k * per + j]
                 ax.imshow(np.asarray(load_rgb(path)))
                 ax.set_title(f"{CLASSES[label]} {row['group']}" + (f"\n{what}" if what else ""), fontsize=8,
-                             color="#c44e52" if label else "#4c72b0")
+                             color=CLASS_COLOURS[label])
     fig.suptitle(f"Thyroid ultrasound: benign (top) and malignant (bottom) nodules\n({source})", fontsize=11)
     fig.tight_layout()
     return fig

@@ -171,8 +171,24 @@ def class_counts(labels) -> dict:
     return {"benign": int(n[0]), "malignant": int(n[1])}
 
 
-def blank_axes(axes):
-    """Axes without ticks, as image panels."""
-    for ax in np.ravel(axes):
+def thumbnail(path, width: int = 240) -> np.ndarray:
+    im = load_rgb(path)
+    im.thumbnail((width, width), Image.Resampling.BOX)
+    return np.asarray(im)
+
+
+def image_grid(shape, figsize, title: str, panels, fontsize: int = 11):
+    """A figure of ``shape`` (rows, cols) image panels without ticks: ``panels`` holds (row, col, image,
+    title, colour or None), the image a path (shown as a thumbnail) or an array; other cells stay
+    empty. Returns the figure and its axes, for labels; the caller lays it out."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*shape, figsize=figsize, squeeze=False)
+    for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    for r, c, image, text, colour in panels:
+        axes[r, c].imshow(thumbnail(image) if isinstance(image, (str, Path)) else image)
+        axes[r, c].set_title(text, fontsize=8, color=colour or "black")
+    fig.suptitle(title, fontsize=fontsize)
+    return fig, axes

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
 from ..data.index import data_root, skipper
-from ..imagesets import CLASSES, Report, Skip, blank_axes, index_images, load_rgb
+from ..imagesets import CLASSES, Report, Skip, image_grid, index_images, load_rgb
 from ..imagesets import data_label as _data_label
 from ..imagesets import split_by_patient_label  # noqa: F401  (notebook 12 and the tests call it from here)
 
@@ -269,18 +269,10 @@ def counts_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame([{"class": "all", "subtype": "", **total}])], ignore_index=True)
 
 
-def _thumbnail(path, width: int = 240) -> np.ndarray:
-    im = load_rgb(path)
-    im.thumbnail((width, width), Image.Resampling.BOX)
-    return np.asarray(im)
-
-
 def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
     """One image per subtype (rows, benign first) and magnification (columns), each of a randomly
     chosen patient of that subtype; an empty cell where the index holds no such image. A sample that
     would leave most cells empty (a few images) is shown as a gallery of every image instead."""
-    import matplotlib.pyplot as plt
-
     from ..plots import CLASS_COLOURS
 
     codes = [c for c in SUBTYPES if (df["subtype"] == c).any()]
@@ -289,47 +281,43 @@ def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
         raise ValueError("example_grid got an empty table")
     if 2 * len(df[["subtype", "magnification"]].drop_duplicates()) < len(codes) * len(mags):
         return _gallery(df, source)
-    fig, axes = plt.subplots(len(codes), len(mags), figsize=(2.3 * len(mags) + 1.2, 1.6 * len(codes) + 0.9),
-                             squeeze=False)
-    blank_axes(axes)
     rng = np.random.default_rng(seed)
+    panels, empty = [], []
     for r, code in enumerate(codes):
         for c, mag in enumerate(mags):
-            ax = axes[r, c]
             part = df[(df["subtype"] == code) & (df["magnification"] == mag)]
             if len(part):
                 row = part.iloc[rng.integers(len(part))]
-                ax.imshow(_thumbnail(row["path"]))
-                ax.set_xlabel(f"patient {row['patient']}", fontsize=7)
+                panels.append((r, c, row["path"], f"{mag}X, patient {row['patient']}", None))
             else:
-                ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="0.5")
-                ax.set_frame_on(False)
+                empty.append((r, c))
+    fig, axes = image_grid((len(codes), len(mags)), (2.3 * len(mags) + 1.2, 1.6 * len(codes) + 0.9),
+                           f"BreakHis: one image per subtype and magnification\n({source})", panels)
+    for r, c in empty:
+        axes[r, c].text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="0.5")
+        axes[r, c].set_frame_on(False)
+    for r, code in enumerate(codes):
         name, label = SUBTYPES[code]
         axes[r, 0].set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8, color=CLASS_COLOURS[label])
-    for c, mag in enumerate(mags):
-        axes[0, c].set_title(f"{mag}X", fontsize=10)
-    fig.suptitle(f"BreakHis: one image per subtype and magnification\n({source})", fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def _gallery(df: pd.DataFrame, source: str, cols: int = 4):
     """Every image of a small index, titled with its subtype, class and magnification."""
-    import matplotlib.pyplot as plt
-
     from ..plots import CLASS_COLOURS
 
-    rows = -(-len(df) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
     ordered = df.assign(order=df["subtype"].map(list(SUBTYPES).index)).sort_values(["order", "magnification"])
-    for ax, (_, row) in zip(axes.flat, ordered.iterrows()):
+    panels = []
+    for i, (_, row) in enumerate(ordered.iterrows()):
         name, label = SUBTYPES[row["subtype"]]
-        ax.imshow(_thumbnail(row["path"]))
-        ax.set_title(f"{name} ({CLASSES[label]})\n{row['magnification']}X, patient {row['patient']}", fontsize=8,
-                     color=CLASS_COLOURS[label])
-    fig.suptitle(f"BreakHis: every image of the sample, by subtype\n({source})", fontsize=11)
+        panels.append((i // cols, i % cols, row["path"], f"{name} ({CLASSES[label]})\n{row['magnification']}X, "
+                       f"patient {row['patient']}", CLASS_COLOURS[label]))
+    rows = -(-len(df) // cols)
+    fig, axes = image_grid((rows, cols), (2.6 * cols, 2.1 * rows + 0.9),
+                           f"BreakHis: every image of the sample, by subtype\n({source})", panels)
+    for ax in axes.flat[len(df):]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
@@ -357,30 +345,24 @@ def patch_modes_figure(df: pd.DataFrame, source: str, tiles: int = 3, size: int 
     """What the IDC models see of one patient's images, one column per magnification: the image,
     its "resize" input and ``tiles`` "tiles" inputs, each titled with its micrometres per pixel.
     The patient is the malignant one (else any) with the most magnifications."""
-    import matplotlib.pyplot as plt
-
     coverage = df.groupby("patient").agg(mags=("magnification", "nunique"), label=("label", "first"))
     patient = coverage.sort_values(["mags", "label"], ascending=False, kind="stable").index[0]
     images = df[df["patient"] == patient].groupby("magnification").head(1)
     whole = to_patches(images, size=size, mode="resize")
     cut = to_patches(images, size=size, mode="tiles", tiles_per_image=tiles, seed=seed)
-    fig, axes = plt.subplots(2 + tiles, len(images), figsize=(2.4 * len(images) + 1, 1.75 * (2 + tiles) + 1),
-                             squeeze=False)
-    blank_axes(axes)
+    panels = []
     for c, (_, row) in enumerate(images.iterrows()):
         um = um_per_px(row["magnification"], row["width"])
         factor = tile_downscale(row["magnification"], row["width"], row["height"], size)
-        panels = [(_thumbnail(row["path"]), f"{row['magnification']}X: {um:.2f} µm/px"),
-                  (whole.images[c], f"resize: ~{row['width'] * um / size:.0f} µm/px")]
-        panels += [(cut.images[c * tiles + t], f"tile: {um * factor:.1f} µm/px") for t in range(tiles)]
-        for r, (image, title) in enumerate(panels):
-            axes[r, c].imshow(image)
-            axes[r, c].set_title(title, fontsize=8)
+        panels += [(0, c, row["path"], f"{row['magnification']}X: {um:.2f} µm/px", None),
+                   (1, c, whole.images[c], f"resize: ~{row['width'] * um / size:.0f} µm/px", None)]
+        panels += [(2 + t, c, cut.images[c * tiles + t], f"tile: {um * factor:.1f} µm/px", None) for t in range(tiles)]
+    name = SUBTYPES[images["subtype"].iloc[0]][0]
+    fig, axes = image_grid((2 + tiles, len(images)), (2.4 * len(images) + 1, 1.75 * (2 + tiles) + 1),
+                           f"Patient {patient} ({name}): the images and the {size}x{size} inputs cut from them "
+                           f"(IDC patches: {IDC_UM_PER_PX:.0f} µm/px)\n({source})", panels, fontsize=10)
     for r, label in enumerate(["image", f"resize\n{size}x{size}"] + [f"tile {t + 1}\n{size}x{size}"
                                                                     for t in range(tiles)]):
         axes[r, 0].set_ylabel(label, fontsize=9)
-    name = SUBTYPES[images["subtype"].iloc[0]][0]
-    fig.suptitle(f"Patient {patient} ({name}): the images and the {size}x{size} inputs cut from them "
-                 f"(IDC patches: {IDC_UM_PER_PX:.0f} µm/px)\n({source})", fontsize=10)
     fig.tight_layout()
     return fig

@@ -27,7 +27,7 @@ from PIL import Image
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
 from ..data.index import data_root, skipper
 from ..imagesets import data_label as _data_label
-from ..imagesets import CLASSES, Report, Skip, blank_axes, class_counts, index_images, load_rgb
+from ..imagesets import CLASSES, Report, Skip, class_counts, image_grid, index_images, load_rgb
 from ..imagesets import is_generated  # noqa: F401  (notebook 17 calls it from here)
 from ..imagesets import split_by_patient_label
 
@@ -216,8 +216,6 @@ def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None
     """``n`` benign (top) and ``n`` malignant (bottom) examples, each of another group; where the
     index has both variants, each example's cropped version beside its uncropped one (same subset
     and file name). Titled with ``source`` (default: :func:`data_label` of the images' folder)."""
-    import matplotlib.pyplot as plt
-
     from ..plots import CLASS_COLOURS
 
     if df.empty:
@@ -232,10 +230,7 @@ def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None
         table, paired = (both, True) if len(both) else (table, False)
     rng = np.random.default_rng(seed)
     per = 2 if paired else 1
-    fig, axes = plt.subplots(2, n * per, figsize=(1.9 * n * per + 0.6, 4.8), squeeze=False)
-    blank_axes(axes)
-    for ax in axes.flat:
-        ax.set_frame_on(False)
+    panels = []
     for label in (0, 1):
         part = table[table["label"] == label]
         first = part.groupby("group").nth(0) if len(part) else part
@@ -243,10 +238,11 @@ def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None
             paths = [(row["path"], "cropped"), (row["path_uncropped"], "uncropped")] if paired else \
                 [(row["path"], row["variant"])]
             for j, (path, what) in enumerate(paths):
-                ax = axes[label, k * per + j]
-                ax.imshow(np.asarray(load_rgb(path)))
-                ax.set_title(f"{CLASSES[label]} {row['group']}" + (f"\n{what}" if what else ""), fontsize=8,
-                             color=CLASS_COLOURS[label])
-    fig.suptitle(f"Thyroid ultrasound: benign (top) and malignant (bottom) nodules\n({source})", fontsize=11)
+                title = f"{CLASSES[label]} {row['group']}" + (f"\n{what}" if what else "")
+                panels.append((label, k * per + j, np.asarray(load_rgb(path)), title, CLASS_COLOURS[label]))
+    fig, axes = image_grid((2, n * per), (1.9 * n * per + 0.6, 4.8), "Thyroid ultrasound: benign (top) and "
+                           f"malignant (bottom) nodules\n({source})", panels)
+    for ax in axes.flat:
+        ax.set_frame_on(False)
     fig.tight_layout()
     return fig

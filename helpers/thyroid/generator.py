@@ -344,12 +344,9 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
     Each image shows one nodule; its uncropped version is a 320x240 scanner frame (a fan of speckle
     on black, on-screen text, depth ruler, calliper marks), its cropped version the nodule's box with
     a 10-35% margin, cut from the same scan before the overlay. ~20% of nodules malignant, ~20% of
-    each class in ``test``. Benign nodules lean to round or wider than tall, smooth, iso- or
-    hyperechoic, cystic or spongiform, sometimes with a halo; malignant ones to hypoechoic, taller
-    than wide, lobulated or spiculated, with microcalcifications; every sign overlaps between the
-    classes. RGB JPEGs (quality 90) of grey content. The same arguments give byte-identical files;
-    a ``root`` holding a set made with the same arguments is returned as is, any other non-empty
-    ``root`` raises ValueError (``io.generated_set``).
+    each class in ``test``; every sign of ``LOOK`` overlaps between the classes. RGB JPEGs (quality
+    90) of grey content. The same arguments give byte-identical files; a ``root`` holding a set made
+    with the same arguments is returned as is, any other non-empty ``root`` raises ValueError.
     """
     root = Path(root)
     if n_nodules < 2 or images_per_nodule < 1:

@@ -138,15 +138,10 @@ class ThyroidReport(Report):
 
 
 def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, ThyroidReport]:
-    """Index every thyroid ultrasound image under ``root``: the folder holding ``cropped/`` and
-    ``uncropped/``, one of them, or any folder of images (see the module's docstring).
-
-    Returns the table (``COLUMNS``: ``label`` 0 benign / 1 malignant; ``variant`` "cropped",
-    "uncropped" or "" and ``subset`` "train", "test" or "" from the folders *below* root; ``group``
-    from the name) sorted by variant, subset and path, and a :class:`ThyroidReport`. Raises
-    :class:`~helpers.data.index.DataError` if ``root`` is missing, not a folder, empty, or holds no
-    usable image.
-    """
+    """Index every thyroid ultrasound image under ``root`` (see the module's docstring): the table
+    (``COLUMNS``; ``variant`` and ``subset`` from the folders *below* root, "" where none says it)
+    sorted by variant, subset and path, and a :class:`ThyroidReport`. Raises
+    :class:`~helpers.data.index.DataError` if ``root`` is missing, not a folder, or holds no usable image."""
     root = data_root(root, "thyroid data directory")
     report = ThyroidReport(root=str(root))
     found = index_images(root, report, skipper(report, SKIP_REASONS), _name_file, "thyroid data directory",

@@ -81,9 +81,8 @@ LOOK = {
 
 
 def _choose(rng, weights: dict) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys], float)
-    return keys[rng.choice(len(keys), p=p / p.sum())]
+    p = np.array(list(weights.values()), float)
+    return str(rng.choice(list(weights), p=p / p.sum()))
 
 
 def _nodule(rng, label) -> dict:
@@ -274,15 +273,12 @@ def _overlay(rng, img: Image.Image, sc, box, when):
     x0, y0, x1, y1 = box
     mid_x, mid_y = (x0 + x1) / 2, (y0 + y1) / 2
     if rng.random() < 0.85:  # calliper marks at the ends of the two diameters
-        mark = "+" if rng.random() < 0.6 else "x"
+        # a "+" or an "x": two strokes, each (dx0, dy0, dx1, dy1) from the mark's centre
+        strokes = ((-3, 0, 3, 0), (0, -3, 0, 3)) if rng.random() < 0.6 else ((-3, -3, 3, 3), (-3, 3, 3, -3))
         for px, py in ((x0, mid_y), (x1, mid_y), (mid_x, y0), (mid_x, y1)):
             px, py = px + rng.normal(0, 1.5), py + rng.normal(0, 1.5)
-            if mark == "+":
-                d.line([(px - 3, py), (px + 3, py)], fill=245)
-                d.line([(px, py - 3), (px, py + 3)], fill=245)
-            else:
-                d.line([(px - 3, py - 3), (px + 3, py + 3)], fill=245)
-                d.line([(px - 3, py + 3), (px + 3, py - 3)], fill=245)
+            for dx0, dy0, dx1, dy1 in strokes:
+                d.line([(px + dx0, py + dy0), (px + dx1, py + dy1)], fill=245)
         d.text((4, h - 26), f"1 D {(x1 - x0) / PX_PER_CM:.2f}cm", fill=230, font=font)
         d.text((4, h - 14), f"2 D {(y1 - y0) / PX_PER_CM:.2f}cm", fill=230, font=font)
 

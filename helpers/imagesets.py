@@ -9,13 +9,14 @@ import os
 from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data.index import DataError, IndexReport, _inspect
+from .data.index import DataError, IndexReport, _inspect, data_root, skipper
 from .data.splits import SPLITS
 from .io import process_map
 
@@ -27,11 +28,25 @@ Skip = namedtuple("Skip", "reason detail", defaults=("",))
 Skip.__doc__ = "Why a file is not used: a key of the index's SKIP_REASONS and a detail (default: its text)."
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a track's folder is read: its name in messages (``what``), the files it expects, what a
+    file's name and folders say (``name_file(path, folders)``: its info, or a :class:`Skip`), the
+    image formats it takes (PIL's names), and the error for a missing folder."""
+
+    what: str
+    expected: str
+    name_file: Callable
+    formats: tuple = ("PNG",)
+    missing: type = DataError
+
+
 @dataclass
 class Report:
-    """What an index found: counts, and every skipped file with its reason. ``LISTS`` are fields the
-    summary shortens to a few examples beside their total."""
+    """What an index found: counts, and every skipped file with its reason (``skip``). ``REASONS``
+    are the reasons' texts; ``LISTS`` are fields the summary shortens to a few examples and a total."""
 
+    REASONS = {}
     LISTS = ()
     root: str
     files_seen: int = 0
@@ -40,6 +55,9 @@ class Report:
     malignant: int = 0
     skipped: dict = field(default_factory=dict)
     skipped_files: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.skip = skipper(self, self.REASONS)
 
     def summary(self, examples: int = 5) -> dict:
         """The JSON-ready summary, as the IDC report's; ``examples`` files per category and list."""
@@ -67,38 +85,39 @@ def files(root: Path):
                 yield Path(dirpath) / name, folders
 
 
-def index_images(root: Path, report: Report, skip, name_file, what: str, expected: str, formats=("PNG",),
-                 workers: int | None = None) -> list[tuple]:
-    """(path, info, width, height, digest) of every usable image under ``root``. ``name_file(path,
-    folders)`` returns what the name and folders say (``info``) or a :class:`Skip`; an image that
-    cannot be decoded is skipped too, and counted in ``report`` like the others. Raises DataError,
-    naming ``what`` and ``root``, when root holds no file or no usable image."""
+def index_images(root, layout: Layout, report_type=Report, workers: int | None = None) -> tuple[Report, list]:
+    """A ``report_type`` of the folder ``root`` and (path, info, width, height, digest) of its every
+    usable image; a file that ``layout.name_file`` skips, or that cannot be decoded, is counted in
+    the report. Raises ``layout.missing`` if root does not exist, DataError if it is not a folder or
+    holds no file or no usable image, each naming it."""
+    root = data_root(root, layout.what, layout.missing)
+    report = report_type(root=str(root))
     named = []
     for path, folders in files(root):
         report.files_seen += 1
-        info = name_file(path, folders)
+        info = layout.name_file(path, folders)
         if isinstance(info, Skip):
-            skip(path, *info)
+            report.skip(path, *info)
         else:
             named.append((path, info))
     if report.files_seen == 0:
-        raise DataError(f"{what} {root} holds no files")
+        raise DataError(f"{layout.what} {root} holds no files")
     # Forked processes for big sets (decoding holds the GIL; never after TensorFlow started,
     # whose runtime can deadlock in a fork).
-    inspect = functools.partial(_inspect, formats=formats)
+    inspect = functools.partial(_inspect, formats=layout.formats)
     workers = workers or os.cpu_count() or 1
     paths = [path for path, _ in named]
     found = []
     for (path, info), (width, height, digest, problem) in zip(
             named, process_map(inspect, paths, workers if len(paths) > 500 else 1, chunksize=64)):
         if problem:
-            skip(path, *problem)
+            report.skip(path, *problem)
         else:
             found.append((path, info, width, height, digest))
     if not found:
-        raise DataError(f"{what} {root} holds {report.files_seen} files but no usable image "
-                        f"(expected {expected}); skipped: {report.skipped}")
-    return found
+        raise DataError(f"{layout.what} {root} holds {report.files_seen} files but no usable image "
+                        f"(expected {layout.expected}); skipped: {report.skipped}")
+    return report, found
 
 
 def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0,

@@ -24,8 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
-from ..data.index import data_root, skipper
-from ..imagesets import CLASSES, Report, Skip, image_grid, index_images, load_rgb
+from ..imagesets import CLASSES, Layout, Report, Skip, image_grid, index_images, load_rgb
 from ..imagesets import data_label as _data_label
 from ..imagesets import split_by_patient_label  # noqa: F401  (notebook 12 and the tests call it from here)
 
@@ -130,10 +129,14 @@ def _name_file(path, folders):
     return info
 
 
+LAYOUT = Layout("BreakHis directory", f"files named {PATTERN}", _name_file, missing=FileNotFoundError)
+
+
 @dataclass
 class BreakHisReport(Report):
     """What build_index found: counts, merged duplicates, and every skipped file with its reason."""
 
+    REASONS = SKIP_REASONS
     LISTS = ("duplicate_files",)  # (kept, dropped copy)
     patients: int = 0
     benign_patients: int = 0
@@ -163,14 +166,11 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, BreakHi
     copy found is kept (top folders first), identical copies are listed in ``duplicate_files``,
     different ones skipped as ``conflicting_duplicate``. Raises FileNotFoundError if ``root`` is
     missing, :class:`~helpers.data.index.DataError` if it is not a folder or holds no usable image."""
-    root = data_root(root, "BreakHis directory", missing=FileNotFoundError)
-    report = BreakHisReport(root=str(root))
-    skip = skipper(report, SKIP_REASONS)
+    report, found = index_images(root, LAYOUT, BreakHisReport, workers)
     rows, kept = [], {}  # kept: file name -> (path, digest) of the first copy
-    for path, info, width, height, digest in index_images(root, report, skip, _name_file, "BreakHis directory",
-                                                          f"files named {PATTERN}", workers=workers):
+    for path, info, width, height, digest in found:
         if path.name in kept and kept[path.name][1] != digest:
-            skip(path, "conflicting_duplicate", f"differs from {kept[path.name][0]}")
+            report.skip(path, "conflicting_duplicate", f"differs from {kept[path.name][0]}")
         elif path.name in kept:
             report.duplicates_merged += 1
             report.duplicate_files.append((str(kept[path.name][0]), str(path)))

@@ -25,9 +25,8 @@ import pandas as pd
 from PIL import Image
 
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
-from ..data.index import data_root, skipper
 from ..imagesets import data_label as _data_label
-from ..imagesets import CLASSES, Report, Skip, class_counts, image_grid, index_images, load_rgb
+from ..imagesets import CLASSES, Layout, Report, Skip, class_counts, image_grid, index_images, load_rgb
 from ..imagesets import is_generated  # noqa: F401  (notebook 17 calls it from here)
 from ..imagesets import split_by_patient_label
 
@@ -103,11 +102,16 @@ def _name_file(path, folders):
     return label, said.get("variant", ""), said.get("subset", ""), group_id(label, nodule)
 
 
+LAYOUT = Layout("thyroid data directory", f"JPG/PNG named {PATTERN} or in benign/malignant folders", _name_file,
+                FORMATS)
+
+
 @dataclass
 class ThyroidReport(Report):
     """What build_index found: counts per variant, subset and class, groups, and every skipped file
     with its reason."""
 
+    REASONS = SKIP_REASONS
     LISTS = ("numbers_in_both_classes", "groups_in_train_and_test")
     groups: int = 0
     variants: list = field(default_factory=list)
@@ -142,10 +146,7 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, Thyroid
     (``COLUMNS``; ``variant`` and ``subset`` from the folders *below* root, "" where none says it)
     sorted by variant, subset and path, and a :class:`ThyroidReport`. Raises
     :class:`~helpers.data.index.DataError` if ``root`` is missing, not a folder, or holds no usable image."""
-    root = data_root(root, "thyroid data directory")
-    report = ThyroidReport(root=str(root))
-    found = index_images(root, report, skipper(report, SKIP_REASONS), _name_file, "thyroid data directory",
-                         f"JPG/PNG named {PATTERN} or in benign/malignant folders", FORMATS, workers)
+    report, found = index_images(root, LAYOUT, ThyroidReport, workers)
     df = pd.DataFrame([(str(path), *info, width, height) for path, info, width, height, _ in found],
                       columns=COLUMNS)
     df = df.sort_values(["variant", "subset", "path"], kind="stable").reset_index(drop=True)

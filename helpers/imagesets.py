@@ -30,9 +30,8 @@ Skip.__doc__ = "Why a file is not used: a key of the index's SKIP_REASONS and a 
 
 @dataclass(frozen=True)
 class Layout:
-    """How a track's folder is read: its name in messages (``what``), the files it expects, what a
-    file's name and folders say (``name_file(path, folders)``: its info, or a :class:`Skip`), the
-    image formats it takes (PIL's names), and the error for a missing folder."""
+    """How a track's folder is read: its name in messages, the files it expects, ``name_file(path,
+    folders)`` (a file's info, or a :class:`Skip`), image formats (PIL's names), the missing-folder error."""
 
     what: str
     expected: str

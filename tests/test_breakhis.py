@@ -184,7 +184,7 @@ def test_bad_files_are_counted_by_category(tmp_path):
     assert details["magnification_mismatch"] == "name says 40, folder 100X"
     assert details["patient_mismatch"] == "name says 14-22549AB, folder SOB_B_A_14-99999"
     assert details["subtype_mismatch"] == "name says A, folder fibroadenoma"
-    assert summary["duplicate_examples"] == [(str(root / good.name), str(good))]
+    assert summary["duplicate_files"] == [(str(root / good.name), str(good))]
 
 
 def test_missing_empty_and_useless_directories_raise(tmp_path):

@@ -20,7 +20,7 @@ LEVELS = {
     "helpers.models": 2, "helpers.train": 2, "helpers.evaluate": 2, "helpers.results": 2,  # core
     "helpers.cam": 2, "helpers.plots": 2, "helpers.reference": 2,
     "helpers.studies": 3,  # experiment, study, tuning, compare, leak
-    "helpers.breakhis": 4, "helpers.thyroid": 4,  # the other data sets' tracks
+    "helpers.imagesets": 4, "helpers.breakhis": 4, "helpers.thyroid": 4,  # the other data sets' tracks
     "helpers.recipes": 5,  # a recipe may pretrain on BreakHis
     "helpers.tools": 6,  # run_all, site, bench, estimate, app
     "helpers.__main__": 7,

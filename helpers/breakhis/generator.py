@@ -11,15 +11,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
-from tqdm.auto import tqdm
 
 from ..data.demo import _E, _GLASS_OD, _H, _field
+from ..imagesets import CLASSES, draw_all
 from ..io import generated_set, given_or_generated
-from .index import (CLASSES, MAGNIFICATIONS, SUBTYPES, BreakHisReport, _count, _file_name, _official_dir,
-                    um_per_px)
+from .index import MAGNIFICATIONS, SUBTYPES, BreakHisReport, _file_name, _official_dir, um_per_px
 
-
-# ---------------------------------------------------------------- generated demo set
 
 VERSION = 1  # part of the stored parameters: bump it when the pictures change
 DEMO_YEAR = "99"  # real BreakHis patients are from 2013-14: a generated id never looks real
@@ -336,16 +333,15 @@ def _stain(f, look):
 
 
 def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(230, 151), seed: int = 0,
-              progress: bool = False) -> dict:
+              progress: bool = False, workers: int | None = None) -> dict:
     """Write a *generated* BreakHis-like set (not patient data; no clinical claim rests on it) in the
-    official layout (images under ``root / OFFICIAL``) in ``root``; return its summary (``patients``,
-    ``images``, ``benign``, ``malignant``, per magnification and subtype, ``seed``, ``generated``: True).
+    official layout (images under ``root / OFFICIAL``) in ``root``; return its summary (the index
+    report's counts, ``seed``, ``generated``: True).
 
     ~31% of patients (and images) benign; each patient has one subtype and images at 40X, 100X, 200X
     and 400X in turn; ``size`` is (width, height), by default 1/3 of the real 700x460. The same
-    arguments give byte-identical files. Written to a temporary sibling folder renamed to ``root`` at
-    the end; a ``root`` holding a set made with the same arguments is returned as is, any other
-    non-empty ``root`` raises ValueError.
+    arguments give byte-identical files. A ``root`` holding a set made with the same arguments is
+    returned as is, any other non-empty ``root`` raises ValueError (``io.generated_set``).
     """
     root = Path(root)
     width, height = (int(v) for v in size)
@@ -354,12 +350,9 @@ def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(23
                          f"least 50x50, not {n_patients}, {images_per_patient}, {size}")
     params = dict(kind="breakhis", n_patients=int(n_patients), images_per_patient=int(images_per_patient),
                   size=[width, height], seed=int(seed), version=VERSION)
-    codes = _plan(n_patients, seed)
 
     def write(tmp):
-        infos = []
-        for i in tqdm(range(n_patients), desc="demo patients", unit="patient", disable=not progress):
-            infos += _write_patient(tmp, i, codes[i], images_per_patient, width, height, seed)
+        infos = draw_all(_write_patient, tmp, _plan(n_patients, seed), params, workers, progress)
         return _demo_summary(root, infos, params), (
             "GENERATED DEMO DATA - NOT PATIENT DATA.\n"
             "Drawn by helpers/breakhis/ (numpy noise, an H&E colour model) in the layout and with\n"
@@ -369,19 +362,20 @@ def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(23
     return generated_set(root, params, "a BreakHis demo set", write)
 
 
-def _write_patient(tmp, i, code, n_images, width, height, seed) -> list[dict]:
+def _write_patient(job) -> list[dict]:
     """Draw and save patient i's images (40X, 100X, 200X, 400X in turn); return their parse_name fields."""
-    rng = np.random.default_rng([seed, i])  # per patient: one patient's pictures do not depend on another's
+    tmp, i, code, params = job
+    rng = np.random.default_rng([params["seed"], i])  # one patient's pictures do not depend on another's
     look = _look(rng, code)
     label = SUBTYPES[code][1]
     infos = []
-    for j in range(n_images):
+    for j in range(params["images_per_patient"]):
         info = {"label": label, "class": CLASSES[label], "subtype": code, "subtype_name": SUBTYPES[code][0],
                 "patient": f"{DEMO_YEAR}-{FIRST_SLIDE + i}", "magnification": MAGNIFICATIONS[j % 4],
                 "seq": j // 4 + 1}
         path = tmp / _official_dir(info) / _file_name(info)
         path.parent.mkdir(parents=True, exist_ok=True)
-        image = Image.fromarray(_draw(rng, look, info["magnification"], width, height), "RGB")
+        image = Image.fromarray(_draw(rng, look, info["magnification"], *params["size"]), "RGB")
         image.save(path, compress_level=1)  # noisy pictures barely compress: level 6 is 4x slower
         infos.append(info)
     return infos
@@ -390,14 +384,12 @@ def _write_patient(tmp, i, code, n_images, width, height, seed) -> list[dict]:
 def _demo_summary(root, infos, params) -> dict:
     """The counts of the index report (same keys), for the set's images."""
     report = BreakHisReport(root=str(root))
-    _count(report, pd.DataFrame(infos).assign(width=params["size"][0], height=params["size"][1]))
+    report.count(pd.DataFrame(infos).assign(width=params["size"][0], height=params["size"][1]))
     keys = ("patients", "images", "benign", "malignant", "benign_patients", "malignant_patients",
             "by_magnification", "by_subtype")
     return {"root": str(root), **{k: getattr(report, k) for k in keys}, "size": params["size"],
             "seed": params["seed"], "generated": True}
 
-
-# ---------------------------------------------------------------- where the data are
 
 # Patients and images per patient of the generated set, by profile (the real set has 82 patients).
 DEMO_SIZES = {"smoke": (16, 12), "cpu": (40, 24), "full": (82, 48), "colab": (82, 48)}

@@ -1,25 +1,18 @@
 """BreakHis (Spanhol et al. 2016): read the archive into a table, split it by patient, turn its
-images into inputs for the IDC models. The *generated* BreakHis-like demo set is drawn in
-:mod:`helpers.breakhis.generator`; pretraining on it (notebook 12, and notebook 11's Bayesian
-search) is :mod:`helpers.breakhis.track`.
+images into inputs for the IDC models.
 
-BreakHis holds 7,909 RGB PNG microscopy images (700x460) of breast tumour tissue from 82 patients,
-at 40X, 100X, 200X and 400X, benign or malignant, in four subtypes each. Official layout::
+7,909 RGB PNG microscopy images (700x460) of breast tumour tissue from 82 patients, at 40X, 100X,
+200X and 400X, benign or malignant, in four subtypes each. Official layout::
 
     BreaKHis_v1/histology_slides/breast/<benign|malignant>/SOB/<subtype>/SOB_<B|M>_<code>_<patient>/<N>X/
         SOB_<B|M>_<code>-<year>-<slide>-<magnification>-<seq>.png
 
 The patient id is ``<year>-<slide>`` (e.g. ``14-22549AB``). Labels are per patient (per slide), not
 per region: an image of a malignant patient may show only stroma or fat.
-
-As in :mod:`helpers.data.index`, nothing is dropped silently: every file that cannot be used is counted
-by category in the report, with a few examples.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 from collections import Counter, namedtuple
 from dataclasses import dataclass, field
@@ -30,10 +23,10 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data.index import DataError, IndexReport, _inspect, data_root, skipper
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
-from ..data.splits import SPLITS
-from ..io import process_map
+from ..imagesets import CLASSES, Layout, Report, Skip, image_grid, index_images, load_rgb
+from ..imagesets import data_label as _data_label
+from ..imagesets import split_by_patient_label  # noqa: F401  (notebook 12 and the tests call it from here)
 
 # code -> (full name, label); the folder of a subtype is its name with "_" for " ".
 SUBTYPES = {
@@ -42,7 +35,6 @@ SUBTYPES = {
     "MC": ("mucinous carcinoma", 1), "PC": ("papillary carcinoma", 1),
 }
 SUBTYPE_FOLDERS = {name.replace(" ", "_"): code for code, (name, _) in SUBTYPES.items()}
-CLASSES = ("benign", "malignant")
 MAGNIFICATIONS = (40, 100, 200, 400)
 PATTERN = "SOB_<B|M>_<code>-<year>-<slide>-<magnification>-<seq>.png"
 NAME = re.compile(r"^SOB_(?P<cls>[BM])_(?P<code>[A-Z]+)-(?P<year>\d{2})-(?P<slide>[0-9A-Za-z]+)"
@@ -50,7 +42,6 @@ NAME = re.compile(r"^SOB_(?P<cls>[BM])_(?P<code>[A-Z]+)-(?P<year>\d{2})-(?P<slid
 PATIENT_FOLDER = re.compile(r"^SOB_(?P<cls>[BM])_(?P<code>[A-Z]+)_(?P<patient>\d{2}-[0-9A-Za-z]+)$")
 COLUMNS = ["path", "patient", "label", "class", "subtype", "magnification", "width", "height"]
 OFFICIAL = Path("BreaKHis_v1", "histology_slides", "breast")
-NOT_DATA = {"GENERATED.txt", "generated.json", "Folds.csv", "README.txt", "README.md", "LICENSE"}
 
 # Why a file was not used. Keys are stable: tests and notebooks read them.
 SKIP_REASONS = {
@@ -70,14 +61,14 @@ UM_PER_PX_40X = 1100 / 700
 # IDC patches: 50x50 px of slides scanned at 40X and downsampled 16:1 to 2.5X, ~4 um per pixel,
 # so one patch covers ~0.2 mm. The "tiles" mode of to_patches aims at this scale.
 IDC_UM_PER_PX = 4.0
+# The real BreakHis per subtype: (patients, images), Spanhol et al. 2016, table 1.
+PUBLISHED = {"A": (4, 444), "F": (10, 1014), "PT": (3, 453), "TA": (7, 569),
+             "DC": (38, 3451), "LC": (5, 626), "MC": (9, 792), "PC": (6, 560)}
 
 
 def um_per_px(magnification, width=700) -> float:
     """Approximate micrometres per pixel of a BreakHis image (or one resized to ``width`` px)."""
     return UM_PER_PX_40X * 40 / magnification * 700 / width
-
-
-# ---------------------------------------------------------------- names
 
 
 def parse_name(name) -> dict:
@@ -113,9 +104,15 @@ def _official_dir(info) -> Path:
     return OFFICIAL / info["class"] / "SOB" / folder / patient / f"{info['magnification']}X"
 
 
-def _folder_problem(info, folders) -> tuple[str, str] | None:
-    """(reason, detail) if a folder on the file's path says something else than its name, else None.
-    Only folders named like the official ones are checked, so a flat folder passes."""
+def _name_file(path, folders):
+    """parse_name's fields of a file, or a Skip: not a PNG, a bad name, or a folder on its path
+    (named like an official one; a flat folder passes) that says something else than its name."""
+    if path.suffix.lower() != ".png":
+        return Skip("not_png")
+    try:
+        info = parse_name(path.name)
+    except ValueError as exc:
+        return Skip("bad_name", str(exc))
     for part in folders:
         said = {}  # what this folder says, by the field of parse_name it speaks for
         if part.lower() in CLASSES:
@@ -128,58 +125,38 @@ def _folder_problem(info, folders) -> tuple[str, str] | None:
             said["magnification"] = int(m[1])
         for key, value in said.items():
             if value != info[key]:
-                return f"{key}_mismatch", f"name says {info[key]}, folder {part}"
-    return None
+                return Skip(f"{key}_mismatch", f"name says {info[key]}, folder {part}")
+    return info
 
 
-# ---------------------------------------------------------------- index
+LAYOUT = Layout("BreakHis directory", f"files named {PATTERN}", _name_file, missing=FileNotFoundError)
 
 
 @dataclass
-class BreakHisReport:
+class BreakHisReport(Report):
     """What build_index found: counts, merged duplicates, and every skipped file with its reason."""
 
-    root: str
-    files_seen: int = 0
-    images: int = 0
+    REASONS = SKIP_REASONS
+    LISTS = ("duplicate_files",)  # (kept, dropped copy)
     patients: int = 0
-    benign: int = 0
-    malignant: int = 0
     benign_patients: int = 0
     malignant_patients: int = 0
     by_magnification: dict = field(default_factory=dict)  # "40X" -> images
     by_subtype: dict = field(default_factory=dict)  # "DC" -> images
     sizes: dict = field(default_factory=dict)  # "700x460" -> images
     duplicates_merged: int = 0
-    duplicate_files: list = field(default_factory=list)  # (kept, dropped copy)
-    skipped: dict = field(default_factory=dict)
-    skipped_files: list = field(default_factory=list)
+    duplicate_files: list = field(default_factory=list)
 
-    def summary(self, examples: int = 5) -> dict:
-        """The JSON-ready summary, as the IDC report's; ``examples`` files per category and duplicates."""
-        out = IndexReport.summary(self, examples)
-        out["duplicate_examples"] = out.pop("duplicate_files")[:examples]
-        return out
-
-    to_json = IndexReport.to_json
-
-
-def _files(root: Path, not_data=NOT_DATA):
-    """Yield (path, folders between root and the file) for every data file under root, sorted."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        folders = Path(dirpath).relative_to(root).parts
-        for name in sorted(filenames):
-            if not name.startswith(".") and name not in not_data:  # .DS_Store, our markers, Folds.csv
-                yield Path(dirpath) / name, folders
-
-
-def _inspect_all(paths, workers, formats=("PNG",)):
-    """index._inspect for every path; forked processes for big sets (PNG decoding holds the GIL;
-    never after TensorFlow started, whose runtime can deadlock in a fork)."""
-    inspect = functools.partial(_inspect, formats=formats)
-    workers = workers or os.cpu_count() or 1
-    return list(process_map(inspect, paths, workers if len(paths) > 500 else 1, chunksize=64))
+    def count(self, df):
+        super().count(df)
+        per_patient = df.groupby("patient")["label"].first()
+        self.patients = len(per_patient)
+        self.malignant_patients = int(per_patient.sum())
+        self.benign_patients = self.patients - self.malignant_patients
+        counts = lambda col: df[col].value_counts().sort_index().items()  # noqa: E731
+        self.by_magnification = {f"{m}X": int(n) for m, n in counts("magnification")}
+        self.by_subtype = {c: int(n) for c, n in counts("subtype")}
+        self.sizes = dict(Counter(f"{w}x{h}" for w, h in zip(df["width"], df["height"])))
 
 
 def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, BreakHisReport]:
@@ -188,123 +165,28 @@ def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, BreakHi
     magnification and name) and a :class:`BreakHisReport`. A name found twice counts once: the first
     copy found is kept (top folders first), identical copies are listed in ``duplicate_files``,
     different ones skipped as ``conflicting_duplicate``. Raises FileNotFoundError if ``root`` is
-    missing, :class:`~helpers.data.index.DataError` (a ValueError) if it is not a folder or holds no
-    usable image."""
-    root = data_root(root, "BreakHis directory", missing=FileNotFoundError)
-    report = BreakHisReport(root=str(root))
-
-    skip = skipper(report, SKIP_REASONS)
-
-    named = []
-    for path, folders in _files(root):
-        report.files_seen += 1
-        if path.suffix.lower() != ".png":
-            skip(path, "not_png")
-            continue
-        try:
-            info = parse_name(path.name)
-        except ValueError as exc:
-            skip(path, "bad_name", str(exc))
-            continue
-        problem = _folder_problem(info, folders)
-        if problem:
-            skip(path, *problem)
-            continue
-        named.append((path, info))
-    if report.files_seen == 0:
-        raise DataError(f"BreakHis directory {root} holds no files")
-
+    missing, :class:`~helpers.data.index.DataError` if it is not a folder or holds no usable image."""
+    report, found = index_images(root, LAYOUT, BreakHisReport, workers)
     rows, kept = [], {}  # kept: file name -> (path, digest) of the first copy
-    inspected = _inspect_all([p for p, _ in named], workers)
-    for (path, info), (width, height, digest, problem) in zip(named, inspected):
-        if problem:
-            skip(path, *problem)
-        elif path.name in kept and kept[path.name][1] != digest:
-            skip(path, "conflicting_duplicate", f"differs from {kept[path.name][0]}")
+    for path, info, width, height, digest in found:
+        if path.name in kept and kept[path.name][1] != digest:
+            report.skip(path, "conflicting_duplicate", f"differs from {kept[path.name][0]}")
         elif path.name in kept:
             report.duplicates_merged += 1
             report.duplicate_files.append((str(kept[path.name][0]), str(path)))
         else:
             kept[path.name] = (path, digest)
-            rows.append((str(path), info["patient"], info["label"], info["class"], info["subtype"],
-                         info["magnification"], width, height, path.name))
-    if not rows:
-        raise DataError(f"BreakHis directory {root} holds {report.files_seen} files but no usable image "
-                        f"(expected files named {PATTERN}); skipped: {report.skipped}")
-
+            rows.append((str(path), *(info[c] for c in COLUMNS[1:6]), width, height, path.name))
     df = pd.DataFrame(rows, columns=COLUMNS + ["name"])
     df = df.sort_values(["patient", "magnification", "name"]).drop(columns="name").reset_index(drop=True)
     df["label"] = df["label"].astype("int8")
-    _count(report, df)
+    report.count(df)
     return df, report
 
-
-def _count(report, df):
-    """Fill the report's totals from the index."""
-    per_patient = df.groupby("patient")["label"].first()
-    report.images, report.patients = len(df), len(per_patient)
-    report.malignant = int(df["label"].sum())
-    report.benign = report.images - report.malignant
-    report.malignant_patients = int(per_patient.sum())
-    report.benign_patients = report.patients - report.malignant_patients
-    counts = lambda col: df[col].value_counts().sort_index().items()  # noqa: E731
-    report.by_magnification = {f"{m}X": int(n) for m, n in counts("magnification")}
-    report.by_subtype = {c: int(n) for c, n in counts("subtype")}
-    report.sizes = dict(Counter(f"{w}x{h}" for w, h in zip(df["width"], df["height"])))
-
-
-# ---------------------------------------------------------------- splits
-
-
-def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0) -> pd.DataFrame:
-    """The index with a ``split`` column (train/val/test): whole patients, drawn separately among
-    benign and malignant patients (a patient has one label), so that every split has both classes
-    when each class has at least three patients (with two, train and test have it). Fractions are of
-    patients, rounded, at least one per split and class where possible; not of images (BreakHis
-    patients have from ~20 to a few hundred images)."""
-    for name, frac in (("val", val), ("test", test)):
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
-    if val + test >= 1:
-        raise ValueError(f"val + test must leave patients for training, got {val} + {test}")
-    labels = df.groupby("patient")["label"].agg(["min", "max"])
-    mixed = labels.index[labels["min"] != labels["max"]]
-    if len(mixed):
-        raise ValueError(f"patients with both labels, cannot stratify by patient: {list(mixed[:5])}")
-
-    rng = np.random.default_rng(seed)
-    owner = {}
-    for _, group in labels.groupby("min"):  # one class at a time, in label order: reproducible
-        patients = rng.permutation(np.asarray(group.index))
-        n = len(patients)
-        n_test, n_val = _share(n, test, at_least=n >= 2), _share(n, val, at_least=n >= 3)
-        while n_test + n_val >= n and n_test + n_val > 0:  # keep one patient for training
-            n_val, n_test = (n_val - 1, n_test) if n_val >= n_test else (n_val, n_test - 1)
-        for i, p in enumerate(patients):
-            owner[p] = SPLITS[2] if i < n_test else SPLITS[1] if i < n_test + n_val else SPLITS[0]
-    out = df.copy()
-    out["split"] = out["patient"].map(owner)
-    return out
-
-
-def _share(n, frac, at_least):
-    """round(n * frac) patients, at least one (when asked and frac > 0)."""
-    return max(round(n * frac), int(at_least and frac > 0))
-
-
-# ---------------------------------------------------------------- model inputs
 
 Patches = namedtuple("Patches", "images labels patients source")
 Patches.__doc__ = """to_patches' result: uint8 images (n, size, size, 3), labels, patient ids, and the
 index label (in the given table) of the image each patch came from."""
-
-
-def _load_rgb(path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
 def tile_downscale(magnification, width=700, height=460, size=50) -> float:
@@ -319,12 +201,11 @@ def to_patches(df: pd.DataFrame, size: int = 50, mode: str = "resize", tiles_per
     """Turn indexed images into inputs for the IDC models: a :class:`Patches` of uint8 arrays.
 
     ``mode="resize"``: each whole image shrunk (area average) to ``size`` x ``size``; the aspect is
-    NOT kept (700:460 squeezed to a square, structures look ~1.5x narrower), and a 40X image then has
-    ~22 um per pixel, far coarser than IDC patches. ``mode="tiles"``: the image is first shrunk by
-    ``downscale`` (default :func:`tile_downscale`, per magnification, towards IDC's scale; a given
-    factor is likewise capped so that one tile fits), then ``tiles_per_image`` random ``size`` x
-    ``size`` crops are cut, the same for the same ``seed``. ``source`` holds ``df``'s index label of
-    each patch's image, so splits stay by patient.
+    NOT kept (700:460 squeezed to a square), and a 40X image then has ~22 um per pixel, far coarser
+    than IDC patches. ``mode="tiles"``: the image is first shrunk by ``downscale`` (default
+    :func:`tile_downscale`; a given factor is likewise capped so that one tile fits), then
+    ``tiles_per_image`` random ``size`` x ``size`` crops are cut, the same for the same ``seed``.
+    ``source`` holds ``df``'s index label of each patch's image, so splits stay by patient.
     """
     if mode not in ("resize", "tiles"):
         raise ValueError(f"mode must be 'resize' or 'tiles', not {mode!r}")
@@ -337,7 +218,7 @@ def to_patches(df: pd.DataFrame, size: int = 50, mode: str = "resize", tiles_per
     images = np.empty((len(df) * per, size, size, 3), np.uint8)
     rows = enumerate(zip(df["path"], df["magnification"]))
     for i, (path, mag) in tqdm(rows, total=len(df), desc="images", disable=not progress):
-        im = _load_rgb(path)
+        im = load_rgb(path)
         if mode == "resize":
             images[i] = np.asarray(im.resize((size, size), Image.Resampling.BOX))
             continue
@@ -357,13 +238,6 @@ def to_patches(df: pd.DataFrame, size: int = 50, mode: str = "resize", tiles_per
     return Patches(images, repeat(df["label"]).astype(np.int8), repeat(df["patient"]), repeat(df.index))
 
 
-# ---------------------------------------------------------------- where the data are
-
-# The real BreakHis per subtype: (patients, images), Spanhol et al. 2016, table 1.
-PUBLISHED = {"A": (4, 444), "F": (10, 1014), "PT": (3, 453), "TA": (7, 569),
-             "DC": (38, 3451), "LC": (5, 626), "MC": (9, 792), "PC": (6, 560)}
-
-
 def sample_dir(given=None) -> Path | None:
     """A folder of a few real BreakHis images to show beside the generated set, or None when none is
     given (BreakHis is for research use with citation: the project ships none)."""
@@ -377,12 +251,7 @@ def sample_dir(given=None) -> Path | None:
 
 def data_label(root) -> str:
     """"generated BreakHis-like demo data" or "real BreakHis: <folder>", for titles."""
-    root = Path(root)
-    return ("generated BreakHis-like demo data" if (root / "GENERATED.txt").is_file()
-            else f"real BreakHis: {root.name}")
-
-
-# ---------------------------------------------------------------- tables and figures
+    return _data_label(root, "generated BreakHis-like demo data", "real BreakHis")
 
 
 def counts_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -400,17 +269,11 @@ def counts_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame([{"class": "all", "subtype": "", **total}])], ignore_index=True)
 
 
-def _thumbnail(path, width: int = 240) -> np.ndarray:
-    im = _load_rgb(path)
-    im.thumbnail((width, width), Image.Resampling.BOX)
-    return np.asarray(im)
-
-
 def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
     """One image per subtype (rows, benign first) and magnification (columns), each of a randomly
     chosen patient of that subtype; an empty cell where the index holds no such image. A sample that
     would leave most cells empty (a few images) is shown as a gallery of every image instead."""
-    import matplotlib.pyplot as plt
+    from ..plots import CLASS_COLOURS
 
     codes = [c for c in SUBTYPES if (df["subtype"] == c).any()]
     mags = [m for m in MAGNIFICATIONS if (df["magnification"] == m).any()]
@@ -418,48 +281,43 @@ def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
         raise ValueError("example_grid got an empty table")
     if 2 * len(df[["subtype", "magnification"]].drop_duplicates()) < len(codes) * len(mags):
         return _gallery(df, source)
-    fig, axes = plt.subplots(len(codes), len(mags), figsize=(2.3 * len(mags) + 1.2, 1.6 * len(codes) + 0.9),
-                             squeeze=False)
     rng = np.random.default_rng(seed)
+    panels, empty = [], []
     for r, code in enumerate(codes):
         for c, mag in enumerate(mags):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
             part = df[(df["subtype"] == code) & (df["magnification"] == mag)]
             if len(part):
                 row = part.iloc[rng.integers(len(part))]
-                ax.imshow(_thumbnail(row["path"]))
-                ax.set_xlabel(f"patient {row['patient']}", fontsize=7)
+                panels.append((r, c, row["path"], f"{mag}X, patient {row['patient']}", None))
             else:
-                ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="0.5")
-                ax.set_frame_on(False)
-            if r == 0:
-                ax.set_title(f"{mag}X", fontsize=10)
-            if c == 0:
-                name, label = SUBTYPES[code]
-                ax.set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8,
-                              color="#c44e52" if label else "#4c72b0")
-    fig.suptitle(f"BreakHis: one image per subtype and magnification\n({source})", fontsize=11)
+                empty.append((r, c))
+    fig, axes = image_grid((len(codes), len(mags)), (2.3 * len(mags) + 1.2, 1.6 * len(codes) + 0.9),
+                           f"BreakHis: one image per subtype and magnification\n({source})", panels)
+    for r, c in empty:
+        axes[r, c].text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="0.5")
+        axes[r, c].set_frame_on(False)
+    for r, code in enumerate(codes):
+        name, label = SUBTYPES[code]
+        axes[r, 0].set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8, color=CLASS_COLOURS[label])
     fig.tight_layout()
     return fig
 
 
 def _gallery(df: pd.DataFrame, source: str, cols: int = 4):
     """Every image of a small index, titled with its subtype, class and magnification."""
-    import matplotlib.pyplot as plt
+    from ..plots import CLASS_COLOURS
 
-    rows = -(-len(df) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
     ordered = df.assign(order=df["subtype"].map(list(SUBTYPES).index)).sort_values(["order", "magnification"])
-    for ax, (_, row) in zip(axes.flat, ordered.iterrows()):
+    panels = []
+    for i, (_, row) in enumerate(ordered.iterrows()):
         name, label = SUBTYPES[row["subtype"]]
-        ax.imshow(_thumbnail(row["path"]))
-        ax.set_title(f"{name} ({CLASSES[label]})\n{row['magnification']}X, patient {row['patient']}", fontsize=8,
-                     color="#c44e52" if label else "#4c72b0")
-    fig.suptitle(f"BreakHis: every image of the sample, by subtype\n({source})", fontsize=11)
+        panels.append((i // cols, i % cols, row["path"], f"{name} ({CLASSES[label]})\n{row['magnification']}X, "
+                       f"patient {row['patient']}", CLASS_COLOURS[label]))
+    rows = -(-len(df) // cols)
+    fig, axes = image_grid((rows, cols), (2.6 * cols, 2.1 * rows + 0.9),
+                           f"BreakHis: every image of the sample, by subtype\n({source})", panels)
+    for ax in axes.flat[len(df):]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
@@ -487,32 +345,24 @@ def patch_modes_figure(df: pd.DataFrame, source: str, tiles: int = 3, size: int 
     """What the IDC models see of one patient's images, one column per magnification: the image,
     its "resize" input and ``tiles`` "tiles" inputs, each titled with its micrometres per pixel.
     The patient is the malignant one (else any) with the most magnifications."""
-    import matplotlib.pyplot as plt
-
     coverage = df.groupby("patient").agg(mags=("magnification", "nunique"), label=("label", "first"))
     patient = coverage.sort_values(["mags", "label"], ascending=False, kind="stable").index[0]
     images = df[df["patient"] == patient].groupby("magnification").head(1)
     whole = to_patches(images, size=size, mode="resize")
     cut = to_patches(images, size=size, mode="tiles", tiles_per_image=tiles, seed=seed)
-    fig, axes = plt.subplots(2 + tiles, len(images), figsize=(2.4 * len(images) + 1, 1.75 * (2 + tiles) + 1),
-                             squeeze=False)
+    panels = []
     for c, (_, row) in enumerate(images.iterrows()):
         um = um_per_px(row["magnification"], row["width"])
         factor = tile_downscale(row["magnification"], row["width"], row["height"], size)
-        panels = [(_thumbnail(row["path"]), f"{row['magnification']}X: {um:.2f} µm/px"),
-                  (whole.images[c], f"resize: ~{row['width'] * um / size:.0f} µm/px")]
-        panels += [(cut.images[c * tiles + t], f"tile: {um * factor:.1f} µm/px") for t in range(tiles)]
-        for r, (image, title) in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(image)
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+        panels += [(0, c, row["path"], f"{row['magnification']}X: {um:.2f} µm/px", None),
+                   (1, c, whole.images[c], f"resize: ~{row['width'] * um / size:.0f} µm/px", None)]
+        panels += [(2 + t, c, cut.images[c * tiles + t], f"tile: {um * factor:.1f} µm/px", None) for t in range(tiles)]
+    name = SUBTYPES[images["subtype"].iloc[0]][0]
+    fig, axes = image_grid((2 + tiles, len(images)), (2.4 * len(images) + 1, 1.75 * (2 + tiles) + 1),
+                           f"Patient {patient} ({name}): the images and the {size}x{size} inputs cut from them "
+                           f"(IDC patches: {IDC_UM_PER_PX:.0f} µm/px)\n({source})", panels, fontsize=10)
     for r, label in enumerate(["image", f"resize\n{size}x{size}"] + [f"tile {t + 1}\n{size}x{size}"
                                                                     for t in range(tiles)]):
         axes[r, 0].set_ylabel(label, fontsize=9)
-    name = SUBTYPES[images["subtype"].iloc[0]][0]
-    fig.suptitle(f"Patient {patient} ({name}): the images and the {size}x{size} inputs cut from them "
-                 f"(IDC patches: {IDC_UM_PER_PX:.0f} µm/px)\n({source})", fontsize=10)
     fig.tight_layout()
     return fig

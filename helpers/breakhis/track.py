@@ -10,13 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runs
+from ..data.index import data_root
 from ..data.splits import SPLITS
+from ..imagesets import files, is_generated, split_by_patient_label
 from ..reference import SEED_FINE_TUNE_AT
-from .index import _files, build_index, split_by_patient_label, to_patches
-
-
-
-# ---------------------------------------------------------------- pretraining
+from .index import build_index, to_patches
 
 
 @dataclass
@@ -55,7 +53,7 @@ class Pretrained:
 
 def _listing(root: Path) -> str:
     """A digest of every PNG's relative path and size under root: cheap, and changes with the data."""
-    return runs.fingerprint([f"{path.relative_to(root)}|{path.stat().st_size}" for path, _ in _files(root)
+    return runs.fingerprint([f"{path.relative_to(root)}|{path.stat().st_size}" for path, _ in files(root)
                              if path.suffix.lower() == ".png"], length=40)
 
 
@@ -65,7 +63,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     """Train ``model_name`` to tell benign from malignant BreakHis patches, or load it when trained
     before with the same data and settings; return a :class:`Pretrained`.
 
-    The images are split by patient (:func:`split_by_patient` with ``cfg.seed``), cut into 50x50
+    The images are split by patient (:func:`split_by_patient_label` with ``cfg.seed``), cut into 50x50
     inputs (:func:`to_patches` with ``mode``; resized in the pipeline to the model's input size, as
     the IDC patches are) and trained with ``train.fit`` for ``epochs`` (None: ``cfg.epochs``),
     ``cfg.batch_size``, class weights, and the best epoch kept by validation AUC; an interrupted run
@@ -77,14 +75,11 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     from ..data import pipeline
     from ..io import atomic_path
 
-    root = Path(breakhis_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"BreakHis directory {root} does not exist")
+    root = data_root(breakhis_dir, "BreakHis directory", missing=FileNotFoundError)
     size = models.input_size(model_name)
     settings = {"model": model_name, "epochs": int(epochs or cfg.epochs), "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "mode": mode, "tiles_per_image": tiles_per_image if mode == "tiles" else None,
-                "image_size": size,
-                "weights": None if weights is None else str(weights), "optimizer": optimizer,
+                "image_size": size, "weights": None if weights is None else str(weights), "optimizer": optimizer,
                 "learning_rate": learning_rate}
     digest = runs.fingerprint({**settings, "data": str(root.resolve()), "files": _listing(root)}, length=10)
     stem = f"breakhis_{model_name}_{cfg.profile}_{digest}"
@@ -124,8 +119,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     test = evaluate.scores(*evaluate.predict(best, dataset("test")), threshold) if "test" in counts else None
     with atomic_path(path) as tmp:
         best.save(tmp)
-    done = Pretrained(path=path, model=model_name, trained=True, data=str(root),
-                      generated=(root / "GENERATED.txt").is_file(),
+    done = Pretrained(path=path, model=model_name, trained=True, data=str(root), generated=is_generated(root),
                       split_note=f"by patient, 70/15/15, seed {cfg.seed}; {mode}: "
                                  + " / ".join(f"{n} {name}" for name, n in counts.items()) + " patches",
                       patches=counts, threshold=threshold, val=evaluate.scores(y_val, p_val, threshold),
@@ -134,8 +128,6 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     runs.write_record(sidecar, digest, record)
     return done
 
-
-# ---------------------------------------------------------------- fine-tuning on IDC, the seed, the verdict
 
 def fine_tune_variants(model_name: str, pretrained_path, fine_tune_at: int | None = None,
                        imagenet: bool = False) -> list:
@@ -157,8 +149,6 @@ def fine_tune_variants(model_name: str, pretrained_path, fine_tune_at: int | Non
         variants.append(Variant("imagenet", model=model_name, build={"weights": "imagenet",
                                                                      "fine_tune_at": fine_tune_at}))
     return variants
-
-
 
 
 def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:

@@ -14,11 +14,10 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from ..data.index import DataError
-from ..io import generated_set, given_or_generated, process_map
+from ..imagesets import class_counts, draw_all
+from ..io import generated_set, given_or_generated
 from .index import SUBSETS, VARIANTS
 
-
-# ---------------------------------------------------------------- generated demo set
 
 VERSION = 2  # part of the stored parameters: bump it when the pictures change
 MALIGNANT_SHARE = 0.2  # the seed's sets: 19-23% malignant images
@@ -82,9 +81,8 @@ LOOK = {
 
 
 def _choose(rng, weights: dict) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys], float)
-    return keys[rng.choice(len(keys), p=p / p.sum())]
+    p = np.array(list(weights.values()), float)
+    return str(rng.choice(list(weights), p=p / p.sum()))
 
 
 def _nodule(rng, label) -> dict:
@@ -275,15 +273,12 @@ def _overlay(rng, img: Image.Image, sc, box, when):
     x0, y0, x1, y1 = box
     mid_x, mid_y = (x0 + x1) / 2, (y0 + y1) / 2
     if rng.random() < 0.85:  # calliper marks at the ends of the two diameters
-        mark = "+" if rng.random() < 0.6 else "x"
+        # a "+" or an "x": two strokes, each (dx0, dy0, dx1, dy1) from the mark's centre
+        strokes = ((-3, 0, 3, 0), (0, -3, 0, 3)) if rng.random() < 0.6 else ((-3, -3, 3, 3), (-3, 3, 3, -3))
         for px, py in ((x0, mid_y), (x1, mid_y), (mid_x, y0), (mid_x, y1)):
             px, py = px + rng.normal(0, 1.5), py + rng.normal(0, 1.5)
-            if mark == "+":
-                d.line([(px - 3, py), (px + 3, py)], fill=245)
-                d.line([(px, py - 3), (px, py + 3)], fill=245)
-            else:
-                d.line([(px - 3, py - 3), (px + 3, py + 3)], fill=245)
-                d.line([(px - 3, py + 3), (px + 3, py - 3)], fill=245)
+            for dx0, dy0, dx1, dy1 in strokes:
+                d.line([(px + dx0, py + dy0), (px + dx1, py + dy1)], fill=245)
         d.text((4, h - 26), f"1 D {(x1 - x0) / PX_PER_CM:.2f}cm", fill=230, font=font)
         d.text((4, h - 14), f"2 D {(y1 - y0) / PX_PER_CM:.2f}cm", fill=230, font=font)
 
@@ -294,10 +289,6 @@ def _crop_box(rng, box) -> tuple[int, int, int, int]:
     mx, my = (x1 - x0) * rng.uniform(0.1, 0.35) + 3, (y1 - y0) * rng.uniform(0.1, 0.35) + 3
     return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(FRAME[0], int(np.ceil(x1 + mx))),
             min(FRAME[1], int(np.ceil(y1 + my))))
-
-
-def _name(label, nodule, image) -> str:
-    return f"{'BM'[label]}_{nodule:03d}-{image:04d}-1.0.jpg"
 
 
 def _plan(n_nodules, seed):
@@ -314,15 +305,15 @@ def _plan(n_nodules, seed):
 
 def _write_nodule(job) -> list[tuple]:
     """Draw and save the images of one nodule in both variants; return (label, subset, w, h of the crop)."""
-    tmp, i, label, subset, n_images, seed = job
-    rng = np.random.default_rng([seed, i])  # per nodule: one nodule's pictures do not depend on another's
+    tmp, i, (label, subset), params = job
+    rng = np.random.default_rng([params["seed"], i])  # one nodule's pictures do not depend on another's
     nod = _nodule(rng, label)
     day = np.datetime64("2099-01-01") + int(rng.integers(0, 365))
     done = []
-    for j in range(1, n_images + 1):
+    for j in range(1, params["images_per_nodule"] + 1):
         sc = _scene(rng, nod)
         scan, box = _image(rng, nod, sc)
-        name = _name(label, i + 1, j)
+        name = f"{'BM'[label]}_{i + 1:03d}-{j:04d}-1.0.jpg"
         x0, y0, x1, y1 = _crop_box(rng, box)
         crop = Image.fromarray(scan[y0:y1, x0:x1], "L").convert("RGB")
         crop.save(tmp / "cropped" / subset / name, quality=90)
@@ -349,12 +340,9 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
     Each image shows one nodule; its uncropped version is a 320x240 scanner frame (a fan of speckle
     on black, on-screen text, depth ruler, calliper marks), its cropped version the nodule's box with
     a 10-35% margin, cut from the same scan before the overlay. ~20% of nodules malignant, ~20% of
-    each class in ``test``. Benign nodules lean to round or wider than tall, smooth, iso- or
-    hyperechoic, cystic or spongiform, sometimes with a halo; malignant ones to hypoechoic, taller
-    than wide, lobulated or spiculated, with microcalcifications; every sign overlaps between the
-    classes. RGB JPEGs (quality 90) of grey content. The same arguments give byte-identical files.
-    Written to a temporary sibling folder renamed to ``root`` at the end; a ``root`` holding a set
-    made with the same arguments is returned as is, any other non-empty ``root`` raises ValueError.
+    each class in ``test``; every sign of ``LOOK`` overlaps between the classes. RGB JPEGs (quality
+    90) of grey content. The same arguments give byte-identical files; a ``root`` holding a set made
+    with the same arguments is returned as is, any other non-empty ``root`` raises ValueError.
     """
     root = Path(root)
     if n_nodules < 2 or images_per_nodule < 1:
@@ -368,12 +356,16 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
         for variant in VARIANTS:
             for subset in SUBSETS:
                 (tmp / variant / subset).mkdir(parents=True)
-        jobs = [(tmp, i, label, subset, images_per_nodule, seed) for i, (label, subset) in enumerate(plan)]
-        n_workers = workers or os.cpu_count() or 1
-        n_workers = n_workers if len(jobs) * images_per_nodule > 100 else 1
-        done = [d for part in process_map(_write_nodule, jobs, n_workers, chunksize=4) for d in part]
+        labels, subsets, widths, heights = map(np.array, zip(*draw_all(_write_nodule, tmp, plan, params, workers,
+                                                                       progress)))
         (tmp / "README.txt").write_text(DESCRIPTION + "Parameters and counts: GENERATED.txt, generated.json.\n")
-        return _demo_summary(root, plan, done, params), DESCRIPTION
+        summary = {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
+                   "images_per_variant": len(labels), **class_counts(labels),
+                   "counts": {f"{v}/{s}": class_counts(labels[subsets == s]) for v in VARIANTS for s in SUBSETS},
+                   "frame": list(FRAME), "cropped_width_range": [int(widths.min()), int(widths.max())],
+                   "cropped_height_range": [int(heights.min()), int(heights.max())], "seed": params["seed"],
+                   "generated": True}
+        return summary, DESCRIPTION
 
     return generated_set(root, params, "a thyroid demo set", write)
 
@@ -382,25 +374,6 @@ DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
                "Drawn by helpers/thyroid/ (numpy speckle, a convex-probe fan, painted nodules) in the\n"
                "layout and with the file names of the seed project's thyroid ultrasound set: no real\n"
                "scan and no clinical meaning. Labels are the generator's, not a clinician's.\n")
-
-
-def _demo_summary(root, plan, done, params) -> dict:
-    labels = np.array([d[0] for d in done])
-    sizes = np.array([d[2:] for d in done])
-    counts = {}
-    for variant in VARIANTS:
-        for subset in SUBSETS:
-            n = np.bincount([d[0] for d in done if d[1] == subset], minlength=2)
-            counts[f"{variant}/{subset}"] = {"benign": int(n[0]), "malignant": int(n[1])}
-    return {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
-            "images_per_variant": len(done), "benign": int((labels == 0).sum()),
-            "malignant": int(labels.sum()), "counts": counts, "frame": list(FRAME),
-            "cropped_width_range": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
-            "cropped_height_range": [int(sizes[:, 1].min()), int(sizes[:, 1].max())],
-            "seed": params["seed"], "generated": True}
-
-
-# ---------------------------------------------------------------- where the data are
 
 
 def demo_dir(nodules: int) -> Path:

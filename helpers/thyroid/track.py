@@ -1,18 +1,10 @@
-"""The thyroid track's training data and its evaluation across image variants.
+"""The thyroid track's training data and its evaluation across image variants (notebooks 16-17).
 
-Ultrasound images are few and larger than IDC patches, so they are decoded once
-into memory (uint8) and fed from there. Normalisation is per channel, computed
-on the training images only (the seed's ``featurewise_center`` +
-``featurewise_std_normalization``), and lives inside the model as its first
-layer: a saved model carries it to the evaluation code and the web app.
-
-Splits are by nodule (the ``group`` of ``thyroid.index.build_index``): the cropped and
-uncropped versions of one image, and every image of one nodule, are on the
-same side, so a test score is on nodules the model never saw in any form.
-
-Scores measured here carry a ``data`` column saying which images they came from
-(``thyroid.index.data_label``); the seed project's published figures, measured on real
-images, are a table of their own (:func:`seed_table`), never rows of ours.
+Ultrasound images are few and larger than IDC patches, so they are decoded once into memory (uint8).
+Normalisation is per channel, computed on the training images only (the seed's
+``featurewise_center`` + ``featurewise_std_normalization``), and is the model's first layer, so a
+saved model carries it. Splits are by nodule (``thyroid.index.split``). A table of scores measured
+here names its images in a ``data`` column; the seed's published figures are a table of their own.
 """
 
 from __future__ import annotations
@@ -26,10 +18,9 @@ from sklearn import metrics as skm
 from .. import evaluate, hardware, reference
 from ..plots import scikitplot, title_with_source
 from ..studies import experiment
-from .index import build_index, load_images, split
+from .index import CLASSES, VARIANTS, build_index, load_images, split
 
-CLASS_NAMES = ["benign", "malignant"]
-VARIANTS = ("cropped", "uncropped")
+CLASS_NAMES = list(CLASSES)
 # Side of the square the images are resized to, per profile. The seed's is not in its
 # slides; 224 is the backbones' ImageNet size. Smoke uses the backbones' smallest input:
 # notebook 16 took 347 s at 32 px against 430 s at 64 px (2 cores; mostly graph tracing).
@@ -65,21 +56,8 @@ def _variants(which) -> list[str]:
     return chosen
 
 
-def make_dataset(images, labels, batch_size: int, shuffle: bool = False, seed: int = 0, augment=None):
-    """(float32 images in [0, 255], one-hot labels) batches from arrays in memory; a seeded
-    augmentation runs batch by batch in one thread (``augment.apply``), so a rerun repeats."""
-    from ..data import pipeline
-
-    images = np.asarray(images)
-    return pipeline.make_dataset(images=images, labels=labels, batch_size=batch_size, image_size=images.shape[1],
-                                 shuffle=shuffle, seed=seed, one_hot=True,
-                                 augment=None if augment in (None, "none") else augment)
-
-
 def split_index(root, seed: int = 42, val: float = 0.15, test: float = 0.2) -> tuple[pd.DataFrame, dict]:
-    """Index ``root`` and split it by nodule (``thyroid.index.split``: a nodule in both given folders
-    goes to test whole; ``report.moved_to_test`` counts its training-folder images); returns the
-    table and the index report."""
+    """Index ``root`` and split it by nodule (``thyroid.index.split``); returns the table and the report."""
     df, report = build_index(root)
     df = split(df, val=val, test=test, seed=seed)
     # evaluate.per_patient and the registry speak of patients; here a patient is a nodule id
@@ -99,11 +77,12 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
             index: pd.DataFrame | None = None) -> experiment.Data:
     """Training, validation and test data of one arm of the thyroid track.
 
-    ``train_on``: "cropped", "uncropped" or both (a list); validation comes from the
-    same variants, taken from the training folder by nodule. ``test_on``: the variant
-    the test split shows (default: the first training variant). ``Data.extra`` holds
-    the normalisation for the model build, the arrays, and one test set per variant.
+    ``train_on``: "cropped", "uncropped" or both (a list); validation comes from the same variants,
+    taken from the training folder by nodule. ``test_on``: the variant the test split shows (default:
+    the first training variant). ``Data.extra`` holds the normalisation for the model build, the
+    arrays, and one test set per variant.
     """
+    from ..data import pipeline
     from ..train import class_weights
 
     train_variants = _variants(train_on)
@@ -118,33 +97,32 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="see
     images = load_images(table, image_size)
     train_mask = (table["split"] == "train").to_numpy()
     mean, variance = featurewise_stats(images[train_mask])
-
     batch = hardware.global_batch(cfg.batch_size)
 
-    def ds(mask, **kw):
-        return make_dataset(images[mask], table.loc[mask, "label"], batch, seed=cfg.seed, **kw)
+    def ds(mask, shuffle=False, augment=None):
+        """(float32 images in [0, 255], one-hot labels) batches; a seeded augmentation runs batch by
+        batch in one thread, so a rerun repeats."""
+        return pipeline.make_dataset(images=images[mask], labels=table.loc[mask, "label"], batch_size=batch,
+                                     image_size=image_size, shuffle=shuffle, seed=cfg.seed, one_hot=True,
+                                     augment=None if augment in (None, "none") else augment)
 
-    tests = {v: ds(((table["split"] == "test") & (table["variant"] == v)).to_numpy()) for v in VARIANTS
-             if ((table["split"] == "test") & (table["variant"] == v)).any()}
+    test_masks = {v: ((table["split"] == "test") & (table["variant"] == v)).to_numpy() for v in VARIANTS}
+    test_masks = {v: mask for v, mask in test_masks.items() if mask.any()}
+    tests = {v: ds(mask) for v, mask in test_masks.items()}
     # Data.part("test") must list the images of data.test, in its order
     keep = ~((table["split"] == "test") & (table["variant"] != test_variant)).to_numpy()
-    index_out = table[keep].reset_index(drop=True)
     arm = "+".join(train_variants)
-    note = (f"by nodule; train and validation: {arm} images of the training folder; "
-            f"test: {test_variant} images of held-out nodules; seed {cfg.seed}")
     return experiment.Data(
-        index=index_out,
-        train=ds(train_mask, shuffle=True, augment=augment),
-        val=ds((table["split"] == "val").to_numpy()),
-        test=tests.get(test_variant), class_weight=class_weights(table.loc[train_mask, "label"]),
-        split_note=note, image_size=image_size, batch_size=batch,
+        index=table[keep].reset_index(drop=True), train=ds(train_mask, shuffle=True, augment=augment),
+        val=ds((table["split"] == "val").to_numpy()), test=tests.get(test_variant),
+        class_weight=class_weights(table.loc[train_mask, "label"]),
+        split_note=(f"by nodule; train and validation: {arm} images of the training folder; "
+                    f"test: {test_variant} images of held-out nodules; seed {cfg.seed}"),
+        image_size=image_size, batch_size=batch,
         extra={"build": {"normalize": (mean, variance)}, "key": f"{arm}->{test_variant}:{augment}",
-               "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests,
-               "images_train": images[train_mask],
-               "test_images": {v: images[((table["split"] == "test") & (table["variant"] == v)).to_numpy()]
-                               for v in tests},
-               "test_labels": {v: table.loc[(table["split"] == "test") & (table["variant"] == v), "label"]
-                               .to_numpy() for v in tests}},
+               "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests, "images_train": images[train_mask],
+               "test_images": {v: images[mask] for v, mask in test_masks.items()},
+               "test_labels": {v: table.loc[mask, "label"].to_numpy() for v, mask in test_masks.items()}},
     )
 
 
@@ -156,17 +134,10 @@ def counts(data: experiment.Data) -> pd.DataFrame:
     return table
 
 
-# --- evaluation across variants ------------------------------------------------
-
 def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """Score each trained arm on each variant's held-out test images.
-
-    ``arms``: name -> (model, Data); ``source``: the images' ``thyroid.index.data_label``,
-    the table's ``data`` column. Returns one row per (trained on, tested on) with
-    F1 (malignant), balanced accuracy and ROC-AUC at the threshold chosen on the
-    arm's own validation split, and the raw (labels, probabilities) per row for the
-    ROC figure.
-    """
+    """Score each trained arm (``arms``: name -> (model, Data)) on each variant's held-out test images:
+    one row per (trained on, tested on), at the threshold chosen on the arm's own validation split,
+    with ``source`` (``thyroid.index.data_label``) as its ``data``; and (labels, probabilities) per row."""
     _check_source(source)
     rows, curves = [], {}
     for name, (model, data) in arms.items():
@@ -177,11 +148,10 @@ def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> t
         for variant, ds in data.extra["tests"].items():
             y, p = evaluate.predict(model, ds)
             s = evaluate.scores(y, p, threshold)
-            label = f"train {name} -> test {variant}"
             rows.append({"trained on": name, "tested on": variant, "n": s["n"], "malignant": s["positives"],
                          "threshold": round(float(threshold), 3), "f1": s["f1"],
                          "balanced_accuracy": s["balanced_accuracy"], "roc_auc": s["roc_auc"]})
-            curves[label] = (y, p)
+            curves[f"train {name} -> test {variant}"] = (y, p)
     return with_data(pd.DataFrame(rows).round(3), source), curves
 
 
@@ -227,12 +197,8 @@ def seed_table(**match) -> pd.DataFrame:
 
 
 def roc_figure(curves: dict, title: str, source: str):
-    """ROC curves of several models or arms on one axes, drawn by scikit-plot.
-
-    ``curves``: label -> (y_true, probability of malignant). scikit-plot colours a
-    curve by class, so every call would draw the same colour: each is recoloured
-    and relabelled after drawing.
-    """
+    """ROC curves (``curves``: label -> (y_true, probability of malignant)) on one axes, drawn by
+    scikit-plot, which colours a curve by class: each is recoloured and relabelled after drawing."""
     import matplotlib.pyplot as plt
 
     skplt = scikitplot()
@@ -270,8 +236,7 @@ def test_examples(model, data: experiment.Data, variant: str, n: int = 8, seed: 
     rng = np.random.default_rng(seed)
     picked = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: n // 2] for c in (0, 1)])
     x = images[picked].astype("float32")
-    proba = model.predict(x, verbose=0)[:, 1]
-    return x, labels[picked], proba
+    return x, labels[picked], model.predict(x, verbose=0)[:, 1]
 
 
 def best_model_path(study, variant: str, output_dir) -> Path:

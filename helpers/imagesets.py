@@ -1,0 +1,212 @@
+"""What the BreakHis and thyroid tracks share: the walk that indexes a folder of benign / malignant
+images and counts every file it does not use, a split by patient (or nodule) drawn per class, and
+the marks of a generated set."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import namedtuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .data.index import DataError, IndexReport, _inspect, data_root, skipper
+from .data.splits import SPLITS
+from .io import process_map
+
+CLASSES = ("benign", "malignant")
+# Files beside the images that are not data: our markers, BreakHis' fold list, a system's thumbnails.
+NOT_DATA = {"GENERATED.txt", "generated.json", "Folds.csv", "README.txt", "README.md", "LICENSE", "Thumbs.db"}
+
+Skip = namedtuple("Skip", "reason detail", defaults=("",))
+Skip.__doc__ = "Why a file is not used: a key of the index's SKIP_REASONS and a detail (default: its text)."
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a track's folder is read: its name in messages, the files it expects, ``name_file(path,
+    folders)`` (a file's info, or a :class:`Skip`), image formats (PIL's names), the missing-folder error."""
+
+    what: str
+    expected: str
+    name_file: Callable
+    formats: tuple = ("PNG",)
+    missing: type = DataError
+
+
+@dataclass
+class Report:
+    """What an index found: counts, and every skipped file with its reason (``skip``). ``REASONS``
+    are the reasons' texts; ``LISTS`` are fields the summary shortens to a few examples and a total."""
+
+    REASONS = {}
+    LISTS = ()
+    root: str
+    files_seen: int = 0
+    images: int = 0
+    benign: int = 0
+    malignant: int = 0
+    skipped: dict = field(default_factory=dict)
+    skipped_files: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.skip = skipper(self, self.REASONS)
+
+    def summary(self, examples: int = 5) -> dict:
+        """The JSON-ready summary, as the IDC report's; ``examples`` files per category and list."""
+        out = IndexReport.summary(self, examples)
+        for key in self.LISTS:
+            out[key] = getattr(self, key)[:examples]
+            out[f"{key}_total"] = len(getattr(self, key))
+        return out
+
+    to_json = IndexReport.to_json
+
+    def count(self, df: pd.DataFrame):
+        self.images = len(df)
+        self.malignant = int(df["label"].sum())
+        self.benign = self.images - self.malignant
+
+
+def files(root: Path):
+    """Yield (path, folders between root and the file) for every data file under root, sorted."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        folders = Path(dirpath).relative_to(root).parts
+        for name in sorted(filenames):
+            if not name.startswith(".") and name not in NOT_DATA:  # .DS_Store and friends
+                yield Path(dirpath) / name, folders
+
+
+def index_images(root, layout: Layout, report_type=Report, workers: int | None = None) -> tuple[Report, list]:
+    """A ``report_type`` of the folder ``root`` and (path, info, width, height, digest) of its every
+    usable image; a file that ``layout.name_file`` skips, or that cannot be decoded, is counted in
+    the report. Raises ``layout.missing`` if root does not exist, DataError if it is not a folder or
+    holds no file or no usable image, each naming it."""
+    root = data_root(root, layout.what, layout.missing)
+    report = report_type(root=str(root))
+    named = []
+    for path, folders in files(root):
+        report.files_seen += 1
+        info = layout.name_file(path, folders)
+        if isinstance(info, Skip):
+            report.skip(path, *info)
+        else:
+            named.append((path, info))
+    if report.files_seen == 0:
+        raise DataError(f"{layout.what} {root} holds no files")
+    # Forked processes for big sets (decoding holds the GIL; never after TensorFlow started,
+    # whose runtime can deadlock in a fork).
+    inspect = functools.partial(_inspect, formats=layout.formats)
+    workers = workers or os.cpu_count() or 1
+    paths = [path for path, _ in named]
+    found = []
+    for (path, info), (width, height, digest, problem) in zip(
+            named, process_map(inspect, paths, workers if len(paths) > 500 else 1, chunksize=64)):
+        if problem:
+            report.skip(path, *problem)
+        else:
+            found.append((path, info, width, height, digest))
+    if not found:
+        raise DataError(f"{layout.what} {root} holds {report.files_seen} files but no usable image "
+                        f"(expected {layout.expected}); skipped: {report.skipped}")
+    return report, found
+
+
+def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0,
+                           by: str = "patient") -> pd.DataFrame:
+    """The index with a ``split`` column (train/val/test): whole patients (or the groups of column
+    ``by``), drawn separately among benign and malignant ones (each has one label), so that every
+    split has both classes when each class has at least three (with two, train and test have it).
+    Fractions are of patients, not images, rounded, at least one per split and class where possible."""
+    for name, frac in (("val", val), ("test", test)):
+        if not 0 <= frac < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
+    if val + test >= 1:
+        raise ValueError(f"val + test must leave {by}s for training, got {val} + {test}")
+    labels = df.groupby(by)["label"].agg(["min", "max"])
+    mixed = labels.index[labels["min"] != labels["max"]]
+    if len(mixed):
+        raise ValueError(f"{by}s with both labels, cannot stratify by {by}: {list(mixed[:5])}")
+
+    rng = np.random.default_rng(seed)
+    owner = {}
+    for _, group in labels.groupby("min"):  # one class at a time, in label order: reproducible
+        members = rng.permutation(np.asarray(group.index))
+        n = len(members)
+        n_test = max(round(n * test), int(n >= 2 and test > 0))
+        n_val = max(round(n * val), int(n >= 3 and val > 0))
+        while n_test + n_val >= n and n_test + n_val > 0:  # keep one for training
+            n_val, n_test = (n_val - 1, n_test) if n_val >= n_test else (n_val, n_test - 1)
+        for i, member in enumerate(members):
+            owner[member] = SPLITS[2] if i < n_test else SPLITS[1] if i < n_test + n_val else SPLITS[0]
+    return df.assign(split=df[by].map(owner))
+
+
+def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
+    """The core of a generated set's making: ``draw((tmp, i, item, params))`` for every item (a patient,
+    a nodule), results concatenated in order; in forked processes for more than a few items. Each item
+    draws from its own generator, seeded by ``params["seed"]`` and ``i``, so the files do not depend on
+    the workers."""
+    jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
+    n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
+    done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
+    return [d for part in done for d in part]
+
+
+def is_generated(root) -> bool:
+    """True for a generated demo set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
+    root = Path(root)
+    return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))
+
+
+def data_label(root, generated: str, real: str) -> str:
+    """``generated`` for a generated set, else "<real>: <folder>", for titles and tables."""
+    return generated if is_generated(root) else f"{real}: {Path(root).name}"
+
+
+def load_rgb(path, draft=None) -> Image.Image:
+    """The image at ``path`` in RGB; a JPEG much larger than ``draft`` (w, h) is decoded at a reduced
+    scale (libjpeg's DCT scaling, never below it), several times faster. ValueError names the file."""
+    try:
+        with Image.open(path) as im:
+            if draft:
+                im.draft(None, draft)
+            return im.convert("RGB")
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def class_counts(labels) -> dict:
+    """{"benign": n, "malignant": n} of 0/1 labels."""
+    n = np.bincount(np.asarray(labels, int), minlength=2)
+    return {"benign": int(n[0]), "malignant": int(n[1])}
+
+
+def thumbnail(path, width: int = 240) -> np.ndarray:
+    im = load_rgb(path)
+    im.thumbnail((width, width), Image.Resampling.BOX)
+    return np.asarray(im)
+
+
+def image_grid(shape, figsize, title: str, panels, fontsize: int = 11):
+    """A figure of ``shape`` (rows, cols) image panels without ticks: ``panels`` holds (row, col, image,
+    title, colour or None), the image a path (shown as a thumbnail) or an array; other cells stay
+    empty. Returns the figure and its axes, for labels; the caller lays it out."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*shape, figsize=figsize, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for r, c, image, text, colour in panels:
+        axes[r, c].imshow(thumbnail(image) if isinstance(image, (str, Path)) else image)
+        axes[r, c].set_title(text, fontsize=8, color=colour or "black")
+    fig.suptitle(title, fontsize=fontsize)
+    return fig, axes

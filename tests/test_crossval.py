@@ -88,6 +88,13 @@ def test_with_colour_and_shares_are_refused_together(demo):
     assert out.returncode == 2 and "--with-colour" in out.stderr and "without --shares" in out.stderr
 
 
+def test_without_lockbox_on_too_few_patients_is_one_clear_line(demo):
+    # the demo's 8 patients cannot hold a lockbox apart: the error says so before any training
+    out = helpers_here("crossval", "--data-dir", demo, "--recipe", "seed", "--without-lockbox")
+    assert out.returncode == 2
+    assert "a lockbox needs at least 10 patients; the data has 8" in out.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("--max-patches", 1), "--max-patches must be 0 (all patches) or at least 2, got 1"),
     (("--sample-size", -1), "--max-patches must be 0 (all patches) or at least 2, got -1"),  # the old name

@@ -240,5 +240,5 @@ def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None
                            f"malignant (bottom) nodules\n({source})", panels)
     for ax in axes.flat:
         ax.set_frame_on(False)
-    fig.tight_layout()
+    fig.set_layout_engine("constrained")  # panels of other shapes: tight_layout let titles overlap images
     return fig

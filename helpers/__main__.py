@@ -241,6 +241,33 @@ def _crossval(args) -> dict | list:
     return summary
 
 
+def _select(args) -> dict:
+    """Forward selection of ingredients on the development patients (``recipes.selection``)."""
+    cap, epochs = _budget(args)
+    if args.set or args.seed != 42:
+        raise ValueError("select takes --seeds (two or more) and ingredients by name, not --seed or --set")
+    if len(set(args.seeds)) < 2:
+        raise ValueError(f"a verdict needs at least two seeds; --seeds gave {args.seeds}")
+    _check_dir_then_load_tensorflow(args.data_dir)
+    from .recipes import crossval, selection
+
+    data = crossval.load(args.data_dir, args.out)
+    whole = data.df["patient"].nunique()
+    data = crossval.development(data)
+    _stderr(f"choosing on {data.df['patient'].nunique()} development patients ({len(data.labels):,} patches); "
+            f"the lockbox's {whole - data.df['patient'].nunique()} patients are never read")
+
+    def score(name):
+        with _json_only():
+            return crossval.over_seeds(data, name, args.seeds, args.folds, out_dir=args.out, epochs=epochs,
+                                       sample_size=cap, verbose=args.verbose)
+
+    path = selection.forward_selection(args.base, args.ingredients, score, args.metric)
+    _stderr(path.to_string(float_format=lambda v: f"{v:.4f}"))
+    return {"chosen": selection.chosen(path, args.base), "metric": args.metric, "seeds": args.seeds,
+            "folds": args.folds, "path": json.loads(path.to_json(orient="records"))}
+
+
 def _paired_table(table) -> dict:
     """A paired comparison's means and differences as text on stderr; all its columns as JSON."""
     shown = ["f1", "balanced_accuracy", "roc_auc", "f1_diff", "balanced_accuracy_diff", "roc_auc_diff"]
@@ -410,6 +437,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--with-colour", action="store_true", help="also cross-validate the colour-statistics "
                    "baseline (helpers.recipes.colour: gradient-boosted trees, seconds of CPU) on the same folds, "
                    "and the average of it and the recipe")
+
+    p = command("select", _prints(_select), "forward selection of ingredients on top of a recipe, by "
+                "cross-validation on the development patients alone (the lockbox is never read): an ingredient "
+                "joins when its paired difference's lower 95%% confidence bound over the seeds is above 0", "budget")
+    p.add_argument("--base", default="careful", help="the recipe to add ingredients to")
+    p.add_argument("--ingredients", nargs="+", required=True, help="names of helpers.recipes.recipe.INGREDIENTS")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43], help="at least two: a verdict needs them")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--metric", default="roc_auc", choices=["roc_auc", "f1", "balanced_accuracy"])
+    p.add_argument("--out", default=None, help="output folder (default: outputs/); every run is stored and reused")
+    p.add_argument("--verbose", type=int, default=0, help="Keras: 2 one line per epoch, 0 silent")
 
     p = command("bench", lambda a: _late("tools.bench.main")(a.data_dir, sample=a.sample, full_set=a.full),
                 "images/s of the input pipelines; --full: the full-size set's table")

@@ -1,4 +1,6 @@
+import json
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -120,3 +122,35 @@ def test_the_careful_candidate_trains_to_convergence_on_dihedral_and_colour_jitt
     assert careful.class_weight and careful.threshold == "validation"
     layer = augment.by_name(careful.augment, seed=1)
     assert [part.name for part in layer.layers] == ["dihedral", "colour_jitter"]
+
+
+def test_the_select_command_chooses_on_development_patients_over_seeds(tmp_path, monkeypatch):
+    # crossval.run stands in for training: each recipe scores its ingredients' fixed effect, and
+    # the test records which patients every run was given
+    from conftest import helpers_here
+
+    from helpers.data.demo import make_demo
+    from helpers.recipes import crossval
+
+    make_demo(tmp_path / "demo", n_patients=14, seed=0, patches_scale=0.2)
+    seen = []
+
+    def fake_run(data_dir, recipe, folds, seed, data=None, **options):
+        seen.append((recipe, seed, set(data.df["patient"])))
+        effect = {"helps": 0.03, "hurts": -0.02}
+        auc = 0.8 + sum(effect.get(i, 0) for i in recipe.split("+")[1:])
+        rows = pd.DataFrame({"fold": range(folds), "roc_auc": [auc + 0.001 * f + 0.002 * seed for f in range(folds)]})
+        return SimpleNamespace(per_fold=rows)
+
+    monkeypatch.setattr(crossval, "run", fake_run)
+    out = helpers_here("select", "--data-dir", tmp_path / "demo", "--base", "careful", "--ingredients", "hurts",
+                       "helps", "--seeds", 1, 2, "--folds", 3, "--out", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["chosen"] == "careful+helps" and result["seeds"] == [1, 2]
+    data = crossval.load(tmp_path / "demo", tmp_path / "out")
+    locked = set(data.df.loc[selection.lockbox(data.df), "patient"])
+    assert locked and all(not patients & locked for _, _, patients in seen), "a lockbox patient reached a run"
+    assert {seed for _, seed, _ in seen} == {1, 2}
+    bad = helpers_here("select", "--data-dir", tmp_path / "demo", "--ingredients", "helps", "--seeds", 1)
+    assert bad.returncode == 2 and "at least two seeds" in bad.stderr

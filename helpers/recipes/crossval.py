@@ -126,6 +126,13 @@ def development(data: LoadedData) -> LoadedData:
                                labels=data.labels[keep], slug=f"{data.slug}-dev")
 
 
+def over_seeds(data: LoadedData, recipe, seeds, folds: int = 5, **options) -> pd.DataFrame:
+    """Per (seed, fold) test scores of ``recipe`` cross-validated once per seed (folds and training
+    seeds both follow it): the paired rows ``selection.forward_selection`` compares."""
+    return pd.concat([run(data.data_dir, recipe, folds, seed, data=data, **options).per_fold.assign(seed=seed)
+                      for seed in seeds], ignore_index=True)
+
+
 def load(data_dir, out_dir=None) -> LoadedData:
     """Index ``data_dir`` (cached under ``out_dir/index``) and decode every patch once."""
     from ..data import pipeline, source

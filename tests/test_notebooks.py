@@ -19,11 +19,12 @@ THYROID = ("16_", "17_")
 # with the rest of the suite on the other worker instead of running alone at the end.
 NOTEBOOKS = sorted(run_all.notebooks_in(ROOT / "notebooks"), key=lambda p: not p.name.startswith("16_"))
 # Lighter than make run-all's smoke, so that the suite fits 20 minutes on 2 cores: the three
-# ImageNet-sized backbones trained from scratch take half of smoke's patches (measured on the sample,
-# their test ROC-AUC stayed 0.77-0.81); notebook 16 trains two of its backbones, one with and one
+# ImageNet-sized backbones trained from scratch and the three studies of 08-10 (no score bar: they
+# compare arms) take half of smoke's patches (measured on the sample, the backbones' test ROC-AUC
+# stayed 0.77-0.81); notebook 16 trains two of its backbones, one with and one
 # without residual connections; notebook 18 trains one ingredient per round (the decision-only ones
 # are scored from the base's models, as in smoke).
-LIGHTER = {"03_": {"SAMPLE_SIZE": 500}, "04_": {"SAMPLE_SIZE": 500}, "05_": {"SAMPLE_SIZE": 500},
+LIGHTER = {**{n: {"SAMPLE_SIZE": 500} for n in ("03_", "04_", "05_", "08_", "09_", "10_")},
            "16_": {"MODELS": ["vgg16", "resnet50_gap"]},
            "18_": {"INGREDIENTS": ["class_weight", "threshold", "tta", "slide_context"],
                    "SECOND_INGREDIENTS": ["threshold"]}}

@@ -205,8 +205,11 @@ def _crossval(args) -> dict | list:
     from .recipes import crossval
     from .recipes.recipe import get as get_recipe
 
+    if args.lockbox and (args.without_lockbox or args.shares or args.with_colour):
+        raise ValueError("--lockbox scores one recipe once on the lockbox; run it without --without-lockbox, "
+                         "--shares or --with-colour")
     options = _options(args.set, "--set")
-    run_options = dict(folds=args.folds, seed=args.seed, out_dir=args.out, sample_size=cap, verbose=args.verbose,
+    run_options = dict(folds="lockbox" if args.lockbox else args.folds, seed=args.seed, out_dir=args.out, sample_size=cap, verbose=args.verbose,
                        keep_models=args.keep_models, reuse=not args.no_reuse)
     if args.shares:  # a learning curve: the recipe on each share and on all of it, whatever train_share says
         options.pop("train_share", None)
@@ -434,6 +437,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--without-lockbox", action="store_true", help="only the development patients: the "
                    "lockbox (~20%% of the patients, chosen by ID: helpers.recipes.selection) is left out, to be "
                    "scored once after every choice")
+    p.add_argument("--lockbox", action="store_true", help="the final score, once every choice is made: train on "
+                   "the development patients (validation among them) and test on the lockbox's patients")
     p.add_argument("--with-colour", action="store_true", help="also cross-validate the colour-statistics "
                    "baseline (helpers.recipes.colour: gradient-boosted trees, seconds of CPU) on the same folds, "
                    "and the average of it and the recipe")

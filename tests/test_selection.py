@@ -154,3 +154,24 @@ def test_the_select_command_chooses_on_development_patients_over_seeds(tmp_path,
     assert {seed for _, seed, _ in seen} == {1, 2}
     bad = helpers_here("select", "--data-dir", tmp_path / "demo", "--ingredients", "helps", "--seeds", 1)
     assert bad.returncode == 2 and "at least two seeds" in bad.stderr
+
+
+def test_the_lockbox_score_trains_on_development_patients_and_tests_on_the_lockbox_alone(tmp_path):
+    from conftest import helpers_here
+
+    from helpers.data.demo import make_demo
+    from helpers.recipes import crossval
+
+    make_demo(tmp_path / "demo", n_patients=14, seed=0, patches_scale=0.2)
+    out = helpers_here("crossval", "--data-dir", tmp_path / "demo", "--recipe", "seed", "--lockbox", "--epochs", 1,
+                       "--verbose", 0, "--out", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    data = crossval.load(tmp_path / "demo", tmp_path / "out")
+    locked = selection.lockbox(data.df)
+    (row,) = result["per_fold"]
+    assert (row["test_patients"], row["test_patches"]) == (data.df.loc[locked, "patient"].nunique(), int(locked.sum()))
+    assert row["train_patients"] + row["val_patients"] == data.df.loc[~locked, "patient"].nunique()
+    assert "klockbox" in result["out_dir"] and "scored once" in out.stderr
+    both = helpers_here("crossval", "--data-dir", tmp_path / "demo", "--lockbox", "--without-lockbox")
+    assert both.returncode == 2 and "--lockbox scores one recipe once" in both.stderr

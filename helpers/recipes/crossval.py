@@ -74,6 +74,18 @@ def patient_folds(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
     return out
 
 
+def lockbox_folds(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``fold`` column: 0 for the lockbox patients (``selection.lockbox``), 1 for the
+    development patients. ``run(..., folds="lockbox")`` tests on fold 0 alone: the recipe trains
+    and validates on the development patients and is scored once on the lockbox."""
+    return df.assign(fold=np.where(selection.lockbox(df).to_numpy(), 0, 1))
+
+
+def test_folds(folds) -> int:
+    """How many folds ``run`` tests on: ``folds``, or 1 for ``"lockbox"``."""
+    return 1 if folds == "lockbox" else int(folds)
+
+
 def fold_split(folded: pd.DataFrame, fold: int, seed: int = 42, val: float = VAL_SHARE) -> pd.DataFrame:
     """The index with a ``split`` column for one fold: its patients are ``test``; of the others,
     ~``val`` are ``val`` (by patient, stratified, seeded by ``seed`` and the fold), the rest ``train``."""
@@ -265,11 +277,12 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     models of its one-member recipe (:func:`first_member_donor`)."""
     recipe = get_recipe(recipe, epochs=epochs)
     data = data or load(data_dir, out_dir)
-    folded = patient_folds(data.df, folds, seed)
+    folded = lockbox_folds(data.df) if folds == "lockbox" else patient_folds(data.df, folds, seed)
     root = run_dir(out_dir, recipe, data, folds, seed, sample_size)
     key = _fingerprint(recipe, data, folds, seed, sample_size)
     log = log or (lambda message: None)
-    rows = [_done(root / f"fold{i}", key) for i in range(folds)]
+    scored = test_folds(folds)
+    rows = [_done(root / f"fold{i}", key) for i in range(scored)]
     donor = trained_alike(recipe, data, folds, seed, out_dir, sample_size) if reuse and not any(rows) else None
     if donor is not None:
         log(f"{recipe.name} is trained as {donor.recipe.name} (v{donor.recipe.version}); only its decision differs: "
@@ -278,17 +291,20 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     first = first_member_donor(recipe, data, folds, seed, out_dir, sample_size) if reuse else None
     use = (f"each fold capped at {int(sample_size):,} of its {len(data.labels):,} patches, spread over its splits "
            "by patient") if sample_size else f"each fold uses all of its patches ({len(data.labels):,} usable in all)"
-    log(f"{folds} folds of the {data.df['patient'].nunique()} patients of {data.data_dir}: {use}")
-    for i in range(folds):
+    held = folded.loc[folded["fold"] == 0, "patient"].nunique()
+    log(f"{folds} folds of the {data.df['patient'].nunique()} patients of {data.data_dir}: {use}" if scored == folds
+        else f"the lockbox's {held} patients of {data.data_dir}, scored once by a recipe trained on the other "
+             f"{data.df['patient'].nunique() - held}: {use}")
+    for i in range(scored):
         fold_dir = root / f"fold{i}"
         if rows[i] is not None:
-            log(f"fold {i + 1}/{folds}: done before, skipped ({fold_dir})")
+            log(f"fold {i + 1}/{scored}: done before, skipped ({fold_dir})")
             continue
         copied = first is not None and _take_first_member(first, fold_dir, log)
         start, cpu = time.perf_counter(), time.process_time()
         split, at = fold_parts(folded, i, seed, sample_size)
         patients = {n: data.df.loc[at[n], "patient"].to_numpy() for n in at}
-        log(f"fold {i + 1}/{folds}: training {recipe.name} on {len(at['train'])} patches "
+        log(f"fold {i + 1}/{scored}: training {recipe.name} on {len(at['train'])} patches "
             f"({len(set(patients['train']))} patients), validation {len(at['val'])}, "
             f"test {len(at['test'])} ({len(set(patients['test']))} patients)"
             + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}"
@@ -315,7 +331,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         if not keep_models:
             for _, meta in predictor.members:
                 (fold_dir / meta["file"]).unlink(missing_ok=True)
-        log(f"fold {i + 1}/{folds}: " + ", ".join(f"{m} {rows[i][m]:.3f}" for m in METRICS)
+        log(f"fold {i + 1}/{scored}: " + ", ".join(f"{m} {rows[i][m]:.3f}" for m in METRICS)
             + f" ({rows[i]['wall_seconds']:.0f} s)")
         del predictor
         _release()
@@ -338,7 +354,8 @@ def _stored_run(recipe: Recipe, data: LoadedData, folds: int, seed: int, out_dir
         # a run scored from another ("scored_from") trained nothing of its own
         if folder == root or "scored_from" in doc or other.training_options != recipe.training_options:
             continue
-        rows = [_done(folder / f"fold{i}", _fingerprint(other, data, folds, seed, sample_size)) for i in range(folds)]
+        rows = [_done(folder / f"fold{i}", _fingerprint(other, data, folds, seed, sample_size))
+                for i in range(test_folds(folds))]
         if all(row is not None and (folder / f"fold{i}" / fold_file).is_file() for i, row in enumerate(rows)):
             kept = ("data_dir", "generated", "folds", "seed", "epochs", "sample_size")
             return folder, other, rows, {k: doc[k] for k in kept if k in doc}

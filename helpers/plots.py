@@ -395,3 +395,38 @@ def layer_comparison(images, maps_by_layer: dict, title: str, proba=None):
         ax.axis("off")
     fig.suptitle(title)
     return fig
+
+
+def selection_path(path: pd.DataFrame, title: str):
+    """A forward selection (``selection.forward_selection``'s table): every candidate tried, round by
+    round, its mean paired difference from the round's reference (dot) and the one-sided lower
+    confidence bound (whisker's end); a candidate is kept when that bound is above zero."""
+    rows = path.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * max(len(rows), 2)), layout="constrained")
+    y = np.arange(len(rows))
+    mean, lower = rows["mean"].astype(float), rows["lower"].astype(float)
+    for i, (m, low, kept) in enumerate(zip(mean, lower.fillna(mean), rows["chosen"])):
+        ax.errorbar(m, i, xerr=[[m - low], [0]], fmt="o", color="tab:green" if kept else "tab:grey", capsize=3)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yticks(y, [f"round {r}: {c.split('+')[-1]}" for r, c in zip(rows["round"], rows["candidate"])])
+    ax.invert_yaxis()
+    metric = _METRIC_NAMES.get(rows["metric"].iloc[0], rows["metric"].iloc[0]) if len(rows) else ""
+    ax.set_xlabel(textwrap.fill(f"{metric} difference from the round's recipe (dot: mean over folds and seeds; "
+                                "whisker: down to the 95% lower bound); green: kept", 80))
+    ax.set_title(textwrap.fill(title, 80))
+    return fig
+
+
+def seed_spread_bars(table: pd.DataFrame, title: str, metrics=("f1", "balanced_accuracy", "roc_auc")):
+    """Recipes side by side (rows of ``table``, columns ``<metric>`` and ``<metric>_sd``): the mean
+    over training seeds as a bar, one sd as the whisker, one panel per metric."""
+    fig, axes = _panels(len(metrics), 3.4, 3.4)
+    for ax, metric in zip(axes, metrics):
+        mean, sd = table[metric].astype(float), table[f"{metric}_sd"].astype(float).fillna(0)
+        ax.bar(table.index, mean, yerr=sd, capsize=4, color=sns.color_palette(n_colors=len(table)))
+        low = float((mean - sd).min())
+        ax.set_ylim(max(0.0, low - 0.1), min(1.0, float((mean + sd).max()) + 0.05))
+        ax.set_title(_METRIC_NAMES.get(metric, metric))
+        ax.tick_params(axis="x", rotation=20)
+    fig.suptitle(textwrap.fill(title, 90))
+    return fig

@@ -169,25 +169,24 @@ def test_the_full_profile_workload():
     assert sum(j.runs for j in smoke["09_regularization"].jobs) == 6  # one L2 value in smoke: 4 + 2 arms
 
 
-def test_notebook_18_follows_its_ingredient_lists():
-    nb = estimate.best_recipe(14_000, folds=2, epochs=3, cap=7_000,
-                              first=("threshold", "ensemble", "histology_aug", "stain_macenko", "bn_fix"),
-                              second=("gap_head", "tta"), shares=(0.5, 1.0))
-    train, val, test = estimate.fold_sizes(14_000, 2, 7_000)
+def test_notebook_18_follows_its_selection():
+    nb = estimate.best_recipe(17_500, folds=2, epochs=3, cap=7_000, candidates=("tta", "stain_macenko", "ema"))
+    train, val, test = estimate.fold_sizes(14_000, 2, 7_000)  # the development patients: 4/5
     assert (train, val, test) == (3_000, 500, 3_500)
-    recal = val + 20 * 64  # bn_fix and best's base recalibrate BatchNorm before each validation
-    by_key = {}
+    recal = val + 20 * 64  # careful and best recalibrate BatchNorm before each validation
+    runs = {}
     for j in nb.jobs:
-        by_key[(j.model, j.feed, j.val, j.train)] = by_key.get((j.model, j.feed, j.val, j.train), 0) + j.runs
-    # per fold: seed, 2 more ensemble members and Macenko; histology; bn_fix and best's base; the GAP
-    # head on that base; the learning curve at 0.5 (1.0 is best itself, scored from its base)
-    assert by_key == {("cancernet@50", "memory", val, train): 2 * 4, ("cancernet@50", "histology_aug", val, train): 2,
-                      ("cancernet@50", "memory", recal, train): 2 * 2,
-                      ('cancernet@50 head="gap"', "memory", recal, train): 2, ("cancernet@50", "memory", recal, 1_500): 2}
-    assert all(j.epochs == 3 and j.predict == 8 * (val + test) for j in nb.jobs)
-    assert nb.data == ((14_000, "pil"), (2 * 7_000, "macenko"))
-    assert nb.note.startswith("5 ingredients on seed and 2 on seed+bn_fix+adam (8 trainings with the bases")
-    assert nb.note.endswith("; stain normalisation on the CPU")
+        runs[(j.model, j.feed, j.train)] = runs.get((j.model, j.feed, j.train), 0) + j.runs
+    # careful: the loop, then per seed itself and its two trained candidates (tta is a decision), on 2 folds;
+    # best on the same folds; then each on the lockbox once per seed (capped: the folds' sizes)
+    assert runs == {('cancernet@50 head="gap"', "histology_aug", train): (1 + 2 * 3) * 2 + 2,
+                    ("cancernet@50", "memory", train): 2 * 2 + 2}
+    assert all(j.epochs == 3 and j.val == recal and j.predict == 8 * (val + test) for j in nb.jobs)
+    assert nb.data == ((17_500, "pil"), (2 * 2 * 7_000, "macenko"))
+    assert nb.note.startswith("careful's fold loop, then careful, 2 trained candidate(s) of 3 and best on 2")
+    whole = estimate.best_recipe(10_000, folds=5, epochs=None, cap=None, candidates=("tta",))
+    assert {j.epochs for j in whole.jobs} == {40, 20}  # careful's and best's own
+    assert {(j.train, j.predict) for j in whole.jobs if j.runs == 2} == {(8_000 - 914, 8 * (914 + 2_000))}
 
 
 def test_ingredient_costs_and_settings_match_their_sources():
@@ -195,7 +194,7 @@ def test_ingredient_costs_and_settings_match_their_sources():
     import json as json_module
 
     from helpers import config
-    from helpers.recipes import recipe
+    from helpers.recipes import recipe, selection
     from helpers.studies import tuning
 
     def cost(name):
@@ -215,14 +214,16 @@ def test_ingredient_costs_and_settings_match_their_sources():
         return "breakhis" if options.get("pretrain") == "breakhis" else "plain"
 
     assert {name: cost(name) for name in recipe.INGREDIENTS} == estimate.INGREDIENT_COST
-    assert estimate.BEST_INGREDIENTS == recipe.BEST_INGREDIENTS
     assert (estimate.RECIPE_EPOCHS, estimate.RECIPE_BATCH) == (recipe.Recipe().epochs, recipe.Recipe().batch_size)
+    assert estimate.CAREFUL_EPOCHS == recipe.get("careful").epochs and estimate.LOCKBOX_SHARE == selection.LOCKBOX_SHARE
     assert {p: (b.max_trials, b.epochs, b.sample_size) for p, b in tuning.BUDGETS.items()} == estimate.SEARCH
     assert set(tuning.BUDGETS) == set(config.PROFILES)
     cells = json_module.loads((Path(__file__).resolve().parents[1] / "notebooks" / "18_best_recipe.ipynb").read_text())
     source = "".join("".join(c["source"]) for c in cells["cells"] if c["cell_type"] == "code")
-    assert json_module.dumps(list(estimate.SMOKE_INGREDIENTS)) in source  # the smoke list of notebook 18
-    assert 'light = cfg.profile in ("smoke", "colab")' in source  # the profiles that take it
+    assert json_module.dumps(list(estimate.SMOKE_CANDIDATES)) in source  # notebook 18's lists
+    assert json_module.dumps(list(estimate.FULL_CANDIDATES)).replace(" ", "") in source.replace(" ", "").replace("\n", "")
+    assert 'light = cfg.profile in ("smoke", "colab")' in source  # the profiles that take them
+    assert f"min(cfg.sample_size, {estimate.NOTEBOOK_18_CAP:_})" in source
 
 
 def test_flops_of_an_uncounted_size_scale_with_the_area():
@@ -256,7 +257,7 @@ def test_docs_colab_is_what_the_estimate_writes():
     text = estimate.colab_markdown("https://github.com/me/idc-notebooks")
     assert "(https://colab.research.google.com/github/me/idc-notebooks/blob/main/notebooks/09_regularization.ipynb)" in text
     assert "git clone -q --depth 1 https://github.com/me/idc-notebooks /content/idc" in text
-    assert "an estimate, not a measurement" in text and "| **total** |  | **1.9 h** |" in text
+    assert "an estimate, not a measurement" in text and "| **total** |  | **2.0 h** |" in text
 
 
 def test_the_command_line_names_the_profile_or_fails_in_one_line(capsys):

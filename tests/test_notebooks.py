@@ -22,12 +22,9 @@ NOTEBOOKS = sorted(run_all.notebooks_in(ROOT / "notebooks"), key=lambda p: not p
 # ImageNet-sized backbones trained from scratch and the three studies of 08-10 (no score bar: they
 # compare arms) take half of smoke's patches (measured on the sample, the backbones' test ROC-AUC
 # stayed 0.77-0.81); notebook 16 trains two of its backbones, one with and one
-# without residual connections; notebook 18 trains one ingredient per round (the decision-only ones
-# are scored from the base's models, as in smoke).
+# without residual connections.
 LIGHTER = {**{n: {"SAMPLE_SIZE": 500} for n in ("03_", "04_", "05_", "08_", "09_", "10_")},
-           "16_": {"MODELS": ["vgg16", "resnet50_gap"]},
-           "18_": {"INGREDIENTS": ["class_weight", "threshold", "tta", "slide_context"],
-                   "SECOND_INGREDIENTS": ["threshold"]}}
+           "16_": {"MODELS": ["vgg16", "resnet50_gap"]}}
 
 
 @pytest.fixture(scope="session")

@@ -175,3 +175,24 @@ def test_the_lockbox_score_trains_on_development_patients_and_tests_on_the_lockb
     assert "klockbox" in result["out_dir"] and "scored once" in out.stderr
     both = helpers_here("crossval", "--data-dir", tmp_path / "demo", "--lockbox", "--without-lockbox")
     assert both.returncode == 2 and "--lockbox scores one recipe once" in both.stderr
+
+
+def test_choosing_the_best_of_null_ingredients_flatters_it_on_its_own_folds_only():
+    curse = selection.winners_curse(candidates=12, folds=5, noise=0.02, trials=4000, seed=1)
+    assert len(curse) == 4000
+    chosen_on, fresh = curse["on the folds it was chosen on"].mean(), curse["on new patients"].mean()
+    # the best of 12 standard normals averages 1.63 sd; the mean of 5 folds has sd 0.02 / sqrt(5)
+    assert chosen_on == pytest.approx(1.63 * 0.02 / np.sqrt(5), rel=0.05)
+    assert abs(fresh) < 0.001, "on new patients a null ingredient gains nothing"
+    assert selection.winners_curse(candidates=1, trials=4000, seed=1).iloc[:, 0].mean() == pytest.approx(0, abs=0.001)
+
+
+def test_compare_gives_means_over_seeds_and_paired_verdicts_against_the_reference():
+    index = {"seed": [1, 1, 2, 2], "fold": [0, 1, 0, 1]}
+    ref = pd.DataFrame({**index, "f1": [0.5, 0.6, 0.5, 0.6], "roc_auc": [0.8, 0.8, 0.8, 0.8]})
+    better = ref.assign(f1=ref["f1"] + [0.1, 0.12, 0.1, 0.12], roc_auc=ref["roc_auc"] + [0.01, -0.01, 0.0, 0.0])
+    table = selection.compare({"ref": ref, "better": better}, "ref", metrics=("f1", "roc_auc"))
+    assert table.loc["ref", "f1"] == pytest.approx(0.55) and table.loc["ref", "seeds"] == 2
+    assert table.loc["better", "f1_diff"] == pytest.approx(0.11) and table.loc["better", "f1_keep"]
+    assert table.loc["better", "roc_auc_diff"] == pytest.approx(0.0) and not table.loc["better", "roc_auc_keep"]
+    assert np.isnan(table.loc["ref", "f1_diff"])

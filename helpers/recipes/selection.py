@@ -119,3 +119,40 @@ def chosen(path: pd.DataFrame, base: str) -> str:
     """The recipe a selection path ends with."""
     picked = path[path["chosen"]]
     return picked["candidate"].iloc[-1] if len(picked) else base
+
+
+def winners_curse(candidates: int = 12, folds: int = 5, noise: float = 0.02, trials: int = 2000,
+                  seed: int = 0) -> pd.DataFrame:
+    """Why a choice must not be scored on the patients it was made on, with no training at all.
+
+    ``candidates`` ingredients that all change nothing: each fold's paired difference is pure noise
+    (normal, sd ``noise``). Each trial picks the candidate with the highest mean over ``folds`` folds,
+    as a rule "keep what scored best" does, then scores it on those folds and on ``folds`` new ones.
+    One row per trial: the winner's mean difference on the folds it was chosen on, and on new folds.
+    """
+    rng = np.random.default_rng(seed)
+    chosen_on = rng.normal(0, noise, (trials, candidates, folds)).mean(axis=2)
+    fresh = rng.normal(0, noise, (trials, candidates, folds)).mean(axis=2)
+    winner = chosen_on.argmax(axis=1)
+    rows = np.arange(trials)
+    return pd.DataFrame({"on the folds it was chosen on": chosen_on[rows, winner],
+                         "on new patients": fresh[rows, winner]})
+
+
+METRICS = ("f1", "balanced_accuracy", "roc_auc")
+
+
+def compare(scores: dict, reference: str, metrics=METRICS) -> pd.DataFrame:
+    """Recipes scored alike (``scores``: name -> per-(seed, fold) rows, as ``crossval.over_seeds``
+    gives them): each metric's mean and sd over those rows, and the paired difference from
+    ``reference`` with its verdict (``<metric>_diff``, ``<metric>_lower``, ``<metric>_keep``)."""
+    rows = {}
+    for name, frame in scores.items():
+        row = {}
+        for m in metrics:
+            row[m], row[f"{m}_sd"] = float(frame[m].mean()), float(frame[m].std(ddof=1))
+            if name != reference:
+                v = verdict(name, paired_differences(frame, scores[reference], m), m)
+                row.update({f"{m}_diff": v.mean, f"{m}_lower": v.lower, f"{m}_keep": v.keep})
+        rows[name] = {**row, "runs": len(frame), "seeds": frame["seed"].nunique()}
+    return pd.DataFrame.from_dict(rows, orient="index")

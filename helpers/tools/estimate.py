@@ -110,8 +110,9 @@ SAMPLE_PATCHES, SAMPLE_POSITIVES = 9_563, 2_344  # the real sample shipped in da
 # augments in one thread; "recal": recalibrates BatchNorm before each validation; "ensemble": 2
 # more members; "reinhard", "macenko": normalise the fold's patches on the CPU; "breakhis":
 # generates a small BreakHis-like set to pretrain on; "plain" trains like the base) and
-# recipe.BEST_INGREDIENTS; SMOKE_INGREDIENTS is notebook 18's list for smoke and colab.
-RECIPE_EPOCHS, RECIPE_BATCH = 20, 64
+# careful's epochs; SMOKE_CANDIDATES and FULL_CANDIDATES are notebook 18's lists; LOCKBOX_SHARE is
+# selection's.
+RECIPE_EPOCHS, RECIPE_BATCH, CAREFUL_EPOCHS = 20, 64, 40
 SEARCH = {"smoke": (3, 1, 600), "cpu": (10, 3, 10_000), "full": (25, 5, 50_000), "colab": (8, 3, 20_000)}
 INGREDIENT_COST = {
     "class_weight": "plain", "balanced_sampling": "plain", "threshold": "decision", "histology_aug": "histology",
@@ -119,8 +120,11 @@ INGREDIENT_COST = {
     "label_smoothing": "plain", "warmup": "plain", "tta": "decision", "slide_context": "decision",
     "ensemble": "ensemble", "breakhis": "breakhis", "bn_fix": "recal", "adam": "plain", "ema": "plain",
 }
-BEST_INGREDIENTS = ("bn_fix", "adam", "tta")
-SMOKE_INGREDIENTS = ("class_weight", "threshold", "bn_fix", "tta", "slide_context")
+SMOKE_CANDIDATES = ("tta", "slide_context")
+FULL_CANDIDATES = ("tta", "ema", "label_smoothing", "histology_aug", "stain_reinhard", "balanced_sampling",
+                   "slide_context")
+LOCKBOX_SHARE = 0.2
+NOTEBOOK_18_CAP = 10_000  # notebook 18's cap on patches per fold in smoke and colab
 
 
 def profile_settings(profile: str) -> tuple[dict, dict]:
@@ -143,12 +147,8 @@ def profile_settings(profile: str) -> tuple[dict, dict]:
         thyroid_size=track.IMAGE_SIZE[profile], backbones=track.TRAINED_BACKBONES[profile],
         shift=(shift["image_size"], shift["epochs"], shift["batch_size"]),
         # notebook 18: folds; capped: the profile's epochs and sample per fold, else the recipes' own epochs and
-        # every patch; the two ablations' ingredients; the learning curve's shares
-        folds=2 if light else 5, capped=light,
-        first=SMOKE_INGREDIENTS if light else tuple(INGREDIENT_COST),
-        second=("histology_aug", "threshold") if profile == "smoke" else ("threshold",) if light
-        else tuple(i for i in INGREDIENT_COST if i not in BEST_INGREDIENTS),
-        shares=(0.5,) if light else (0.125, 0.25, 0.5))
+        # every patch; the selection's candidates
+        folds=2 if light else 5, capped=light, candidates=SMOKE_CANDIDATES if light else FULL_CANDIDATES)
 
 
 def split_sizes(patches: int, positives: int, cap=None) -> tuple[int, int, int]:
@@ -255,8 +255,8 @@ def profile_workload(profile: str = "full") -> dict:
             ((6.4 * images, "thyroid_load"),),
             f"CancerNet from scratch at {shift_size} px, batch {shift_batch}, {shift_epochs} epochs; 3 arms: "
             "cropped, uncropped, both"),
-        "18_best_recipe": best_recipe(patches, s["folds"], epochs if s["capped"] else RECIPE_EPOCHS,
-                                      cap if s["capped"] else None, s["first"], s["second"], s["shares"]),
+        "18_best_recipe": best_recipe(patches, s["folds"], epochs if s["capped"] else None,
+                                      min(cap, NOTEBOOK_18_CAP) if s["capped"] else None, s["candidates"]),
     }
     for name, model in (("04_inception_v3", "inception_v3@75"), ("05_xception", "xception@71"),
                         ("06_mobilenet_v2", "mobilenet_v2@50")):
@@ -265,37 +265,31 @@ def profile_workload(profile: str = "full") -> dict:
     return dict(sorted(work.items()))
 
 
-def best_recipe(patches: int, folds: int, epochs: int, cap, first, second, shares) -> Notebook:
-    """Notebook 18: an ablation of the ingredients ``first`` on ``seed``, of ``second`` on ``best``'s
-    base, ``best`` itself (scored from the second's base: it adds only TTA), a learning curve of
-    ``best`` on ``shares`` of each fold's training patches; every run on every fold."""
-    train, val, test = fold_sizes(patches, folds, cap)
-    fold_patches = train + val + test
-    views = 8 * (val + test)  # every fold predicts the 8 views of its validation and test patches (views.csv)
-    recal_val = val + 20 * RECIPE_BATCH  # bn_fix: 20 batches recalibrate BatchNorm before each validation
-    runs: dict = {}  # (model, feed, validated with recalibration) -> trainings per fold
-    data = [(patches, "pil")]  # crossval.load decodes every patch once
-    for base_recal, chosen in ((False, first), (True, second)):
-        runs[("cancernet@50", "memory", base_recal)] = runs.get(("cancernet@50", "memory", base_recal), 0) + 1
-        for cost in (INGREDIENT_COST[name] for name in chosen if INGREDIENT_COST[name] != "decision"):
-            key = ('cancernet@50 head="gap"' if cost == "gap" else "cancernet@50",
-                   "histology_aug" if cost == "histology" else "memory", base_recal or cost == "recal")
-            runs[key] = runs.get(key, 0) + (2 if cost == "ensemble" else 1)
-            if cost in ("reinhard", "macenko"):
-                data.append((folds * fold_patches, cost))
-    if any(INGREDIENT_COST[name] == "breakhis" for name in (*first, *second)):
-        data.append((16 * 12, "breakhis_demo"))  # recipes' breakhis_profile "smoke": 16 patients x 12
-    jobs = [Job(model, n * folds, epochs, train, recal_val if recal else val, views, val_feed="memory", feed=feed)
-            for (model, feed, recal), n in runs.items()]
-    shares = [x for x in shares if x < 1]
-    jobs += [Job("cancernet@50", folds, epochs, round(x * train), recal_val, views, val_feed="memory") for x in shares]
-    on = "every patch" if cap is None else f"{fold_patches:,} patches"
-    note = (f"{len(first)} ingredients on seed and {len(second)} on seed+bn_fix+adam ({sum(runs.values())} trainings "
-            f"with the bases, ensembles count 2, decision-only ones none), best scored from its base, a learning curve "
-            f"on {len(shares)} share(s); x {folds} folds on {on}, {epochs} epochs, batch {RECIPE_BATCH}; 8 views "
-            "predicted per fold"
-            + ("; stain normalisation on the CPU" if any(k in ("reinhard", "macenko") for _, k in data) else ""))
-    return Notebook(tuple(jobs), tuple(data), note)
+def best_recipe(patches: int, folds: int, epochs, cap, candidates, seeds: int = 2) -> Notebook:
+    """Notebook 18, on the development patients (all but the lockbox's ``LOCKBOX_SHARE``): the fold
+    loop of ``careful`` (one seed), then ``careful``, each trained candidate of a first selection
+    round and ``best`` cross-validated once per seed; then ``best`` and ``careful`` trained on the
+    development patients and scored on the lockbox, once per seed. ``epochs`` None: the recipes' own."""
+    dev = round(patches * (1 - LOCKBOX_SHARE))
+    train, val, test = fold_sizes(dev, folds, cap)
+    recal = val + 20 * RECIPE_BATCH  # both recipes recalibrate BatchNorm before each validation
+    trained = [c for c in candidates if INGREDIENT_COST[c] != "decision"]
+    lock_train, lock_test = (train, test) if cap is not None else (dev - val, patches - dev)
+    careful = dict(model='cancernet@50 head="gap"', epochs=epochs or CAREFUL_EPOCHS, feed="histology_aug",
+                   val_feed="memory")
+    best = dict(model="cancernet@50", epochs=epochs or RECIPE_EPOCHS, val_feed="memory")
+    jobs = (Job(runs=(1 + seeds * (1 + len(trained))) * folds, train=train, val=recal, predict=8 * (val + test),
+                **careful),
+            Job(runs=seeds * folds, train=train, val=recal, predict=8 * (val + test), **best),
+            *(Job(runs=seeds, train=lock_train, val=recal, predict=8 * (val + lock_test), **r) for r in (careful, best)))
+    data = [(patches, "pil")] + [(folds * seeds * (train + val + test), INGREDIENT_COST[c])
+                                 for c in trained if INGREDIENT_COST[c] in ("reinhard", "macenko")]
+    on = "every patch" if cap is None else f"{train + val + test:,} patches"
+    note = (f"careful's fold loop, then careful, {len(trained)} trained candidate(s) of {len(candidates)} and best on "
+            f"{folds} development folds x {seeds} seeds on {on}; best and careful on the lockbox x {seeds} seeds; "
+            f"{epochs or 'the recipes own'} epochs, batch {RECIPE_BATCH}; 8 views predicted per fold"
+            + ("; stain normalisation on the CPU" if len(data) > 1 else ""))
+    return Notebook(jobs, tuple(data), note)
 
 
 # --- FLOPs --------------------------------------------------------------------------------------

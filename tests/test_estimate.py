@@ -179,14 +179,14 @@ def test_notebook_18_follows_its_ingredient_lists():
     by_key = {}
     for j in nb.jobs:
         by_key[(j.model, j.feed, j.val, j.train)] = by_key.get((j.model, j.feed, j.val, j.train), 0) + j.runs
-    # per fold: seed, 2 more ensemble members and Macenko; histology; bn_fix and best's base; the GAP
+    # per fold: original, 2 more ensemble members and Macenko; histology; bn_fix and best's base; the GAP
     # head on that base; the learning curve at 0.5 (1.0 is best itself, scored from its base)
     assert by_key == {("cancernet@50", "memory", val, train): 2 * 4, ("cancernet@50", "histology_aug", val, train): 2,
                       ("cancernet@50", "memory", recal, train): 2 * 2,
                       ('cancernet@50 head="gap"', "memory", recal, train): 2, ("cancernet@50", "memory", recal, 1_500): 2}
     assert all(j.epochs == 3 and j.predict == 8 * (val + test) for j in nb.jobs)
     assert nb.data == ((14_000, "pil"), (2 * 7_000, "macenko"))
-    assert nb.note.startswith("5 ingredients on seed and 2 on seed+bn_fix+adam (8 trainings with the bases")
+    assert nb.note.startswith("5 ingredients on original and 2 on original+bn_fix+adam (8 trainings with the bases")
     assert nb.note.endswith("; stain normalisation on the CPU")
 
 

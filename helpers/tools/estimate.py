@@ -60,8 +60,8 @@ HOST = {
     "pack": 7_168,  # pipeline.pack
     "memory": 212_655,  # tf.data from arrays in memory: the cached training split
     "histology_aug": 1_324,  # augment "histology" at 50 px, in ONE thread (seeded, to repeat)
-    "seed_aug": 1_223,  # augment "seed" at 50 px, one thread
-    "thyroid_aug": 98,  # augment "seed_both_flips" at 224 px, one thread
+    "original_aug": 1_223,  # augment "original" at 50 px, one thread
+    "thyroid_aug": 98,  # augment "original_both_flips" at 224 px, one thread
     "reinhard": 1_736,  # stain.Normalizer at 50 px
     "macenko": 1_815,
     "thyroid_load": 1_038,  # thyroid.index.load_images to 224 px
@@ -218,7 +218,7 @@ def profile_workload(profile: str = "full") -> dict:
         "08_optimizers": Notebook((idc("cancernet@50", 5 * seeds, val=recal), idc("cancernet@50", 2 * seeds)),
                                   decode, f"5 optimizers + 2 BatchNorm arms, x {seeds} seed(s) = {7 * seeds} runs"),
         "09_regularization": Notebook(
-            (idc("cancernet@50", arms * seeds, val=recal), idc("cancernet@50", seeds, val=recal, feed="seed_aug"),
+            (idc("cancernet@50", arms * seeds, val=recal), idc("cancernet@50", seeds, val=recal, feed="original_aug"),
              idc("cancernet@50", seeds, val=recal, feed="histology_aug")), ((3 * balanced, "png"),),
             f"{arms} regularisation + 2 augmentation arms, x {seeds} seed(s) = {(arms + 2) * seeds} runs; "
             "augmentation in one thread"),
@@ -266,7 +266,7 @@ def profile_workload(profile: str = "full") -> dict:
 
 
 def best_recipe(patches: int, folds: int, epochs: int, cap, first, second, shares) -> Notebook:
-    """Notebook 18: an ablation of the ingredients ``first`` on ``seed``, of ``second`` on ``best``'s
+    """Notebook 18: an ablation of the ingredients ``first`` on ``original``, of ``second`` on ``best``'s
     base, ``best`` itself (scored from the second's base: it adds only TTA), a learning curve of
     ``best`` on ``shares`` of each fold's training patches; every run on every fold."""
     train, val, test = fold_sizes(patches, folds, cap)
@@ -290,9 +290,10 @@ def best_recipe(patches: int, folds: int, epochs: int, cap, first, second, share
     shares = [x for x in shares if x < 1]
     jobs += [Job("cancernet@50", folds, epochs, round(x * train), recal_val, views, val_feed="memory") for x in shares]
     on = "every patch" if cap is None else f"{fold_patches:,} patches"
-    note = (f"{len(first)} ingredients on seed and {len(second)} on seed+bn_fix+adam ({sum(runs.values())} trainings "
-            f"with the bases, ensembles count 2, decision-only ones none), best scored from its base, a learning curve "
-            f"on {len(shares)} share(s); x {folds} folds on {on}, {epochs} epochs, batch {RECIPE_BATCH}; 8 views "
+    note = (f"{len(first)} ingredients on original and {len(second)} on original+bn_fix+adam "
+            f"({sum(runs.values())} trainings with the bases, ensembles count 2, decision-only ones none), "
+            f"best scored from its base, a learning curve on {len(shares)} share(s); x {folds} folds on {on}, "
+            f"{epochs} epochs, batch {RECIPE_BATCH}; 8 views "
             "predicted per fold"
             + ("; stain normalisation on the CPU" if any(k in ("reinhard", "macenko") for _, k in data) else ""))
     return Notebook(tuple(jobs), tuple(data), note)
@@ -563,8 +564,8 @@ def measure_host(n: int = 2048) -> dict:
 
     patches = np.stack([pipeline.load_patch(p) for p in sorted(config.SAMPLE_DIR.rglob("*.png"))[:n]])
     out = {}
-    for key, name, size, count in (("histology_aug", "histology", 50, n), ("seed_aug", "seed", 50, n),
-                                   ("thyroid_aug", "seed_both_flips", 224, n // 8)):
+    for key, name, size, count in (("histology_aug", "histology", 50, n), ("original_aug", "original", 50, n),
+                                   ("thyroid_aug", "original_both_flips", 224, n // 8)):
         x = np.asarray(tf.image.resize(tf.cast(patches[:count], tf.float32), (size, size)), np.float32)
         ds = augment.apply(tf.data.Dataset.from_tensor_slices((x, np.zeros(count))).batch(128), name, seed=0,
                            parallel=False)

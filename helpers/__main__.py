@@ -391,8 +391,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("train", _prints(_train), "train a model on every patch of a folder split by patient (70/15/15): "
                 "by default the recipe best, with --model's architecture", "budget")
     p.add_argument("--model", help="a name of helpers.models.MODELS (or give --recipe)")
-    p.add_argument("--recipe", help="a recipe of helpers.recipes.recipe (seed, best, seed+tta, ...): model(s) and "
-                   "model.json that evaluate applies as trained; --model, --epochs, --batch-size, --seed, "
+    p.add_argument("--recipe", help="a recipe of helpers.recipes.recipe (original, best, original+tta, ...): "
+                   "model(s) and model.json that evaluate applies as trained; --model, --epochs, --batch-size, --seed, "
                    "--split-dir, --max-patches, --profile and --set apply with it. Default: best; any of "
                    f"{', '.join(MODEL_FLAGS.values())} trains one model as those flags say instead")
     p.add_argument("--out", required=True, help="folder for model.keras, model.json and the run")
@@ -403,7 +403,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-tune-at", type=int, default=None, help="freeze the backbone's first N layers")
     p.add_argument("--split-dir", help="folder with cases_train.txt, cases_val.txt [, cases_test.txt]")
     p.add_argument("--image-size", type=int, help="input side (default: the model's own)")
-    p.add_argument("--augment", help="none, seed or histology (training batches only)")
+    p.add_argument("--augment", help="none, original or histology (training batches only)")
     p.add_argument("--dropout", type=float, help="dropout before the last Dense (default: the model's)")
     p.add_argument("--l2", type=float, help="L2 penalty on the kernels (cancernet)")
     p.add_argument("--kernel-size", type=int, help="convolution kernel size (cancernet)")
@@ -422,7 +422,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("crossval", _prints(_crossval), "patient-level k-fold cross-validation of a recipe: per-fold and "
                 "mean ± sd F1, balanced accuracy and ROC-AUC (JSON on stdout, a table on stderr)", "budget")
-    p.add_argument("--recipe", default="seed", help="seed, best, or one plus ingredients: seed+tta+ensemble")
+    p.add_argument("--recipe", default="original",
+                   help="original, best, or one plus ingredients: original+tta+ensemble")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--out", default=None, help="output folder (default: outputs/); folds go to "
                    "OUT/crossval/<recipe>-v<version>/..., finished ones are reused")

@@ -71,7 +71,7 @@ def test_none_is_the_identity(batch):
     np.testing.assert_array_equal(run(augment.apply(ds, "none"))[0], batch)
 
 
-@pytest.mark.parametrize("name", ["seed", "histology", "dihedral"])
+@pytest.mark.parametrize("name", ["original", "histology", "dihedral"])
 def test_layers_change_nothing_outside_training(name, batch):
     layer = augment.by_name(name, seed=0)
     np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
@@ -131,19 +131,19 @@ def test_stain_jitter_keeps_white_white_unless_a_stain_is_added():
     assert (shifted < 254).any()  # beta does tint some of the glass
 
 
-def test_seed_augmentation_moves_pixels_but_keeps_the_mean_colour(he_batch):
-    out = np.asarray(augment.seed_augmentation(seed=0)(he_batch, training=True))
+def test_original_augmentation_moves_pixels_but_keeps_the_mean_colour(he_batch):
+    out = np.asarray(augment.original_augmentation(seed=0)(he_batch, training=True))
     assert np.abs(out - he_batch).mean() > 2.0
     np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), he_batch.mean(axis=(0, 1, 2)), atol=5.0)
 
 
-def test_seed_shear_is_the_seeds_angle_in_degrees():
-    shear = augment.seed_augmentation().get_layer(index=2)
+def test_original_shear_is_the_seed_projects_angle_in_degrees():
+    shear = augment.original_augmentation().get_layer(index=2)
     assert shear.x_factor == pytest.approx((-0.00349, 0.00349), abs=1e-5)
-    assert len(augment.seed_augmentation(shear_degrees=0).layers) == 4
+    assert len(augment.original_augmentation(shear_degrees=0).layers) == 4
 
 
-@pytest.mark.parametrize("name", ["seed", "histology"])
+@pytest.mark.parametrize("name", ["original", "histology"])
 def test_same_seed_same_output_and_new_draws_per_call(name, batch):
     a, b, c = (augment.by_name(name, seed=s) for s in (1, 1, 2))
     first = np.asarray(a(batch, training=True))
@@ -160,10 +160,10 @@ def test_apply_with_a_seed_repeats_exactly(batch):
 
 def test_unknown_names_and_bad_inputs_are_refused(batch):
     ds, _ = dataset(batch)
-    with pytest.raises(ValueError, match="'flip'.*none, seed, seed_both_flips, histology"):
+    with pytest.raises(ValueError, match="'flip'.*none, original, original_both_flips, histology"):
         augment.apply(ds, "flip")
     with pytest.raises(ValueError, match=r"\(50, 50, 3\)"):
-        augment.apply(ds.unbatch(), "seed")
+        augment.apply(ds.unbatch(), "original")
     with pytest.raises(ValueError, match="hue must be >= 0; got -0.1"):
         augment.histology_augmentation(hue=-0.1)
 
@@ -176,4 +176,4 @@ def test_preview_shows_each_patch_with_n_variants(batch):
     assert len(fig.axes) == 3
     plt.close(fig)
     with pytest.raises(ValueError, match="0, 255"):
-        augment.preview(batch / 255 - 0.5, "seed")
+        augment.preview(batch / 255 - 0.5, "original")

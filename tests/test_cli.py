@@ -175,7 +175,7 @@ def test_train_with_model_flags_and_a_cap_says_what_it_left_out(counted_tree, tm
     (("--max-patches", 1), "--max-patches must be 0 (all patches) or at least 2, got 1"),
     (("--sample-size", -5), "--max-patches must be 0 (all patches) or at least 2, got -5"),  # the old name
     (("--profile", "tiny"), "unknown profile 'tiny'; choose one of smoke, cpu, full"),
-    (("--recipe", "seed", "--lr", 0.1), "--lr does not apply with --recipe"),
+    (("--recipe", "original", "--lr", 0.1), "--lr does not apply with --recipe"),
     (("--augment", "histology", "--set", "ensemble=2"), "--set sets options of a recipe; it does not apply with --augment"),
 ])
 def test_bad_train_values_are_one_clear_line(tmp_path, args, message):

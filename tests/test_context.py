@@ -80,7 +80,7 @@ def test_a_fit_that_would_turn_the_patch_around_leaves_the_patch_alone():
 
 
 def test_the_collapsed_model_that_inverted_the_ranking_now_keeps_it():
-    # notebook 18's smoke run (generated demo set): the seed recipe's probabilities spanned 4e-5
+    # notebook 18's smoke run (generated demo set): the original recipe's probabilities spanned 4e-5
     val_y = np.array([0, 0, 1, 0, 1, 1, 0, 0])
     val_p = 0.33638 + 1e-5 * np.array([3, 4, 1, 3, 2, 0, 4, 2])  # IDC a hair lower on validation
     ids = ["a", "a", "a", "b", "b", "c", "c", "c"]

@@ -79,18 +79,18 @@ def demo(tmp_path_factory):
 
 
 def test_a_missing_data_dir_is_named(tmp_path):
-    out = helpers_cli("crossval", "--data-dir", tmp_path / "nowhere", "--recipe", "seed")
+    out = helpers_cli("crossval", "--data-dir", tmp_path / "nowhere", "--recipe", "original")
     assert out.returncode == 2 and "error:" in out.stderr and "nowhere" in out.stderr
 
 
 def test_with_colour_and_shares_are_refused_together(demo):
-    out = helpers_cli("crossval", "--data-dir", demo, "--recipe", "seed", "--shares", 0.5, "--with-colour")
+    out = helpers_cli("crossval", "--data-dir", demo, "--recipe", "original", "--shares", 0.5, "--with-colour")
     assert out.returncode == 2 and "--with-colour" in out.stderr and "without --shares" in out.stderr
 
 
 def test_without_lockbox_on_too_few_patients_is_one_clear_line(demo):
     # the demo's 8 patients cannot hold a lockbox apart: the error says so before any training
-    out = helpers_here("crossval", "--data-dir", demo, "--recipe", "seed", "--without-lockbox")
+    out = helpers_here("crossval", "--data-dir", demo, "--recipe", "original", "--without-lockbox")
     assert out.returncode == 2
     assert "a lockbox needs at least 10 patients; the data has 8" in out.stderr
 
@@ -101,14 +101,14 @@ def test_without_lockbox_on_too_few_patients_is_one_clear_line(demo):
     (("--profile", "tiny"), "unknown profile 'tiny'; choose one of smoke, cpu, full"),
 ])
 def test_bad_caps_and_profiles_are_one_clear_line(tmp_path, args, message):
-    out = helpers_cli("crossval", "--data-dir", tmp_path, "--recipe", "seed", *args)
+    out = helpers_cli("crossval", "--data-dir", tmp_path, "--recipe", "original", *args)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"error: {message}")
 
 
 @pytest.mark.slow
 def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
-    args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1,
+    args = ("crossval", "--data-dir", demo, "--recipe", "original", "--folds", 2, "--epochs", 1,
             "--sample-size", 300, "--out", tmp_path, "--verbose", 0)
     out = helpers_here(*args)
     assert out.returncode == 0, out.stderr
@@ -118,7 +118,7 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
         assert key in result["mean"] and key in result["sd"]
         assert result["mean"][key] == pytest.approx(np.mean([row[key] for row in result["per_fold"]]), abs=1e-3)
     assert all(row["cpu_seconds"] > 0 and row["wall_seconds"] > 0 for row in result["per_fold"])
-    assert result["recipe"]["name"] == "seed" and result["recipe"]["options"]["epochs"] == 1
+    assert result["recipe"]["name"] == "original" and result["recipe"]["options"]["epochs"] == 1
     assert "training member" in out.stderr and "mean ± sd" in out.stderr
     assert "each fold capped at 300 of its" in out.stderr
     # each fold's table, printed before its training: patients, patches, positives of train, val, test, total
@@ -135,29 +135,30 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
     assert again.stderr.count("done before, skipped") == 2 and "training member" not in again.stderr
     assert json.loads(again.stdout)["per_fold"] == result["per_fold"]
     paired = json.loads(again.stdout)["with_colour"]  # the colour baseline and the average, on the same folds
-    assert list(paired) == ["seed", "colour", "seed & colour"]
-    assert paired["seed"]["roc_auc"] == pytest.approx(result["mean"]["roc_auc"], abs=1e-4)
-    assert paired["seed"]["roc_auc_diff"] == 0
+    assert list(paired) == ["original", "colour", "original & colour"]
+    assert paired["original"]["roc_auc"] == pytest.approx(result["mean"]["roc_auc"], abs=1e-4)
+    assert paired["original"]["roc_auc_diff"] == 0
     # paired differences, fold by fold: their mean is the difference of the means (each printed to 4 decimals)
-    gap = paired["colour"]["roc_auc"] - paired["seed"]["roc_auc"]
+    gap = paired["colour"]["roc_auc"] - paired["original"]["roc_auc"]
     assert paired["colour"]["roc_auc_diff"] == pytest.approx(gap, abs=2e-4)
     assert "colour fold 2/2" in again.stderr
 
-    tta = helpers_here(*[("seed+tta" if a == "seed" else a) for a in args])  # trained as seed: scored from its folds
+    # trained as original: scored from its folds
+    tta = helpers_here(*[("original+tta" if a == "original" else a) for a in args])
     assert tta.returncode == 0, tta.stderr
     assert "no training" in tta.stderr and "training member" not in tta.stderr
-    assert json.loads(tta.stdout)["scored_from"] == "seed"
+    assert json.loads(tta.stdout)["scored_from"] == "original"
     assert json.loads(tta.stdout)["mean"]["roc_auc"] == pytest.approx(decisions[crossval.decision_name("fixed", True)]["roc_auc"], abs=1e-4)
 
 
 @pytest.mark.slow
 def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(demo, tmp_path):
-    args = ("crossval", "--data-dir", demo, "--recipe", "seed", "--folds", 2, "--epochs", 1, "--sample-size", 300,
+    args = ("crossval", "--data-dir", demo, "--recipe", "original", "--folds", 2, "--epochs", 1, "--sample-size", 300,
             "--out", tmp_path, "--verbose", 0)
     out = helpers_here(*args, "--set", "train_share=0.5", "--set", "train_subset=patients")  # --set repeats
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["recipe"]["name"] == "seed[train_share=0.5,train_subset=patients]"
+    assert result["recipe"]["name"] == "original[train_share=0.5,train_subset=patients]"
     assert "learns from 0.5 of its training patients" in out.stderr
     data = crossval.load(demo, tmp_path)
     folded = crossval.patient_folds(data.df, 2, 42)
@@ -171,11 +172,11 @@ def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(dem
     assert curve.returncode == 0, curve.stderr
     assert curve.stderr.count("done before, skipped") == 2  # the share's folds above
     rows = {row["recipe"]: row for row in json.loads(curve.stdout)}
-    assert list(rows) == ["seed", "seed[train_share=0.5,train_subset=patients]"]
-    assert rows["seed"]["train_subset"] == "all" and rows["seed"]["roc_auc_diff"] == 0
-    half = rows["seed[train_share=0.5,train_subset=patients]"]
+    assert list(rows) == ["original", "original[train_share=0.5,train_subset=patients]"]
+    assert rows["original"]["train_subset"] == "all" and rows["original"]["roc_auc_diff"] == 0
+    half = rows["original[train_share=0.5,train_subset=patients]"]
     assert half["roc_auc"] == pytest.approx(result["mean"]["roc_auc"], abs=1e-4)
-    assert half["train_patches"] < rows["seed"]["train_patches"]
+    assert half["train_patches"] < rows["original"]["train_patches"]
 
     bad = helpers_here(*args, "--shares", 0.5, 1.5)
     assert bad.returncode == 2 and "train_share must be in (0, 1], got 1.5" in bad.stderr
@@ -186,12 +187,12 @@ def test_a_learning_curve_pairs_each_share_with_the_whole_training_split():
     def result(share, f1s, patches):
         per_fold = pd.DataFrame({"fold": [0, 1], "f1": f1s, "balanced_accuracy": [0.7, 0.8], "roc_auc": [0.8, 0.9],
                                  "train_patches": patches, "train_patients": [10, 10], "cpu_seconds": [1.0, 1.0]})
-        return crossval.CrossvalResult(get_recipe("seed", train_share=share), per_fold, crossval.summarise(per_fold),
-                                       Path("."))
+        return crossval.CrossvalResult(get_recipe("original", train_share=share), per_fold,
+                                       crossval.summarise(per_fold), Path("."))
 
     table = crossval.learning_curve([result(0.5, [0.5, 0.7], [50, 60]), result(1.0, [0.6, 0.9], [100, 120])])
-    assert list(table.index) == ["seed", "seed[train_share=0.5]"]  # sorted: "all", then the shares
-    half = table.loc["seed[train_share=0.5]"]
+    assert list(table.index) == ["original", "original[train_share=0.5]"]  # sorted: "all", then the shares
+    half = table.loc["original[train_share=0.5]"]
     assert half["train_patches"] == 55 and half["f1"] == pytest.approx(0.6)
     assert half["f1_diff"] == pytest.approx(-0.15) and half["f1_diff_sd"] == pytest.approx(np.std([-0.1, -0.2], ddof=1))
     with pytest.raises(ValueError, match="whole training split.*0.5"):
@@ -200,7 +201,7 @@ def test_a_learning_curve_pairs_each_share_with_the_whole_training_split():
 
 @pytest.mark.slow
 def test_train_with_a_recipe_then_evaluate_applies_tta_threshold_and_slide_context(demo, tmp_path):
-    name = "seed+tta+threshold+slide_context"
+    name = "original+tta+threshold+slide_context"
     out = helpers_here("train", "--recipe", name, "--data-dir", demo, "--out", tmp_path / "m",
                       "--epochs", 1, "--sample-size", 300)
     assert out.returncode == 0, out.stderr
@@ -223,19 +224,19 @@ def test_train_with_a_recipe_then_evaluate_applies_tta_threshold_and_slide_conte
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # 2 trainings and 4 passes over 8 views, beside other jobs
-def test_the_seed_recipe_learns_the_demo_set(tmp_path):
-    # ~1,700 patches: the seed's BatchNorm (momentum 0.99) needs some steps before its statistics
+def test_the_original_recipe_learns_the_demo_set(tmp_path):
+    # ~1,700 patches: original's BatchNorm (momentum 0.99) needs some steps before its statistics
     # settle. Measured with seeds 0-3: fold AUCs 0.92-0.96 here; with half the patches one
     # fold in two fell below 0.5.
     make_demo(tmp_path / "demo", n_patients=8, seed=0, patches_scale=2.0)
-    result = crossval.run(tmp_path / "demo", "seed", folds=2, seed=0, out_dir=tmp_path / "out", epochs=3,
+    result = crossval.run(tmp_path / "demo", "original", folds=2, seed=0, out_dir=tmp_path / "out", epochs=3,
                           verbose=0, log=None, keep_models=True)
     assert len(result.per_fold) == 2
     assert result.summary.loc["roc_auc", "mean"] > 0.75, result.per_fold[["f1", "roc_auc"]]
     history = result.history
     assert set(history["fold"]) == {0, 1} and "val_loss" in history
 
-    # the seed's own decision (0.5, one view) among the four, from the same models
+    # original's own decision (0.5, one view) among the four, from the same models
     per = crossval.decisions(result).set_index(["decision", "fold"])
     own = per.loc[crossval.decision_name("fixed", False)]
     for m in crossval.METRICS:
@@ -252,10 +253,10 @@ def test_the_seed_recipe_learns_the_demo_set(tmp_path):
 @pytest.mark.slow
 def test_a_two_seed_ensemble_copies_member_0_from_the_kept_single_run(demo, tmp_path):
     # one short epoch each: what is checked is which member is trained and which copied
-    single = crossval.run(demo, "seed", folds=2, seed=0, out_dir=tmp_path, epochs=1, verbose=0, log=None,
+    single = crossval.run(demo, "original", folds=2, seed=0, out_dir=tmp_path, epochs=1, verbose=0, log=None,
                           keep_models=True)
     said = []
-    ensemble = crossval.run(demo, get_recipe("seed+ensemble", ensemble=2), folds=2, seed=0, out_dir=tmp_path,
+    ensemble = crossval.run(demo, get_recipe("original+ensemble", ensemble=2), folds=2, seed=0, out_dir=tmp_path,
                             epochs=1, verbose=0, log=said.append, keep_models=True)
     assert sum("copied, not trained again" in line for line in said) == 2
     assert sum("training member 2/2" in line for line in said) == 2
@@ -278,25 +279,25 @@ def _result(name, f1, auc):
 
 
 def test_the_ablation_table_gives_paired_differences_from_the_base():
-    base = _result("seed", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8])
-    better = _result("seed+tta", [0.6, 0.6, 0.9], [0.9, 0.8, 0.7])
+    base = _result("original", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8])
+    better = _result("original+tta", [0.6, 0.6, 0.9], [0.9, 0.8, 0.7])
     table = crossval.compare([base, better])
-    assert list(table.index) == ["seed", "seed+tta"]
-    assert table.loc["seed+tta", "f1"] == pytest.approx(0.7)
-    assert table.loc["seed+tta", "f1_sd"] == pytest.approx(np.std([0.6, 0.6, 0.9], ddof=1))
-    assert table.loc["seed+tta", "f1_diff"] == pytest.approx(0.1)
-    assert table.loc["seed+tta", "f1_diff_sd"] == pytest.approx(np.std([0.1, 0.0, 0.2], ddof=1))
-    assert table.loc["seed", "roc_auc_diff"] == 0 and table.loc["seed+tta", "roc_auc_diff"] == pytest.approx(0)
-    assert table.loc["seed", "cpu_seconds"] == 12
+    assert list(table.index) == ["original", "original+tta"]
+    assert table.loc["original+tta", "f1"] == pytest.approx(0.7)
+    assert table.loc["original+tta", "f1_sd"] == pytest.approx(np.std([0.6, 0.6, 0.9], ddof=1))
+    assert table.loc["original+tta", "f1_diff"] == pytest.approx(0.1)
+    assert table.loc["original+tta", "f1_diff_sd"] == pytest.approx(np.std([0.1, 0.0, 0.2], ddof=1))
+    assert table.loc["original", "roc_auc_diff"] == 0 and table.loc["original+tta", "roc_auc_diff"] == pytest.approx(0)
+    assert table.loc["original", "cpu_seconds"] == 12
     shown = crossval.Ablation(table, None, None, []).pretty()
-    assert shown.loc["seed+tta", "f1"] == "0.700 ± 0.173 (+0.100)"
+    assert shown.loc["original+tta", "f1"] == "0.700 ± 0.173 (+0.100)"
     text = base.table()
     assert "mean ± sd: f1 0.600 ± 0.100" in text
 
 
 def test_an_unknown_ingredient_fails_before_any_training(demo, tmp_path):
     with pytest.raises(ValueError, match="'saffron'"):
-        crossval.ablation(demo, base="seed", ingredients=["tta", "saffron"], folds=2, out_dir=tmp_path)
+        crossval.ablation(demo, base="original", ingredients=["tta", "saffron"], folds=2, out_dir=tmp_path)
     assert not (tmp_path / "crossval").exists()
 
 
@@ -310,40 +311,40 @@ def test_an_ablation_keeps_the_bases_models_only_when_an_ensemble_will_reuse_the
         return _result(recipe.name, [0.5, 0.6, 0.7], [0.8, 0.8, 0.9])
 
     monkeypatch.setattr(crossval, "run", fake_run)
-    crossval.ablation(None, base="seed", ingredients=["gap_head", "ensemble"], data=data, log=None)
-    assert kept == {"seed": True, "seed+gap_head": False, "seed+ensemble": False}
+    crossval.ablation(None, base="original", ingredients=["gap_head", "ensemble"], data=data, log=None)
+    assert kept == {"original": True, "original+gap_head": False, "original+ensemble": False}
     kept.clear()
-    crossval.ablation(None, base="seed", ingredients=["gap_head"], data=data, log=None)
-    assert kept == {"seed": False, "seed+gap_head": False}
+    crossval.ablation(None, base="original", ingredients=["gap_head"], data=data, log=None)
+    assert kept == {"original": False, "original+gap_head": False}
 
 
 def test_verdict_target_and_registry_rows_from_a_comparison():
-    base = _result("seed", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8])
+    base = _result("original", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8])
     best = _result("best", [0.6, 0.7, 0.75], [0.9, 0.95, 1.0])
-    worse = _result("seed+adam", [0.4, 0.5, 0.7], [0.7, 0.8, 0.8])
+    worse = _result("original+adam", [0.4, 0.5, 0.7], [0.7, 0.8, 0.8])
     table = crossval.compare([base, best, worse])
-    calls = crossval.verdict(table, "seed")
-    assert list(calls.index) == ["best", "seed+adam"]
+    calls = crossval.verdict(table, "original")
+    assert list(calls.index) == ["best", "original+adam"]
     assert list(calls["verdict"]) == ["keep", "drop"]
     assert calls.loc["best", "F1 difference"] == pytest.approx(0.083, abs=1e-3)
 
     check = crossval.target_check(table)
-    assert check.loc["mean F1 gain over seed", "best"] == pytest.approx(0.083, abs=1e-3)
+    assert check.loc["mean F1 gain over original", "best"] == pytest.approx(0.083, abs=1e-3)
     assert check.loc["mean ROC-AUC", "best"] == pytest.approx(0.95)
     assert list(check["reached"]) == [True, True, False]  # balanced accuracy is what _result gives
 
     rows = crossval.registry_rows([base, best], "test folds")
     # the run name carries the recipe's version, so runs of an older ``best`` stay apart
-    assert [r["run"] for r in rows] == ["crossval_seed_v1", f"crossval_best_v{BEST_VERSION}"]
+    assert [r["run"] for r in rows] == ["crossval_original_v1", f"crossval_best_v{BEST_VERSION}"]
     assert rows[1]["task"] == "idc_crossval" and rows[1]["folds"] == 3
     assert rows[1]["roc_auc"] == pytest.approx(0.95) and rows[1]["roc_auc_sd"] == pytest.approx(0.05)
 
 
 def test_curves_are_one_line_per_recipe_with_folds_as_the_spread():
-    history = pd.DataFrame({"recipe": ["seed"] * 4, "fold": [0, 0, 1, 1], "member": [0, 0, 0, 0],
+    history = pd.DataFrame({"recipe": ["original"] * 4, "fold": [0, 0, 1, 1], "member": [0, 0, 0, 0],
                             "epoch": [0, 1, 0, 1], "loss": [1.0, 0.5, 0.9, 0.4], "val_loss": [1.1, 0.7, 1.0, 0.6]})
     long = crossval.curves(history)
-    assert set(long["variant"]) == {"seed"} and long["seed"].nunique() == 2
+    assert set(long["variant"]) == {"original"} and long["seed"].nunique() == 2
     val = long[(long["metric"] == "loss") & (long["split"] == "validation")]
     assert sorted(val["value"]) == [0.6, 0.7, 1.0, 1.1]
     assert sorted(set(long["epoch"])) == [1, 2]
@@ -353,15 +354,15 @@ def test_curves_are_one_line_per_recipe_with_folds_as_the_spread():
 def test_ablation_bars_draw_one_bar_per_ingredient():
     from helpers import plots
 
-    table = crossval.compare([_result("seed", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8]),
-                              _result("seed+tta", [0.6, 0.6, 0.9], [0.9, 0.8, 0.7])])
-    fig = plots.ablation_bars(table, "seed", "t")
+    table = crossval.compare([_result("original", [0.5, 0.6, 0.7], [0.8, 0.8, 0.8]),
+                              _result("original+tta", [0.6, 0.6, 0.9], [0.9, 0.8, 0.7])])
+    fig = plots.ablation_bars(table, "original", "t")
     bars = [p for p in fig.axes[0].patches]
     assert len(bars) == 1 and bars[0].get_width() == pytest.approx(0.1)
-    assert fig.axes[0].get_title() == "F1" and fig.get_supxlabel().startswith("difference from seed, paired")
+    assert fig.axes[0].get_title() == "F1" and fig.get_supxlabel().startswith("difference from original, paired")
 
 
-def _views(tmp_path, folds, name="seed"):
+def _views(tmp_path, folds, name="original"):
     """A stored cross-validation of recipe ``name`` whose folds have views.csv: {fold: (val rows,
     test rows)}, each row (label, single-view P(IDC), TTA P(IDC))."""
     out = tmp_path / "stored" / name
@@ -398,8 +399,8 @@ def test_the_four_decisions_are_scored_from_the_stored_views(tmp_path):
 
 
 def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validation(tmp_path):
-    a = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1), (1, 0.2, 0.9)])}, "seed")
-    b = _views(tmp_path, {0: ([(0, 0.3, 0.2), (1, 0.5, 0.8)], [(0, 0.2, 0.3), (1, 0.9, 0.5)])}, "seed+bn_fix")
+    a = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1), (1, 0.2, 0.9)])}, "original")
+    b = _views(tmp_path, {0: ([(0, 0.3, 0.2), (1, 0.5, 0.8)], [(0, 0.2, 0.3), (1, 0.9, 0.5)])}, "original+bn_fix")
     ens = crossval.view_ensemble([a, b], tmp_path / "ens")
     written = pd.read_csv(tmp_path / "ens" / "fold0" / "views.csv")
     assert written["single"].tolist() == pytest.approx([0.2, 0.4, 0.4, 0.55])
@@ -407,12 +408,14 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
     row = ens.per_fold.iloc[0]
     assert row["threshold"] == pytest.approx(0.6)  # validation TTA means 0.2 and 0.6: the F1-best cut
     assert row["f1"] == 1.0 and row["roc_auc"] == 1.0 and row["cpu_seconds"] == 2.0
-    assert ens.recipe.name == "seed & seed+bn_fix" and ens.settings["members"] == ["seed", "seed+bn_fix"]
-    # seed+tta is decided from seed's run: its training is counted once
-    with_tta = crossval.view_ensemble([a, b, crossval.decided(a, get_recipe("seed+tta"))], tmp_path / "ens3")
+    assert ens.recipe.name == "original & original+bn_fix"
+    assert ens.settings["members"] == ["original", "original+bn_fix"]
+    # original+tta is decided from original's run: its training is counted once
+    with_tta = crossval.view_ensemble([a, b, crossval.decided(a, get_recipe("original+tta"))], tmp_path / "ens3")
     assert with_tta.per_fold.loc[0, "cpu_seconds"] == 2.0 and with_tta.per_fold.loc[0, "wall_seconds"] == 2.0
 
-    # one view at 0.5: the single-view means 0.4 and 0.55 still split the test patches, though seed alone ranks them wrong
+    # one view at 0.5: the single-view means 0.4 and 0.55 still split the test patches, though original alone
+    # ranks them wrong
     fixed = crossval.view_ensemble([a, b], tmp_path / "ens1", name="pair", threshold="fixed", tta=False)
     assert fixed.per_fold.loc[0, "f1"] == 1.0 and fixed.per_fold.loc[0, "threshold"] == 0.5
     assert crossval.decisions(a).query("decision == 'threshold 0.5, one view'")["roc_auc"].item() == 0.0
@@ -420,13 +423,13 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
     assert crossval.test_proba(fixed, 0)["proba"].tolist() == pytest.approx([0.4, 0.55])
 
     # the ceiling reads each fold's test patches as the result decides them
-    ceiling = crossval.balanced_accuracy_ceiling([crossval.decided(a, get_recipe("seed+tta")), fixed])
+    ceiling = crossval.balanced_accuracy_ceiling([crossval.decided(a, get_recipe("original+tta")), fixed])
     assert ceiling["ceiling"].tolist() == [1.0, 1.0] and ceiling.loc["pair", "balanced_accuracy"] == 1.0
-    one_view = crossval.balanced_accuracy_ceiling([crossval.decided(a, get_recipe("seed+threshold"))])
-    assert one_view["ceiling"].item() == 0.5  # seed's single view ranks its two test patches the wrong way round
+    one_view = crossval.balanced_accuracy_ceiling([crossval.decided(a, get_recipe("original+threshold"))])
+    assert one_view["ceiling"].item() == 0.5  # original's single view ranks its two test patches the wrong way round
 
-    other = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1)])}, "seed+tta")
-    with pytest.raises(ValueError, match="fold 0: seed\\+tta's validation or test patches differ"):
+    other = _views(tmp_path, {0: ([(0, 0.1, 0.2), (1, 0.3, 0.4)], [(0, 0.6, 0.1)])}, "original+tta")
+    with pytest.raises(ValueError, match="fold 0: original\\+tta's validation or test patches differ"):
         crossval.view_ensemble([a, other], tmp_path / "bad")
     with pytest.raises(ValueError, match="'median'"):
         crossval.view_ensemble([a, b], tmp_path / "bad", threshold="median")
@@ -439,9 +442,9 @@ def test_a_view_ensemble_averages_the_members_views_and_picks_its_cut_on_validat
         views.assign(path=[str(Path(r.settings["data_dir"]) / p) for p in views["path"]]).to_csv(
             r.out_dir / "fold0" / "views.csv", index=False)
     assert crossval.view_ensemble([a, b], tmp_path / "ens2").per_fold.loc[0, "f1"] == 1.0
-    default = crossval.view_ensemble([a, b], name="seed & bn")  # beside the members' runs
-    assert (tmp_path / "ensembles" / "seed_bn" / "seed" / "fold0" / "views.csv").is_file()
-    assert default.out_dir == tmp_path / "ensembles" / "seed_bn" / "seed"
+    default = crossval.view_ensemble([a, b], name="original & bn")  # beside the members' runs
+    assert (tmp_path / "ensembles" / "original_bn" / "original" / "fold0" / "views.csv").is_file()
+    assert default.out_dir == tmp_path / "ensembles" / "original_bn" / "original"
 
 
 def test_views_without_a_stored_file_or_kept_models_name_the_fold(tmp_path):
@@ -459,16 +462,16 @@ def test_a_decision_only_ingredient_is_scored_on_the_bases_models(tmp_path):
     assert decision_only("tta") and decision_only("threshold")
     assert not decision_only("class_weight")
 
-    tta = crossval.decided(base, get_recipe("seed+tta"))
-    assert tta.recipe.name == "seed+tta" and tta.settings["scored_from"] == "seed"
+    tta = crossval.decided(base, get_recipe("original+tta"))
+    assert tta.recipe.name == "original+tta" and tta.settings["scored_from"] == "original"
     assert list(tta.per_fold["f1"]) == [1.0, 1.0] and list(tta.per_fold["threshold"]) == [0.5, 0.5]
     assert list(tta.per_fold["cpu_seconds"]) == [1.0, 1.0]  # the training's: the same models
     assert list(crossval.test_proba(tta, 0)["proba"]) == [0.1, 0.55, 0.65, 0.3]
-    both = crossval.decided(base, get_recipe("seed+tta+threshold"))
+    both = crossval.decided(base, get_recipe("original+tta+threshold"))
     assert list(both.per_fold["threshold"]) == pytest.approx([0.6, 0.6])
 
-    with pytest.raises(ValueError, match="seed\\+class_weight.*has to be trained"):
-        crossval.decided(base, get_recipe("seed+class_weight"))
+    with pytest.raises(ValueError, match="original\\+class_weight.*has to be trained"):
+        crossval.decided(base, get_recipe("original+class_weight"))
 
 
 def test_the_decisions_are_scored_once_per_trained_cross_validation(tmp_path):
@@ -478,7 +481,7 @@ def test_the_decisions_are_scored_once_per_trained_cross_validation(tmp_path):
     first = crossval.decisions(base)
     (base.out_dir / "fold0" / "views.csv").unlink()  # later calls, and recipes decided from base, reuse the scores
     pd.testing.assert_frame_equal(crossval.decisions(base), first)
-    tta = crossval.decided(base, get_recipe("seed+tta"))
+    tta = crossval.decided(base, get_recipe("original+tta"))
     assert list(tta.per_fold["f1"]) == [1.0]
     pd.testing.assert_frame_equal(crossval.decisions(tta), first)
     edited = crossval.decisions(base)
@@ -512,21 +515,21 @@ def _stored_run(tmp_path, patches, recipe, folds=2, seed=0):
 
 
 def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_recipe_that_kept_models(tmp_path, patches):
-    data = _stored_run(tmp_path, patches, "seed")
-    assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) is None  # no model files kept
-    stored = crossval.run_dir(tmp_path, get_recipe("seed"), data, 2, 0)
-    assert crossval.run_dir(tmp_path, get_recipe("seed", ensemble=2), data, 2, 0) != stored  # --set: its own folder
+    data = _stored_run(tmp_path, patches, "original")
+    assert crossval.first_member_donor("original+ensemble", data, 2, 0, tmp_path) is None  # no model files kept
+    stored = crossval.run_dir(tmp_path, get_recipe("original"), data, 2, 0)
+    assert crossval.run_dir(tmp_path, get_recipe("original", ensemble=2), data, 2, 0) != stored  # --set: its own folder
     for i in range(2):
         (stored / f"fold{i}" / "model.keras").write_bytes(b"kept")
-    assert crossval.first_member_donor("seed+ensemble", data, 2, 0, tmp_path) == stored
-    assert crossval.first_member_donor("seed+tta+ensemble", data, 2, 0, tmp_path) == stored  # TTA: decision only
-    assert crossval.first_member_donor("seed+class_weight+ensemble", data, 2, 0, tmp_path) is None
-    assert crossval.first_member_donor("seed", data, 2, 0, tmp_path) is None  # not an ensemble
-    assert crossval.first_member_donor("seed+ensemble", data, 2, 1, tmp_path) is None  # other folds
-    mixed = get_recipe("seed+ensemble", ensemble_models=("mobilenet_v2", "cancernet"))
+    assert crossval.first_member_donor("original+ensemble", data, 2, 0, tmp_path) == stored
+    assert crossval.first_member_donor("original+tta+ensemble", data, 2, 0, tmp_path) == stored  # TTA: decision only
+    assert crossval.first_member_donor("original+class_weight+ensemble", data, 2, 0, tmp_path) is None
+    assert crossval.first_member_donor("original", data, 2, 0, tmp_path) is None  # not an ensemble
+    assert crossval.first_member_donor("original+ensemble", data, 2, 1, tmp_path) is None  # other folds
+    mixed = get_recipe("original+ensemble", ensemble_models=("mobilenet_v2", "cancernet"))
     assert crossval.first_member_donor(mixed, data, 2, 0, tmp_path) is None  # member 0 is another architecture
 
-    ensemble = crossval.run_dir(tmp_path, get_recipe("seed+ensemble"), data, 2, 0)
+    ensemble = crossval.run_dir(tmp_path, get_recipe("original+ensemble"), data, 2, 0)
     assert crossval._take_first_member(stored, ensemble / "fold0", print)
     assert (ensemble / "fold0" / "member0.keras").read_bytes() == b"kept"
     (ensemble / "fold1").mkdir(parents=True)
@@ -536,33 +539,34 @@ def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_re
 
 
 def test_a_recipe_trained_as_one_run_before_is_scored_from_its_folds(tmp_path, patches, monkeypatch):
-    data = _stored_run(tmp_path, patches, "seed")
+    data = _stored_run(tmp_path, patches, "original")
     monkeypatch.setattr(crossval, "train_recipe", lambda *a, **k: pytest.fail("trained a recipe whose folds exist"))
     said = []
-    tta = crossval.run(None, "seed+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=said.append)
-    assert tta.recipe.name == "seed+tta" and tta.settings["scored_from"] == "seed"
+    tta = crossval.run(None, "original+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=said.append)
+    assert tta.recipe.name == "original+tta" and tta.settings["scored_from"] == "original"
     assert list(tta.per_fold["f1"]) == [1.0, 1.0] and list(tta.per_fold["cpu_seconds"]) == [5.0, 5.0]
     assert "scored from that run's folds" in said[0] and "no training" in said[0]
     stored = json.loads((crossval.run_dir(tmp_path, tta.recipe, data, 2, 0) / "summary.json").read_text())
-    assert stored["scored_from"] == "seed" and stored["mean"]["f1"] == 1.0
+    assert stored["scored_from"] == "original" and stored["mean"]["f1"] == 1.0
 
-    # a recipe trained differently is not scored from seed's folds, nor is a run scored from it
-    assert crossval.trained_alike("seed+class_weight", data, 2, 0, tmp_path) is None
-    assert crossval.trained_alike("seed+tta", data, 2, 0, tmp_path).recipe.name == "seed"
-    assert crossval.trained_alike("seed", data, 2, 0, tmp_path) is None  # only seed+tta, scored from seed, is left
+    # a recipe trained differently is not scored from original's folds, nor is a run scored from it
+    assert crossval.trained_alike("original+class_weight", data, 2, 0, tmp_path) is None
+    assert crossval.trained_alike("original+tta", data, 2, 0, tmp_path).recipe.name == "original"
+    # only original+tta, scored from original, is left
+    assert crossval.trained_alike("original", data, 2, 0, tmp_path) is None
     # another fold split (seed) or a fold without views cannot be reused either
-    assert crossval.trained_alike("seed+tta", data, 2, 1, tmp_path) is None
-    (crossval.run_dir(tmp_path, get_recipe("seed"), data, 2, 0) / "fold1" / "views.csv").unlink()
-    assert crossval.trained_alike("seed+tta", data, 2, 0, tmp_path) is None
+    assert crossval.trained_alike("original+tta", data, 2, 1, tmp_path) is None
+    (crossval.run_dir(tmp_path, get_recipe("original"), data, 2, 0) / "fold1" / "views.csv").unlink()
+    assert crossval.trained_alike("original+tta", data, 2, 0, tmp_path) is None
     with pytest.raises(pytest.fail.Exception, match="trained a recipe"):
-        crossval.run(None, "seed+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=None, reuse=False)
+        crossval.run(None, "original+tta", folds=2, seed=0, out_dir=tmp_path, data=data, log=None, reuse=False)
 
 
 def test_slide_context_is_fitted_on_validation_patients_and_reads_no_test_label(tmp_path):
     from helpers.recipes import context
 
     rng = np.random.default_rng(3)
-    out = tmp_path / "stored" / "seed" / "fold0"
+    out = tmp_path / "stored" / "original" / "fold0"
     out.mkdir(parents=True)
     rows = []
     for split, patients in (("val", range(8)), ("test", range(8, 16))):
@@ -591,13 +595,13 @@ def test_slide_context_is_fitted_on_validation_patients_and_reads_no_test_label(
 
     per_fold = pd.DataFrame({"fold": [0], "f1": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5,
                              "cpu_seconds": 1.0, "wall_seconds": 1.0})
-    base = crossval.CrossvalResult(get_recipe("seed"), per_fold, crossval.summarise(per_fold), out.parent,
+    base = crossval.CrossvalResult(get_recipe("original"), per_fold, crossval.summarise(per_fold), out.parent,
                                    {"folds": 1, "seed": 0})
     per = crossval.decisions(base).set_index("decision")
     assert len(per) == len(crossval.DECISIONS) == 8
     alone, with_slide = per.loc["threshold 0.5, one view"], per.loc["threshold 0.5, one view, slide context"]
     assert with_slide["roc_auc"] > alone["roc_auc"]  # the slide's mean tells the 70% patients from the 5% ones
-    slide = crossval.decided(base, get_recipe("seed+slide_context"))
+    slide = crossval.decided(base, get_recipe("original+slide_context"))
     assert slide.per_fold.loc[0, "roc_auc"] == pytest.approx(with_slide["roc_auc"])
     assert crossval.test_proba(slide, 0)["proba"].to_numpy() == pytest.approx(got[test])
 

@@ -17,26 +17,26 @@ from helpers.recipes.recipe import train as train_recipe
 OPTIONS = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version")]
 
 
-def test_the_seed_recipe_is_the_seed_projects_setup():
-    seed = get("seed")
-    assert (seed.name, seed.version) == ("seed", 1)
-    assert seed.model == "cancernet" and seed.head == "flatten"
-    assert seed.bn_momentum == 0.99 and seed.recalibrate_bn == 0
-    assert seed.optimizer == "adagrad" and seed.learning_rate == 0.0282 and seed.schedule == "constant"
-    assert seed.batch_size == 64 and seed.epochs == 20
-    assert seed.class_weight is False and seed.sampling == "natural"
-    assert seed.threshold == "fixed" and seed.monitor == "val_loss" and seed.patience == 5
-    assert seed.augment == "none" and seed.stain == "none" and seed.label_smoothing == 0.0
-    assert seed.tta is False and seed.ensemble == 1 and seed.pretrain == "none"
+def test_the_original_recipe_is_the_seed_projects_setup():
+    original = get("original")
+    assert (original.name, original.version) == ("original", 1)
+    assert original.model == "cancernet" and original.head == "flatten"
+    assert original.bn_momentum == 0.99 and original.recalibrate_bn == 0
+    assert original.optimizer == "adagrad" and original.learning_rate == 0.0282 and original.schedule == "constant"
+    assert original.batch_size == 64 and original.epochs == 20
+    assert original.class_weight is False and original.sampling == "natural"
+    assert original.threshold == "fixed" and original.monitor == "val_loss" and original.patience == 5
+    assert original.augment == "none" and original.stain == "none" and original.label_smoothing == 0.0
+    assert original.tta is False and original.ensemble == 1 and original.pretrain == "none"
 
 
-def test_the_seed_model_scales_inputs_to_unit_range_and_flattens():
-    model = build_member(get("seed"), "cancernet")
+def test_the_original_model_scales_inputs_to_unit_range_and_flattens():
+    model = build_member(get("original"), "cancernet")
     rescale = model.get_layer("rescale")
     assert isinstance(rescale, keras.layers.Rescaling) and rescale.scale == pytest.approx(1 / 255)
     assert model.get_layer("flatten") is not None
     assert {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
-    gap = build_member(get("seed+gap_head+bn_fix"), "cancernet")
+    gap = build_member(get("original+gap_head+bn_fix"), "cancernet")
     assert isinstance(gap.get_layer("gap"), keras.layers.GlobalAveragePooling2D)
     assert not any(isinstance(layer, keras.layers.Flatten) for layer in gap.layers)
     assert {layer.momentum for layer in gap.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
@@ -44,12 +44,12 @@ def test_the_seed_model_scales_inputs_to_unit_range_and_flattens():
 
 @pytest.mark.parametrize("ingredient", list(INGREDIENTS))
 def test_each_ingredient_changes_only_its_own_options(ingredient):
-    seed = get("seed")
-    mixed = with_ingredient(seed, ingredient)
-    changed = {k for k in OPTIONS if getattr(mixed, k) != getattr(seed, k)}
+    original = get("original")
+    mixed = with_ingredient(original, ingredient)
+    changed = {k for k in OPTIONS if getattr(mixed, k) != getattr(original, k)}
     assert changed == set(INGREDIENTS[ingredient])
-    assert mixed.name == f"seed+{ingredient}" and mixed.version == seed.version
-    assert get(f"seed+{ingredient}") == mixed
+    assert mixed.name == f"original+{ingredient}" and mixed.version == original.version
+    assert get(f"original+{ingredient}") == mixed
 
 
 def test_best_combines_its_ingredients_and_options_override():
@@ -60,50 +60,61 @@ def test_best_combines_its_ingredients_and_options_override():
     assert best.version == BEST_VERSION
     short = get("best", epochs=3, ensemble=2)
     assert short.epochs == 3 and short.ensemble == 2 and short.name == "best[ensemble=2]"
-    assert get("seed", epochs=None) == get("seed")  # None: not given
+    assert get("original", epochs=None) == get("original")  # None: not given
 
 
 def test_an_override_is_named_so_that_its_run_does_not_overwrite_the_named_recipes():
-    assert get("seed", epochs=3).name == "seed"  # the budget: named by crossval's folder tail
-    assert get("seed", optimizer="adagrad").name == "seed"  # the seed's own value changes nothing
-    mixed = get("seed+bn_fix", model="vgg_style", ensemble_models=["cancernet", "vgg_style"])
-    assert mixed.name == "seed+bn_fix[model=vgg_style,ensemble_models=cancernet-vgg_style]"
+    assert get("original", epochs=3).name == "original"  # the budget: named by crossval's folder tail
+    assert get("original", optimizer="adagrad").name == "original"  # original's own value changes nothing
+    mixed = get("original+bn_fix", model="vgg_style", ensemble_models=["cancernet", "vgg_style"])
+    assert mixed.name == "original+bn_fix[model=vgg_style,ensemble_models=cancernet-vgg_style]"
     assert mixed.ensemble_models == ("cancernet", "vgg_style")
     assert get(mixed, model="vgg_style").name == mixed.name  # a Recipe passes through unchanged
 
 
 def test_training_options_leave_out_only_the_decision():
-    seed = get("seed")
-    assert set(seed.training_options) == set(OPTIONS) - set(DECISION_OPTIONS)
-    assert get("seed+threshold+tta").training_options == seed.training_options
-    assert get("seed+bn_fix+tta").training_options == get("seed+bn_fix").training_options
-    assert get("seed+bn_fix").training_options != seed.training_options
-    mixed = get("seed+ensemble", ensemble_models=("cancernet",))
+    original = get("original")
+    assert set(original.training_options) == set(OPTIONS) - set(DECISION_OPTIONS)
+    assert get("original+threshold+tta").training_options == original.training_options
+    assert get("original+bn_fix+tta").training_options == get("original+bn_fix").training_options
+    assert get("original+bn_fix").training_options != original.training_options
+    mixed = get("original+ensemble", ensemble_models=("cancernet",))
     stored = Recipe.from_dict(json.loads(json.dumps(mixed.as_dict())))  # a list in JSON, a tuple again
     assert stored.training_options == mixed.training_options
 
 
 def test_best_is_trained_as_its_base():
     base = best_base()
-    assert base.startswith("seed") and not any(f"+{d}" in base for d in DECISION_OPTIONS)
+    assert base.startswith("original") and not any(f"+{d}" in base for d in DECISION_OPTIONS)
     assert get(base).training_options == RECIPES["best"].training_options
 
 
 def test_unknown_names_are_named_in_the_error():
-    with pytest.raises(ValueError, match="'sede'.*seed"):
+    with pytest.raises(ValueError, match="'sede'.*original"):
         get("sede")
     with pytest.raises(ValueError, match="'saffron'.*class_weight"):
-        get("seed+saffron")
+        get("original+saffron")
     with pytest.raises(ValueError, match="'saffron'"):
-        with_ingredient("seed", "saffron")
+        with_ingredient("original", "saffron")
     with pytest.raises(ValueError, match="'colour'"):
-        get("seed", colour=1)
+        get("original", colour=1)
     with pytest.raises(ValueError, match="'vahadane'"):
-        get("seed", stain="vahadane")
+        get("original", stain="vahadane")
     with pytest.raises(ValueError, match="'resnet9'"):
-        get("seed", ensemble_models=["resnet9"])
+        get("original", ensemble_models=["resnet9"])
     with pytest.raises(ValueError, match="ema must be in \\[0, 1\\).*got 0.0, 1.0"):
-        get("seed", ema=1.0)
+        get("original", ema=1.0)
+
+
+def test_the_old_name_seed_reads_as_original():
+    # model.json files and stored cross-validations written before the rename say "seed"
+    assert get("seed") == get("original") and get("seed+bn_fix+tta") == get("original+bn_fix+tta")
+    stored = get("original+tta", ensemble=2).as_dict()
+    old = {**stored, "name": "seed+tta[ensemble=2]", "options": {**stored["options"], "augment": "seed_both_flips"}}
+    recipe = Recipe.from_dict(json.loads(json.dumps(old)))
+    assert recipe.name == "original+tta[ensemble=2]" and recipe.augment == "original_both_flips"
+    assert Recipe.from_dict({**stored, "name": "seed"}).name == "original"
+    assert Recipe.from_dict({**stored, "name": "seed & best"}).name == "original & best"  # a view ensemble's
 
 
 def test_recipe_round_trips_through_a_dict():
@@ -113,7 +124,7 @@ def test_recipe_round_trips_through_a_dict():
 
 
 def test_model_json_round_trips_to_an_equal_predictor(tmp_path, rng):
-    recipe = get("seed+tta+stain_reinhard", ensemble=2, ensemble_models=["cancernet", "vgg_style"])
+    recipe = get("original+tta+stain_reinhard", ensemble=2, ensemble_models=["cancernet", "vgg_style"])
     members = [(build_member(recipe, arch), {"file": f"member{m}.keras", "model": arch,
                                                      "image_size": 50, "seed": 7 + m})
                for m, arch in enumerate(recipe.members())]
@@ -218,7 +229,7 @@ def test_macenko_keeps_and_counts_a_white_patch(rng):
 
 
 def test_the_warmup_schedule_rises_linearly_then_decays():
-    recipe = get("seed+warmup", learning_rate=0.01, epochs=4)
+    recipe = get("original+warmup", learning_rate=0.01, epochs=4)
     schedule = learning_rate(recipe, steps_per_epoch=10)  # 10 warm-up steps of 40
     lr = lambda step: float(schedule(step))  # noqa: E731
     assert lr(0) == pytest.approx(0.0)
@@ -226,7 +237,7 @@ def test_the_warmup_schedule_rises_linearly_then_decays():
     assert lr(10) == pytest.approx(0.01)
     assert lr(25) == pytest.approx(0.005, rel=1e-4)  # half-way down the cosine
     assert lr(40) == pytest.approx(0.0, abs=1e-7)
-    assert learning_rate(get("seed"), 10) == 0.0282
+    assert learning_rate(get("original"), 10) == 0.0282
     optimizer = train.make_optimizer("adam", schedule)
     assert isinstance(optimizer.learning_rate, keras.Variable) or callable(optimizer._learning_rate)
 
@@ -240,9 +251,9 @@ def test_describe_lists_every_ingredient_and_what_it_changes():
 
 def test_the_training_share_is_checked_and_named_in_the_recipe():
     with pytest.raises(ValueError, match="train_share must be in \\(0, 1\\], got 0"):
-        get("seed", train_share=0)
+        get("original", train_share=0)
     with pytest.raises(ValueError, match="train_subset='slides'"):
-        get("seed", train_subset="slides")
+        get("original", train_subset="slides")
     r = get("best", train_share=0.25, train_subset="patients")
     assert r.name == "best[train_share=0.25,train_subset=patients]" and Recipe.from_dict(r.as_dict()) == r
 
@@ -252,17 +263,18 @@ def test_options_added_later_leave_stored_fingerprints_unchanged():
     # change it while at its default (the values are what the code of 2026-12-06 gave)
     assert set(LATER_OPTIONS) <= set(OPTIONS)
     assert not set(LATER_OPTIONS) & set(get("best").as_dict()["options"])
-    assert get("seed", train_share=0.5).as_dict()["options"]["train_share"] == 0.5
+    assert get("original", train_share=0.5).as_dict()["options"]["train_share"] == 0.5
     x = np.arange(4 * 50 * 50 * 3, dtype=np.uint8).reshape(4, 50, 50, 3)
     y = np.array([0, 1, 0, 1])
     assert _fingerprint(get("best"), 7, (x, y), (x[:2], y[:2])) == "d8feca96f7e279d9"
-    assert _fingerprint(get("seed+ema", epochs=10), 7, (x, y), (x[:2], y[:2])) == "2b1f9b0fc314a988"
+    old_name = dataclasses.replace(get("original+ema", epochs=10), name="seed+ema")  # "original" was "seed" then
+    assert _fingerprint(old_name, 7, (x, y), (x[:2], y[:2])) == "2b1f9b0fc314a988"
 
 
 def test_a_share_of_the_training_split_needs_its_patients_and_trains_on_that_share(tmp_path, rng):
     x = rng.integers(0, 255, size=(24, 50, 50, 3)).astype(np.uint8)
     y = np.tile([0, 1], 12)
-    recipe = get("seed", train_share=0.5, epochs=1, batch_size=8)
+    recipe = get("original", train_share=0.5, epochs=1, batch_size=8)
     with pytest.raises(ValueError, match="train_patients.*24 training patches"):
         train_recipe(recipe, (x, y), (x[:6], y[:6]), tmp_path, verbose=0, log=None)
     patients = np.repeat(["a", "b", "c"], 8)

@@ -163,7 +163,7 @@ def test_the_lockbox_score_trains_on_development_patients_and_tests_on_the_lockb
     from helpers.recipes import crossval
 
     make_demo(tmp_path / "demo", n_patients=14, seed=0, patches_scale=0.2)
-    out = helpers_here("crossval", "--data-dir", tmp_path / "demo", "--recipe", "seed", "--lockbox", "--epochs", 1,
+    out = helpers_here("crossval", "--data-dir", tmp_path / "demo", "--recipe", "original", "--lockbox", "--epochs", 1,
                        "--verbose", 0, "--out", tmp_path / "out")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

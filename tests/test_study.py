@@ -73,7 +73,7 @@ def test_the_same_seed_gives_the_same_metrics_on_a_rerun(small_demo, tmp_path):
     runs = []
     for out in ("first", "second"):
         cfg = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path / out, sample_size=300, epochs=2)
-        runs.append(study.run_study(cfg, "rerun", "test", [Variant("augmented", augment="seed_both_flips")],
+        runs.append(study.run_study(cfg, "rerun", "test", [Variant("augmented", augment="original_both_flips")],
                                     seeds=[7]).runs.iloc[0])
     for metric in ("val_f1", "val_balanced_accuracy", "f1", "balanced_accuracy", "roc_auc"):
         assert abs(runs[0][metric] - runs[1][metric]) <= RERUN_TOLERANCE, (metric, runs[0][metric], runs[1][metric])

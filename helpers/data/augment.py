@@ -2,9 +2,10 @@
 
 Named recipes, built by ``by_name(name, seed)`` (names in ``AUGMENTATIONS``):
 
-* ``"seed"``: what the seed projects asked of Keras 2's ``ImageDataGenerator``
+* ``"original"``: what the seed projects asked of Keras 2's ``ImageDataGenerator``
   (rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip, fill "nearest"),
-  rebuilt from Keras 3 preprocessing layers: ``seed_augmentation``;
+  rebuilt from Keras 3 preprocessing layers: ``original_augmentation``; ``"original_both_flips"``
+  adds the thyroid project's vertical flip;
 * ``"histology"``: what suits tissue seen from above: exact 90-degree rotations and
   flips (a slide has no "up"), H&E stain jitter and mild colour jitter:
   ``histology_augmentation``;
@@ -206,8 +207,8 @@ def _seeds(seed, count):
 
 # --- the recipes --------------------------------------------------------------
 
-def seed_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
-                      vertical_flip: bool = False) -> keras.Sequential:
+def original_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
+                          vertical_flip: bool = False) -> keras.Sequential:
     """The seed projects' ImageDataGenerator(rotation_range=20, width_shift_range=0.2,
     height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True),
     in Keras 3 layers.
@@ -249,7 +250,7 @@ def seed_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
         layers.RandomZoom((-0.2, 0.2), (-0.2, 0.2), fill_mode=fill_mode, seed=s[3], **f32),
         layers.RandomFlip("horizontal_and_vertical" if vertical_flip else "horizontal", seed=s[4], **f32),
     ]
-    return keras.Sequential(steps, name="seed_augmentation")
+    return keras.Sequential(steps, name="original_augmentation")
 
 
 def histology_augmentation(seed=None, stain_sigma=0.2, stain_bias=0.005, brightness=0.05,
@@ -297,8 +298,8 @@ def no_augmentation(seed=None):
 
 AUGMENTATIONS = {
     "none": no_augmentation,
-    "seed": seed_augmentation,
-    "seed_both_flips": lambda seed=None: seed_augmentation(seed, vertical_flip=True),
+    "original": original_augmentation,
+    "original_both_flips": lambda seed=None: original_augmentation(seed, vertical_flip=True),
     "histology": histology_augmentation,
     "dihedral": dihedral_augmentation,
     "dihedral_colour": dihedral_colour_augmentation,
@@ -319,7 +320,7 @@ def apply(ds, augmentation, seed=None, parallel=None, epoch=None):
     """Augment the images of a batched tf.data dataset of (images, labels).
 
     Images must be float32 in [0, 255] (before a model's ``preprocess_input``);
-    labels pass through untouched. ``augmentation`` is a name ("none", "seed",
+    labels pass through untouched. ``augmentation`` is a name ("none", "original",
     "histology"), a Keras layer or a function of a batch. Put it after ``cache``
     and ``shuffle`` so that each epoch sees new variants.
 

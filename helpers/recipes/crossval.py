@@ -12,7 +12,7 @@ fold also keeps ``views.csv``, every validation and test patch's probability fro
 averaged over the 8 dihedral views: from it, the eight decisions (threshold rule, TTA, slide
 context) of a fold's models are scored without training them again.
 
-``python -m helpers crossval --data-dir DIR --recipe seed --folds 5`` runs it from a shell.
+``python -m helpers crossval --data-dir DIR --recipe original --folds 5`` runs it from a shell.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def run_dir(out_dir, recipe, data: LoadedData, folds: int, seed: int, sample_siz
 def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=None, sample_size=None,
         *, data: LoadedData | None = None, verbose: int = 2, log=_stderr, keep_models: bool = False,
         reuse: bool = True) -> CrossvalResult:
-    """Cross-validate ``recipe`` (a name such as "seed+tta", or a Recipe) over ``folds`` folds of
+    """Cross-validate ``recipe`` (a name such as "original+tta", or a Recipe) over ``folds`` folds of
     the patients of ``data_dir`` (or ``data``, from :func:`load`); ``sample_size`` caps each fold's
     patches. Model files (~10 MB each) are kept only with ``keep_models``. With ``reuse``, a recipe
     that differs from one cross-validated before on these folds only in its decision is scored from
@@ -492,7 +492,7 @@ def decisions(result: CrossvalResult, data: LoadedData | None = None) -> pd.Data
 
 def decision_table(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
     """:func:`decisions` as one row per decision: mean and sd over folds, and the paired
-    difference from threshold 0.5 with one view, patch alone (the decision of ``seed``)."""
+    difference from threshold 0.5 with one view, patch alone (the decision of ``original``)."""
     per = decisions(result, data)
     ref = per[per["decision"] == decision_name("fixed", False)].set_index("fold")
     rows = {name: paired(group.set_index("fold"), ref) for name, group in per.groupby("decision", sort=False)}
@@ -610,7 +610,7 @@ def compare(results, base: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def ablation(data_dir, base="seed", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
+def ablation(data_dir, base="original", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
              epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *,
              data: LoadedData | None = None) -> Ablation:
     """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all) on the same folds
@@ -716,7 +716,7 @@ def balanced_accuracy_ceiling(results) -> pd.DataFrame:
     return pd.DataFrame(rows).T.rename_axis("recipe")
 
 
-def target_check(table: pd.DataFrame, base: str = "seed", best: str = "best") -> pd.DataFrame:
+def target_check(table: pd.DataFrame, base: str = "original", best: str = "best") -> pd.DataFrame:
     """The issue's target for ``best`` against ``base``: mean F1 at least 0.05 above, mean
     ROC-AUC at least 0.95, mean balanced accuracy above 0.88."""
     b, s = table.loc[best], table.loc[base]

@@ -2,8 +2,8 @@
 ("ingredient") on top of it alone, and a ``best`` combination.
 
 A recipe is every choice that turns patches into a classifier, from the architecture's knobs to
-the threshold rule, TTA, ensembling and pretraining. ``get("seed")`` is the baseline;
-``get("seed+class_weight+tta")`` adds ingredients; ``get("best", epochs=5)`` overrides an option.
+the threshold rule, TTA, ensembling and pretraining. ``get("original")`` is the baseline;
+``get("original+class_weight+tta")`` adds ingredients; ``get("best", epochs=5)`` overrides an option.
 
 ``train`` fits a recipe on arrays of patches and returns a :class:`Predictor`, saved as member
 file(s) plus ``model.json`` (recipe, stain target, TTA, members, threshold, slide context):
@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,10 +34,10 @@ from ..io import json_safe
 
 @dataclass(frozen=True)
 class Recipe:
-    """One training set-up. The defaults are the ``seed`` baseline (the seed project's final
+    """One training set-up. The defaults are the ``original`` baseline (the seed project's final
     CancerNet: Adagrad 0.0282, batch 64, natural class mix, threshold 0.5, Keras' BatchNorm)."""
 
-    name: str = "seed"
+    name: str = "original"
     version: int = 1
     # the model
     model: str = "cancernet"  # a name of helpers.models.MODELS; inputs stay [0, 255], CancerNet rescales
@@ -98,7 +99,10 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
-        return cls(name=d["name"], version=d["version"], **_checked(d.get("options", {})))
+        options = _checked(d.get("options", {}))
+        if "augment" in options:
+            options = {**options, "augment": _renamed(options["augment"])}
+        return cls(name=_renamed(d["name"]), version=d["version"], **options)
 
     def members(self) -> list[str]:
         """The architecture of each ensemble member."""
@@ -146,6 +150,15 @@ def _validate(r: Recipe):
                          f"warmup_epochs >= 0; got {r.label_smoothing}, {r.ema}, {r.learning_rate}, {r.warmup_epochs}")
 
 
+# "original" (the recipe and its augmentation) was called "seed" until that word was kept for random
+# seeds: model.json files and cross-validations stored before still say "seed", "seed+tta", ...
+_OLD_NAME = re.compile(r"(^|& )seed(?=$|[+\[ _])")
+
+
+def _renamed(name: str) -> str:
+    return _OLD_NAME.sub(r"\1original", name)
+
+
 def _checked(options: dict) -> dict:
     unknown = [k for k in options if k not in OPTION_NAMES]
     if unknown:
@@ -156,7 +169,7 @@ def _checked(options: dict) -> dict:
 # --- the ingredients and the named recipes -----------------------------------------------
 
 # Each ingredient: the options it changes on top of a recipe. Measured one at a time on top
-# of ``seed`` (crossval.ablation), with the same folds and seeds.
+# of ``original`` (crossval.ablation), with the same folds and seeds.
 INGREDIENTS: dict[str, dict] = {
     "class_weight": {"class_weight": True},
     "balanced_sampling": {"sampling": "balanced"},
@@ -177,7 +190,7 @@ INGREDIENTS: dict[str, dict] = {
     "ema": {"ema": 0.99},  # an average over the last ~100 steps, about one epoch of the real sample's folds
 }
 
-# What won on the real sample, each ingredient on top of ``seed`` and then on top of ``best``'s base,
+# What won on the real sample, each ingredient on top of ``original`` and then on top of ``best``'s base,
 # 5 folds by patient (the tables and their dates: docs/measurements.md). Version 4: the BatchNorm fix,
 # Adam at 1e-3 and TTA; every other ingredient lost F1 or ROC-AUC, or stayed within its spread over
 # folds. A learning curve showed each doubling of the training patches worth more than any ingredient.
@@ -197,9 +210,9 @@ def decision_only(ingredient: str) -> bool:
 
 
 def best_base() -> str:
-    """The recipe ``best`` is trained as: ``seed`` plus its ingredients that change training
-    (``"seed+bn_fix+adam"`` for v4), the base a second ablation measures the other ingredients on."""
-    return "+".join(["seed", *(i for i in BEST_INGREDIENTS if not decision_only(i))])
+    """The recipe ``best`` is trained as: ``original`` plus its ingredients that change training
+    (``"original+bn_fix+adam"`` for v4), the base a second ablation measures the other ingredients on."""
+    return "+".join(["original", *(i for i in BEST_INGREDIENTS if not decision_only(i))])
 
 
 def with_ingredient(base, ingredient: str) -> Recipe:
@@ -211,7 +224,7 @@ def with_ingredient(base, ingredient: str) -> Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "seed": Recipe(),
+    "original": Recipe(),
     "best": dataclasses.replace(reduce(with_ingredient, BEST_INGREDIENTS, Recipe()), name="best", version=BEST_VERSION),
     # A plain recipe trained to convergence, which beat best v4 on unseen patients in a test outside
     # the project (issue 26): a candidate for best v5, to be chosen or not on development patients.
@@ -222,16 +235,16 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get(name, **overrides) -> Recipe:
-    """The recipe ``name`` (a key of RECIPES, or one plus ingredients: ``"seed+tta+ensemble"``, or a
+    """The recipe ``name`` (a key of RECIPES, or one plus ingredients: ``"original+tta+ensemble"``, or a
     Recipe) with ``overrides`` of its options; one other than ``epochs`` is added to the name:
-    ``get("seed", ensemble=2, epochs=3).name == "seed[ensemble=2]"``."""
+    ``get("original", ensemble=2, epochs=3).name == "original[ensemble=2]"``."""
     if isinstance(name, Recipe):
         recipe = name
     else:
-        base, *extras = str(name).split("+")
+        base, *extras = _renamed(str(name)).split("+")
         if base not in RECIPES:
             raise ValueError(f"unknown recipe {base!r}; known recipes: {', '.join(RECIPES)} "
-                             f"(add ingredients with '+', e.g. seed+tta; ingredients: {', '.join(INGREDIENTS)})")
+                             f"(add ingredients with '+', e.g. original+tta; ingredients: {', '.join(INGREDIENTS)})")
         recipe = reduce(with_ingredient, extras, RECIPES[base])
     overrides = {k: v for k, v in _checked(overrides).items() if v is not None}
     if not overrides:
@@ -248,9 +261,9 @@ def get(name, **overrides) -> Recipe:
 
 
 def describe() -> pd.DataFrame:
-    """One row per ingredient: the options it changes and their seed values."""
-    seed = RECIPES["seed"]
-    rows = [{"ingredient": name, "changes": ", ".join(f"{k}: {getattr(seed, k)!r} -> {v!r}" for k, v in ch.items()),
+    """One row per ingredient: the options it changes and their values in ``original``."""
+    original = RECIPES["original"]
+    rows = [{"ingredient": name, "changes": ", ".join(f"{k}: {getattr(original, k)!r} -> {v!r}" for k, v in ch.items()),
              "in best": name in BEST_INGREDIENTS} for name, ch in INGREDIENTS.items()]
     return pd.DataFrame(rows).set_index("ingredient")
 

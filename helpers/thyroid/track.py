@@ -73,7 +73,7 @@ def check_by_nodule(df: pd.DataFrame):
         raise ValueError(f"{len(leaked)} nodule(s) in more than one split: {shown}")
 
 
-def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="seed_both_flips",
+def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="original_both_flips",
             index: pd.DataFrame | None = None) -> experiment.Data:
     """Training, validation and test data of one arm of the thyroid track.
 

@@ -60,8 +60,8 @@ HOST = {
     "pack": 7_168,  # pipeline.pack
     "memory": 212_655,  # tf.data from arrays in memory: the cached training split
     "histology_aug": 1_324,  # augment "histology" at 50 px, in ONE thread (seeded, to repeat)
-    "seed_aug": 1_223,  # augment "seed" at 50 px, one thread
-    "thyroid_aug": 98,  # augment "seed_both_flips" at 224 px, one thread
+    "original_aug": 1_223,  # augment "original" at 50 px, one thread
+    "thyroid_aug": 98,  # augment "original_both_flips" at 224 px, one thread
     "reinhard": 1_736,  # stain.Normalizer at 50 px
     "macenko": 1_815,
     "thyroid_load": 1_038,  # thyroid.index.load_images to 224 px
@@ -218,7 +218,7 @@ def profile_workload(profile: str = "full") -> dict:
         "08_optimizers": Notebook((idc("cancernet@50", 5 * seeds, val=recal), idc("cancernet@50", 2 * seeds)),
                                   decode, f"5 optimizers + 2 BatchNorm arms, x {seeds} seed(s) = {7 * seeds} runs"),
         "09_regularization": Notebook(
-            (idc("cancernet@50", arms * seeds, val=recal), idc("cancernet@50", seeds, val=recal, feed="seed_aug"),
+            (idc("cancernet@50", arms * seeds, val=recal), idc("cancernet@50", seeds, val=recal, feed="original_aug"),
              idc("cancernet@50", seeds, val=recal, feed="histology_aug")), ((3 * balanced, "png"),),
             f"{arms} regularisation + 2 augmentation arms, x {seeds} seed(s) = {(arms + 2) * seeds} runs; "
             "augmentation in one thread"),
@@ -557,8 +557,8 @@ def measure_host(n: int = 2048) -> dict:
 
     patches = np.stack([pipeline.load_patch(p) for p in sorted(config.SAMPLE_DIR.rglob("*.png"))[:n]])
     out = {}
-    for key, name, size, count in (("histology_aug", "histology", 50, n), ("seed_aug", "seed", 50, n),
-                                   ("thyroid_aug", "seed_both_flips", 224, n // 8)):
+    for key, name, size, count in (("histology_aug", "histology", 50, n), ("original_aug", "original", 50, n),
+                                   ("thyroid_aug", "original_both_flips", 224, n // 8)):
         x = np.asarray(tf.image.resize(tf.cast(patches[:count], tf.float32), (size, size)), np.float32)
         ds = augment.apply(tf.data.Dataset.from_tensor_slices((x, np.zeros(count))).batch(128), name, seed=0,
                            parallel=False)

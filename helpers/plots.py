@@ -227,25 +227,6 @@ def evaluation_plots(y_true, proba, threshold: float, title: str):
     return fig
 
 
-def ablation_bars(table: pd.DataFrame, base: str, title: str, metrics=("f1", "roc_auc")):
-    """Each recipe's paired difference from ``base`` (mean over folds, bar; sd of the per-fold
-    differences, whisker), one panel per metric; the base itself is the zero line."""
-    rows = table.drop(index=base, errors="ignore")
-    fig, axes = _panels(len(metrics), 5, 1.2 + 0.45 * max(len(rows), 2), sharey=True)
-    for ax, metric in zip(axes, metrics):
-        diff, sd = rows[f"{metric}_diff"].astype(float), rows[f"{metric}_diff_sd"].astype(float)
-        ax.barh(rows.index, diff, xerr=sd.fillna(0), color=np.where(diff > 0, "tab:green", "tab:red"), alpha=0.8,
-                capsize=3)
-        ax.axvline(0, color="black", lw=1)
-        ax.set_title(_METRIC_NAMES.get(metric, metric))
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-        ax.invert_yaxis()
-    # one label under all panels: a long base name repeated under each panel ran into the next one
-    fig.supxlabel(f"difference from {base}, paired over the same folds (bar: mean, whisker: sd)")
-    fig.suptitle(textwrap.fill(title, 18 * len(metrics) + 50))
-    return fig
-
-
 def learning_curve(table: pd.DataFrame, title: str, metrics=("roc_auc", "balanced_accuracy", "f1")):
     """Each metric (mean over folds, ± sd whiskers) against the training patches a fold learnt from,
     on a log scale: one line per way of drawing the share (``crossval.learning_curve``'s table)."""

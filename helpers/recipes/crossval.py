@@ -36,7 +36,7 @@ from .. import evaluate, runs
 from . import selection
 from ..data import splits
 from ..io import atomic_path, write_text
-from .recipe import DECISION_OPTIONS, INGREDIENTS, Predictor, Recipe, decision_only, with_ingredient
+from .recipe import DECISION_OPTIONS, Predictor, Recipe
 from .recipe import get as get_recipe
 from .recipe import train as train_recipe
 
@@ -571,23 +571,7 @@ def _patch_keys(frame: pd.DataFrame, result: CrossvalResult) -> pd.Series:
     return frame["path"].map(lambda p: os.path.relpath(p, root)) if root else frame["path"]
 
 
-# --- ablation: each ingredient alone on top of a base -------------------------------------------
-
-@dataclass
-class Ablation:
-    table: pd.DataFrame  # one row per recipe: metric means, sds, paired differences from the base
-    per_fold: pd.DataFrame
-    history: pd.DataFrame
-    runs: list
-
-    def pretty(self) -> pd.DataFrame:
-        """The table as text: "mean ± sd (difference)" per metric."""
-        t = self.table
-        out = pd.DataFrame({m: [f"{a:.3f} ± {b:.3f} ({d:+.3f})" for a, b, d in zip(t[m], t[f"{m}_sd"], t[f"{m}_diff"])]
-                            for m in METRICS}, index=t.index)
-        out["cpu_s/fold"] = t["cpu_seconds"].round(0)
-        return out
-
+# --- paired comparisons of results on the same folds ------------------------------------------
 
 def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
     """Mean and sd over folds of each metric, and of its per-fold difference from ``ref`` (both
@@ -608,29 +592,6 @@ def compare(results, base: int = 0) -> pd.DataFrame:
         folds = r.per_fold.set_index("fold")
         rows[r.recipe.name] = {**paired(folds, ref), "cpu_seconds": folds["cpu_seconds"].mean()}
     return pd.DataFrame(rows).T
-
-
-def ablation(data_dir, base="original", ingredients=None, folds: int = 5, seed: int = 42, out_dir=None,
-             epochs=None, sample_size=None, verbose: int = 0, log=_stderr, *,
-             data: LoadedData | None = None) -> Ablation:
-    """Cross-validate ``base`` and ``base`` + each of ``ingredients`` (default: all) on the same folds
-    with the same seeds; a decision-only ingredient is scored on the base's models."""
-    data = data or load(data_dir, out_dir)
-    base = get_recipe(base, epochs=epochs)
-    chosen = list(INGREDIENTS) if ingredients is None else list(ingredients)
-    recipes = [with_ingredient(base, name) for name in chosen]  # unknown names fail before any training
-
-    def fit(recipe, **options):
-        return run(data_dir, recipe, folds, seed, out_dir, sample_size=sample_size, data=data, verbose=verbose,
-                   log=log, **options)
-
-    # an ensemble's member 0 is the base's model of each fold: kept, it need not be trained again
-    base_run = fit(base, keep_models=any(r.ensemble > 1 for r in recipes))
-    done = [base_run, *(decided(base_run, r, data) if decision_only(n) else fit(r) for n, r in zip(chosen, recipes))]
-    per_fold = pd.concat([r.per_fold.assign(recipe=r.recipe.name) for r in done], ignore_index=True)
-    # a decision-only recipe's curves are its base's
-    history = pd.concat([r.history for r in done if "scored_from" not in r.settings], ignore_index=True)
-    return Ablation(compare(done), per_fold, history, done)
 
 
 def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5, seed: int = 42, out_dir=None,
@@ -658,74 +619,6 @@ def learning_curve(results) -> pd.DataFrame:
     for i, column in enumerate(("train_patches", "train_patients"), start=2):
         table.insert(i, column, [r.per_fold[column].mean() for r in results])
     return table.sort_values(["train_subset", "train_share"])
-
-
-# --- what notebook 18 shows -------------------------------------------------------------------
-
-def curves(history: pd.DataFrame) -> pd.DataFrame:
-    """Histories in the long form of ``plots.study_curves``: one line per recipe, the band its
-    spread over folds (and ensemble members)."""
-    from ..studies.study import long_history
-
-    if history.empty:
-        return pd.DataFrame(columns=["variant", "seed", "epoch", "metric", "split", "value"])
-    parts = [long_history(h.drop(columns=["recipe", "fold", "member"]).reset_index(drop=True), recipe,
-                          10 * fold + member)
-             for (recipe, fold, member), h in history.groupby(["recipe", "fold", "member"], sort=False)]
-    return pd.concat(parts, ignore_index=True)
-
-
-def verdict(table: pd.DataFrame, base: str) -> pd.DataFrame:
-    """Keep or drop each ingredient, from its paired (same folds) differences against ``base``:
-    it helps when F1 and ROC-AUC both rise on average, hurts when both fall, else it is mixed."""
-    rows = []
-    for name, row in table.drop(index=base, errors="ignore").iterrows():
-        f1, auc = row["f1_diff"], row["roc_auc_diff"]
-        call = "keep" if f1 > 0 and auc >= 0 else "drop" if f1 <= 0 and auc <= 0 else "mixed"
-        rows.append({"recipe": name, "F1 difference": round(f1, 3), "sd": round(row["f1_diff_sd"], 3),
-                     "ROC-AUC difference": round(auc, 3), "verdict": call})
-    return pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()
-
-
-def pooled_predictions(result: CrossvalResult, data_label: str) -> pd.DataFrame:
-    """Every fold's test predictions of one result, pooled (each patient tested once), in the
-    long form of ``compare.roc_all``."""
-    frames = [test_proba(result, fold) for fold in sorted(result.per_fold["fold"])
-              if (Path(result.out_dir) / f"fold{fold}").is_dir()]
-    if not frames:
-        return pd.DataFrame(columns=["run", "label", "proba", "data", "split"])
-    k = result.settings.get("folds", len(frames))
-    return pd.concat(frames, ignore_index=True)[["label", "proba"]].assign(
-        run=result.recipe.name, data=data_label, split=f"every patient once, {k} folds by patient")
-
-
-TARGET = {"f1_gain": 0.05, "roc_auc": 0.95, "balanced_accuracy": 0.88}
-
-
-def balanced_accuracy_ceiling(results) -> pd.DataFrame:
-    """Per result, the highest balanced accuracy any cut gives on each fold's test patches (mean,
-    sd, min, max), beside its decision's. It reads the test labels: it says whether any threshold
-    rule could reach a target with this ranking, and is never a result."""
-    rows = {}
-    for r in results:
-        ceiling = pd.Series([evaluate.best_balanced_accuracy(t["label"], t["proba"])
-                             for t in (test_proba(r, fold) for fold in sorted(r.per_fold["fold"]))])
-        rows[r.recipe.name] = {"balanced_accuracy": r.per_fold["balanced_accuracy"].mean(),
-                               "ceiling": ceiling.mean(), "ceiling_sd": ceiling.std(ddof=1),  # NaN for one fold
-                               "ceiling_min": ceiling.min(), "ceiling_max": ceiling.max()}
-    return pd.DataFrame(rows).T.rename_axis("recipe")
-
-
-def target_check(table: pd.DataFrame, base: str = "original", best: str = "best") -> pd.DataFrame:
-    """The issue's target for ``best`` against ``base``: mean F1 at least 0.05 above, mean
-    ROC-AUC at least 0.95, mean balanced accuracy above 0.88."""
-    b, s = table.loc[best], table.loc[base]
-    rows = [("mean F1 gain over " + base, b["f1"] - s["f1"], f">= {TARGET['f1_gain']}",
-             b["f1"] - s["f1"] >= TARGET["f1_gain"]),
-            ("mean ROC-AUC", b["roc_auc"], f">= {TARGET['roc_auc']}", b["roc_auc"] >= TARGET["roc_auc"]),
-            ("mean balanced accuracy", b["balanced_accuracy"], f"> {TARGET['balanced_accuracy']}",
-             b["balanced_accuracy"] > TARGET["balanced_accuracy"])]
-    return pd.DataFrame(rows, columns=["criterion", best, "target", "reached"]).round(3).set_index("criterion")
 
 
 def registry_rows(results, notebook_split: str) -> list[dict]:

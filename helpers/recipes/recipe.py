@@ -169,7 +169,7 @@ def _checked(options: dict) -> dict:
 # --- the ingredients and the named recipes -----------------------------------------------
 
 # Each ingredient: the options it changes on top of a recipe. Measured one at a time on top
-# of ``original`` (crossval.ablation), with the same folds and seeds.
+# of ``original`` by cross-validation, with the same folds and seeds (docs/recipes.md).
 INGREDIENTS: dict[str, dict] = {
     "class_weight": {"class_weight": True},
     "balanced_sampling": {"sampling": "balanced"},

@@ -131,6 +131,7 @@ def test_train_by_default_learns_from_every_patch_and_says_so(counted_tree, tmp_
     assert trained["max_patches"] is None and trained["patches_available"] == 1100 and trained["profile"] is None
     # no training flags: the recipe the cross-validations chose, with this model
     assert trained["recipe"]["name"] == "best" and trained["recipe"]["version"] == recipe.BEST_VERSION
+    assert trained["card"]["what"].startswith(f"best v{recipe.BEST_VERSION} ") and "lockbox" in trained["card"]["scored_on"]
     assert trained["model"] == "cancernet" and trained["recipe"]["options"]["epochs"] == 1
     assert trained["test"]["roc_auc"] is None  # one class among the test patches: undefined, not NaN
     assert _printed_counts(out.stderr) == {"train": (4, 900, 260), "val": (1, 120, 40), "test": (1, 80, 0),

@@ -183,7 +183,7 @@ def test_notebook_18_follows_its_selection():
                     ("cancernet@50", "memory", train): 2 * 2 + 2}
     assert all(j.epochs == 3 and j.val == recal and j.predict == 8 * (val + test) for j in nb.jobs)
     assert nb.data == ((17_500, "pil"), (2 * 2 * 7_000, "macenko"))
-    assert nb.note.startswith("careful's fold loop, then careful, 2 trained candidate(s) of 3 and best on 2")
+    assert nb.note.startswith("careful's fold loop, then careful, 2 trained candidate(s) of 3 and best_v4 on 2")
     whole = estimate.best_recipe(10_000, folds=5, epochs=None, cap=None, candidates=("tta",))
     assert {j.epochs for j in whole.jobs} == {40, 20}  # careful's and best's own
     assert {(j.train, j.predict) for j in whole.jobs if j.runs == 2} == {(8_000 - 914, 8 * (914 + 2_000))}

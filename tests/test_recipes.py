@@ -9,7 +9,7 @@ from helpers import train
 from helpers.data import pipeline, splits, stain
 from helpers.recipes import context
 from helpers.io import json_safe
-from helpers.recipes.recipe import (BEST_INGREDIENTS, BEST_VERSION, DECISION_OPTIONS, INGREDIENTS, LATER_OPTIONS,
+from helpers.recipes.recipe import (BEST_BASE, BEST_INGREDIENTS, BEST_VERSION, DECISION_OPTIONS, INGREDIENTS, LATER_OPTIONS,
                                    RECIPES, Predictor, Recipe, _fingerprint, best_base, build_member, describe, get,
                                    learning_rate, read_config, with_ingredient)
 from helpers.recipes.recipe import train as train_recipe
@@ -54,6 +54,8 @@ def test_each_ingredient_changes_only_its_own_options(ingredient):
 
 def test_best_combines_its_ingredients_and_options_override():
     best = RECIPES["best"]
+    assert best.training_options == get(best_base()).training_options
+    assert RECIPES["best_v4"].version == 4 and RECIPES["best_v4"].tta and RECIPES["best_v4"].optimizer == "adam"
     for ingredient in BEST_INGREDIENTS:
         for key, value in INGREDIENTS[ingredient].items():
             assert getattr(best, key) == value
@@ -85,7 +87,7 @@ def test_training_options_leave_out_only_the_decision():
 
 def test_best_is_trained_as_its_base():
     base = best_base()
-    assert base.startswith("original") and not any(f"+{d}" in base for d in DECISION_OPTIONS)
+    assert base.startswith(BEST_BASE) and not any(f"+{d}" in base for d in DECISION_OPTIONS)
     assert get(base).training_options == RECIPES["best"].training_options
 
 
@@ -246,7 +248,8 @@ def test_describe_lists_every_ingredient_and_what_it_changes():
     table = describe()
     assert list(table.index) == list(INGREDIENTS)
     assert table.loc["tta", "changes"] == "tta: False -> True"
-    assert table.loc["bn_fix", "in best"] == ("bn_fix" in BEST_INGREDIENTS)
+    assert table.loc["bn_fix", "in best"] and table.loc["class_weight", "in best"]  # careful's, so v5's
+    assert not table.loc["adam", "in best"]  # careful's Adam starts at 2e-3, not 1e-3
 
 
 def test_the_training_share_is_checked_and_named_in_the_recipe():
@@ -266,7 +269,8 @@ def test_options_added_later_leave_stored_fingerprints_unchanged():
     assert get("original", train_share=0.5).as_dict()["options"]["train_share"] == 0.5
     x = np.arange(4 * 50 * 50 * 3, dtype=np.uint8).reshape(4, 50, 50, 3)
     y = np.array([0, 1, 0, 1])
-    assert _fingerprint(get("best"), 7, (x, y), (x[:2], y[:2])) == "d8feca96f7e279d9"
+    v4 = dataclasses.replace(get("best_v4"), name="best", version=4)  # best as it was stored until v5
+    assert _fingerprint(v4, 7, (x, y), (x[:2], y[:2])) == "d8feca96f7e279d9"
     old_name = dataclasses.replace(get("original+ema", epochs=10), name="seed+ema")  # "original" was "seed" then
     assert _fingerprint(old_name, 7, (x, y), (x[:2], y[:2])) == "2b1f9b0fc314a988"
 

@@ -268,7 +268,7 @@ def profile_workload(profile: str = "full") -> dict:
 def best_recipe(patches: int, folds: int, epochs, cap, candidates, seeds: int = 2) -> Notebook:
     """Notebook 18, on the development patients (all but the lockbox's ``LOCKBOX_SHARE``): the fold
     loop of ``careful`` (one seed), then ``careful``, each trained candidate of a first selection
-    round and ``best`` cross-validated once per seed; then ``best`` and ``careful`` trained on the
+    round and ``best_v4`` cross-validated once per seed; then ``best_v4`` and ``careful`` trained on the
     development patients and scored on the lockbox, once per seed. ``epochs`` None: the recipes' own."""
     dev = round(patches * (1 - LOCKBOX_SHARE))
     train, val, test = fold_sizes(dev, folds, cap)
@@ -285,8 +285,8 @@ def best_recipe(patches: int, folds: int, epochs, cap, candidates, seeds: int = 
     data = [(patches, "pil")] + [(folds * seeds * (train + val + test), INGREDIENT_COST[c])
                                  for c in trained if INGREDIENT_COST[c] in ("reinhard", "macenko")]
     on = "every patch" if cap is None else f"{train + val + test:,} patches"
-    note = (f"careful's fold loop, then careful, {len(trained)} trained candidate(s) of {len(candidates)} and best on "
-            f"{folds} development folds x {seeds} seeds on {on}; best and careful on the lockbox x {seeds} seeds; "
+    note = (f"careful's fold loop, then careful, {len(trained)} trained candidate(s) of {len(candidates)} and best_v4 "
+            f"on {folds} development folds x {seeds} seeds on {on}; best_v4 and careful on the lockbox x {seeds} seeds; "
             f"{epochs or 'the recipes own'} epochs, batch {RECIPE_BATCH}; 8 views predicted per fold"
             + ("; stain normalisation on the CPU" if len(data) > 1 else ""))
     return Notebook(jobs, tuple(data), note)

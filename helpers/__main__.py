@@ -209,7 +209,8 @@ def _crossval(args) -> dict | list:
         raise ValueError("--lockbox scores one recipe once on the lockbox; run it without --without-lockbox, "
                          "--shares or --with-colour")
     options = _options(args.set, "--set")
-    run_options = dict(folds="lockbox" if args.lockbox else args.folds, seed=args.seed, out_dir=args.out, sample_size=cap, verbose=args.verbose,
+    run_options = dict(folds="lockbox" if args.lockbox else args.folds, seed=args.seed, out_dir=args.out,
+                       sample_size=cap, verbose=args.verbose,
                        keep_models=args.keep_models, reuse=not args.no_reuse)
     if args.shares:  # a learning curve: the recipe on each share and on all of it, whatever train_share says
         options.pop("train_share", None)

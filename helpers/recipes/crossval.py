@@ -40,7 +40,7 @@ from .recipe import DECISION_OPTIONS, Predictor, Recipe
 from .recipe import get as get_recipe
 from .recipe import train as train_recipe
 
-METRICS = ("f1", "balanced_accuracy", "roc_auc")  # the IDC class's F1; the threshold's balanced accuracy
+METRICS = selection.METRICS  # the IDC class's F1; the threshold's balanced accuracy
 REPORTED = (*METRICS, "accuracy", "precision", "recall", "threshold")
 VAL_SHARE = 0.15  # of each fold's non-test patients, for the best epoch and the threshold
 # (threshold rule, TTA, context): every way a fold's stored views become decisions
@@ -292,7 +292,7 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
     use = (f"each fold capped at {int(sample_size):,} of its {len(data.labels):,} patches, spread over its splits "
            "by patient") if sample_size else f"each fold uses all of its patches ({len(data.labels):,} usable in all)"
     held = folded.loc[folded["fold"] == 0, "patient"].nunique()
-    log(f"{folds} folds of the {data.df['patient'].nunique()} patients of {data.data_dir}: {use}" if scored == folds
+    log(f"{folds} folds of the {data.df['patient'].nunique()} patients of {data.data_dir}: {use}" if folds != "lockbox"
         else f"the lockbox's {held} patients of {data.data_dir}, scored once by a recipe trained on the other "
              f"{data.df['patient'].nunique() - held}: {use}")
     for i in range(scored):

@@ -281,12 +281,14 @@ def best_recipe(patches: int, folds: int, epochs, cap, candidates, seeds: int = 
     jobs = (Job(runs=(1 + seeds * (1 + len(trained))) * folds, train=train, val=recal, predict=8 * (val + test),
                 **careful),
             Job(runs=seeds * folds, train=train, val=recal, predict=8 * (val + test), **best),
-            *(Job(runs=seeds, train=lock_train, val=recal, predict=8 * (val + lock_test), **r) for r in (careful, best)))
+            *(Job(runs=seeds, train=lock_train, val=recal, predict=8 * (val + lock_test), **r)
+              for r in (careful, best)))
     data = [(patches, "pil")] + [(folds * seeds * (train + val + test), INGREDIENT_COST[c])
                                  for c in trained if INGREDIENT_COST[c] in ("reinhard", "macenko")]
     on = "every patch" if cap is None else f"{train + val + test:,} patches"
     note = (f"careful's fold loop, then careful, {len(trained)} trained candidate(s) of {len(candidates)} and best_v4 "
-            f"on {folds} development folds x {seeds} seeds on {on}; best_v4 and careful on the lockbox x {seeds} seeds; "
+            f"on {folds} development folds x {seeds} seeds on {on}; best_v4 and careful on the lockbox "
+            f"x {seeds} seeds; "
             f"{epochs or 'the recipes own'} epochs, batch {RECIPE_BATCH}; 8 views predicted per fold"
             + ("; stain normalisation on the CPU" if len(data) > 1 else ""))
     return Notebook(jobs, tuple(data), note)

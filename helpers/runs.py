@@ -8,9 +8,13 @@ recipes and their cross-validation folds, BreakHis pretraining and the hyperpara
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .io import write_text
 
@@ -39,3 +43,21 @@ def read_record(path, key: str) -> dict | None:
 def write_record(path, key: str, record: dict, default=float) -> None:
     """Save ``record`` with ``key`` at ``path``, atomically (``default``: see ``json.dumps``)."""
     write_text(path, json.dumps({**record, "key": key}, indent=2, default=default))
+
+
+@contextlib.contextmanager
+def claimed(folder):
+    """Hold ``folder`` for one training process: a second process that tries to train the same run
+    folder meanwhile (and would resume it under the first one's feet) stops with an error naming it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / "training.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RuntimeError(f"{folder} is being trained by another process; wait for it to finish "
+                           f"(this one is process {os.getpid()})") from None
+    try:
+        yield folder
+    finally:
+        lock.release()

@@ -152,6 +152,19 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_fold_another_process_is_training_is_left_alone(demo, tmp_path):
+    from helpers import runs
+    from helpers.recipes import crossval
+
+    data = crossval.load(demo, tmp_path)
+    recipe = crossval.get_recipe("original", epochs=1)
+    fold0 = crossval.run_dir(tmp_path, recipe, data, 2, 42) / "fold0"
+    with runs.claimed(fold0):  # as a background cross-validation would hold it
+        with pytest.raises(RuntimeError, match="fold0 is being trained by another process"):
+            crossval.run(demo, recipe, folds=2, seed=42, out_dir=tmp_path, data=data, verbose=0, log=None)
+    assert not (fold0 / "done.json").exists() and not list(fold0.glob("run*"))
+
+
 def test_a_learning_curve_learns_from_shares_of_each_folds_training_patients(demo, tmp_path):
     args = ("crossval", "--data-dir", demo, "--recipe", "original", "--folds", 2, "--epochs", 1, "--sample-size", 300,
             "--out", tmp_path, "--verbose", 0)

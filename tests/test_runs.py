@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from helpers import runs
 
@@ -30,3 +31,13 @@ def test_a_record_is_read_back_only_with_its_key(tmp_path):
     assert runs.read_record(path, "k1") is None
     path.write_text('["k1"]')
     assert runs.read_record(path, "k1") is None
+
+
+def test_a_claimed_folder_cannot_be_claimed_again_until_it_is_released(tmp_path):
+    folder = tmp_path / "fold0"
+    with runs.claimed(folder):
+        with pytest.raises(RuntimeError, match=f"{folder} is being trained by another process"):
+            with runs.claimed(folder):
+                pass
+    with runs.claimed(folder):  # released: free again
+        pass

@@ -300,39 +300,40 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
         if rows[i] is not None:
             log(f"fold {i + 1}/{scored}: done before, skipped ({fold_dir})")
             continue
-        copied = first is not None and _take_first_member(first, fold_dir, log)
-        start, cpu = time.perf_counter(), time.process_time()
-        split, at = fold_parts(folded, i, seed, sample_size)
-        patients = {n: data.df.loc[at[n], "patient"].to_numpy() for n in at}
-        log(f"fold {i + 1}/{scored}: training {recipe.name} on {len(at['train'])} patches "
-            f"({len(set(patients['train']))} patients), validation {len(at['val'])}, "
-            f"test {len(at['test'])} ({len(set(patients['test']))} patients)"
-            + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}"
-               if recipe.train_share < 1 else "") + f":\n{splits.counts_table(split)}")
-        predictor = train_recipe(recipe, (data.images[at["train"]], data.labels[at["train"]]),
-                                 (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
-                                 seed=seed + 1000 * i, cache_dir=root.parents[1], verbose=verbose, log=log,
-                                 pretrain_seed=seed, val_patients=patients["val"], train_patients=patients["train"])
-        views = score_views(predictor, data, at, fold_dir)
-        test = (views["split"] == "test").to_numpy()
-        proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[test]
-        stain_run = predictor.info.get("stain_run", {})
-        rows[i] = {"fold": i, **fold_counts(split, at),
-                   # training: what the model learnt from, after the recipe's train_share
-                   **{f"train_{n}": predictor.info[f"train_{n}"] for n in ("patients", "patches")},
-                   **fold_test_scores(data, at, proba, predictor.threshold, fold_dir),
-                   "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
-                   "stain_seconds": stain_run.get("seconds", 0.0),
-                   "stain_fallbacks": stain_run.get("fallbacks", 0) + predictor.last_fallbacks,
-                   "cpu_seconds": round(time.process_time() - cpu, 1),  # this run's, not a copied member's
-                   "members_copied": int(copied),
-                   "wall_seconds": round(time.perf_counter() - start, 1)}
-        runs.write_record(fold_dir / "done.json", key, {"row": rows[i]})
-        if not keep_models:
-            for _, meta in predictor.members:
-                (fold_dir / meta["file"]).unlink(missing_ok=True)
-        log(f"fold {i + 1}/{scored}: " + ", ".join(f"{m} {rows[i][m]:.3f}" for m in METRICS)
-            + f" ({rows[i]['wall_seconds']:.0f} s)")
+        with runs.claimed(fold_dir):  # a second process would resume this fold under this one's feet
+            copied = first is not None and _take_first_member(first, fold_dir, log)
+            start, cpu = time.perf_counter(), time.process_time()
+            split, at = fold_parts(folded, i, seed, sample_size)
+            patients = {n: data.df.loc[at[n], "patient"].to_numpy() for n in at}
+            log(f"fold {i + 1}/{scored}: training {recipe.name} on {len(at['train'])} patches "
+                f"({len(set(patients['train']))} patients), validation {len(at['val'])}, "
+                f"test {len(at['test'])} ({len(set(patients['test']))} patients)"
+                + (f"; learns from {recipe.train_share:g} of its training {recipe.train_subset}"
+                   if recipe.train_share < 1 else "") + f":\n{splits.counts_table(split)}")
+            predictor = train_recipe(recipe, (data.images[at["train"]], data.labels[at["train"]]),
+                                     (data.images[at["val"]], data.labels[at["val"]]), fold_dir,
+                                     seed=seed + 1000 * i, cache_dir=root.parents[1], verbose=verbose, log=log,
+                                     pretrain_seed=seed, val_patients=patients["val"], train_patients=patients["train"])
+            views = score_views(predictor, data, at, fold_dir)
+            test = (views["split"] == "test").to_numpy()
+            proba = decision_proba(views, predictor.tta, recipe.context, predictor.context)[test]
+            stain_run = predictor.info.get("stain_run", {})
+            rows[i] = {"fold": i, **fold_counts(split, at),
+                       # training: what the model learnt from, after the recipe's train_share
+                       **{f"train_{n}": predictor.info[f"train_{n}"] for n in ("patients", "patches")},
+                       **fold_test_scores(data, at, proba, predictor.threshold, fold_dir),
+                       "epochs_run": float(np.mean([meta.get("epochs_run", np.nan) for _, meta in predictor.members])),
+                       "stain_seconds": stain_run.get("seconds", 0.0),
+                       "stain_fallbacks": stain_run.get("fallbacks", 0) + predictor.last_fallbacks,
+                       "cpu_seconds": round(time.process_time() - cpu, 1),  # this run's, not a copied member's
+                       "members_copied": int(copied),
+                       "wall_seconds": round(time.perf_counter() - start, 1)}
+            runs.write_record(fold_dir / "done.json", key, {"row": rows[i]})
+            if not keep_models:
+                for _, meta in predictor.members:
+                    (fold_dir / meta["file"]).unlink(missing_ok=True)
+            log(f"fold {i + 1}/{scored}: " + ", ".join(f"{m} {rows[i][m]:.3f}" for m in METRICS)
+                + f" ({rows[i]['wall_seconds']:.0f} s)")
         del predictor
         _release()
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,

@@ -62,12 +62,11 @@ def _tpu_resolver():
     return None
 
 
-def make_strategy(name: str):
-    """The tf.distribute strategy called ``name`` ("tpu", "mirrored" or "default")."""
+def make_strategy(name: str, resolver=None):
+    """The tf.distribute strategy called ``name``: "tpu" (on the TPU ``resolver`` found), "mirrored" or "default"."""
     import tensorflow as tf
 
     if name == "tpu":
-        resolver = _tpu_resolver()
         if resolver is None:
             raise RuntimeError("a TPU strategy was asked for, but no TPU answers (COLAB_TPU_ADDR / TPU_NAME)")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -93,7 +92,7 @@ def setup(mixed_precision=None, xla=None, strategy: str | None = None) -> Settin
     resolver = _tpu_resolver() if strategy in (None, "tpu") else None
     settings = choose(len(tf.config.list_physical_devices("GPU")), resolver is not None, mixed_precision, xla, strategy)
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
-    _strategy, _current = make_strategy(settings.strategy), settings
+    _strategy, _current = make_strategy(settings.strategy, resolver), settings
     return settings
 
 

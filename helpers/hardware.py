@@ -1,13 +1,10 @@
-"""The GPU switches: mixed precision, XLA and a tf.distribute strategy, picked from the
-hardware and each one overridable.
+"""The GPU switches: mixed precision, XLA and a tf.distribute strategy, picked from the hardware
+(docs/gpu.md's table), applied once per process by ``setup()``; an argument, or ``IDC_MIXED_PRECISION``
+and ``IDC_XLA`` (``0`` or ``1``) in the environment, overrides each.
 
-On a GPU, mixed precision (float16 compute, float32 variables and softmax) and XLA are on by
-default; on a CPU both are off: float16 is emulated there, and XLA's compile time never pays back
-in a teaching run. The strategy is a TPU strategy on a Colab TPU, MirroredStrategy on several GPUs
-and TensorFlow's default strategy otherwise. ``setup()`` (called by ``notebook.setup``) applies
-the choice once per process; ``IDC_MIXED_PRECISION`` and ``IDC_XLA`` (``0`` or ``1``) override it
-without editing a notebook. ``models.build_model`` builds under the strategy's scope,
-``train.compile_model`` compiles with the XLA choice, and ``global_batch`` scales a per-replica batch.
+On a CPU mixed precision and XLA are off: float16 is emulated there, and XLA's compile time never
+pays back in a teaching run. ``models.build_model`` builds under ``strategy()``'s scope,
+``train.compile_model`` compiles with ``current().xla``.
 """
 
 from __future__ import annotations
@@ -40,8 +37,7 @@ def _flag(value, env: str, default: bool) -> bool:
 
 
 def choose(gpus: int, tpu: bool = False, mixed_precision=None, xla=None, strategy: str | None = None) -> Settings:
-    """The settings for a machine with ``gpus`` GPUs (and a TPU or not); pure, no TensorFlow.
-    ``strategy`` None: the hardware's."""
+    """The settings for a machine with ``gpus`` GPUs (and a TPU or not), without TensorFlow."""
     if gpus < 0:
         raise ValueError(f"gpus must be 0 or more, got {gpus}")
     device = "tpu" if tpu else "gpu" if gpus else "cpu"
@@ -66,12 +62,11 @@ def _tpu_resolver():
     return None
 
 
-def make_strategy(name: str):
-    """The tf.distribute strategy called ``name`` ("tpu", "mirrored" or "default")."""
+def make_strategy(name: str, resolver=None):
+    """The tf.distribute strategy called ``name``: "tpu" (on the TPU ``resolver`` found), "mirrored" or "default"."""
     import tensorflow as tf
 
     if name == "tpu":
-        resolver = _tpu_resolver()
         if resolver is None:
             raise RuntimeError("a TPU strategy was asked for, but no TPU answers (COLAB_TPU_ADDR / TPU_NAME)")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -88,8 +83,8 @@ def make_strategy(name: str):
 
 
 def setup(mixed_precision=None, xla=None, strategy: str | None = None) -> Settings:
-    """Detect the hardware, apply the choice and remember it; returns the settings. Call before building
-    models: the mixed-precision policy applies to layers created after it. ``strategy`` forces one."""
+    """Detect the hardware, apply the choice and remember it. Call before building models: the
+    mixed-precision policy applies to layers created after it."""
     global _current, _strategy
     import keras
     import tensorflow as tf
@@ -97,7 +92,7 @@ def setup(mixed_precision=None, xla=None, strategy: str | None = None) -> Settin
     resolver = _tpu_resolver() if strategy in (None, "tpu") else None
     settings = choose(len(tf.config.list_physical_devices("GPU")), resolver is not None, mixed_precision, xla, strategy)
     keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
-    _strategy, _current = make_strategy(settings.strategy), settings
+    _strategy, _current = make_strategy(settings.strategy, resolver), settings
     return settings
 
 

@@ -15,13 +15,12 @@ from .config import ROOT
 from .io import atomic_path
 
 
-def setup(seed: int | None = None, tensorflow: bool = False) -> None:
-    """Quiet TensorFlow's start-up logging, set plot defaults, fix the seed.
+def setup(tensorflow: bool = False) -> None:
+    """Install what Colab lacks (there only), quiet TensorFlow's start-up logging, set plot defaults.
 
-    Call before anything imports TensorFlow: its C++ log level is read once.
-    ``tensorflow=True`` imports it here, quietly (model notebooks); data
-    notebooks leave it out, and index faster without it (see ``index``).
-    On Colab it first installs the requirements Colab lacks (see ``install_on_colab``).
+    Call before anything imports TensorFlow: its C++ log level is read once. ``tensorflow=True``
+    imports it here, quietly, and applies ``hardware.setup()`` (model notebooks); data notebooks
+    leave it out, and index faster without it. ``lesson.start`` seeds the run.
     """
     install_on_colab()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,8 +41,6 @@ def setup(seed: int | None = None, tensorflow: bool = False) -> None:
         from . import hardware
 
         hardware.setup()  # mixed precision and XLA on a GPU; IDC_MIXED_PRECISION / IDC_XLA override
-    if seed is not None:
-        seed_everything(seed)
 
 
 def install_on_colab() -> list[str]:
@@ -80,12 +77,8 @@ def missing_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with the process's stderr closed for the moment.
-
-    TensorFlow's C++ start-up lines (oneDNN, CPU features) bypass
-    TF_CPP_MIN_LOG_LEVEL and would land in every executed notebook; they are
-    printed while it loads, so they are dropped here and nothing else is.
-    """
+    """Import TensorFlow with the process's stderr closed for the moment: its C++ start-up lines
+    (oneDNN, CPU features) bypass TF_CPP_MIN_LOG_LEVEL and would land in every executed notebook."""
     if "tensorflow" in sys.modules:
         return
     try:

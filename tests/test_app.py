@@ -197,10 +197,7 @@ def test_no_model_says_how_to_make_one(tmp_path, folder):
     assert response.status_code == 400 and "No model is saved yet" in html
 
 
-def test_outputs_folder_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv(webapp.OUTPUTS_ENV, str(tmp_path))
-    assert webapp.create_app().config["OUTPUTS_DIR"] == tmp_path
-    monkeypatch.delenv(webapp.OUTPUTS_ENV)
+def test_outputs_folder_by_default():
     assert webapp.create_app().config["OUTPUTS_DIR"] == webapp.config.ROOT / "outputs"
 
 

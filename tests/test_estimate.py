@@ -194,7 +194,7 @@ def test_ingredient_costs_and_settings_match_their_sources():
     import json as json_module
 
     from helpers import config
-    from helpers.recipes import recipe, selection
+    from helpers.recipes import recipe
     from helpers.studies import tuning
 
     def cost(name):
@@ -215,13 +215,14 @@ def test_ingredient_costs_and_settings_match_their_sources():
 
     assert {name: cost(name) for name in recipe.INGREDIENTS} == estimate.INGREDIENT_COST
     assert (estimate.RECIPE_EPOCHS, estimate.RECIPE_BATCH) == (recipe.Recipe().epochs, recipe.Recipe().batch_size)
-    assert estimate.CAREFUL_EPOCHS == recipe.get("careful").epochs and estimate.LOCKBOX_SHARE == selection.LOCKBOX_SHARE
+    assert estimate.CAREFUL_EPOCHS == recipe.get("careful").epochs
     assert {p: (b.max_trials, b.epochs, b.sample_size) for p, b in tuning.BUDGETS.items()} == estimate.SEARCH
     assert set(tuning.BUDGETS) == set(config.PROFILES)
     cells = json_module.loads((Path(__file__).resolve().parents[1] / "notebooks" / "18_best_recipe.ipynb").read_text())
     source = "".join("".join(c["source"]) for c in cells["cells"] if c["cell_type"] == "code")
     assert json_module.dumps(list(estimate.SMOKE_CANDIDATES)) in source  # notebook 18's lists
-    assert json_module.dumps(list(estimate.FULL_CANDIDATES)).replace(" ", "") in source.replace(" ", "").replace("\n", "")
+    squeezed = source.replace(" ", "").replace("\n", "")
+    assert json_module.dumps(list(estimate.FULL_CANDIDATES)).replace(" ", "") in squeezed
     assert 'light = cfg.profile in ("smoke", "colab")' in source  # the profiles that take them
     assert f"min(cfg.sample_size, {estimate.NOTEBOOK_18_CAP:_})" in source
 
@@ -232,7 +233,7 @@ def test_flops_of_an_uncounted_size_scale_with_the_area():
     assert estimate.image_flops("m@50", flops) == 100.0  # from the nearest size, 100 px: a quarter
     assert estimate.image_flops("m@300", flops) == 2_250.0
     assert estimate.image_flops('m@50 head="gap"', flops) == 1.75
-    with pytest.raises(KeyError, match=r"no FLOPs for model 'other@50' in flops.json: python -m helpers.tools.estimate"):
+    with pytest.raises(KeyError, match=r"no FLOPs for model 'other@50' in flops.json: python -m helpers"):
         estimate.image_flops("other@50", flops)
 
 
@@ -246,16 +247,19 @@ def test_colab_links_from_any_spelling_of_a_github_repository():
         assert estimate.colab_links(spelling) == links
     branch = estimate.colab_links("me/idc.notebooks", branch="dev")["18_best_recipe"]
     assert branch == "https://colab.research.google.com/github/me/idc.notebooks/blob/dev/notebooks/18_best_recipe.ipynb"
-    for bad in ("https://gitlab.com/me/x", "gitlab.com/me", "me", "https://github.com/me", "", "github.com/me/x/tree/y"):
+    for bad in ("https://gitlab.com/me/x", "gitlab.com/me", "me", "https://github.com/me", "",
+                "github.com/me/x/tree/y"):
         with pytest.raises(ValueError, match=f"not a GitHub repository: {bad!r}"):
             estimate.colab_links(bad)
 
 
 def test_docs_colab_is_what_the_estimate_writes():
     page = Path(__file__).resolve().parents[1] / "docs" / "colab.md"
-    assert page.read_text() == estimate.colab_markdown(), "regenerate: python -m helpers.tools.estimate --colab-doc > docs/colab.md"
+    assert page.read_text() == estimate.colab_markdown(), \
+        "regenerate: python -m helpers.tools.estimate --colab-doc > docs/colab.md"
     text = estimate.colab_markdown("https://github.com/me/idc-notebooks")
-    assert "(https://colab.research.google.com/github/me/idc-notebooks/blob/main/notebooks/09_regularization.ipynb)" in text
+    assert "(https://colab.research.google.com/github/me/idc-notebooks/blob/main/notebooks/09_regularization.ipynb)" \
+        in text
     assert "git clone -q --depth 1 https://github.com/me/idc-notebooks /content/idc" in text
     assert "an estimate, not a measurement" in text and "| **total** |  | **2.0 h** |" in text
 
@@ -268,4 +272,5 @@ def test_the_command_line_names_the_profile_or_fails_in_one_line(capsys):
     assert capsys.readouterr().err == "error: no estimate for profile 'huge'; known: colab, cpu, full, smoke\n"
     assert estimate.main(["--colab-links", "me/x"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 19 and lines[0] == "00_data  https://colab.research.google.com/github/me/x/blob/main/notebooks/00_data.ipynb"
+    assert len(lines) == 19
+    assert lines[0] == "00_data  https://colab.research.google.com/github/me/x/blob/main/notebooks/00_data.ipynb"

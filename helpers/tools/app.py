@@ -1,9 +1,5 @@
-"""A small local web app: upload an image, pick a saved model, see its class
-probabilities and a Grad-CAM overlay.
-
-``python -m helpers.tools.app [--port 5000] [--outputs DIR]`` (or ``make app``) serves
-it on http://127.0.0.1:5000. The models offered are those saved under the
-outputs folder (``discover_models``); the upload is read into memory and the
+"""``make app``: a local web page where one uploads an image, picks a saved model (``discover_models``)
+and sees its class probabilities and a Grad-CAM overlay. The upload is read into memory and the
 pictures go back inside the page as data: URIs, so nothing is written to disk.
 """
 
@@ -29,7 +25,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import config
 
-OUTPUTS_ENV = "IDC_APP_OUTPUTS"
 MAX_UPLOAD_MB = 10
 # A small PNG can declare a huge canvas (a decompression bomb): the header's size
 # is checked before any pixel is decoded. 25 MP is far above any ultrasound frame.
@@ -46,20 +41,16 @@ FORMATS = {"PNG", "JPEG", "MPO"}  # what PIL finds in the bytes; MPO is the JPEG
 SKIP_DIRS = {"tuner", "cache", "backup", "__pycache__"}
 DEFAULT_CLASSES = {"idc": ["no IDC", "IDC"], "thyroid": ["benign", "malignant"]}
 CACHE_SIZE = 3
-HOW_TO_TRAIN = [
-    ("every notebook's models (smoke profile, about 20 minutes on 2 CPU cores)", "make run-all"),
-    ("one CancerNet on the shipped real sample (recipe best, every patch: about 10 minutes on 2 CPU cores)",
-     ".venv/bin/python -m helpers train --model cancernet "
-     "--data-dir data/idc-sample --out outputs/models/cancernet"),
-]
+# A Keras model is not meant to be used by several request threads at once.
+MODEL_LOCK = threading.RLock()
 
 
-class AppError(Exception):
-    """A problem the user can fix, shown on the page with an HTTP status."""
+class AppError(HTTPException):
+    """A problem the user can fix, shown on the page with its HTTP status."""
 
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message, self.status = message, status
+    def __init__(self, description: str, code: int = 400):
+        super().__init__(description)
+        self.code = code
 
 
 def _first_line(exc) -> str:
@@ -99,12 +90,9 @@ class SavedModel:
 
 
 def _walk(root: Path, pattern: str) -> list[Path]:
-    """Files matching ``pattern`` below ``root``, skipping SKIP_DIRS and hidden folders, sorted."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
-        found += [Path(folder) / f for f in files if Path(f).match(pattern) and not f.startswith(".")]
-    return sorted(found)
+    """Files matching ``pattern`` below ``root``, none hidden or in SKIP_DIRS, sorted."""
+    return sorted(path for path in root.rglob(pattern)
+                  if not any(part in SKIP_DIRS or part.startswith(".") for part in path.relative_to(root).parts))
 
 
 def _read_json(path: Path) -> tuple[dict, str]:
@@ -130,14 +118,11 @@ def _checkpoint(train_json: Path, named: str, root: Path) -> Path | None:
 
 
 def discover_models(outputs_dir) -> list[SavedModel]:
-    """The models saved under ``outputs_dir``, sorted by relative path.
-
-    (a) every ``*.keras`` with a sidecar JSON of the same stem (``model.keras`` +
-    ``model.json``); (b) the ``best_checkpoint`` of every ``runs/**/train.json``
-    whose file exists, unless a model of (a) sits in the run's folder or the one
-    above it: that is the same best epoch, saved with its sidecar (``study`` saves
-    ``<run>/best.keras``, ``helpers train`` ``<out>/model.keras`` beside ``<out>/run``).
-    """
+    """The models saved under ``outputs_dir``, sorted by relative path: (a) every ``*.keras`` with a
+    sidecar JSON of the same stem; (b) the ``best_checkpoint`` of every ``runs/**/train.json`` whose
+    file exists, unless a model of (a) sits in the run's folder or the one above it: that is the same
+    best epoch, saved with its sidecar (``study`` saves ``<run>/best.keras``, ``helpers train``
+    ``<out>/model.keras`` beside ``<out>/run``)."""
     root = Path(outputs_dir).resolve()
     found = {}
 
@@ -159,9 +144,6 @@ def discover_models(outputs_dir) -> list[SavedModel]:
             add(path, "train.json")
     return sorted(found.values(), key=lambda m: m.rel)
 
-
-# A Keras model is not meant to be used by several request threads at once.
-MODEL_LOCK = threading.RLock()
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -196,7 +178,7 @@ def read_upload(data: bytes) -> Image.Image:
     is what PIL finds in the bytes, whatever the file is called; size and decoded bytes are
     checked from the header, before any pixel is decoded."""
     if not data:
-        raise AppError("The file is empty: choose a PNG or JPEG image.", 400)
+        raise AppError("The file is empty: choose a PNG or JPEG image.")
     kind = "image"
     try:
         with warnings.catch_warnings():
@@ -283,16 +265,15 @@ def predict(model, image: Image.Image, meta: dict) -> dict:
 # --- the web app -------------------------------------------------------------------
 
 def create_app(outputs_dir=None) -> Flask:
-    """The Flask app over the models in ``outputs_dir`` (default: $IDC_APP_OUTPUTS, else outputs/)."""
-    outputs = Path(outputs_dir or os.environ.get(OUTPUTS_ENV) or config.ROOT / "outputs").expanduser()
+    """The Flask app over the models in ``outputs_dir`` (default: outputs/)."""
+    outputs = Path(outputs_dir or config.ROOT / "outputs").expanduser()
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_UPLOAD_MB * 1024 * 1024, OUTPUTS_DIR=outputs)
 
-    def page(status=200, **context):
+    def page(status=200, selected=None, **context):
         found = discover_models(outputs)
-        context.setdefault("selected", found[0].id if found else None)
-        return render_template("app.html", models=found, outputs=outputs, how_to_train=HOW_TO_TRAIN,
-                               max_mb=MAX_UPLOAD_MB, **context), status
+        return render_template("app.html", models=found, outputs=outputs, max_mb=MAX_UPLOAD_MB,
+                               selected=selected or (found[0].id if found else None), **context), status
 
     @app.get("/")
     def index():
@@ -310,31 +291,27 @@ def create_app(outputs_dir=None) -> Flask:
         found = {m.id: m for m in discover_models(outputs)}
         chosen = request.form.get("model", "")
         if not found:
-            raise AppError("No model is saved yet, so there is nothing to predict with.", 400)
+            raise AppError("No model is saved yet, so there is nothing to predict with.")
         if chosen not in found:
             raise AppError("Unknown model: choose one from the list (reload the page if "
-                           "models were added or removed).", 400)
+                           "models were added or removed).")
         upload = request.files.get("image")
         if upload is None or not upload.filename:
-            raise AppError("No file was chosen: pick a PNG or JPEG image to upload.", 400)
+            raise AppError("No file was chosen: pick a PNG or JPEG image to upload.")
         with DECODES:
             image = read_upload(upload.read())
         with MODEL_LOCK:
             result = predict(load_model(found[chosen]), image, found[chosen].meta)
         return page(result=result, entry=found[chosen], selected=chosen)
 
-    @app.errorhandler(AppError)
-    def app_error(exc):
-        return page(exc.status, error=exc.message, selected=request.form.get("model"))
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(exc):
-        return page(413, error=f"The file is larger than {MAX_UPLOAD_MB} MB: upload a smaller image.")
+    @app.errorhandler(HTTPException)
+    def refused(exc):
+        if isinstance(exc, RequestEntityTooLarge):  # the body is over MAX_CONTENT_LENGTH: its form is unread
+            return page(413, error=f"The file is larger than {MAX_UPLOAD_MB} MB: upload a smaller image.")
+        return page(exc.code, error=exc.description, selected=request.form.get("model"))
 
     @app.errorhandler(Exception)
     def unexpected(exc):
-        if isinstance(exc, HTTPException):
-            return page(exc.code, error=exc.description)
         app.logger.exception("request failed")  # the traceback goes to the terminal, not to the page
         return page(500, error=f"Something went wrong ({type(exc).__name__}); the terminal "
                                "running the app shows the details.")
@@ -343,11 +320,10 @@ def create_app(outputs_dir=None) -> Flask:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.tools.app", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers.tools.app", description=__doc__)
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--outputs", default=None,
-                        help=f"folder with the saved models (default: ${OUTPUTS_ENV}, else outputs/)")
+    parser.add_argument("--outputs", help="folder with the saved models (default: outputs/)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..notebook import import_tensorflow_quietly

@@ -19,19 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
+BATCH, SEED = 64, 0  # CancerNet's batch in the notebooks; the seed of the generated set, split and model
 
 
-def timed(fn) -> float:
-    """Seconds ``fn()`` takes."""
+def timed(fn) -> tuple:
+    """(what ``fn()`` returns, the seconds it took)."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    result = fn()
+    return result, time.perf_counter() - start
 
 
 def step_seconds(model, ds, steps: int) -> float:
     """Seconds per training step of ``model`` on ``ds`` (repeated), after a traced warm-up."""
     model.fit(ds, steps_per_epoch=5, epochs=1, verbose=0, shuffle=False)
-    return timed(lambda: model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)) / steps
+    return timed(lambda: model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False))[1] / steps
 
 
 def _peak_gb() -> float:
@@ -39,8 +40,8 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def table(data_dir=None, sample: int | None = None, train: bool = True, steps: int = 150, batch_size: int = 64,
-          seed: int = 0, repeats: int = 3) -> list[tuple[str, str, str]]:
+def table(data_dir=None, sample: int | None = None, train: bool = True, steps: int = 150,
+          repeats: int = 3) -> list[tuple[str, str, str]]:
     """(measure, value, target or note) rows on the full-size generated set (or ``data_dir``, at
     most ``sample`` of its patches). ``train`` False: the input pipelines alone, with a PIL loop,
     each rate the best of 2 passes after a warm-up. TensorFlow is imported only after indexing and
@@ -56,21 +57,17 @@ def table(data_dir=None, sample: int | None = None, train: bool = True, steps: i
     def rate(fn, n) -> str:
         if passes > 1:
             fn()  # the warm-up pass
-        return f"{n / min(timed(fn) for _ in range(passes)):,.0f} img/s"
+        return f"{n / min(timed(fn)[1] for _ in range(passes)):,.0f} img/s"
 
     rows = []
     if data_dir is None:
         data_dir = full_demo_dir()
-        start = time.perf_counter()
-        summary = full_demo(data_dir, seed=seed)
-        took = time.perf_counter() - start
+        summary, took = timed(lambda: full_demo(data_dir, seed=SEED))
         made = "already there" if took < 30 else f"generated in {took / 60:.1f} min"
         rows.append(("data", f"{summary['patches']:,} patches, {summary['patients']} patients "
                      f"({summary['negatives']:,} negative, {summary['positives']:,} positive)",
                      f"generated (make-demo --full), {made}"))
-    start = time.perf_counter()
-    df, report = build_index(data_dir)
-    seconds = time.perf_counter() - start
+    (df, report), seconds = timed(lambda: build_index(data_dir))
     rows.append(("index all files", f"{seconds:.1f} s ({report.files_seen / seconds:,.0f} files/s)",
                  f"< 60 s; every file read and decoded, {file_workers()} processes"))
     if data_dir == full_demo_dir() and len(df) != (full := FULL["negatives"] + FULL["positives"]):
@@ -83,12 +80,11 @@ def table(data_dir=None, sample: int | None = None, train: bool = True, steps: i
 
     # a full-size pack (~2 GB) goes beside the full-size set rather than into a small /tmp
     with tempfile.TemporaryDirectory(dir=Path(data_dir).parent if train else None) as tmp:
-        seconds = timed(lambda: pipeline.pack(df, Path(tmp) / "full", progress=False))
+        seconds = timed(lambda: pipeline.pack(df, Path(tmp) / "full", progress=False))[1]
         rows.append(("pack into the array file", f"{seconds:.1f} s ({n / seconds:,.0f} img/s)",
                      f"PIL decode, {file_workers()} processes; peak memory so far {_peak_gb():.2f} GB"))
-        start = time.perf_counter()
-        images, index = pipeline.load_pack(Path(tmp) / "full", mmap=False)
-        rows.append(("reload the pack into memory", f"{time.perf_counter() - start:.1f} s", "< 10 s"))
+        (images, index), seconds = timed(lambda: pipeline.load_pack(Path(tmp) / "full", mmap=False))
+        rows.append(("reload the pack into memory", f"{seconds:.1f} s", "< 10 s"))
     labels = index["label"].to_numpy()
     rows.append(("the whole set in memory (uint8)", f"{images.nbytes / 1e9:.2f} GB", "< 4 GB"))
     each = "one pass" if train else "best of 2"
@@ -97,10 +93,10 @@ def table(data_dir=None, sample: int | None = None, train: bool = True, steps: i
     packed = pipeline.make_dataset(images=images, labels=labels, batch_size=256)
     rows.append((f"tf.data from the pack, {each}", rate(lambda: [None for _ in packed], n), ""))
     del png, packed
-    return rows + _cancernet(images, labels, index, steps, batch_size, seed, repeats) if train else rows
+    return rows + _cancernet(images, labels, index, steps, repeats) if train else rows
 
 
-def _cancernet(images, labels, index, steps: int, batch_size: int, seed: int, repeats: int) -> list:
+def _cancernet(images, labels, index, steps: int, repeats: int, batch_size: int = BATCH) -> list:
     """One CancerNet training epoch over the training patients (70% by patient), extrapolated
     from ``steps`` steps: fed by the real input pipeline (shuffled pack), and by one batch held in
     memory, which is the model's own speed. Their gap is what the input costs. The best of
@@ -112,13 +108,13 @@ def _cancernet(images, labels, index, steps: int, batch_size: int, seed: int, re
     from ..data import pipeline
     from ..data.splits import split_by_patient
 
-    training = int((split_by_patient(index, val=0.15, test=0.15, seed=seed)["split"] == "train").sum())
+    training = int((split_by_patient(index, val=0.15, test=0.15, seed=SEED)["split"] == "train").sum())
     per_epoch = math.ceil(training / batch_size)
-    model = models.build_model("cancernet", seed=seed)
+    model = models.build_model("cancernet", seed=SEED)
     train.compile_model(model, "adagrad", 0.0282)
     # all patches rather than a copy of the training rows: the speed is the same, the memory less
     fed = pipeline.make_dataset(images=images, labels=labels, batch_size=hardware.global_batch(batch_size),
-                                shuffle=True, seed=seed, one_hot=True).repeat()
+                                shuffle=True, seed=SEED, one_hot=True).repeat()
     one = next(iter(pipeline.make_dataset(images=images[:batch_size], labels=labels[:batch_size],
                                           batch_size=batch_size, one_hot=True)))
     datasets = {"fed": fed, "alone": tf.data.Dataset.from_tensors(one).repeat()}
@@ -127,7 +123,7 @@ def _cancernet(images, labels, index, steps: int, batch_size: int, seed: int, re
         for name, ds in datasets.items():
             best[name] = min(best[name], step_seconds(model, ds, steps))
     batches = iter(fed)
-    supply = 1000 * batch_size / timed(lambda: [next(batches) for _ in range(1000)])
+    supply = 1000 * batch_size / timed(lambda: [next(batches) for _ in range(1000)])[1]
     with_input, alone = best["fed"], best["alone"]
     return [("CancerNet epoch, fed by the pack",
              f"{with_input * per_epoch:,.0f} s ({batch_size / with_input:,.0f} img/s)",
@@ -141,7 +137,8 @@ def _cancernet(images, labels, index, steps: int, batch_size: int, seed: int, re
             ("peak memory of this process", f"{_peak_gb():.2f} GB", "the set in memory, tf.data buffers, the model")]
 
 
-def print_table(rows, header=("measure", "value", "target / note")) -> None:
+def print_table(rows) -> None:
+    header = ("measure", "value", "target / note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, None, *rows]:
         print("-" * (sum(widths) + 2 * (len(widths) - 1)) if r is None
@@ -149,8 +146,8 @@ def print_table(rows, header=("measure", "value", "target / note")) -> None:
 
 
 def main(data_dir=None, sample: int | None = None, full_set: bool = False) -> int:
-    """``make bench``: ``full_set``, the full-size set's table (or ``data_dir``'s); else the input
-    pipelines on ``data_dir`` (default: the shipped sample)."""
+    """``full_set``: the full-size set's table (or ``data_dir``'s); else the input pipelines on
+    ``data_dir`` (default: the shipped sample)."""
     import platform
 
     from .. import hardware

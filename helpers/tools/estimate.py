@@ -5,8 +5,7 @@ Nothing here ran on a GPU. ``profile_workload(profile)`` says what each notebook
 TensorFlow's profiler (cached in ``flops.json``); training costs 3 forward passes, 1 behind a frozen
 pretrained backbone; a GPU delivers an assumed share of its fp16 peak, unless the host (PNG decoding,
 one-thread augmentation, stain normalisation, at rates measured on the 2-core reference machine)
-cannot feed it that fast. ``python -m helpers.tools.estimate [--profile colab]`` prints the table;
-``--measure`` re-measures this CPU; ``--colab-doc`` prints docs/colab.md.
+cannot feed it that fast. ``python -m helpers.tools.estimate --help`` lists what it prints.
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ NOTEBOOK_OVERHEAD_S = 30  # start-up, imports, figures: 01_eda took 27 s in the 
 
 # Images (or files) per second. Index and pack: ``make bench`` on the full-size set (2026-11-23,
 # cold cache, alone on the machine, 6 processes); PIL, PNG and memory: docs/measurements.md
-# (make bench on the real sample, 2026-11-22); the others ``measure_cpu()`` (best of 2 passes, 2026-11-23, under nice 19 while
-# a cross-validation and other jobs ran: this process had 32% of the 2 cores, so these are low;
-# the two passes differed by up to 2x).
+# (make bench on the real sample, 2026-11-22); the others ``measure_cpu()`` (best of 2 passes,
+# 2026-11-23, under nice 19 while a cross-validation and other jobs ran: this process had 32% of
+# the 2 cores, so these are low; the two passes differed by up to 2x).
 HOST = {
     "index": 6_082,  # index.build_index: read and fully decode a file
     "pil": 5_733,  # a PIL loop into NumPy (crossval.load, load_arrays, BreakHis to_patches)
@@ -110,8 +109,7 @@ SAMPLE_PATCHES, SAMPLE_POSITIVES = 9_563, 2_344  # the real sample shipped in da
 # augments in one thread; "recal": recalibrates BatchNorm before each validation; "ensemble": 2
 # more members; "reinhard", "macenko": normalise the fold's patches on the CPU; "breakhis":
 # generates a small BreakHis-like set to pretrain on; "plain" trains like the base) and
-# careful's epochs; SMOKE_CANDIDATES and FULL_CANDIDATES are notebook 18's lists; LOCKBOX_SHARE is
-# selection's.
+# careful's epochs; SMOKE_CANDIDATES and FULL_CANDIDATES are notebook 18's lists.
 RECIPE_EPOCHS, RECIPE_BATCH, CAREFUL_EPOCHS = 20, 64, 40
 SEARCH = {"smoke": (3, 1, 600), "cpu": (10, 3, 10_000), "full": (25, 5, 50_000), "colab": (8, 3, 20_000)}
 INGREDIENT_COST = {
@@ -123,29 +121,24 @@ INGREDIENT_COST = {
 SMOKE_CANDIDATES = ("tta", "slide_context")
 FULL_CANDIDATES = ("tta", "ema", "label_smoothing", "histology_aug", "stain_reinhard", "balanced_sampling",
                    "slide_context")
-LOCKBOX_SHARE = 0.2
 NOTEBOOK_18_CAP = 10_000  # notebook 18's cap on patches per fold in smoke and colab
 
 
 def profile_settings(profile: str) -> tuple[dict, dict]:
-    """(``config.PROFILES[profile]``, what the notebooks take from elsewhere: ``SEARCH``, the
-    generated BreakHis-like and thyroid sets' ``DEMO_SIZES``, thyroid.track's settings and notebook
-    18's settings cell); an unknown profile is named."""
+    """(``config.PROFILES[profile]``, what the notebooks take from elsewhere under it)."""
     from .. import config
     from ..breakhis import generator as breakhis
     from ..thyroid import generator as thyroid
     from ..thyroid import track
 
-    if profile not in config.PROFILES or profile not in SEARCH:
-        known = sorted(set(config.PROFILES) & set(SEARCH))
-        raise ValueError(f"no estimate for profile {profile!r}; known: {', '.join(known)}")
+    if profile not in SEARCH:  # SEARCH has a row for each of config.PROFILES (a test checks)
+        raise ValueError(f"no estimate for profile {profile!r}; known: {', '.join(sorted(SEARCH))}")
     light = profile in ("smoke", "colab")  # notebook 18's settings cell: its budgets for a CPU and a T4
-    shift = track.SHIFT_SETTINGS[profile]
     return config.PROFILES[profile], dict(
         whole_set=profile in config.WHOLE_SET_PROFILES, search=SEARCH[profile],
         breakhis=breakhis.DEMO_SIZES[profile], thyroid=thyroid.DEMO_SIZES[profile],  # (patients, images each)
         thyroid_size=track.IMAGE_SIZE[profile], backbones=track.TRAINED_BACKBONES[profile],
-        shift=(shift["image_size"], shift["epochs"], shift["batch_size"]),
+        shift=tuple(track.SHIFT_SETTINGS[profile][k] for k in ("image_size", "epochs", "batch_size")),
         # notebook 18: folds; capped: the profile's epochs and sample per fold, else the recipes' own epochs and
         # every patch; the selection's candidates
         folds=2 if light else 5, capped=light, candidates=SMOKE_CANDIDATES if light else FULL_CANDIDATES)
@@ -270,6 +263,8 @@ def best_recipe(patches: int, folds: int, epochs, cap, candidates, seeds: int = 
     loop of ``careful`` (one seed), then ``careful``, each trained candidate of a first selection
     round and ``best_v4`` cross-validated once per seed; then ``best_v4`` and ``careful`` trained on the
     development patients and scored on the lockbox, once per seed. ``epochs`` None: the recipes' own."""
+    from ..recipes.selection import LOCKBOX_SHARE
+
     dev = round(patches * (1 - LOCKBOX_SHARE))
     train, val, test = fold_sizes(dev, folds, cap)
     recal = val + 20 * RECIPE_BATCH  # both recipes recalibrate BatchNorm before each validation
@@ -288,8 +283,7 @@ def best_recipe(patches: int, folds: int, epochs, cap, candidates, seeds: int = 
     on = "every patch" if cap is None else f"{train + val + test:,} patches"
     note = (f"careful's fold loop, then careful, {len(trained)} trained candidate(s) of {len(candidates)} and best_v4 "
             f"on {folds} development folds x {seeds} seeds on {on}; best_v4 and careful on the lockbox "
-            f"x {seeds} seeds; "
-            f"{epochs or 'the recipes own'} epochs, batch {RECIPE_BATCH}; 8 views predicted per fold"
+            f"x {seeds} seeds; {epochs or 'the recipes own'} epochs, batch {RECIPE_BATCH}; 8 views predicted per fold"
             + ("; stain normalisation on the CPU" if len(data) > 1 else ""))
     return Notebook(jobs, tuple(data), note)
 
@@ -328,14 +322,14 @@ def needed_keys() -> list[str]:
                    for job in nb.jobs} | set(CPU_TRAINING))
 
 
-def update_flops(force: bool = False, path=FLOPS_FILE) -> dict:
-    """Count every model of ``needed_keys()`` that ``path`` lacks (all with ``force``) and rewrite it.
+def update_flops(force: bool = False) -> dict:
+    """Count every model of ``needed_keys()`` that flops.json lacks (all with ``force``) and rewrite it.
     Each is built once: EfficientNetB7 at 224 px takes a while on a CPU."""
     import keras
 
     from .. import models
 
-    table = {} if force or not Path(path).is_file() else load_flops(path)
+    table = {} if force or not FLOPS_FILE.is_file() else load_flops()
     for key in needed_keys():
         if key not in table:
             name, size, build = parse_key(key)
@@ -343,14 +337,14 @@ def update_flops(force: bool = False, path=FLOPS_FILE) -> dict:
             table[key] = count_flops(models.build_model(name, image_size=size, weights=None, **build))
             keras.backend.clear_session()
             print(f"{key}: {table[key]:,} FLOPs ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    Path(path).write_text(json.dumps(dict(sorted(table.items())), indent=1) + "\n")
+    FLOPS_FILE.write_text(json.dumps(dict(sorted(table.items())), indent=1) + "\n")
     return table
 
 
-def load_flops(path=FLOPS_FILE) -> dict:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} is missing: python -m helpers.tools.estimate --update-flops writes it")
-    return json.loads(Path(path).read_text())
+def load_flops() -> dict:
+    if not FLOPS_FILE.is_file():
+        raise FileNotFoundError(f"{FLOPS_FILE} is missing: python -m helpers.tools.estimate --update-flops writes it")
+    return json.loads(FLOPS_FILE.read_text())
 
 
 def image_flops(key, flops: dict) -> float:
@@ -362,7 +356,8 @@ def image_flops(key, flops: dict) -> float:
     name, size, build = parse_key(key)
     others = [(abs(s - size), s, k) for k in flops for n, s, b in [parse_key(k)] if n == name and b == build]
     if not others:
-        raise KeyError(f"no FLOPs for model {key!r} in flops.json: python -m helpers.tools.estimate --update-flops counts it")
+        raise KeyError(f"no FLOPs for model {key!r} in flops.json: "
+                       "python -m helpers.tools.estimate --update-flops counts it")
     _, counted, other = min(others)
     return flops[other] * (size / counted) ** 2
 
@@ -427,9 +422,10 @@ def estimate(gpu: str = "t4", workload: dict | None = None, flops: dict | None =
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("notebook")
 
 
-def table_markdown(gpus=("t4", "a100"), workload=None, flops=None, profile: str = "full") -> str:
-    """The README table: one row per notebook and a total, hours for each GPU (an ESTIMATE)."""
-    tables = {gpu: estimate(gpu, workload, flops, profile) for gpu in gpus}
+def table_markdown(profile: str = "full") -> str:
+    """docs/gpu.md's table: one row per notebook and a total, hours for each GPU (an ESTIMATE)."""
+    gpus = list(GPUS)
+    tables = {gpu: estimate(gpu, profile=profile) for gpu in gpus}
     first, g0 = tables[gpus[0]], gpus[0].upper()
     head = ["notebook", "images trained", "PFLOP", *(f"{g.upper()} h" for g in gpus),
             f"{g0} h, no early stop", f"{g0} limited by", "assumptions"]
@@ -442,9 +438,9 @@ def table_markdown(gpus=("t4", "a100"), workload=None, flops=None, profile: str 
     return _markdown(head, rows)
 
 
-def calibration_markdown(flops=None) -> str:
+def calibration_markdown() -> str:
     """The CPU measured against the assumed GPUs: img/s and effective FLOP/s of training."""
-    flops = load_flops() if flops is None else flops
+    flops = load_flops()
     head = ["model (training)", "FLOP per image", "CPU img/s (measured)", "CPU GFLOP/s",
             *(f"{g.upper()} TFLOP/s, img/s (assumed)" for g in GPUS)]
     rows = []
@@ -516,14 +512,14 @@ def colab_markdown(repo_url=PLACEHOLDER_REPO, branch: str = "main") -> str:
         settings=", ".join(f"`{k}={v!r}`" for k, v in p.items()), table=table,
         setup_cell=textwrap.indent(COLAB_SETUP_CELL.format(repo=f"https://github.com/{owner}/{name}"), "   "),
         longest=f"{idc['hours'].max() * 60:.0f}", longest_nb=idc["hours"].idxmax(), series=_hours(t4["hours"].sum()),
-        search=s["search"], breakhis=s["breakhis"], thyroid=s["thyroid"], thyroid_size=s["thyroid_size"],
-        folds=s["folds"])
+        **s)
 
 
 # --- measuring this CPU -------------------------------------------------------------------------
 
-def measure_training(key, frozen: bool = False, batch: int = 128, steps: int = 16) -> float:
-    """Training images/s of model ``key`` on this machine (random images, Adam, after a warm-up)."""
+def measure_training(key, batch: int = 128, steps: int = 16) -> float:
+    """Training images/s of model ``key`` on this machine (random images, Adam, after a warm-up), its
+    backbone frozen if ``CPU_FROZEN`` says so."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -533,7 +529,7 @@ def measure_training(key, frozen: bool = False, batch: int = 128, steps: int = 1
 
     name, size, build = parse_key(key)
     model = models.build_model(name, image_size=size, weights=None, seed=0, **build)
-    for layer in models.backbone_layers(model) if frozen else ():
+    for layer in models.backbone_layers(model) if key in CPU_FROZEN else ():
         layer.trainable = False
     train.compile_model(model, "adam")
     rng = np.random.default_rng(0)
@@ -565,15 +561,15 @@ def measure_host(n: int = 2048) -> dict:
         ds = augment.apply(tf.data.Dataset.from_tensor_slices((x, np.zeros(count))).batch(128), name, seed=0,
                            parallel=False)
         next(iter(ds))  # traces the augmentation
-        out[key] = count / timed(lambda: [None for _ in ds])  # noqa: B023 (called at once)
+        out[key] = count / timed(lambda: [None for _ in ds])[1]  # noqa: B023 (called at once)
     for method in stain.METHODS:
         normalizer = stain.Normalizer.fit(patches, method)
-        out[method] = n / timed(lambda: normalizer(patches))  # noqa: B023
+        out[method] = n / timed(lambda: normalizer(patches))[1]  # noqa: B023
     with tempfile.TemporaryDirectory() as tmp:
-        out["thyroid_demo"] = 80 / timed(lambda: make_thyroid_demo(Path(tmp, "th"), 20, 4, seed=0))
+        out["thyroid_demo"] = 80 / timed(lambda: make_thyroid_demo(Path(tmp, "th"), 20, 4, seed=0))[1]
         df, _ = build_index(Path(tmp, "th"))
-        out["thyroid_load"] = len(df) / timed(lambda: load_images(df, 224))
-        out["breakhis_demo"] = 16 / timed(lambda: make_breakhis_demo(Path(tmp, "bh"), 2, 8, seed=0))
+        out["thyroid_load"] = len(df) / timed(lambda: load_images(df, 224))[1]
+        out["breakhis_demo"] = 16 / timed(lambda: make_breakhis_demo(Path(tmp, "bh"), 2, 8, seed=0))[1]
     return {k: round(v) for k, v in out.items()}
 
 
@@ -584,12 +580,9 @@ def measure_cpu(passes: int = 2) -> dict:
     import os
 
     wall, cpu = time.perf_counter(), time.process_time()
-    host, training = {}, {}
-    for _ in range(passes):
-        for key, value in measure_host().items():
-            host[key] = max(value, host.get(key, 0))
-        for key in CPU_TRAINING:
-            training[key] = max(round(measure_training(key, frozen=key in CPU_FROZEN), 1), training.get(key, 0))
+    runs = [measure_host() for _ in range(passes)]
+    host = {key: max(run[key] for run in runs) for key in runs[0]}
+    training = {key: round(max(measure_training(key) for _ in range(passes)), 1) for key in CPU_TRAINING}
     share = (time.process_time() - cpu) / ((time.perf_counter() - wall) * (os.cpu_count() or 1))
     return {"host": host, "training": training, "cpu_share": round(share, 2), "date": time.strftime("%Y-%m-%d")}
 

@@ -40,8 +40,7 @@ def _failure(exc) -> str:
     return f"{where}{code}: {ename}: {evalue.splitlines()[0] if evalue else ''}"[:300]
 
 
-def run_all(notebooks, out_dir, parameters: dict, kernel: str | None = KERNEL,
-            progress: bool = True, echo=print) -> list[Outcome]:
+def run_all(notebooks, out_dir, parameters: dict, kernel: str = KERNEL, progress: bool = True) -> list[Outcome]:
     """Run each notebook into ``out_dir``; a failure is recorded and the next one runs. The executed
     copy of a failed notebook is still written (with the error), so its outputs up to the failing
     cell can be read."""
@@ -50,7 +49,7 @@ def run_all(notebooks, out_dir, parameters: dict, kernel: str | None = KERNEL,
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     outcomes = []
     for i, nb in enumerate(notebooks, 1):
-        echo(f"[{i}/{len(notebooks)}] {nb.name}", flush=True)
+        print(f"[{i}/{len(notebooks)}] {nb.name}", flush=True)
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(Path(out_dir) / nb.name), parameters=parameters, kernel_name=kernel,
@@ -58,7 +57,7 @@ def run_all(notebooks, out_dir, parameters: dict, kernel: str | None = KERNEL,
             outcome = Outcome(nb.name, "ok", time.perf_counter() - start)
         except Exception as exc:  # one notebook's failure must not stop the series
             outcome = Outcome(nb.name, "failed", time.perf_counter() - start, _failure(exc))
-        echo(f"    {outcome.status} in {outcome.seconds:.1f} s {outcome.detail}", flush=True)
+        print(f"    {outcome.status} in {outcome.seconds:.1f} s {outcome.detail}", flush=True)
         outcomes.append(outcome)
     return outcomes
 

@@ -177,7 +177,7 @@ def test_a_thyroid_study_run_is_recorded_as_thyroid_with_a_sidecar(cfg):
                             fit={"checkpoint_metrics": ("val_loss", "val_accuracy")})
     done = study.run_study(cfg, "thyroid_t", "16_thyroid_backbones", [variant], seeds=[0],
                            prepare=lambda size, augmentation: data)
-    path = track.best_model_path(done, "tiny", cfg.output_dir)
+    path = study.run_path(done, "tiny", cfg.output_dir) / "best.keras"
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["task"] == "thyroid" and sidecar["class_names"] == ["benign", "malignant"]
     assert sidecar["image_size"] == 32 and sidecar["generated"] is True

@@ -1,6 +1,6 @@
-"""What the BreakHis and thyroid tracks share: the index of a folder of benign / malignant images,
-every file it does not use counted with its reason; a split by patient (or nodule) drawn per class;
-the generated sets' noise, workers and marks; image grids."""
+"""What the BreakHis and thyroid tracks share: the index of a folder of benign / malignant images (every
+unused file counted with its reason), a split by patient drawn per class, the generators' noise and
+workers, the generated sets' marks, image grids."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .data.index import DataError, IndexReport, _inspect, data_root, skipper
+from .data.index import DataError, IndexReport, _inspect, data_root, skipper, walk
 from .data.splits import SPLITS
 from .io import process_map
 
@@ -30,8 +30,7 @@ Skip = namedtuple("Skip", "reason detail", defaults=("",))  # a key of the track
 
 @dataclass(frozen=True)
 class Layout:
-    """How a track's folder is read: ``name_file(path, folders)`` gives a file's fields (a dict) or a
-    :class:`Skip`; the table holds ``columns``, sorted by ``order``."""
+    """How a track's folder is read: ``name_file(path, folders)`` gives a file's fields (a dict) or a Skip."""
 
     what: str  # the folder, in messages
     expected: str  # the files it should hold, in messages
@@ -45,11 +44,10 @@ class Layout:
 
 @dataclass
 class Report:
-    """What an index found: counts, and every skipped file with its reason. ``REASONS`` are the
-    reasons' texts; ``LISTS`` are fields the summary shortens to a few examples and a total."""
+    """What an index found: counts, and every skipped file with its reason."""
 
-    REASONS = {}
-    LISTS = ()
+    REASONS = {}  # the reasons' texts
+    LISTS = ()  # fields the summary shortens to a few examples and a total
     root: str
     files_seen: int = 0
     images: int = 0
@@ -78,8 +76,7 @@ class Report:
 
 def files(root: Path):
     """Yield (path, folders between root and the file) for every data file under root, sorted."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    for dirpath, _, filenames in walk(root):
         folders = Path(dirpath).relative_to(root).parts
         for name in sorted(filenames):
             if not name.startswith(".") and name not in NOT_DATA:  # .DS_Store and friends
@@ -88,8 +85,7 @@ def files(root: Path):
 
 def index_images(root, layout: Layout, report_type: type) -> tuple[pd.DataFrame, Report]:
     """The table of every usable image under ``root`` and a ``report_type`` of the folder. Raises
-    ``layout.missing`` if root does not exist, DataError if it is not a folder or holds no file or no
-    usable image, each naming it."""
+    ``layout.missing`` if root does not exist, DataError if it holds no usable image, naming it."""
     root = data_root(root, layout.what, layout.missing)
     report = report_type(root=str(root))
     named = []
@@ -183,8 +179,7 @@ def smooth_noise(rng, shape, sigma) -> np.ndarray:
 
 def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
     """``draw((tmp, i, item, params))`` for every item (a patient, a nodule), results concatenated in
-    order; in forked processes for more than a few items. Each item draws from its own generator,
-    seeded by ``params["seed"]`` and ``i``, so the files do not depend on the workers."""
+    order, in processes for more than a few items: ``draw`` seeds by ``params["seed"]`` and ``i``."""
     jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
     n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
     done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
@@ -192,7 +187,7 @@ def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, p
 
 
 def is_generated(root) -> bool:
-    """True for a generated demo set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
+    """True for a generated set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
     root = Path(root)
     return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))
 
@@ -203,8 +198,8 @@ def data_label(root, generated: str, real: str) -> str:
 
 
 def load_rgb(path, draft=None) -> Image.Image:
-    """The image at ``path`` in RGB; a JPEG much larger than ``draft`` (w, h) is decoded at a reduced
-    scale (libjpeg's DCT scaling, never below it), several times faster. ValueError names the file."""
+    """The image at ``path`` in RGB, a JPEG decoded at a reduced scale (no less than ``draft``, several
+    times faster). ValueError names the file."""
     try:
         with Image.open(path) as im:
             if draft:
@@ -215,8 +210,7 @@ def load_rgb(path, draft=None) -> Image.Image:
 
 
 def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
-    """The images of ``df`` as uint8 (n, size, size, 3), RGB, resized (PIL, bilinear) to squares. The
-    aspect is NOT kept (as Keras' ``flow_from_directory`` with ``target_size``): a wide image is squeezed."""
+    """The images of ``df`` as uint8 (n, size, size, 3), squeezed to squares (as Keras' ``target_size``)."""
     if size < 1:
         raise ValueError(f"size must be positive, not {size}")
     out = np.empty((len(df), size, size, 3), np.uint8)
@@ -232,15 +226,12 @@ def class_counts(labels) -> dict:
 
 
 def image_grid(shape, figsize, title: str, panels, fontsize: int = 11):
-    """A figure of ``shape`` (rows, cols) image panels without ticks: ``panels`` holds (row, col, image,
-    title, colour or None), the image a path (shown as a thumbnail) or an array; other cells stay
-    empty. Returns the figure and its axes, for labels; the caller lays it out."""
+    """A figure of ``shape`` (rows, cols) frameless image panels, and its axes: ``panels`` holds (row, col,
+    image, title, colour or None), the image a path (shown as a thumbnail) or an array."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(*shape, figsize=figsize, squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig, axes = plt.subplots(*shape, figsize=figsize, squeeze=False,
+                             subplot_kw={"xticks": [], "yticks": [], "frame_on": False})
     for r, c, image, text, colour in panels:
         if isinstance(image, (str, Path)):
             image = load_rgb(image)

@@ -153,9 +153,8 @@ class BreakHisReport(Report):
 
 
 def build_index(root) -> tuple[pd.DataFrame, BreakHisReport]:
-    """The table (``COLUMNS``, sorted by patient, magnification and path) of every BreakHis image under
-    ``root``, the official tree or any folder of files named in its pattern, and a :class:`BreakHisReport`.
-    A file name found twice counts once: identical copies are merged, different ones skipped."""
+    """The table (``COLUMNS``) of every BreakHis image under ``root``, the official tree or any folder of
+    files named in its pattern, and a :class:`BreakHisReport`. A file name found twice counts once."""
     return index_images(root, LAYOUT, BreakHisReport)
 
 
@@ -185,17 +184,16 @@ def to_patches(df: pd.DataFrame, size: int = PATCH, mode: str = "resize", tiles_
     per = 1 if mode == "resize" else tiles_per_image
     if mode == "resize":
         images = load_images(df, size)
-    else:
+    else:  # each row's tiles drawn by its own generator: they do not depend on the other rows
         images = np.empty((len(df) * per, size, size, 3), np.uint8)
         for i, (path, mag) in enumerate(zip(df["path"], df["magnification"])):
             im = load_rgb(path)
             if min(im.size) < size:
                 raise ValueError(f"image {path} ({im.width}x{im.height}) is smaller than a {size}-px tile")
-            factor = tile_downscale(mag, *im.size, size) if downscale is None else \
-                float(np.clip(downscale, 1, min(im.size) / size))
+            factor = np.clip(downscale or tile_downscale(mag, *im.size, size), 1, min(im.size) / size)
             width, height = max(size, round(im.width / factor)), max(size, round(im.height / factor))
             small = np.asarray(im.resize((width, height), Image.Resampling.BOX))
-            rng = np.random.default_rng([seed, i])  # per image: a row's tiles do not depend on the others
+            rng = np.random.default_rng([seed, i])
             ys = rng.integers(0, small.shape[0] - size + 1, per)
             xs = rng.integers(0, small.shape[1] - size + 1, per)
             for t, (y, x) in enumerate(zip(ys, xs)):
@@ -205,8 +203,8 @@ def to_patches(df: pd.DataFrame, size: int = PATCH, mode: str = "resize", tiles_
 
 
 def sample_dir(given=None) -> Path | None:
-    """A folder of a few real BreakHis images to show beside the generated set, or None when none is
-    given (BreakHis is for research use with citation: the project ships none)."""
+    """A folder of a few real BreakHis images to show beside the generated set (the project ships none:
+    BreakHis is for research use with citation), or None."""
     return None if given in (None, "") else data_root(given, "BreakHis sample folder", FileNotFoundError)
 
 
@@ -240,38 +238,35 @@ def example_grid(df: pd.DataFrame, source: str, seed: int = 0):
     mags = sorted(set(df["magnification"]))
     cells = df.groupby(["subtype", "magnification"])
     gallery = 2 * cells.ngroups < len(codes) * len(mags)
-    if gallery:  # every image, by subtype
+    if gallery:
         shown = df.assign(order=df["subtype"].map(list(SUBTYPES).index)).sort_values(["order", "magnification"])
         place = [divmod(i, 4) for i in range(len(shown))]
-        shape, figsize = (-(-len(shown) // 4), 4), (10.4, 2.1 * -(-len(shown) // 4) + 0.9)
-        title = "every image of the sample, by subtype"
+        shape, size = (-(-len(shown) // 4), 4), (10.4, 2.1 * -(-len(shown) // 4) + 0.9)
     else:
         shown = cells.sample(1, random_state=np.random.default_rng(seed))
         place = [(codes.index(code), mags.index(mag)) for code, mag in zip(shown["subtype"], shown["magnification"])]
-        shape, figsize = (len(codes), len(mags)), (2.3 * len(mags) + 1.2, 1.6 * len(codes) + 0.9)
-        title = "one image per subtype and magnification"
+        shape, size = (len(codes), len(mags)), (2.3 * len(mags) + 1.2, 1.6 * len(codes) + 0.9)
     panels = []
     for (r, c), (_, row) in zip(place, shown.iterrows()):
         name, label = SUBTYPES[row["subtype"]]
         text = f"{row['magnification']}X, patient {row['patient']}"
         panels.append((r, c, row["path"], f"{name} ({CLASSES[label]})\n{text}" if gallery else text,
                        CLASS_COLOURS[label] if gallery else None))
-    fig, axes = image_grid(shape, figsize, f"BreakHis: {title}\n({source})", panels)
-    for ax in axes.flat:
-        if not ax.images:
-            ax.set_frame_on(False)
-            ax.text(0.5, 0.5, "" if gallery else "no image", ha="center", va="center", fontsize=8, color="0.5")
-    if not gallery:
-        for r, code in enumerate(codes):
-            name, label = SUBTYPES[code]
-            axes[r, 0].set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8, color=CLASS_COLOURS[label])
+    title = "every image of the sample, by subtype" if gallery else "one image per subtype and magnification"
+    fig, axes = image_grid(shape, size, f"BreakHis: {title}\n({source})", panels)
+    for r, code in enumerate([] if gallery else codes):
+        name, label = SUBTYPES[code]
+        axes[r, 0].set_ylabel(f"{name}\n({CLASSES[label]})", fontsize=8, color=CLASS_COLOURS[label])
+        for ax in axes[r]:
+            if not ax.images:
+                ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=8, color="0.5")
     fig.tight_layout()
     return fig
 
 
 def scale_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per magnification, at the index's most common image size: micrometres per pixel and field of
-    view of the image, of a "resize" input and of a "tiles" input; the IDC patches' in the last row."""
+    """Micrometres per pixel and field of view per magnification (at the index's most common image size)
+    of the image and of its "resize" and "tiles" inputs, the IDC patches' in the last row."""
     width, height = (int(v) for v in df[["width", "height"]].value_counts().idxmax())
     rows = []
     for mag in MAGNIFICATIONS:

@@ -31,8 +31,8 @@ TOP = int(APEX[1] + R0)  # the skin line at the fan's centre (y)
 
 @functools.lru_cache(maxsize=1)
 def _geometry():
-    """The fan: frame coordinates (x, y) of every polar sample (depth, beam), and for the frame's
-    pixels inside the fan their polar coordinates (scan conversion)."""
+    """The fan: frame coordinates (x, y) of every polar sample (depth, beam), and the polar coordinates
+    of the frame's pixels inside the fan (scan conversion)."""
     r = R0 + np.arange(DEPTH, dtype=np.float32)[:, None]
     t = np.linspace(-HALF_ANGLE, HALF_ANGLE, BEAMS, dtype=np.float32)[None]
     x, y = APEX[0] + r * np.sin(t), APEX[1] + r * np.cos(t)
@@ -98,7 +98,7 @@ def _nodule(rng, label) -> dict:
 
 
 def _scene(rng, nod) -> dict:
-    """One image of a nodule: where the probe puts it, at what scale, and the scanner's settings."""
+    """One image of a nodule: where the probe puts it, at what scale, the scanner's settings."""
     scale = rng.uniform(0.9, 1.1)
     a = nod["a"] * scale * rng.uniform(0.95, 1.05)
     b = nod["a"] * nod["ratio"] * scale * rng.uniform(0.95, 1.05)
@@ -152,8 +152,7 @@ def _vessels(sc, R, alpha, X, Y):
 
 
 def _draw_nodule(rng, nod, sc, R, alpha, X, Y):
-    """Paint the nodule into the echogenicity R and attenuation alpha (polar samples); return its
-    bounding box in frame coordinates (x0, y0, x1, y1)."""
+    """Paint the nodule into the echogenicity R and attenuation alpha; return its box (x0, y0, x1, y1)."""
     a, b = sc["a"], sc["b"]
     reach = 1.3 * max(a, b) + 6
     near = (np.abs(X - sc["cx"]) < reach) & (np.abs(Y - sc["cy"]) < reach)
@@ -271,8 +270,8 @@ def _crop_box(rng, box) -> tuple[int, int, int, int]:
     """The cropped version's box: the nodule's with a margin of 10-35% of its size on each side."""
     x0, y0, x1, y1 = box
     mx, my = (x1 - x0) * rng.uniform(0.1, 0.35) + 3, (y1 - y0) * rng.uniform(0.1, 0.35) + 3
-    return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(FRAME[0], int(np.ceil(x1 + mx))),
-            min(FRAME[1], int(np.ceil(y1 + my))))
+    return max(0, int(x0 - mx)), max(0, int(y0 - my)), min(FRAME[0], int(np.ceil(x1 + mx))), \
+        min(FRAME[1], int(np.ceil(y1 + my)))
 
 
 def _plan(n_nodules, seed):

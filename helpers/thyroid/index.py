@@ -208,9 +208,7 @@ def example_grid(df: pd.DataFrame, n: int = 4):
                 title = f"{CLASSES[label]} {row['group']}" + (f"\n{what}" if what else "")
                 panels.append((label, k * per + j, np.asarray(load_rgb(path)), title, CLASS_COLOURS[label]))
     source = data_label(os.path.commonpath(list(df["path"])))
-    fig, axes = image_grid((2, n * per), (1.9 * n * per + 0.6, 4.8), "Thyroid ultrasound: benign (top) and "
+    fig, _ = image_grid((2, n * per), (1.9 * n * per + 0.6, 4.8), "Thyroid ultrasound: benign (top) and "
                            f"malignant (bottom) nodules\n({source})", panels)
-    for ax in axes.flat:
-        ax.set_frame_on(False)
     fig.set_layout_engine("constrained")  # panels of other shapes: tight_layout let titles overlap images
     return fig

@@ -84,35 +84,33 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="ori
     if fit_rows.empty or not (fit_rows["split"] == "val").any():
         raise ValueError(f"no training or validation images of variant {train_variants} in {cfg.data_dir}")
     table = pd.concat([fit_rows, df[(df["split"] == "test") & df["variant"].isin(VARIANTS)]]).reset_index(drop=True)
-    images = load_images(table, image_size)
-    train_mask = (table["split"] == "train").to_numpy()
-    mean, variance = featurewise_stats(images[train_mask])
+    images, labels, split = load_images(table, image_size), table["label"].to_numpy(), table["split"].to_numpy()
     batch = hardware.global_batch(cfg.batch_size)
 
     def ds(mask, shuffle=False, augment=None):
         """(float32 images in [0, 255], one-hot labels) batches; a seeded augmentation runs batch by
         batch in one thread, so a rerun repeats."""
-        return pipeline.make_dataset(images=images[mask], labels=table.loc[mask, "label"], batch_size=batch,
-                                     image_size=image_size, shuffle=shuffle, seed=cfg.seed, one_hot=True,
+        return pipeline.make_dataset(images=images[mask], labels=labels[mask], batch_size=batch, one_hot=True,
+                                     image_size=image_size, shuffle=shuffle, seed=cfg.seed,
                                      augment=None if augment in (None, "none") else augment)
 
-    test_masks = {v: ((table["split"] == "test") & (table["variant"] == v)).to_numpy() for v in VARIANTS}
-    test_masks = {v: mask for v, mask in test_masks.items() if mask.any()}
-    tests = {v: ds(mask) for v, mask in test_masks.items()}
-    # Data.part("test") must list the images of data.test, in its order
-    keep = ~((table["split"] == "test") & (table["variant"] != test_variant)).to_numpy()
+    tested = {v: (split == "test") & (table["variant"] == v).to_numpy() for v in VARIANTS}
+    tested = {v: mask for v, mask in tested.items() if mask.any()}
+    tests = {v: ds(mask) for v, mask in tested.items()}
     arm = "+".join(train_variants)
-    return Data(
-        index=table[keep].reset_index(drop=True), train=ds(train_mask, shuffle=True, augment=augment),
-        val=ds((table["split"] == "val").to_numpy()), test=tests.get(test_variant),
-        class_weight=class_weights(table.loc[train_mask, "label"]),
+    return Data(  # Data.part("test") must list the images of data.test, in its order
+        index=table[(split != "test") | tested.get(test_variant, False)].reset_index(drop=True),
+        train=ds(split == "train", shuffle=True, augment=augment), val=ds(split == "val"),
+        test=tests.get(test_variant),
+        class_weight=class_weights(labels[split == "train"]),
         split_note=(f"by nodule; train and validation: {arm} images of the training folder; "
                     f"test: {test_variant} images of held-out nodules; seed {cfg.seed}"),
         image_size=image_size, batch_size=batch,
-        extra={"build": {"normalize": (mean, variance)}, "key": f"{arm}->{test_variant}:{augment}",
-               "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests, "images_train": images[train_mask],
-               "test_images": {v: images[mask] for v, mask in test_masks.items()},
-               "test_labels": {v: table.loc[mask, "label"].to_numpy() for v, mask in test_masks.items()}},
+        extra={"build": {"normalize": featurewise_stats(images[split == "train"])},
+               "key": f"{arm}->{test_variant}:{augment}", "task": "thyroid", "class_names": CLASS_NAMES,
+               "images_train": images[split == "train"], "tests": tests,
+               "test_images": {v: images[mask] for v, mask in tested.items()},
+               "test_labels": {v: labels[mask] for v, mask in tested.items()}},
     )
 
 
@@ -128,7 +126,6 @@ def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> t
     """Score each trained arm (``arms``: name -> (model, Data)) on each variant's held-out test images:
     one row per (trained on, tested on), at the threshold chosen on the arm's own validation split,
     with ``source`` (``thyroid.index.data_label``) as its ``data``; and (labels, probabilities) per row."""
-    _check_source(source)
     rows, curves = [], {}
     for name, (model, data) in arms.items():
         threshold = (thresholds or {}).get(name)
@@ -144,25 +141,11 @@ def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> t
     return with_data(pd.DataFrame(rows).round(3), source), curves
 
 
-def score_of(table: pd.DataFrame, trained_on: str, tested_on: str, metric: str = "roc_auc") -> float:
-    """One score of :func:`cross_evaluate`'s table, for prose that quotes the run."""
-    if metric not in table.columns:
-        raise ValueError(f"no metric {metric!r} in the table; it has {list(table.columns)}")
-    row = table[(table["trained on"] == trained_on) & (table["tested on"] == tested_on)]
-    if len(row) != 1:
-        raise ValueError(f"no row trained on {trained_on!r} and tested on {tested_on!r}")
-    return float(row[metric].iloc[0])
-
-
-def _check_source(source):
-    if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"a table of scores needs the data it came from (thyroid.index.data_label), got {source!r}")
-
-
 def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
     """A copy of ``table`` with ``data`` = ``source`` as its first column, so that a score is never
     read without the images it came from."""
-    _check_source(source)
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"a table of scores needs the data it came from (thyroid.index.data_label), got {source!r}")
     if "data" in table.columns:
         raise ValueError(f"the table already has a data column: {sorted(set(table['data']))}")
     out = table.copy()

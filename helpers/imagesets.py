@@ -18,7 +18,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .data.index import DataError, IndexReport, _inspect, data_root, skipper, walk
-from .data.splits import SPLITS
+from .data.splits import SPLITS, _check_fractions
 from .io import process_map
 
 CLASSES = ("benign", "malignant")
@@ -131,11 +131,7 @@ def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.
     ``by``), drawn separately among benign and malignant ones (each has one label), so that every
     split has both classes when each class has at least three (with two, train and test have it).
     Fractions are of patients, not images, rounded, at least one per split and class where possible."""
-    for name, frac in (("val", val), ("test", test)):
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
-    if val + test >= 1:
-        raise ValueError(f"val + test must leave {by}s for training, got {val} + {test}")
+    _check_fractions(val, test, f"{by}s", zero_allowed=True)
     labels = df.groupby(by)["label"].agg(["min", "max"])
     mixed = labels.index[labels["min"] != labels["max"]]
     if len(mixed):

@@ -58,10 +58,9 @@ def _plan(n_patients, seed):
 
 
 def _ellipses(shape, cy, cx, a, b, angle, irregular, rng, pad=1.0, dark=None):
-    """Ellipses with bumpy outlines, all at once: each is a small stamp computed in one array and
-    combined into the image by a per-pixel maximum. Without ``dark``: how many px a pixel lies inside
-    the nearest outline (negative outside, -inf beyond ``pad`` px); with it: soft discs of that
-    darkness (overlapping nuclei do not add up)."""
+    """Ellipses with bumpy outlines, all at once, as small stamps combined by a per-pixel maximum. Without
+    ``dark``: how many px a pixel lies inside the nearest outline (negative outside, -inf beyond ``pad``
+    px); with it: soft discs of that darkness (overlapping nuclei do not add up)."""
     out = np.full(shape, -np.inf if dark is None else 0, np.float32)
     if len(cy) == 0:
         return out
@@ -120,8 +119,8 @@ def _draw(rng, look, magnification, width, height) -> np.ndarray:
 
 
 class _Canvas:
-    """One image being drawn: haematoxylin and eosin densities, the nuclei to add, and the scale.
-    Sizes are given in micrometres, so that everything grows with the magnification."""
+    """One image being drawn: haematoxylin and eosin densities, the nuclei to add, and the scale. Sizes
+    are in micrometres, so that everything grows with the magnification."""
 
     def __init__(self, rng, shape, um):
         self.rng, self.shape, self.um = rng, shape, um
@@ -139,8 +138,7 @@ class _Canvas:
         return smooth_noise(self.rng, self.shape, max(0.5, self.px(microns)))
 
     def rough(self, microns):
-        """Noise with detail at a fifth of the scale: region outlines are never straight, even when a
-        region is larger than the field of view."""
+        """Noise with detail at a fifth of the scale: a region's outline is never straight."""
         return self.noise(microns) + 0.3 * self.noise(microns / 5)
 
     def region(self, microns, share):
@@ -168,8 +166,8 @@ class _Canvas:
 
 
 def _stroma(f):
-    """Pink collagen in wavy bundles along a drifting direction, broken by thin white cracks.
-    Returns the fibre direction (stromal nuclei lie along it)."""
+    """Pink collagen in wavy bundles along a drifting direction, broken by thin white cracks; returns
+    the fibre direction (stromal nuclei lie along it)."""
     theta = f.rng.uniform(0, np.pi) + 0.7 * f.noise(150)
     period = f.px(9.0)
     wave = f.noise(30)
@@ -251,9 +249,9 @@ def _glands(f, look):
 
 
 def _tumour(f, look):
-    """Carcinoma: crowded, large, irregular, dark nuclei in nests with small lumens (ductal, papillary),
-    in mucin pools (mucinous) or scattered single cells (lobular). The share of the field varies,
-    and one field in six shows little tumour: labels are per patient, not per field."""
+    """Carcinoma: crowded, large, irregular, dark nuclei in nests with small lumens (ductal, papillary), in
+    mucin pools (mucinous) or single cells (lobular). One field in six shows little tumour: labels are
+    per patient, not per field."""
     rng, grade = f.rng, look["grade"]
     share = float(np.clip(rng.uniform(*look["tumour"]) * rng.choice([0.1, 1, 1, 1, 1, 1]), 0.01, 1))
     nest = f.region(look["nest"], share) & f.soft
@@ -276,8 +274,8 @@ def _tumour(f, look):
 
 
 def _stain(f, look):
-    """Nuclei into the haematoxylin, then optics: a little blur, uneven light, Beer-Lambert colour
-    with the patient's stain and lamp, sensor noise."""
+    """Nuclei into the haematoxylin, then optics: blur, uneven light, Beer-Lambert colour with the
+    patient's stain and lamp, sensor noise."""
     nuc = np.zeros(f.shape, np.float32)
     for y, x, a, b, angle, irregular, dark in f.cells:
         nuc = np.maximum(nuc, _ellipses(f.shape, y, x, a, b, angle, irregular, f.rng, dark=dark))

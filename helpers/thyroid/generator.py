@@ -27,6 +27,7 @@ R0, DEPTH, BEAMS = 150, 205, 180  # first radius and depth (px), beams across th
 HALF_ANGLE = np.deg2rad(22.0)
 PX_PER_CM = DEPTH / 4.0  # a 4 cm field of view
 TOP = int(APEX[1] + R0)  # the skin line at the fan's centre (y)
+FONT = ImageFont.load_default()  # the scanner's on-screen text
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,7 +133,7 @@ def _layers(rng, shape) -> np.ndarray:
 
 def _vessels(sc, R, alpha, X, Y):
     """The carotid (anechoic, a bright wall, brighter behind) and the trachea (a bright arc casting a
-    shadow), on either side of the lobe, away from the nodule."""
+    shadow), each on the side of the lobe away from the nodule."""
     if sc["carotid"]:
         side = -1 if sc["cx"] > APEX[0] else 1
         depth, rad = sc["carotid_depth"], sc["carotid_radius"]
@@ -228,15 +229,10 @@ def _image(rng, nod, sc) -> tuple[np.ndarray, tuple]:
     return (255 * frame).astype(np.uint8), box
 
 
-@functools.lru_cache(maxsize=1)
-def _font():
-    return ImageFont.load_default()
-
-
 def _overlay(rng, img: Image.Image, sc, box, when):
     """The scanner's screen: text, a grey bar, a depth ruler with ticks, calliper marks."""
     d = ImageDraw.Draw(img)
-    font, w, h = _font(), FRAME[0], FRAME[1]
+    font, w, h = FONT, FRAME[0], FRAME[1]
     side = "L" if sc["side"] < 0 else "R"
     view = "TRANS" if rng.random() < 0.6 else "LONG"
     d.text((4, 2), f"DEMO US  {when}", fill=220, font=font)
@@ -318,17 +314,11 @@ DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
 
 def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int = 0,
               workers: int | None = None) -> dict:
-    """Write a *generated* thyroid-ultrasound-like set in the seed's layout, and return its summary::
-
-        root/cropped/{train,test}/<B|M>_<nodule:03d>-<image:04d>-1.0.jpg
-        root/uncropped/{train,test}/<the same names>
-
-    Each image shows one nodule; its uncropped version is a 320x240 scanner frame (a fan of speckle
-    on black, on-screen text, depth ruler, calliper marks), its cropped version the nodule's box with
-    a 10-35% margin, cut from the same scan before the overlay. ~20% of nodules malignant, ~20% of
-    each class in ``test``; every sign of ``LOOK`` overlaps between the classes. RGB JPEGs of grey
-    content, byte-identical for the same arguments (``io.generated_set`` says when a folder is reused).
-    """
+    """Write a *generated* thyroid-ultrasound-like set, ``root/<cropped|uncropped>/<train|test>/<B|M>_<nodule:03d>-
+    <image:04d>-1.0.jpg``, and return its summary. An uncropped image is a 320x240 scanner frame (a fan of
+    speckle, on-screen text, depth ruler, calliper marks), its cropped version the nodule's box with a
+    10-35% margin, cut before the overlay. ~20% of nodules malignant, ~20% of each class in ``test``.
+    The same arguments give the same files (``io.generated_set`` says when a folder is reused)."""
     if n_nodules < 2 or images_per_nodule < 1:
         raise ValueError(f"need n_nodules >= 2 (both classes) and images_per_nodule >= 1, not "
                          f"{n_nodules}, {images_per_nodule}")

@@ -343,8 +343,8 @@ def demo_dir(patients: int) -> Path:
     return idc_demo_dir(patients).with_name(f"breakhis-{patients}p")
 
 
-def resolve_dir(breakhis_dir=None, profile: str = "smoke", seed: int = 0) -> Path:
+def resolve_dir(breakhis_dir=None, profile: str = "smoke") -> Path:
     """``breakhis_dir`` as a Path (it must exist); None or "": the generated set of the profile's size,
     made on first use in :func:`demo_dir` (a generated set there made with other parameters is replaced)."""
     return given_or_generated(breakhis_dir, profile, DEMO_SIZES, demo_dir,
-                              lambda root, n, per: make_demo(root, n, per, seed=seed), "BreakHis directory")
+                              make_demo, "BreakHis directory")

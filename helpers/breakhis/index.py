@@ -162,23 +162,22 @@ Patches = namedtuple("Patches", "images labels patients source")  # source: the 
 
 
 def tile_downscale(magnification, width=700, height=460, size=PATCH) -> float:
-    """Default downscale factor of "tiles": bring the image to IDC's ~4 um per pixel (about 2.5 at 40X,
+    """The downscale factor of "tiles": bring the image to IDC's ~4 um per pixel (about 2.5 at 40X,
     6.4 at 100X), never upscale, and keep at least one ``size`` tile (at 200X and 400X a 700x460
     image spans less than 0.2 mm, so there a tile covers a smaller field than an IDC patch)."""
     return float(np.clip(IDC_UM_PER_PX / um_per_px(magnification, width), 1, min(width, height) / size))
 
 
 def to_patches(df: pd.DataFrame, size: int = PATCH, mode: str = "resize", tiles_per_image: int = 4,
-               downscale: float | None = None, seed: int = 0) -> Patches:
+               seed: int = 0) -> Patches:
     """Indexed images as inputs for the IDC models. ``mode="resize"``: each whole image squeezed to
     ``size`` x ``size`` (a 40X image then has ~22 um per pixel, far coarser than IDC patches).
-    ``mode="tiles"``: the image shrunk by ``downscale`` (default :func:`tile_downscale`; capped so
-    that one tile fits), then ``tiles_per_image`` random crops, the same for the same ``seed``."""
+    ``mode="tiles"``: the image shrunk by :func:`tile_downscale`, then ``tiles_per_image`` random crops,
+    the same for the same ``seed``."""
     if mode not in ("resize", "tiles"):
         raise ValueError(f"mode must be 'resize' or 'tiles', not {mode!r}")
-    if size < 1 or tiles_per_image < 1 or (downscale is not None and downscale <= 0):
-        raise ValueError(f"size, tiles_per_image and downscale must be positive, not {size}, "
-                         f"{tiles_per_image}, {downscale}")
+    if size < 1 or tiles_per_image < 1:
+        raise ValueError(f"size and tiles_per_image must be positive, not {size}, {tiles_per_image}")
     if df.empty:
         raise ValueError("to_patches got an empty table")
     per = 1 if mode == "resize" else tiles_per_image
@@ -190,7 +189,7 @@ def to_patches(df: pd.DataFrame, size: int = PATCH, mode: str = "resize", tiles_
             im = load_rgb(path)
             if min(im.size) < size:
                 raise ValueError(f"image {path} ({im.width}x{im.height}) is smaller than a {size}-px tile")
-            factor = np.clip(downscale or tile_downscale(mag, *im.size, size), 1, min(im.size) / size)
+            factor = tile_downscale(mag, *im.size, size)
             width, height = max(size, round(im.width / factor)), max(size, round(im.height / factor))
             small = np.asarray(im.resize((width, height), Image.Resampling.BOX))
             rng = np.random.default_rng([seed, i])

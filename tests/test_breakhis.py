@@ -493,6 +493,19 @@ def test_pretrain_needs_patients_for_validation(tmp_path):
         track.pretrain(cfg, tmp_path / "nope")
 
 
+def test_fine_tune_arms_differ_only_in_where_the_weights_start(tmp_path):
+    from helpers.reference import SEED_FINE_TUNE_AT
+
+    arms = track.fine_tune_arms("cancernet", tmp_path / "bh.keras")
+    assert arms == {"scratch": {}, "breakhis": {"weights": str(tmp_path / "bh.keras"),
+                                                "fine_tune_at": SEED_FINE_TUNE_AT["cancernet"]}}
+    backbone = track.fine_tune_arms("mobilenet_v2", "bh.keras", fine_tune_at=7, imagenet=True)
+    assert list(backbone) == ["scratch", "breakhis", "imagenet"]
+    assert backbone["imagenet"] == {"weights": "imagenet", "fine_tune_at": 7}
+    with pytest.raises(ValueError, match="'cancernet' has no ImageNet weights"):
+        track.fine_tune_arms("cancernet", "bh.keras", imagenet=True)
+
+
 def test_beside_seed_and_verdict():
     from helpers import config
 

@@ -1,6 +1,6 @@
-"""What the BreakHis and thyroid tracks share: the walk that indexes a folder of benign / malignant
-images and counts every file it does not use, a split by patient (or nodule) drawn per class, and
-the marks of a generated set."""
+"""What the BreakHis and thyroid tracks share: the index of a folder of benign / malignant images (every
+unused file counted with its reason), a split by patient drawn per class, the generators' noise and
+workers, the generated sets' marks, image grids."""
 
 from __future__ import annotations
 
@@ -14,39 +14,40 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .data.index import DataError, IndexReport, _inspect, data_root, skipper
-from .data.splits import SPLITS
+from .data.index import DataError, IndexReport, _inspect, data_root, skipper, walk
+from .data.splits import SPLITS, _check_fractions
 from .io import process_map
 
 CLASSES = ("benign", "malignant")
 # Files beside the images that are not data: our markers, BreakHis' fold list, a system's thumbnails.
 NOT_DATA = {"GENERATED.txt", "generated.json", "Folds.csv", "README.txt", "README.md", "LICENSE", "Thumbs.db"}
 
-Skip = namedtuple("Skip", "reason detail", defaults=("",))
-Skip.__doc__ = "Why a file is not used: a key of the index's SKIP_REASONS and a detail (default: its text)."
+Skip = namedtuple("Skip", "reason detail", defaults=("",))  # a key of the track's SKIP_REASONS; default text
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How a track's folder is read: its name in messages, the files it expects, ``name_file(path,
-    folders)`` (a file's info, or a :class:`Skip`), image formats (PIL's names), the missing-folder error."""
+    """How a track's folder is read: ``name_file(path, folders)`` gives a file's fields (a dict) or a Skip."""
 
-    what: str
-    expected: str
+    what: str  # the folder, in messages
+    expected: str  # the files it should hold, in messages
     name_file: Callable
-    formats: tuple = ("PNG",)
-    missing: type = DataError
+    columns: list
+    order: list
+    formats: tuple = ("PNG",)  # as PIL names them
+    missing: type = DataError  # raised for a folder that does not exist
+    unique_names: bool = False  # a file name found twice counts once: the copy found first (top folders first)
 
 
 @dataclass
 class Report:
-    """What an index found: counts, and every skipped file with its reason (``skip``). ``REASONS``
-    are the reasons' texts; ``LISTS`` are fields the summary shortens to a few examples and a total."""
+    """What an index found: counts, and every skipped file with its reason."""
 
-    REASONS = {}
-    LISTS = ()
+    REASONS = {}  # the reasons' texts
+    LISTS = ()  # fields the summary shortens to a few examples and a total
     root: str
     files_seen: int = 0
     images: int = 0
@@ -70,25 +71,21 @@ class Report:
 
     def count(self, df: pd.DataFrame):
         self.images = len(df)
-        self.malignant = int(df["label"].sum())
-        self.benign = self.images - self.malignant
+        self.benign, self.malignant = class_counts(df["label"]).values()
 
 
 def files(root: Path):
     """Yield (path, folders between root and the file) for every data file under root, sorted."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    for dirpath, _, filenames in walk(root):
         folders = Path(dirpath).relative_to(root).parts
         for name in sorted(filenames):
             if not name.startswith(".") and name not in NOT_DATA:  # .DS_Store and friends
                 yield Path(dirpath) / name, folders
 
 
-def index_images(root, layout: Layout, report_type=Report, workers: int | None = None) -> tuple[Report, list]:
-    """A ``report_type`` of the folder ``root`` and (path, info, width, height, digest) of its every
-    usable image; a file that ``layout.name_file`` skips, or that cannot be decoded, is counted in
-    the report. Raises ``layout.missing`` if root does not exist, DataError if it is not a folder or
-    holds no file or no usable image, each naming it."""
+def index_images(root, layout: Layout, report_type: type) -> tuple[pd.DataFrame, Report]:
+    """The table of every usable image under ``root`` and a ``report_type`` of the folder. Raises
+    ``layout.missing`` if root does not exist, DataError if it holds no usable image, naming it."""
     root = data_root(root, layout.what, layout.missing)
     report = report_type(root=str(root))
     named = []
@@ -103,33 +100,38 @@ def index_images(root, layout: Layout, report_type=Report, workers: int | None =
         raise DataError(f"{layout.what} {root} holds no files")
     # Forked processes for big sets (decoding holds the GIL; never after TensorFlow started,
     # whose runtime can deadlock in a fork).
-    inspect = functools.partial(_inspect, formats=layout.formats)
-    workers = workers or os.cpu_count() or 1
     paths = [path for path, _ in named]
-    found = []
-    for (path, info), (width, height, digest, problem) in zip(
-            named, process_map(inspect, paths, workers if len(paths) > 500 else 1, chunksize=64)):
+    inspected = process_map(functools.partial(_inspect, formats=layout.formats), paths,
+                            (os.cpu_count() or 1) if len(paths) > 500 else 1, chunksize=64)
+    rows, kept = [], {}  # kept: file name -> (path, digest) of its first copy, with unique_names
+    for (path, info), (width, height, digest, problem) in zip(named, inspected):
+        first = kept.get(path.name)
         if problem:
             report.skip(path, *problem)
+        elif first and first[1] != digest:
+            report.skip(path, "conflicting_duplicate", f"differs from {first[0]}")
+        elif first:
+            report.duplicate_files.append((str(first[0]), str(path)))
         else:
-            found.append((path, info, width, height, digest))
-    if not found:
+            if layout.unique_names:
+                kept[path.name] = (path, digest)
+            rows.append({**info, "path": str(path), "width": width, "height": height})
+    if not rows:
         raise DataError(f"{layout.what} {root} holds {report.files_seen} files but no usable image "
                         f"(expected {layout.expected}); skipped: {report.skipped}")
-    return report, found
+    df = pd.DataFrame(rows)[layout.columns].sort_values(layout.order, kind="stable").reset_index(drop=True)
+    df["label"] = df["label"].astype("int8")
+    report.count(df)
+    return df, report
 
 
 def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0,
                            by: str = "patient") -> pd.DataFrame:
-    """The index with a ``split`` column (train/val/test): whole patients (or the groups of column
+    """The index with a ``split`` column (train/val/test) by whole patients (or the groups of column
     ``by``), drawn separately among benign and malignant ones (each has one label), so that every
     split has both classes when each class has at least three (with two, train and test have it).
     Fractions are of patients, not images, rounded, at least one per split and class where possible."""
-    for name, frac in (("val", val), ("test", test)):
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
-    if val + test >= 1:
-        raise ValueError(f"val + test must leave {by}s for training, got {val} + {test}")
+    _check_fractions(val, test, f"{by}s", zero_allowed=True)
     labels = df.groupby(by)["label"].agg(["min", "max"])
     mixed = labels.index[labels["min"] != labels["max"]]
     if len(mixed):
@@ -149,11 +151,31 @@ def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.
     return df.assign(split=df[by].map(owner))
 
 
+@functools.lru_cache(maxsize=256)
+def _spread(n, sigma):
+    """(n, m) Gaussian weights from m samples spaced sigma apart (reaching 3 sigma beyond both ends) to
+    n pixels: white noise on the samples becomes noise smoothed at sigma."""
+    samples = np.arange(-3 * sigma, n + 3 * sigma, sigma)
+    return np.exp(-0.5 * ((np.arange(n)[:, None] - samples[None]) / sigma) ** 2).astype(np.float32)
+
+
+def smooth_noise(rng, shape, sigma) -> np.ndarray:
+    """Smooth noise (zero mean, unit std) with features of ~``sigma`` px (one, or one per axis). From
+    4 px on, as two small products with coarse white noise (a Gaussian filter costs in proportion to
+    sigma); by einsum, as BLAS would start threads that only spin on small matrices."""
+    sy, sx = np.broadcast_to(sigma, 2)
+    if min(sy, sx) < 4:
+        a = ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), (sy, sx), mode="wrap")
+    else:
+        wy, wx = _spread(shape[0], round(float(sy), 1)), _spread(shape[1], round(float(sx), 1))
+        a = rng.standard_normal((wy.shape[1], wx.shape[1]), dtype=np.float32)
+        a = np.einsum("ik,jk->ij", np.einsum("ij,jk->ik", wy, a), wx)
+    return (a - a.mean()) / (a.std() + 1e-6)
+
+
 def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
-    """The core of a generated set's making: ``draw((tmp, i, item, params))`` for every item (a patient,
-    a nodule), results concatenated in order; in forked processes for more than a few items. Each item
-    draws from its own generator, seeded by ``params["seed"]`` and ``i``, so the files do not depend on
-    the workers."""
+    """``draw((tmp, i, item, params))`` for every item (a patient, a nodule), results concatenated in
+    order, in processes for more than a few items: ``draw`` seeds by ``params["seed"]`` and ``i``."""
     jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
     n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
     done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
@@ -161,7 +183,7 @@ def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, p
 
 
 def is_generated(root) -> bool:
-    """True for a generated demo set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
+    """True for a generated set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
     root = Path(root)
     return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))
 
@@ -172,8 +194,8 @@ def data_label(root, generated: str, real: str) -> str:
 
 
 def load_rgb(path, draft=None) -> Image.Image:
-    """The image at ``path`` in RGB; a JPEG much larger than ``draft`` (w, h) is decoded at a reduced
-    scale (libjpeg's DCT scaling, never below it), several times faster. ValueError names the file."""
+    """The image at ``path`` in RGB, a JPEG decoded at a reduced scale (no less than ``draft``, several
+    times faster). ValueError names the file."""
     try:
         with Image.open(path) as im:
             if draft:
@@ -183,30 +205,34 @@ def load_rgb(path, draft=None) -> Image.Image:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
+def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
+    """The images of ``df`` as uint8 (n, size, size, 3), squeezed to squares (as Keras' ``target_size``)."""
+    if size < 1:
+        raise ValueError(f"size must be positive, not {size}")
+    out = np.empty((len(df), size, size, 3), np.uint8)
+    for i, path in enumerate(df["path"]):
+        out[i] = np.asarray(load_rgb(path, (size, size)).resize((size, size), Image.Resampling.BILINEAR))
+    return out
+
+
 def class_counts(labels) -> dict:
     """{"benign": n, "malignant": n} of 0/1 labels."""
     n = np.bincount(np.asarray(labels, int), minlength=2)
     return {"benign": int(n[0]), "malignant": int(n[1])}
 
 
-def thumbnail(path, width: int = 240) -> np.ndarray:
-    im = load_rgb(path)
-    im.thumbnail((width, width), Image.Resampling.BOX)
-    return np.asarray(im)
-
-
 def image_grid(shape, figsize, title: str, panels, fontsize: int = 11):
-    """A figure of ``shape`` (rows, cols) image panels without ticks: ``panels`` holds (row, col, image,
-    title, colour or None), the image a path (shown as a thumbnail) or an array; other cells stay
-    empty. Returns the figure and its axes, for labels; the caller lays it out."""
+    """A figure of ``shape`` (rows, cols) frameless image panels, and its axes: ``panels`` holds (row, col,
+    image, title, colour or None), the image a path (shown as a thumbnail) or an array."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(*shape, figsize=figsize, squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig, axes = plt.subplots(*shape, figsize=figsize, squeeze=False,
+                             subplot_kw={"xticks": [], "yticks": [], "frame_on": False})
     for r, c, image, text, colour in panels:
-        axes[r, c].imshow(thumbnail(image) if isinstance(image, (str, Path)) else image)
+        if isinstance(image, (str, Path)):
+            image = load_rgb(image)
+            image.thumbnail((240, 240), Image.Resampling.BOX)
+        axes[r, c].imshow(np.asarray(image))
         axes[r, c].set_title(text, fontsize=8, color=colour or "black")
     fig.suptitle(title, fontsize=fontsize)
     return fig, axes

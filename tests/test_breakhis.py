@@ -81,7 +81,8 @@ def test_real_names_parse(name):
 def test_parse_accepts_paths_and_roundtrips_through_the_writer():
     info = parse_name(Path("/x/y") / "SOB_M_DC-14-11031-100-003.png")
     assert info["patient"] == "14-11031" and info["magnification"] == 100 and info["seq"] == 3
-    assert index._file_name(info) == "SOB_M_DC-14-11031-100-003.png"
+    assert index.official_path(info) == Path("BreaKHis_v1/histology_slides/breast/malignant/SOB/ductal_carcinoma/"
+                                             "SOB_M_DC_14-11031/100X/SOB_M_DC-14-11031-100-003.png")
 
 
 @pytest.mark.parametrize("name, says", [
@@ -271,10 +272,10 @@ def test_demo_bad_arguments_raise(tmp_path):
 
 def test_interrupted_demo_leaves_nothing(tmp_path, monkeypatch):
     """Stopped after every image was drawn, before the marker and the rename: no half set is left."""
-    def stop(*args):
+    def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(generator, "_demo_summary", stop)
+    monkeypatch.setattr(generator, "BreakHisReport", stop)  # counted after every image was drawn
     with pytest.raises(KeyboardInterrupt):
         make_demo(tmp_path / "set", n_patients=2, images_per_patient=2, size=(60, 50))
     assert list(tmp_path.iterdir()) == []
@@ -490,6 +491,19 @@ def test_pretrain_needs_patients_for_validation(tmp_path):
         track.pretrain(cfg, tmp_path / "bh")
     with pytest.raises(FileNotFoundError, match="nope"):
         track.pretrain(cfg, tmp_path / "nope")
+
+
+def test_fine_tune_arms_differ_only_in_where_the_weights_start(tmp_path):
+    from helpers.reference import SEED_FINE_TUNE_AT
+
+    arms = track.fine_tune_arms("cancernet", tmp_path / "bh.keras")
+    assert arms == {"scratch": {}, "breakhis": {"weights": str(tmp_path / "bh.keras"),
+                                                "fine_tune_at": SEED_FINE_TUNE_AT["cancernet"]}}
+    backbone = track.fine_tune_arms("mobilenet_v2", "bh.keras", fine_tune_at=7, imagenet=True)
+    assert list(backbone) == ["scratch", "breakhis", "imagenet"]
+    assert backbone["imagenet"] == {"weights": "imagenet", "fine_tune_at": 7}
+    with pytest.raises(ValueError, match="'cancernet' has no ImageNet weights"):
+        track.fine_tune_arms("cancernet", "bh.keras", imagenet=True)
 
 
 def test_beside_seed_and_verdict():

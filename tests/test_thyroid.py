@@ -421,7 +421,7 @@ def test_interrupted_demo_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_demo_dir_resolve_dir_and_labels(tmp_path, monkeypatch):
-    monkeypatch.setenv("THYROID_DEMO_ROOT", str(tmp_path / "demos"))
+    monkeypatch.setenv("IDC_DEMO_ROOT", str(tmp_path / "demos"))  # beside the generated IDC sets
     monkeypatch.setitem(generator.DEMO_SIZES, "smoke", (4, 1))
     assert generator.demo_dir(4) == tmp_path / "demos" / "thyroid-4n"
     root = generator.resolve_dir(None, "smoke")

@@ -1,30 +1,33 @@
 """A generated BreakHis-like image set (official layout and names, no patient data), and where the
-BreakHis data of a run are: a given folder, or the generated set of the profile's size.
-"""
+BreakHis data of a run are: a given folder, or the generated set of the profile's size."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
-from ..data.demo import _E, _GLASS_OD, _H, _field
-from ..imagesets import CLASSES, draw_all
+from ..config import demo_dir as idc_demo_dir
+from ..data.demo import _E, _GLASS_OD, _H, _apportion
+from ..imagesets import CLASSES, draw_all, smooth_noise
 from ..io import generated_set, given_or_generated
-from .index import MAGNIFICATIONS, SUBTYPES, BreakHisReport, _file_name, _official_dir, um_per_px
+from .index import MAGNIFICATIONS, PUBLISHED, SUBTYPES, BreakHisReport, official_path, um_per_px
 
 
-VERSION = 1  # part of the stored parameters: bump it when the pictures change
+VERSION = 2  # part of the stored parameters: bump it when the pictures change
+# Patients and images per patient of the generated set, by profile (the real set has 82 patients).
+DEMO_SIZES = {"smoke": (16, 12), "cpu": (40, 24), "full": (82, 48), "colab": (82, 48)}
+DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
+               "Drawn by helpers/breakhis/ (numpy noise, an H&E colour model) in the layout and with\n"
+               "the file names of BreakHis (Spanhol et al. 2016): no real tissue; no clinical claim\n"
+               "rests on it. Labels and subtypes are the generator's, not a pathologist's.\n")
 DEMO_YEAR = "99"  # real BreakHis patients are from 2013-14: a generated id never looks real
 FIRST_SLIDE = 90001
-# Roughly the share of BreakHis patients per subtype; the benign share of patients (24/82) is about
-# the benign share of images (2,480/7,909 = 31%).
-PATIENT_WEIGHTS = {"A": 4, "F": 10, "PT": 3, "TA": 7, "DC": 38, "LC": 5, "MC": 9, "PC": 6}
-BENIGN_SHARE = 0.31
+BENIGN_SHARE = 0.31  # of patients, about that of BreakHis' patients (24/82) and images (2,480/7,909)
 
 # How each subtype looks, in micrometres (converted to pixels per magnification):
 # glands per mm2, gland radius and elongation, stromal cells per mm2 (x look's cellularity),
@@ -43,45 +46,21 @@ LOOKS = {
 
 def _plan(n_patients, seed):
     """Subtype codes of the patients: ~31% benign, every subtype once when there are enough patients,
-    the rest by the BreakHis shares (largest remainder), in a seeded order."""
+    the rest by BreakHis' shares of patients, in a seeded order."""
     n_benign = min(n_patients - 1, max(1, round(BENIGN_SHARE * n_patients)))
     codes = []
     for label, n in ((0, n_benign), (1, n_patients - n_benign)):
         names = [c for c in SUBTYPES if SUBTYPES[c][1] == label]
-        base = np.ones(len(names), int) if n >= len(names) else np.zeros(len(names), int)
-        w = np.array([PATIENT_WEIGHTS[c] for c in names], float)
-        want = (n - base.sum()) * w / w.sum()
-        counts = base + np.floor(want).astype(int)
-        counts[np.argsort(-(want - np.floor(want)), kind="stable")[: n - counts.sum()]] += 1
+        base = int(n >= len(names))
+        counts = base + _apportion(n - base * len(names), [PUBLISHED[c][0] for c in names], [n] * len(names))
         codes += [c for c, k in zip(names, counts) for _ in range(k)]
     return list(np.random.default_rng([seed, 777]).permutation(codes))
 
 
-@functools.lru_cache(maxsize=256)
-def _spread(n, sigma):
-    """(n, m) Gaussian weights from m samples spaced sigma apart (reaching 3 sigma beyond both ends) to
-    n pixels: white noise on the samples becomes noise smoothed at sigma."""
-    samples = np.arange(-3 * sigma, n + 3 * sigma, sigma)
-    return np.exp(-0.5 * ((np.arange(n)[:, None] - samples[None]) / sigma) ** 2).astype(np.float32)
-
-
-def _noise(rng, shape, sigma):
-    """Smooth noise (zero mean, unit std) with features of ~sigma px. From 4 px on, as two small
-    products with coarse white noise (a Gaussian filter costs in proportion to sigma); by einsum,
-    as BLAS would start threads that only spin on small matrices."""
-    if sigma < 4:
-        return _field(rng, shape, sigma)
-    sy, sx = _spread(shape[0], round(sigma, 1)), _spread(shape[1], round(sigma, 1))
-    a = rng.standard_normal((sy.shape[1], sx.shape[1]), dtype=np.float32)
-    a = np.einsum("ik,jk->ij", np.einsum("ij,jk->ik", sy, a), sx)
-    return (a - a.mean()) / (a.std() + 1e-6)
-
-
 def _ellipses(shape, cy, cx, a, b, angle, irregular, rng, pad=1.0, dark=None):
-    """Ellipses with bumpy outlines, all at once: each is a small stamp computed in one array and
-    combined into the image by a per-pixel maximum. Without ``dark``: how many px a pixel lies inside
-    the nearest outline (negative outside, -inf beyond ``pad`` px); with it: soft discs of that
-    darkness (overlapping nuclei do not add up)."""
+    """Ellipses with bumpy outlines, all at once, as small stamps combined by a per-pixel maximum. Without
+    ``dark``: how many px a pixel lies inside the nearest outline (negative outside, -inf beyond ``pad``
+    px); with it: soft discs of that darkness (overlapping nuclei do not add up)."""
     out = np.full(shape, -np.inf if dark is None else 0, np.float32)
     if len(cy) == 0:
         return out
@@ -140,8 +119,8 @@ def _draw(rng, look, magnification, width, height) -> np.ndarray:
 
 
 class _Canvas:
-    """One image being drawn: haematoxylin and eosin densities, the nuclei to add, and the scale.
-    Sizes are given in micrometres, so that everything grows with the magnification."""
+    """One image being drawn: haematoxylin and eosin densities, the nuclei to add, and the scale. Sizes
+    are in micrometres, so that everything grows with the magnification."""
 
     def __init__(self, rng, shape, um):
         self.rng, self.shape, self.um = rng, shape, um
@@ -156,11 +135,10 @@ class _Canvas:
         return microns / self.um
 
     def noise(self, microns):
-        return _noise(self.rng, self.shape, max(0.5, self.px(microns)))
+        return smooth_noise(self.rng, self.shape, max(0.5, self.px(microns)))
 
     def rough(self, microns):
-        """Noise with detail at a fifth of the scale: region outlines are never straight, even when a
-        region is larger than the field of view."""
+        """Noise with detail at a fifth of the scale: a region's outline is never straight."""
         return self.noise(microns) + 0.3 * self.noise(microns / 5)
 
     def region(self, microns, share):
@@ -188,8 +166,8 @@ class _Canvas:
 
 
 def _stroma(f):
-    """Pink collagen in wavy bundles along a drifting direction, broken by thin white cracks.
-    Returns the fibre direction (stromal nuclei lie along it)."""
+    """Pink collagen in wavy bundles along a drifting direction, broken by thin white cracks; returns
+    the fibre direction (stromal nuclei lie along it)."""
     theta = f.rng.uniform(0, np.pi) + 0.7 * f.noise(150)
     period = f.px(9.0)
     wave = f.noise(30)
@@ -204,27 +182,6 @@ def _stroma(f):
     return theta
 
 
-def _worley(rng, yy, xx, cell):
-    """Voronoi cells of ~``cell`` px around one jittered seed per grid square, at the points (yy, xx)
-    (>= 0; warped pixel coordinates); only the 3x3 squares around a point are searched. Returns the
-    distances to the nearest and second nearest seed, and the nearest seed's position."""
-    gh, gw = int(yy.max()) // cell + 3, int(xx.max()) // cell + 3
-    sy = ((np.arange(gh)[:, None] - 1 + rng.random((gh, gw))) * cell).astype(np.float32)
-    sx = ((np.arange(gw)[None, :] - 1 + rng.random((gh, gw))) * cell).astype(np.float32)
-    cy, cx = (yy // cell).astype(int) + 1, (xx // cell).astype(int) + 1
-    d1 = d2 = np.full(yy.shape, np.inf, np.float32)  # squared distances, nearest and second
-    near = (cy, cx)
-    for oy in (-1, 0, 1):  # 9 steps over all points with running minima: no (9, n) stack to sort
-        for ox in (-1, 0, 1):
-            j, i = cy + oy, cx + ox
-            d = (yy - sy[j, i]) ** 2 + (xx - sx[j, i]) ** 2
-            closer = d < d1
-            d2 = np.where(closer, d1, np.minimum(d2, d))
-            d1 = np.where(closer, d, d1)
-            near = np.where(closer, j, near[0]), np.where(closer, i, near[1])
-    return np.sqrt(d1), np.sqrt(d2), sy[near], sx[near]
-
-
 def _fat(f, look):
     """White fat cells (50-120 um) with thin pink walls: whole cells whose centre lies in a smooth
     region; warped coordinates bend the walls, and the corners of a cell fill with tissue."""
@@ -235,15 +192,17 @@ def _fat(f, look):
     cell = max(4, int(f.px(f.rng.uniform(60, 110))))
     # Only pixels near the region are computed (the outermost cells are cut by a smooth curve).
     near = blob > np.quantile(blob, 1 - min(1.0, 1.6 * share))
-    wy = (f.yy + 0.12 * cell * f.noise(40))[near] + cell
-    wx = (f.xx + 0.12 * cell * f.noise(40))[near] + cell
-    d1, d2, sy, sx = _worley(f.rng, np.maximum(wy, 0), np.maximum(wx, 0), cell)
+    points = np.stack([f.yy + 0.12 * cell * f.noise(40), f.xx + 0.12 * cell * f.noise(40)], -1)[near]
+    # Voronoi cells around one jittered centre per square of a grid reaching a cell beyond the image
     h, w = f.shape
-    seed_in = blob[np.clip(sy - cell, 0, h - 1).astype(int), np.clip(sx - cell, 0, w - 1).astype(int)]
-    edge = np.minimum(d2 - d1, 2 * (0.62 * cell - d1))  # round the corners
+    grid = np.stack(np.mgrid[-1 : h // cell + 2, -1 : w // cell + 2], -1).reshape(-1, 2)
+    centres = (grid + f.rng.random(grid.shape)) * cell
+    dist, nearest = cKDTree(centres).query(points, k=2)
+    cy, cx = np.clip(centres[nearest[:, 0]], 0, (h - 1, w - 1)).astype(int).T
+    edge = np.minimum(dist[:, 1] - dist[:, 0], 2 * (0.62 * cell - dist[:, 0]))  # round the corners
     wall = np.clip(1.5 - edge / max(0.8, f.px(2.5)), 0, 1)
     fat = np.zeros(f.shape, bool)
-    fat[near] = (seed_in > np.quantile(blob, 1 - share)) & (wall < 1)
+    fat[near] = (blob[cy, cx] > np.quantile(blob, 1 - share)) & (wall < 1)
     f.E[fat], f.H[fat] = 0.45 * wall[fat[near]], 0.05 * wall[fat[near]]
     f.soft &= ~fat
 
@@ -290,9 +249,9 @@ def _glands(f, look):
 
 
 def _tumour(f, look):
-    """Carcinoma: crowded, large, irregular, dark nuclei in nests with small lumens (ductal, papillary),
-    in mucin pools (mucinous) or scattered single cells (lobular). The share of the field varies,
-    and one field in six shows little tumour: labels are per patient, not per field."""
+    """Carcinoma: crowded, large, irregular, dark nuclei in nests with small lumens (ductal, papillary), in
+    mucin pools (mucinous) or single cells (lobular). One field in six shows little tumour: labels are
+    per patient, not per field."""
     rng, grade = f.rng, look["grade"]
     share = float(np.clip(rng.uniform(*look["tumour"]) * rng.choice([0.1, 1, 1, 1, 1, 1]), 0.01, 1))
     nest = f.region(look["nest"], share) & f.soft
@@ -315,8 +274,8 @@ def _tumour(f, look):
 
 
 def _stain(f, look):
-    """Nuclei into the haematoxylin, then optics: a little blur, uneven light, Beer-Lambert colour
-    with the patient's stain and lamp, sensor noise."""
+    """Nuclei into the haematoxylin, then optics: blur, uneven light, Beer-Lambert colour with the
+    patient's stain and lamp, sensor noise."""
     nuc = np.zeros(f.shape, np.float32)
     for y, x, a, b, angle, irregular, dark in f.cells:
         nuc = np.maximum(nuc, _ellipses(f.shape, y, x, a, b, angle, irregular, f.rng, dark=dark))
@@ -324,7 +283,7 @@ def _stain(f, look):
     E = f.E * (1 - 0.5 * np.clip(nuc, 0, 1))
     blur = 0.45 * f.shape[1] / 230
     H, E = ndimage.gaussian_filter(H, blur), ndimage.gaussian_filter(E, blur)
-    light = 0.02 * _noise(f.rng, f.shape, f.shape[1] / 3)
+    light = 0.02 * smooth_noise(f.rng, f.shape, f.shape[1] / 3)
     img = np.empty(f.shape + (3,), np.uint8)
     for c in range(3):
         od = H * look["hv"][c] + E * look["ev"][c] + look["cast"][c] + light
@@ -333,17 +292,12 @@ def _stain(f, look):
 
 
 def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(230, 151), seed: int = 0,
-              progress: bool = False, workers: int | None = None) -> dict:
-    """Write a *generated* BreakHis-like set (not patient data; no clinical claim rests on it) in the
-    official layout (images under ``root / OFFICIAL``) in ``root``; return its summary (the index
-    report's counts, ``seed``, ``generated``: True).
-
-    ~31% of patients (and images) benign; each patient has one subtype and images at 40X, 100X, 200X
-    and 400X in turn; ``size`` is (width, height), by default 1/3 of the real 700x460. The same
-    arguments give byte-identical files. A ``root`` holding a set made with the same arguments is
-    returned as is, any other non-empty ``root`` raises ValueError (``io.generated_set``).
-    """
-    root = Path(root)
+              progress: bool = False) -> dict:
+    """Write a *generated* BreakHis-like set in the official layout (images under ``root / OFFICIAL``)
+    and return its summary (the index report's counts). ~31% of patients (and images) benign; each
+    patient has one subtype and images at 40X, 100X, 200X and 400X in turn; ``size`` is (width,
+    height), by default 1/3 of the real 700x460. The same arguments give byte-identical files
+    (``io.generated_set`` says when a folder is reused)."""
     width, height = (int(v) for v in size)
     if n_patients < 2 or images_per_patient < 1 or min(width, height) < 50:
         raise ValueError(f"need n_patients >= 2 (both classes), images_per_patient >= 1 and a size of at "
@@ -352,12 +306,14 @@ def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(23
                   size=[width, height], seed=int(seed), version=VERSION)
 
     def write(tmp):
-        infos = draw_all(_write_patient, tmp, _plan(n_patients, seed), params, workers, progress)
-        return _demo_summary(root, infos, params), (
-            "GENERATED DEMO DATA - NOT PATIENT DATA.\n"
-            "Drawn by helpers/breakhis/ (numpy noise, an H&E colour model) in the layout and with\n"
-            "the file names of BreakHis (Spanhol et al. 2016): no real tissue; no clinical claim\n"
-            "rests on it. Labels and subtypes are the generator's, not a pathologist's.\n")
+        infos = draw_all(_write_patient, tmp, _plan(n_patients, seed), params, progress=progress)
+        report = BreakHisReport(root=str(root))
+        report.count(pd.DataFrame(infos).assign(width=width, height=height))
+        keys = ("patients", "images", "benign", "malignant", "benign_patients", "malignant_patients",
+                "by_magnification", "by_subtype")
+        summary = {"root": str(root), **{k: getattr(report, k) for k in keys}, "size": params["size"],
+                   "seed": params["seed"], "generated": True}
+        return summary, DESCRIPTION
 
     return generated_set(root, params, "a BreakHis demo set", write)
 
@@ -373,7 +329,7 @@ def _write_patient(job) -> list[dict]:
         info = {"label": label, "class": CLASSES[label], "subtype": code, "subtype_name": SUBTYPES[code][0],
                 "patient": f"{DEMO_YEAR}-{FIRST_SLIDE + i}", "magnification": MAGNIFICATIONS[j % 4],
                 "seq": j // 4 + 1}
-        path = tmp / _official_dir(info) / _file_name(info)
+        path = tmp / official_path(info)
         path.parent.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray(_draw(rng, look, info["magnification"], *params["size"]), "RGB")
         image.save(path, compress_level=1)  # noisy pictures barely compress: level 6 is 4x slower
@@ -381,31 +337,14 @@ def _write_patient(job) -> list[dict]:
     return infos
 
 
-def _demo_summary(root, infos, params) -> dict:
-    """The counts of the index report (same keys), for the set's images."""
-    report = BreakHisReport(root=str(root))
-    report.count(pd.DataFrame(infos).assign(width=params["size"][0], height=params["size"][1]))
-    keys = ("patients", "images", "benign", "malignant", "benign_patients", "malignant_patients",
-            "by_magnification", "by_subtype")
-    return {"root": str(root), **{k: getattr(report, k) for k in keys}, "size": params["size"],
-            "seed": params["seed"], "generated": True}
-
-
-# Patients and images per patient of the generated set, by profile (the real set has 82 patients).
-DEMO_SIZES = {"smoke": (16, 12), "cpu": (40, 24), "full": (82, 48), "colab": (82, 48)}
-
-
 def demo_dir(patients: int) -> Path:
     """Where the generated BreakHis-like set of that many patients lives: beside the generated IDC
-    sets, ``data/demo/breakhis-<N>p`` (the environment variable IDC_DEMO_ROOT moves both)."""
-    from ..config import demo_dir as idc_demo_dir
-
+    sets, ``data/demo/breakhis-<N>p`` (the environment variable IDC_DEMO_ROOT moves them all)."""
     return idc_demo_dir(patients).with_name(f"breakhis-{patients}p")
 
 
-def resolve_dir(breakhis_dir=None, profile: str = "smoke", seed: int = 0) -> Path:
-    """``breakhis_dir`` as a Path (it must exist); None or "": the generated set of the profile's size
-    (``DEMO_SIZES``), made on first use in :func:`demo_dir`. A generated set there left by an older
-    version of the generator is replaced; any other folder is never touched."""
+def resolve_dir(breakhis_dir=None, profile: str = "smoke") -> Path:
+    """``breakhis_dir`` as a Path (it must exist); None or "": the generated set of the profile's size,
+    made on first use in :func:`demo_dir` (a generated set there made with other parameters is replaced)."""
     return given_or_generated(breakhis_dir, profile, DEMO_SIZES, demo_dir,
-                              lambda root, n, per: make_demo(root, n, per, seed=seed), "BreakHis directory")
+                              make_demo, "BreakHis directory")

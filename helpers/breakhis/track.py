@@ -1,6 +1,5 @@
 """The BreakHis track (notebook 12, and notebook 11's Bayesian search): pretrain a model on BreakHis,
-saved for fine-tuning on IDC, and compare the fine-tuned arms with the seed project's figures.
-"""
+saved for fine-tuning on IDC, and compare the fine-tuned arms with the seed project's figures."""
 
 from __future__ import annotations
 
@@ -19,8 +18,8 @@ from .index import build_index, to_patches
 
 @dataclass
 class Pretrained:
-    """A model pretrained on BreakHis (benign 0 / malignant 1), saved, with its BreakHis scores
-    (patches of validation and test patients; the threshold chosen on validation)."""
+    """A model pretrained on BreakHis (benign 0 / malignant 1), saved, with its scores on the patches
+    of validation and test patients (the threshold chosen on validation)."""
 
     path: Path  # the saved model (.keras): models.build_model(name, weights=path) starts from it
     model: str
@@ -43,33 +42,23 @@ class Pretrained:
 
     def scores_table(self) -> pd.DataFrame:
         """Validation and test scores side by side (positives: malignant patches)."""
-        from ..studies.experiment import scores_table
-
-        return scores_table({"val": self.val, "test": self.test})
+        rows = {"validation": self.val, **({"test": self.test} if self.test else {})}
+        return pd.DataFrame(rows).T.drop(columns=["threshold", "tn", "fp", "fn", "tp"]).astype(float).round(3)
 
     def as_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
 
 
-def _listing(root: Path) -> str:
-    """A digest of every PNG's relative path and size under root: cheap, and changes with the data."""
-    return runs.fingerprint([f"{path.relative_to(root)}|{path.stat().st_size}" for path, _ in files(root)
-                             if path.suffix.lower() == ".png"], length=40)
-
-
 def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | None = None,
-             mode: str = "tiles", tiles_per_image: int = 4, weights=None, optimizer: str = "adam",
-             learning_rate=None, out=None) -> Pretrained:
-    """Train ``model_name`` to tell benign from malignant BreakHis patches, or load it when trained
-    before with the same data and settings; return a :class:`Pretrained`.
+             mode: str = "tiles", tiles_per_image: int = 4, weights=None, out=None) -> Pretrained:
+    """Train ``model_name`` to tell benign from malignant BreakHis patches, or read it back when trained
+    before on the same files with the same settings.
 
-    The images are split by patient (:func:`split_by_patient_label` with ``cfg.seed``), cut into 50x50
-    inputs (:func:`to_patches` with ``mode``; resized in the pipeline to the model's input size, as
-    the IDC patches are) and trained with ``train.fit`` for ``epochs`` (None: ``cfg.epochs``),
-    ``cfg.batch_size``, class weights, and the best epoch kept by validation AUC; an interrupted run
-    resumes. ``weights`` is the start (None, or "imagenet" for a backbone, then fully trainable).
-    The model goes to ``out`` (default ``<output_dir>/models/breakhis_<model>_<profile>_<digest>.keras``,
-    the digest of the data and settings), written atomically, with its scores in a .json beside it.
+    Split by patient (``cfg.seed``), cut into 50x50 inputs (:func:`to_patches`), resized in the pipeline
+    to the model's input size as the IDC patches are; ``train.fit`` with class weights keeps the best
+    epoch by validation AUC, and an interrupted run resumes. ``weights``: None, or "imagenet" for a
+    backbone (then fully trainable). The model goes to ``out`` (default ``<output_dir>/models/``
+    ``breakhis_<model>_<profile>_<digest>.keras``), written atomically, its scores in a .json beside it.
     """
     from .. import evaluate, models, train
     from ..data import pipeline
@@ -77,11 +66,15 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
 
     root = data_root(breakhis_dir, "BreakHis directory", missing=FileNotFoundError)
     size = models.input_size(model_name)
+    # optimizer and learning_rate are fixed; they stay in the settings, whose digest names saved models
     settings = {"model": model_name, "epochs": int(epochs or cfg.epochs), "batch_size": cfg.batch_size,
                 "seed": cfg.seed, "mode": mode, "tiles_per_image": tiles_per_image if mode == "tiles" else None,
-                "image_size": size, "weights": None if weights is None else str(weights), "optimizer": optimizer,
-                "learning_rate": learning_rate}
-    digest = runs.fingerprint({**settings, "data": str(root.resolve()), "files": _listing(root)}, length=10)
+                "image_size": size, "weights": None if weights is None else str(weights), "optimizer": "adam",
+                "learning_rate": None}
+    # every PNG's path and size: cheap to read, and it changes with the data
+    listing = runs.fingerprint([f"{path.relative_to(root)}|{path.stat().st_size}" for path, _ in files(root)
+                                if path.suffix.lower() == ".png"], length=40)
+    digest = runs.fingerprint({**settings, "data": str(root.resolve()), "files": listing}, length=10)
     stem = f"breakhis_{model_name}_{cfg.profile}_{digest}"
     path = Path(out) if out else Path(cfg.output_dir) / "models" / f"{stem}.keras"
     sidecar = path.with_suffix(".json")
@@ -89,8 +82,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     if saved is not None:
         return Pretrained(**{**saved, "path": path, "trained": False})
 
-    df, _ = build_index(root)
-    split = split_by_patient_label(df, seed=cfg.seed)
+    split = split_by_patient_label(build_index(root)[0], seed=cfg.seed)
     empty = [s for s in SPLITS[:2] if not (split["split"] == s).any()]
     if empty:
         raise ValueError(f"{root}: no patient left for the {' and '.join(empty)} split "
@@ -99,8 +91,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     where = split.loc[patches.source, "split"].to_numpy()
 
     def dataset(name, shuffle=False):
-        mask = where == name
-        return pipeline.make_dataset(images=patches.images[mask], labels=patches.labels[mask],
+        return pipeline.make_dataset(images=patches.images[where == name], labels=patches.labels[where == name],
                                      batch_size=cfg.batch_size, image_size=size, one_hot=True, shuffle=shuffle,
                                      seed=cfg.seed, preprocess=models.preprocess_for(model_name))
 
@@ -109,9 +100,9 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
                                fine_tune_at=None if weights is None else 0, seed=cfg.seed)
     run_dir = Path(cfg.output_dir) / "runs" / stem
     val = dataset("val")
+    weights_by_class = train.class_weights(patches.labels[where == "train"])
     result = train.fit(model, dataset("train", shuffle=True), val, run_dir, epochs=settings["epochs"],
-                       name=f"breakhis_{model_name}", optimizer=optimizer, learning_rate=learning_rate,
-                       class_weight=train.class_weights(patches.labels[where == "train"]), seed=cfg.seed,
+                       name=f"breakhis_{model_name}", class_weight=weights_by_class, seed=cfg.seed,
                        train_patches=counts["train"])
     best = result.best_model(model)
     y_val, p_val = evaluate.predict(best, val)
@@ -124,36 +115,32 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
                                  + " / ".join(f"{n} {name}" for name, n in counts.items()) + " patches",
                       patches=counts, threshold=threshold, val=evaluate.scores(y_val, p_val, threshold),
                       test=test, run_dir=str(run_dir), settings=settings)
-    record = {k: v for k, v in done.as_dict().items() if k not in ("path", "trained")}
-    runs.write_record(sidecar, digest, record)
+    runs.write_record(sidecar, digest, {k: v for k, v in done.as_dict().items() if k not in ("path", "trained")})
     return done
 
 
-def fine_tune_variants(model_name: str, pretrained_path, fine_tune_at: int | None = None,
-                       imagenet: bool = False) -> list:
-    """The arms of notebook 12's study, differing only in where the weights start: "scratch" (random),
-    "breakhis" (``pretrained_path``, the first ``fine_tune_at`` layers frozen; None: the seed's value for
-    the model) and, with ``imagenet``, "imagenet" (a backbone's ImageNet weights, frozen alike)."""
+def fine_tune_arms(model_name: str, pretrained_path, fine_tune_at: int | None = None,
+                   imagenet: bool = False) -> dict:
+    """The arms of notebook 12's study, name -> keywords of ``models.build_model``, differing only in
+    where the weights start: "scratch" (random), "breakhis" (``pretrained_path``, the first
+    ``fine_tune_at`` layers frozen; None: the seed's value for the model) and, with ``imagenet``,
+    "imagenet" (a backbone's ImageNet weights, frozen alike)."""
     from ..models import MODELS
-    from ..studies.study import Variant
 
     if fine_tune_at is None:
         fine_tune_at = SEED_FINE_TUNE_AT.get(model_name)
     if imagenet and not MODELS[model_name].pretrained:
         raise ValueError(f"{model_name!r} has no ImageNet weights: imagenet=True needs a backbone "
                          f"({', '.join(n for n, spec in MODELS.items() if spec.pretrained)})")
-    variants = [Variant("scratch", model=model_name),
-                Variant("breakhis", model=model_name, build={"weights": str(pretrained_path),
-                                                             "fine_tune_at": fine_tune_at})]
+    arms = {"scratch": {}, "breakhis": {"weights": str(pretrained_path), "fine_tune_at": fine_tune_at}}
     if imagenet:
-        variants.append(Variant("imagenet", model=model_name, build={"weights": "imagenet",
-                                                                     "fine_tune_at": fine_tune_at}))
-    return variants
+        arms["imagenet"] = {"weights": "imagenet", "fine_tune_at": fine_tune_at}
+    return arms
 
 
 def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:
-    """The seed project's published figures for ``model_name`` (reference.SEED_IDC, each with its
-    split) above this study's runs, one row per variant (mean over seeds), in the same columns."""
+    """The seed project's published figures for ``model_name`` (each with its split) above this study's
+    runs, one row per variant (mean over seeds), in the same columns."""
     from ..reference import seed_rows
 
     seed = seed_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
@@ -168,19 +155,17 @@ def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd
     return pd.concat([seed, pd.DataFrame(ours)], ignore_index=True)
 
 
-def verdict(summary: pd.DataFrame, source: str, baseline: str = "scratch", arm: str = "breakhis",
-            noise: float = 0.02) -> str:
-    """One sentence: does ``arm`` beat ``baseline`` in a study summary (``Study.summary()``)? Judged on
-    validation F1 (test F1 shown beside); a difference below ``noise`` or two standard deviations
-    over seeds counts as none."""
-    for name in (baseline, arm):
+def verdict(summary: pd.DataFrame, source: str, arm: str = "breakhis") -> str:
+    """One sentence: does ``arm`` beat "scratch" in a study summary (``Study.summary()``)? Judged on
+    validation F1 (test F1 shown beside); a difference below 0.02 or two standard deviations over
+    seeds counts as none."""
+    for name in ("scratch", arm):
         if name not in summary.index:
             raise ValueError(f"no variant {name!r} in the summary; it has {list(summary.index)}")
-    a, b = summary.loc[arm], summary.loc[baseline]
+    a, b = summary.loc[arm], summary.loc["scratch"]
     diff = float(a["val_f1"] - b["val_f1"])
-    spread = 2 * max(float(a.get("val_f1_sd", 0) or 0), float(b.get("val_f1_sd", 0) or 0))
-    margin = max(noise, spread)
-    word = ("helps" if diff > margin else "hurts" if diff < -margin else "makes no clear difference")
+    margin = max(0.02, 2 * max(float(a.get("val_f1_sd", 0) or 0), float(b.get("val_f1_sd", 0) or 0)))
+    word = "helps" if diff > margin else "hurts" if diff < -margin else "makes no clear difference"
     test = f"; test F1 {a['f1']:.3f} against {b['f1']:.3f}" if "f1" in summary and pd.notna(a["f1"]) else ""
-    return (f"Starting from '{arm}' rather than '{baseline}' {word} here: validation F1 {a['val_f1']:.3f} "
+    return (f"Starting from '{arm}' rather than 'scratch' {word} here: validation F1 {a['val_f1']:.3f} "
             f"against {b['val_f1']:.3f}{test} (a difference within {margin:.3f} counts as none; {source}).")

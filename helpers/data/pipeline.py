@@ -9,6 +9,7 @@ that a CNN can learn as a shortcut for "border patch".
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -338,3 +339,22 @@ def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarr
     if preprocess is not None:
         x = preprocess(x)
     return np.asarray(x)
+
+
+@dataclass
+class Data:
+    """One split of the index and its tf.data pipelines, ready for one model."""
+
+    index: pd.DataFrame  # the sampled patches (or images), with a split column
+    train: object
+    val: object
+    test: object | None
+    class_weight: dict
+    split_note: str
+    image_size: int
+    preprocess: object = None
+    batch_size: int = 64
+    extra: dict = field(default_factory=dict)
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.index[self.index["split"] == name].reset_index(drop=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,26 +15,8 @@ import pandas as pd
 from .. import evaluate, hardware, train
 from ..data import pipeline, splits
 from ..data.cache import cached_index
+from ..data.pipeline import Data
 from ..io import atomic_path, json_safe, write_text
-
-
-@dataclass
-class Data:
-    """One split of the index and its tf.data pipelines, ready for one model."""
-
-    index: pd.DataFrame  # the sampled patches, with a split column
-    train: object
-    val: object
-    test: object | None
-    class_weight: dict
-    split_note: str
-    image_size: int
-    preprocess: object = None
-    batch_size: int = 64
-    extra: dict = field(default_factory=dict)
-
-    def part(self, name: str) -> pd.DataFrame:
-        return self.index[self.index["split"] == name].reset_index(drop=True)
 
 
 def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",

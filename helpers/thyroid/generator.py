@@ -1,25 +1,24 @@
 """A generated thyroid ultrasound set (benign / malignant nodules, cropped and uncropped, train and
 test folders, ``B_``/``M_`` names; no patient data), and where the thyroid data of a run are: a
-given folder, or the generated set of the profile's size.
-"""
+given folder, or the generated set of the profile's size."""
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from ..config import demo_dir as idc_demo_dir
 from ..data.index import DataError
-from ..imagesets import class_counts, draw_all
+from ..imagesets import class_counts, draw_all, smooth_noise
 from ..io import generated_set, given_or_generated
 from .index import SUBSETS, VARIANTS
 
 
-VERSION = 2  # part of the stored parameters: bump it when the pictures change
+VERSION = 3  # part of the stored parameters: bump it when the pictures change
 MALIGNANT_SHARE = 0.2  # the seed's sets: 19-23% malignant images
 TEST_SHARE = 0.2  # of the nodules of each class, in the test folders
 FRAME = (320, 240)  # the "uncropped" scanner frame, width x height
@@ -28,12 +27,13 @@ R0, DEPTH, BEAMS = 150, 205, 180  # first radius and depth (px), beams across th
 HALF_ANGLE = np.deg2rad(22.0)
 PX_PER_CM = DEPTH / 4.0  # a 4 cm field of view
 TOP = int(APEX[1] + R0)  # the skin line at the fan's centre (y)
+FONT = ImageFont.load_default()  # the scanner's on-screen text
 
 
 @functools.lru_cache(maxsize=1)
 def _geometry():
-    """The fan: frame coordinates (x, y) of every polar sample (depth, beam), and for the frame's
-    pixels inside the fan their polar coordinates (scan conversion)."""
+    """The fan: frame coordinates (x, y) of every polar sample (depth, beam), and the polar coordinates
+    of the frame's pixels inside the fan (scan conversion)."""
     r = R0 + np.arange(DEPTH, dtype=np.float32)[:, None]
     t = np.linspace(-HALF_ANGLE, HALF_ANGLE, BEAMS, dtype=np.float32)[None]
     x, y = APEX[0] + r * np.sin(t), APEX[1] + r * np.cos(t)
@@ -47,21 +47,6 @@ def _geometry():
 def _half_width(depth) -> float:
     """Half the fan's width (px) at ``depth`` px below the skin line."""
     return (R0 + depth) * np.sin(HALF_ANGLE)
-
-
-def _smooth1d(rng, n, sigma):
-    """Smooth 1-d noise of unit std."""
-    a = ndimage.gaussian_filter1d(rng.standard_normal(n + 6 * int(sigma)), sigma)[3 * int(sigma) :][:n]
-    return a / (a.std() + 1e-6)
-
-
-def _smooth2d(rng, shape, sigma):
-    """Smooth 2-d noise of unit std (sigma in samples per axis), drawn coarse and zoomed: cheap."""
-    step = max(1, int(min(sigma) / 2))
-    small = rng.standard_normal((shape[0] // step + 3, shape[1] // step + 3)).astype(np.float32)
-    small = ndimage.gaussian_filter(small, (sigma[0] / step, sigma[1] / step), mode="wrap")
-    a = ndimage.zoom(small, step, order=1)[: shape[0], : shape[1]] if step > 1 else small[: shape[0], : shape[1]]
-    return (a - a.mean()) / (a.std() + 1e-6)
 
 
 # How a nodule looks, by class: probabilities of echo types, of margins and of signs. Each sign
@@ -114,7 +99,7 @@ def _nodule(rng, label) -> dict:
 
 
 def _scene(rng, nod) -> dict:
-    """One image of a nodule: where the probe puts it, at what scale, and the scanner's settings."""
+    """One image of a nodule: where the probe puts it, at what scale, the scanner's settings."""
     scale = rng.uniform(0.9, 1.1)
     a = nod["a"] * scale * rng.uniform(0.95, 1.05)
     b = nod["a"] * nod["ratio"] * scale * rng.uniform(0.95, 1.05)
@@ -133,13 +118,13 @@ def _layers(rng, shape) -> np.ndarray:
     """The neck's echogenicity in polar samples (depth, beam): skin, fat, strap muscles, the thyroid's
     capsule and parenchyma, deep muscle; wavy boundaries."""
     depth = np.arange(shape[0], dtype=np.float32)[:, None]
-    b1 = rng.uniform(10, 16) + 2 * _smooth1d(rng, shape[1], 20)[None]
-    b2 = rng.uniform(32, 44) + 3 * _smooth1d(rng, shape[1], 25)[None]
-    b3 = rng.uniform(172, 192) + 5 * _smooth1d(rng, shape[1], 30)[None]
-    streak = _smooth2d(rng, shape, (1.0, 12.0))
+    b1 = rng.uniform(10, 16) + 2 * smooth_noise(rng, (1, shape[1]), (0, 20))
+    b2 = rng.uniform(32, 44) + 3 * smooth_noise(rng, (1, shape[1]), (0, 25))
+    b3 = rng.uniform(172, 192) + 5 * smooth_noise(rng, (1, shape[1]), (0, 30))
+    streak = smooth_noise(rng, shape, (1.0, 12.0))
     R = np.where(depth < 3, 2.5, 0.7 + 0.35 * streak)  # skin, fat with fibrous streaks
     R = np.where(depth >= b1, 0.42 * (1 + 0.35 * streak), R)  # strap muscles, striated
-    R = np.where(depth >= b2, 1.0 + 0.12 * _smooth2d(rng, shape, (8.0, 10.0)), R)  # parenchyma
+    R = np.where(depth >= b2, 1.0 + 0.12 * smooth_noise(rng, shape, (8.0, 10.0)), R)  # parenchyma
     R = np.where(np.abs(depth - b2) < 1.5, 1.9, R)  # capsule
     R = np.where(depth >= b3, 0.5 * (1 + 0.4 * streak), R)
     R = np.where(np.abs(depth - b3) < 1.2, 1.6, R)
@@ -148,7 +133,7 @@ def _layers(rng, shape) -> np.ndarray:
 
 def _vessels(sc, R, alpha, X, Y):
     """The carotid (anechoic, a bright wall, brighter behind) and the trachea (a bright arc casting a
-    shadow), on either side of the lobe, away from the nodule."""
+    shadow), each on the side of the lobe away from the nodule."""
     if sc["carotid"]:
         side = -1 if sc["cx"] > APEX[0] else 1
         depth, rad = sc["carotid_depth"], sc["carotid_radius"]
@@ -168,8 +153,7 @@ def _vessels(sc, R, alpha, X, Y):
 
 
 def _draw_nodule(rng, nod, sc, R, alpha, X, Y):
-    """Paint the nodule into the echogenicity R and attenuation alpha (polar samples); return its
-    bounding box in frame coordinates (x0, y0, x1, y1)."""
+    """Paint the nodule into the echogenicity R and attenuation alpha; return its box (x0, y0, x1, y1)."""
     a, b = sc["a"], sc["b"]
     reach = 1.3 * max(a, b) + 6
     near = (np.abs(X - sc["cx"]) < reach) & (np.abs(Y - sc["cy"]) < reach)
@@ -188,12 +172,12 @@ def _draw_nodule(rng, nod, sc, R, alpha, X, Y):
     inside = (bound - rho) * np.sqrt(a * b)  # ~px inside the outline
     w = np.clip(inside / nod["edge"] + 0.5, 0, 1)
     level = nod["level"] * rng.uniform(0.9, 1.1)
-    core = level * np.maximum(0.1, 1 + nod["hetero"] * _smooth2d(rng, rho.shape, (3.0, 3.0)))
+    core = level * np.maximum(0.1, 1 + nod["hetero"] * smooth_noise(rng, rho.shape, 3.0))
     r = R[box]
     if nod["echo"] == "spongiform":  # many small cysts
-        core = np.where(_smooth2d(rng, rho.shape, (1.2, 1.6)) > 0.9, 0.08, core)
+        core = np.where(smooth_noise(rng, rho.shape, (1.2, 1.6)) > 0.9, 0.08, core)
     elif nod["echo"] == "mixed":  # a solid part and a cystic part, side by side
-        side = np.cos(nod["phase"][3]) * u + np.sin(nod["phase"][3]) * v + 0.3 * _smooth2d(rng, rho.shape, (4.0, 4.0))
+        side = np.cos(nod["phase"][3]) * u + np.sin(nod["phase"][3]) * v + 0.3 * smooth_noise(rng, rho.shape, 4.0)
         core = np.where(side > nod["cyst_at"], 0.04, core)
     elif nod["echo"] == "cystic":  # a little debris
         core = core + 0.08 * (rng.random(rho.shape) < 0.01)
@@ -245,15 +229,10 @@ def _image(rng, nod, sc) -> tuple[np.ndarray, tuple]:
     return (255 * frame).astype(np.uint8), box
 
 
-@functools.lru_cache(maxsize=1)
-def _font():
-    return ImageFont.load_default()
-
-
 def _overlay(rng, img: Image.Image, sc, box, when):
     """The scanner's screen: text, a grey bar, a depth ruler with ticks, calliper marks."""
     d = ImageDraw.Draw(img)
-    font, w, h = _font(), FRAME[0], FRAME[1]
+    font, w, h = FONT, FRAME[0], FRAME[1]
     side = "L" if sc["side"] < 0 else "R"
     view = "TRANS" if rng.random() < 0.6 else "LONG"
     d.text((4, 2), f"DEMO US  {when}", fill=220, font=font)
@@ -287,8 +266,8 @@ def _crop_box(rng, box) -> tuple[int, int, int, int]:
     """The cropped version's box: the nodule's with a margin of 10-35% of its size on each side."""
     x0, y0, x1, y1 = box
     mx, my = (x1 - x0) * rng.uniform(0.1, 0.35) + 3, (y1 - y0) * rng.uniform(0.1, 0.35) + 3
-    return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(FRAME[0], int(np.ceil(x1 + mx))),
-            min(FRAME[1], int(np.ceil(y1 + my))))
+    return max(0, int(x0 - mx)), max(0, int(y0 - my)), min(FRAME[0], int(np.ceil(x1 + mx))), \
+        min(FRAME[1], int(np.ceil(y1 + my)))
 
 
 def _plan(n_nodules, seed):
@@ -327,24 +306,19 @@ def _write_nodule(job) -> list[tuple]:
 
 # Nodules and images per nodule of the generated set, by profile.
 DEMO_SIZES = {"smoke": (120, 3), "cpu": (300, 6), "full": (1000, 8), "colab": (300, 6)}
+DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
+               "Drawn by helpers/thyroid/ (numpy speckle, a convex-probe fan, painted nodules) in the\n"
+               "layout and with the file names of the seed project's thyroid ultrasound set: no real\n"
+               "scan and no clinical meaning. Labels are the generator's, not a clinician's.\n")
 
 
-def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int = 0, workers: int | None = None,
-              progress: bool = False) -> dict:
-    """Write a *generated* thyroid-ultrasound-like set (not patient data; no clinical claim rests on
-    it) in the seed's layout, and return its summary::
-
-        root/cropped/{train,test}/<B|M>_<nodule:03d>-<image:04d>-1.0.jpg
-        root/uncropped/{train,test}/<the same names>
-
-    Each image shows one nodule; its uncropped version is a 320x240 scanner frame (a fan of speckle
-    on black, on-screen text, depth ruler, calliper marks), its cropped version the nodule's box with
-    a 10-35% margin, cut from the same scan before the overlay. ~20% of nodules malignant, ~20% of
-    each class in ``test``; every sign of ``LOOK`` overlaps between the classes. RGB JPEGs (quality
-    90) of grey content. The same arguments give byte-identical files; a ``root`` holding a set made
-    with the same arguments is returned as is, any other non-empty ``root`` raises ValueError.
-    """
-    root = Path(root)
+def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int = 0,
+              workers: int | None = None) -> dict:
+    """Write a *generated* thyroid-ultrasound-like set, ``root/<cropped|uncropped>/<train|test>/<B|M>_<nodule:03d>-
+    <image:04d>-1.0.jpg``, and return its summary. An uncropped image is a 320x240 scanner frame (a fan of
+    speckle, on-screen text, depth ruler, calliper marks), its cropped version the nodule's box with a
+    10-35% margin, cut before the overlay. ~20% of nodules malignant, ~20% of each class in ``test``.
+    The same arguments give the same files (``io.generated_set`` says when a folder is reused)."""
     if n_nodules < 2 or images_per_nodule < 1:
         raise ValueError(f"need n_nodules >= 2 (both classes) and images_per_nodule >= 1, not "
                          f"{n_nodules}, {images_per_nodule}")
@@ -356,8 +330,7 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
         for variant in VARIANTS:
             for subset in SUBSETS:
                 (tmp / variant / subset).mkdir(parents=True)
-        labels, subsets, widths, heights = map(np.array, zip(*draw_all(_write_nodule, tmp, plan, params, workers,
-                                                                       progress)))
+        labels, subsets, widths, heights = map(np.array, zip(*draw_all(_write_nodule, tmp, plan, params, workers)))
         (tmp / "README.txt").write_text(DESCRIPTION + "Parameters and counts: GENERATED.txt, generated.json.\n")
         summary = {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
                    "images_per_variant": len(labels), **class_counts(labels),
@@ -370,25 +343,15 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
     return generated_set(root, params, "a thyroid demo set", write)
 
 
-DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
-               "Drawn by helpers/thyroid/ (numpy speckle, a convex-probe fan, painted nodules) in the\n"
-               "layout and with the file names of the seed project's thyroid ultrasound set: no real\n"
-               "scan and no clinical meaning. Labels are the generator's, not a clinician's.\n")
-
-
 def demo_dir(nodules: int) -> Path:
-    """Where the generated set of that many nodules lives: ``data/demo/thyroid-<N>n`` in the project,
-    or under the environment variable THYROID_DEMO_ROOT when it is set."""
-    from ..config import ROOT
-
-    base = Path(os.environ.get("THYROID_DEMO_ROOT", ROOT / "data" / "demo"))
-    return base / f"thyroid-{nodules}n"
+    """Where the generated set of that many nodules lives: beside the generated IDC sets,
+    ``data/demo/thyroid-<N>n`` (the environment variable IDC_DEMO_ROOT moves them all)."""
+    return idc_demo_dir(nodules).with_name(f"thyroid-{nodules}n")
 
 
 def resolve_dir(thyroid_dir=None, profile: str = "smoke", seed: int = 0) -> Path:
-    """``thyroid_dir`` as a Path (it must exist); None or "": the generated set of the profile's size
-    (``DEMO_SIZES``), made on first use in :func:`demo_dir`. A generated set there made with other
-    parameters (an older generator, another seed) is replaced; any other folder is never touched."""
+    """``thyroid_dir`` as a Path (it must exist); None or "": the generated set of the profile's size,
+    made on first use in :func:`demo_dir` (a generated set there made with other parameters is replaced)."""
     return given_or_generated(thyroid_dir, profile, DEMO_SIZES, demo_dir,
                               lambda root, n, per: make_demo(root, n, per, seed=seed), "thyroid data directory",
                               missing=DataError)

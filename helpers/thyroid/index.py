@@ -1,5 +1,5 @@
-"""Thyroid ultrasound (notebooks 16-17): read a folder of benign / malignant nodule images into a
-table, split it by nodule, turn the images into model inputs.
+"""Thyroid ultrasound (notebooks 16-17): a folder of benign / malignant nodule images as a table,
+split by nodule.
 
 The seed project's data: JPG exports named ``B_001-0002-1.0.jpg`` (benign) or ``M_...`` (malignant),
 in ``train`` and ``test`` folders, in two versions side by side: the "uncropped" scanner frame (with
@@ -15,6 +15,7 @@ seed's sets number benign and malignant nodules separately, so ``B_001`` and ``M
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,19 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from .. import imagesets
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
-from ..imagesets import data_label as _data_label
 from ..imagesets import CLASSES, Layout, Report, Skip, class_counts, image_grid, index_images, load_rgb
-from ..imagesets import is_generated  # noqa: F401  (notebook 17 calls it from here)
+from ..imagesets import is_generated, load_images  # noqa: F401  (notebook 17, the tests and the track call them here)
 from ..imagesets import split_by_patient_label
 
 COLUMNS = ["path", "label", "variant", "subset", "group", "width", "height"]
 VARIANTS = ("cropped", "uncropped")
 SUBSETS = ("train", "test")
 EXTENSIONS = (".jpg", ".jpeg", ".png")
-FORMATS = ("JPEG", "MPO", "PNG")  # what PIL calls the decoded files (MPO: some cameras' JPEGs)
 PATTERN = "<B|M>_<nodule>-<image>-<n>.jpg"
 
 PREFIX = re.compile(r"^(?P<cls>[BbMm])[_-](?P<rest>.+)$")  # B_... benign, M_... malignant
@@ -56,10 +55,9 @@ GENERATED_LABEL = "generated thyroid demo data"
 
 
 def parse_name(name) -> tuple[int | None, str]:
-    """(label from the ``B_``/``M_`` prefix or None, nodule number) of a file name. The number is the
-    leading one after the prefix (``B_001-0002-1.0.jpg`` -> ``"001"``); a name without one is its
-    own nodule, named by its stem less the prefix (``B_scan.jpg`` -> ``"scan"``). The number alone
-    is not a nodule: see :func:`group_id`."""
+    """(label from the ``B_``/``M_`` prefix or None, nodule number) of a file name: the leading number
+    after the prefix (``B_001-0002-1.0.jpg`` -> ``"001"``); a name without one is its own nodule,
+    named by its stem less the prefix (``B_scan.jpg`` -> ``"scan"``)."""
     stem = Path(name).stem
     m = PREFIX.match(stem)
     label, rest = (int(m["cls"].upper() == "M"), m["rest"]) if m else (None, stem)
@@ -75,7 +73,7 @@ def group_id(label: int, nodule: str) -> str:
 
 
 def _name_file(path, folders):
-    """(label, variant, subset, group) of a file from its name and the folders above it, or a Skip."""
+    """The label, variant, subset and group of a file from its name and the folders above it, or a Skip."""
     if path.suffix.lower() not in EXTENSIONS:
         return Skip("unsupported_extension", f"extension {path.suffix or '(none)'!r}")
     said = {}  # label, variant and subset, as the folders say them
@@ -99,18 +97,17 @@ def _name_file(path, folders):
     label = folder_label if label is None else label
     if label is None:
         return Skip("no_label")
-    return label, said.get("variant", ""), said.get("subset", ""), group_id(label, nodule)
+    return {"label": label, "variant": said.get("variant", ""), "subset": said.get("subset", ""),
+            "group": group_id(label, nodule)}
 
 
+# MPO: some cameras' JPEGs
 LAYOUT = Layout("thyroid data directory", f"JPG/PNG named {PATTERN} or in benign/malignant folders", _name_file,
-                FORMATS)
+                COLUMNS, ["variant", "subset", "path"], formats=("JPEG", "MPO", "PNG"))
 
 
 @dataclass
 class ThyroidReport(Report):
-    """What build_index found: counts per variant, subset and class, groups, and every skipped file
-    with its reason."""
-
     REASONS = SKIP_REASONS
     LISTS = ("numbers_in_both_classes", "groups_in_train_and_test")
     groups: int = 0
@@ -141,36 +138,26 @@ class ThyroidReport(Report):
         self.moved_to_test = int(moved.sum())
 
 
-def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, ThyroidReport]:
-    """Index every thyroid ultrasound image under ``root`` (see the module's docstring): the table
-    (``COLUMNS``; ``variant`` and ``subset`` from the folders *below* root, "" where none says it)
-    sorted by variant, subset and path, and a :class:`ThyroidReport`. Raises
-    :class:`~helpers.data.index.DataError` if ``root`` is missing, not a folder, or holds no usable image."""
-    report, found = index_images(root, LAYOUT, ThyroidReport, workers)
-    df = pd.DataFrame([(str(path), *info, width, height) for path, info, width, height, _ in found],
-                      columns=COLUMNS)
-    df = df.sort_values(["variant", "subset", "path"], kind="stable").reset_index(drop=True)
-    df["label"] = df["label"].astype("int8")
-    report.count(df)
-    return df, report
+def build_index(root) -> tuple[pd.DataFrame, ThyroidReport]:
+    """The table (``COLUMNS``; ``variant`` and ``subset`` from the folders *below* root, "" where none
+    says it) of every thyroid ultrasound image under ``root``, and a :class:`ThyroidReport`."""
+    return index_images(root, LAYOUT, ThyroidReport)
 
 
 def _moved_to_test(df: pd.DataFrame) -> pd.Series:
-    """True for an image outside the given test folder whose nodule has an image in it (in any
-    variant): :func:`split` puts these in the test split."""
+    """True for an image outside the given test folder whose nodule has an image in it (in any variant)."""
     given = df["subset"].eq("test")
     return df["group"].isin(set(df.loc[given, "group"])) & ~given
 
 
 def split(df: pd.DataFrame, val: float = 0.15, test: float = 0.2, seed: int = 0) -> pd.DataFrame:
     """The index with a ``split`` column (train/val/test), by group: every image of a nodule on one
-    side, and the same side in every variant.
+    side, the same in every variant, groups drawn per class.
 
     When the index has a ``test`` subset, every nodule with an image in it is a test nodule, whole
     (``test`` is then unused): its images from the training folder join the test split rather than
     being dropped, marked in the column ``moved_to_test``; ``val`` is the share of the other groups
-    drawn for validation (as the seed's ``validation_split``). Otherwise ``test`` and ``val`` are
-    shares of all groups. Groups are drawn per class (:func:`~helpers.imagesets.split_by_patient_label`).
+    drawn for validation (as the seed's ``validation_split``). Otherwise both are shares of all groups.
     """
     given = df["subset"].eq("test")
     moved = _moved_to_test(df)
@@ -181,21 +168,7 @@ def split(df: pd.DataFrame, val: float = 0.15, test: float = 0.2, seed: int = 0)
     return df.assign(split=drawn["split"].reindex(df.index, fill_value="test"), moved_to_test=moved)
 
 
-def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
-    """The images of ``df`` as uint8 (n, size, size, 3), RGB, resized to ``size`` x ``size`` (PIL,
-    bilinear). The aspect ratio is NOT kept (as Keras' ``flow_from_directory`` with
-    ``target_size``): a wide crop is squeezed. Raises ValueError naming a file that cannot be read."""
-    if size < 1:
-        raise ValueError(f"size must be positive, not {size}")
-    out = np.empty((len(df), size, size, 3), np.uint8)
-    for i, path in enumerate(df["path"]):
-        out[i] = np.asarray(load_rgb(path, (size, size)).resize((size, size), Image.Resampling.BILINEAR))
-    return out
-
-
-def data_label(root) -> str:
-    """``GENERATED_LABEL`` or "real data: <folder>", for titles and tables' ``data`` column."""
-    return _data_label(root, GENERATED_LABEL, "real data")
+data_label = functools.partial(imagesets.data_label, generated=GENERATED_LABEL, real="real data")
 
 
 def counts_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -208,23 +181,21 @@ def counts_table(df: pd.DataFrame) -> pd.DataFrame:
     return table.set_index(["variant", "subset"])
 
 
-def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None = None):
+def example_grid(df: pd.DataFrame, n: int = 4):
     """``n`` benign (top) and ``n`` malignant (bottom) examples, each of another group; where the
     index has both variants, each example's cropped version beside its uncropped one (same subset
-    and file name). Titled with ``source`` (default: :func:`data_label` of the images' folder)."""
+    and file name)."""
     from ..plots import CLASS_COLOURS
 
     if df.empty:
         raise ValueError("example_grid got an empty table")
-    if source is None:
-        source = data_label(os.path.commonpath(list(df["path"])))
     table = df.assign(name=df["path"].map(lambda p: Path(p).name))
     paired = False
     if set(table["variant"]) >= set(VARIANTS):
         both = table[table["variant"] == "cropped"].merge(table[table["variant"] == "uncropped"],
                                                           on=["subset", "name"], suffixes=("", "_uncropped"))
         table, paired = (both, True) if len(both) else (table, False)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     per = 2 if paired else 1
     panels = []
     for label in (0, 1):
@@ -236,9 +207,8 @@ def example_grid(df: pd.DataFrame, n: int = 4, seed: int = 0, source: str | None
             for j, (path, what) in enumerate(paths):
                 title = f"{CLASSES[label]} {row['group']}" + (f"\n{what}" if what else "")
                 panels.append((label, k * per + j, np.asarray(load_rgb(path)), title, CLASS_COLOURS[label]))
-    fig, axes = image_grid((2, n * per), (1.9 * n * per + 0.6, 4.8), "Thyroid ultrasound: benign (top) and "
+    source = data_label(os.path.commonpath(list(df["path"])))
+    fig, _ = image_grid((2, n * per), (1.9 * n * per + 0.6, 4.8), "Thyroid ultrasound: benign (top) and "
                            f"malignant (bottom) nodules\n({source})", panels)
-    for ax in axes.flat:
-        ax.set_frame_on(False)
     fig.set_layout_engine("constrained")  # panels of other shapes: tight_layout let titles overlap images
     return fig

@@ -3,21 +3,19 @@
 Ultrasound images are few and larger than IDC patches, so they are decoded once into memory (uint8).
 Normalisation is per channel, computed on the training images only (the seed's
 ``featurewise_center`` + ``featurewise_std_normalization``), and is the model's first layer, so a
-saved model carries it. Splits are by nodule (``thyroid.index.split``). A table of scores measured
-here names its images in a ``data`` column; the seed's published figures are a table of their own.
+saved model carries it. Splits are by nodule. A table of scores measured here names its images in a
+``data`` column; the seed's published figures are a table of their own.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
 from .. import evaluate, hardware, reference
-from ..plots import scikitplot, title_with_source
-from ..studies import experiment
+from ..data.pipeline import Data
+from ..plots import title_with_source
 from .index import CLASSES, VARIANTS, build_index, load_images, split
 
 CLASS_NAMES = list(CLASSES)
@@ -37,6 +35,7 @@ SHIFT_SETTINGS = {"smoke": {"image_size": 32, "epochs": 20, "batch_size": 32},
                   "cpu": {"image_size": 96, "epochs": 20, "batch_size": 32},
                   "full": {"image_size": 224, "epochs": 15, "batch_size": 32},
                   "colab": {"image_size": 224, "epochs": 10, "batch_size": 32}}
+SEED_DATA = "seed project's real thyroid images (its slides)"
 
 
 def featurewise_stats(images) -> tuple[list[float], list[float]]:
@@ -56,77 +55,66 @@ def _variants(which) -> list[str]:
     return chosen
 
 
-def split_index(root, seed: int = 42, val: float = 0.15, test: float = 0.2) -> tuple[pd.DataFrame, dict]:
-    """Index ``root`` and split it by nodule (``thyroid.index.split``); returns the table and the report."""
+def split_index(root, seed: int = 42) -> tuple[pd.DataFrame, dict]:
+    """The index of ``root`` split by nodule (``thyroid.index.split``), and its report."""
     df, report = build_index(root)
-    df = split(df, val=val, test=test, seed=seed)
+    df = split(df, seed=seed)
     # evaluate.per_patient and the registry speak of patients; here a patient is a nodule id
     return df.assign(patient=df["group"]), report
 
 
-def check_by_nodule(df: pd.DataFrame):
-    """Raise ValueError naming the nodules (``group``) that are in more than one split."""
-    sides = df.groupby("group")["split"].nunique()
-    leaked = sorted(sides.index[sides > 1])
-    if leaked:
-        shown = ", ".join(f"{g} ({'/'.join(sorted(set(df.loc[df['group'] == g, 'split'])))})" for g in leaked[:5])
-        raise ValueError(f"{len(leaked)} nodule(s) in more than one split: {shown}")
-
-
 def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="original_both_flips",
-            index: pd.DataFrame | None = None) -> experiment.Data:
-    """Training, validation and test data of one arm of the thyroid track.
-
-    ``train_on``: "cropped", "uncropped" or both (a list); validation comes from the same variants,
-    taken from the training folder by nodule. ``test_on``: the variant the test split shows (default:
-    the first training variant). ``Data.extra`` holds the normalisation for the model build, the
-    arrays, and one test set per variant.
-    """
+            index: pd.DataFrame | None = None) -> Data:
+    """Training, validation and test data of one arm: ``train_on`` "cropped", "uncropped" or both (a
+    list), validation from the same variants; ``test_on`` the variant the test split shows (default:
+    the first training one). ``Data.extra`` holds the normalisation for the model build, the arrays,
+    and one test set per variant."""
     from ..data import pipeline
     from ..train import class_weights
 
     train_variants = _variants(train_on)
     test_variant = _variants(test_on or train_variants[0])[0]
     df = index if index is not None else split_index(cfg.data_dir, cfg.seed)[0]
-    check_by_nodule(df)  # an index made elsewhere may not be split by nodule
+    sides = df.groupby("group")["split"].unique()  # an index made elsewhere may not be split by nodule
+    leaked = sides[sides.map(len) > 1]
+    if len(leaked):
+        shown = ", ".join(f"{group} ({'/'.join(sorted(on))})" for group, on in leaked.head(5).items())
+        raise ValueError(f"{len(leaked)} nodule(s) in more than one split: {shown}")
     fit_rows = df[df["variant"].isin(train_variants) & df["split"].isin(["train", "val"])]
-    test_rows = df[(df["split"] == "test") & df["variant"].isin(VARIANTS)]
     if fit_rows.empty or not (fit_rows["split"] == "val").any():
         raise ValueError(f"no training or validation images of variant {train_variants} in {cfg.data_dir}")
-    table = pd.concat([fit_rows, test_rows]).reset_index(drop=True)
-    images = load_images(table, image_size)
-    train_mask = (table["split"] == "train").to_numpy()
-    mean, variance = featurewise_stats(images[train_mask])
+    table = pd.concat([fit_rows, df[(df["split"] == "test") & df["variant"].isin(VARIANTS)]]).reset_index(drop=True)
+    images, labels, split = load_images(table, image_size), table["label"].to_numpy(), table["split"].to_numpy()
     batch = hardware.global_batch(cfg.batch_size)
 
     def ds(mask, shuffle=False, augment=None):
         """(float32 images in [0, 255], one-hot labels) batches; a seeded augmentation runs batch by
         batch in one thread, so a rerun repeats."""
-        return pipeline.make_dataset(images=images[mask], labels=table.loc[mask, "label"], batch_size=batch,
-                                     image_size=image_size, shuffle=shuffle, seed=cfg.seed, one_hot=True,
+        return pipeline.make_dataset(images=images[mask], labels=labels[mask], batch_size=batch, one_hot=True,
+                                     image_size=image_size, shuffle=shuffle, seed=cfg.seed,
                                      augment=None if augment in (None, "none") else augment)
 
-    test_masks = {v: ((table["split"] == "test") & (table["variant"] == v)).to_numpy() for v in VARIANTS}
-    test_masks = {v: mask for v, mask in test_masks.items() if mask.any()}
-    tests = {v: ds(mask) for v, mask in test_masks.items()}
-    # Data.part("test") must list the images of data.test, in its order
-    keep = ~((table["split"] == "test") & (table["variant"] != test_variant)).to_numpy()
+    tested = {v: (split == "test") & (table["variant"] == v).to_numpy() for v in VARIANTS}
+    tested = {v: mask for v, mask in tested.items() if mask.any()}
+    tests = {v: ds(mask) for v, mask in tested.items()}
     arm = "+".join(train_variants)
-    return experiment.Data(
-        index=table[keep].reset_index(drop=True), train=ds(train_mask, shuffle=True, augment=augment),
-        val=ds((table["split"] == "val").to_numpy()), test=tests.get(test_variant),
-        class_weight=class_weights(table.loc[train_mask, "label"]),
+    return Data(  # Data.part("test") must list the images of data.test, in its order
+        index=table[(split != "test") | tested.get(test_variant, False)].reset_index(drop=True),
+        train=ds(split == "train", shuffle=True, augment=augment), val=ds(split == "val"),
+        test=tests.get(test_variant),
+        class_weight=class_weights(labels[split == "train"]),
         split_note=(f"by nodule; train and validation: {arm} images of the training folder; "
                     f"test: {test_variant} images of held-out nodules; seed {cfg.seed}"),
         image_size=image_size, batch_size=batch,
-        extra={"build": {"normalize": (mean, variance)}, "key": f"{arm}->{test_variant}:{augment}",
-               "task": "thyroid", "class_names": CLASS_NAMES, "tests": tests, "images_train": images[train_mask],
-               "test_images": {v: images[mask] for v, mask in test_masks.items()},
-               "test_labels": {v: table.loc[mask, "label"].to_numpy() for v, mask in test_masks.items()}},
+        extra={"build": {"normalize": featurewise_stats(images[split == "train"])},
+               "key": f"{arm}->{test_variant}:{augment}", "task": "thyroid", "class_names": CLASS_NAMES,
+               "images_train": images[split == "train"], "tests": tests,
+               "test_images": {v: images[mask] for v, mask in tested.items()},
+               "test_labels": {v: labels[mask] for v, mask in tested.items()}},
     )
 
 
-def counts(data: experiment.Data) -> pd.DataFrame:
+def counts(data: Data) -> pd.DataFrame:
     """Images per split and class of one arm (the test row is the variant it tests on)."""
     table = data.index.groupby(["split", "label"]).size().unstack(fill_value=0)
     table = table.rename(columns=dict(enumerate(CLASS_NAMES))).reindex(["train", "val", "test"]).fillna(0)
@@ -138,13 +126,11 @@ def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> t
     """Score each trained arm (``arms``: name -> (model, Data)) on each variant's held-out test images:
     one row per (trained on, tested on), at the threshold chosen on the arm's own validation split,
     with ``source`` (``thyroid.index.data_label``) as its ``data``; and (labels, probabilities) per row."""
-    _check_source(source)
     rows, curves = [], {}
     for name, (model, data) in arms.items():
         threshold = (thresholds or {}).get(name)
         if threshold is None:
-            y_val, p_val = evaluate.predict(model, data.val)
-            threshold = evaluate.choose_threshold(y_val, p_val)
+            threshold = evaluate.choose_threshold(*evaluate.predict(model, data.val))
         for variant, ds in data.extra["tests"].items():
             y, p = evaluate.predict(model, ds)
             s = evaluate.scores(y, p, threshold)
@@ -155,28 +141,11 @@ def cross_evaluate(arms: dict, source: str, thresholds: dict | None = None) -> t
     return with_data(pd.DataFrame(rows).round(3), source), curves
 
 
-def score_of(table: pd.DataFrame, trained_on: str, tested_on: str, metric: str = "roc_auc") -> float:
-    """One score of :func:`cross_evaluate`'s table, for prose that quotes the run."""
-    if metric not in table.columns:
-        raise ValueError(f"no metric {metric!r} in the table; it has {list(table.columns)}")
-    row = table[(table["trained on"] == trained_on) & (table["tested on"] == tested_on)]
-    if len(row) != 1:
-        raise ValueError(f"no row trained on {trained_on!r} and tested on {tested_on!r}")
-    return float(row[metric].iloc[0])
-
-
-SEED_DATA = "seed project's real thyroid images (its slides)"
-
-
-def _check_source(source):
+def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A copy of ``table`` with ``data`` = ``source`` as its first column, so that a score is never
+    read without the images it came from."""
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"a table of scores needs the data it came from (thyroid.index.data_label), got {source!r}")
-
-
-def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
-    """A copy of ``table`` with ``data`` = ``source`` as its first column, so that a score is
-    never read without the images it came from."""
-    _check_source(source)
     if "data" in table.columns:
         raise ValueError(f"the table already has a data column: {sorted(set(table['data']))}")
     out = table.copy()
@@ -185,9 +154,8 @@ def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def seed_table(**match) -> pd.DataFrame:
-    """The seed project's published thyroid figures (``reference.seed_thyroid``), labelled as real
-    images in their ``data`` column: a table apart from any measured here. ``match``: column=value
-    filters, e.g. ``model="(their model)"``."""
+    """The seed project's published thyroid figures, labelled as real images in their ``data``
+    column: a table apart from any measured here. ``match``: column=value filters."""
     table = reference.seed_thyroid()
     for column, value in match.items():
         if column not in table.columns:
@@ -197,25 +165,14 @@ def seed_table(**match) -> pd.DataFrame:
 
 
 def roc_figure(curves: dict, title: str, source: str):
-    """ROC curves (``curves``: label -> (y_true, probability of malignant)) on one axes, drawn by
-    scikit-plot, which colours a curve by class: each is recoloured and relabelled after drawing."""
+    """ROC curves (``curves``: label -> (y_true, probability of malignant)) on one axes, best first."""
     import matplotlib.pyplot as plt
 
-    skplt = scikitplot()
     fig, ax = plt.subplots(figsize=(7.5, 6), layout="constrained")
-    colours = plt.get_cmap("tab10").colors
-    ranked = sorted(curves.items(), key=lambda kv: -_auc(*kv[1]))
-    for i, (label, (y, p)) in enumerate(ranked):
-        before = len(ax.lines)
-        p = np.asarray(p, dtype=float)
-        skplt.metrics.plot_roc(np.asarray(y), np.column_stack([1 - p, p]), ax=ax, plot_micro=False,
-                               plot_macro=False, classes_to_plot=[1])
-        for line in ax.lines[before:]:
-            if line.get_linestyle() == "--":  # scikit-plot's chance diagonal, drawn on every call
-                line.remove()
-                continue
-            line.set_color(colours[i % len(colours)])
-            line.set_label(f"{label} (AUC {_auc(y, p):.3f})")
+    auc = {label: skm.roc_auc_score(y, p) if len(np.unique(y)) == 2 else np.nan for label, (y, p) in curves.items()}
+    for label in sorted(curves, key=lambda k: -auc[k]):
+        fpr, tpr, _ = skm.roc_curve(*curves[label])
+        ax.plot(fpr, tpr, lw=2, label=f"{label} (AUC {auc[label]:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     ax.set(xlabel="false positive rate (benign nodules called malignant)",
            ylabel="true positive rate (malignant nodules found)", aspect="equal")
@@ -224,23 +181,11 @@ def roc_figure(curves: dict, title: str, source: str):
     return fig
 
 
-def _auc(y, p) -> float:
-    y = np.asarray(y)
-    return float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
-
-
-def test_examples(model, data: experiment.Data, variant: str, n: int = 8, seed: int = 0):
-    """Up to ``n`` test images of ``variant`` (both classes, as balanced as they allow),
-    their labels and the model's probability of malignant, for a Grad-CAM grid."""
+def test_examples(model, data: Data, variant: str, n: int = 8, seed: int = 0):
+    """Up to ``n`` test images of ``variant`` (both classes, as balanced as they allow), their labels and
+    the model's probability of malignant, for a Grad-CAM grid."""
     images, labels = data.extra["test_images"][variant], data.extra["test_labels"][variant]
     rng = np.random.default_rng(seed)
     picked = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: n // 2] for c in (0, 1)])
     x = images[picked].astype("float32")
     return x, labels[picked], model.predict(x, verbose=0)[:, 1]
-
-
-def best_model_path(study, variant: str, output_dir) -> Path:
-    """Where ``study.run_study`` saved the best epoch of a variant's first seed."""
-    from ..studies.study import run_path
-
-    return run_path(study, variant, output_dir) / "best.keras"

@@ -39,16 +39,6 @@ def _checked(y_true, proba):
     return y_true, proba
 
 
-def best_balanced_accuracy(y_true, proba) -> float:
-    """The highest balanced accuracy any cut gives on these labels ((1 + the best Youden's J) / 2):
-    chosen on the labels it scores, an upper bound to compare a target with, never a score to report."""
-    y_true, proba = _checked(y_true, proba)
-    if y_true.min() == y_true.max():
-        raise ValueError("balanced accuracy over cuts needs both classes among the labels")
-    fpr, tpr, _ = skm.roc_curve(y_true, proba)
-    return float(np.max((tpr + 1 - fpr) / 2))
-
-
 def scores(y_true, proba, threshold: float = 0.5) -> dict:
     """Accuracy, precision, recall and F1 of IDC, balanced accuracy, ROC-AUC, confusion counts."""
     y_true, proba = _checked(y_true, proba)

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -56,12 +57,10 @@ def atomic_path(path):
     libraries that choose a format by extension (``np.save``, ``model.save``, ``savefig``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    # A name only: the writer creates the file, so it gets the mode a plain open() gives
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}{path.suffix}")
     try:
-        yield Path(tmp)
-        # mkstemp makes the file 0600; a finished output gets the mode a plain open() would give it
-        os.chmod(tmp, 0o666 & ~_umask())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -69,36 +68,10 @@ def atomic_path(path):
         raise
 
 
-def _umask() -> int:
-    # read from /proc where there is one: setting the umask to read it changes it for every thread
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        status = Path("/proc/self/status").read_text().splitlines()
-        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_text(path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
-
-
-@contextlib.contextmanager
-def staged_dir(root):
-    """Yield a temporary sibling folder that replaces the (absent or empty) folder ``root`` on success."""
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        yield tmp
-        if root.exists():
-            root.rmdir()  # empty, as checked: os.replace cannot replace a directory everywhere
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stored_summary(root, params) -> dict | None:
@@ -127,18 +100,24 @@ def generated_set(root, params: dict, what: str, write) -> dict:
             raise ValueError(f"{root} exists and is not empty, and is not {what} made with {params}: "
                              "choose another folder or remove it")
         return found
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
-        with staged_dir(root) as tmp:
-            summary, description = write(tmp)
-            (tmp / "generated.json").write_text(json.dumps({"params": params, "summary": summary}, indent=1))
-            (tmp / "GENERATED.txt").write_text(
-                f"{description}Parameters: {json.dumps(params)}\n"
-                f"Summary: {json.dumps({k: v for k, v in summary.items() if k != 'root'})}\n")
+        summary, description = write(tmp)
+        (tmp / "generated.json").write_text(json.dumps({"params": params, "summary": summary}, indent=1))
+        (tmp / "GENERATED.txt").write_text(
+            f"{description}Parameters: {json.dumps(params)}\n"
+            f"Summary: {json.dumps({k: v for k, v in summary.items() if k != 'root'})}\n")
+        if root.exists():
+            root.rmdir()  # empty, as checked: os.replace cannot replace a directory everywhere
+        os.replace(tmp, root)
     except OSError:
         found = stored_summary(root, params)
         if found is None:
             raise
         return found
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return summary
 
 

@@ -48,7 +48,6 @@ class ModelSpec:
     default_size: int  # the side the series feeds it
     preprocess: Callable | None  # applied in the tf.data pipeline to float32 in [0, 255]
     pretrained: bool  # True: a Keras application that has ImageNet weights
-    about: str = ""
 
 
 def _classify(x, inputs, name, dropout=None):
@@ -174,30 +173,26 @@ def _gap_head(x, inputs, name, dropout):
 
 
 _apps = keras.applications
-# name: (application, module of its preprocess_input or None, scaling layer, head, min size, size, about)
+# name: (application, module of its preprocess_input or None, scaling layer, head, min size, size)
 _BACKBONES = {
-    "resnet50": (_apps.ResNet50, _apps.resnet50, None, _flatten_head, 32, 50, "ResNet50 + Flatten/Dense 256 head"),
-    "inception_v3": (_apps.InceptionV3, _apps.inception_v3, None, _gap_head, 75, 75, "InceptionV3 + GAP head"),
-    "xception": (_apps.Xception, _apps.xception, None, _gap_head, 71, 71, "Xception + GAP head"),
-    "mobilenet_v2": (_apps.MobileNetV2, _apps.mobilenet_v2, None, _gap_head, 32, 50, "MobileNetV2 + GAP head"),
+    "resnet50": (_apps.ResNet50, _apps.resnet50, None, _flatten_head, 32, 50),  # the seed's Flatten/Dense 256 head
+    "inception_v3": (_apps.InceptionV3, _apps.inception_v3, None, _gap_head, 75, 75),
+    "xception": (_apps.Xception, _apps.xception, None, _gap_head, 71, 71),
+    "mobilenet_v2": (_apps.MobileNetV2, _apps.mobilenet_v2, None, _gap_head, 32, 50),
     # The thyroid track (notebooks 16-17): GAP heads, scaling inside the model.
-    "vgg16": (_apps.VGG16, None, _featurewise, _gap_head, 32, 64, "VGG16 + GAP head"),
-    "vgg19": (_apps.VGG19, None, _featurewise, _gap_head, 32, 64, "VGG19 + GAP head"),
-    "resnet50_gap": (_apps.ResNet50, None, _featurewise, _gap_head, 32, 64, "ResNet50 + GAP head"),
-    "resnet101": (_apps.ResNet101, None, _featurewise, _gap_head, 32, 64, "ResNet101 + GAP head"),
+    "vgg16": (_apps.VGG16, None, _featurewise, _gap_head, 32, 64),
+    "vgg19": (_apps.VGG19, None, _featurewise, _gap_head, 32, 64),
+    "resnet50_gap": (_apps.ResNet50, None, _featurewise, _gap_head, 32, 64),
+    "resnet101": (_apps.ResNet101, None, _featurewise, _gap_head, 32, 64),
     # No scaling: Keras' EfficientNet rescales [0, 255] itself (the seed fed it [0, 1] images,
-    # which it then divided by 255 again).
-    "efficientnet_b7": (_apps.EfficientNetB7, None, None, _gap_head, 32, 64,
-                        "EfficientNetB7 + GAP head (64M parameters)"),
+    # which it then divided by 255 again). 64M parameters.
+    "efficientnet_b7": (_apps.EfficientNetB7, None, None, _gap_head, 32, 64),
 }
 MODELS: dict[str, ModelSpec] = {
-    "vgg_style": ModelSpec(_vgg_style, 32, 50, None, False,
-                           "5 blocks of two 3x3 convs + max-pool (the seed's VGG16-like CNN)"),
-    "cancernet": ModelSpec(_cancernet, 8, 50, None, False,
-                           "SeparableConv2D blocks 32 / 64x2 / 128x3 with BatchNorm and Dropout"),
-    **{name: ModelSpec(_backbone(app, name, head, scaling), min_size, size, module and module.preprocess_input,
-                       True, about)
-       for name, (app, module, scaling, head, min_size, size, about) in _BACKBONES.items()},
+    "vgg_style": ModelSpec(_vgg_style, 32, 50, None, False),  # the seed's VGG16-like CNN
+    "cancernet": ModelSpec(_cancernet, 8, 50, None, False),
+    **{name: ModelSpec(_backbone(app, name, head, scaling), min_size, size, module and module.preprocess_input, True)
+       for name, (app, module, scaling, head, min_size, size) in _BACKBONES.items()},
 }
 THYROID_MODELS = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
 IDC_MODELS = tuple(name for name in MODELS if name not in THYROID_MODELS)

@@ -165,7 +165,7 @@ def test_unknown_names_and_bad_inputs_are_refused(batch):
     with pytest.raises(ValueError, match=r"\(50, 50, 3\)"):
         augment.apply(ds.unbatch(), "original")
     with pytest.raises(ValueError, match="hue must be >= 0; got -0.1"):
-        augment.histology_augmentation(hue=-0.1)
+        augment.ColourJitter(hue=-0.1)
 
 
 def test_preview_shows_each_patch_with_n_variants(batch):

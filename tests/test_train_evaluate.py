@@ -239,20 +239,6 @@ def test_threshold_is_the_best_f1_cut_on_validation():
     assert evaluate.choose_threshold([1, 1], [0.2, 0.7]) == 0.5
 
 
-def test_the_best_balanced_accuracy_is_the_best_cut_on_the_labels_given():
-    y = np.array([0, 0, 1, 1])
-    assert evaluate.best_balanced_accuracy(y, [0.1, 0.4, 0.35, 0.8]) == 0.75  # at 0.35 or at 0.8
-    assert evaluate.best_balanced_accuracy(y, [0.1, 0.2, 0.3, 0.4]) == 1.0
-    assert evaluate.best_balanced_accuracy(y, [0.9, 0.8, 0.2, 0.1]) == 0.5  # reversed: no cut beats all or nothing
-    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
-    p = np.array([0.1, 0.6, 0.2, 0.9, 0.4, 0.7, 0.3, 0.8])
-    assert evaluate.best_balanced_accuracy(y, p) >= evaluate.scores(y, p, 0.5)["balanced_accuracy"]
-    with pytest.raises(ValueError, match="both classes"):
-        evaluate.best_balanced_accuracy([1, 1], [0.2, 0.7])
-    with pytest.raises(ValueError, match="4 labels but 3"):
-        evaluate.best_balanced_accuracy([0, 1, 0, 1], [0.2, 0.7, 0.1])
-
-
 def test_classification_table_and_per_patient():
     y = np.array([0, 1, 1, 0, 0, 1])
     p = np.array([0.2, 0.8, 0.3, 0.1, 0.6, 0.9])

@@ -1,29 +1,15 @@
 """Data augmentation for the 50x50 H&E patches, as Keras layers on float32 in [0, 255].
 
-Named recipes, built by ``by_name(name, seed)`` (names in ``AUGMENTATIONS``):
+The named recipes of ``AUGMENTATIONS`` ("original", "original_both_flips", "histology", "dihedral",
+"dihedral_colour", "none") are built by ``by_name(name, seed)``. Every layer keeps shape, dtype
+float32 and the range [0, 255], so it runs where the pipeline's images are still raw pixels: before
+a pretrained model's ``preprocess_input``, which changes the range. The layers augment only when
+called with ``training=True`` (``fit`` does that; ``predict`` and ``evaluate`` do not), and each
+image of a batch gets its own random values.
 
-* ``"original"``: what the seed projects asked of Keras 2's ``ImageDataGenerator``
-  (rotation 20, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip, fill "nearest"),
-  rebuilt from Keras 3 preprocessing layers: ``original_augmentation``; ``"original_both_flips"``
-  adds the thyroid project's vertical flip;
-* ``"histology"``: what suits tissue seen from above: exact 90-degree rotations and
-  flips (a slide has no "up"), H&E stain jitter and mild colour jitter:
-  ``histology_augmentation``;
-* ``"dihedral"``: its rotations and flips alone, no colour change: ``dihedral_augmentation``;
-* ``"none"``: no layer at all (``by_name`` returns None, ``apply`` returns the dataset).
-
-Every layer keeps shape (n, h, w, 3), dtype float32 and the range [0, 255], so it
-runs where the pipeline's images are still raw pixels: before a pretrained model's
-``preprocess_input``, which changes the range. The layers augment only when called
-with ``training=True`` (``fit`` does that; ``predict`` and ``evaluate`` do not), and
-each image of a batch gets its own random values.
-
-Seeds: a seeded layer draws from a Keras ``SeedGenerator``, a counter stored in
-the layer, so each call (each batch, each epoch) draws new values. Two layers built
-with the same seed give the same outputs for the same sequence of calls: eagerly,
-and in a tf.data map run on one thread, which ``apply`` uses when given a seed.
-``pipeline.make_dataset(augment=layer)`` calls the layer in its parallel map: the
-same augmentation, but which batch gets which draw differs from run to run.
+Seeds: a seeded layer draws from a Keras ``SeedGenerator``, a counter stored in the layer, so each
+call (each batch, each epoch) draws new values; two layers built with the same seed give the same
+outputs for the same sequence of calls, eagerly and in a tf.data map run on one thread (``apply``).
 """
 
 from __future__ import annotations
@@ -86,16 +72,10 @@ class _RandomImageLayer(keras.layers.Layer):
     def call(self, images, training=True):
         return self.augment(images) if training else images
 
-    def augment(self, images):
-        raise NotImplementedError
-
     def uniform(self, images, low, high, channels=1):
         """One draw per image (shape (n, 1, 1, channels)), to broadcast over its pixels."""
         shape = (tf.shape(images)[0], 1, 1, channels)
         return keras.random.uniform(shape, low, high, seed=self.generator)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
@@ -207,8 +187,7 @@ def _seeds(seed, count):
 
 # --- the recipes --------------------------------------------------------------
 
-def original_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
-                          vertical_flip: bool = False) -> keras.Sequential:
+def original_augmentation(seed=None, shear_degrees=0.2, vertical_flip: bool = False) -> keras.Sequential:
     """The seed projects' ImageDataGenerator(rotation_range=20, width_shift_range=0.2,
     height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True),
     in Keras 3 layers.
@@ -229,7 +208,7 @@ def original_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
       RandomZoom((-0.2, 0.2), (-0.2, 0.2));
     * horizontal_flip=True: RandomFlip("horizontal"); the thyroid project also set
       vertical_flip=True: ``vertical_flip=True`` gives RandomFlip("horizontal_and_vertical");
-    * fill_mode: ImageDataGenerator's default "nearest", which the seed kept. It
+    * fill "nearest": ImageDataGenerator's default, which the seed kept. It
       smears the edge pixels into streaks where rotation and shifts uncover the
       corners; "reflect" (Keras 3's default) would mirror tissue there instead.
 
@@ -238,7 +217,7 @@ def original_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
     which softens the patch a little more.
     """
     s = _seeds(seed, 5)
-    f32 = {"dtype": "float32"}
+    f32, fill_mode = {"dtype": "float32"}, "nearest"
     steps = [
         layers.RandomRotation(20 / 360, fill_mode=fill_mode, seed=s[0], **f32),
         layers.RandomTranslation(0.2, 0.2, fill_mode=fill_mode, seed=s[1], **f32),
@@ -253,34 +232,21 @@ def original_augmentation(seed=None, fill_mode="nearest", shear_degrees=0.2,
     return keras.Sequential(steps, name="original_augmentation")
 
 
-def histology_augmentation(seed=None, stain_sigma=0.2, stain_bias=0.005, brightness=0.05,
-                           contrast=0.1, saturation=0.1, hue=0.02) -> keras.Sequential:
-    """Augmentation for H&E patches: stain jitter, then an exact dihedral transform,
-    then mild colour jitter.
-
-    * ``stain_sigma`` (alpha in 1 +- sigma) and ``stain_bias`` (beta in +- bias),
-      in skimage's unit: see ``StainJitter`` for why they differ;
-    * ``brightness`` (fraction of 255), ``contrast``, ``saturation`` (factor ranges
-      1 +- x), ``hue`` (fraction of the colour circle, 0.02 = +-7 degrees): see
-      ``ColourJitter``.
-
-    No interpolation and no fill: rotations by 90 degrees and flips only move
-    pixels, so the patch keeps its texture and gains no invented borders.
-    """
+def histology_augmentation(seed=None) -> keras.Sequential:
+    """Augmentation for H&E patches: stain jitter, an exact dihedral transform, then mild colour
+    jitter (``StainJitter``'s and ``ColourJitter``'s defaults). No interpolation and no fill:
+    rotations by 90 degrees and flips only move pixels, so the patch keeps its texture and gains no
+    invented borders."""
     s = _seeds(seed, 3)
-    return keras.Sequential([
-        StainJitter(stain_sigma, stain_bias, seed=s[0], name="stain_jitter"),
-        Dihedral(seed=s[1], name="dihedral"),
-        ColourJitter(brightness, contrast, saturation, hue, seed=s[2], name="colour_jitter"),
-    ], name="histology_augmentation")
+    return keras.Sequential([StainJitter(seed=s[0], name="stain_jitter"), Dihedral(seed=s[1], name="dihedral"),
+                             ColourJitter(seed=s[2], name="colour_jitter")], name="histology_augmentation")
 
 
 def dihedral_augmentation(seed=None) -> keras.Sequential:
     """Only the exact symmetries of ``histology_augmentation``: a random 90-degree rotation
     and flip per image, no colour or stain change. The geometric half on its own, to tell
     which half of the histology recipe helps or hurts (and the training-time twin of TTA)."""
-    return keras.Sequential([Dihedral(seed=seed, name="dihedral")],
-                            name="dihedral_augmentation")
+    return keras.Sequential([Dihedral(seed=seed, name="dihedral")], name="dihedral_augmentation")
 
 
 def dihedral_colour_augmentation(seed=None) -> keras.Sequential:
@@ -291,13 +257,8 @@ def dihedral_colour_augmentation(seed=None) -> keras.Sequential:
                             name="dihedral_colour_augmentation")
 
 
-def no_augmentation(seed=None):
-    """No layer: ``apply`` returns the dataset as it is, ``make_dataset(augment=None)`` skips it."""
-    return None
-
-
 AUGMENTATIONS = {
-    "none": no_augmentation,
+    "none": lambda seed=None: None,  # no layer: apply() returns the dataset as it is
     "original": original_augmentation,
     "original_both_flips": lambda seed=None: original_augmentation(seed, vertical_flip=True),
     "histology": histology_augmentation,
@@ -316,18 +277,13 @@ def by_name(augmentation, seed=None):
     return AUGMENTATIONS[augmentation](seed=seed)
 
 
-def apply(ds, augmentation, seed=None, parallel=None, epoch=None):
-    """Augment the images of a batched tf.data dataset of (images, labels).
+def apply(ds, augmentation, seed=None, parallel=False, epoch=None):
+    """Augment the images (float32 in [0, 255]) of a batched tf.data dataset of (images, labels).
 
-    Images must be float32 in [0, 255] (before a model's ``preprocess_input``);
-    labels pass through untouched. ``augmentation`` is a name ("none", "original",
-    "histology"), a Keras layer or a function of a batch. Put it after ``cache``
-    and ``shuffle`` so that each epoch sees new variants.
-
-    ``parallel`` (default: only without a seed) maps batches on several threads.
-    Those race for the layers' seed counter, so which batch gets which random draw
-    changes from run to run (measured: no two runs alike). In one thread a seeded
-    run repeats exactly, and on 2 cores it was as fast (about 1,000 patches/s).
+    ``augmentation`` is a name of ``AUGMENTATIONS``, a Keras layer or a function of a batch.
+    ``parallel`` maps batches on several threads: they race for the layers' seed counter, so which
+    batch gets which draw changes from run to run (measured: no two runs alike). In one thread a
+    seeded run repeats exactly, and on 2 cores it was as fast (about 1,000 patches/s).
 
     ``epoch`` (a number or scalar tensor) keys every draw on (epoch, batch): each batch sets the
     layers' seed counters before it draws, so an epoch's augmentations do not depend on what
@@ -341,13 +297,11 @@ def apply(ds, augmentation, seed=None, parallel=None, epoch=None):
         raise ValueError(f"apply wants a dataset of (images, labels); got elements {spec}")
     if spec[0].shape.rank not in (None, 4):
         raise ValueError(f"apply wants batches of images (n, h, w, 3); got shape {spec[0].shape}")
-    if parallel is None:
-        parallel = seed is None
-    calls = tf.data.AUTOTUNE if parallel else None
     run = (lambda x: layer(x, training=True)) if hasattr(layer, "call") else layer
     if epoch is None:
-        return ds.map(lambda x, y: (run(x), y), num_parallel_calls=calls)
-    generators = seed_generators(layer)
+        return ds.map(lambda x, y: (run(x), y), num_parallel_calls=tf.data.AUTOTUNE if parallel else None)
+    found = [getattr(part, "generator", None) for part in [layer, *getattr(layer, "layers", [])]]
+    generators = [g for g in found if isinstance(g, keras.random.SeedGenerator)]  # a layer's or a Sequential's
 
     def keyed(batch, xy):
         # 64 draws per generator and batch, 2**18 batches per epoch: far more than any run takes
@@ -357,12 +311,6 @@ def apply(ds, augmentation, seed=None, parallel=None, epoch=None):
             return run(tf.identity(xy[0])), xy[1]
 
     return ds.enumerate().map(keyed)
-
-
-def seed_generators(layer) -> list:
-    """The ``keras.random.SeedGenerator`` of a layer and of each layer of a Sequential."""
-    found = [getattr(part, "generator", None) for part in [layer, *getattr(layer, "layers", [])]]
-    return [g for g in found if isinstance(g, keras.random.SeedGenerator)]
 
 
 # --- a look at what an augmentation does ---------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_text
-from .index import build_index, load_index, save_index, walk
+from .index import build_index, save_index, walk
 
 
 def _slug(data_dir: Path) -> str:
@@ -48,10 +48,9 @@ def cached_index(cfg, force: bool = False) -> tuple[pd.DataFrame, dict]:
     if not force and table.is_file() and meta.is_file():
         saved = json.loads(meta.read_text())
         if saved.get("stamp") == stamp:
-            return load_index(table), saved["summary"]
+            return pd.read_csv(table, dtype={"patient": str}), saved["summary"]
     df, report = build_index(data_dir)
     save_index(df, table)
     summary = report.summary()
     write_text(meta, json.dumps({"stamp": stamp, "summary": summary}, indent=2))
     return df, summary
-

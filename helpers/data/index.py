@@ -149,7 +149,6 @@ def _candidates(root: Path):
                 yield path, rel[0], int(rel[1]), None
 
 
-
 def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexReport]:
     """Index every patch under ``root``: the table (``COLUMNS``, one row per unique patch, sorted by
     patient, y, x) and an :class:`IndexReport`. Raises :class:`DataError` if ``root`` is missing, not a
@@ -234,13 +233,3 @@ def save_index(df: pd.DataFrame, path) -> Path:
         df.to_csv(tmp, index=False)
     return path
 
-
-def load_index(path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"index file {path} does not exist; build it with build_index()")
-    df = pd.read_csv(path, dtype={"patient": str})
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"index file {path} lacks columns {missing}")
-    return df

@@ -20,8 +20,6 @@ from tqdm.auto import tqdm
 from ..io import atomic_path, file_workers, process_map
 from .index import DataError, PATCH
 
-FILL = 255
-
 
 def to_rgb(im: Image.Image) -> np.ndarray:
     """uint8 RGB pixels as TensorFlow's PNG decoder gives them with ``channels=3`` (what training
@@ -36,29 +34,26 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def load_patch(path, size: int = PATCH) -> np.ndarray:
-    """One patch as uint8 RGB (size, size, 3), padded with white at right/bottom."""
+def load_patch(path) -> np.ndarray:
+    """One patch as uint8 RGB (50, 50, 3), padded with white at right/bottom."""
     with Image.open(path) as im:
-        arr = to_rgb(im)
-    return pad_patch(arr, size)
+        return pad_patch(to_rgb(im))
 
 
-def pad_patch(arr: np.ndarray, size: int = PATCH) -> np.ndarray:
+def pad_patch(arr: np.ndarray) -> np.ndarray:
+    arr = arr[:PATCH, :PATCH]
     h, w = arr.shape[:2]
-    if h > size or w > size:
-        arr = arr[:size, :size]
-        h, w = arr.shape[:2]
-    if (h, w) == (size, size):
+    if (h, w) == (PATCH, PATCH):
         return arr
-    out = np.full((size, size, 3), FILL, dtype=np.uint8)
+    out = np.full((PATCH, PATCH, 3), 255, dtype=np.uint8)
     out[:h, :w] = arr
     return out
 
 
-def load_arrays(df: pd.DataFrame, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Decode every patch with PIL into one array (what the seed projects did)."""
     images = np.empty((len(df), PATCH, PATCH, 3), dtype=np.uint8)
-    for i, path in enumerate(tqdm(df["path"], disable=not progress, desc="decode", unit="img")):
+    for i, path in enumerate(df["path"]):
         images[i] = load_patch(path)
     return images, df["label"].to_numpy(dtype=np.int32)
 
@@ -66,23 +61,20 @@ def load_arrays(df: pd.DataFrame, progress: bool = False) -> tuple[np.ndarray, n
 # --- packed form -------------------------------------------------------------
 
 def pack(df: pd.DataFrame, path, progress: bool = True, workers: int | None = None, chunk: int = 4096) -> Path:
-    """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and
-    ``<path>.csv`` (the index rows, in the same order). Both are written
-    atomically: an interrupted pack leaves the previous pack, or none.
-    ``workers`` processes decode in parallel (None: ``io.file_workers()``), each into its
-    own rows of the file."""
+    """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and ``<path>.csv`` (the index
+    rows, in the same order), both written atomically: an interrupted pack leaves the previous pack,
+    or none. ``workers`` processes (None: ``io.file_workers()``) decode, each into its own rows."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
     paths = df["path"].astype(str).tolist()
     workers = workers or file_workers()
     with atomic_path(npy) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(df), PATCH, PATCH, 3))
-        del out  # the header is written; the rows are filled below
+        # the header written now, the rows by the workers
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(df), PATCH, PATCH, 3))
         chunks = [(tmp, start, paths[start:start + chunk]) for start in range(0, len(paths), chunk)]
-        bar = tqdm(total=len(paths), disable=not progress, desc="pack", unit="img")
-        for done in process_map(_pack_rows, chunks, workers, spawn_under_tensorflow=True):
-            bar.update(done)
-        bar.close()
+        with tqdm(total=len(paths), disable=not progress, desc="pack", unit="img") as bar:
+            for done in process_map(_pack_rows, chunks, workers, spawn_under_tensorflow=True):
+                bar.update(done)
     with atomic_path(table) as tmp:
         df.drop(columns=["split"], errors="ignore").to_csv(tmp, index=False)
     return npy
@@ -99,8 +91,8 @@ def _pack_rows(job) -> int:
 
 
 def load_pack(path, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """Reload a pack: (images, index). With ``mmap`` the array stays on disk
-    until read, so reloading takes milliseconds whatever its size."""
+    """Reload a pack: (images, index). With ``mmap`` the array stays on disk until read, so
+    reloading takes milliseconds whatever its size."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
     for f in (npy, table):
@@ -151,72 +143,78 @@ def decode_png(path, tf=None):
     return img
 
 
-def make_dataset(
-    df: pd.DataFrame | None = None,
-    *,
-    images: np.ndarray | None = None,
-    labels: np.ndarray | None = None,
-    batch_size: int = 64,
-    image_size: int = PATCH,
-    preprocess=None,
-    augment=None,
-    shuffle: bool = False,
-    cache: bool | str = False,
-    seed: int = 0,
-    one_hot: bool = False,
-    balance: bool = False,
-):
+def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = None, labels=None,
+                 batch_size: int = 64, image_size: int = PATCH, preprocess=None, augment=None,
+                 shuffle: bool = False, cache: bool = False, seed: int = 0, one_hot: bool = False,
+                 balance: bool = False):
     """A batched ``tf.data.Dataset`` of (image, label).
 
-    The source is either the index ``df`` (PNG files, decoded in parallel) or
-    arrays from a pack (``images`` uint8 N x 50 x 50 x 3 and ``labels``).
-    Images reach ``preprocess`` as float32 in [0, 255], resized to
-    ``image_size`` if that is not 50 (models such as Xception need >= 71);
-    ``preprocess`` is the model's own function, e.g.
-    ``keras.applications.resnet50.preprocess_input``, or None to keep [0, 255].
-    ``augment`` (a Keras layer or function) runs on training batches after
-    caching, so each epoch sees new variants, on [0, 255] images before ``preprocess``. ``cache`` True caches in memory,
-    a string caches to that file. ``balance`` (training only: it shuffles) draws IDC-negative and
-    positive patches 50/50, as many per epoch as there are patches: the minority class repeats
-    (oversampled) and the majority is undersampled.
+    The source is either the index ``df`` (PNG files, decoded in parallel) or arrays from a pack
+    (``images`` uint8 N x 50 x 50 x 3 and ``labels``). Images reach ``preprocess`` (the model's own,
+    e.g. ``keras.applications.resnet50.preprocess_input``, or None) as float32 in [0, 255], resized
+    to ``image_size`` if that is not 50 (Xception needs >= 71). ``augment`` (a name of
+    ``augment.AUGMENTATIONS``, a Keras layer or a function) runs on training batches after caching,
+    so each epoch sees new variants, before ``preprocess``. ``cache`` keeps the decoded patches in
+    memory. ``balance`` (training only: it shuffles) draws IDC-negative and positive patches 50/50,
+    as many per epoch as there are patches: the minority class repeats, the majority is undersampled.
+
+    A training set (shuffled, balanced or augmented) also has, for ``train.fit``: ``epochs(start,
+    stop)``, the passes of those epochs, each keyed on its number, so that a resumed run sees the
+    batches the uninterrupted one saw; ``steps`` per epoch; and ``calibration``, fixed batches,
+    shuffled but not augmented, on which BatchNorm statistics are measured (what inference sees).
+    Iterated itself, it draws a new epoch key at each pass.
     """
     tf = _tf()
     auto = tf.data.AUTOTUNE
-    if shuffle or balance:
-        # tf.data pairs an op's seed with TensorFlow's global seed, so the same ``seed``
-        # would shuffle differently after an earlier run had set the global one.
-        tf.random.set_seed(seed)
     if (df is None) == (images is None):
         raise ValueError("give either df (PNG files) or images (a packed array), not both")
     if df is not None:
         if len(df) == 0:
             raise DataError("make_dataset got an empty index")
-        n = len(df)
         labels = df["label"].to_numpy(dtype=np.int32)
-        source = tf.data.Dataset.from_tensor_slices((df["path"].to_numpy(dtype=str), labels))
-        shuffle_early = shuffle and not cache  # file names shuffle cheaply before decoding
+        paths = tf.constant(df["path"].to_numpy(dtype=str))
     else:
         labels = np.asarray(labels, dtype=np.int32)
-        n = len(labels)
-        if len(images) != n:
-            raise ValueError(f"{len(images)} images but {n} labels")
-        # Row numbers stand in for the images until a batch is formed (see _gather): TensorFlow
-        # never copies the array, which may be the whole 2 GB set. Shuffling and balancing
-        # row numbers gives the same order as shuffling the images themselves.
-        source = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), labels))
-        shuffle_early, cache = False, False
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    n = len(labels)
+    keyed = shuffle or balance or augment is not None
+    if keyed:
+        # tf.data pairs an op's seed with TensorFlow's global seed, so the same ``seed``
+        # would draw differently after an earlier run had set the global one.
+        tf.random.set_seed(seed)
 
     def decode(ds):
         # deterministic: in-order results (decoding still runs in parallel), or a rerun with
         # the same seed would batch other patches together and end with other metrics.
         return ds.map(lambda p, y: (decode_png(p, tf), y), num_parallel_calls=auto, deterministic=True)
 
-    if df is not None and not shuffle_early:
-        source = decode(source)
+    if df is not None:
+        source = decode(tf.data.Dataset.from_tensor_slices((paths, labels)))
         if cache:  # cache uint8 patches, before resizing: 4x smaller than float32
-            source = source.cache(cache if isinstance(cache, str) else "")
+            source = source.cache()
+    else:
+        # Row numbers stand in for the images until a batch is formed (see _gather): TensorFlow
+        # never copies the array, which may be the whole 2 GB set.
+        source = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), labels))
 
-    def to_float(x, y):
+    def ordered(epoch):
+        """The examples in epoch ``epoch``'s order (a tensor; None: as given): drawn by stateless
+        random ops keyed on (seed, epoch), so the order depends on nothing that ran before."""
+        if epoch is None or not (shuffle or balance):
+            return source
+        if balance:
+            order = _balanced_order(labels, n, seed, epoch, tf)
+        else:
+            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                             seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        if df is not None and cache:  # the cached patches as one tensor, taken in this order
+            return source.batch(n).map(lambda x, y: (tf.gather(x, order), tf.gather(y, order))).unbatch()
+        if df is not None:  # file names shuffle cheaply before decoding
+            return decode(tf.data.Dataset.from_tensor_slices((tf.gather(paths, order), tf.gather(labels, order))))
+        return tf.data.Dataset.from_tensor_slices((order, tf.gather(labels, order)))
+
+    def to_input(x, y):
         x = tf.cast(x, tf.float32)
         if image_size != PATCH:
             x = tf.image.resize(x, (image_size, image_size), method="bilinear")
@@ -227,57 +225,28 @@ def make_dataset(
             x = preprocess(x)
         return x, tf.one_hot(y, 2) if one_hot else y
 
-    def ordered(epoch):
-        """The examples of epoch ``epoch`` (a tensor) in its own order: drawn by stateless random
-        ops keyed on (seed, epoch), so the order depends on nothing that ran before."""
-        if balance:
-            order = _balanced_order(labels, n, seed, epoch, tf)
-        elif shuffle:
-            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
-                                                             seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        else:
-            order = tf.range(n, dtype=tf.int64)
-        if df is not None and cache:  # the cached patches as one tensor, taken in this order
-            return source.batch(n).map(lambda x, y: (tf.gather(x, order), tf.gather(y, order))).unbatch()
-        if df is not None:
-            paths = tf.constant(df["path"].to_numpy(dtype=str))
-            return decode(tf.data.Dataset.from_tensor_slices((tf.gather(paths, order), tf.gather(labels, order))))
-        return tf.data.Dataset.from_tensor_slices((order, tf.gather(labels, order)))
-
     def one_pass(epoch=None, augmented=True):
-        """The batches of one pass over the data. ``epoch`` None: a new order and new augmentations
-        at every iteration (tf.data's own counters); a number (tensor): those of that epoch alone."""
-        if epoch is not None:
-            ds = ordered(epoch)
-        elif balance:
-            ds = _balanced(decode(source) if shuffle_early else source, labels, n, seed, tf)
-        elif shuffle:
-            ds = source.shuffle(n if shuffle_early else min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
-            ds = decode(ds) if shuffle_early else ds
-        else:
-            ds = decode(source) if shuffle_early else source
-        ds = ds.batch(batch_size)
+        ds = ordered(epoch).batch(batch_size)
         if images is not None:
             ds = ds.map(_gather(images, tf), num_parallel_calls=auto, deterministic=True)
-        ds = ds.map(to_float, num_parallel_calls=auto)
+        ds = ds.map(to_input, num_parallel_calls=auto)
         if augment is not None and augmented:  # on [0, 255] images, before a backbone's own scaling
             # One thread: parallel calls race for the augmentation's seed counter, and a
             # seeded run would not repeat (see augment.apply).
-            ds = augment_mod.apply(ds, layer, seed=seed, parallel=False, epoch=epoch)
+            ds = augment_mod.apply(ds, layer, seed=seed, epoch=epoch)
         return ds.map(finish, num_parallel_calls=auto)
 
-    if augment is not None:
-        from . import augment as augment_mod
+    if not keyed:
+        return one_pass().prefetch(auto)
+    from . import augment as augment_mod
 
-        layer = augment_mod.by_name(augment, seed)  # one layer for every pass: one set of seed counters
-    ds = one_pass().prefetch(auto)
-    if shuffle or balance or augment is not None:
-        # For train.fit: the passes of epochs start..stop-1, each keyed on its epoch number, so a
-        # resumed run sees the batches the uninterrupted one saw; and fixed batches, shuffled but
-        # not augmented, on which BatchNorm statistics are measured (what inference sees).
-        ds.epochs = lambda start, stop: tf.data.Dataset.range(start, stop).flat_map(one_pass).prefetch(auto)
-        ds.steps = -(-n // batch_size)
-        ds.calibration = one_pass(tf.constant(-1, tf.int64), augmented=False).prefetch(auto)
+    layer = augment_mod.by_name(augment, seed)  # one layer for every pass: one set of seed counters
+    # a new epoch key at each iteration; bounded, as augment.apply multiplies it
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    ds = keys.flat_map(lambda key: one_pass(key % 2**30)).prefetch(auto)
+    ds.epochs = lambda start, stop: tf.data.Dataset.range(start, stop).flat_map(one_pass).prefetch(auto)
+    ds.steps = -(-n // batch_size)
+    ds.calibration = one_pass(tf.constant(-1, tf.int64), augmented=False).prefetch(auto)
     return ds
 
 
@@ -293,22 +262,9 @@ def _gather(images, tf):
     return gather
 
 
-def _balanced(ds, labels, n, seed, tf):
-    """``n`` examples of ``ds`` per pass, each class drawn with probability 1/2, each class's
-    examples endlessly reshuffled (an epoch ends after ``n``, not when a class runs out)."""
-    counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
-    if (counts[:2] == 0).any():
-        raise ValueError(f"balanced sampling needs both classes; the labels hold {counts[:2].tolist()}")
-    parts = [ds.filter(lambda x, y, c=c: tf.equal(y, c)).repeat()
-             .shuffle(int(min(counts[c], 50_000)), seed=seed + c, reshuffle_each_iteration=True)
-             for c in (0, 1)]
-    return tf.data.Dataset.sample_from_datasets(parts, weights=[0.5, 0.5], seed=seed).take(n)
-
-
 def _balanced_order(labels, n, seed, epoch, tf):
-    """``_balanced``'s draw as row numbers, keyed on (seed, epoch): each of the ``n`` places takes
-    a class with probability 1/2, and each class's rows come in a random order, each row repeated
-    as often as the minority needs."""
+    """``n`` row numbers keyed on (seed, epoch): each place takes a class with probability 1/2, and
+    each class's rows come in a random order, each row repeated as often as the minority needs."""
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
     if (counts[:2] == 0).any():
         raise ValueError(f"balanced sampling needs both classes; the labels hold {counts[:2].tolist()}")

@@ -8,35 +8,34 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .index import PATCH
 from .pipeline import load_patch
 
 
-def grid_positions(df: pd.DataFrame, step: int = PATCH) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def grid_positions(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Row and column of each patch on the patient's grid, and the grid's (rows, cols)."""
     if df["patient"].nunique() != 1:
         raise ValueError(f"a mosaic is one patient's; got {df['patient'].nunique()} patients")
-    cols = ((df["x"] - df["x"].min()) // step).to_numpy()
-    rows = ((df["y"] - df["y"].min()) // step).to_numpy()
+    cols = ((df["x"] - df["x"].min()) // PATCH).to_numpy()
+    rows = ((df["y"] - df["y"].min()) // PATCH).to_numpy()
     return rows, cols, (int(rows.max()) + 1, int(cols.max()) + 1)
 
 
-def value_map(df: pd.DataFrame, values, step: int = PATCH) -> np.ndarray:
+def value_map(df: pd.DataFrame, values) -> np.ndarray:
     """One value per grid cell (NaN where the archive has no patch): labels, or probabilities."""
-    rows, cols, shape = grid_positions(df, step)
+    rows, cols, shape = grid_positions(df)
     grid = np.full(shape, np.nan)
     grid[rows, cols] = np.asarray(values, dtype=float)
     return grid
 
 
-def tissue_mosaic(df: pd.DataFrame, cell: int = PATCH, background: int = 255) -> np.ndarray:
+def tissue_mosaic(df: pd.DataFrame, cell: int = PATCH) -> np.ndarray:
     """The patient's patches tiled into one RGB image, each shrunk to ``cell`` pixels; a border patch
-    keeps its real size (scaled) and the rest of its cell stays background, as on the slide."""
-    from PIL import Image
-
+    keeps its real size (scaled) and the rest of its cell stays white, as on the slide."""
     rows, cols, (n_rows, n_cols) = grid_positions(df)
-    out = np.full((n_rows * cell, n_cols * cell, 3), background, dtype=np.uint8)
+    out = np.full((n_rows * cell, n_cols * cell, 3), 255, dtype=np.uint8)
     for r, c, path, w, h in zip(rows, cols, df["path"], df["width"], df["height"]):
         patch = load_patch(path)
         if cell != PATCH:

@@ -91,17 +91,15 @@ def read_patient_list(path) -> list[str]:
 def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]:
     """Assign splits from patient-id list files, e.g. ``{"train": "cases_train.txt", ...}``: the index
     (patients on no list dropped) and a report of list patients missing and index patients on no list."""
+    ids = {name: read_patient_list(path) for name, path in lists.items()}
     owner = {}
-    for name, path in lists.items():
-        for pid in read_patient_list(path):
-            if pid in owner and owner[pid] != name:
+    for name, patients in ids.items():
+        for pid in patients:
+            if owner.setdefault(pid, name) != name:
                 raise ValueError(f"patient {pid} is on both the {owner[pid]} and {name} lists")
-            owner[pid] = name
-    present = set(df["patient"].unique())
-    report = {
-        "missing_from_data": {n: sorted(set(read_patient_list(p)) - present) for n, p in lists.items()},
-        "not_on_any_list": sorted(present - set(owner)),
-    }
+    present = set(df["patient"])
+    report = {"missing_from_data": {name: sorted(set(p) - present) for name, p in ids.items()},
+              "not_on_any_list": sorted(present - set(owner))}
     out = df[df["patient"].isin(owner)].copy()
     out["split"] = out["patient"].map(owner)
     return out, report

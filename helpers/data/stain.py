@@ -25,6 +25,7 @@ IO, ALPHA, BETA = 240, 1, 0.15
 # patches of idc-sample: 11 have none, 108 fewer than 10 of 2,500, 604 fewer than 50.
 MIN_TISSUE = 0.01
 MOSAIC = 256  # training patches (a 16 x 16 mosaic) the target is fitted on
+BATCH = 512  # patches normalised at once
 
 
 def _check_method(method):
@@ -79,12 +80,10 @@ class Normalizer:
     """Re-created from a target (``fit_target``'s dict): ``normalizer(images)`` -> uint8 images;
     ``normalize`` also counts the patches that kept their colours, and times it."""
 
-    def __init__(self, target: dict, min_tissue: float = MIN_TISSUE, batch: int = 512):
+    def __init__(self, target: dict):
         _check_method(target.get("method"))
         self.target = target
         self.method = target["method"]
-        self.min_tissue = min_tissue
-        self.batch = batch
 
     @classmethod
     def fit(cls, images, method: str, n: int = MOSAIC, seed: int = 0) -> Normalizer:
@@ -102,11 +101,11 @@ class Normalizer:
         fallbacks = 0
         step = self._reinhard if self.method == "reinhard" else self._macenko
         with np.errstate(all="ignore"):
-            for i in range(0, len(images), self.batch):
-                chunk = images[i:i + self.batch]
+            for i in range(0, len(images), BATCH):
+                chunk = images[i:i + BATCH]
                 done, failed = step(chunk)
                 done[failed] = chunk[failed]
-                out[i:i + self.batch] = done
+                out[i:i + BATCH] = done
                 fallbacks += int(failed.sum())
         return Normalized(out, fallbacks, round(time.perf_counter() - start, 3))
 
@@ -133,7 +132,7 @@ class Normalizer:
         od = -np.log((images.reshape(n, -1, 3).astype(float) + 1) / io)  # (n, p, 3)
         tissue = ~np.any(od < beta, axis=2)  # (n, p): torchstain's ODhat pixels
         count = tissue.sum(1)
-        failed = count < max(2, self.min_tissue * h * w)
+        failed = count < max(2, MIN_TISSUE * h * w)
         # covariance of the tissue pixels' optical density per patch
         m = np.where(tissue[..., None], od, 0)
         mean = m.sum(1) / np.maximum(count, 1)[:, None]

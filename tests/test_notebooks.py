@@ -39,7 +39,6 @@ def demo_root(tmp_path_factory):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_with_smoke_profile(path, tmp_path, demo_root, monkeypatch):
     monkeypatch.setenv("IDC_DEMO_ROOT", str(demo_root))  # the kernel inherits it
-    monkeypatch.setenv("THYROID_DEMO_ROOT", str(demo_root))
     kernel = run_all.KERNEL if run_all.kernel_available(run_all.KERNEL) else "python3"
     out = tmp_path / "outputs"
     lighter = next((v for k, v in LIGHTER.items() if path.name.startswith(k)), {})

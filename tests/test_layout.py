@@ -19,8 +19,8 @@ LEVELS = {
     "helpers.lesson": 1,  # a notebook's settings from its parameters cell (needs helpers.data.source)
     "helpers.models": 2, "helpers.train": 2, "helpers.evaluate": 2, "helpers.results": 2,  # core
     "helpers.cam": 2, "helpers.plots": 2, "helpers.reference": 2,
-    "helpers.studies": 3,  # experiment, study, tuning, compare, leak
-    "helpers.imagesets": 4, "helpers.breakhis": 4, "helpers.thyroid": 4,  # the other data sets' tracks
+    "helpers.imagesets": 3, "helpers.breakhis": 3, "helpers.thyroid": 3,  # the other data sets' tracks
+    "helpers.studies": 4,  # experiment, study, tuning, compare, leak
     "helpers.recipes": 5,  # a recipe may pretrain on BreakHis
     "helpers.tools": 6,  # run_all, site, bench, estimate, app
     "helpers.__main__": 7,

@@ -111,13 +111,32 @@ def _options(pairs, flag) -> dict:
     return options
 
 
-# Flags that specify one model's training in detail (studies.experiment.train_to_dir). Without any of
-# them, ``train --model NAME`` trains the recipe ``best`` with that model: what the recipes'
-# cross-validations found sound (helpers.recipes.recipe.BEST_INGREDIENTS).
-MODEL_FLAGS = {"optimizer": "--optimizer", "lr": "--lr", "weights": "--weights", "fine_tune_at": "--fine-tune-at",
-               "image_size": "--image-size", "augment": "--augment", "dropout": "--dropout", "l2": "--l2",
-               "kernel_size": "--kernel-size", "label_smoothing": "--label-smoothing",
-               "recalibrate_bn": "--recalibrate-bn", "build": "--build", "fit": "--fit"}
+# Flags that each set one recipe option, kept from before recipes (``--optimizer X`` is ``--set optimizer=X``);
+# --dropout, --l2 and --kernel-size, like --build's pairs, are keywords of models.build_model: the option ``build``.
+OPTION_FLAGS = {"model": "model", "optimizer": "optimizer", "lr": "learning_rate", "weights": "weights",
+                "fine_tune_at": "fine_tune_at", "image_size": "image_size", "augment": "augment",
+                "label_smoothing": "label_smoothing", "recalibrate_bn": "recalibrate_bn"}
+BUILD_FLAGS = ("dropout", "l2", "kernel_size")
+
+
+def _train_options(args) -> dict:
+    """The recipe options a ``train`` command gives: its --set and --fit pairs, the flags of OPTION_FLAGS,
+    and build_model's keywords (BUILD_FLAGS, --build) as ``build``. One option given twice with two
+    values is an error naming both flags."""
+    given = [("--set", _options(args.set, "--set")), ("--fit", _options(args.fit, "--fit"))]
+    given += [(f"--{dest.replace('_', '-')}", {option: getattr(args, dest)})
+              for dest, option in OPTION_FLAGS.items() if getattr(args, dest) is not None]
+    build = {k: getattr(args, k) for k in BUILD_FLAGS if getattr(args, k) is not None}
+    build.update(_options(args.build, "--build"))
+    if build:
+        given.append(("--build", {"build": build}))
+    options, said = {}, {}
+    for flag, pairs in given:
+        for key, value in pairs.items():
+            if key in options and options[key] != value:
+                raise ValueError(f"{said[key]} and {flag} both set the recipe option {key}; give it once")
+            options[key], said[key] = value, flag
+    return options
 
 
 def _budget(args) -> tuple[int | None, int | None]:
@@ -149,52 +168,21 @@ def _check_dir_then_load_tensorflow(path, what: str = "data directory") -> None:
 
 def _train(args) -> dict:
     cap, epochs = _budget(args)
-    detailed = [flag for dest, flag in MODEL_FLAGS.items() if getattr(args, dest) is not None]
-    if args.recipe and detailed:
-        raise ValueError(f"{detailed[0]} does not apply with --recipe; give the recipe's options as --set KEY=VALUE "
-                         f"(e.g. --set optimizer=adam learning_rate=0.001)")
-    if detailed and args.set:
-        raise ValueError(f"--set sets options of a recipe; it does not apply with {detailed[0]} "
-                         "(a model trained as its flags say)")
     if not args.recipe and not args.model:
-        raise ValueError("train needs --model NAME (one model) or --recipe NAME (see helpers.recipes.recipe)")
+        raise ValueError("train needs --model NAME (the recipe best with it) or --recipe NAME "
+                         "(see helpers.recipes.recipe)")
+    options = _train_options(args)
     _check_dir_then_load_tensorflow(args.data_dir)
+    from .recipes import recipe
+
+    fit = [key for key in _options(args.fit, "--fit") if key not in recipe.OPTION_NAMES]
+    if fit:  # --fit once took any keyword of train.fit
+        raise ValueError(f"--fit {fit[0]}=...: {fit[0]!r} is not a recipe option; --fit sets recipe options, "
+                         f"as --set does: {', '.join(recipe.OPTION_NAMES)}")
+    chosen = recipe.get(args.recipe or "best", epochs=epochs, batch_size=args.batch_size, **options)
     with _json_only():
-        return _train_model(args, cap, epochs) if detailed else _train_recipe(args, cap, epochs)
-
-
-def _train_model(args, cap, epochs) -> dict:
-    from .recipes.recipe import get as get_recipe
-    from .studies.experiment import train_to_dir
-
-    batch_size = args.batch_size
-    if args.profile is None:  # without a profile: the epochs and batch size of the recipe best
-        budget = get_recipe("best")
-        epochs, batch_size = epochs or budget.epochs, batch_size or budget.batch_size
-    return train_to_dir(args.model, args.data_dir, args.out, epochs=epochs, batch_size=batch_size,
-                        optimizer=args.optimizer or "adam", learning_rate=args.lr, weights=args.weights,
-                        split_dir=args.split_dir, seed=args.seed, profile=args.profile, sample_size=cap or 0,
-                        fine_tune_at=args.fine_tune_at, image_size=args.image_size, augment=args.augment or "none",
-                        build=_given(args, ("dropout", "l2", "kernel_size"), "build"),
-                        fit=_given(args, ("label_smoothing", "recalibrate_bn"), "fit"), log=_stderr)
-
-
-def _given(args, flags, more: str) -> dict:
-    """The flags given among ``flags``, then the KEY=VALUE pairs of ``--<more>``."""
-    return {**{k: getattr(args, k) for k in flags if getattr(args, k) is not None},
-            **_options(getattr(args, more), f"--{more}")}
-
-
-def _train_recipe(args, cap, epochs) -> dict:
-    from .recipes.recipe import get as get_recipe
-    from .recipes.recipe import train_to_dir
-
-    options = _options(args.set, "--set")
-    if args.model:  # --set model=... names it too; the explicit one wins
-        options["model"] = args.model
-    recipe = get_recipe(args.recipe or "best", epochs=epochs, batch_size=args.batch_size, **options)
-    return train_to_dir(recipe, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
-                        sample_size=cap, profile=args.profile, log=_stderr)
+        return recipe.train_to_dir(chosen, args.data_dir, args.out, seed=args.seed, split_dir=args.split_dir,
+                                   sample_size=cap, profile=args.profile, log=_stderr)
 
 
 def _crossval(args) -> dict | list:
@@ -281,14 +269,9 @@ def _paired_table(table) -> dict:
 
 def _evaluate(args) -> dict:
     _check_dir_then_load_tensorflow(args.data_dir)
-    from .recipes import recipe
-    from .studies import experiment
-
-    # a model trained with a recipe (its model.json names one) is scored as it was trained: stain
-    # normalisation, TTA, ensemble and threshold; any other model file as it is
-    evaluate_dir = experiment.evaluate_dir if recipe.read_config(args.model_path)[0] is None else recipe.evaluate_dir
     with _json_only():
-        return evaluate_dir(args.model_path, args.data_dir, threshold=args.threshold, log=_stderr)
+        return _late("recipes.recipe.evaluate_dir")(args.model_path, args.data_dir, threshold=args.threshold,
+                                                    log=_stderr)
 
 
 def _make_thyroid_demo(args) -> dict:
@@ -393,28 +376,27 @@ def _parser() -> argparse.ArgumentParser:
                 "by default the recipe best, with --model's architecture", "budget")
     p.add_argument("--model", help="a name of helpers.models.MODELS (or give --recipe)")
     p.add_argument("--recipe", help="a recipe of helpers.recipes.recipe (original, best, original+tta, ...): "
-                   "model(s) and model.json that evaluate applies as trained; --model, --epochs, --batch-size, --seed, "
-                   "--split-dir, --max-patches, --profile and --set apply with it. Default: best; any of "
-                   f"{', '.join(MODEL_FLAGS.values())} trains one model as those flags say instead")
+                   "model(s) and model.json that evaluate applies as trained. Default: best. --set KEY=VALUE "
+                   "overrides its options; --model and the flags below are short for some of them")
     p.add_argument("--out", required=True, help="folder for model.keras, model.json and the run")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", help="adam, adagrad, sgd, rmsprop or adadelta (default adam)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's)")
-    p.add_argument("--weights", default=None, help="imagenet, a weights file, or omit for none")
-    p.add_argument("--fine-tune-at", type=int, default=None, help="freeze the backbone's first N layers")
+    p.add_argument("--optimizer", help="optimizer: adam, adagrad, sgd, rmsprop or adadelta")
+    p.add_argument("--lr", type=float, help="learning_rate (default: the recipe's)")
+    p.add_argument("--weights", help="weights: imagenet, a weights file, or none (the default)")
+    p.add_argument("--fine-tune-at", type=int, help="fine_tune_at: freeze the backbone's first N layers")
     p.add_argument("--split-dir", help="folder with cases_train.txt, cases_val.txt [, cases_test.txt]")
-    p.add_argument("--image-size", type=int, help="input side (default: the model's own)")
-    p.add_argument("--augment", help="none, original or histology (training batches only)")
-    p.add_argument("--dropout", type=float, help="dropout before the last Dense (default: the model's)")
-    p.add_argument("--l2", type=float, help="L2 penalty on the kernels (cancernet)")
-    p.add_argument("--kernel-size", type=int, help="convolution kernel size (cancernet)")
-    p.add_argument("--label-smoothing", type=float, help="e.g. 0.1")
-    p.add_argument("--recalibrate-bn", type=int, help="training batches that refresh BatchNorm "
-                   "statistics before each validation (default 20; 0: off)")
-    p.add_argument("--build", nargs="*", metavar="KEY=VALUE",
-                   help="more keywords of models.build_model, e.g. downsample=stride 'filters=[[16],[32,32]]'")
-    p.add_argument("--fit", nargs="*", metavar="KEY=VALUE",
-                   help="more keywords of train.fit, e.g. optimizer_options='{\"clipnorm\": 1}'")
+    p.add_argument("--image-size", type=int, help="image_size: input side (default: the model's own)")
+    p.add_argument("--augment", help="augment: none, original, histology, ... (training batches only)")
+    p.add_argument("--dropout", type=float, help="build dropout=: before the last Dense (default: the model's)")
+    p.add_argument("--l2", type=float, help="build l2=: L2 penalty on the kernels (cancernet)")
+    p.add_argument("--kernel-size", type=int, help="build kernel_size=: convolution kernel size (cancernet)")
+    p.add_argument("--label-smoothing", type=float, help="label_smoothing, e.g. 0.1")
+    p.add_argument("--recalibrate-bn", type=int, help="recalibrate_bn: training batches that refresh BatchNorm "
+                   "statistics before each validation (0: off)")
+    p.add_argument("--build", nargs="*", metavar="KEY=VALUE", help="build: more keywords of "
+                   "models.build_model, e.g. downsample=stride 'filters=[[16],[32,32]]'")
+    p.add_argument("--fit", nargs="*", metavar="KEY=VALUE", help="recipe options, as --set (train.fit's "
+                   "keywords that are one: label_smoothing, monitor, patience, ...)")
 
     p = command("evaluate", _prints(_evaluate), "score every patch under a folder with a saved model")
     p.add_argument("--model-path", required=True)

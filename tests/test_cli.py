@@ -149,40 +149,83 @@ def test_train_by_default_learns_from_every_patch_and_says_so(counted_tree, tmp_
 @pytest.mark.slow
 def test_train_with_model_flags_and_a_cap_says_what_it_left_out(counted_tree, tmp_path):
     root, lists = counted_tree
-    out = helpers_here("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
-                      "--split-dir", lists, "--epochs", 1, "--optimizer", "adam", "--max-patches", 200)
+    args = ("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m", "--split-dir", lists,
+            "--epochs", 1, "--optimizer", "adam", "--label-smoothing", 0.1, "--max-patches", 220)
+    out = helpers_here(*args)
     assert out.returncode == 0, out.stderr[-2000:]
     trained = _strict_json(out.stdout)  # Keras' epoch lines went to stderr
-    assert "val_loss" in out.stderr and "recipe" not in trained and trained["optimizer"] == "adam"
-    assert trained["max_patches"] == 200 and trained["train_balanced"] is True
-    # 70/15/15 of the cap; the training split class-balanced
-    assert {name: c["patches"] for name, c in trained["counts"].items()} == {"train": 140, "val": 30, "test": 30}
-    assert trained["counts"]["train"]["positives"] == 70
-    assert f"using 200 of the 1,100 usable patches of {root}: capped at 200 patches" in out.stderr
-    assert "class-balanced: 140 of its 900 patches" in out.stderr
-    assert _printed_counts(out.stderr)["total"] == (6, 200, 70 + trained["counts"]["val"]["positives"])
+    assert "val_loss" in out.stderr and trained["recipe"]["name"] == "best[label_smoothing=0.1]"
+    options = trained["recipe"]["options"]  # the flags are options of the recipe best
+    assert options["optimizer"] == "adam" and options["label_smoothing"] == 0.1 and options["epochs"] == 1
+    assert trained["max_patches"] == 220 and "card" not in trained  # the card is best's, not a variant's
+    # the cap shared among the splits in proportion to their sizes, each split's IDC share kept near its own
+    assert {name: c["patches"] for name, c in trained["counts"].items()} == {"train": 180, "val": 24, "test": 16}
+    assert trained["train_patches"] == 180 and trained["val_patches"] == 24
+    assert f"using 220 of the 1,100 usable patches of {root}: capped at 220 patches" in out.stderr
+    assert _printed_counts(out.stderr)["total"] == (6, 220, sum(c["positives"] for c in trained["counts"].values()))
 
-    # killed after training, before model.keras: the rerun reads the finished run back
-    (tmp_path / "m" / "model.keras").unlink()
+    # killed after the model was saved, before model.json: the rerun loads the model, trains nothing
     (tmp_path / "m" / "model.json").unlink()
-    again = helpers_here("train", "--model", "cancernet", "--data-dir", root, "--out", tmp_path / "m",
-                        "--split-dir", lists, "--epochs", 1, "--optimizer", "adam", "--max-patches", 200)
+    again = helpers_here(*args)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "finished earlier with these settings, read back" in again.stderr and "val_loss" not in again.stderr
-    assert _strict_json(again.stdout)["test"] == trained["test"] and (tmp_path / "m" / "model.keras").is_file()
+    assert "member 0 (cancernet) trained before, loaded" in again.stderr and "val_loss" not in again.stderr
+    assert _strict_json(again.stdout)["test"] == trained["test"] and (tmp_path / "m" / "model.json").is_file()
 
 
 @pytest.mark.parametrize("args, message", [
     (("--max-patches", 1), "--max-patches must be 0 (all patches) or at least 2, got 1"),
     (("--sample-size", -5), "--max-patches must be 0 (all patches) or at least 2, got -5"),  # the old name
     (("--profile", "tiny"), "unknown profile 'tiny'; choose one of smoke, cpu, full"),
-    (("--recipe", "original", "--lr", 0.1), "--lr does not apply with --recipe"),
-    (("--augment", "histology", "--set", "ensemble=2"), "--set sets options of a recipe; it does not apply with --augment"),
+    (("--lr", 0.1, "--set", "learning_rate=0.2"),
+     "--set and --lr both set the recipe option learning_rate; give it once"),
+    (("--l2", 0.1, "--set", "build={}"), "--set and --build both set the recipe option build"),
+    (("--build", "l2"), "--build takes KEY=VALUE, got 'l2'"),
 ])
 def test_bad_train_values_are_one_clear_line(tmp_path, args, message):
     out = helpers_cli("train", "--model", "cancernet", "--data-dir", tmp_path, "--out", tmp_path / "m", *args)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--model", "resnet9"), "recipe model 'resnet9' is not in helpers.models.MODELS"),
+    (("--model", "cancernet", "--fit", 'optimizer_options={"clipnorm": 1}'),
+     "--fit optimizer_options=...: 'optimizer_options' is not a recipe option; --fit sets recipe options"),
+    (("--recipe", "original", "--set", "colour=1"), "unknown recipe option 'colour'"),
+    (("--recipe", "original", "--augment", "sepia"), "recipe option augment='sepia' is not one of none"),
+    (("--recipe", "original", "--weights", "imagenet", "--set", "pretrain=breakhis"),
+     "recipe 'original': weights='imagenet' and pretrain='breakhis' both give the starting weights"),
+])
+def test_bad_recipe_options_are_one_clear_line_before_any_data_is_read(tmp_path, args, message):
+    out = helpers_here("train", "--data-dir", tmp_path, "--out", tmp_path / "m", *args)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not (tmp_path / "m").exists()
+    missing = helpers_cli("train", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "m", *args)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"error: data directory {tmp_path / 'nowhere'} does not exist")
+
+
+def test_each_training_flag_is_short_for_a_recipe_option():
+    from helpers.__main__ import _parser, _train_options
+
+    args = _parser().parse_args([
+        "train", "--model", "vgg_style", "--data-dir", "D", "--out", "O", "--optimizer", "sgd", "--lr", "0.01",
+        "--weights", "imagenet", "--fine-tune-at", "3", "--image-size", "64", "--augment", "histology",
+        "--dropout", "0.2", "--l2", "0.001", "--kernel-size", "5", "--label-smoothing", "0.1", "--recalibrate-bn", "0",
+        "--build", "downsample=stride", "filters=[[16],[32,32]]", "--fit", "patience=3", "--set", "ensemble=2"])
+    options = _train_options(args)
+    assert options == {"ensemble": 2, "patience": 3, "model": "vgg_style", "optimizer": "sgd", "learning_rate": 0.01,
+                       "weights": "imagenet", "fine_tune_at": 3, "image_size": 64, "augment": "histology",
+                       "label_smoothing": 0.1, "recalibrate_bn": 0,
+                       "build": {"dropout": 0.2, "l2": 0.001, "kernel_size": 5, "downsample": "stride",
+                                 "filters": [[16], [32, 32]]}}
+    trained = recipe.get("best", **options)
+    assert {k: getattr(trained, k) for k in options} == options
+    assert trained.name.startswith("best[ensemble=2,patience=3,model=vgg_style,")
+    assert trained.version == recipe.BEST_VERSION
+    same = _parser().parse_args(["train", "--model", "cancernet", "--data-dir", "D", "--out", "O",
+                                 "--lr", "0.01", "--set", "learning_rate=0.01"])
+    assert _train_options(same) == {"model": "cancernet", "learning_rate": 0.01}  # the same value twice is no conflict
 
 
 def test_no_cap_unless_asked():

@@ -41,7 +41,8 @@ def test_cli_train_then_evaluate(small_demo, tmp_path):
         capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert summary["model"] == "cancernet" and summary["epochs_run"] == 2
+    assert summary["model"] == "cancernet" and summary["members"][0]["epochs_run"] == 2
+    assert summary["recipe"]["options"]["batch_size"] == 32 and summary["seed"] == 1
     val = summary["val"]  # the validation scores at the threshold chosen there
     assert val["threshold"] == summary["threshold"] and val["n"] == summary["counts"]["val"]["patches"]
     assert val["f1"] == pytest.approx(2 * val["tp"] / (2 * val["tp"] + val["fp"] + val["fn"]))
@@ -129,12 +130,12 @@ def test_cli_train_takes_the_study_options(small_demo, tmp_path):
     out = helpers_here("train", "--model", "cancernet", "--data-dir", small_demo, "--out", tmp_path / "run",
                        "--epochs", 1, "--sample-size", 300, "--augment", "histology", "--l2", 0.001,
                        "--kernel-size", 5, "--label-smoothing", 0.1, "--recalibrate-bn", 0, "--build",
-                       "downsample=stride", "filters=[[16],[32,32]]", "--fit", 'optimizer_options={"clipnorm": 1}')
+                       "downsample=stride", "filters=[[16],[32,32]]", "--fit", "patience=3")
     assert out.returncode == 0, out.stderr[-2000:]
-    summary = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert summary["augment"] == "histology"
-    assert summary["build"] == {"l2": 0.001, "kernel_size": 5, "downsample": "stride", "filters": [[16], [32, 32]]}
-    assert summary["fit"] == {"label_smoothing": 0.1, "recalibrate_bn": 0, "optimizer_options": {"clipnorm": 1}}
+    options = json.loads((tmp_path / "run" / "model.json").read_text())["recipe"]["options"]
+    assert options["augment"] == "histology" and options["patience"] == 3
+    assert options["build"] == {"l2": 0.001, "kernel_size": 5, "downsample": "stride", "filters": [[16], [32, 32]]}
+    assert options["label_smoothing"] == 0.1 and options["recalibrate_bn"] == 0
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert model.get_layer("block1_sepconv1").kernel_size == (5, 5)
     assert model.get_layer("block2_sepconv1").strides == (2, 2) and model.get_layer("block2_sepconv2").filters == 32

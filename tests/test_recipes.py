@@ -10,8 +10,8 @@ from helpers.data import pipeline, splits, stain
 from helpers.recipes import context
 from helpers.io import json_safe
 from helpers.recipes.recipe import (BEST_BASE, BEST_INGREDIENTS, BEST_VERSION, DECISION_OPTIONS, INGREDIENTS, LATER_OPTIONS,
-                                   RECIPES, Predictor, Recipe, _fingerprint, best_base, build_member, describe, get,
-                                   learning_rate, read_config, with_ingredient)
+                                   RECIPES, Predictor, Recipe, _fingerprint, best_base, build_member, describe,
+                                   evaluate_dir, get, learning_rate, with_ingredient)
 from helpers.recipes.recipe import train as train_recipe
 
 OPTIONS = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version")]
@@ -149,7 +149,39 @@ def test_model_json_round_trips_to_an_equal_predictor(tmp_path, rng):
     np.testing.assert_allclose(context.apply(saved.context, averaged, patients), saved.predict(images, patients=patients),
                                atol=1e-6)
     assert not np.allclose(single, averaged, atol=1e-5)
-    assert read_config(tmp_path / "nothing-here")[0] is None
+    with pytest.raises(FileNotFoundError, match="model file .*nothing-here does not exist"):
+        Predictor.load(tmp_path / "nothing-here")
+
+
+def test_a_model_file_saved_without_a_recipe_is_one_member_at_its_sidecars_threshold(tree, tmp_path):
+    # P(IDC) = 0.4 for every patch: 2 of the tree's 10 patches are IDC
+    inputs = keras.Input((50, 50, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", kernel_initializer="zeros",
+                                 bias_initializer=keras.initializers.Constant([0.0, np.log(0.4 / 0.6)]))(pooled)
+    keras.Model(inputs, outputs).save(tmp_path / "nb.keras")
+    scored = evaluate_dir(tmp_path / "nb.keras", tree)  # no sidecar: 0.5
+    assert scored["recipe"] is None and scored["members"] == 1 and scored["model"] is None and not scored["tta"]
+    assert scored["threshold"] == 0.5 and scored["threshold_source"] == "0.5: no threshold saved with the model"
+    assert (scored["n"], scored["positives"], scored["tp"], scored["fp"], scored["tn"]) == (10, 2, 0, 0, 8)
+
+    (tmp_path / "nb.json").write_text(json.dumps({"threshold": 0.3, "model": "cancernet", "image_size": 50}))
+    scored = evaluate_dir(tmp_path / "nb.keras", tree)
+    assert scored["threshold"] == 0.3 and scored["threshold_source"] == "saved in nb.json"
+    assert scored["model"] == "cancernet" and (scored["tp"], scored["fp"], scored["fn"]) == (2, 8, 0)
+    assert [p["patches"] for p in scored["per_patient"]] == [6, 4]
+    assert evaluate_dir(tmp_path / "nb.keras", tree, threshold=0.5)["threshold_source"] == "given"
+
+    # the folder an older ``train`` wrote: model.keras beside a model.json that names no recipe
+    (tmp_path / "old").mkdir()
+    (tmp_path / "nb.keras").rename(tmp_path / "old" / "model.keras")
+    (tmp_path / "old" / "model.json").write_text(json.dumps(
+        {"model": "cancernet", "threshold": 0.25, "threshold_source": "chosen on validation at training"}))
+    for path in (tmp_path / "old", tmp_path / "old" / "model.json"):
+        old = Predictor.load(path)
+        assert old.threshold == 0.25 and old.threshold_source == "chosen on validation at training"
+        assert old.recipe is None
+        assert old.members[0][1] == {"file": "model.keras", "model": "cancernet", "image_size": 50}
 
 
 def test_balanced_sampling_gives_even_batches(rng):
@@ -259,6 +291,27 @@ def test_the_training_share_is_checked_and_named_in_the_recipe():
         get("original", train_subset="slides")
     r = get("best", train_share=0.25, train_subset="patients")
     assert r.name == "best[train_share=0.25,train_subset=patients]" and Recipe.from_dict(r.as_dict()) == r
+
+
+def test_weights_image_size_and_build_shape_the_recipes_model(tmp_path):
+    r = get("best", image_size=64, fine_tune_at=2, build={"kernel_size": 5, "downsample": "stride", "dropout": 0.3})
+    assert r.name == "best[image_size=64,fine_tune_at=2,build=kernel_size:5-downsample:stride-dropout:0.3]"
+    assert Recipe.from_dict(json.loads(json.dumps(r.as_dict()))) == r
+    model = build_member(r, "cancernet")
+    assert model.input_shape == (None, 64, 64, 3) and model.get_layer("block1_sepconv1").kernel_size == (5, 5)
+    assert model.get_layer("block2_sepconv1").strides == (2, 2) and model.get_layer("gap") is not None  # best's head
+    assert [layer.trainable for layer in model.layers[2:5]] == [False, False, True]  # the first 2 after the rescaling
+    assert r.input_size("cancernet") == 64 and r.input_size("vgg_style") == 50  # another member: its own size
+    assert [d.rate for d in model.layers if isinstance(d, keras.layers.Dropout)][-1] == 0.3
+    model.save_weights(tmp_path / "start.weights.h5")  # weights="PATH": the member starts from them
+    started = build_member(r, "cancernet", weights=str(tmp_path / "start.weights.h5"))
+    for mine, theirs in zip(started.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(ValueError, match="weights='imagenet' and pretrain='breakhis' both"):
+        get("original", weights="imagenet", pretrain="breakhis")
+    with pytest.raises(ValueError, match="build takes keywords .* other than image_size.*got \\{'head': 'gap'\\}"):
+        get("original", build={"head": "gap"})
+    assert get("original", weights="/models/my start.keras").name == "original[weights=_models_mystart.keras]"
 
 
 def test_options_added_later_leave_stored_fingerprints_unchanged():

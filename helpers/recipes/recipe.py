@@ -73,7 +73,11 @@ class Recipe:
     pretrain_epochs: int = 10  # never more than ``epochs``
     breakhis_dir: str | None = None  # None: the generated BreakHis-like set
     breakhis_profile: str = "smoke"  # the generated set's size
-    fine_tune_at: int | None = None  # freeze the first N layers of a pretrained model
+    fine_tune_at: int | None = None  # freeze the first N layers of ``model``'s backbone
+    # ``model``'s start and build (the other architectures of ensemble_models are built by default)
+    weights: str = "none"  # "none", "imagenet" or a weights file
+    image_size: int | None = None  # the input side; None: the model's own
+    build: dict = field(default_factory=dict)  # more keywords of models.build_model, e.g. {"l2": 1e-4}
 
     def __post_init__(self):
         object.__setattr__(self, "ensemble_models", tuple(self.ensemble_models or ()))
@@ -92,8 +96,7 @@ class Recipe:
 
     def as_dict(self) -> dict:
         """JSON-ready: name, version and options (``LATER_OPTIONS`` only where not at their default)."""
-        options = {k: v for k, v in self.options.items()
-                   if k not in LATER_OPTIONS or v != Recipe.__dataclass_fields__[k].default}
+        options = {k: v for k, v in self.options.items() if k not in LATER_OPTIONS or v != DEFAULTS[k]}
         options["ensemble_models"] = list(self.ensemble_models)
         return {"name": self.name, "version": self.version, "options": options}
 
@@ -108,6 +111,12 @@ class Recipe:
         """The architecture of each ensemble member."""
         archs = self.ensemble_models or (self.model,)
         return [archs[i % len(archs)] for i in range(self.ensemble)]
+
+    def input_size(self, arch: str) -> int:
+        """The side member ``arch`` reads its patches at: ``image_size`` for ``model``, else arch's own."""
+        from .. import models
+
+        return models.input_size(arch, self.image_size if arch == self.model else None)
 
 
 CHOICES = {
@@ -125,8 +134,12 @@ CHOICES = {
 # as_dict(), so an option listed here is left out of it while at its default, the behaviour
 # those runs were trained with, and an upgrade does not train every stored fold again.
 # A new option with a behaviour-keeping default goes here.
-LATER_OPTIONS = ("train_share", "train_subset")
+LATER_OPTIONS = ("train_share", "train_subset", "weights", "image_size", "build")
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "version"))
+DEFAULTS = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+            for f in dataclasses.fields(Recipe)}
+# build_model's keywords that a recipe sets as options of its own
+BUILT_BY_OPTIONS = ("image_size", "weights", "fine_tune_at", "seed", "head", "bn_momentum")
 
 
 def _validate(r: Recipe):
@@ -143,6 +156,12 @@ def _validate(r: Recipe):
     for key in ("ensemble", "epochs", "batch_size", "pretrain_epochs"):
         if int(getattr(r, key)) < 1:
             raise ValueError(f"recipe option {key} must be at least 1, got {getattr(r, key)}")
+    if r.weights != "none" and r.pretrain != "none":
+        raise ValueError(f"recipe {r.name!r}: weights={r.weights!r} and pretrain={r.pretrain!r} both give "
+                         "the starting weights; choose one")
+    if not isinstance(r.build, dict) or set(r.build) & set(BUILT_BY_OPTIONS):
+        raise ValueError(f"recipe {r.name!r}: build takes keywords of models.build_model other than "
+                         f"{', '.join(BUILT_BY_OPTIONS)} (the recipe's own), got {r.build!r}")
     if not 0 < r.train_share <= 1:
         raise ValueError(f"recipe {r.name!r}: train_share must be in (0, 1], got {r.train_share}")
     if not 0 <= r.label_smoothing < 1 or r.learning_rate <= 0 or r.warmup_epochs < 0 or not 0 <= r.ema < 1:
@@ -277,8 +296,17 @@ def get(name, **overrides) -> Recipe:
     changed = [k for k in overrides if k != "epochs" and getattr(new, k) != getattr(recipe, k)]
     if not changed:
         return new
-    shown = ",".join(f"{k}={'-'.join(map(str, v)) if isinstance(v := getattr(new, k), tuple) else v}" for k in changed)
+    shown = ",".join(f"{k}={_shown(getattr(new, k))}" for k in changed)
     return dataclasses.replace(new, name=f"{recipe.name}[{shown}]")
+
+
+def _shown(value) -> str:
+    """An option's value in a recipe's name, which names cross-validation's folder: no '/' or space."""
+    if isinstance(value, dict):
+        return "-".join(f"{k}:{_shown(v)}" for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return "-".join(map(_shown, value))
+    return str(value).replace("/", "_").replace(" ", "")
 
 
 def describe() -> pd.DataFrame:
@@ -307,12 +335,14 @@ def learning_rate(recipe: Recipe, steps_per_epoch: int):
 
 
 def build_member(recipe: Recipe, arch: str, weights=None):
-    """A fresh model of ``arch`` with the recipe's architecture knobs (CancerNet's only)."""
+    """A fresh model of ``arch`` with the recipe's architecture knobs (head and BatchNorm momentum:
+    CancerNet's) and, for ``recipe.model``, its ``fine_tune_at``, ``image_size`` and ``build``."""
     from .. import models
 
     knobs = {"head": recipe.head, "bn_momentum": recipe.bn_momentum} if arch == "cancernet" else {}
-    return models.build_model(arch, image_size=models.input_size(arch), weights=weights,
-                              fine_tune_at=recipe.fine_tune_at if weights is not None else None, **knobs)
+    if arch == recipe.model:
+        knobs.update(recipe.build, fine_tune_at=recipe.fine_tune_at)
+    return models.build_model(arch, image_size=recipe.input_size(arch), weights=weights, **knobs)
 
 
 def datasets(recipe: Recipe, arch: str, train_xy, val_xy, seed: int):
@@ -320,7 +350,7 @@ def datasets(recipe: Recipe, arch: str, train_xy, val_xy, seed: int):
     from .. import hardware, models
     from ..data import augment, pipeline
 
-    common = dict(batch_size=hardware.global_batch(recipe.batch_size), image_size=models.input_size(arch),
+    common = dict(batch_size=hardware.global_batch(recipe.batch_size), image_size=recipe.input_size(arch),
                   preprocess=models.preprocess_for(arch), one_hot=True)
     train_ds = pipeline.make_dataset(images=train_xy[0], labels=train_xy[1], shuffle=True, seed=seed,
                                      augment=augment.by_name(recipe.augment, seed=seed),
@@ -361,7 +391,7 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     patient of each patch) are needed by slide context / a share of the training split."""
     import keras
 
-    from .. import evaluate, models
+    from .. import evaluate
     from .. import train as tr
     from ..io import atomic_path
 
@@ -404,7 +434,7 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
         info["stain_run"] = {"seconds": round(done_train.seconds + done_val.seconds, 2),
                              "fallbacks": done_train.fallbacks + done_val.fallbacks,
                              "patches": len(y_train) + len(y_val)}
-    weights = None
+    weights = None if recipe.weights == "none" else recipe.weights
     if recipe.pretrain == "breakhis":
         weights = pretrained_breakhis(recipe, cache_dir or out_dir, seed if pretrain_seed is None else pretrain_seed)
         info["pretrained"] = str(weights)
@@ -414,11 +444,11 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     steps = math.ceil(len(y_train) / recipe.batch_size)
     for m, arch in enumerate(archs):
         file = "model.keras" if len(archs) == 1 else f"member{m}.keras"
-        meta = {"file": file, "model": arch, "image_size": models.input_size(arch), "seed": seed + m}
+        meta = {"file": file, "model": arch, "image_size": recipe.input_size(arch), "seed": seed + m}
         path = out_dir / file
         if path.is_file():
             print_(f"{out_dir.name}: member {m} ({arch}) trained before, loaded")
-            members.append((keras.models.load_model(path), {**meta, **_member_log(out_dir / f"run{m}")}))
+            members.append((_load_model(path), {**meta, **_member_log(out_dir / f"run{m}")}))
             continue
         print_(f"{out_dir.name}: training member {m + 1}/{len(archs)} ({arch}, recipe {recipe.name}, "
                f"{len(y_train)} patches, {recipe.epochs} epochs)")
@@ -467,10 +497,11 @@ def _member_log(run_dir) -> dict:
 @dataclass
 class Predictor:
     """A trained recipe: ``predict(uint8 images)`` is P(IDC) per patch, with stain normalisation,
-    TTA, the ensemble average and slide context applied as at training; ``>= threshold`` decides."""
+    TTA, the ensemble average and slide context applied as at training; ``>= threshold`` decides.
+    A model file saved without a recipe (a notebook's) is a one-member predictor with no recipe."""
 
     members: list  # [(keras model, {"file", "model", "image_size", "seed", ...}), ...]
-    recipe: Recipe
+    recipe: Recipe | None
     stain: dict | None = None
     threshold: float = 0.5
     threshold_source: str = "fixed at 0.5 by the recipe"
@@ -480,7 +511,7 @@ class Predictor:
 
     @property
     def tta(self) -> bool:
-        return bool(self.recipe.tta)
+        return bool(self.recipe and self.recipe.tta)
 
     def config(self) -> dict:
         """What model.json holds to re-create this predictor (JSON-ready): ``CONFIG_KEYS``."""
@@ -522,8 +553,9 @@ class Predictor:
         if self.stain is not None and not normalized:
             done = stain_mod.normalize(images, self.stain)
             images, self.last_fallbacks = done.images, done.fallbacks
-        outs = [run(model, images, batch_size, meta["image_size"], models.preprocess_for(meta["model"]))
-                for model, meta in self.members]
+        # a model file saved without a recipe may not say which model it is: then no preprocessing
+        outs = [run(model, images, batch_size, meta["image_size"],
+                    meta["model"] and models.preprocess_for(meta["model"])) for model, meta in self.members]
         return np.mean(outs, axis=0)
 
     def save(self, out_dir) -> Path:
@@ -541,39 +573,42 @@ class Predictor:
 
     @classmethod
     def load(cls, path) -> Predictor:
-        """From a folder, its ``model.json``, or a ``model.keras`` whose model.json names a recipe."""
-        import keras
-
-        doc, folder = read_config(path)
-        if doc is None:
-            raise ValueError(f"{path}: no model.json with a recipe beside it")
-        members = []
-        for meta in doc["members"]:
-            file = folder / meta["file"]
-            if not file.is_file():
-                raise FileNotFoundError(f"ensemble member {file} named in {folder / 'model.json'} does not exist")
-            members.append((keras.models.load_model(file), meta))
-        info = {k: v for k, v in doc.items() if k not in ("model", "image_size", *CONFIG_KEYS)}
-        return cls(members, Recipe.from_dict(doc["recipe"]), stain=doc.get("stain"),
-                   threshold=float(doc["threshold"]), threshold_source=doc.get("threshold_source", ""),
-                   context=doc.get("context"), info=info)
+        """From a folder, its ``model.json``, or a model file. A model.json that names a recipe
+        re-creates it; any other model file (a notebook's ``.keras``, maybe with a sidecar ``.json``
+        of ``threshold``, ``model``, ``image_size``) is one member, decided at the sidecar's
+        threshold, else 0.5."""
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        # OUT/model.keras -> OUT/model.json, even where an ensemble wrote member0.keras... instead
+        sidecar = folder / "model.json" if path.is_dir() else path.with_suffix(".json")
+        doc = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        if "recipe" in doc and "members" in doc:
+            info = {k: v for k, v in doc.items() if k not in ("model", "image_size", *CONFIG_KEYS)}
+            return cls([(_load_model(folder / meta["file"]), meta) for meta in doc["members"]],
+                       Recipe.from_dict(doc["recipe"]), stain=doc.get("stain"), threshold=float(doc["threshold"]),
+                       threshold_source=doc.get("threshold_source", ""), context=doc.get("context"), info=info)
+        file = sidecar.with_suffix(".keras") if path.is_dir() or path.suffix == ".json" else path
+        model = _load_model(file)
+        meta = {"file": file.name, "model": doc.get("model"),
+                "image_size": doc.get("image_size") or int(model.input_shape[1])}
+        source = "0.5: no threshold saved with the model"
+        if "threshold" in doc:
+            source = doc.get("threshold_source", f"saved in {sidecar.name}")
+        return cls([(model, meta)], None, threshold=float(doc.get("threshold", 0.5)), threshold_source=source)
 
 
 CONFIG_KEYS = ("recipe", "stain", "tta", "members", "threshold", "threshold_source", "context")
 
 
-def read_config(path) -> tuple[dict | None, Path]:
-    """(model.json as a dict if it names a recipe, else None; its folder) for a folder, a
-    model.json, or a model file beside one."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    # OUT/model.keras -> OUT/model.json, even where an ensemble wrote member0.keras... instead
-    sidecar = folder / "model.json" if path.is_dir() else path.with_suffix(".json")
+def _load_model(file: Path):
+    import keras
+
+    if not file.is_file():
+        raise FileNotFoundError(f"model file {file} does not exist")
     try:
-        doc = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return None, folder
-    return (doc if isinstance(doc, dict) and "recipe" in doc and "members" in doc else None), folder
+        return keras.models.load_model(file)
+    except Exception as exc:  # a truncated or foreign file: one clear line, not Keras' traceback
+        raise ValueError(f"model file {file} does not load: {exc}") from exc
 
 
 # --- the command line: train / evaluate with a recipe ----------------------------------------
@@ -614,6 +649,9 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     predictor = train(recipe, (images[part["train"]], labels[part["train"]]),
                       (images[part["val"]], labels[part["val"]]), out_dir, seed=seed, verbose=verbose, log=log,
                       val_patients=patients[part["val"]], train_patients=patients[part["train"]])
+    if not 0.02 <= predictor.threshold <= 0.98:  # the F1-best cut at an extreme: probabilities crowd one end
+        log(f"warning: the threshold chosen on validation is {predictor.threshold:.4f}: the model's probabilities "
+            "are crowded at one end; its test scores rest on that cut")
     test = None
     if part["test"].any():
         proba = predictor.predict(images[part["test"]], patients=patients[part["test"]])
@@ -631,9 +669,9 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
 
 def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256,
                  log=None) -> dict:
-    """Score every patch under ``data_dir`` with the recipe model at ``model_path`` (a folder, its
-    model.json or model.keras) as model.json says (each patient folder read as one slide);
-    ``threshold`` overrides the saved one. ``log`` gets the counts scored, before scoring."""
+    """Score every patch under ``data_dir`` with the model at ``model_path`` (``Predictor.load``) as it
+    was trained (each patient folder read as one slide); ``threshold`` overrides the saved one. ``log``
+    gets the counts scored, before scoring."""
     from .. import evaluate
     from ..data import pipeline
     from ..data.index import build_index
@@ -652,7 +690,8 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     per = evaluate.per_patient(df, proba, predictor.threshold)
     r = predictor.recipe
     return {
-        "model_path": str(model_path), "recipe": r.name, "recipe_version": r.version,
+        "model_path": str(model_path), "recipe": r.name if r else None,
+        "recipe_version": r.version if r else None,
         "model": predictor.members[0][1]["model"], "members": len(predictor.members),
         "tta": predictor.tta, "stain": predictor.stain["method"] if predictor.stain else None,
         "slide_context": predictor.context is not None,

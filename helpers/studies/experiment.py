@@ -1,9 +1,8 @@
 """The steps every model notebook takes, each one call: data for a model, its training, evaluation on
-validation and test, one row in the registry. The CLI's ``train`` and ``evaluate`` use them too."""
+validation and test, one row in the registry."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from .. import evaluate, hardware, train
 from ..data import pipeline, splits
 from ..data.cache import cached_index
 from ..data.pipeline import Data
-from ..io import atomic_path, json_safe, write_text
+from ..io import atomic_path
 
 
 def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
@@ -189,117 +188,6 @@ def predict_patients(model, index: pd.DataFrame, patients, data: Data, batch_siz
                                preprocess=data.preprocess, one_hot=True)
     _, proba = evaluate.predict(model, ds)
     return rows.assign(proba=proba)
-
-
-# --- the command line: python -m helpers train / evaluate ---------------------
-
-def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=None, optimizer="adam",
-                 learning_rate=None, weights=None, split_dir=None, seed: int = 42,
-                 profile: str | None = None, sample_size=None, fine_tune_at=None, image_size=None,
-                 augment: str = "none", build: dict | None = None, fit: dict | None = None, log=None) -> dict:
-    """Train one model on a patient split; write ``model.keras`` (the best epoch) and ``model.json``
-    (settings, counts, threshold, scores) to ``out_dir``.
-
-    ``build`` and ``fit``: extra keywords of ``models.build_model`` and ``train.fit`` (e.g.
-    ``{"l2": 1e-4}``), so every study variant of notebooks 08-12 runs here without the notebook.
-    ``profile`` None: every usable patch (``sample_size`` caps them; 0 or None: all) with the given
-    epochs and batch size (the profile ``cpu``'s where none is given); a profile fills what is not
-    given. ``log`` gets the patients, patches and IDC share of each split before training.
-    """
-    from .. import models, runs
-    from ..data import source
-
-    log = log or (lambda message: None)
-    out_dir = Path(out_dir)
-    cfg = source.resolve(profile or "cpu", data_dir=data_dir, output_dir=out_dir, epochs=epochs,
-                         batch_size=batch_size, sample_size=sample_size if profile else sample_size or 0,
-                         seed=seed, make_demo=False)
-    if not cfg.data_dir.is_dir():
-        raise FileNotFoundError(f"data directory {cfg.data_dir} does not exist")
-    splits.check_cap(cfg.sample_size)
-    data = model_data(cfg, model_name, image_size, split_dir=split_dir, augment=augment)
-    df, _ = cached_index(cfg)  # saved by prepare_data: read back, not built again
-    whole, _ = split_index(df, cfg.seed, split_dir)
-    whole_train, used_train = int((whole["split"] == "train").sum()), len(data.part("train"))
-    why = [] if len(whole) == len(df) else [f"patients on none of the lists in {split_dir} left out"]
-    if cfg.sample_size:
-        why.append(f"capped at {cfg.sample_size:,} patches" + (f" (profile {profile})" if profile else ""))
-    if used_train < whole_train:
-        why.append(f"training split class-balanced: {used_train:,} of its {whole_train:,} patches")
-    log(f"{splits.used_patches_line(len(data.index), len(df), cfg.data_dir, '; '.join(why))}; split "
-        f"{data.split_note}; model {model_name}, {optimizer}, {cfg.epochs} epochs at most, batch {cfg.batch_size}:\n"
-        f"{splits.counts_table(data.index)}")
-    model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at,
-                               seed=seed, **(build or {}))
-    # the settings and the very patches of each split: a rerun after a kill reads a finished run back
-    key = runs.fingerprint(dict(model=model_name, cfg=cfg.as_dict(), optimizer=optimizer, learning_rate=learning_rate,
-                                weights=weights, fine_tune_at=fine_tune_at, size=data.image_size, augment=augment,
-                                build=build, fit=fit, patches=data.index[["path", "split"]].to_numpy().tolist()))
-    result = train_on(model, data, out_dir / "run", epochs=cfg.epochs, seed=seed, name=model_name,
-                      optimizer=optimizer, learning_rate=learning_rate, key=key, **(fit or {}))
-    best = result.best_model(model)
-    assessment = assess(best, data)
-    threshold = assessment["threshold"]
-    if not 0.02 <= threshold <= 0.98:  # the F1-best cut at an extreme: probabilities crowd one end
-        log(f"warning: the threshold chosen on validation is {threshold:.4f}: the model's probabilities are "
-            f"crowded at one end (trained {result.epochs_run} epochs); its test scores rest on that cut")
-    save_model(best, out_dir / "model.keras")
-    summary = json_safe({
-        "model": model_name, "image_size": data.image_size, "threshold": threshold,
-        "threshold_source": "chosen on validation at training",
-        "data_dir": str(cfg.data_dir), "generated": cfg.generated, "split": data.split_note,
-        "profile": profile, "max_patches": cfg.sample_size, "patches_available": len(df),
-        "train_balanced": True, "counts": splits.split_counts(data.index),
-        "epochs": cfg.epochs, "epochs_run": result.epochs_run, "batch_size": cfg.batch_size,
-        "optimizer": optimizer, "learning_rate": learning_rate, "weights": weights, "seed": seed,
-        "augment": augment, "build": build or {}, "fit": fit or {},
-        "train_patches": result.train_patches, "train_seconds": result.seconds,
-        "images_per_s": result.images_per_s, "params": models.count_params(best)["total"],
-        "val": assessment["val"], "test": assessment["test"],
-    })
-    write_text(out_dir / "model.json", json.dumps(summary, indent=2, default=str, allow_nan=False))
-    return summary
-
-
-def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_size: int = 256,
-                 log=None) -> dict:
-    """Score every patch under ``data_dir`` (all its patients are test patients) with the one model at
-    ``model_path`` (a recipe's model: ``recipes.recipe.evaluate_dir``). ``log`` gets the counts first."""
-    import keras
-
-    from .. import models
-    from ..data.index import build_index
-
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"model file {model_path} does not exist")
-    sidecar = model_path.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    try:
-        model = keras.models.load_model(model_path)
-    except Exception as exc:
-        raise ValueError(f"model file {model_path} does not load: {exc}") from exc
-    name = meta.get("model")
-    if threshold is None:
-        threshold = meta.get("threshold", 0.5)
-    df, report = build_index(data_dir)
-    scored = df.assign(split="test")
-    if log:
-        log(f"{splits.used_patches_line(len(df), len(df), data_dir, 'every patient a test patient')}:\n"
-            f"{splits.counts_table(scored)}")
-    size = meta.get("image_size") or int(model.input_shape[1])
-    ds = pipeline.make_dataset(df, batch_size=batch_size, image_size=size, one_hot=True,
-                               preprocess=models.preprocess_for(name) if name else None)
-    y, p = evaluate.predict(model, ds)
-    per = evaluate.per_patient(df, p, threshold)
-    trained = "threshold" in meta and threshold == meta["threshold"]
-    return {
-        "model_path": str(model_path), "model": name, "data_dir": str(data_dir), "threshold": float(threshold),
-        "threshold_source": "chosen on validation at training" if trained else "given",
-        "files_seen": report.files_seen, "skipped": report.skipped, "counts": splits.split_counts(scored),
-        **evaluate.scores(y, p, threshold),
-        "per_patient": json.loads(per.to_json(orient="records")),
-    }
 
 
 # --- what a model notebook shows and keeps ------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, hardware, train
+from .. import evaluate, hardware, runs, train
 from ..data import pipeline, splits
 from ..data.cache import cached_index
 from ..io import atomic_path, json_safe, write_text
@@ -63,19 +63,23 @@ def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient"
     return splits.split_by_patient(df, val=0.15, test=0.15, seed=seed, hold_out=hold_out), note
 
 
-def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
-                 balanced_train: bool = True, augment="none", split_by: str = "patient", hold_out=()) -> Data:
-    """Index, split by patient, cap to the profile's sample size, and build the pipelines.
+def prepare_data(cfg, model_name: str = "cancernet", image_size=None, *, split_dir=None, augment="none",
+                 split_by: str = "patient", hold_out=()) -> Data:
+    """Index, split by patient, cap to the profile's sample size, and build the pipelines for ``model_name``:
+    at its input size (``image_size`` None: its own) with its preprocessing.
 
     The training split is class-balanced (as the seed projects trained); validation and test keep
     the natural IDC share, so their scores mean what they would on new slides. ``augment`` (a name
     of ``helpers.data.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
     ``split_by="patch"`` is the leaky random split, for measuring the leak only.
     """
+    from .. import models
+
     if isinstance(augment, str):
         from ..data.augment import by_name
 
         augment = None if augment == "none" else by_name(augment, seed=cfg.seed)
+    image_size, preprocess = models.input_size(model_name, image_size), models.preprocess_for(model_name)
     df, _ = cached_index(cfg)
     split_df, note = split_index(df, cfg.seed, split_dir, by=split_by, hold_out=hold_out)
     if split_by == "patient":
@@ -84,8 +88,7 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     parts = []
     for name, part in split_df.groupby("split"):
         limit = None if cap is None else max(2, round(cap * (0.7 if name == "train" else 0.15)))
-        parts.append(splits.sample(part, max_patches=limit, seed=cfg.seed,
-                                   balanced=balanced_train and name == "train"))
+        parts.append(splits.sample(part, max_patches=limit, seed=cfg.seed, balanced=name == "train"))
     index = pd.concat(parts).reset_index(drop=True)
     for line in splits.check_classes(index, note):
         print(line, file=sys.stderr)
@@ -104,26 +107,18 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     return data
 
 
-def model_data(cfg, model_name: str, image_size=None, **options) -> Data:
-    """``prepare_data`` at the model's input size (``image_size`` None: its own) and preprocessing."""
-    from .. import models
-
-    return prepare_data(cfg, image_size=models.input_size(model_name, image_size),
-                        preprocess=models.preprocess_for(model_name), **options)
-
-
-def run_key(cfg, **settings) -> str:
-    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size with ``settings``."""
-    from .. import runs
-
+def run_key(cfg, training: train.Training, **settings) -> str:
+    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size, trained as ``training``
+    says, with ``settings``."""
     return runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
-                                 batch=cfg.batch_size, **settings))
+                                 batch=cfg.batch_size, fit=training.changes(), **settings))
 
 
-def train_on(model, data: Data, run_dir, *, epochs: int, seed: int, **options) -> train.TrainResult:
+def train_on(model, data: Data, run_dir, training: train.Training, *, epochs: int, seed: int,
+             **options) -> train.TrainResult:
     """``train.fit`` on ``data``'s pipelines, class weights and training patch count."""
-    return train.fit(model, data.train, data.val, run_dir, epochs=epochs, class_weight=data.class_weight,
-                     seed=seed, train_patches=len(data.part("train")), **options)
+    return train.fit(model, data.train, data.val, run_dir, training, epochs=epochs, seed=seed,
+                     class_weight=data.class_weight, train_patches=len(data.part("train")), **options)
 
 
 def save_model(model, path) -> None:
@@ -170,8 +165,7 @@ def registry_row(run: str, model_name: str, result, assessment: dict, params: di
     return row
 
 
-def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", optimizer: str = "adam",
-                  learning_rate=None, hold_out=()):
+def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", hold_out=()):
     """(model, data) for notebooks that need a trained model rather than teach training.
 
     The run is named by model, profile and a fingerprint of the data and settings, so a rerun (or
@@ -181,16 +175,15 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
 
     from .. import models
 
-    data = model_data(cfg, model_name, hold_out=hold_out)
-    key = run_key(cfg, seed=cfg.seed, optimizer=optimizer, learning_rate=learning_rate,
-                  hold_out=sorted(map(str, hold_out)))
+    data = prepare_data(cfg, model_name, hold_out=hold_out)
+    training = train.Training()
+    key = run_key(cfg, training, seed=cfg.seed, hold_out=sorted(map(str, hold_out)))
     run_dir = Path(cfg.output_dir) / "runs" / f"{prefix}_{model_name}_{cfg.profile}_{key[:8]}"
     done = run_dir / "model.keras"
     if done.is_file():
         return keras.models.load_model(done), data
     model = models.build_model(model_name, image_size=data.image_size, seed=cfg.seed)
-    result = train_on(model, data, run_dir, epochs=cfg.epochs, seed=cfg.seed, name=model_name,
-                      optimizer=optimizer, learning_rate=learning_rate, key=key)
+    result = train_on(model, data, run_dir, training, epochs=cfg.epochs, seed=cfg.seed, name=model_name, key=key)
     best = result.best_model(model)
     save_model(best, done)
     return best, data
@@ -235,7 +228,7 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     if not cfg.data_dir.is_dir():
         raise FileNotFoundError(f"data directory {cfg.data_dir} does not exist")
     splits.check_cap(cfg.sample_size)
-    data = model_data(cfg, model_name, image_size, split_dir=split_dir, augment=augment)
+    data = prepare_data(cfg, model_name, image_size, split_dir=split_dir, augment=augment)
     df, _ = cached_index(cfg)  # saved by prepare_data: read back, not built again
     whole, _ = split_index(df, cfg.seed, split_dir)
     whole_train, used_train = int((whole["split"] == "train").sum()), len(data.part("train"))
@@ -253,8 +246,8 @@ def train_to_dir(model_name: str, data_dir, out_dir, *, epochs=None, batch_size=
     key = runs.fingerprint(dict(model=model_name, cfg=cfg.as_dict(), optimizer=optimizer, learning_rate=learning_rate,
                                 weights=weights, fine_tune_at=fine_tune_at, size=data.image_size, augment=augment,
                                 build=build, fit=fit, patches=data.index[["path", "split"]].to_numpy().tolist()))
-    result = train_on(model, data, out_dir / "run", epochs=cfg.epochs, seed=seed, name=model_name,
-                      optimizer=optimizer, learning_rate=learning_rate, key=key, **(fit or {}))
+    result = train_on(model, data, out_dir / "run", train.Training(optimizer, learning_rate, **(fit or {})),
+                      epochs=cfg.epochs, seed=seed, name=model_name, key=key)
     best = result.best_model(model)
     assessment = assess(best, data)
     threshold = assessment["threshold"]
@@ -377,40 +370,38 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
 
 @dataclass
 class ModelRun:
-    """What ``train_and_assess`` did: the data, the model as built and its best epoch, the
-    training result, the scores and the registry row."""
+    """What ``train_and_assess`` did."""
 
     name: str
     model_name: str
     data: Data
-    model: object
-    best: object
-    result: object
+    model: object  # as built
+    best: object  # its best epoch
+    result: train.TrainResult
     assessment: dict
-    row: dict
+    row: dict  # in the registry
 
 
 def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, weights=None, fine_tune_at=None,
-                     optimizer="adam", learning_rate=None, split_dir=None, fit: dict | None = None) -> ModelRun:
+                     training: train.Training = train.Training(), split_dir=None) -> ModelRun:
     """Notebook 02's steps in one call, each shown as notebook 02 shows it, for the notebooks that teach
     an architecture (03-07): split by patient, build, train (resumable; a finished run with the same
     settings read back), threshold chosen on validation, test scores, figures, predictions and one
-    registry row. ``fit``: extra keywords of ``train.fit``."""
+    registry row."""
     from IPython.display import display
 
     from .. import models
 
-    data = model_data(cfg, model_name, image_size, split_dir=split_dir)
+    data = prepare_data(cfg, model_name, image_size, split_dir=split_dir)
     print(f"input {data.image_size}x{data.image_size}; split {data.split_note}; class weights {data.class_weight}")
     display(splits.describe(data.index))
     model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at)
     display(pd.DataFrame([models.count_params(model)], index=["parameters"]))
     name = f"{notebook[:2]}_{model_name}_{cfg.profile}"
-    key = run_key(cfg, seed=cfg.seed, model=model_name, size=data.image_size, weights=weights,
-                  fine_tune_at=fine_tune_at, optimizer=optimizer, learning_rate=learning_rate, split_dir=split_dir,
-                  fit=fit)
-    result = train_on(model, data, Path(cfg.output_dir) / "runs" / name, epochs=cfg.epochs, seed=cfg.seed,
-                      name=model_name, optimizer=optimizer, learning_rate=learning_rate, key=key, **(fit or {}))
+    key = run_key(cfg, training, seed=cfg.seed, model=model_name, size=data.image_size, weights=weights,
+                  fine_tune_at=fine_tune_at, split_dir=split_dir)
+    result = train_on(model, data, Path(cfg.output_dir) / "runs" / name, training, epochs=cfg.epochs, seed=cfg.seed,
+                      name=model_name, key=key)
     best = result.best_model(model)
     print(f"{result.epochs_run} epochs in {result.seconds:.0f} s, {result.images_per_s:.0f} training patches/s")
     assessment = assess(best, data)
@@ -421,8 +412,8 @@ def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, we
                                           assessment["threshold"]))
     if assessment["per_patient"] is not None:  # the patients it reads worst
         display(assessment["per_patient"].sort_values("accuracy").head(5).round(3))
-    params = {"optimizer": optimizer, "learning_rate": learning_rate, "epochs": cfg.epochs,
-              "batch_size": cfg.batch_size, "image_size": data.image_size, "weights": str(weights),
-              "fine_tune_at": fine_tune_at, **(fit or {})}
+    params = {"optimizer": training.optimizer, "learning_rate": training.learning_rate, **training.changes(),
+              "epochs": cfg.epochs, "batch_size": cfg.batch_size, "image_size": data.image_size,
+              "weights": str(weights), "fine_tune_at": fine_tune_at}
     out = report(cfg, notebook, name, best, model_name, result, assessment, data, params=params)
     return ModelRun(name, model_name, data, model, best, result, assessment, out["row"])

@@ -28,6 +28,7 @@ from ..io import write_text
 
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}
 DONE = "COMPLETED"
+OBJECTIVE = keras_tuner.Objective("val_auc", "max")  # what a run monitors (train.Training's default)
 
 
 class TuningError(RuntimeError):
@@ -39,17 +40,12 @@ def _choice(hp, name, values):
     return hp.Choice(name, values) if len(values) > 1 else hp.Fixed(name, values[0])
 
 
-def _direction(objective: str) -> str:
-    return "min" if "loss" in objective else "max"
-
-
 class RegistryHyperModel(keras_tuner.HyperModel):
     """A compiled model of ``helpers.models`` whose training settings are hyperparameters.
 
     ``learning_rate`` (low, high) is sampled log-uniformly; ``optimizers`` (names of
     ``train.OPTIMIZERS``) and ``batch_sizes`` with one value are fixed, not tuned; ``fine_tune_at``
-    None keeps the model's default freezing, (low, high) is an Int range, a list a Choice;
-    ``recalibrate_bn`` training batches refresh the BatchNorm statistics before each validation.
+    None keeps the model's default freezing, (low, high) is an Int range, a list a Choice.
 
     Batch size as a hyperparameter: ``fit`` unbatches the training pipeline (after its cache and
     shuffle) and batches it with the trial's size, so one pipeline serves every trial and the patches
@@ -58,7 +54,7 @@ class RegistryHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, model_name="cancernet", *, image_size=None, weights=None,
                  learning_rate=(1e-4, 1e-1), optimizers=("adam",), batch_sizes=(64,),
-                 fine_tune_at=None, seed=42, objective="val_auc", verbose=1, recalibrate_bn=20):
+                 fine_tune_at=None, seed=42, verbose=1):
         super().__init__(name=model_name)
         models.input_size(model_name)  # an unknown model fails here, not in every trial
         if weights == "imagenet" and not models.MODELS[model_name].pretrained:
@@ -77,8 +73,7 @@ class RegistryHyperModel(keras_tuner.HyperModel):
         self.model_name, self.image_size, self.weights = model_name, image_size, weights
         self.learning_rate, self.optimizers, self.batch_sizes = (low, high), names, [int(b) for b in sizes]
         self.fine_tune_at = _check_fine_tune_at(fine_tune_at)
-        self.seed, self.objective, self.verbose = seed, objective, verbose
-        self.recalibrate_bn = int(recalibrate_bn)
+        self.seed, self.verbose = seed, verbose
 
     def describe(self) -> dict:
         """The search space and model, as plain values (kept beside the tuner's state)."""
@@ -86,7 +81,7 @@ class RegistryHyperModel(keras_tuner.HyperModel):
                 "weights": None if self.weights is None else str(self.weights),
                 "learning_rate": list(self.learning_rate), "optimizers": self.optimizers,
                 "batch_sizes": self.batch_sizes, "fine_tune_at": self.fine_tune_at, "seed": self.seed,
-                "recalibrate_bn": self.recalibrate_bn}
+                "recalibrate_bn": train.Training.recalibrate_bn}
 
     @property
     def dimensions(self) -> int:
@@ -127,15 +122,14 @@ class RegistryHyperModel(keras_tuner.HyperModel):
         # Fresh BatchNorm statistics before each validation, as train.fit does: a trial of one
         # short epoch otherwise validates with moving averages still near mean 0 / variance 1,
         # predicts one class for every patch, and every trial gets the same score.
-        callbacks = [train._recalibrate_callback(batches, self.recalibrate_bn)] if self.recalibrate_bn else []
-        kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
+        recalibrate = train._recalibrate_callback(batches, train.Training.recalibrate_bn)
+        kwargs["callbacks"] = [recalibrate, *(kwargs.get("callbacks") or [])]
         start = time.perf_counter()
         history = model.fit(batches, *args, shuffle=False, **kwargs)  # the pipeline shuffles
         if self.verbose:
-            best = (min if _direction(self.objective) == "min" else max)(
-                history.history.get(self.objective, [math.nan]))
+            best = max(history.history.get(OBJECTIVE.name, [math.nan]))
             shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-            print(f"{shown} -> best {self.objective} {best:.4f} ({time.perf_counter() - start:.0f} s)")
+            print(f"{shown} -> best {OBJECTIVE.name} {best:.4f} ({time.perf_counter() - start:.0f} s)")
         return history
 
 
@@ -157,8 +151,7 @@ def random_search(data, output_dir, name: str | None = None, *, max_trials: int 
     """Random search (Bergstra & Bengio 2012) over learning rate, batch size and optimizer.
 
     ``data``: ``experiment.prepare_data``'s output for this model; ``space``: the other arguments of
-    ``RegistryHyperModel`` (learning_rate, optimizers, weights, fine_tune_at, seed, objective,
-    verbose). ``name`` None names the project by its settings. Returns the tuner, searched.
+    ``RegistryHyperModel``. ``name`` None names the project by its settings. Returns the tuner, searched.
     """
     hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, batch_sizes=batch_sizes, **space)
     return _search("random", hypermodel, data, output_dir, name, max_trials, epochs, overwrite)
@@ -190,7 +183,7 @@ def _search(kind, hypermodel, data, output_dir, name, max_trials, epochs, overwr
     directory = Path(output_dir) / "tuner"
     used = data.index[data.index["split"].isin(["train", "val"])]  # other data must not resume
     settings = json.loads(json.dumps({  # as read back from the file: tuples become lists
-        "kind": kind, "space": hypermodel.describe(), "epochs": epochs, "objective": hypermodel.objective,
+        "kind": kind, "space": hypermodel.describe(), "epochs": epochs, "objective": OBJECTIVE.name,
         "data": runs.fingerprint(sorted(used["path"].astype(str)), data.image_size)}))
     if name is None:  # named by everything but max_trials: same settings resume, other ones start anew
         name = f"{kind}_{hypermodel.model_name}_{runs.fingerprint(settings, length=10)}"
@@ -203,8 +196,7 @@ def _search(kind, hypermodel, data, output_dir, name, max_trials, epochs, overwr
         raise TuningError(f"the tuner project {directory / name} was searched with other {', '.join(changed)} "
                           f"({', '.join(f'{k}={old.get(k)}' for k in changed)}); resuming would mix "
                           "scores that do not compare: choose another name, or pass overwrite=True")
-    objective = keras_tuner.Objective(hypermodel.objective, _direction(hypermodel.objective))
-    tuner = TUNERS[kind](hypermodel, objective=objective, max_trials=max_trials, executions_per_trial=1,
+    tuner = TUNERS[kind](hypermodel, objective=OBJECTIVE, max_trials=max_trials, executions_per_trial=1,
                          seed=hypermodel.seed, directory=str(directory), project_name=name, overwrite=overwrite,
                          **options)
     write_text(saved, json.dumps(settings, indent=2))
@@ -424,11 +416,10 @@ def budget(profile: str, max_trials=None, epochs=None, sample_size=None) -> Budg
 
 
 def search_data(cfg, model_name: str, budget: Budget):
-    """The model's data (``experiment.model_data``) capped at the budget's sample size: the same
-    patient split as the full runs."""
-    from .experiment import model_data
+    """The model's data capped at the budget's sample size: the same patient split as the full runs."""
+    from .experiment import prepare_data
 
-    return model_data(replace(cfg, sample_size=budget.sample_size), model_name)
+    return prepare_data(replace(cfg, sample_size=budget.sample_size), model_name)
 
 
 # CancerNet's first two blocks (13 layers) and the first convolution of the third: the seed
@@ -455,8 +446,8 @@ def retrain_best(cfg, best: dict, notebook: str, *, model_name: str = "cancernet
 
     build = {k: v for k, v in (("weights", None if weights is None else str(weights)),
                                 ("fine_tune_at", best.get("fine_tune_at"))) if v is not None}
-    variant = study.Variant(name, model=model_name, build=build,
-                            fit={"optimizer": best["optimizer"], "learning_rate": float(best["learning_rate"])})
+    training = train.Training(optimizer=best["optimizer"], learning_rate=float(best["learning_rate"]))
+    variant = study.Variant(name, model=model_name, build=build, training=training)
     final = replace(cfg, batch_size=int(best.get("batch_size", cfg.batch_size)))
     return study.run_study(final, study_name, notebook, [variant], seeds=[cfg.seed])
 

@@ -127,15 +127,14 @@ def save_model(model, path) -> None:
         model.save(tmp)
 
 
-def assess(model, data: Data, threshold: float | None = None) -> dict:
+def assess(model, data: Data) -> dict:
     """Scores on validation and test; the threshold is chosen on validation only.
 
     Returns ``threshold``, ``val`` and ``test`` scores (test None without a test split), the
     per-patient test table and the raw predictions (``pred``).
     """
     y_val, p_val = evaluate.predict(model, data.val)
-    if threshold is None:
-        threshold = evaluate.choose_threshold(y_val, p_val)
+    threshold = evaluate.choose_threshold(y_val, p_val)
     out = {"threshold": threshold, "val": evaluate.scores(y_val, p_val, threshold),
            "pred": {"val": p_val}, "test": None, "per_patient": None}
     if data.test is not None:
@@ -149,8 +148,7 @@ def assess(model, data: Data, threshold: float | None = None) -> dict:
 SCORE_COLUMNS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "n", "positives"]
 
 
-def registry_row(run: str, model_name: str, result, assessment: dict, params: dict,
-                 n_params: int | None = None) -> dict:
+def registry_row(run: str, model_name: str, result, assessment: dict, params: dict, n_params: int) -> dict:
     """One registry row: what ran, on what, and its scores (test if present, else validation)."""
     scored = assessment["test"] or assessment["val"]
     row = {"run": run, "model": model_name, "scored_on": "test" if assessment["test"] else "val",
@@ -338,8 +336,8 @@ def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFr
     return pd.concat([seed, ours], ignore_index=True)
 
 
-def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict,
-           data: Data, params: dict | None = None) -> dict:
+def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict, data: Data,
+           params: dict) -> dict:
     """Figures (training curves; ROC, PR, confusion), predictions and one registry row;
     returns the paths written (``written``) and the ``row``."""
     import matplotlib.pyplot as plt
@@ -362,7 +360,7 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
     for name, proba in assessment["pred"].items():
         written[f"predictions_{name}"] = Path(cfg.output_dir) / "predictions" / f"{run}_{stamp}_{name}.csv"
         evaluate.save_predictions(data.part(name), proba, written[f"predictions_{name}"], split=name)
-    row = registry_row(run, model_name, result, assessment, params or {}, count_params(model)["total"])
+    row = registry_row(run, model_name, result, assessment, params, count_params(model)["total"])
     row["predictions"] = str(written.get("predictions_test", written["predictions_val"]))
     results.record(cfg, notebook, [row], split=split)
     return {"written": written, "row": row}

@@ -73,14 +73,14 @@ def prepare_data(cfg, model_name: str = "cancernet", image_size=None, *, split_d
     of ``helpers.data.augment.AUGMENTATIONS``, or a layer) applies to training batches only.
     ``split_by="patch"`` is the leaky random split, for measuring the leak only.
     """
-    from .. import models
-
     if isinstance(augment, str):
         from ..data.augment import by_name
 
         augment = None if augment == "none" else by_name(augment, seed=cfg.seed)
+    df, _ = cached_index(cfg)  # before Keras is imported: without TensorFlow the index builds in parallel
+    from .. import models
+
     image_size, preprocess = models.input_size(model_name, image_size), models.preprocess_for(model_name)
-    df, _ = cached_index(cfg)
     split_df, note = split_index(df, cfg.seed, split_dir, by=split_by, hold_out=hold_out)
     if split_by == "patient":
         splits.check_disjoint(split_df)

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,33 @@ from .io import write_text
 
 # Learning rates are Keras' defaults except adagrad/adadelta, whose defaults
 # (0.001) barely move a CNN in the few epochs of a teaching run.
-OPTIMIZERS = {
-    "adagrad": 0.01,
-    "sgd": 0.01,  # with momentum 0.9
-    "rmsprop": 0.001,
-    "adam": 0.001,
-    "adadelta": 1.0,  # the value of the original paper (Zeiler 2012)
+OPTIMIZERS = {  # name: (Keras class, default learning rate)
+    "adagrad": ("Adagrad", 0.01),
+    "sgd": ("SGD", 0.01),  # with momentum 0.9
+    "rmsprop": ("RMSprop", 0.001),
+    "adam": ("Adam", 0.001),
+    "adadelta": ("Adadelta", 1.0),  # the value of the original paper (Zeiler 2012)
 }
+
+
+@dataclass(frozen=True)
+class Training:
+    """How a model is trained, as a study's arm, a recipe or a notebook sets it (how long comes from the
+    profile or the recipe: ``fit``'s ``epochs``)."""
+
+    optimizer: object = "adam"  # a name of OPTIMIZERS, or a Keras optimizer (a recipe's schedule, EMA)
+    learning_rate: object = None  # None: the optimizer's default in OPTIMIZERS; or a Keras schedule
+    optimizer_options: dict | None = None  # to the optimizer, e.g. {"clipnorm": 1.0}
+    label_smoothing: float = 0.0
+    monitor: str = "val_auc"  # what picks the best epoch and stops early
+    patience: int = 5
+    # Training batches that refresh the BatchNorm statistics before each validation; 0: off (notebook 08).
+    recalibrate_bn: int = 20
+    checkpoint_metrics: tuple | None = None  # in the checkpoints' names; None: the monitored one
+
+    def changes(self) -> dict:
+        """The settings that differ from the defaults: how a run's fingerprint names them."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
 
 
 def make_optimizer(name: str, learning_rate: float | None = None, **options):
@@ -46,17 +66,15 @@ def make_optimizer(name: str, learning_rate: float | None = None, **options):
     key = name.lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    cls, default = OPTIMIZERS[key]
     if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         lr = learning_rate
     else:
-        lr = OPTIMIZERS[key] if learning_rate is None else float(learning_rate)
+        lr = default if learning_rate is None else float(learning_rate)
         if not lr > 0:
             raise ValueError(f"learning rate must be positive, got {learning_rate}")
-    if key == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, **options)
-    cls = {"adagrad": keras.optimizers.Adagrad, "rmsprop": keras.optimizers.RMSprop,
-           "adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta}[key]
-    return cls(learning_rate=lr, **options)
+    momentum = {"momentum": 0.9} if key == "sgd" else {}
+    return getattr(keras.optimizers, cls)(learning_rate=lr, **momentum, **options)
 
 
 def class_weights(labels) -> dict[int, float]:
@@ -227,19 +245,19 @@ def _seed_callback():
     return EpochSeeds()
 
 
-def make_callbacks(run_dir, name: str, monitor: str = "val_auc", patience: int = 5,
-                   extra=(), checkpoint_metrics=None, resume: dict | None = None) -> list:
+def make_callbacks(run_dir, name: str, training: Training, extra=(), resume: dict | None = None) -> list:
     """F1, best-epoch checkpoint, early stopping, CSV history, backup for resumption.
 
-    A checkpoint is named by model, epoch and ``checkpoint_metrics`` (default: the
-    monitored one), e.g. ``vgg16-epoch03-val_loss0.4127-val_accuracy0.8100.keras``.
-    ``resume`` (from :func:`resume_state`) carries the best value so far and the epochs
-    waited since, so that a resumed run keeps and stops on what the whole run saw.
+    A checkpoint is named by model, epoch and ``training.checkpoint_metrics``, e.g.
+    ``vgg16-epoch03-val_loss0.4127-val_accuracy0.8100.keras``. ``resume`` (from :func:`resume_state`)
+    carries the best value so far and the epochs waited since, so that a resumed run keeps and stops
+    on what the whole run saw.
     """
     import keras
 
     run_dir = Path(run_dir)
-    shown = "-".join(f"{m}{{{m}:.4f}}" for m in (checkpoint_metrics or (monitor,)))
+    monitor = training.monitor
+    shown = "-".join(f"{m}{{{m}:.4f}}" for m in (training.checkpoint_metrics or (monitor,)))
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     mode = "min" if "loss" in monitor else "max"
     resume = resume or {}
@@ -248,7 +266,7 @@ def make_callbacks(run_dir, name: str, monitor: str = "val_auc", patience: int =
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / f"{name}-epoch{{epoch:02d}}-{shown}.keras"),
             monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=resume.get("best")),
-        _early_stopping(monitor, mode, patience, resume.get("best"), resume.get("wait", 0)),
+        _early_stopping(monitor, mode, training.patience, resume.get("best"), resume.get("wait", 0)),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         # Saves the weights, optimizer and epoch after every epoch; a new fit() in
         # the same run_dir starts from there. Deleted when training ends.
@@ -280,7 +298,7 @@ def _backup_callback(backup_dir):
     return AtomicBackup(str(backup_dir), delete_checkpoint=False)
 
 
-def _early_stopping(monitor: str, mode: str, patience: int, best=None, wait: int = 0):
+def _early_stopping(monitor: str, mode: str, patience: int, best, wait: int):
     """EarlyStopping that starts from a resumed run's best value and patience spent."""
     import keras
 
@@ -386,31 +404,27 @@ def finished_run(run_dir, key: str, monitor: str = "val_auc") -> TrainResult | N
     best = best_checkpoint(run_dir, monitor)
     if saved.get("best_checkpoint") and best is None:  # its checkpoints were deleted: not whole
         return None
-    fields = {f: saved[f] for f in ("epochs_run", "seconds", "images_per_s", "train_patches")}
-    return TrainResult(run_dir=str(run_dir), best_checkpoint=str(best) if best else None, **fields)
+    counts = {f: saved[f] for f in ("epochs_run", "seconds", "images_per_s", "train_patches")}
+    return TrainResult(run_dir=str(run_dir), best_checkpoint=str(best) if best else None, **counts)
 
 
-def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = None,
-        optimizer="adam", learning_rate=None, class_weight=None, label_smoothing: float = 0.0,
-        monitor: str = "val_auc", patience: int = 5, seed: int = 42, train_patches: int | None = None,
-        extra_callbacks=(), verbose: int = 2, optimizer_options: dict | None = None,
-        recalibrate_bn: int = 20, checkpoint_metrics=None, xla: bool | None = None,
-        key: str | None = None) -> TrainResult:
-    """Compile and train ``model``; everything the run writes goes to ``run_dir``.
+def fit(model, train_ds, val_ds, run_dir, training: Training, *, epochs: int, seed: int = 42,
+        key: str | None = None, name: str | None = None, class_weight=None, train_patches: int | None = None,
+        extra_callbacks=(), verbose: int = 2) -> TrainResult:
+    """Compile and train ``model`` as ``training`` says for at most ``epochs``; everything the run writes
+    goes to ``run_dir``.
 
-    Run it again with the same ``run_dir`` after an interruption (a crash, a
-    closed laptop, a Colab timeout) and it resumes at the epoch after the last
-    one finished. ``verbose=2`` prints one line per epoch: progress bars would
-    redraw into an executed notebook and bloat it. ``recalibrate_bn`` training
-    batches refresh the BatchNorm statistics before each validation. An optimizer
-    with ``use_ema=True`` is validated and checkpointed with its moving average of
-    the weights. ``xla`` None:
-    the hardware's choice (see ``hardware``); False turns XLA off on a GPU.
-    ``key`` names this run's settings, data included: a run that finished in ``run_dir`` with the
-    same key is read back, not trained again, and a backup left by another key is not resumed.
+    Run it again with the same ``run_dir`` after an interruption (a crash, a closed laptop, a Colab
+    timeout) and it resumes at the epoch after the last one finished. ``key`` names this run's settings,
+    data included: a run that finished in ``run_dir`` with the same key is read back, not trained again,
+    and a backup left by another key is not resumed. ``verbose=2`` prints one line per epoch: progress
+    bars would redraw into an executed notebook and bloat it. An optimizer with ``use_ema=True`` is
+    validated and checkpointed with its moving average of the weights. ``name`` (default: the model's)
+    begins the checkpoints' names; ``train_patches`` gives the speed in patches per second.
     """
     import keras
 
+    monitor, optimizer = training.monitor, training.optimizer
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     keras.utils.set_random_seed(seed)
@@ -445,16 +459,16 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
             match = re.search(r"-epoch(\d+)-", old.name)
             if match and int(match.group(1)) > done:
                 old.unlink()
-    compile_model(model, optimizer, learning_rate, label_smoothing, optimizer_options, xla=xla)
+    compile_model(model, optimizer, training.learning_rate, training.label_smoothing, training.optimizer_options)
     # A dataset from pipeline.make_dataset knows its epochs: each keyed on its number, so that a
     # resumed run trains on the batches the uninterrupted one would have.
     keyed = hasattr(train_ds, "epochs")
     batches = train_ds.epochs(done or 0, epochs) if keyed else train_ds
-    # BatchNorm statistics recomputed before every validation (and so before every
-    # checkpoint): 0 turns it off, to see the problem it solves (notebook 08).
-    extra = ([_recalibrate_callback(getattr(train_ds, "calibration", train_ds), recalibrate_bn)]
-             if recalibrate_bn else []) + [_seed_callback()] + list(extra_callbacks)
-    callbacks = make_callbacks(run_dir, name, monitor, patience, extra, checkpoint_metrics, resume=resume)
+    # BatchNorm statistics recomputed before every validation (and so before every checkpoint).
+    recalibrate = training.recalibrate_bn
+    extra = ([_recalibrate_callback(getattr(train_ds, "calibration", train_ds), recalibrate)]
+             if recalibrate else []) + [_seed_callback()] + list(extra_callbacks)
+    callbacks = make_callbacks(run_dir, name, training, extra, resume=resume)
     if getattr(model.optimizer, "use_ema", False):
         # First, so that validation (and the BatchNorm recalibration before it) and the
         # checkpoint see the averaged weights; training steps go on with the raw ones. A run
@@ -466,19 +480,19 @@ def fit(model, train_ds, val_ds, run_dir, *, epochs: int, name: str | None = Non
                         shuffle=False,  # the tf.data pipeline shuffles
                         callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
-    epochs_run = len(read_history(run_dir))  # a resumed run's earlier epochs count too
     n = train_patches or 0
+    best = best_checkpoint(run_dir, monitor)
     result = TrainResult(
         run_dir=str(run_dir),
-        best_checkpoint=str(best_checkpoint(run_dir, monitor) or "") or None,
-        epochs_run=epochs_run,
+        best_checkpoint=str(best) if best else None,
+        epochs_run=len(read_history(run_dir)),  # a resumed run's earlier epochs count too
         seconds=round(seconds, 2),
         images_per_s=round(n * len(history.epoch) / seconds, 1) if n and seconds > 0 else math.nan,
         train_patches=n,
     )
     runs.write_record(run_dir / "train.json", key, {
         **asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-        "learning_rate": learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed},
+        "learning_rate": training.learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed},
         default=lambda o: o.get_config() if hasattr(o, "get_config") else str(o))  # a schedule
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return result

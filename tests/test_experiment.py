@@ -83,7 +83,7 @@ def test_cancernet_beats_chance_on_held_out_real_patients(idc_sample, tmp_path):
     # BatchNorm momentum 0.9 (the bn_fix ingredient): with Keras' 0.99 the moving statistics lag
     # after 4 short epochs, and one run's validation-chosen threshold landed at 0.9998 (balanced accuracy 0.5997)
     model = models.build_model("cancernet", bn_momentum=0.9)
-    result = train.fit(model, data.train, data.val, tmp_path / "run", epochs=4, optimizer="adam",
+    result = train.fit(model, data.train, data.val, tmp_path / "run", train.Training(), epochs=4,
                        class_weight=data.class_weight, seed=0, verbose=0)
     assessment = experiment.assess(result.best_model(model), data)
     # Held-out patients: the test split, threshold from validation. Chance is AUC 0.5

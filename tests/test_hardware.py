@@ -114,7 +114,7 @@ MIRRORED = textwrap.dedent("""
     ds = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y, 2))).batch(batch)
     model = models.build_model("cancernet", image_size=16)
     before = [w.numpy().copy() for w in model.trainable_weights]
-    result = train.fit(model, ds, ds, RUN_DIR, epochs=1, learning_rate=1e-3, verbose=0)
+    result = train.fit(model, ds, ds, RUN_DIR, train.Training(learning_rate=1e-3), epochs=1, verbose=0)
     after = [w.numpy() for w in model.trainable_weights]
     print(json.dumps({"strategy": type(model.distribute_strategy).__name__,
                       "replicas": hardware.replicas(), "batch": batch, "xla": settings.xla,

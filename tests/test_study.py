@@ -12,6 +12,7 @@ from helpers import plots, results, train  # noqa: E402
 from helpers.data import source
 from helpers.studies import study
 from helpers.studies.study import Variant  # noqa: E402
+from helpers.train import Training
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +24,7 @@ def small_demo(tmp_path_factory):
     return root
 
 
-VARIANTS = [Variant("adam", fit={"optimizer": "adam"}),
-            Variant("sgd", fit={"optimizer": "sgd", "learning_rate": 0.01},
-                    build={"dense_units": 32})]
+VARIANTS = [Variant("adam"), Variant("sgd", training=Training("sgd", 0.01), build={"dense_units": 32})]
 
 
 @pytest.mark.slow
@@ -48,7 +47,7 @@ def test_a_study_runs_each_variant_per_seed_and_rereads_finished_runs(small_demo
     monkeypatch.setattr(train, "fit", no_training)
     again = study.run_study(cfg, "opt", "08_test", VARIANTS, seeds=[1, 2])
     assert list(again.runs["f1"]) == list(found.runs["f1"])
-    changed = [Variant("adam", fit={"optimizer": "adam", "learning_rate": 0.01})]
+    changed = [Variant("adam", training=Training(learning_rate=0.01))]
     with pytest.raises(AssertionError, match="trained again"):  # other settings: trained anew
         study.run_study(cfg, "opt", "08_test", changed, seeds=[1])
 

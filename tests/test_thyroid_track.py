@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import cam
+from helpers import cam, train
 from helpers.data import source
 from helpers.studies import compare, study
 from helpers.thyroid import track
@@ -171,7 +171,7 @@ def test_outcome_grid_names_the_thyroid_classes(cfg):
 def test_a_thyroid_study_run_is_recorded_as_thyroid_with_a_sidecar(cfg):
     data = track.prepare(cfg, 32, train_on="cropped")
     variant = study.Variant("tiny", model="cancernet", image_size=32,
-                            fit={"checkpoint_metrics": ("val_loss", "val_accuracy")})
+                            training=train.Training(checkpoint_metrics=("val_loss", "val_accuracy")))
     done = study.run_study(cfg, "thyroid_t", "16_thyroid_backbones", [variant], seeds=[0],
                            prepare=lambda size, augmentation: data)
     path = study.run_path(done, "tiny", cfg.output_dir) / "best.keras"

@@ -11,6 +11,9 @@ from helpers import evaluate, results, train
 from helpers.data import source
 
 
+FAST = train.Training(learning_rate=0.05)  # the tiny model learns in a few epochs
+
+
 def tiny_model():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -42,6 +45,14 @@ def test_bad_optimizer_and_rate_raise():
         train.make_optimizer("adam", 0)
 
 
+def test_training_names_only_the_settings_it_changes():
+    # What a run's fingerprint holds: a study arm that sets nothing keeps the key it had as fit={}.
+    assert train.Training().changes() == {}
+    assert train.Training("sgd", 0.01, recalibrate_bn=0).changes() == {
+        "optimizer": "sgd", "learning_rate": 0.01, "recalibrate_bn": 0}
+    assert train.Training(label_smoothing=0.0, monitor="val_auc").changes() == {}  # the defaults, given
+
+
 def test_class_weights_balance_the_classes():
     w = train.class_weights([0, 0, 0, 1])
     assert w == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
@@ -52,8 +63,7 @@ def test_class_weights_balance_the_classes():
 def test_fit_learns_and_writes_checkpoint_history_and_summary(tmp_path):
     ds, _ = separable()
     val, y_val = separable(seed=1)
-    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=4, optimizer="adam",
-                       learning_rate=0.05, train_patches=256, verbose=0)
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=4, train_patches=256, verbose=0)
     history = result.history
     assert list(history["epoch"]) == [0, 1, 2, 3]
     assert {"loss", "val_loss", "val_auc", "f1", "val_f1"} <= set(history.columns)
@@ -109,14 +119,13 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
         def on_epoch_begin(self, epoch, logs=None):
             started.append(epoch)
 
-    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05,
-                       extra_callbacks=[Record()], verbose=0)
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=3, extra_callbacks=[Record()], verbose=0)
     assert started == [1, 2], "the second fit starts after the epoch that finished"
     assert result.epochs_run == 3, "the run's epochs, as its history has them"
     assert list(train.read_history(tmp_path / "run")["epoch"]) == [0, 1, 2]
 
 
-def crash_after_first_epoch(tmp_path, ds, val, model=None, **options):
+def crash_after_first_epoch(tmp_path, ds, val, model=None, training=FAST):
     class Crash(Exception):
         pass
 
@@ -126,9 +135,8 @@ def crash_after_first_epoch(tmp_path, ds, val, model=None, **options):
                 raise Crash()
 
     with pytest.raises(Crash):
-        train.fit(model or tiny_model(), ds, val, tmp_path / "run", epochs=3,
-                  learning_rate=options.pop("learning_rate", 0.05 if model is None else None),
-                  extra_callbacks=[CrashAfterFirstEpoch()], verbose=0, **options)
+        train.fit(model or tiny_model(), ds, val, tmp_path / "run", training, epochs=3,
+                  extra_callbacks=[CrashAfterFirstEpoch()], verbose=0)
     return tmp_path / "run" / "backup"
 
 
@@ -146,24 +154,24 @@ def test_a_run_killed_after_its_last_epoch_is_finished_not_trained_again(tmp_pat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, key="a",
+        train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=2, key="a",
                   extra_callbacks=[Record(), KillAtTheEnd()], verbose=0)
     assert started == [0, 1] and train.readable_backup(tmp_path / "run" / "backup") == 2
     assert not (tmp_path / "run" / "train.json").exists()
 
-    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, key="a",
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=2, key="a",
                        extra_callbacks=[Record()], verbose=0)
     assert started == [0, 1], "the finished epochs were trained again"
     assert result.epochs_run == 2 and result.best_checkpoint
     assert not (tmp_path / "run" / "backup").exists()
 
     capsys.readouterr()
-    again = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, key="a",
+    again = train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=2, key="a",
                       extra_callbacks=[Record()], verbose=0)
     assert started == [0, 1] and "finished earlier with these settings, read back" in capsys.readouterr().err
     assert again.best_checkpoint == result.best_checkpoint and again.epochs_run == 2
 
-    other = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=1, learning_rate=0.05, key="b",
+    other = train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=1, key="b",
                       extra_callbacks=[Record()], verbose=0)
     assert started == [0, 1, 0] and list(other.history["epoch"]) == [0], "another key trains afresh"
 
@@ -178,7 +186,7 @@ def test_a_backup_cut_short_by_a_kill_falls_back_to_a_fresh_start_with_one_warni
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # what a kill mid-write left
     assert train.readable_backup(backup) is None
     capsys.readouterr()
-    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=2, learning_rate=0.05, verbose=0)
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=2, verbose=0)
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warned == [f"warning: the backup in {backup} cannot be read; training starts again from epoch 1"]
     assert list(result.history["epoch"]) == [0, 1] and result.epochs_run == 2
@@ -205,8 +213,8 @@ def test_a_resumed_run_keeps_the_best_epoch_of_the_whole_run(tmp_path):
 def test_a_rerun_of_a_finished_run_starts_a_clean_history(tmp_path):
     ds, _ = separable()
     val, _ = separable(seed=1)
-    train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=3, learning_rate=0.05, verbose=0)
-    result = train.fit(tiny_model(), ds, val, tmp_path / "run", epochs=1, learning_rate=0.05, verbose=0)
+    train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=3, verbose=0)
+    result = train.fit(tiny_model(), ds, val, tmp_path / "run", FAST, epochs=1, verbose=0)
     assert list(result.history["epoch"]) == [0], "epochs of the earlier run leaked into this one"
     assert len(list((tmp_path / "run" / "checkpoints").glob("*.keras"))) == 1
 
@@ -282,8 +290,8 @@ def test_an_ema_optimizer_is_validated_and_checkpointed_with_its_averaged_weight
         keras.utils.set_random_seed(0)
         model = tiny_model()
         start = [w.copy() for w in model.get_weights()]
-        result = train.fit(model, ds, val, tmp_path / name, epochs=3, optimizer=train.make_optimizer("sgd", 0.1, **ema),
-                           monitor="val_loss", recalibrate_bn=0, verbose=0)
+        training = train.Training(train.make_optimizer("sgd", 0.1, **ema), monitor="val_loss", recalibrate_bn=0)
+        result = train.fit(model, ds, val, tmp_path / name, training, epochs=3, verbose=0)
         kept = result.best_model(model)
         moved = sum(float(np.abs(a - b).sum()) for a, b in zip(kept.get_weights(), start))
         return moved, result.history
@@ -320,9 +328,10 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path):
         return (pipeline.make_dataset(**kw, balance=True, augment="histology", seed=3),
                 pipeline.make_dataset(**kw))
 
-    whole = train.fit(dropout_model(), *data(), tmp_path / "whole", epochs=3, verbose=0, recalibrate_bn=2)
-    crash_after_first_epoch(tmp_path, *data(), model=dropout_model(), recalibrate_bn=2)
-    resumed = train.fit(dropout_model(), *data(), tmp_path / "run", epochs=3, verbose=0, recalibrate_bn=2)
+    training = train.Training(recalibrate_bn=2)
+    whole = train.fit(dropout_model(), *data(), tmp_path / "whole", training, epochs=3, verbose=0)
+    crash_after_first_epoch(tmp_path, *data(), model=dropout_model(), training=training)
+    resumed = train.fit(dropout_model(), *data(), tmp_path / "run", training, epochs=3, verbose=0)
     a, b = whole.history, resumed.history
     assert list(b["epoch"]) == [0, 1, 2]
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)

@@ -7,6 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import math  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -20,7 +21,8 @@ from helpers.studies import experiment, tuning
 pytestmark = pytest.mark.filterwarnings("ignore:(currentThread|getName):DeprecationWarning")
 
 # Tiny on purpose: CancerNet at 32x32, ~200 patches, one epoch per trial.
-SEARCH = dict(max_trials=2, epochs=1, learning_rate=(1e-3, 1e-1), batch_sizes=(16, 32), verbose=0)
+BUDGET = tuning.Budget(max_trials=2, epochs=1)
+SEARCH = dict(learning_rate=(1e-3, 1e-1), batch_sizes=(16, 32), verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def searched(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("search")
-    return out, tuning.random_search(data, out, "cancernet_random", **SEARCH)
+    return out, tuning.random_search(data, out, BUDGET, "cancernet_random", **SEARCH)
 
 
 def scores(tuner):
@@ -80,16 +82,16 @@ def test_a_rerun_resumes_instead_of_starting_again(searched, data, tmp_path, mon
         return fit(self, *args, **kwargs)
     monkeypatch.setattr(tuning.RegistryHyperModel, "fit", counting_fit)
 
-    same = tuning.random_search(data, tmp_path, "cancernet_random", **SEARCH)
+    same = tuning.random_search(data, tmp_path, BUDGET, "cancernet_random", **SEARCH)
     assert calls == [] and scores(same) == scores(first)
 
-    more = tuning.random_search(data, tmp_path, "cancernet_random", **{**SEARCH, "max_trials": 3})
+    more = tuning.random_search(data, tmp_path, replace(BUDGET, max_trials=3), "cancernet_random", **SEARCH)
     assert len(calls) == 1
     after = scores(more)
     assert len(after) == 3 and {k: after[k] for k in scores(first)} == scores(first)
 
     with pytest.raises(tuning.TuningError, match="other space"):  # other ranges would mix scores
-        tuning.random_search(data, tmp_path, "cancernet_random", **{**SEARCH, "batch_sizes": (8, 16)})
+        tuning.random_search(data, tmp_path, BUDGET, "cancernet_random", **{**SEARCH, "batch_sizes": (8, 16)})
 
 
 @pytest.mark.slow
@@ -99,14 +101,14 @@ def test_a_search_in_which_every_trial_fails_is_an_error(data, tmp_path, monkeyp
     # (with 3 failures in a row keras-tuner raises its own RuntimeError instead).
     monkeypatch.setitem(sys.modules, "tensorboard.plugins.hparams", None)
     with pytest.raises(tuning.TuningError, match=r"none of the \d trials.*tensorboard.*pip install tensorboard"):
-        tuning.random_search(data, tmp_path, "broken", **{**SEARCH, "max_trials": trials})
+        tuning.random_search(data, tmp_path, replace(BUDGET, max_trials=trials), "broken", **SEARCH)
 
 
 @pytest.mark.slow
 def test_bayesian_search_over_fine_tune_at(data, tmp_path):
     # One random trial, then one chosen by the Gaussian process fitted to it.
-    tuner = tuning.bayesian_search(data, tmp_path, "cancernet_bayes", fine_tune_at=(0, 5), max_trials=2,
-                                   epochs=1, learning_rate=(1e-3, 1e-1), num_initial_points=1, verbose=0)
+    tuner = tuning.bayesian_search(data, tmp_path, replace(BUDGET, initial_points=1), "cancernet_bayes",
+                                   fine_tune_at=(0, 5), learning_rate=(1e-3, 1e-1), verbose=0)
     table = tuning.trials_table(tuner)
     assert len(table) == 2 and table["score"].map(math.isfinite).all()
     assert table["fine_tune_at"].between(0, 5).all()
@@ -170,6 +172,8 @@ def test_budget_by_profile_and_overrides():
         tuning.budget("huge")
     with pytest.raises(ValueError, match="at least 1"):
         tuning.budget("smoke", max_trials=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        tuning.Budget(max_trials=2, epochs=0)
 
 
 def test_default_fine_tune_range():
@@ -218,20 +222,19 @@ def test_an_unnamed_search_is_named_by_its_settings_and_recalibrates_batchnorm(d
     calls = []
     recalibrate = train.recalibrate_batchnorm
     monkeypatch.setattr(train, "recalibrate_batchnorm", lambda *a, **k: calls.append(1) or recalibrate(*a, **k))
-    first = tuning.random_search(data, tmp_path, **{**SEARCH, "max_trials": 1})
+    one = replace(BUDGET, max_trials=1)
+    first = tuning.random_search(data, tmp_path, one, **SEARCH)
     assert calls == [1]  # before the trial's one validation
     name = first.project_name
     assert name.startswith("random_cancernet_") and (tmp_path / "tuner" / name / "search.json").is_file()
-    same = tuning.random_search(data, tmp_path, **{**SEARCH, "max_trials": 1})
+    same = tuning.random_search(data, tmp_path, one, **SEARCH)
     assert same.project_name == name and calls == [1]  # resumed: nothing trained
-    other = tuning.random_search(data, tmp_path, **{**SEARCH, "max_trials": 1, "batch_sizes": (8,)})
+    other = tuning.random_search(data, tmp_path, one, **{**SEARCH, "batch_sizes": (8,)})
     assert other.project_name != name  # other settings: a project of its own, not an error
 
 
 @pytest.mark.slow
 def test_retrain_best_trains_once_and_records_a_row(data, tmp_path):
-    from dataclasses import replace
-
     from helpers import results
 
     cfg = replace(data.extra["cfg"], output_dir=tmp_path, epochs=1)

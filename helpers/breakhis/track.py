@@ -100,10 +100,10 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
                                fine_tune_at=None if weights is None else 0, seed=cfg.seed)
     run_dir = Path(cfg.output_dir) / "runs" / stem
     val = dataset("val")
-    weights_by_class = train.class_weights(patches.labels[where == "train"])
-    result = train.fit(model, dataset("train", shuffle=True), val, run_dir, epochs=settings["epochs"],
-                       name=f"breakhis_{model_name}", class_weight=weights_by_class, seed=cfg.seed,
-                       train_patches=counts["train"])
+    training = train.Training(settings["optimizer"], settings["learning_rate"])
+    result = train.fit(model, dataset("train", shuffle=True), val, run_dir, training, epochs=settings["epochs"],
+                       seed=cfg.seed, name=f"breakhis_{model_name}", train_patches=counts["train"],
+                       class_weight=train.class_weights(patches.labels[where == "train"]))
     best = result.best_model(model)
     y_val, p_val = evaluate.predict(best, val)
     threshold = evaluate.choose_threshold(y_val, p_val)

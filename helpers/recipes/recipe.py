@@ -457,11 +457,11 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
         train_ds, val_ds = datasets(recipe, arch, (x_train, y_train), (x_val, y_val), seed + m)
         averaged = {"use_ema": True, "ema_momentum": recipe.ema} if recipe.ema else {}
         optimizer = tr.make_optimizer(recipe.optimizer, learning_rate(recipe, steps), **averaged)
-        result = tr.fit(model, train_ds, val_ds, out_dir / f"run{m}", epochs=recipe.epochs, name=arch,
-                        optimizer=optimizer, class_weight=tr.class_weights(y_train) if recipe.class_weight else None,
-                        label_smoothing=recipe.label_smoothing, monitor=recipe.monitor, patience=recipe.patience,
-                        seed=seed + m, train_patches=len(y_train), recalibrate_bn=recipe.recalibrate_bn,
-                        verbose=verbose, key=f"{key}-member{m}")
+        training = tr.Training(optimizer, label_smoothing=recipe.label_smoothing, monitor=recipe.monitor,
+                               patience=recipe.patience, recalibrate_bn=recipe.recalibrate_bn)
+        result = tr.fit(model, train_ds, val_ds, out_dir / f"run{m}", training, epochs=recipe.epochs, seed=seed + m,
+                        key=f"{key}-member{m}", name=arch, train_patches=len(y_train), verbose=verbose,
+                        class_weight=tr.class_weights(y_train) if recipe.class_weight else None)
         best = result.best_model(model)
         with atomic_path(path) as tmp:
             best.save(tmp)

@@ -18,7 +18,6 @@ import seaborn as sns
 from sklearn import metrics as skm
 
 from .. import results
-from ..config import ROOT
 from ..plots import title_with_source
 from ..reference import LITERATURE_IDC, SEED_IDC
 
@@ -43,19 +42,6 @@ PUBLISHED = ["source", "model", "setting", "f1", "balanced_accuracy", "accuracy"
 
 # --- the table -----------------------------------------------------------------
 
-def read_registry(registry) -> tuple[pd.DataFrame, str]:
-    """The registry (a DataFrame, the CSV file or its folder; None: the project's ``outputs/``) and
-    a name for messages. A missing file is an empty registry; one that does not parse, an error."""
-    if isinstance(registry, pd.DataFrame):
-        return registry, "the registry table"
-    path = Path(ROOT / "outputs" if registry is None else registry)
-    path = results.registry_path(path) if path.is_dir() else path
-    try:
-        return results.load(path), str(path)
-    except Exception as exc:
-        raise ValueError(f"results registry {path} cannot be read: {exc}") from exc
-
-
 def data_label(data_dir, generated) -> str:
     """What a reader needs to know about the data (as ``Config.data_label`` says it)."""
     if str(generated).strip().lower() in ("true", "1", "1.0"):
@@ -65,11 +51,16 @@ def data_label(data_dir, generated) -> str:
     return f"real data: {Path(str(data_dir)).name}"
 
 
-def model_runs(registry=None, latest: bool = True, task: str = "idc") -> pd.DataFrame:
-    """The model rows of the registry (a model and a score) of one ``task`` ("idc", the default for
-    rows without one, or "thyroid"), in ``COLUMNS``; the latest row of each run only unless
-    ``latest=False`` (a rerun appends under the same name). Empty, with the columns, when nothing ran."""
-    table, name = read_registry(registry)
+def model_runs(registry, latest: bool = True, task: str = "idc") -> pd.DataFrame:
+    """The model rows (a model and a score) of one ``task`` ("idc", the default for rows without one, or
+    "thyroid") in the registry (the CSV file or its folder), in ``COLUMNS``; the latest row of each run only
+    unless ``latest=False`` (a rerun appends under the same name). Empty, with the columns, when nothing ran;
+    a registry that does not parse is an error."""
+    path = results.registry_path(registry) if Path(registry).is_dir() else Path(registry)
+    try:
+        table = results.load(path)
+    except Exception as exc:
+        raise ValueError(f"results registry {path} cannot be read: {exc}") from exc
     table = table.reindex(columns=list(dict.fromkeys([*table.columns, *COLUMNS])))
     for column in [*NUMBERS, "params"]:
         table[column] = pd.to_numeric(table[column], errors="coerce")
@@ -77,7 +68,7 @@ def model_runs(registry=None, latest: bool = True, task: str = "idc") -> pd.Data
     rows = table[table["model"].notna() & table[METRICS].notna().any(axis=1) & of_task]
     if rows["run"].isna().any():
         lines = [i + 2 for i in rows.index[rows["run"].isna()]]  # +2: header, then 1-based
-        raise ValueError(f"{name}: model rows without a run name (lines {lines})")
+        raise ValueError(f"{path}: model rows without a run name (lines {lines})")
     if latest:
         rows = rows.drop_duplicates("run", keep="last")  # rows are appended: last is latest
     rows = rows.assign(data_dir=rows["data"],

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import evaluate, hardware, train
+from .. import evaluate, hardware, runs, train
 from ..data import pipeline, splits
 from ..data.cache import cached_index
 from ..data.pipeline import Data
@@ -44,9 +44,10 @@ def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient"
     return splits.split_by_patient(df, val=0.15, test=0.15, seed=seed, hold_out=hold_out), note
 
 
-def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
-                 balanced_train: bool = True, augment="none", split_by: str = "patient", hold_out=()) -> Data:
-    """Index, split by patient, cap to the profile's sample size, and build the pipelines.
+def prepare_data(cfg, model_name: str = "cancernet", image_size=None, *, split_dir=None, augment="none",
+                 split_by: str = "patient", hold_out=()) -> Data:
+    """Index, split by patient, cap to the profile's sample size, and build the pipelines for ``model_name``:
+    at its input size (``image_size`` None: its own) with its preprocessing.
 
     The training split is class-balanced (as the seed projects trained); validation and test keep
     the natural IDC share, so their scores mean what they would on new slides. ``augment`` (a name
@@ -57,7 +58,10 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
         from ..data.augment import by_name
 
         augment = None if augment == "none" else by_name(augment, seed=cfg.seed)
-    df, _ = cached_index(cfg)
+    df, _ = cached_index(cfg)  # before Keras is imported: without TensorFlow the index builds in parallel
+    from .. import models
+
+    image_size, preprocess = models.input_size(model_name, image_size), models.preprocess_for(model_name)
     split_df, note = split_index(df, cfg.seed, split_dir, by=split_by, hold_out=hold_out)
     if split_by == "patient":
         splits.check_disjoint(split_df)
@@ -65,8 +69,7 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     parts = []
     for name, part in split_df.groupby("split"):
         limit = None if cap is None else max(2, round(cap * (0.7 if name == "train" else 0.15)))
-        parts.append(splits.sample(part, max_patches=limit, seed=cfg.seed,
-                                   balanced=balanced_train and name == "train"))
+        parts.append(splits.sample(part, max_patches=limit, seed=cfg.seed, balanced=name == "train"))
     index = pd.concat(parts).reset_index(drop=True)
     for line in splits.check_classes(index, note):
         print(line, file=sys.stderr)
@@ -85,26 +88,18 @@ def prepare_data(cfg, image_size: int = 50, preprocess=None, split_dir=None,
     return data
 
 
-def model_data(cfg, model_name: str, image_size=None, **options) -> Data:
-    """``prepare_data`` at the model's input size (``image_size`` None: its own) and preprocessing."""
-    from .. import models
-
-    return prepare_data(cfg, image_size=models.input_size(model_name, image_size),
-                        preprocess=models.preprocess_for(model_name), **options)
-
-
-def run_key(cfg, **settings) -> str:
-    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size with ``settings``."""
-    from .. import runs
-
+def run_key(cfg, training: train.Training, **settings) -> str:
+    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size, trained as ``training``
+    says, with ``settings``."""
     return runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
-                                 batch=cfg.batch_size, **settings))
+                                 batch=cfg.batch_size, fit=training.changes(), **settings))
 
 
-def train_on(model, data: Data, run_dir, *, epochs: int, seed: int, **options) -> train.TrainResult:
+def train_on(model, data: Data, run_dir, training: train.Training, *, epochs: int, seed: int,
+             **options) -> train.TrainResult:
     """``train.fit`` on ``data``'s pipelines, class weights and training patch count."""
-    return train.fit(model, data.train, data.val, run_dir, epochs=epochs, class_weight=data.class_weight,
-                     seed=seed, train_patches=len(data.part("train")), **options)
+    return train.fit(model, data.train, data.val, run_dir, training, epochs=epochs, seed=seed,
+                     class_weight=data.class_weight, train_patches=len(data.part("train")), **options)
 
 
 def save_model(model, path) -> None:
@@ -113,15 +108,14 @@ def save_model(model, path) -> None:
         model.save(tmp)
 
 
-def assess(model, data: Data, threshold: float | None = None) -> dict:
+def assess(model, data: Data) -> dict:
     """Scores on validation and test; the threshold is chosen on validation only.
 
     Returns ``threshold``, ``val`` and ``test`` scores (test None without a test split), the
     per-patient test table and the raw predictions (``pred``).
     """
     y_val, p_val = evaluate.predict(model, data.val)
-    if threshold is None:
-        threshold = evaluate.choose_threshold(y_val, p_val)
+    threshold = evaluate.choose_threshold(y_val, p_val)
     out = {"threshold": threshold, "val": evaluate.scores(y_val, p_val, threshold),
            "pred": {"val": p_val}, "test": None, "per_patient": None}
     if data.test is not None:
@@ -135,8 +129,7 @@ def assess(model, data: Data, threshold: float | None = None) -> dict:
 SCORE_COLUMNS = ["accuracy", "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "n", "positives"]
 
 
-def registry_row(run: str, model_name: str, result, assessment: dict, params: dict,
-                 n_params: int | None = None) -> dict:
+def registry_row(run: str, model_name: str, result, assessment: dict, params: dict, n_params: int) -> dict:
     """One registry row: what ran, on what, and its scores (test if present, else validation)."""
     scored = assessment["test"] or assessment["val"]
     row = {"run": run, "model": model_name, "scored_on": "test" if assessment["test"] else "val",
@@ -151,8 +144,7 @@ def registry_row(run: str, model_name: str, result, assessment: dict, params: di
     return row
 
 
-def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", optimizer: str = "adam",
-                  learning_rate=None, hold_out=()):
+def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", hold_out=()):
     """(model, data) for notebooks that need a trained model rather than teach training.
 
     The run is named by model, profile and a fingerprint of the data and settings, so a rerun (or
@@ -162,16 +154,15 @@ def train_or_load(cfg, model_name: str = "cancernet", prefix: str = "shared", op
 
     from .. import models
 
-    data = model_data(cfg, model_name, hold_out=hold_out)
-    key = run_key(cfg, seed=cfg.seed, optimizer=optimizer, learning_rate=learning_rate,
-                  hold_out=sorted(map(str, hold_out)))
+    data = prepare_data(cfg, model_name, hold_out=hold_out)
+    training = train.Training()
+    key = run_key(cfg, training, seed=cfg.seed, hold_out=sorted(map(str, hold_out)))
     run_dir = Path(cfg.output_dir) / "runs" / f"{prefix}_{model_name}_{cfg.profile}_{key[:8]}"
     done = run_dir / "model.keras"
     if done.is_file():
         return keras.models.load_model(done), data
     model = models.build_model(model_name, image_size=data.image_size, seed=cfg.seed)
-    result = train_on(model, data, run_dir, epochs=cfg.epochs, seed=cfg.seed, name=model_name,
-                      optimizer=optimizer, learning_rate=learning_rate, key=key)
+    result = train_on(model, data, run_dir, training, epochs=cfg.epochs, seed=cfg.seed, name=model_name, key=key)
     best = result.best_model(model)
     save_model(best, done)
     return best, data
@@ -215,8 +206,8 @@ def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFr
     return pd.concat([seed, ours], ignore_index=True)
 
 
-def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict,
-           data: Data, params: dict | None = None) -> dict:
+def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict, data: Data,
+           params: dict) -> dict:
     """Figures (training curves; ROC, PR, confusion), predictions and one registry row;
     returns the paths written (``written``) and the ``row``."""
     import matplotlib.pyplot as plt
@@ -239,7 +230,7 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
     for name, proba in assessment["pred"].items():
         written[f"predictions_{name}"] = Path(cfg.output_dir) / "predictions" / f"{run}_{stamp}_{name}.csv"
         evaluate.save_predictions(data.part(name), proba, written[f"predictions_{name}"], split=name)
-    row = registry_row(run, model_name, result, assessment, params or {}, count_params(model)["total"])
+    row = registry_row(run, model_name, result, assessment, params, count_params(model)["total"])
     row["predictions"] = str(written.get("predictions_test", written["predictions_val"]))
     results.record(cfg, notebook, [row], split=split)
     return {"written": written, "row": row}
@@ -247,40 +238,38 @@ def report(cfg, notebook: str, run: str, model, model_name: str, result, assessm
 
 @dataclass
 class ModelRun:
-    """What ``train_and_assess`` did: the data, the model as built and its best epoch, the
-    training result, the scores and the registry row."""
+    """What ``train_and_assess`` did."""
 
     name: str
     model_name: str
     data: Data
-    model: object
-    best: object
-    result: object
+    model: object  # as built
+    best: object  # its best epoch
+    result: train.TrainResult
     assessment: dict
-    row: dict
+    row: dict  # in the registry
 
 
 def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, weights=None, fine_tune_at=None,
-                     optimizer="adam", learning_rate=None, split_dir=None, fit: dict | None = None) -> ModelRun:
+                     training: train.Training = train.Training(), split_dir=None) -> ModelRun:
     """Notebook 02's steps in one call, each shown as notebook 02 shows it, for the notebooks that teach
     an architecture (03-07): split by patient, build, train (resumable; a finished run with the same
     settings read back), threshold chosen on validation, test scores, figures, predictions and one
-    registry row. ``fit``: extra keywords of ``train.fit``."""
+    registry row."""
     from IPython.display import display
 
     from .. import models
 
-    data = model_data(cfg, model_name, image_size, split_dir=split_dir)
+    data = prepare_data(cfg, model_name, image_size, split_dir=split_dir)
     print(f"input {data.image_size}x{data.image_size}; split {data.split_note}; class weights {data.class_weight}")
     display(splits.describe(data.index))
     model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at)
     display(pd.DataFrame([models.count_params(model)], index=["parameters"]))
     name = f"{notebook[:2]}_{model_name}_{cfg.profile}"
-    key = run_key(cfg, seed=cfg.seed, model=model_name, size=data.image_size, weights=weights,
-                  fine_tune_at=fine_tune_at, optimizer=optimizer, learning_rate=learning_rate, split_dir=split_dir,
-                  fit=fit)
-    result = train_on(model, data, Path(cfg.output_dir) / "runs" / name, epochs=cfg.epochs, seed=cfg.seed,
-                      name=model_name, optimizer=optimizer, learning_rate=learning_rate, key=key, **(fit or {}))
+    key = run_key(cfg, training, seed=cfg.seed, model=model_name, size=data.image_size, weights=weights,
+                  fine_tune_at=fine_tune_at, split_dir=split_dir)
+    result = train_on(model, data, Path(cfg.output_dir) / "runs" / name, training, epochs=cfg.epochs, seed=cfg.seed,
+                      name=model_name, key=key)
     best = result.best_model(model)
     print(f"{result.epochs_run} epochs in {result.seconds:.0f} s, {result.images_per_s:.0f} training patches/s")
     assessment = assess(best, data)
@@ -291,8 +280,8 @@ def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, we
                                           assessment["threshold"]))
     if assessment["per_patient"] is not None:  # the patients it reads worst
         display(assessment["per_patient"].sort_values("accuracy").head(5).round(3))
-    params = {"optimizer": optimizer, "learning_rate": learning_rate, "epochs": cfg.epochs,
-              "batch_size": cfg.batch_size, "image_size": data.image_size, "weights": str(weights),
-              "fine_tune_at": fine_tune_at, **(fit or {})}
+    params = {"optimizer": training.optimizer, "learning_rate": training.learning_rate, **training.changes(),
+              "epochs": cfg.epochs, "batch_size": cfg.batch_size, "image_size": data.image_size,
+              "weights": str(weights), "fine_tune_at": fine_tune_at}
     out = report(cfg, notebook, name, best, model_name, result, assessment, data, params=params)
     return ModelRun(name, model_name, data, model, best, result, assessment, out["row"])

@@ -14,32 +14,31 @@ import pandas as pd
 
 from .. import models
 from ..data import splits
-from .experiment import assess, model_data, run_key, train_on
+from ..train import Training
+from .experiment import assess, prepare_data, run_key, train_on
 
 SPLITS_COMPARED = ("patch", "patient")
 METRICS = ["f1", "balanced_accuracy", "roc_auc"]
 
 
-def compare_splits(cfg, model_name: str = "cancernet", seeds=None, optimizer: str = "adam",
-                   learning_rate=None, verbose: int = 2) -> pd.DataFrame:
+def compare_splits(cfg, model_name: str = "cancernet", seeds=None, training: Training = Training(),
+                   verbose: int = 2) -> pd.DataFrame:
     """One row per (split, seed): test scores, how many test patients also trained, and the patches
     on each side. Runs are kept under ``<output_dir>/runs/leak_<model>_<profile>/<split>-<seed>``; a rerun
-with the same settings reads a finished run back."""
+    with the same settings reads a finished run back."""
     seeds = list(seeds or [cfg.seed + i for i in range(cfg.seeds)])
     rows = []
     for by in SPLITS_COMPARED:
         for seed in seeds:
             run_cfg = dataclasses.replace(cfg, seed=seed)
-            data = model_data(run_cfg, model_name, split_by=by)
+            data = prepare_data(run_cfg, model_name, split_by=by)
             if data.test is None:
                 raise ValueError(f"{cfg.data_dir}: the {by} split left no test patches")
             model = models.build_model(model_name, image_size=data.image_size, seed=seed)
             run_dir = cfg.output_dir / "runs" / f"leak_{model_name}_{cfg.profile}" / f"{by}-{seed}"
             start = time.perf_counter()
-            result = train_on(model, data, run_dir, epochs=cfg.epochs, seed=seed, name=model_name, optimizer=optimizer,
-                              learning_rate=learning_rate, verbose=verbose,
-                              key=run_key(run_cfg, model=model_name, split=by, optimizer=optimizer,
-                                          learning_rate=learning_rate))
+            result = train_on(model, data, run_dir, training, epochs=cfg.epochs, seed=seed, name=model_name,
+                              verbose=verbose, key=run_key(run_cfg, training, model=model_name, split=by))
             scored = assess(result.best_model(model), data)
             rows.append({
                 "split": by, "seed": seed, "split_note": data.split_note,

@@ -26,7 +26,7 @@ class Variant:
     name: str
     model: str = "cancernet"
     build: dict = field(default_factory=dict)  # keywords of models.build_model
-    fit: dict = field(default_factory=dict)  # keywords of train.fit (optimizer, learning_rate, ...)
+    training: train.Training = train.Training()
     image_size: int | None = None  # None: the model's own input size
     augment: str = "none"  # a name of helpers.data.augment.AUGMENTATIONS
 
@@ -67,8 +67,7 @@ def long_history(history: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame
                          "split": np.where(validation, "validation", "training"), "value": long["value"]})
 
 
-def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=None,
-              split_dir=None, monitor: str = "val_auc", patience: int = 5, prepare=None) -> Study:
+def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=None, prepare=None) -> Study:
     """Train every variant once per seed on one patient split; record every run.
 
     ``seeds`` default to the profile's count (``cfg.seeds``) from ``cfg.seed``; the split always
@@ -86,12 +85,12 @@ def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=Non
         size = models.input_size(variant.model, variant.image_size)
         key = (size, variant.model if models.preprocess_for(variant.model) else None, variant.augment)
         if key not in data_cache:
-            data_cache[key] = prepare(size, variant.augment) if prepare is not None else experiment.model_data(
-                cfg, variant.model, size, split_dir=split_dir, augment=variant.augment)
+            data_cache[key] = prepare(size, variant.augment) if prepare is not None else experiment.prepare_data(
+                cfg, variant.model, size, augment=variant.augment)
         data = data_cache[key]
         split_note = data.split_note
         for seed in seeds:
-            row, history = _run_once(cfg, study, variant, seed, data, monitor, patience)
+            row, history = _run_once(cfg, study, variant, seed, data)
             rows.append(row)
             histories.append(long_history(history, variant.name, seed))
     scored_on = rows[0]["scored_on"] if rows else "val"
@@ -103,12 +102,13 @@ def _run_dir(output_dir, study: str, variant: str, seed: int) -> Path:
     return Path(output_dir) / "runs" / study / f"{variant}_seed{seed}"
 
 
-def _run_once(cfg, study, variant, seed, data, monitor, patience):
+def _run_once(cfg, study, variant, seed, data):
     run = f"{study}_{variant.name}_seed{seed}"
     run_dir = _run_dir(cfg.output_dir, study, variant.name, seed)
     done = run_dir / "done.json"
-    fingerprint = experiment.run_key(cfg, split_seed=cfg.seed, seed=seed, data_key=data.extra.get("key", ""),
-                                     **asdict(variant))
+    fingerprint = experiment.run_key(cfg, variant.training, split_seed=cfg.seed, seed=seed,
+                                     data_key=data.extra.get("key", ""), name=variant.name, model=variant.model,
+                                     build=variant.build, image_size=variant.image_size, augment=variant.augment)
     saved = runs.read_record(done, fingerprint)
     if saved is not None:
         print(f"{run}: finished earlier with these settings, read back")
@@ -116,15 +116,14 @@ def _run_once(cfg, study, variant, seed, data, monitor, patience):
     print(f"{run}: training")
     model = models.build_model(variant.model, image_size=data.image_size, seed=seed,
                                **{**data.extra.get("build", {}), **variant.build})
-    fit_options = {"optimizer": "adam", **variant.fit}
-    result = experiment.train_on(model, data, run_dir, epochs=cfg.epochs, seed=seed, name=variant.name,
-                                 monitor=monitor, patience=patience, key=fingerprint, **fit_options)
+    result = experiment.train_on(model, data, run_dir, variant.training, epochs=cfg.epochs, seed=seed,
+                                 name=variant.name, key=fingerprint)
     best = result.best_model(model)
     assessment = experiment.assess(best, data)
     history = result.history
     params = {"study": study, "variant": variant.name, "seed": seed, "image_size": data.image_size,
               "augment": variant.augment, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-              "settings": json.dumps({"build": variant.build, "fit": fit_options}, default=str)}
+              "settings": json.dumps({"build": variant.build, "training": asdict(variant.training)}, default=str)}
     row = experiment.registry_row(run, variant.model, result, assessment, params,
                                   models.count_params(model)["total"])
     last = history.iloc[-1]  # the gap: how much the run overfits at its last epoch

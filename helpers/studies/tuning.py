@@ -28,6 +28,7 @@ from ..io import write_text
 
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}
 DONE = "COMPLETED"
+OBJECTIVE = keras_tuner.Objective("val_auc", "max")  # what a run monitors (train.Training's default)
 
 
 class TuningError(RuntimeError):
@@ -39,17 +40,12 @@ def _choice(hp, name, values):
     return hp.Choice(name, values) if len(values) > 1 else hp.Fixed(name, values[0])
 
 
-def _direction(objective: str) -> str:
-    return "min" if "loss" in objective else "max"
-
-
 class RegistryHyperModel(keras_tuner.HyperModel):
     """A compiled model of ``helpers.models`` whose training settings are hyperparameters.
 
     ``learning_rate`` (low, high) is sampled log-uniformly; ``optimizers`` (names of
     ``train.OPTIMIZERS``) and ``batch_sizes`` with one value are fixed, not tuned; ``fine_tune_at``
-    None keeps the model's default freezing, (low, high) is an Int range, a list a Choice;
-    ``recalibrate_bn`` training batches refresh the BatchNorm statistics before each validation.
+    None keeps the model's default freezing, (low, high) is an Int range, a list a Choice.
 
     Batch size as a hyperparameter: ``fit`` unbatches the training pipeline (after its cache and
     shuffle) and batches it with the trial's size, so one pipeline serves every trial and the patches
@@ -58,7 +54,7 @@ class RegistryHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, model_name="cancernet", *, image_size=None, weights=None,
                  learning_rate=(1e-4, 1e-1), optimizers=("adam",), batch_sizes=(64,),
-                 fine_tune_at=None, seed=42, objective="val_auc", verbose=1, recalibrate_bn=20):
+                 fine_tune_at=None, seed=42, verbose=1):
         super().__init__(name=model_name)
         models.input_size(model_name)  # an unknown model fails here, not in every trial
         if weights == "imagenet" and not models.MODELS[model_name].pretrained:
@@ -77,8 +73,7 @@ class RegistryHyperModel(keras_tuner.HyperModel):
         self.model_name, self.image_size, self.weights = model_name, image_size, weights
         self.learning_rate, self.optimizers, self.batch_sizes = (low, high), names, [int(b) for b in sizes]
         self.fine_tune_at = _check_fine_tune_at(fine_tune_at)
-        self.seed, self.objective, self.verbose = seed, objective, verbose
-        self.recalibrate_bn = int(recalibrate_bn)
+        self.seed, self.verbose = seed, verbose
 
     def describe(self) -> dict:
         """The search space and model, as plain values (kept beside the tuner's state)."""
@@ -86,7 +81,7 @@ class RegistryHyperModel(keras_tuner.HyperModel):
                 "weights": None if self.weights is None else str(self.weights),
                 "learning_rate": list(self.learning_rate), "optimizers": self.optimizers,
                 "batch_sizes": self.batch_sizes, "fine_tune_at": self.fine_tune_at, "seed": self.seed,
-                "recalibrate_bn": self.recalibrate_bn}
+                "recalibrate_bn": train.Training.recalibrate_bn}
 
     @property
     def dimensions(self) -> int:
@@ -127,15 +122,14 @@ class RegistryHyperModel(keras_tuner.HyperModel):
         # Fresh BatchNorm statistics before each validation, as train.fit does: a trial of one
         # short epoch otherwise validates with moving averages still near mean 0 / variance 1,
         # predicts one class for every patch, and every trial gets the same score.
-        callbacks = [train._recalibrate_callback(batches, self.recalibrate_bn)] if self.recalibrate_bn else []
-        kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
+        recalibrate = train._recalibrate_callback(batches, train.Training.recalibrate_bn)
+        kwargs["callbacks"] = [recalibrate, *(kwargs.get("callbacks") or [])]
         start = time.perf_counter()
         history = model.fit(batches, *args, shuffle=False, **kwargs)  # the pipeline shuffles
         if self.verbose:
-            best = (min if _direction(self.objective) == "min" else max)(
-                history.history.get(self.objective, [math.nan]))
+            best = max(history.history.get(OBJECTIVE.name, [math.nan]))
             shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-            print(f"{shown} -> best {self.objective} {best:.4f} ({time.perf_counter() - start:.0f} s)")
+            print(f"{shown} -> best {OBJECTIVE.name} {best:.4f} ({time.perf_counter() - start:.0f} s)")
         return history
 
 
@@ -152,45 +146,76 @@ def _check_fine_tune_at(fine_tune_at):
 
 # --- the searches ------------------------------------------------------------
 
-def random_search(data, output_dir, name: str | None = None, *, max_trials: int = 10, epochs: int = 2,
-                  overwrite: bool = False, model_name: str = "cancernet", batch_sizes=(32, 64, 128), **space):
+@dataclass(frozen=True)
+class Budget:
+    """How much one search may cost: trials, epochs per trial, the patch cap of its data,
+    and how many of a Bayesian search's first trials are random."""
+
+    max_trials: int
+    epochs: int
+    sample_size: int | None = None  # None: every patch
+    initial_points: int | None = None  # None: 3 per tuned hyperparameter
+
+    def __post_init__(self):
+        if self.max_trials < 1 or self.epochs < 1:
+            raise ValueError(f"max_trials and epochs must be at least 1, got {self.max_trials} and {self.epochs}")
+
+
+BUDGETS = {
+    "smoke": Budget(max_trials=3, epochs=1, sample_size=600, initial_points=2),
+    "cpu": Budget(max_trials=10, epochs=3, sample_size=10_000, initial_points=4),
+    "full": Budget(max_trials=25, epochs=5, sample_size=50_000, initial_points=6),
+    "colab": Budget(max_trials=8, epochs=3, sample_size=20_000, initial_points=3),  # ~20 min on a T4 (estimate)
+}
+
+
+def budget(profile: str, max_trials=None, epochs=None, sample_size=None) -> Budget:
+    """The profile's search budget; a value given (not None) wins, ``sample_size`` 0 means no cap.
+    A Bayesian search keeps at least one trial for the Gaussian process when it has two or more."""
+    if profile not in BUDGETS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(BUDGETS)}")
+    base = BUDGETS[profile]
+    trials = int(base.max_trials if max_trials is None else max_trials)
+    epochs = int(base.epochs if epochs is None else epochs)
+    cap = base.sample_size if sample_size is None else (int(sample_size) or None)
+    return Budget(trials, epochs, cap, max(1, min(base.initial_points, trials - 1)))
+
+
+def random_search(data, output_dir, budget: Budget, name: str | None = None, *, overwrite: bool = False,
+                  model_name: str = "cancernet", batch_sizes=(32, 64, 128), **space):
     """Random search (Bergstra & Bengio 2012) over learning rate, batch size and optimizer.
 
     ``data``: ``experiment.prepare_data``'s output for this model; ``space``: the other arguments of
-    ``RegistryHyperModel`` (learning_rate, optimizers, weights, fine_tune_at, seed, objective,
-    verbose). ``name`` None names the project by its settings. Returns the tuner, searched.
+    ``RegistryHyperModel``. ``name`` None names the project by its settings. Returns the tuner, searched.
     """
     hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, batch_sizes=batch_sizes, **space)
-    return _search("random", hypermodel, data, output_dir, name, max_trials, epochs, overwrite)
+    return _search("random", hypermodel, data, output_dir, name, budget, overwrite)
 
 
-def bayesian_search(data, output_dir, name: str | None = None, *, fine_tune_at, max_trials: int = 10,
-                    epochs: int = 2, overwrite: bool = False, model_name: str = "cancernet",
-                    num_initial_points=None, **space):
+def bayesian_search(data, output_dir, budget: Budget, name: str | None = None, *, fine_tune_at,
+                    overwrite: bool = False, model_name: str = "cancernet", **space):
     """Bayesian optimisation (a Gaussian process) over ``fine_tune_at`` and the learning rate.
 
     ``weights`` (in ``space``) is the pretrained model to fine-tune (a file; None: a random start, for
-    a demonstration only). The first ``num_initial_points`` trials (default 3 per tuned hyperparameter)
+    a demonstration only). The budget's first ``initial_points`` trials (None: 3 per tuned hyperparameter)
     are random: keras-tuner's own default counts fixed hyperparameters too (12 random trials for
     this space), which would leave a 10-trial search without any Bayesian step.
     """
     hypermodel = RegistryHyperModel(model_name, image_size=data.image_size, fine_tune_at=fine_tune_at, **space)
-    return _search("bayesian", hypermodel, data, output_dir, name, max_trials, epochs, overwrite,
-                   num_initial_points=num_initial_points or 3 * hypermodel.dimensions)
+    return _search("bayesian", hypermodel, data, output_dir, name, budget, overwrite,
+                   num_initial_points=budget.initial_points or 3 * hypermodel.dimensions)
 
 
-def _search(kind, hypermodel, data, output_dir, name, max_trials, epochs, overwrite, **options):
+def _search(kind, hypermodel, data, output_dir, name, budget, overwrite, **options):
     import tensorflow as tf
 
-    if max_trials < 1 or epochs < 1:
-        raise ValueError(f"max_trials and epochs must be at least 1, got {max_trials} and {epochs}")
     if data.preprocess is not models.preprocess_for(hypermodel.model_name):
         raise ValueError(f"the data were prepared with another preprocessing than {hypermodel.model_name!r} "
-                         "needs: prepare_data(cfg, preprocess=models.preprocess_for(name))")
+                         f"needs: prepare_data(cfg, {hypermodel.model_name!r})")
     directory = Path(output_dir) / "tuner"
     used = data.index[data.index["split"].isin(["train", "val"])]  # other data must not resume
     settings = json.loads(json.dumps({  # as read back from the file: tuples become lists
-        "kind": kind, "space": hypermodel.describe(), "epochs": epochs, "objective": hypermodel.objective,
+        "kind": kind, "space": hypermodel.describe(), "epochs": budget.epochs, "objective": OBJECTIVE.name,
         "data": runs.fingerprint(sorted(used["path"].astype(str)), data.image_size)}))
     if name is None:  # named by everything but max_trials: same settings resume, other ones start anew
         name = f"{kind}_{hypermodel.model_name}_{runs.fingerprint(settings, length=10)}"
@@ -203,8 +228,7 @@ def _search(kind, hypermodel, data, output_dir, name, max_trials, epochs, overwr
         raise TuningError(f"the tuner project {directory / name} was searched with other {', '.join(changed)} "
                           f"({', '.join(f'{k}={old.get(k)}' for k in changed)}); resuming would mix "
                           "scores that do not compare: choose another name, or pass overwrite=True")
-    objective = keras_tuner.Objective(hypermodel.objective, _direction(hypermodel.objective))
-    tuner = TUNERS[kind](hypermodel, objective=objective, max_trials=max_trials, executions_per_trial=1,
+    tuner = TUNERS[kind](hypermodel, objective=OBJECTIVE, max_trials=budget.max_trials, executions_per_trial=1,
                          seed=hypermodel.seed, directory=str(directory), project_name=name, overwrite=overwrite,
                          **options)
     write_text(saved, json.dumps(settings, indent=2))
@@ -219,7 +243,7 @@ def _search(kind, hypermodel, data, output_dir, name, max_trials, epochs, overwr
                                     module="sklearn.gaussian_process")
             # verbose=0 reaches the oracle too: its per-trial display would print a table
             # and clear the notebook cell's output after every trial.
-            tuner.search(patches, validation_data=data.val, epochs=epochs, class_weight=data.class_weight,
+            tuner.search(patches, validation_data=data.val, epochs=budget.epochs, class_weight=data.class_weight,
                          verbose=0)
     except RuntimeError as exc:  # keras-tuner stops after 3 consecutive failed trials
         if "consecutive failures" not in str(exc):
@@ -388,47 +412,13 @@ def grid_vs_random_figure(n: int = 9, seed: int = 3):
     return fig
 
 
-# --- notebook 11: how much to search, and what the search found ------------------
-
-@dataclass(frozen=True)
-class Budget:
-    """How much one search may cost: trials, epochs per trial, the patch cap of its data,
-    and how many of a Bayesian search's first trials are random."""
-
-    max_trials: int
-    epochs: int
-    sample_size: int | None  # None: every patch
-    initial_points: int
-
-
-BUDGETS = {
-    "smoke": Budget(max_trials=3, epochs=1, sample_size=600, initial_points=2),
-    "cpu": Budget(max_trials=10, epochs=3, sample_size=10_000, initial_points=4),
-    "full": Budget(max_trials=25, epochs=5, sample_size=50_000, initial_points=6),
-    "colab": Budget(max_trials=8, epochs=3, sample_size=20_000, initial_points=3),  # ~20 min on a T4 (estimate)
-}
-
-
-def budget(profile: str, max_trials=None, epochs=None, sample_size=None) -> Budget:
-    """The profile's search budget; a value given (not None) wins, ``sample_size`` 0 means no cap.
-    A Bayesian search keeps at least one trial for the Gaussian process when it has two or more."""
-    if profile not in BUDGETS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(BUDGETS)}")
-    base = BUDGETS[profile]
-    trials = int(base.max_trials if max_trials is None else max_trials)
-    epochs = int(base.epochs if epochs is None else epochs)
-    if trials < 1 or epochs < 1:
-        raise ValueError(f"max_trials and epochs must be at least 1, got {trials} and {epochs}")
-    cap = base.sample_size if sample_size is None else (int(sample_size) or None)
-    return Budget(trials, epochs, cap, max(1, min(base.initial_points, trials - 1)))
-
+# --- notebook 11: the data to search on, and what the search found ---------------
 
 def search_data(cfg, model_name: str, budget: Budget):
-    """The model's data (``experiment.model_data``) capped at the budget's sample size: the same
-    patient split as the full runs."""
-    from .experiment import model_data
+    """The model's data capped at the budget's sample size: the same patient split as the full runs."""
+    from .experiment import prepare_data
 
-    return model_data(replace(cfg, sample_size=budget.sample_size), model_name)
+    return prepare_data(replace(cfg, sample_size=budget.sample_size), model_name)
 
 
 # CancerNet's first two blocks (13 layers) and the first convolution of the third: the seed
@@ -455,8 +445,8 @@ def retrain_best(cfg, best: dict, notebook: str, *, model_name: str = "cancernet
 
     build = {k: v for k, v in (("weights", None if weights is None else str(weights)),
                                 ("fine_tune_at", best.get("fine_tune_at"))) if v is not None}
-    variant = study.Variant(name, model=model_name, build=build,
-                            fit={"optimizer": best["optimizer"], "learning_rate": float(best["learning_rate"])})
+    training = train.Training(optimizer=best["optimizer"], learning_rate=float(best["learning_rate"]))
+    variant = study.Variant(name, model=model_name, build=build, training=training)
     final = replace(cfg, batch_size=int(best.get("batch_size", cfg.batch_size)))
     return study.run_study(final, study_name, notebook, [variant], seeds=[cfg.seed])
 

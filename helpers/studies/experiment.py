@@ -191,9 +191,9 @@ def scores_table(assessment: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).T[SCORE_COLUMNS].astype(float).round(3)
 
 
-def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
+def beside_original(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
     """The seed project's published figures for this model beside ours, each with its split."""
-    from ..reference import seed_rows
+    from ..reference import original_rows
 
     scored = assessment["test"] or assessment["val"]
     ours = pd.DataFrame([{
@@ -202,8 +202,11 @@ def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFr
         "test": round(assessment["test"]["accuracy"], 3) if assessment["test"] else None,
         "f1": round(scored["f1"], 3), "split": data.split_note, "note": cfg.data_label,
     }])
-    seed = seed_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
-    return pd.concat([seed, ours], ignore_index=True)
+    original = original_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
+    return pd.concat([original, ours], ignore_index=True)
+
+
+beside_seed = beside_original  # the old name, until the notebooks call beside_original
 
 
 def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict, data: Data,

@@ -82,6 +82,34 @@ def test_a_patient_on_two_lists_raises(tmp_path):
         splits.read_patient_list(tmp_path / "nope.txt")
 
 
+def test_split_index_reads_a_split_folder_or_splits_by_patient_or_by_patch(tmp_path):
+    df = make_index(8)
+    (tmp_path / "cases_train.txt").write_text("1000\n1001\n1002\n1003\n")
+    (tmp_path / "cases_val.txt").write_text("1004\n9999\n")
+    (tmp_path / "cases_test.txt").write_text("1005\n")
+    out, note = splits.split_index(df, seed=1, split_dir=tmp_path)
+    assert note == f"by patient, from the lists in {tmp_path.name} (listed but absent: {{'val': 1}})"
+    assert out.groupby("split")["patient"].nunique().to_dict() == {"train": 4, "val": 1, "test": 1}
+    assert len(out) == (df["patient"] <= "1005").sum()  # patients on no list are dropped
+
+    out, note = splits.split_index(df, seed=1, hold_out=["1007"])
+    assert note == "by patient, 70/15/15, seed 1, 1007 held out for test"
+    assert len(out) == len(df) and set(out.loc[out["patient"] == "1007", "split"]) == {"test"}
+    splits.check_disjoint(out)
+    out, note = splits.split_index(df, seed=1, by="patch")
+    assert note == "by patch (random, leaky), 70/15/15, seed 1" and splits.shared_patients(out) > 0
+
+
+def test_split_index_refuses_a_split_it_cannot_make(tmp_path):
+    with pytest.raises(ValueError, match="it takes no split_dir"):
+        splits.split_index(make_index(4), seed=0, split_dir=tmp_path, by="patch")
+    with pytest.raises(ValueError, match="not 'slide'"):
+        splits.split_index(make_index(4), seed=0, by="slide")
+    (tmp_path / "cases_train.txt").write_text("1000\n")
+    with pytest.raises(FileNotFoundError, match="needs cases_train.txt and cases_val.txt"):
+        splits.split_index(make_index(4), seed=0, split_dir=tmp_path)
+
+
 def test_balanced_sample_keeps_patients_on_their_side():
     df = splits.split_by_patient(make_index(60), seed=0)
     owner = df.groupby("patient")["split"].first()

@@ -1,6 +1,7 @@
 """Train / validation / test splits by patient, never by patch: patches of one patient are
 near-duplicates (neighbouring tiles of one slide), so a patch split shows the model its test patients
-and inflates every metric. Each function returns the index with a ``split`` column.
+and inflates every metric. Each function returns the index with a ``split`` column; ``split_index``
+chooses the split a run asked for and says which in a note.
 """
 
 from __future__ import annotations
@@ -103,6 +104,32 @@ def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]
     out = df[df["patient"].isin(owner)].copy()
     out["split"] = out["patient"].map(owner)
     return out, report
+
+
+def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
+                hold_out=()) -> tuple[pd.DataFrame, str]:
+    """Patients to train/val/test: from list files in ``split_dir`` if given, else 70/15/15
+    (``hold_out`` patients to test on top). ``by="patch"`` draws patches at random instead
+    (the seed projects' leaky split)."""
+    if by == "patch":
+        if split_dir:
+            raise ValueError("a patch split draws patches at random: it takes no split_dir")
+        return split_by_patch(df, val=0.15, test=0.15, seed=seed), \
+            f"by patch (random, leaky), 70/15/15, seed {seed}"
+    if by != "patient":
+        raise ValueError(f"a split is by 'patient' or by 'patch', not {by!r}")
+    if split_dir:
+        folder = Path(split_dir)
+        lists = {n: folder / f"cases_{n}.txt" for n in SPLITS if (folder / f"cases_{n}.txt").is_file()}
+        if "train" not in lists or "val" not in lists:
+            raise FileNotFoundError(f"{split_dir} needs cases_train.txt and cases_val.txt")
+        out, report = split_from_lists(df, lists)
+        missing = {k: len(v) for k, v in report["missing_from_data"].items() if v}
+        note = f"by patient, from the lists in {folder.name}"
+        return out, note + (f" (listed but absent: {missing})" if missing else "")
+    note = f"by patient, 70/15/15, seed {seed}" + (f", {', '.join(map(str, hold_out))} held out for test"
+                                                    if len(hold_out) else "")
+    return split_by_patient(df, val=0.15, test=0.15, seed=seed, hold_out=hold_out), note
 
 
 def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = False,

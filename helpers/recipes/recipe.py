@@ -622,7 +622,6 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     from .. import evaluate
     from ..data import pipeline, source
     from ..data.cache import cached_index
-    from ..studies.experiment import split_index
 
     recipe = get(recipe)
     if not Path(data_dir).is_dir():
@@ -630,7 +629,7 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     splits.check_cap(sample_size)
     cfg = source.resolve("cpu", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
     df, _ = cached_index(cfg)
-    split_df, note = split_index(df, seed, split_dir)
+    split_df, note = splits.split_index(df, seed, split_dir)
     why = [] if len(split_df) == len(df) else [f"patients on none of the lists in {split_dir} left out"]
     if sample_size:
         split_df = splits.sample(split_df, max_patches=int(sample_size), seed=seed)

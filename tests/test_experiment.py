@@ -121,7 +121,7 @@ def test_train_or_load_trains_once_and_predicts_whole_patients(small_demo, tmp_p
     monkeypatch.setattr(train, "fit", no_training)
     again, _ = experiment.train_or_load(cfg, "cancernet", prefix="t")
 
-    df, _ = cached_index(cfg)
+    df, _ = cached_index(cfg.data_dir, cfg.output_dir)
     patients = data.part("test")["patient"].unique()[:2]
     whole = experiment.predict_patients(model, df, patients, data)
     assert len(whole) == df["patient"].isin(patients).sum() > len(data.part("test").query("patient in @patients"))

@@ -32,7 +32,8 @@ def prepare_data(cfg, model_name: str = "cancernet", image_size=None, *, split_d
         from ..data.augment import by_name
 
         augment = None if augment == "none" else by_name(augment, seed=cfg.seed)
-    df, _ = cached_index(cfg)  # before Keras is imported: without TensorFlow the index builds in parallel
+    # before Keras is imported: without TensorFlow the index builds in parallel
+    df, _ = cached_index(cfg.data_dir, cfg.output_dir)
     from .. import models
 
     image_size, preprocess = models.input_size(model_name, image_size), models.preprocess_for(model_name)

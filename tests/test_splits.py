@@ -132,6 +132,23 @@ def test_size_limited_sample_is_reproducible_and_capped():
         splits.sample(df, max_patches=1)
 
 
+def test_a_capped_sample_never_passes_the_cap_and_keeps_each_splits_share():
+    # 7, 7 and 6 patches: a cap of 10 gives shares 3.5, 3.5 and 3, which round to 4 + 4 + 3 = 11
+    df = pd.DataFrame({"patient": [str(i) for i in range(20)], "label": [i % 2 for i in range(20)],
+                       "split": ["train"] * 7 + ["val"] * 7 + ["test"] * 6})
+    sub = splits.sample(df, max_patches=10, seed=0)
+    assert len(sub) == 10
+    assert sub["split"].value_counts().to_dict() == {"train": 3, "val": 4, "test": 3}
+    whole = splits.split_by_patient(make_index(30), seed=2)
+    sizes = whole["split"].value_counts()
+    for cap in range(20, len(whole), 37):  # from 20 on, no split is held up to its 2 patches
+        counts = splits.sample(whole, max_patches=cap, seed=cap)["split"].value_counts()
+        assert counts.sum() <= cap and counts.min() >= 2, (cap, counts)
+        assert (abs(counts - cap * sizes / len(whole)) < 2).all(), (cap, counts)
+    with pytest.raises(ValueError, match="cannot give each of the 3 splits 2 patches; give at least 6"):
+        splits.sample(df, max_patches=5)
+
+
 PATIENTS = np.array(list("aaaabbbbbbbbcc"))  # 4, 8 and 2 patches
 
 

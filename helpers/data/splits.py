@@ -135,16 +135,16 @@ def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient"
 def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = False,
            seed: int = 0) -> pd.DataFrame:
     """A subset of patches within each split (no patient changes side): ``max_patches`` caps the total,
-    shared in proportion to the splits' sizes; ``balanced`` draws as many IDC-negative as positive
-    patches per split (the seed projects trained on ~5,500 such patches)."""
+    shared in proportion to the splits' sizes (:func:`_shares`); ``balanced`` draws as many IDC-negative
+    as positive patches per split (the seed projects trained on ~5,500 such patches)."""
     if max_patches is not None and max_patches < 2:
         raise ValueError(f"max_patches must be at least 2, got {max_patches}")
     rng = np.random.default_rng(seed)
-    groups = df.groupby("split", sort=False) if "split" in df else [(None, df)]
-    total = len(df)
+    groups = list(df.groupby("split", sort=False)) if "split" in df else [(None, df)]
+    sizes = np.array([len(part) for _, part in groups])
+    caps = sizes if max_patches is None else _shares(sizes, max_patches)
     parts = []
-    for _, part in groups:
-        cap = len(part) if max_patches is None else max(2, round(max_patches * len(part) / total))
+    for (_, part), cap in zip(groups, caps):
         if balanced:
             counts = part["label"].value_counts()
             per_class = min(cap // 2, counts.get(0, 0), counts.get(1, 0))
@@ -152,6 +152,22 @@ def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = Fa
         else:
             parts.append(_pick(part, cap, rng))
     return pd.concat(parts).sort_index()
+
+
+def _shares(sizes: np.ndarray, cap: int) -> np.ndarray:
+    """``cap`` patches shared among splits of ``sizes``: each its proportional share rounded, at least 2
+    (or all it has); where that would pass ``cap``, the shares most above their exact value give one back."""
+    if cap >= sizes.sum():
+        return sizes
+    least = np.minimum(2, sizes)
+    if least.sum() > cap:
+        raise ValueError(f"max_patches {cap} cannot give each of the {len(sizes)} splits 2 patches; "
+                         f"give at least {least.sum()}")
+    exact = cap * sizes / sizes.sum()
+    shares = np.maximum(least, np.round(exact)).astype(int)
+    while shares.sum() > cap:
+        shares[np.argmax(np.where(shares > least, shares - exact, -np.inf))] -= 1
+    return shares
 
 
 def _pick(part: pd.DataFrame, n: int, rng) -> pd.DataFrame:

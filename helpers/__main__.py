@@ -119,10 +119,10 @@ OPTION_FLAGS = {"model": "model", "optimizer": "optimizer", "lr": "learning_rate
 BUILD_FLAGS = ("dropout", "l2", "kernel_size")
 
 
-def _train_options(args) -> dict:
-    """The recipe options a ``train`` command gives: its --set and --fit pairs, the flags of OPTION_FLAGS,
-    and build_model's keywords (BUILD_FLAGS, --build) as ``build``. One option given twice with two
-    values is an error naming both flags."""
+def _train_options(args) -> tuple[dict, dict]:
+    """The recipe options a ``train`` command gives (its --set and --fit pairs, the flags of OPTION_FLAGS,
+    and build_model's keywords (BUILD_FLAGS, --build) as ``build``) and the flag that gave each. One option
+    given twice with two values is an error naming both flags."""
     given = [("--set", _options(args.set, "--set")), ("--fit", _options(args.fit, "--fit"))]
     given += [(f"--{dest.replace('_', '-')}", {option: getattr(args, dest)})
               for dest, option in OPTION_FLAGS.items() if getattr(args, dest) is not None]
@@ -136,7 +136,7 @@ def _train_options(args) -> dict:
             if key in options and options[key] != value:
                 raise ValueError(f"{said[key]} and {flag} both set the recipe option {key}; give it once")
             options[key], said[key] = value, flag
-    return options
+    return options, said
 
 
 def _budget(args) -> tuple[int | None, int | None]:
@@ -171,11 +171,11 @@ def _train(args) -> dict:
     if not args.recipe and not args.model:
         raise ValueError("train needs --model NAME (the recipe best with it) or --recipe NAME "
                          "(see helpers.recipes.recipe)")
-    options = _train_options(args)
+    options, said = _train_options(args)
     _check_dir_then_load_tensorflow(args.data_dir)
     from .recipes import recipe
 
-    fit = [key for key in _options(args.fit, "--fit") if key not in recipe.OPTION_NAMES]
+    fit = [key for key in options if said[key] == "--fit" and key not in recipe.OPTION_NAMES]
     if fit:  # --fit once took any keyword of train.fit
         raise ValueError(f"--fit {fit[0]}=...: {fit[0]!r} is not a recipe option; --fit sets recipe options, "
                          f"as --set does: {', '.join(recipe.OPTION_NAMES)}")

@@ -2,6 +2,8 @@
 
 A result on a random patch split is not comparable with one on a patient split:
 patches of one patient are near-duplicates, so a random split leaks.
+
+The seed project (the one this series grew from) is ``original`` in names: "seed" means a random seed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import pandas as pd
 
 # The seed project (IDC), from its slides, all on random patches. Accuracies unless named otherwise.
 _IDC_COLUMNS = ("model", "setting", "train", "val", "test", "f1", "split", "note")
-SEED_IDC = [dict(zip(_IDC_COLUMNS, (*row[:-1], "random patches", row[-1]))) for row in (
+ORIGINAL_IDC = [dict(zip(_IDC_COLUMNS, (*row[:-1], "random patches", row[-1]))) for row in (
     ("vgg_style", "50 epochs", None, None, 0.76, 0.74, "1,110 test patches; F1 of IDC(+)"),
     ("resnet50", "ImageNet, new head", 0.993, 0.696, 0.732, None, ""),
     ("xception", "BreakHis-pretrained, 100 frozen, 21 epochs", 0.999, 0.784, None, None, ""),
@@ -22,9 +24,9 @@ SEED_IDC = [dict(zip(_IDC_COLUMNS, (*row[:-1], "random patches", row[-1]))) for 
     ("cancernet", "BreakHis + Bayesian fine_tune_at=5, lr 0.0346", 0.821, 0.818, 0.789, None, ""),
 )]
 
-# The seed project's fine_tune_at per model (SEED_IDC): CancerNet's first block (5 layers),
+# The seed project's fine_tune_at per model (ORIGINAL_IDC): CancerNet's first block (5 layers),
 # the first 100 layers of MobileNetV2 and of Xception.
-SEED_FINE_TUNE_AT = {"cancernet": 5, "mobilenet_v2": 100, "xception": 100}
+ORIGINAL_FINE_TUNE_AT = {"cancernet": 5, "mobilenet_v2": 100, "xception": 100}
 
 # Published results on the benchmark's patient split (84/29 train+val, 49 test).
 LITERATURE_IDC = [
@@ -35,15 +37,18 @@ LITERATURE_IDC = [
 ]
 
 
-def seed_rows(model: str) -> pd.DataFrame:
+def original_rows(model: str) -> pd.DataFrame:
     """The seed project's figures for ``model`` (empty if it gave none)."""
-    rows = [r for r in SEED_IDC if r["model"] == model]
-    return pd.DataFrame(rows, columns=list(SEED_IDC[0]))
+    rows = [r for r in ORIGINAL_IDC if r["model"] == model]
+    return pd.DataFrame(rows, columns=list(ORIGINAL_IDC[0]))
+
+
+seed_rows = original_rows  # the old name, until the notebooks call original_rows
 
 
 # The thyroid project (seed 001), from its slides: accuracy on the given test folder.
 _THYROID_COLUMNS = ("model", "trained on", "tested on", "test accuracy", "note")
-SEED_THYROID = [dict(zip(_THYROID_COLUMNS, row), split="the given folders") for row in (
+ORIGINAL_THYROID = [dict(zip(_THYROID_COLUMNS, row), split="the given folders") for row in (
     ("vgg19", "uncropped", "uncropped", "> 0.80", "best of five; best checkpoint VGG19-010-0.4609-0.8172"),
     ("resnet101", "uncropped", "uncropped", "> 0.80", "second"),
     ("vgg16", "uncropped", "uncropped", "> 0.80", "third"),
@@ -54,6 +59,6 @@ SEED_THYROID = [dict(zip(_THYROID_COLUMNS, row), split="the given folders") for 
 )]
 
 
-def seed_thyroid() -> pd.DataFrame:
+def original_thyroid() -> pd.DataFrame:
     """The thyroid project's published results, with the split they came from."""
-    return pd.DataFrame(SEED_THYROID)
+    return pd.DataFrame(ORIGINAL_THYROID)

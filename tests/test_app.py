@@ -140,11 +140,11 @@ def test_discovery_edge_cases(tmp_path):
     (root / "b" / "model.json").write_text(json.dumps({"task": "thyroid", "model": "vgg19"}))
     runs = root / "runs"
     # helpers train's layout: out/model.keras (+ .json) is that run's best checkpoint already.
-    (runs / "t" / "run" / "checkpoints").mkdir(parents=True)
+    (runs / "t" / "run0" / "checkpoints").mkdir(parents=True)
     (runs / "t" / "model.keras").write_bytes(b"x")
     (runs / "t" / "model.json").write_text("{}")
-    (runs / "t" / "run" / "checkpoints" / "c.keras").write_bytes(b"x")
-    (runs / "t" / "run" / "train.json").write_text(json.dumps({"best_checkpoint": "elsewhere/c.keras"}))
+    (runs / "t" / "run0" / "checkpoints" / "c.keras").write_bytes(b"x")
+    (runs / "t" / "run0" / "train.json").write_text(json.dumps({"best_checkpoint": "elsewhere/c.keras"}))
     # study's layout: <run>/best.keras (+ .json) beside <run>/train.json.
     (runs / "s" / "v_seed1" / "checkpoints").mkdir(parents=True)
     (runs / "s" / "v_seed1" / "checkpoints" / "v-epoch01.keras").write_bytes(b"x")

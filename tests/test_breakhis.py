@@ -494,11 +494,11 @@ def test_pretrain_needs_patients_for_validation(tmp_path):
 
 
 def test_fine_tune_arms_differ_only_in_where_the_weights_start(tmp_path):
-    from helpers.reference import SEED_FINE_TUNE_AT
+    from helpers.reference import ORIGINAL_FINE_TUNE_AT
 
     arms = track.fine_tune_arms("cancernet", tmp_path / "bh.keras")
     assert arms == {"scratch": {}, "breakhis": {"weights": str(tmp_path / "bh.keras"),
-                                                "fine_tune_at": SEED_FINE_TUNE_AT["cancernet"]}}
+                                                "fine_tune_at": ORIGINAL_FINE_TUNE_AT["cancernet"]}}
     backbone = track.fine_tune_arms("mobilenet_v2", "bh.keras", fine_tune_at=7, imagenet=True)
     assert list(backbone) == ["scratch", "breakhis", "imagenet"]
     assert backbone["imagenet"] == {"weights": "imagenet", "fine_tune_at": 7}
@@ -506,7 +506,7 @@ def test_fine_tune_arms_differ_only_in_where_the_weights_start(tmp_path):
         track.fine_tune_arms("cancernet", "bh.keras", imagenet=True)
 
 
-def test_beside_seed_and_verdict():
+def test_beside_original_and_verdict():
     from helpers import config
 
     cfg = config.Config(profile="smoke", data_dir=Path("/d"), output_dir=Path("/o"), generated=True, epochs=2,
@@ -514,8 +514,8 @@ def test_beside_seed_and_verdict():
                         seeds=1)
     runs = pd.DataFrame({"variant": ["scratch", "breakhis"], "model": "cancernet", "scored_on": "test",
                          "accuracy": [0.8, 0.9], "f1": [0.7, 0.75], "val_f1": [0.70, 0.76]})
-    table = track.beside_seed("cancernet", runs, cfg, "by patient")
-    assert list(table["split"][:2]) == ["random patches"] * 2  # the seed's two CancerNet rows first
+    table = track.beside_original("cancernet", runs, cfg, "by patient")
+    assert list(table["split"][:2]) == ["random patches"] * 2  # the seed project's two CancerNet rows first
     assert table["test"].iloc[-1] == 0.9 and table["split"].iloc[-1] == "test split, by patient"
     summary = runs.set_index("variant")
     assert track.verdict(summary, "demo").startswith(

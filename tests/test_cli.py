@@ -206,14 +206,16 @@ def test_bad_recipe_options_are_one_clear_line_before_any_data_is_read(tmp_path,
 
 
 def test_each_training_flag_is_short_for_a_recipe_option():
-    from helpers.__main__ import _parser, _train_options
+    from helpers.__main__ import OPTION_FLAGS, _parser, _train_options
 
     args = _parser().parse_args([
         "train", "--model", "vgg_style", "--data-dir", "D", "--out", "O", "--optimizer", "sgd", "--lr", "0.01",
         "--weights", "imagenet", "--fine-tune-at", "3", "--image-size", "64", "--augment", "histology",
         "--dropout", "0.2", "--l2", "0.001", "--kernel-size", "5", "--label-smoothing", "0.1", "--recalibrate-bn", "0",
         "--build", "downsample=stride", "filters=[[16],[32,32]]", "--fit", "patience=3", "--set", "ensemble=2"])
-    options = _train_options(args)
+    options, said = _train_options(args)
+    assert said == {"ensemble": "--set", "patience": "--fit", "build": "--build",
+                    **{option: f"--{flag.replace('_', '-')}" for flag, option in OPTION_FLAGS.items()}}
     assert options == {"ensemble": 2, "patience": 3, "model": "vgg_style", "optimizer": "sgd", "learning_rate": 0.01,
                        "weights": "imagenet", "fine_tune_at": 3, "image_size": 64, "augment": "histology",
                        "label_smoothing": 0.1, "recalibrate_bn": 0,
@@ -225,7 +227,7 @@ def test_each_training_flag_is_short_for_a_recipe_option():
     assert trained.version == recipe.BEST_VERSION
     same = _parser().parse_args(["train", "--model", "cancernet", "--data-dir", "D", "--out", "O",
                                  "--lr", "0.01", "--set", "learning_rate=0.01"])
-    assert _train_options(same) == {"model": "cancernet", "learning_rate": 0.01}  # the same value twice is no conflict
+    assert _train_options(same)[0] == {"model": "cancernet", "learning_rate": 0.01}  # the same value twice: no conflict
 
 
 def test_no_cap_unless_asked():

@@ -73,6 +73,19 @@ def test_cli_evaluate_bad_model_file_is_one_clear_error(small_demo, tmp_path):
     assert out.stderr.startswith(f"error: model file {bad} does not load")
 
 
+def test_beside_original_puts_the_seed_projects_rows_above_this_run():
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(profile="smoke", epochs=2, data_label="demo data")
+    scores = {"accuracy": 0.8, "f1": 0.7}
+    table = experiment.beside_original("cancernet", {"val": scores, "test": None},
+                                       SimpleNamespace(split_note="by patient"), cfg)
+    assert list(table["split"]) == ["random patches", "random patches", "by patient"]
+    assert list(table["note"][:2]) == ["~5.5k balanced patches", "seed project"]  # an empty note says whose
+    assert table.iloc[-1][["setting", "val", "test", "f1", "note"]].tolist() == [
+        "this run (smoke profile, 2 epochs)", 0.8, None, 0.7, "demo data"]
+
+
 @pytest.mark.slow
 def test_cancernet_beats_chance_on_held_out_real_patients(idc_sample, tmp_path):
     from helpers import models, train
@@ -108,7 +121,7 @@ def test_train_or_load_trains_once_and_predicts_whole_patients(small_demo, tmp_p
     monkeypatch.setattr(train, "fit", no_training)
     again, _ = experiment.train_or_load(cfg, "cancernet", prefix="t")
 
-    df, _ = cached_index(cfg)
+    df, _ = cached_index(cfg.data_dir, cfg.output_dir)
     patients = data.part("test")["patient"].unique()[:2]
     whole = experiment.predict_patients(model, df, patients, data)
     assert len(whole) == df["patient"].isin(patients).sum() > len(data.part("test").query("patient in @patients"))

@@ -178,15 +178,16 @@ def test_the_saved_index_is_rebuilt_when_a_file_deep_inside_changes(tree, tmp_pa
 
     from helpers.data import cache, source
 
+    first, _ = cache.cached_index(tree, tmp_path / "out")
+    assert [p.suffix for p in sorted((tmp_path / "out" / "index").iterdir())] == [".csv", ".json"]
     cfg = source.resolve("smoke", data_dir=tree, output_dir=tmp_path / "out")
-    first, _ = cache.cached_index(cfg)
-    again, _ = cache.cached_index(cfg)
+    again, _ = cache.cached_index(cfg)  # a notebook's settings name the same two folders
     assert len(first) == len(again) == 10
     inner = patch_path(tree, 2, 1, 1, 0)
     top = os.stat(tree)
     write_patch(inner, size=(40, 50))  # the same name, other bytes: only the file's size and time change
     os.utime(tree, ns=(top.st_atime_ns, top.st_mtime_ns))  # the top folder looks untouched
-    changed, _ = cache.cached_index(cfg)
+    changed, _ = cache.cached_index(tree, tmp_path / "out")
     assert changed.loc[changed["path"] == str(inner), "width"].item() == 40
     assert cache.tree_stamp(tmp_path / "missing") is None
 

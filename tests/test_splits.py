@@ -82,6 +82,34 @@ def test_a_patient_on_two_lists_raises(tmp_path):
         splits.read_patient_list(tmp_path / "nope.txt")
 
 
+def test_split_index_reads_a_split_folder_or_splits_by_patient_or_by_patch(tmp_path):
+    df = make_index(8)
+    (tmp_path / "cases_train.txt").write_text("1000\n1001\n1002\n1003\n")
+    (tmp_path / "cases_val.txt").write_text("1004\n9999\n")
+    (tmp_path / "cases_test.txt").write_text("1005\n")
+    out, note = splits.split_index(df, seed=1, split_dir=tmp_path)
+    assert note == f"by patient, from the lists in {tmp_path.name} (listed but absent: {{'val': 1}})"
+    assert out.groupby("split")["patient"].nunique().to_dict() == {"train": 4, "val": 1, "test": 1}
+    assert len(out) == (df["patient"] <= "1005").sum()  # patients on no list are dropped
+
+    out, note = splits.split_index(df, seed=1, hold_out=["1007"])
+    assert note == "by patient, 70/15/15, seed 1, 1007 held out for test"
+    assert len(out) == len(df) and set(out.loc[out["patient"] == "1007", "split"]) == {"test"}
+    splits.check_disjoint(out)
+    out, note = splits.split_index(df, seed=1, by="patch")
+    assert note == "by patch (random, leaky), 70/15/15, seed 1" and splits.shared_patients(out) > 0
+
+
+def test_split_index_refuses_a_split_it_cannot_make(tmp_path):
+    with pytest.raises(ValueError, match="it takes no split_dir"):
+        splits.split_index(make_index(4), seed=0, split_dir=tmp_path, by="patch")
+    with pytest.raises(ValueError, match="not 'slide'"):
+        splits.split_index(make_index(4), seed=0, by="slide")
+    (tmp_path / "cases_train.txt").write_text("1000\n")
+    with pytest.raises(FileNotFoundError, match="needs cases_train.txt and cases_val.txt"):
+        splits.split_index(make_index(4), seed=0, split_dir=tmp_path)
+
+
 def test_balanced_sample_keeps_patients_on_their_side():
     df = splits.split_by_patient(make_index(60), seed=0)
     owner = df.groupby("patient")["split"].first()
@@ -102,6 +130,23 @@ def test_size_limited_sample_is_reproducible_and_capped():
     assert splits.sample(df).index.equals(df.index)
     with pytest.raises(ValueError, match="max_patches"):
         splits.sample(df, max_patches=1)
+
+
+def test_a_capped_sample_never_passes_the_cap_and_keeps_each_splits_share():
+    # 7, 7 and 6 patches: a cap of 10 gives shares 3.5, 3.5 and 3, which round to 4 + 4 + 3 = 11
+    df = pd.DataFrame({"patient": [str(i) for i in range(20)], "label": [i % 2 for i in range(20)],
+                       "split": ["train"] * 7 + ["val"] * 7 + ["test"] * 6})
+    sub = splits.sample(df, max_patches=10, seed=0)
+    assert len(sub) == 10
+    assert sub["split"].value_counts().to_dict() == {"train": 3, "val": 4, "test": 3}
+    whole = splits.split_by_patient(make_index(30), seed=2)
+    sizes = whole["split"].value_counts()
+    for cap in range(20, len(whole), 37):  # from 20 on, no split is held up to its 2 patches
+        counts = splits.sample(whole, max_patches=cap, seed=cap)["split"].value_counts()
+        assert counts.sum() <= cap and counts.min() >= 2, (cap, counts)
+        assert (abs(counts - cap * sizes / len(whole)) < 2).all(), (cap, counts)
+    with pytest.raises(ValueError, match="cannot give each of the 3 splits 2 patches; give at least 6"):
+        splits.sample(df, max_patches=5)
 
 
 PATIENTS = np.array(list("aaaabbbbbbbbcc"))  # 4, 8 and 2 patches

@@ -201,11 +201,11 @@ def test_scores_and_the_seeds_figures_are_tables_apart_each_naming_its_data():
     with pytest.raises(ValueError, match=re.escape("already has a data column: ['generated thyroid demo data']")):
         track.with_data(labelled, "real data: x")
 
-    seed = track.seed_table()
-    assert len(seed) == 7 and set(seed["data"]) == {"seed project's real thyroid images (its slides)"}
-    assert seed.loc[0, ["data", "model", "test accuracy"]].tolist() == [track.SEED_DATA, "vgg19", "> 0.80"]
-    theirs = track.seed_table(model="(their model)")
+    original = track.original_table()
+    assert len(original) == 7 and set(original["data"]) == {"seed project's real thyroid images (its slides)"}
+    assert original.loc[0, ["data", "model", "test accuracy"]].tolist() == [track.ORIGINAL_DATA, "vgg19", "> 0.80"]
+    theirs = track.original_table(model="(their model)")
     assert theirs[["trained on", "tested on", "test accuracy"]].values.tolist() == [
         ["cropped", "cropped", "> 0.93"], ["cropped", "uncropped", "< 0.70"]]
     with pytest.raises(ValueError, match="no column 'backbone'"):
-        track.seed_table(backbone="vgg19")
+        track.original_table(backbone="vgg19")

@@ -193,12 +193,12 @@ def test_seed_check_says_whether_the_seed_findings_hold():
     random = trials(optimizer=["adam", "adagrad", "sgd"], batch_size=[64, 64, 32],
                     learning_rate=[1e-3, 0.03, 0.01], score=[0.9, 0.8, 0.7])
     bayes = trials(fine_tune_at=[4, 12], learning_rate=[0.03, 0.001], score=[0.95, float("nan")])
-    table = tuning.seed_check(random, bayes)
+    table = tuning.original_check(random, bayes)
     first, second = table.iloc[0], table.iloc[1]
     assert first["holds here"] == "no" and first["best trial here"] == "adam batch 64, lr 0.001"
     assert first["best score of the seed's choice"] == 0.8 and first["best score"] == 0.9
     assert second["holds here"] == "yes" and second["best trial here"].startswith("4,")  # within one layer of 5
-    alone = tuning.seed_check(random.iloc[[0, 2]])
+    alone = tuning.original_check(random.iloc[[0, 2]])
     assert len(alone) == 1 and alone.iloc[0]["best score of the seed's choice"] == "not tried"
 
 

@@ -12,7 +12,7 @@ from .. import runs
 from ..data.index import data_root
 from ..data.splits import SPLITS
 from ..imagesets import files, is_generated, split_by_patient_label
-from ..reference import SEED_FINE_TUNE_AT
+from ..reference import ORIGINAL_FINE_TUNE_AT
 from .index import build_index, to_patches
 
 
@@ -128,7 +128,7 @@ def fine_tune_arms(model_name: str, pretrained_path, fine_tune_at: int | None = 
     from ..models import MODELS
 
     if fine_tune_at is None:
-        fine_tune_at = SEED_FINE_TUNE_AT.get(model_name)
+        fine_tune_at = ORIGINAL_FINE_TUNE_AT.get(model_name)
     if imagenet and not MODELS[model_name].pretrained:
         raise ValueError(f"{model_name!r} has no ImageNet weights: imagenet=True needs a backbone "
                          f"({', '.join(n for n, spec in MODELS.items() if spec.pretrained)})")
@@ -138,12 +138,12 @@ def fine_tune_arms(model_name: str, pretrained_path, fine_tune_at: int | None = 
     return arms
 
 
-def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:
+def beside_original(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:
     """The seed project's published figures for ``model_name`` (each with its split) above this study's
     runs, one row per variant (mean over seeds), in the same columns."""
-    from ..reference import seed_rows
+    from ..reference import original_rows
 
-    seed = seed_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
+    original = original_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
     ours = []
     for variant, part in runs.groupby("variant", sort=False):
         scored_on = part["scored_on"].iloc[0]
@@ -152,7 +152,10 @@ def beside_seed(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd
                      "test": round(part["accuracy"].mean(), 3) if scored_on == "test" else None,
                      "f1": round(part["f1"].mean(), 3), "split": f"{scored_on} split, {split_note}",
                      "note": cfg.data_label})
-    return pd.concat([seed, pd.DataFrame(ours)], ignore_index=True)
+    return pd.concat([original, pd.DataFrame(ours)], ignore_index=True)
+
+
+beside_seed = beside_original  # the old name, until the notebooks call beside_original
 
 
 def verdict(summary: pd.DataFrame, source: str, arm: str = "breakhis") -> str:

@@ -18,7 +18,6 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 from ..config import ROOT
 from ..io import write_text
@@ -97,8 +96,7 @@ def check_counts(root, expected: dict, output_dir=None) -> dict:
     counts are ``expected``."""
     from .cache import cached_index
 
-    cfg = SimpleNamespace(data_dir=Path(root), output_dir=Path(output_dir or ROOT / "outputs"))
-    _, summary = cached_index(cfg)
+    _, summary = cached_index(root, output_dir)
     found = {k: summary.get(k) for k in expected}
     if found != expected:
         raise DownloadError(

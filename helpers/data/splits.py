@@ -1,6 +1,7 @@
 """Train / validation / test splits by patient, never by patch: patches of one patient are
 near-duplicates (neighbouring tiles of one slide), so a patch split shows the model its test patients
-and inflates every metric. Each function returns the index with a ``split`` column.
+and inflates every metric. Each function returns the index with a ``split`` column; ``split_index``
+chooses the split a run asked for and says which in a note.
 """
 
 from __future__ import annotations
@@ -105,19 +106,45 @@ def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]
     return out, report
 
 
+def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
+                hold_out=()) -> tuple[pd.DataFrame, str]:
+    """Patients to train/val/test: from list files in ``split_dir`` if given, else 70/15/15
+    (``hold_out`` patients to test on top). ``by="patch"`` draws patches at random instead
+    (the seed projects' leaky split)."""
+    if by == "patch":
+        if split_dir:
+            raise ValueError("a patch split draws patches at random: it takes no split_dir")
+        return split_by_patch(df, val=0.15, test=0.15, seed=seed), \
+            f"by patch (random, leaky), 70/15/15, seed {seed}"
+    if by != "patient":
+        raise ValueError(f"a split is by 'patient' or by 'patch', not {by!r}")
+    if split_dir:
+        folder = Path(split_dir)
+        lists = {n: folder / f"cases_{n}.txt" for n in SPLITS if (folder / f"cases_{n}.txt").is_file()}
+        if "train" not in lists or "val" not in lists:
+            raise FileNotFoundError(f"{split_dir} needs cases_train.txt and cases_val.txt")
+        out, report = split_from_lists(df, lists)
+        missing = {k: len(v) for k, v in report["missing_from_data"].items() if v}
+        note = f"by patient, from the lists in {folder.name}"
+        return out, note + (f" (listed but absent: {missing})" if missing else "")
+    note = f"by patient, 70/15/15, seed {seed}" + (f", {', '.join(map(str, hold_out))} held out for test"
+                                                    if len(hold_out) else "")
+    return split_by_patient(df, val=0.15, test=0.15, seed=seed, hold_out=hold_out), note
+
+
 def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = False,
            seed: int = 0) -> pd.DataFrame:
     """A subset of patches within each split (no patient changes side): ``max_patches`` caps the total,
-    shared in proportion to the splits' sizes; ``balanced`` draws as many IDC-negative as positive
-    patches per split (the seed projects trained on ~5,500 such patches)."""
+    shared in proportion to the splits' sizes (:func:`_shares`); ``balanced`` draws as many IDC-negative
+    as positive patches per split (the seed projects trained on ~5,500 such patches)."""
     if max_patches is not None and max_patches < 2:
         raise ValueError(f"max_patches must be at least 2, got {max_patches}")
     rng = np.random.default_rng(seed)
-    groups = df.groupby("split", sort=False) if "split" in df else [(None, df)]
-    total = len(df)
+    groups = list(df.groupby("split", sort=False)) if "split" in df else [(None, df)]
+    sizes = np.array([len(part) for _, part in groups])
+    caps = sizes if max_patches is None else _shares(sizes, max_patches)
     parts = []
-    for _, part in groups:
-        cap = len(part) if max_patches is None else max(2, round(max_patches * len(part) / total))
+    for (_, part), cap in zip(groups, caps):
         if balanced:
             counts = part["label"].value_counts()
             per_class = min(cap // 2, counts.get(0, 0), counts.get(1, 0))
@@ -125,6 +152,22 @@ def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = Fa
         else:
             parts.append(_pick(part, cap, rng))
     return pd.concat(parts).sort_index()
+
+
+def _shares(sizes: np.ndarray, cap: int) -> np.ndarray:
+    """``cap`` patches shared among splits of ``sizes``: each its proportional share rounded, at least 2
+    (or all it has); where that would pass ``cap``, the shares most above their exact value give one back."""
+    if cap >= sizes.sum():
+        return sizes
+    least = np.minimum(2, sizes)
+    if least.sum() > cap:
+        raise ValueError(f"max_patches {cap} cannot give each of the {len(sizes)} splits 2 patches; "
+                         f"give at least {least.sum()}")
+    exact = cap * sizes / sizes.sum()
+    shares = np.maximum(least, np.round(exact)).astype(int)
+    while shares.sum() > cap:
+        shares[np.argmax(np.where(shares > least, shares - exact, -np.inf))] -= 1
+    return shares
 
 
 def _pick(part: pd.DataFrame, n: int, rng) -> pd.DataFrame:

@@ -147,17 +147,18 @@ def over_seeds(data: LoadedData, recipe, seeds, folds: int = 5, **options) -> pd
 
 def load(data_dir, out_dir=None) -> LoadedData:
     """Index ``data_dir`` (cached under ``out_dir/index``) and decode every patch once."""
-    from ..data import pipeline, source
+    from ..config import is_generated
+    from ..data import pipeline
     from ..data.cache import _slug, cached_index
 
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
     start = time.perf_counter()
-    cfg = source.resolve("smoke", data_dir=path, output_dir=out_dir, make_demo=False)
-    df = cached_index(cfg)[0].reset_index(drop=True)
+    df = cached_index(path, out_dir)[0].reset_index(drop=True)
     images, labels = pipeline.load_arrays(df)
-    return LoadedData(path, df, images, labels, _slug(path), cfg.generated, round(time.perf_counter() - start, 2))
+    return LoadedData(path, df, images, labels, _slug(path), is_generated(path),
+                      round(time.perf_counter() - start, 2))
 
 
 def fold_views_frame(data: LoadedData, at: dict) -> pd.DataFrame:

@@ -620,17 +620,16 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     model.json (with each split's ``counts``) to ``out_dir``; score the test patients if there are
     any. Returns model.json's content. ``profile`` is only recorded (the caller applied it)."""
     from .. import evaluate
-    from ..data import pipeline, source
+    from ..config import is_generated
+    from ..data import pipeline
     from ..data.cache import cached_index
-    from ..studies.experiment import split_index
 
     recipe = get(recipe)
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
     splits.check_cap(sample_size)
-    cfg = source.resolve("cpu", data_dir=data_dir, output_dir=out_dir, seed=seed, make_demo=False)
-    df, _ = cached_index(cfg)
-    split_df, note = split_index(df, seed, split_dir)
+    df, _ = cached_index(data_dir, out_dir)
+    split_df, note = splits.split_index(df, seed, split_dir)
     why = [] if len(split_df) == len(df) else [f"patients on none of the lists in {split_dir} left out"]
     if sample_size:
         split_df = splits.sample(split_df, max_patches=int(sample_size), seed=seed)
@@ -656,7 +655,7 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
     if part["test"].any():
         proba = predictor.predict(images[part["test"]], patients=patients[part["test"]])
         test = evaluate.scores(labels[part["test"]], proba, predictor.threshold)
-    predictor.info.update({"data_dir": str(data_dir), "generated": cfg.generated, "split": note,
+    predictor.info.update({"data_dir": str(data_dir), "generated": is_generated(data_dir), "split": note,
                            "seed": seed, "profile": profile, "max_patches": int(sample_size) if sample_size else None,
                            "patches_available": len(df), "counts": counts,
                            "seconds": round(time.perf_counter() - start, 1), "test": test})

@@ -19,7 +19,7 @@ from sklearn import metrics as skm
 
 from .. import results
 from ..plots import title_with_source
-from ..reference import LITERATURE_IDC, SEED_IDC
+from ..reference import LITERATURE_IDC, ORIGINAL_IDC
 
 # The model notebooks of the series and their models; study notebooks' rows are shown, not expected.
 EXPECTED = {
@@ -247,15 +247,15 @@ def beside_published(runs: pd.DataFrame) -> pd.DataFrame:
         "f1": runs["f1"], "balanced_accuracy": runs["balanced_accuracy"], "accuracy": runs["accuracy"],
         "split": runs["split"], "note": runs["data"],
     })
-    seed = []
-    for row in SEED_IDC:
+    original = []
+    for row in ORIGINAL_IDC:
         part = "test" if row["test"] is not None else "validation" if row["val"] is not None else None
-        seed.append({"source": "seed project", "model": row["model"], "setting": row["setting"],
-                     "f1": row["f1"], "accuracy": row["test"] if row["test"] is not None else row["val"],
-                     "split": f"{row['split']}, {part}" if part else row["split"], "note": row["note"]})
+        original.append({"source": "seed project", "model": row["model"], "setting": row["setting"],
+                         "f1": row["f1"], "accuracy": row["test"] if row["test"] is not None else row["val"],
+                         "split": f"{row['split']}, {part}" if part else row["split"], "note": row["note"]})
     literature = [{"source": "literature", "setting": "published", "note": "", **row}
                   for row in LITERATURE_IDC]
-    table = pd.concat([ours, pd.DataFrame(seed), pd.DataFrame(literature)], ignore_index=True)
+    table = pd.concat([ours, pd.DataFrame(original), pd.DataFrame(literature)], ignore_index=True)
     table = table.reindex(columns=PUBLISHED).astype({"f1": float, "balanced_accuracy": float,
                                                      "accuracy": float})
     order = list(EXPECTED.values())

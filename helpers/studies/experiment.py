@@ -18,32 +18,6 @@ from ..data.pipeline import Data
 from ..io import atomic_path
 
 
-def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
-                hold_out=()) -> tuple[pd.DataFrame, str]:
-    """Patients to train/val/test: from list files in ``split_dir`` if given, else 70/15/15
-    (``hold_out`` patients to test on top). ``by="patch"`` draws patches at random instead
-    (the seed projects' leaky split)."""
-    if by == "patch":
-        if split_dir:
-            raise ValueError("a patch split draws patches at random: it takes no split_dir")
-        return splits.split_by_patch(df, val=0.15, test=0.15, seed=seed), \
-            f"by patch (random, leaky), 70/15/15, seed {seed}"
-    if by != "patient":
-        raise ValueError(f"a split is by 'patient' or by 'patch', not {by!r}")
-    if split_dir:
-        lists = {n: Path(split_dir) / f"cases_{n}.txt" for n in splits.SPLITS
-                 if (Path(split_dir) / f"cases_{n}.txt").is_file()}
-        if "train" not in lists or "val" not in lists:
-            raise FileNotFoundError(f"{split_dir} needs cases_train.txt and cases_val.txt")
-        out, report = splits.split_from_lists(df, lists)
-        missing = {k: len(v) for k, v in report["missing_from_data"].items() if v}
-        note = f"by patient, from the lists in {Path(split_dir).name}"
-        return out, note + (f" (listed but absent: {missing})" if missing else "")
-    note = f"by patient, 70/15/15, seed {seed}" + (f", {', '.join(map(str, hold_out))} held out for test"
-                                                    if len(hold_out) else "")
-    return splits.split_by_patient(df, val=0.15, test=0.15, seed=seed, hold_out=hold_out), note
-
-
 def prepare_data(cfg, model_name: str = "cancernet", image_size=None, *, split_dir=None, augment="none",
                  split_by: str = "patient", hold_out=()) -> Data:
     """Index, split by patient, cap to the profile's sample size, and build the pipelines for ``model_name``:
@@ -58,11 +32,12 @@ def prepare_data(cfg, model_name: str = "cancernet", image_size=None, *, split_d
         from ..data.augment import by_name
 
         augment = None if augment == "none" else by_name(augment, seed=cfg.seed)
-    df, _ = cached_index(cfg)  # before Keras is imported: without TensorFlow the index builds in parallel
+    # before Keras is imported: without TensorFlow the index builds in parallel
+    df, _ = cached_index(cfg.data_dir, cfg.output_dir)
     from .. import models
 
     image_size, preprocess = models.input_size(model_name, image_size), models.preprocess_for(model_name)
-    split_df, note = split_index(df, cfg.seed, split_dir, by=split_by, hold_out=hold_out)
+    split_df, note = splits.split_index(df, cfg.seed, split_dir, by=split_by, hold_out=hold_out)
     if split_by == "patient":
         splits.check_disjoint(split_df)
     cap = cfg.sample_size
@@ -191,9 +166,9 @@ def scores_table(assessment: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).T[SCORE_COLUMNS].astype(float).round(3)
 
 
-def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
+def beside_original(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
     """The seed project's published figures for this model beside ours, each with its split."""
-    from ..reference import seed_rows
+    from ..reference import original_rows
 
     scored = assessment["test"] or assessment["val"]
     ours = pd.DataFrame([{
@@ -202,8 +177,11 @@ def beside_seed(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFr
         "test": round(assessment["test"]["accuracy"], 3) if assessment["test"] else None,
         "f1": round(scored["f1"], 3), "split": data.split_note, "note": cfg.data_label,
     }])
-    seed = seed_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
-    return pd.concat([seed, ours], ignore_index=True)
+    original = original_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
+    return pd.concat([original, ours], ignore_index=True)
+
+
+beside_seed = beside_original  # the old name, until the notebooks call beside_original
 
 
 def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict, data: Data,

@@ -35,7 +35,7 @@ SHIFT_SETTINGS = {"smoke": {"image_size": 32, "epochs": 20, "batch_size": 32},
                   "cpu": {"image_size": 96, "epochs": 20, "batch_size": 32},
                   "full": {"image_size": 224, "epochs": 15, "batch_size": 32},
                   "colab": {"image_size": 224, "epochs": 10, "batch_size": 32}}
-SEED_DATA = "seed project's real thyroid images (its slides)"
+ORIGINAL_DATA = "seed project's real thyroid images (its slides)"
 
 
 def featurewise_stats(images) -> tuple[list[float], list[float]]:
@@ -153,15 +153,18 @@ def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
-def seed_table(**match) -> pd.DataFrame:
+def original_table(**match) -> pd.DataFrame:
     """The seed project's published thyroid figures, labelled as real images in their ``data``
     column: a table apart from any measured here. ``match``: column=value filters."""
-    table = reference.seed_thyroid()
+    table = reference.original_thyroid()
     for column, value in match.items():
         if column not in table.columns:
             raise ValueError(f"the seed's table has no column {column!r}; it has {list(table.columns)}")
         table = table[table[column] == value]
-    return with_data(table.reset_index(drop=True), SEED_DATA)
+    return with_data(table.reset_index(drop=True), ORIGINAL_DATA)
+
+
+seed_table = original_table  # the old name, until the notebooks call original_table
 
 
 def roc_figure(curves: dict, title: str, source: str):

@@ -121,8 +121,8 @@ def discover_models(outputs_dir) -> list[SavedModel]:
     """The models saved under ``outputs_dir``, sorted by relative path: (a) every ``*.keras`` with a
     sidecar JSON of the same stem; (b) the ``best_checkpoint`` of every ``runs/**/train.json`` whose
     file exists, unless a model of (a) sits in the run's folder or the one above it: that is the same
-    best epoch, saved with its sidecar (``study`` saves ``<run>/best.keras``, ``helpers train``
-    ``<out>/model.keras`` beside ``<out>/run``)."""
+    best epoch, saved with its sidecar (``study`` saves ``<run>/best.keras`` and ``best.json`` beside its
+    train.json, ``helpers train`` ``<out>/model.keras`` and ``model.json`` above ``<out>/run0/train.json``)."""
     root = Path(outputs_dir).resolve()
     found = {}
 

@@ -1,23 +1,18 @@
 """What the BreakHis and thyroid tracks share: the report of an index of benign / malignant images
-(``data.index.index_images`` reads the folder), a split by patient drawn per class, the generators'
-noise and workers, the generated sets' marks, image grids."""
+(``data.index.index_images`` reads the folder), a split by patient drawn per class, the generated
+sets' marks, image grids."""
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy import ndimage
-from tqdm.auto import tqdm
 
 from .data.index import Report
 from .data.splits import SPLITS, _check_fractions
-from .io import process_map
 
 CLASSES = ("benign", "malignant")
 
@@ -59,37 +54,6 @@ def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.
         for i, member in enumerate(members):
             owner[member] = SPLITS[2] if i < n_test else SPLITS[1] if i < n_test + n_val else SPLITS[0]
     return df.assign(split=df[by].map(owner))
-
-
-@functools.lru_cache(maxsize=256)
-def _spread(n, sigma):
-    """(n, m) Gaussian weights from m samples spaced sigma apart (reaching 3 sigma beyond both ends) to
-    n pixels: white noise on the samples becomes noise smoothed at sigma."""
-    samples = np.arange(-3 * sigma, n + 3 * sigma, sigma)
-    return np.exp(-0.5 * ((np.arange(n)[:, None] - samples[None]) / sigma) ** 2).astype(np.float32)
-
-
-def smooth_noise(rng, shape, sigma) -> np.ndarray:
-    """Smooth noise (zero mean, unit std) with features of ~``sigma`` px (one, or one per axis). From
-    4 px on, as two small products with coarse white noise (a Gaussian filter costs in proportion to
-    sigma); by einsum, as BLAS would start threads that only spin on small matrices."""
-    sy, sx = np.broadcast_to(sigma, 2)
-    if min(sy, sx) < 4:
-        a = ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), (sy, sx), mode="wrap")
-    else:
-        wy, wx = _spread(shape[0], round(float(sy), 1)), _spread(shape[1], round(float(sx), 1))
-        a = rng.standard_normal((wy.shape[1], wx.shape[1]), dtype=np.float32)
-        a = np.einsum("ik,jk->ij", np.einsum("ij,jk->ik", wy, a), wx)
-    return (a - a.mean()) / (a.std() + 1e-6)
-
-
-def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
-    """``draw((tmp, i, item, params))`` for every item (a patient, a nodule), results concatenated in
-    order, in processes for more than a few items: ``draw`` seeds by ``params["seed"]`` and ``i``."""
-    jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
-    n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
-    done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
-    return [d for part in done for d in part]
 
 
 def is_generated(root) -> bool:

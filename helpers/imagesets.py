@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .config import is_generated
 from .data.index import Report
 from .data.splits import SPLITS, _check_fractions
 
@@ -54,12 +55,6 @@ def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.
         for i, member in enumerate(members):
             owner[member] = SPLITS[2] if i < n_test else SPLITS[1] if i < n_test + n_val else SPLITS[0]
     return df.assign(split=df[by].map(owner))
-
-
-def is_generated(root) -> bool:
-    """True for a generated set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
-    root = Path(root)
-    return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))
 
 
 def data_label(root, generated: str, real: str) -> str:

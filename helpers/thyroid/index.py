@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 from .. import imagesets
+from ..config import is_generated  # noqa: F401  (notebook 17, the tests and the track call them here)
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
 from ..data.index import Layout, Skip, index_images
-from ..imagesets import CLASSES, TrackReport, class_counts, image_grid, load_rgb
-from ..imagesets import is_generated, load_images  # noqa: F401  (notebook 17, the tests and the track call them here)
-from ..imagesets import split_by_patient_label
+from ..imagesets import CLASSES, TrackReport, class_counts, image_grid, load_rgb, split_by_patient_label
+from ..imagesets import load_images  # noqa: F401  (as is_generated)
 
 COLUMNS = ["path", "label", "variant", "subset", "group", "width", "height"]
 VARIANTS = ("cropped", "uncropped")

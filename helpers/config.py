@@ -73,6 +73,8 @@ def full_demo_dir() -> Path:
     return demo_dir().parent / "idc-full"
 
 
-def is_generated(data_dir) -> bool:
-    """True for a generated set: no clinical claim rests on it."""
-    return (Path(data_dir) / "GENERATED.txt").is_file()
+def is_generated(root) -> bool:
+    """True for a generated set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``): no
+    clinical claim rests on it."""
+    root = Path(root)
+    return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))

@@ -1,128 +1,34 @@
-"""What the BreakHis and thyroid tracks share: the index of a folder of benign / malignant images (every
-unused file counted with its reason), a split by patient drawn per class, the generators' noise and
-workers, the generated sets' marks, image grids."""
+"""What the BreakHis and thyroid tracks share: the report of an index of benign / malignant images
+(``data.index.index_images`` reads the folder), a split by patient drawn per class, the generated
+sets' marks, image grids."""
 
 from __future__ import annotations
 
-import functools
-import os
-from collections import namedtuple
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy import ndimage
-from tqdm.auto import tqdm
 
-from .data.index import DataError, IndexReport, _inspect, data_root, skipper, walk
+from .config import is_generated
+from .data.index import Report
 from .data.splits import SPLITS, _check_fractions
-from .io import process_map
 
 CLASSES = ("benign", "malignant")
-# Files beside the images that are not data: our markers, BreakHis' fold list, a system's thumbnails.
-NOT_DATA = {"GENERATED.txt", "generated.json", "Folds.csv", "README.txt", "README.md", "LICENSE", "Thumbs.db"}
-
-Skip = namedtuple("Skip", "reason detail", defaults=("",))  # a key of the track's SKIP_REASONS; default text
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a track's folder is read: ``name_file(path, folders)`` gives a file's fields (a dict) or a Skip."""
-
-    what: str  # the folder, in messages
-    expected: str  # the files it should hold, in messages
-    name_file: Callable
-    columns: list
-    order: list
-    formats: tuple = ("PNG",)  # as PIL names them
-    missing: type = DataError  # raised for a folder that does not exist
-    unique_names: bool = False  # a file name found twice counts once: the copy found first (top folders first)
 
 
 @dataclass
-class Report:
-    """What an index found: counts, and every skipped file with its reason."""
+class TrackReport(Report):
+    """What a track's index found: images by class, every skipped file with its reason."""
 
-    REASONS = {}  # the reasons' texts
-    LISTS = ()  # fields the summary shortens to a few examples and a total
-    root: str
-    files_seen: int = 0
     images: int = 0
     benign: int = 0
     malignant: int = 0
-    skipped: dict = field(default_factory=dict)
-    skipped_files: list = field(default_factory=list)
-
-    def __post_init__(self):
-        self.skip = skipper(self, self.REASONS)
-
-    def summary(self, examples: int = 5) -> dict:
-        """The JSON-ready summary, as the IDC report's; ``examples`` files per category and list."""
-        out = IndexReport.summary(self, examples)
-        for key in self.LISTS:
-            out[key] = getattr(self, key)[:examples]
-            out[f"{key}_total"] = len(getattr(self, key))
-        return out
-
-    to_json = IndexReport.to_json
 
     def count(self, df: pd.DataFrame):
         self.images = len(df)
         self.benign, self.malignant = class_counts(df["label"]).values()
-
-
-def files(root: Path):
-    """Yield (path, folders between root and the file) for every data file under root, sorted."""
-    for dirpath, _, filenames in walk(root):
-        folders = Path(dirpath).relative_to(root).parts
-        for name in sorted(filenames):
-            if not name.startswith(".") and name not in NOT_DATA:  # .DS_Store and friends
-                yield Path(dirpath) / name, folders
-
-
-def index_images(root, layout: Layout, report_type: type) -> tuple[pd.DataFrame, Report]:
-    """The table of every usable image under ``root`` and a ``report_type`` of the folder. Raises
-    ``layout.missing`` if root does not exist, DataError if it holds no usable image, naming it."""
-    root = data_root(root, layout.what, layout.missing)
-    report = report_type(root=str(root))
-    named = []
-    for path, folders in files(root):
-        report.files_seen += 1
-        info = layout.name_file(path, folders)
-        if isinstance(info, Skip):
-            report.skip(path, *info)
-        else:
-            named.append((path, info))
-    if report.files_seen == 0:
-        raise DataError(f"{layout.what} {root} holds no files")
-    # Forked processes for big sets (decoding holds the GIL; never after TensorFlow started,
-    # whose runtime can deadlock in a fork).
-    paths = [path for path, _ in named]
-    inspected = process_map(functools.partial(_inspect, formats=layout.formats), paths,
-                            (os.cpu_count() or 1) if len(paths) > 500 else 1, chunksize=64)
-    rows, kept = [], {}  # kept: file name -> (path, digest) of its first copy, with unique_names
-    for (path, info), (width, height, digest, problem) in zip(named, inspected):
-        first = kept.get(path.name)
-        if problem:
-            report.skip(path, *problem)
-        elif first and first[1] != digest:
-            report.skip(path, "conflicting_duplicate", f"differs from {first[0]}")
-        elif first:
-            report.duplicate_files.append((str(first[0]), str(path)))
-        else:
-            if layout.unique_names:
-                kept[path.name] = (path, digest)
-            rows.append({**info, "path": str(path), "width": width, "height": height})
-    if not rows:
-        raise DataError(f"{layout.what} {root} holds {report.files_seen} files but no usable image "
-                        f"(expected {layout.expected}); skipped: {report.skipped}")
-    df = pd.DataFrame(rows)[layout.columns].sort_values(layout.order, kind="stable").reset_index(drop=True)
-    df["label"] = df["label"].astype("int8")
-    report.count(df)
-    return df, report
 
 
 def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0,
@@ -149,43 +55,6 @@ def split_by_patient_label(df: pd.DataFrame, val: float = 0.15, test: float = 0.
         for i, member in enumerate(members):
             owner[member] = SPLITS[2] if i < n_test else SPLITS[1] if i < n_test + n_val else SPLITS[0]
     return df.assign(split=df[by].map(owner))
-
-
-@functools.lru_cache(maxsize=256)
-def _spread(n, sigma):
-    """(n, m) Gaussian weights from m samples spaced sigma apart (reaching 3 sigma beyond both ends) to
-    n pixels: white noise on the samples becomes noise smoothed at sigma."""
-    samples = np.arange(-3 * sigma, n + 3 * sigma, sigma)
-    return np.exp(-0.5 * ((np.arange(n)[:, None] - samples[None]) / sigma) ** 2).astype(np.float32)
-
-
-def smooth_noise(rng, shape, sigma) -> np.ndarray:
-    """Smooth noise (zero mean, unit std) with features of ~``sigma`` px (one, or one per axis). From
-    4 px on, as two small products with coarse white noise (a Gaussian filter costs in proportion to
-    sigma); by einsum, as BLAS would start threads that only spin on small matrices."""
-    sy, sx = np.broadcast_to(sigma, 2)
-    if min(sy, sx) < 4:
-        a = ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), (sy, sx), mode="wrap")
-    else:
-        wy, wx = _spread(shape[0], round(float(sy), 1)), _spread(shape[1], round(float(sx), 1))
-        a = rng.standard_normal((wy.shape[1], wx.shape[1]), dtype=np.float32)
-        a = np.einsum("ik,jk->ij", np.einsum("ij,jk->ik", wy, a), wx)
-    return (a - a.mean()) / (a.std() + 1e-6)
-
-
-def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
-    """``draw((tmp, i, item, params))`` for every item (a patient, a nodule), results concatenated in
-    order, in processes for more than a few items: ``draw`` seeds by ``params["seed"]`` and ``i``."""
-    jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
-    n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
-    done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
-    return [d for part in done for d in part]
-
-
-def is_generated(root) -> bool:
-    """True for a generated set, or a folder of it (``<set>/cropped``, ``<set>/cropped/train``)."""
-    root = Path(root)
-    return any((p / "GENERATED.txt").is_file() for p in (root, *list(root.parents)[:2]))
 
 
 def data_label(root, generated: str, real: str) -> str:

@@ -12,8 +12,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..config import demo_dir as idc_demo_dir
-from ..data.demo import _E, _GLASS_OD, _H, _apportion
-from ..imagesets import CLASSES, draw_all, smooth_noise
+from ..data.demo import _E, _GLASS_OD, _H, _apportion, draw_all, smooth_noise
+from ..imagesets import CLASSES
 from ..io import generated_set, given_or_generated
 from .index import MAGNIFICATIONS, PUBLISHED, SUBTYPES, BreakHisReport, official_path, um_per_px
 

@@ -22,8 +22,8 @@ from PIL import Image
 
 from .. import imagesets
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
-from ..data.index import data_root
-from ..imagesets import CLASSES, Layout, Report, Skip, image_grid, index_images, load_images, load_rgb
+from ..data.index import Layout, Skip, data_root, index_images
+from ..imagesets import CLASSES, TrackReport, image_grid, load_images, load_rgb
 from ..imagesets import split_by_patient_label  # noqa: F401  (notebook 12 and the tests call it from here)
 
 # code -> (full name, label); the folder of a subtype is its name with "_" for " ".
@@ -127,17 +127,14 @@ LAYOUT = Layout("BreakHis directory", f"files named {PATTERN}", _name_file, COLU
 
 
 @dataclass
-class BreakHisReport(Report):
+class BreakHisReport(TrackReport):
     REASONS = SKIP_REASONS
-    LISTS = ("duplicate_files",)  # (kept, dropped copy)
     patients: int = 0
     benign_patients: int = 0
     malignant_patients: int = 0
     by_magnification: dict = field(default_factory=dict)  # "40X" -> images
     by_subtype: dict = field(default_factory=dict)  # "DC" -> images
     sizes: dict = field(default_factory=dict)  # "700x460" -> images
-    duplicates_merged: int = 0
-    duplicate_files: list = field(default_factory=list)
 
     def count(self, df):
         super().count(df)
@@ -149,7 +146,6 @@ class BreakHisReport(Report):
         self.by_magnification = {f"{m}X": int(n) for m, n in counts("magnification")}
         self.by_subtype = {c: int(n) for c, n in counts("subtype")}
         self.sizes = dict(Counter(f"{w}x{h}" for w, h in zip(df["width"], df["height"])))
-        self.duplicates_merged = len(self.duplicate_files)
 
 
 def build_index(root) -> tuple[pd.DataFrame, BreakHisReport]:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runs
-from ..data.index import data_root
+from ..config import is_generated
+from ..data.index import data_root, files
 from ..data.splits import SPLITS
-from ..imagesets import files, is_generated, split_by_patient_label
+from ..imagesets import split_by_patient_label
 from ..reference import ORIGINAL_FINE_TUNE_AT
 from .index import build_index, to_patches
 

@@ -15,6 +15,7 @@ outputs for the same sequence of calls, eagerly and in a tf.data map run on one 
 from __future__ import annotations
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -232,38 +233,30 @@ def original_augmentation(seed=None, shear_degrees=0.2, vertical_flip: bool = Fa
     return keras.Sequential(steps, name="original_augmentation")
 
 
-def histology_augmentation(seed=None) -> keras.Sequential:
-    """Augmentation for H&E patches: stain jitter, an exact dihedral transform, then mild colour
-    jitter (``StainJitter``'s and ``ColourJitter``'s defaults). No interpolation and no fill:
-    rotations by 90 degrees and flips only move pixels, so the patch keeps its texture and gains no
-    invented borders."""
-    s = _seeds(seed, 3)
-    return keras.Sequential([StainJitter(seed=s[0], name="stain_jitter"), Dihedral(seed=s[1], name="dihedral"),
-                             ColourJitter(seed=s[2], name="colour_jitter")], name="histology_augmentation")
+def _chain(name, *kinds):
+    """Layers of ``kinds`` (classes of this module) in turn, each with its own seed, as a recipe of
+    ``AUGMENTATIONS``; each layer is named after its class ("stain_jitter", "dihedral", ...)."""
 
+    def build(seed=None) -> keras.Sequential:
+        named = [kind(seed=s, name=re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower())
+                 for kind, s in zip(kinds, _seeds(seed, len(kinds)))]
+        return keras.Sequential(named, name=f"{name}_augmentation")
 
-def dihedral_augmentation(seed=None) -> keras.Sequential:
-    """Only the exact symmetries of ``histology_augmentation``: a random 90-degree rotation
-    and flip per image, no colour or stain change. The geometric half on its own, to tell
-    which half of the histology recipe helps or hurts (and the training-time twin of TTA)."""
-    return keras.Sequential([Dihedral(seed=seed, name="dihedral")], name="dihedral_augmentation")
-
-
-def dihedral_colour_augmentation(seed=None) -> keras.Sequential:
-    """The exact symmetries and mild colour jitter, no stain jitter: ``histology_augmentation``
-    without its first step (the "careful" recipe of issue 26)."""
-    s = _seeds(seed, 2)
-    return keras.Sequential([Dihedral(seed=s[0], name="dihedral"), ColourJitter(seed=s[1], name="colour_jitter")],
-                            name="dihedral_colour_augmentation")
+    return build
 
 
 AUGMENTATIONS = {
     "none": lambda seed=None: None,  # no layer: apply() returns the dataset as it is
     "original": original_augmentation,
     "original_both_flips": lambda seed=None: original_augmentation(seed, vertical_flip=True),
-    "histology": histology_augmentation,
-    "dihedral": dihedral_augmentation,
-    "dihedral_colour": dihedral_colour_augmentation,
+    # For H&E patches: stain jitter, an exact dihedral transform, then mild colour jitter (the layers'
+    # defaults). No interpolation and no fill: rotations by 90 degrees and flips only move pixels, so
+    # the patch keeps its texture and gains no invented borders.
+    "histology": _chain("histology", StainJitter, Dihedral, ColourJitter),
+    # Its geometric half on its own, to tell which half helps or hurts (and the training-time twin of TTA).
+    "dihedral": _chain("dihedral", Dihedral),
+    # Without the stain jitter: the "careful" recipe of issue 26.
+    "dihedral_colour": _chain("dihedral_colour", Dihedral, ColourJitter),
 }
 
 

@@ -5,10 +5,12 @@ lets notebooks and tests run offline in seconds. Per patient, slide-level maps (
 fibre direction) are drawn on a coarse grid; cells mostly covered by tissue become 50x50 patches,
 rendered through a Beer-Lambert H&E model with per-patient stain. Labels are the tumour *region*, as
 an annotator's outline, so boundary patches are ambiguous; healthy tissue has look-alikes (lymphocyte
-clusters, benign lobules, cellular stroma): "dark and dense" is not enough.
+clusters, benign lobules, cellular stroma): "dark and dense" is not enough. The BreakHis and thyroid
+generators draw with its noise and workers too (``smooth_noise``, ``draw_all``).
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -276,11 +278,43 @@ def _plan_exact(n_patients, negatives, positives, seed):
     return sizes, pos / sizes, _cut_slides(rng, n_patients)
 
 
+@functools.lru_cache(maxsize=256)
+def _spread(n, sigma):
+    """(n, m) Gaussian weights from m samples spaced sigma apart (reaching 3 sigma beyond both ends) to
+    n pixels: white noise on the samples becomes noise smoothed at sigma."""
+    samples = np.arange(-3 * sigma, n + 3 * sigma, sigma)
+    return np.exp(-0.5 * ((np.arange(n)[:, None] - samples[None]) / sigma) ** 2).astype(np.float32)
+
+
+def smooth_noise(rng, shape, sigma) -> np.ndarray:
+    """Smooth noise (zero mean, unit std) with features of ~``sigma`` px (one, or one per axis). From
+    4 px on, as two small products with coarse white noise (a Gaussian filter costs in proportion to
+    sigma); by einsum, as BLAS would start threads that only spin on small matrices."""
+    sy, sx = np.broadcast_to(sigma, 2)
+    if min(sy, sx) < 4:
+        a = ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), (sy, sx), mode="wrap")
+    else:
+        wy, wx = _spread(shape[0], round(float(sy), 1)), _spread(shape[1], round(float(sx), 1))
+        a = rng.standard_normal((wy.shape[1], wx.shape[1]), dtype=np.float32)
+        a = np.einsum("ik,jk->ij", np.einsum("ij,jk->ik", wy, a), wx)
+    return (a - a.mean()) / (a.std() + 1e-6)
+
+
+def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
+    """``draw((tmp, i, item, params))`` for every item (a patient, a nodule), results concatenated in
+    order, in processes for more than a few items: ``draw`` seeds by ``params["seed"]`` and ``i``."""
+    jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
+    n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
+    done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
+    return [d for part in done for d in part]
+
+
 def _write_patient(job) -> list[tuple[int, bool]]:
-    """Draw and write one patient's patches under ``tmp``; (label, is small) per patch."""
-    tmp, seed, i, size, frac, cut, exact = job
+    """Draw and write patient i's patches under ``tmp``; (label, is small) per patch."""
+    tmp, i, (size, frac, cut), params = job
     pid, done = str(FIRST_ID + i), []
-    for r, c, lab, patch in _patient(np.random.default_rng([seed, i]), size, frac, cut, exact=exact):
+    rng = np.random.default_rng([params["seed"], i])
+    for r, c, lab, patch in _patient(rng, size, frac, cut, exact="counts" in params):
         (tmp / pid / str(lab)).mkdir(parents=True, exist_ok=True)  # no empty label folders
         name = f"{pid}/{lab}/{pid}_idx5_x{1 + PATCH * c}_y{1 + PATCH * r}_class{lab}.png"
         Image.fromarray(np.ascontiguousarray(patch), "RGB").save(tmp / name)
@@ -308,14 +342,8 @@ def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, co
         sizes, fracs, cuts = _plan_exact(n_patients, *params["counts"], seed)
 
     def write(tmp):
-        jobs = [(tmp, int(seed), i, int(sizes[i]), float(fracs[i]), bool(cuts[i]), counts is not None)
-                for i in range(n_patients)]
-        done = []
-        with tqdm(total=int(sizes.sum()), desc="demo patches", unit="patch", disable=not progress,
-                  smoothing=0.05) as bar:
-            for part in process_map(_write_patient, jobs, workers or os.cpu_count() or 1):
-                done += part
-                bar.update(len(part))
+        plan = [(int(n), float(frac), bool(cut)) for n, frac, cut in zip(sizes, fracs, cuts)]
+        done = draw_all(_write_patient, tmp, plan, params, workers, progress)
         pos, small = np.sum(done, axis=0, dtype=int).tolist() if done else (0, 0)
         summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
                    "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}

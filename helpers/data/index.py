@@ -1,19 +1,24 @@
-"""Read the Kaggle "Breast Histopathology Images" layout,
-``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``, into a table.
+"""Read a folder of images into a table, counting every unused file with its reason: the Kaggle
+"Breast Histopathology Images" layout, ``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``,
+here; the BreakHis and thyroid layouts use the same :func:`index_images`.
 
 The archive nests a second copy of the tree under ``IDC_regular_ps50_idx5/``; both are read and
-merged on (patient, x, y, label). Nothing is dropped silently: the report lists every unused file.
+merged on the file name (which says patient, x, y and label). Nothing is dropped silently: the report
+lists every unused file.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+from collections import namedtuple
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from PIL import Image
@@ -24,6 +29,10 @@ NAME = re.compile(r"^(?P<patient>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<labe
 NESTED = "IDC_regular_ps50_idx5"
 PATCH = 50
 COLUMNS = ["path", "patient", "x", "y", "label", "width", "height"]
+# Files beside the images that are not data: our markers, a data set's own papers (its licence, its
+# checksums), BreakHis' fold list, a system's thumbnails.
+NOT_DATA = {"GENERATED.txt", "generated.json", "README.txt", "README.md", "LICENSE", "SHA256SUMS", "manifest.json",
+            "Folds.csv", "Thumbs.db"}
 
 # Why a file was not used. Keys are stable: tests and notebooks read them.
 SKIP_REASONS = {
@@ -41,23 +50,48 @@ class DataError(ValueError):
     """A data directory that cannot be used at all."""
 
 
+Skip = namedtuple("Skip", "reason detail", defaults=("",))  # a key of the layout's SKIP_REASONS; default text
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a folder is read: ``name_file(path, folders)`` gives a file's fields (a dict) or a Skip."""
+
+    what: str  # the folder, in messages
+    expected: str  # the files it should hold, in messages
+    name_file: Callable
+    columns: list
+    order: list
+    formats: tuple = ("PNG",)  # as PIL names them
+    missing: type = DataError  # raised for a folder that does not exist
+    unique_names: bool = False  # a file name found twice counts once: the copy found first (top folders first)
+    item: str = "image"  # what one file is, in messages
+
+
 @dataclass
-class IndexReport:
+class Report:
+    """What an index found: every skipped file with its reason, and the copies merged; the layout's
+    report adds its counts (:meth:`count`)."""
+
+    REASONS = {}  # the reasons' texts
+    LISTS = ("duplicate_files",)  # fields the summary shortens to a few examples and a total
     root: str
     files_seen: int = 0
-    unique_patches: int = 0
-    patients: int = 0
-    positives: int = 0
-    negatives: int = 0
-    duplicates_merged: int = 0
-    small_patches: int = 0
-    large_patches: int = 0  # wider or taller than 50: the pipeline keeps their top-left 50x50
     skipped: dict = field(default_factory=dict)
     skipped_files: list = field(default_factory=list)
-    empty_patient_folders: list = field(default_factory=list)
+    duplicates_merged: int = 0
+    duplicate_files: list = field(default_factory=list)  # (kept, dropped copy)
+
+    def skip(self, path, reason, detail=""):
+        """Count an unused file (``detail`` by default the reason's text)."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.skipped_files.append((str(path), reason, detail or self.REASONS[reason]))
+
+    def count(self, df: pd.DataFrame):
+        """Fill the counts from the index table."""
 
     def summary(self, examples: int = 5) -> dict:
-        """The JSON-ready summary; ``examples`` skipped files are listed per category."""
+        """The JSON-ready summary; ``examples`` files per skipped category and per list."""
         out = asdict(self)
         out.pop("skipped_files")
         out["skipped_total"] = sum(self.skipped.values())
@@ -65,6 +99,9 @@ class IndexReport:
         for path, reason, detail in self.skipped_files:
             if len(out["skipped_examples"][reason]) < examples:
                 out["skipped_examples"][reason].append({"path": path, "detail": detail})
+        for key in self.LISTS:
+            out[key] = getattr(self, key)[:examples]
+            out[f"{key}_total"] = len(getattr(self, key))
         return out
 
     def to_json(self) -> str:
@@ -79,16 +116,6 @@ def data_root(root, what: str = "data directory", missing=DataError) -> Path:
     if not root.is_dir():
         raise DataError(f"{what} {root} is not a folder")
     return root
-
-
-def skipper(report, reasons: dict):
-    """``skip(path, reason, detail="")`` counts an unused file in ``report`` (detail: ``reasons[reason]``)."""
-
-    def skip(path, reason, detail=""):
-        report.skipped[reason] = report.skipped.get(reason, 0) + 1
-        report.skipped_files.append((str(path), reason, detail or reasons[reason]))
-
-    return skip
 
 
 def _inspect(path: Path, formats=("PNG",)):
@@ -127,103 +154,110 @@ def walk(root):
         yield dirpath, dirnames, filenames
 
 
-# What a data folder may hold beside its patients: what it is, its licence, its checksums.
-DOCUMENTS = ("GENERATED.txt", "generated.json", "README.md", "LICENSE", "SHA256SUMS", "manifest.json")
 
-
-def _candidates(root: Path):
-    """Yield (path, folder_patient, folder_label, reason) for every file under root."""
-    for dirpath, dirnames, filenames in walk(root):
-        rel = Path(dirpath).relative_to(root).parts
-        if rel and rel[0] == NESTED:
-            rel = rel[1:]
+def files(root: Path):
+    """Yield (path, folders between root and the file) for every data file under root, sorted."""
+    for dirpath, _, filenames in walk(root):
+        folders = Path(dirpath).relative_to(root).parts
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue  # .DS_Store and friends are not data
-            path = Path(dirpath) / name
-            if name in DOCUMENTS and not rel:  # a data set's own papers, at its top level
-                continue
-            if len(rel) != 2 or rel[1] not in ("0", "1"):
-                yield path, None, None, "outside_layout"
-            else:
-                yield path, rel[0], int(rel[1]), None
+            if not name.startswith(".") and name not in NOT_DATA:  # .DS_Store and friends
+                yield Path(dirpath) / name, folders
 
 
-def build_index(root, workers: int | None = None) -> tuple[pd.DataFrame, IndexReport]:
+def index_images(root, layout: Layout, report_type: type) -> tuple[pd.DataFrame, Report]:
+    """The table of every usable image under ``root`` and a ``report_type`` of the folder. Raises
+    ``layout.missing`` if root does not exist, DataError if it holds no usable image, naming it."""
+    root = data_root(root, layout.what, layout.missing)
+    report = report_type(root=str(root))
+    named = []
+    for path, folders in files(root):
+        report.files_seen += 1
+        info = layout.name_file(path, folders)
+        if isinstance(info, Skip):
+            report.skip(path, *info)
+        else:
+            named.append((path, info))
+    if report.files_seen == 0:
+        raise DataError(f"{layout.what} {root} holds no files")
+    # PNG decoding holds the GIL, so threads do not help; processes do. process_map decodes here
+    # once TensorFlow is up (a fork can deadlock): index before importing TensorFlow.
+    paths = [path for path, _ in named]
+    inspected = process_map(functools.partial(_inspect, formats=layout.formats), paths,
+                            file_workers() if len(paths) > 500 else 1, chunksize=256)
+    rows, kept = [], {}  # kept: file name -> (path, digest) of its first copy, with unique_names
+    for (path, info), (width, height, digest, problem) in zip(named, inspected):
+        first = kept.get(path.name)
+        if problem:
+            report.skip(path, *problem)
+        elif first and first[1] != digest:
+            report.skip(path, "conflicting_duplicate", f"differs from {first[0]}")
+        elif first:
+            report.duplicate_files.append((str(first[0]), str(path)))
+        else:
+            if layout.unique_names:
+                kept[path.name] = (path, digest)
+            rows.append({**info, "path": str(path), "width": width, "height": height})
+    if not rows:
+        raise DataError(f"{layout.what} {root} holds {report.files_seen} files but no usable {layout.item} "
+                        f"(expected {layout.expected}); skipped: {report.skipped}")
+    df = pd.DataFrame(rows)[layout.columns].sort_values(layout.order, kind="stable").reset_index(drop=True)
+    df["label"] = df["label"].astype("int8")
+    report.duplicates_merged = len(report.duplicate_files)
+    report.count(df)
+    return df, report
+
+
+def _name_file(path, folders):
+    """The patient, x, y and label of a patch from its name, or a Skip: outside ``<patient>/<0|1>/``
+    (of the top tree or the nested one), a bad name, or a name its folders contradict."""
+    if folders[:1] == (NESTED,):
+        folders = folders[1:]
+    if len(folders) != 2 or folders[1] not in ("0", "1"):
+        return Skip("outside_layout")
+    match = NAME.match(path.name)
+    if not match:
+        return Skip("bad_name")
+    if match["patient"] != folders[0]:
+        return Skip("patient_mismatch", f"name says {match['patient']}, folder {folders[0]}")
+    if match["label"] != folders[1]:
+        return Skip("label_mismatch", f"name says class {match['label']}, folder {folders[1]}")
+    return {"patient": match["patient"], "x": int(match["x"]), "y": int(match["y"]), "label": int(match["label"])}
+
+
+# The nested tree sorts after the patients' numbered folders: the top-level copy is the one kept.
+LAYOUT = Layout("data directory", "<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png", _name_file, COLUMNS,
+                ["patient", "y", "x"], unique_names=True, item="patch")
+
+
+@dataclass
+class IndexReport(Report):
+    REASONS = SKIP_REASONS
+    unique_patches: int = 0
+    patients: int = 0
+    positives: int = 0
+    negatives: int = 0
+    small_patches: int = 0
+    large_patches: int = 0  # wider or taller than 50: the pipeline keeps their top-left 50x50
+    empty_patient_folders: list = field(default_factory=list)
+
+    def count(self, df):
+        self.unique_patches = len(df)
+        self.patients = int(df["patient"].nunique())
+        self.positives = int(df["label"].sum())
+        self.negatives = self.unique_patches - self.positives
+        self.small_patches = int(((df["width"] < PATCH) | (df["height"] < PATCH)).sum())
+        self.large_patches = int(((df["width"] > PATCH) | (df["height"] > PATCH)).sum())
+        root = Path(self.root)
+        self.empty_patient_folders = [str(d) for base in (root, root / NESTED) if base.is_dir()
+                                      for d in sorted(base.iterdir()) if d.is_dir() and d.name != NESTED
+                                      and not any(p.is_file() for p in d.rglob("*"))]
+
+
+def build_index(root) -> tuple[pd.DataFrame, IndexReport]:
     """Index every patch under ``root``: the table (``COLUMNS``, one row per unique patch, sorted by
     patient, y, x) and an :class:`IndexReport`. Raises :class:`DataError` if ``root`` is missing, not a
     folder, or holds no usable patch."""
-    root = data_root(root)
-    report = IndexReport(root=str(root))
-    patient_dirs = [d for base in (root, root / NESTED) if base.is_dir() for d in sorted(base.iterdir())
-                    if d.is_dir() and d.name != NESTED]
-    report.empty_patient_folders = [str(d) for d in patient_dirs if not any(p.is_file() for p in d.rglob("*"))]
-    skip = skipper(report, SKIP_REASONS)
-
-    named = []
-    for path, folder_patient, folder_label, reason in _candidates(root):
-        report.files_seen += 1
-        if reason:
-            skip(path, reason)
-            continue
-        match = NAME.match(path.name)
-        if not match:
-            skip(path, "bad_name")
-            continue
-        if match["patient"] != folder_patient:
-            skip(path, "patient_mismatch", f"name says {match['patient']}, folder {folder_patient}")
-            continue
-        if int(match["label"]) != folder_label:
-            skip(path, "label_mismatch", f"name says class {match['label']}, folder {folder_label}")
-            continue
-        named.append((path, match))
-
-    if report.files_seen == 0:
-        raise DataError(f"data directory {root} holds no files")
-
-    # PNG decoding holds the GIL, so threads do not help; processes do. process_map decodes
-    # here once TensorFlow is up (a fork can deadlock): index before importing TensorFlow.
-    workers = (workers or file_workers()) if len(named) > 4000 else 1
-    inspected = list(process_map(_inspect, [p for p, _ in named], workers, chunksize=512))
-
-    rows, digests = [], []
-    for (path, match), (width, height, digest, problem) in zip(named, inspected):
-        if problem:
-            skip(path, *problem)
-            continue
-        rows.append((str(path), match["patient"], int(match["x"]), int(match["y"]),
-                     int(match["label"]), width, height))
-        digests.append(digest)
-
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df["digest"] = digests
-    # Top-level files come before the nested tree, so the top-level copy is kept.
-    df["nested"] = df["path"].str.contains(f"{os.sep}{NESTED}{os.sep}", regex=False)
-    df = df.sort_values(["nested", "path"], kind="stable")
-    key = ["patient", "x", "y", "label"]
-    dup = df.duplicated(key, keep="first")
-    same = df["digest"] == df.groupby(key, sort=False)["digest"].transform("first")
-    report.duplicates_merged = int((dup & same).sum())
-    for path in df.loc[dup & ~same, "path"]:
-        skip(path, "conflicting_duplicate")
-
-    df = df[~dup].drop(columns=["digest", "nested"])
-    if df.empty:
-        raise DataError(
-            f"data directory {root} holds {report.files_seen} files but no usable patch "
-            f"(expected <patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png); "
-            f"skipped: {report.skipped}"
-        )
-    df = df.sort_values(["patient", "y", "x"], kind="stable").reset_index(drop=True)
-    df["label"] = df["label"].astype("int8")
-
-    report.unique_patches = len(df)
-    report.patients = int(df["patient"].nunique())
-    report.positives = int(df["label"].sum())
-    report.negatives = report.unique_patches - report.positives
-    report.small_patches = int(((df["width"] < PATCH) | (df["height"] < PATCH)).sum())
-    report.large_patches = int(((df["width"] > PATCH) | (df["height"] > PATCH)).sum())
-    return df, report
+    return index_images(root, LAYOUT, IndexReport)
 
 
 def save_index(df: pd.DataFrame, path) -> Path:
@@ -232,4 +266,3 @@ def save_index(df: pd.DataFrame, path) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return path
-

@@ -114,21 +114,16 @@ def pack_is_current(df: pd.DataFrame, path) -> bool:
     return packed["path"].tolist() == df["path"].tolist()
 
 
-# --- tf.data -----------------------------------------------------------------
-
-def _tf():
-    import tensorflow as tf  # imported late: indexing and EDA do not need it
-
-    return tf
-
+# --- tf.data (each function imports TensorFlow: indexing and EDA do not need it) ---------------
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
 
 
-def decode_png(path, tf=None):
+def decode_png(path):
     """A tf.data map: file path -> uint8 (50, 50, 3), white-padded."""
-    tf = tf or _tf()
+    import tensorflow as tf
+
     raw = tf.io.read_file(path)
     # A file cut short (a partial copy or download) fails here with its name; decode_png's own
     # "Invalid PNG data" names none. The index checks every file, so this meets only files
@@ -164,7 +159,8 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
     shuffled but not augmented, on which BatchNorm statistics are measured (what inference sees).
     Iterated itself, it draws a new epoch key at each pass.
     """
-    tf = _tf()
+    import tensorflow as tf
+
     auto = tf.data.AUTOTUNE
     if (df is None) == (images is None):
         raise ValueError("give either df (PNG files) or images (a packed array), not both")
@@ -187,7 +183,7 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
     def decode(ds):
         # deterministic: in-order results (decoding still runs in parallel), or a rerun with
         # the same seed would batch other patches together and end with other metrics.
-        return ds.map(lambda p, y: (decode_png(p, tf), y), num_parallel_calls=auto, deterministic=True)
+        return ds.map(lambda p, y: (decode_png(p), y), num_parallel_calls=auto, deterministic=True)
 
     if df is not None:
         source = decode(tf.data.Dataset.from_tensor_slices((paths, labels)))
@@ -204,7 +200,7 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
         if epoch is None or not (shuffle or balance):
             return source
         if balance:
-            order = _balanced_order(labels, n, seed, epoch, tf)
+            order = _balanced_order(labels, n, seed, epoch)
         else:
             order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
                                                              seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
@@ -228,7 +224,7 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
     def one_pass(epoch=None, augmented=True):
         ds = ordered(epoch).batch(batch_size)
         if images is not None:
-            ds = ds.map(_gather(images, tf), num_parallel_calls=auto, deterministic=True)
+            ds = ds.map(_gather(images), num_parallel_calls=auto, deterministic=True)
         ds = ds.map(to_input, num_parallel_calls=auto)
         if augment is not None and augmented:  # on [0, 255] images, before a backbone's own scaling
             # One thread: parallel calls race for the augmentation's seed counter, and a
@@ -250,8 +246,10 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
     return ds
 
 
-def _gather(images, tf):
+def _gather(images):
     """A tf.data map: (row numbers, labels) -> (those rows of ``images``, labels), read by numpy."""
+    import tensorflow as tf
+
     shape = tuple(images.shape[1:])
 
     def gather(rows, y):
@@ -262,9 +260,11 @@ def _gather(images, tf):
     return gather
 
 
-def _balanced_order(labels, n, seed, epoch, tf):
+def _balanced_order(labels, n, seed, epoch):
     """``n`` row numbers keyed on (seed, epoch): each place takes a class with probability 1/2, and
     each class's rows come in a random order, each row repeated as often as the minority needs."""
+    import tensorflow as tf
+
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
     if (counts[:2] == 0).any():
         raise ValueError(f"balanced sampling needs both classes; the labels hold {counts[:2].tolist()}")
@@ -286,7 +286,8 @@ def _balanced_order(labels, n, seed, epoch, tf):
 def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarray:
     """uint8 patches (n, 50, 50, 3) as a model takes them: float32, resized to
     ``image_size`` and preprocessed exactly as ``make_dataset`` does."""
-    tf = _tf()
+    import tensorflow as tf
+
     x = tf.cast(np.asarray(images), tf.float32)
     if x.shape.rank != 4 or x.shape[-1] != 3:
         raise ValueError(f"expected images of shape (n, h, w, 3), got {tuple(x.shape)}")

@@ -85,10 +85,6 @@ class Normalizer:
         self.target = target
         self.method = target["method"]
 
-    @classmethod
-    def fit(cls, images, method: str, n: int = MOSAIC, seed: int = 0) -> Normalizer:
-        return cls(fit_target(images, method, n, seed))
-
     def __call__(self, images) -> np.ndarray:
         return self.normalize(images).images
 

@@ -12,8 +12,9 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from ..config import demo_dir as idc_demo_dir
+from ..data.demo import draw_all, smooth_noise
 from ..data.index import DataError
-from ..imagesets import class_counts, draw_all, smooth_noise
+from ..imagesets import class_counts
 from ..io import generated_set, given_or_generated
 from .index import SUBSETS, VARIANTS
 

@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from .. import imagesets
+from ..config import is_generated  # noqa: F401  (notebook 17, the tests and the track call them here)
 from ..data.index import SKIP_REASONS as IDC_SKIP_REASONS
-from ..imagesets import CLASSES, Layout, Report, Skip, class_counts, image_grid, index_images, load_rgb
-from ..imagesets import is_generated, load_images  # noqa: F401  (notebook 17, the tests and the track call them here)
-from ..imagesets import split_by_patient_label
+from ..data.index import Layout, Skip, index_images
+from ..imagesets import CLASSES, TrackReport, class_counts, image_grid, load_rgb, split_by_patient_label
+from ..imagesets import load_images  # noqa: F401  (as is_generated)
 
 COLUMNS = ["path", "label", "variant", "subset", "group", "width", "height"]
 VARIANTS = ("cropped", "uncropped")
@@ -107,7 +108,7 @@ LAYOUT = Layout("thyroid data directory", f"JPG/PNG named {PATTERN} or in benign
 
 
 @dataclass
-class ThyroidReport(Report):
+class ThyroidReport(TrackReport):
     REASONS = SKIP_REASONS
     LISTS = ("numbers_in_both_classes", "groups_in_train_and_test")
     groups: int = 0

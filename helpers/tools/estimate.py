@@ -563,7 +563,7 @@ def measure_host(n: int = 2048) -> dict:
         next(iter(ds))  # traces the augmentation
         out[key] = count / timed(lambda: [None for _ in ds])[1]  # noqa: B023 (called at once)
     for method in stain.METHODS:
-        normalizer = stain.Normalizer.fit(patches, method)
+        normalizer = stain.Normalizer(stain.fit_target(patches, method))
         out[method] = n / timed(lambda: normalizer(patches))[1]  # noqa: B023
     with tempfile.TemporaryDirectory() as tmp:
         out["thyroid_demo"] = 80 / timed(lambda: make_thyroid_demo(Path(tmp, "th"), 20, 4, seed=0))[1]

@@ -118,6 +118,7 @@ def test_crossval_runs_then_skips_finished_folds(demo, tmp_path):
         assert key in result["mean"] and key in result["sd"]
         assert result["mean"][key] == pytest.approx(np.mean([row[key] for row in result["per_fold"]]), abs=1e-3)
     assert all(row["cpu_seconds"] > 0 and row["wall_seconds"] > 0 for row in result["per_fold"])
+    assert [row["resumed"] for row in result["per_fold"]] == [0, 0] and "resumed" not in out.stderr
     assert result["recipe"]["name"] == "original" and result["recipe"]["options"]["epochs"] == 1
     assert "training member" in out.stderr and "mean ± sd" in out.stderr
     assert "each fold capped at 300 of its" in out.stderr
@@ -460,6 +461,18 @@ def _stored_run(tmp_path, patches, recipe, folds=2, seed=0):
                                      {"folds": folds, "seed": seed, "epochs": recipe.epochs, "sample_size": None})
     (root / "summary.json").write_text(json.dumps(result.as_dict(), default=float))
     return data
+
+
+def test_the_seconds_of_a_resumed_fold_are_said_to_be_a_lower_bound(tmp_path):
+    rows = [{"fold": i, "f1": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.5, "cpu_seconds": 10.0,
+             "wall_seconds": 20.0, "resumed": r} for i, r in enumerate((0, 1, 0))]
+    per_fold = pd.DataFrame(rows)
+    result = crossval.CrossvalResult(get_recipe("original"), per_fold, crossval.summarise(per_fold), tmp_path, {})
+    assert result.table().endswith("seconds: cpu 30, wall 60 in total (at least: 1 fold(s) resumed, counted "
+                                   "from the resume)")
+    fresh = per_fold.assign(resumed=0)
+    assert crossval.CrossvalResult(get_recipe("original"), fresh, crossval.summarise(fresh), tmp_path,
+                                   {}).table().endswith("wall 60 in total")
 
 
 def test_an_ensemble_takes_its_first_member_only_from_a_run_of_its_one_member_recipe_that_kept_models(tmp_path, patches):

@@ -224,9 +224,11 @@ class CrossvalResult:
         means = "  ".join(f"{m} {self.summary.loc[m, 'mean']:.3f} ± {self.summary.loc[m, 'sd']:.3f}"
                           for m in METRICS)
         total = self.per_fold[["cpu_seconds", "wall_seconds"]].sum()
+        resumed = int(self.per_fold["resumed"].sum()) if "resumed" in self.per_fold else 0
         return (f"{self.recipe.name} (v{self.recipe.version}), {len(shown)} folds by patient:\n"
                 f"{shown.to_string(float_format=lambda v: f'{v:.3f}')}\nmean ± sd: {means}\n"
-                f"seconds: cpu {total['cpu_seconds']:.0f}, wall {total['wall_seconds']:.0f} in total")
+                f"seconds: cpu {total['cpu_seconds']:.0f}, wall {total['wall_seconds']:.0f} in total"
+                + (f" (at least: {resumed} fold(s) resumed, counted from the resume)" if resumed else ""))
 
     @classmethod
     def from_rows(cls, recipe: Recipe, rows, out_dir, settings: dict, **more) -> CrossvalResult:
@@ -302,6 +304,8 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
             log(f"fold {i + 1}/{scored}: done before, skipped ({fold_dir})")
             continue
         with runs.claimed(fold_dir):  # a second process would resume this fold under this one's feet
+            # a fold begun by an earlier process: its seconds before the interruption are not known here
+            resumed = (fold_dir / "started.json").exists()
             copied = first is not None and _take_first_member(first, fold_dir, log)
             start, cpu = time.perf_counter(), time.process_time()
             split, at = fold_parts(folded, i, seed, sample_size)
@@ -328,13 +332,14 @@ def run(data_dir, recipe, folds: int = 5, seed: int = 42, out_dir=None, epochs=N
                        "stain_fallbacks": stain_run.get("fallbacks", 0) + predictor.last_fallbacks,
                        "cpu_seconds": round(time.process_time() - cpu, 1),  # this run's, not a copied member's
                        "members_copied": int(copied),
+                       "resumed": int(resumed),  # then the seconds are this process's part only
                        "wall_seconds": round(time.perf_counter() - start, 1)}
             runs.write_record(fold_dir / "done.json", key, {"row": rows[i]})
             if not keep_models:
                 for _, meta in predictor.members:
                     (fold_dir / meta["file"]).unlink(missing_ok=True)
             log(f"fold {i + 1}/{scored}: " + ", ".join(f"{m} {rows[i][m]:.3f}" for m in METRICS)
-                + f" ({rows[i]['wall_seconds']:.0f} s)")
+                + f" ({rows[i]['wall_seconds']:.0f} s" + (", resumed: this process's part" if resumed else "") + ")")
         del predictor
         _release()
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,

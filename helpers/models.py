@@ -8,6 +8,8 @@ reaches any backbone layer (``backbone_layers(model)`` lists them); its ``prepro
 the data pipeline (``preprocess_for(name)``). Backbone weights: ``"imagenet"`` (downloaded once),
 None (random), or a ``.keras`` / ``.weights.h5`` / ``.h5`` file, e.g. a whole model of this registry
 trained on BreakHis: its backbone's weights are taken, the head starts fresh.
+``layer_table``, ``head_table``, ``stack_table`` and ``receptive_field`` read built layers for the
+lessons of notebooks 02-07.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
+import pandas as pd
 from keras import layers
 
 from . import hardware
@@ -217,11 +221,13 @@ def preprocess_for(name):
     return _spec(name).preprocess
 
 
+def _size(weights) -> int:
+    return sum(int(keras.ops.size(w)) for w in weights)
+
+
 def count_params(model) -> dict:
     """{"total", "trainable", "non_trainable"} parameter counts of a built model."""
-    def size(ws):
-        return int(sum(int(keras.ops.size(w)) for w in ws))
-    trainable, frozen = size(model.trainable_weights), size(model.non_trainable_weights)
+    trainable, frozen = _size(model.trainable_weights), _size(model.non_trainable_weights)
     return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
 
 
@@ -235,6 +241,63 @@ def backbone_layers(model) -> list:
         body = body[1:]
     end = next((i for i, layer in enumerate(body) if layer.name in HEAD_START), len(body))
     return body[:end]
+
+
+def layer_table(layers_) -> pd.DataFrame:
+    """What each of ``layers_`` (an input layer is skipped) computes, by name: its kind, output shape,
+    parameters and how many of them train."""
+    rows = [_layer_row(layer.name, type(layer).__name__, layer.output, [layer])
+            for layer in layers_ if not isinstance(layer, keras.layers.InputLayer)]
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def head_table(model) -> pd.DataFrame:
+    """``layer_table`` of the layers after ``model``'s backbone, the backbone summed up in one row first."""
+    backbone = backbone_layers(model)
+    if not backbone:
+        raise ValueError(f"{model.name!r} has no backbone: its layers are all its own (layer_table)")
+    last = backbone[-1]
+    row = _layer_row(f"{model.name} ({len(backbone)} layers, up to {last.name})", "backbone", last.output, backbone)
+    head = layer_table(model.layers[model.layers.index(last) + 1:])
+    return pd.concat([pd.DataFrame([row]).set_index("layer"), head])
+
+
+def _shape(tensor) -> str:
+    return " × ".join(map(str, tensor.shape[1:]))
+
+
+def _layer_row(name, kind, output, layers_) -> dict:
+    return {"layer": name, "kind": kind, "output": _shape(output),
+            "parameters": sum(_size(layer.weights) for layer in layers_),
+            "trainable": sum(_size(layer.trainable_weights) for layer in layers_)}
+
+
+def receptive_field(model, layer=None) -> tuple[int, int]:
+    """(height, width) of the input window that one unit of ``layer`` (a name; None: the last
+    convolution or pooling) sees, in a chain of layers: each k×k layer widens the window by k − 1
+    steps of the layers before it (1 pixel, times every stride so far)."""
+    window, step = np.ones(2, int), np.ones(2, int)
+    for each in model.layers:
+        kernel = getattr(each, "kernel_size", None) or getattr(each, "pool_size", None)
+        if kernel is not None:
+            spread = (np.array(kernel) - 1) * np.array(getattr(each, "dilation_rate", (1, 1)))
+            window, step = window + spread * step, step * np.array(each.strides)
+        if each.name == layer:
+            return int(window[0]), int(window[1])
+    if layer is not None:
+        raise ValueError(f"{model.name!r} has no layer {layer!r}")
+    return int(window[0]), int(window[1])
+
+
+def stack_table(stacks: dict, input_shape) -> pd.DataFrame:
+    """Each named stack (a list of layers) built on one input of ``input_shape``: the window one unit of
+    its output sees (``receptive_field``), its output shape and its parameters."""
+    rows = {}
+    for name, stack in stacks.items():
+        model = keras.Sequential([keras.Input(input_shape), *stack])
+        rows[name] = {"window": " × ".join(map(str, receptive_field(model))), "output": _shape(stack[-1].output),
+                      "parameters": model.count_params()}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=None, seed=None, **kwargs):

@@ -129,6 +129,11 @@ def test_resnet50_head_matches_the_seed(built):
     assert [layer.count_params() for layer in head if isinstance(layer, keras.layers.BatchNormalization)] == [1_024]
     kinds = [type(layer).__name__ for layer in head]
     assert kinds == ["Flatten", "Dense", "Activation", "BatchNormalization", "Dense", "Activation"]
+    table = models.head_table(model)  # notebook 03's table: the backbone in one row, then the head
+    assert table.index[0] == "resnet50 (174 layers, up to conv5_block3_out)"
+    assert table.iloc[0].to_dict() == {"kind": "backbone", "output": "2 × 2 × 2048", "parameters": 23_587_712,
+                                       "trainable": 23_534_592}  # BatchNorm's moving statistics do not train
+    assert list(table["kind"].iloc[1:]) == kinds and table.loc["fc", "parameters"] == 2_097_408
 
 
 def test_cancernet_structure(built):
@@ -179,6 +184,15 @@ def test_fine_tune_at_freezes_the_first_layers_of_the_backbone():
     assert all(layer.trainable for layer in model.layers if layer not in backbone)
     with pytest.raises(ValueError, match="0..131"):
         build_model("xception", fine_tune_at=132)
+
+
+def test_head_table_counts_what_trains(built):
+    table = models.head_table(build_model("xception", fine_tune_at=100))
+    assert table.iloc[0]["parameters"] == 20_861_480  # Xception without its top
+    assert table.iloc[0]["trainable"] == 8_941_808  # the layers from block11_sepconv2_bn on
+    assert table.loc["logits"].to_dict() == {"kind": "Dense", "output": "2", "parameters": 4_098, "trainable": 4_098}
+    with pytest.raises(ValueError, match="no backbone"):
+        models.head_table(built("cancernet"))
 
 
 def test_without_weights_everything_trains(built):
@@ -566,3 +580,54 @@ def test_efficientnet_gets_raw_pixels():
     first = models.backbone_layers(model)[0]  # EfficientNet's own Rescaling
     assert first is model.layers[1] and isinstance(first, keras.layers.Rescaling)
     assert first.scale == pytest.approx(1 / 255)
+
+
+# --- what the lessons read from a model ----------------------------------------
+
+def test_layer_table_gives_each_layers_output_and_parameters():
+    inputs = keras.Input((8, 8, 4), name="image")
+    conv = keras.layers.Conv2D(2, 3, name="conv")
+    x = keras.layers.BatchNormalization(name="bn")(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Flatten(name="flat")(x))
+    conv.trainable = False
+    table = models.layer_table(model.layers)
+    assert list(table.index) == ["conv", "bn", "flat"]  # the input layer left out
+    assert table.to_dict("index") == {
+        "conv": {"kind": "Conv2D", "output": "6 × 6 × 2", "parameters": 3 * 3 * 4 * 2 + 2, "trainable": 0},
+        "bn": {"kind": "BatchNormalization", "output": "6 × 6 × 2", "parameters": 8, "trainable": 4},
+        "flat": {"kind": "Flatten", "output": "72", "parameters": 0, "trainable": 0}}
+
+
+def chain(*layers_):
+    return keras.Sequential([keras.Input((32, 32, 3)), *layers_])
+
+
+def test_receptive_field_grows_by_each_kernel_times_the_strides_before():
+    conv = keras.layers.Conv2D
+    assert models.receptive_field(chain(conv(1, 5))) == (5, 5)
+    assert models.receptive_field(chain(conv(1, 3), conv(1, 3))) == (5, 5)  # two 3x3 see what one 5x5 sees
+    assert models.receptive_field(chain(conv(1, (3, 1)), conv(1, (1, 3)))) == (3, 3)
+    assert models.receptive_field(chain(conv(1, 3, dilation_rate=2))) == (5, 5)
+    pooled = chain(conv(1, 3), keras.layers.MaxPooling2D(2, name="pool"), conv(1, 3), keras.layers.Flatten())
+    assert models.receptive_field(pooled, "pool") == (4, 4)
+    assert models.receptive_field(pooled) == (8, 8)  # after a stride of 2, a 3x3 adds 2 steps of 2 pixels
+    with pytest.raises(ValueError, match="no layer 'nowhere'"):
+        models.receptive_field(pooled, "nowhere")
+
+
+def test_stack_table_compares_stacks_built_on_one_input():
+    conv = keras.layers.Conv2D
+    table = models.stack_table({"one 5x5": [conv(8, 5, padding="same")],
+                                "two 3x3": [conv(8, 3, padding="same"), conv(8, 3, padding="same")],
+                                "separable 3x3": [keras.layers.SeparableConv2D(8, 3, use_bias=False)]},
+                               input_shape=(10, 10, 8))
+    assert table.to_dict("index") == {
+        "one 5x5": {"window": "5 × 5", "output": "10 × 10 × 8", "parameters": 5 * 5 * 8 * 8 + 8},
+        "two 3x3": {"window": "5 × 5", "output": "10 × 10 × 8", "parameters": 2 * (3 * 3 * 8 * 8 + 8)},
+        "separable 3x3": {"window": "3 × 3", "output": "8 × 8 × 8", "parameters": 3 * 3 * 8 + 8 * 8}}
+
+
+def test_receptive_fields_of_vgg_style_blocks(built):
+    model = built("vgg_style")
+    windows = [models.receptive_field(model, f"block{b}_pool")[0] for b in range(1, 6)]
+    assert windows == [6, 16, 36, 76, 156]  # from block 4 on, one unit sees more than the 50x50 patch

@@ -43,7 +43,6 @@ def original_rows(model: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ORIGINAL_IDC[0]))
 
 
-seed_rows = original_rows  # the old name, until the notebooks call original_rows
 
 
 # The thyroid project (seed 001), from its slides: accuracy on the given test folder.

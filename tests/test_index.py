@@ -176,12 +176,11 @@ def test_cli_missing_directory_is_one_clear_line(tmp_path):
 def test_the_saved_index_is_rebuilt_when_a_file_deep_inside_changes(tree, tmp_path):
     import os
 
-    from helpers.data import cache, source
+    from helpers.data import cache
 
     first, _ = cache.cached_index(tree, tmp_path / "out")
     assert [p.suffix for p in sorted((tmp_path / "out" / "index").iterdir())] == [".csv", ".json"]
-    cfg = source.resolve("smoke", data_dir=tree, output_dir=tmp_path / "out")
-    again, _ = cache.cached_index(cfg)  # a notebook's settings name the same two folders
+    again, _ = cache.cached_index(tree, tmp_path / "out")
     assert len(first) == len(again) == 10
     inner = patch_path(tree, 2, 1, 1, 0)
     top = os.stat(tree)

@@ -189,7 +189,7 @@ def trials(**columns):
     return table
 
 
-def test_seed_check_says_whether_the_seed_findings_hold():
+def test_original_check_says_whether_the_seed_projects_findings_hold():
     random = trials(optimizer=["adam", "adagrad", "sgd"], batch_size=[64, 64, 32],
                     learning_rate=[1e-3, 0.03, 0.01], score=[0.9, 0.8, 0.7])
     bayes = trials(fine_tune_at=[4, 12], learning_rate=[0.03, 0.001], score=[0.95, float("nan")])

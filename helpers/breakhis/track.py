@@ -156,7 +156,6 @@ def beside_original(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -
     return pd.concat([original, pd.DataFrame(ours)], ignore_index=True)
 
 
-beside_seed = beside_original  # the old name, until the notebooks call beside_original
 
 
 def verdict(summary: pd.DataFrame, source: str, arm: str = "breakhis") -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import ROOT, Config
+from ..config import ROOT
 from ..io import write_text
 from .index import build_index, save_index, walk
 
@@ -42,8 +42,6 @@ def tree_stamp(root) -> str | None:
 def cached_index(data_dir, output_dir=None, force: bool = False) -> tuple[pd.DataFrame, dict]:
     """(index, summary) for ``data_dir``, from ``output_dir/index/`` (None: the project's outputs/)
     unless ``force`` or a file under it was added, removed, resized or modified since (:func:`tree_stamp`)."""
-    if isinstance(data_dir, Config):  # a notebook's settings, until the notebooks pass their two folders
-        data_dir, output_dir = data_dir.data_dir, data_dir.output_dir
     data_dir = Path(data_dir)
     base = Path(output_dir or ROOT / "outputs").expanduser() / "index" / _slug(data_dir)
     table, meta = base.with_suffix(".csv"), base.with_suffix(".json")

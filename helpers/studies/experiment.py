@@ -181,7 +181,6 @@ def beside_original(model_name: str, assessment: dict, data: Data, cfg) -> pd.Da
     return pd.concat([original, ours], ignore_index=True)
 
 
-beside_seed = beside_original  # the old name, until the notebooks call beside_original
 
 
 def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict, data: Data,

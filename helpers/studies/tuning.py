@@ -483,4 +483,3 @@ def original_check(random_table: pd.DataFrame, bayes_table: pd.DataFrame | None 
     return table
 
 
-seed_check = original_check  # the old name, until the notebooks call original_check

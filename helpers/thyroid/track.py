@@ -164,7 +164,6 @@ def original_table(**match) -> pd.DataFrame:
     return with_data(table.reset_index(drop=True), ORIGINAL_DATA)
 
 
-seed_table = original_table  # the old name, until the notebooks call original_table
 
 
 def roc_figure(curves: dict, title: str, source: str):

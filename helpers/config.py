@@ -53,6 +53,10 @@ class Config:
     def data_label(self) -> str:
         return "generated demo data" if self.generated else f"real data: {self.data_dir.name}"
 
+    def training_seeds(self, count: int | None = None) -> list[int]:
+        """``count`` training seeds (None: the profile's ``seeds``) counted up from ``seed``."""
+        return [self.seed + i for i in range(count or self.seeds)]
+
     def as_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 

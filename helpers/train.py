@@ -430,69 +430,70 @@ def fit(model, train_ds, val_ds, run_dir, training: Training, *, epochs: int, se
     keras.utils.set_random_seed(seed)
     name = name or model.name
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if key is not None:
-        finished = finished_run(run_dir, key, monitor)
-        if finished is not None:
-            print(f"{run_dir}: finished earlier with these settings, read back", file=sys.stderr, flush=True)
-            shutil.rmtree(run_dir / "backup", ignore_errors=True)  # a kill may have left it
-            return finished
-        started = run_dir / "started.json"
-        if started.is_file() and runs.read_record(started, key) is None:
-            shutil.rmtree(run_dir / "backup", ignore_errors=True)  # another run's state: not resumed
-        runs.write_record(started, key, {})
-    done = readable_backup(run_dir / "backup")
-    if done is None:
-        if (run_dir / "backup").exists():
-            print(f"warning: the backup in {run_dir / 'backup'} cannot be read; training starts again "
-                  "from epoch 1", file=sys.stderr, flush=True)
-            shutil.rmtree(run_dir / "backup")
-        # A fresh start, not a resumption: the history and checkpoints of an earlier,
-        # finished run in this folder would mix with this one's.
-        (run_dir / "history.csv").unlink(missing_ok=True)
-        for old in (run_dir / "checkpoints").glob("*.keras"):
-            old.unlink()
-        resume = {}
-    else:
-        resume = resume_state(run_dir, monitor, done)
-        for old in (run_dir / "checkpoints").glob("*.keras"):  # epochs the backup does not hold
-            match = re.search(r"-epoch(\d+)-", old.name)
-            if match and int(match.group(1)) > done:
+    # one process per run folder: a second one would resume the backup under the first one's feet
+    with runs.claimed(run_dir):
+        if key is not None:
+            finished = finished_run(run_dir, key, monitor)
+            if finished is not None:
+                print(f"{run_dir}: finished earlier with these settings, read back", file=sys.stderr, flush=True)
+                shutil.rmtree(run_dir / "backup", ignore_errors=True)  # a kill may have left it
+                return finished
+            started = run_dir / "started.json"
+            if started.is_file() and runs.read_record(started, key) is None:
+                shutil.rmtree(run_dir / "backup", ignore_errors=True)  # another run's state: not resumed
+            runs.write_record(started, key, {})
+        done = readable_backup(run_dir / "backup")
+        if done is None:
+            if (run_dir / "backup").exists():
+                print(f"warning: the backup in {run_dir / 'backup'} cannot be read; training starts again "
+                      "from epoch 1", file=sys.stderr, flush=True)
+                shutil.rmtree(run_dir / "backup")
+            # A fresh start, not a resumption: the history and checkpoints of an earlier,
+            # finished run in this folder would mix with this one's.
+            (run_dir / "history.csv").unlink(missing_ok=True)
+            for old in (run_dir / "checkpoints").glob("*.keras"):
                 old.unlink()
-    compile_model(model, optimizer, training.learning_rate, training.label_smoothing, training.optimizer_options)
-    # A dataset from pipeline.make_dataset knows its epochs: each keyed on its number, so that a
-    # resumed run trains on the batches the uninterrupted one would have.
-    keyed = hasattr(train_ds, "epochs")
-    batches = train_ds.epochs(done or 0, epochs) if keyed else train_ds
-    # BatchNorm statistics recomputed before every validation (and so before every checkpoint).
-    recalibrate = training.recalibrate_bn
-    extra = ([_recalibrate_callback(getattr(train_ds, "calibration", train_ds), recalibrate)]
-             if recalibrate else []) + [_seed_callback()] + list(extra_callbacks)
-    callbacks = make_callbacks(run_dir, name, training, extra, resume=resume)
-    if getattr(model.optimizer, "use_ema", False):
-        # First, so that validation (and the BatchNorm recalibration before it) and the
-        # checkpoint see the averaged weights; training steps go on with the raw ones. A run
-        # resumed from its backup goes on from the averaged weights.
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    start = time.perf_counter()
-    history = model.fit(batches, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-                        steps_per_epoch=train_ds.steps if keyed else None,
-                        shuffle=False,  # the tf.data pipeline shuffles
-                        callbacks=callbacks, verbose=verbose)
-    seconds = time.perf_counter() - start
-    n = train_patches or 0
-    best = best_checkpoint(run_dir, monitor)
-    result = TrainResult(
-        run_dir=str(run_dir),
-        best_checkpoint=str(best) if best else None,
-        epochs_run=len(read_history(run_dir)),  # a resumed run's earlier epochs count too
-        seconds=round(seconds, 2),
-        images_per_s=round(n * len(history.epoch) / seconds, 1) if n and seconds > 0 else math.nan,
-        train_patches=n,
-    )
-    runs.write_record(run_dir / "train.json", key, {
-        **asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-        "learning_rate": training.learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed},
-        default=lambda o: o.get_config() if hasattr(o, "get_config") else str(o))  # a schedule
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    return result
+            resume = {}
+        else:
+            resume = resume_state(run_dir, monitor, done)
+            for old in (run_dir / "checkpoints").glob("*.keras"):  # epochs the backup does not hold
+                match = re.search(r"-epoch(\d+)-", old.name)
+                if match and int(match.group(1)) > done:
+                    old.unlink()
+        compile_model(model, optimizer, training.learning_rate, training.label_smoothing, training.optimizer_options)
+        # A dataset from pipeline.make_dataset knows its epochs: each keyed on its number, so that a
+        # resumed run trains on the batches the uninterrupted one would have.
+        keyed = hasattr(train_ds, "epochs")
+        batches = train_ds.epochs(done or 0, epochs) if keyed else train_ds
+        # BatchNorm statistics recomputed before every validation (and so before every checkpoint).
+        recalibrate = training.recalibrate_bn
+        extra = ([_recalibrate_callback(getattr(train_ds, "calibration", train_ds), recalibrate)]
+                 if recalibrate else []) + [_seed_callback()] + list(extra_callbacks)
+        callbacks = make_callbacks(run_dir, name, training, extra, resume=resume)
+        if getattr(model.optimizer, "use_ema", False):
+            # First, so that validation (and the BatchNorm recalibration before it) and the
+            # checkpoint see the averaged weights; training steps go on with the raw ones. A run
+            # resumed from its backup goes on from the averaged weights.
+            callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        start = time.perf_counter()
+        history = model.fit(batches, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                            steps_per_epoch=train_ds.steps if keyed else None,
+                            shuffle=False,  # the tf.data pipeline shuffles
+                            callbacks=callbacks, verbose=verbose)
+        seconds = time.perf_counter() - start
+        n = train_patches or 0
+        best = best_checkpoint(run_dir, monitor)
+        result = TrainResult(
+            run_dir=str(run_dir),
+            best_checkpoint=str(best) if best else None,
+            epochs_run=len(read_history(run_dir)),  # a resumed run's earlier epochs count too
+            seconds=round(seconds, 2),
+            images_per_s=round(n * len(history.epoch) / seconds, 1) if n and seconds > 0 else math.nan,
+            train_patches=n,
+        )
+        runs.write_record(run_dir / "train.json", key, {
+            **asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+            "learning_rate": training.learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed},
+            default=lambda o: o.get_config() if hasattr(o, "get_config") else str(o))  # a schedule
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
+        return result

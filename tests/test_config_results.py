@@ -15,6 +15,12 @@ def test_profile_sets_everything_and_explicit_values_win(tree, tmp_path):
     assert cfg.figures == tmp_path / "figures"
 
 
+def test_training_seeds_count_up_from_the_seed(tree, tmp_path):
+    cfg = source.resolve("cpu", data_dir=tree, output_dir=tmp_path, seed=7)
+    assert cfg.training_seeds() == [7 + i for i in range(cfg.seeds)] and len(cfg.training_seeds()) == cfg.seeds
+    assert cfg.training_seeds(3) == [7, 8, 9]
+
+
 def test_unknown_profile_lists_the_known_ones(tree):
     with pytest.raises(ValueError, match=r"unknown profile 'fast'.*'cpu', 'full', 'smoke'"):
         source.resolve("fast", data_dir=tree)

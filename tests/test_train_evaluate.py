@@ -125,6 +125,19 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert list(train.read_history(tmp_path / "run")["epoch"]) == [0, 1, 2]
 
 
+def test_a_run_folder_another_process_is_training_is_refused_and_left_as_it_is(tmp_path):
+    from helpers import runs
+
+    ds, _ = separable()
+    (tmp_path / "run").mkdir()
+    with runs.claimed(tmp_path / "run"):  # as another notebook or command training this run would hold it
+        with pytest.raises(RuntimeError, match="run is being trained by another process"):
+            train.fit(tiny_model(), ds, ds, tmp_path / "run", FAST, epochs=1, verbose=0)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["training.lock"]
+    result = train.fit(tiny_model(), ds, ds, tmp_path / "run", FAST, epochs=1, verbose=0)  # released: it trains
+    assert result.epochs_run == 1
+
+
 def crash_after_first_epoch(tmp_path, ds, val, model=None, training=FAST):
     class Crash(Exception):
         pass

@@ -26,7 +26,7 @@ def compare_splits(cfg, model_name: str = "cancernet", seeds=None, training: Tra
     """One row per (split, seed): test scores, how many test patients also trained, and the patches
     on each side. Runs are kept under ``<output_dir>/runs/leak_<model>_<profile>/<split>-<seed>``; a rerun
     with the same settings reads a finished run back."""
-    seeds = list(seeds or [cfg.seed + i for i in range(cfg.seeds)])
+    seeds = list(seeds or cfg.training_seeds())
     rows = []
     for by in SPLITS_COMPARED:
         for seed in seeds:

@@ -78,7 +78,7 @@ def run_study(cfg, study: str, notebook: str, variants: list[Variant], seeds=Non
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")
-    seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(cfg.seeds)]
+    seeds = list(seeds) if seeds is not None else cfg.training_seeds()
     data_cache: dict = {}
     rows, histories, split_note = [], [], ""
     for variant in variants:

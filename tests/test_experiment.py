@@ -32,6 +32,29 @@ def test_prepare_data_splits_by_patient_and_balances_training(small_demo, tmp_pa
     assert data.class_weight == {0: 1.0, 1: 1.0}
 
 
+def test_train_and_assess_starts_from_the_same_weights_whatever_ran_before(small_demo, tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+
+    first = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(model, *args, **kwargs):
+        first.append([w.copy() for w in model.get_weights()])
+        raise Stop
+
+    monkeypatch.setattr(experiment, "train_on", capture)
+    cfg = source.resolve("smoke", data_dir=small_demo, output_dir=tmp_path, sample_size=300)
+    for draws in (0, 5):
+        for _ in range(draws):  # as a notebook's own layers built before the run would use the random state
+            keras.layers.Dense(3).build((None, 4))
+        with pytest.raises(Stop):
+            experiment.train_and_assess(cfg, "07_cancernet", "cancernet")
+    assert len(first) == 2 and all(np.array_equal(a, b) for a, b in zip(*first))
+
+
 @pytest.mark.slow
 def test_cli_train_then_evaluate(small_demo, tmp_path):
     out = subprocess.run(

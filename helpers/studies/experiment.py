@@ -240,7 +240,9 @@ def train_and_assess(cfg, notebook: str, model_name: str, *, image_size=None, we
     data = prepare_data(cfg, model_name, image_size, split_dir=split_dir)
     print(f"input {data.image_size}x{data.image_size}; split {data.split_note}; class weights {data.class_weight}")
     display(splits.describe(data.index))
-    model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at)
+    # seeded: the same first weights whatever cells ran before (notebooks 02-07 build layers of their own first)
+    model = models.build_model(model_name, image_size=data.image_size, weights=weights, fine_tune_at=fine_tune_at,
+                               seed=cfg.seed)
     display(pd.DataFrame([models.count_params(model)], index=["parameters"]))
     name = f"{notebook[:2]}_{model_name}_{cfg.profile}"
     key = run_key(cfg, training, seed=cfg.seed, model=model_name, size=data.image_size, weights=weights,

@@ -95,15 +95,13 @@ def _ellipses(shape, cy, cx, a, b, angle, irregular, rng, pad=1.0, dark=None):
 def _look(rng, code):
     """Everything drawn once per patient: stain, colour cast, fat, stromal cellularity, grade."""
     unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
-    look = dict(code=code, label=SUBTYPES[code][1], **LOOKS[code])
-    look["hv"] = unit(_H + rng.normal(0, 0.05, 3)) * rng.uniform(0.75, 1.3)
-    look["ev"] = unit(_E + rng.normal(0, 0.05, 3)) * rng.uniform(0.6, 1.6)
-    look["cast"] = _GLASS_OD + rng.uniform(0, 0.08, 3)  # lamp and white balance differ between sessions
-    look["fat"] = rng.uniform(0.0, 0.35)
-    look["cellular"] = rng.uniform(0.5, 1.5)
-    look["grade"] = rng.uniform(0, 1)  # malignant only: nuclei larger, darker, more irregular with grade
-    look["normal_glands"] = rng.uniform(0, 30)  # malignant fields may hold residual benign ducts
-    return look
+    return dict(code=code, label=SUBTYPES[code][1], **LOOKS[code],
+                hv=unit(_H + rng.normal(0, 0.05, 3)) * rng.uniform(0.75, 1.3),
+                ev=unit(_E + rng.normal(0, 0.05, 3)) * rng.uniform(0.6, 1.6),
+                cast=_GLASS_OD + rng.uniform(0, 0.08, 3),  # lamp and white balance differ between sessions
+                fat=rng.uniform(0.0, 0.35), cellular=rng.uniform(0.5, 1.5),
+                grade=rng.uniform(0, 1),  # malignant only: nuclei larger, darker, more irregular with grade
+                normal_glands=rng.uniform(0, 30))  # malignant fields may hold residual benign ducts
 
 
 def _draw(rng, look, magnification, width, height) -> np.ndarray:
@@ -126,8 +124,7 @@ class _Canvas:
         self.rng, self.shape, self.um = rng, shape, um
         self.area_mm2 = shape[0] * shape[1] * (um / 1000) ** 2
         self.yy, self.xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
-        self.H = np.full(shape, 0.04, np.float32)
-        self.E = np.full(shape, 0.5, np.float32)
+        self.H, self.E = np.full(shape, 0.04, np.float32), np.full(shape, 0.5, np.float32)
         self.soft = np.ones(shape, bool)  # tissue that can hold cells (not fat, not a lumen)
         self.cells = []  # (cy, cx, a, b, angle, irregular, dark) per group of nuclei
 
@@ -169,8 +166,7 @@ def _stroma(f):
     """Pink collagen in wavy bundles along a drifting direction, broken by thin white cracks; returns
     the fibre direction (stromal nuclei lie along it)."""
     theta = f.rng.uniform(0, np.pi) + 0.7 * f.noise(150)
-    period = f.px(9.0)
-    wave = f.noise(30)
+    period, wave = f.px(9.0), f.noise(30)
     phase = (f.yy * np.cos(theta) + f.xx * np.sin(theta) + f.px(6) * wave) * np.float32(2 * np.pi / period)
     visible = np.float32(np.clip((period - 2) / 4, 0, 1))  # bundles finer than 2 px blur into texture
     fib = visible * np.cos(phase) * np.clip(wave, 0, 1) + 0.6 * f.noise(3)
@@ -281,8 +277,7 @@ def _stain(f, look):
         nuc = np.maximum(nuc, _ellipses(f.shape, y, x, a, b, angle, irregular, f.rng, dark=dark))
     H = f.H + 0.85 * nuc * (1 + 0.15 * f.noise(1.0))  # chromatin is granular
     E = f.E * (1 - 0.5 * np.clip(nuc, 0, 1))
-    blur = 0.45 * f.shape[1] / 230
-    H, E = ndimage.gaussian_filter(H, blur), ndimage.gaussian_filter(E, blur)
+    H, E = (ndimage.gaussian_filter(a, 0.45 * f.shape[1] / 230) for a in (H, E))
     light = 0.02 * smooth_noise(f.rng, f.shape, f.shape[1] / 3)
     img = np.empty(f.shape + (3,), np.uint8)
     for c in range(3):
@@ -311,22 +306,18 @@ def make_demo(root, n_patients: int = 16, images_per_patient: int = 12, size=(23
         report.count(pd.DataFrame(infos).assign(width=width, height=height))
         keys = ("patients", "images", "benign", "malignant", "benign_patients", "malignant_patients",
                 "by_magnification", "by_subtype")
-        summary = {"root": str(root), **{k: getattr(report, k) for k in keys}, "size": params["size"],
-                   "seed": params["seed"], "generated": True}
-        return summary, DESCRIPTION
+        return {"root": str(root), **{k: getattr(report, k) for k in keys}, "size": params["size"],
+                "seed": params["seed"], "generated": True}, DESCRIPTION
 
     return generated_set(root, params, "a BreakHis demo set", write)
 
 
 def _write_patient(job) -> list[dict]:
     """Draw and save patient i's images (40X, 100X, 200X, 400X in turn); return their parse_name fields."""
-    tmp, i, code, params = job
-    rng = np.random.default_rng([params["seed"], i])  # one patient's pictures do not depend on another's
-    look = _look(rng, code)
-    label = SUBTYPES[code][1]
-    infos = []
+    tmp, i, rng, code, params = job
+    look, (name, label), infos = _look(rng, code), SUBTYPES[code], []
     for j in range(params["images_per_patient"]):
-        info = {"label": label, "class": CLASSES[label], "subtype": code, "subtype_name": SUBTYPES[code][0],
+        info = {"label": label, "class": CLASSES[label], "subtype": code, "subtype_name": name,
                 "patient": f"{DEMO_YEAR}-{FIRST_SLIDE + i}", "magnification": MAGNIFICATIONS[j % 4],
                 "seq": j // 4 + 1}
         path = tmp / official_path(info)

@@ -176,23 +176,19 @@ def to_patches(df: pd.DataFrame, size: int = PATCH, mode: str = "resize", tiles_
         raise ValueError(f"size and tiles_per_image must be positive, not {size}, {tiles_per_image}")
     if df.empty:
         raise ValueError("to_patches got an empty table")
-    per = 1 if mode == "resize" else tiles_per_image
     if mode == "resize":
-        images = load_images(df, size)
+        per, images = 1, load_images(df, size)
     else:  # each row's tiles drawn by its own generator: they do not depend on the other rows
-        images = np.empty((len(df) * per, size, size, 3), np.uint8)
+        per, images = tiles_per_image, np.empty((len(df) * tiles_per_image, size, size, 3), np.uint8)
         for i, (path, mag) in enumerate(zip(df["path"], df["magnification"])):
             im = load_rgb(path)
             if min(im.size) < size:
                 raise ValueError(f"image {path} ({im.width}x{im.height}) is smaller than a {size}-px tile")
             factor = tile_downscale(mag, *im.size, size)
-            width, height = max(size, round(im.width / factor)), max(size, round(im.height / factor))
-            small = np.asarray(im.resize((width, height), Image.Resampling.BOX))
+            small = np.asarray(im.resize(tuple(max(size, round(v / factor)) for v in im.size), Image.Resampling.BOX))
             rng = np.random.default_rng([seed, i])
-            ys = rng.integers(0, small.shape[0] - size + 1, per)
-            xs = rng.integers(0, small.shape[1] - size + 1, per)
-            for t, (y, x) in enumerate(zip(ys, xs)):
-                images[i * per + t] = small[y : y + size, x : x + size]
+            ys, xs = (rng.integers(0, n - size + 1, per) for n in small.shape[:2])
+            images[i * per : (i + 1) * per] = [small[y : y + size, x : x + size] for y, x in zip(ys, xs)]
     repeat = lambda col: np.repeat(np.asarray(col), per)  # noqa: E731
     return Patches(images, repeat(df["label"]).astype(np.int8), repeat(df["patient"]), repeat(df.index))
 

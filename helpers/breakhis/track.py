@@ -53,14 +53,11 @@ class Pretrained:
 def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | None = None,
              mode: str = "tiles", tiles_per_image: int = 4, weights=None, out=None) -> Pretrained:
     """Train ``model_name`` to tell benign from malignant BreakHis patches, or read it back when trained
-    before on the same files with the same settings.
-
-    Split by patient (``cfg.seed``), cut into 50x50 inputs (:func:`to_patches`), resized in the pipeline
-    to the model's input size as the IDC patches are; ``train.fit`` with class weights keeps the best
-    epoch by validation AUC, and an interrupted run resumes. ``weights``: None, or "imagenet" for a
-    backbone (then fully trainable). The model goes to ``out`` (default ``<output_dir>/models/``
-    ``breakhis_<model>_<profile>_<digest>.keras``), written atomically, its scores in a .json beside it.
-    """
+    before on the same files with the same settings. Split by patient (``cfg.seed``), cut into 50x50
+    inputs (:func:`to_patches`), resized in the pipeline as the IDC patches are; ``train.fit`` with class
+    weights keeps the best epoch by validation AUC and resumes an interrupted run. ``weights``: None, or
+    "imagenet" for a backbone (then fully trainable). The model goes to ``out`` (default ``<output_dir>/
+    models/breakhis_<model>_<profile>_<digest>.keras``), written atomically, its scores in a .json beside it."""
     from .. import evaluate, models, train
     from ..data import pipeline
     from ..io import atomic_path
@@ -84,8 +81,7 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
         return Pretrained(**{**saved, "path": path, "trained": False})
 
     split = split_by_patient_label(build_index(root)[0], seed=cfg.seed)
-    empty = [s for s in SPLITS[:2] if not (split["split"] == s).any()]
-    if empty:
+    if empty := [s for s in SPLITS[:2] if not (split["split"] == s).any()]:
         raise ValueError(f"{root}: no patient left for the {' and '.join(empty)} split "
                          f"({split['patient'].nunique()} patients; pretraining needs 3 per class)")
     patches = to_patches(split, mode=mode, tiles_per_image=tiles_per_image, seed=cfg.seed)
@@ -100,12 +96,10 @@ def pretrain(cfg, breakhis_dir, model_name: str = "cancernet", *, epochs: int | 
     model = models.build_model(model_name, image_size=size, weights=weights,
                                fine_tune_at=None if weights is None else 0, seed=cfg.seed)
     run_dir = Path(cfg.output_dir) / "runs" / stem
-    val = dataset("val")
-    training = train.Training(settings["optimizer"], settings["learning_rate"])
-    result = train.fit(model, dataset("train", shuffle=True), val, run_dir, training, epochs=settings["epochs"],
-                       seed=cfg.seed, name=f"breakhis_{model_name}", train_patches=counts["train"],
-                       class_weight=train.class_weights(patches.labels[where == "train"]))
-    best = result.best_model(model)
+    val, training = dataset("val"), train.Training(settings["optimizer"], settings["learning_rate"])
+    best = train.fit(model, dataset("train", shuffle=True), val, run_dir, training, epochs=settings["epochs"],
+                     seed=cfg.seed, name=f"breakhis_{model_name}", train_patches=counts["train"],
+                     class_weight=train.class_weights(patches.labels[where == "train"])).best_model(model)
     y_val, p_val = evaluate.predict(best, val)
     threshold = evaluate.choose_threshold(y_val, p_val)
     test = evaluate.scores(*evaluate.predict(best, dataset("test")), threshold) if "test" in counts else None
@@ -128,15 +122,12 @@ def fine_tune_arms(model_name: str, pretrained_path, fine_tune_at: int | None = 
     "imagenet" (a backbone's ImageNet weights, frozen alike)."""
     from ..models import MODELS
 
-    if fine_tune_at is None:
-        fine_tune_at = ORIGINAL_FINE_TUNE_AT.get(model_name)
+    fine_tune_at = ORIGINAL_FINE_TUNE_AT.get(model_name) if fine_tune_at is None else fine_tune_at
     if imagenet and not MODELS[model_name].pretrained:
         raise ValueError(f"{model_name!r} has no ImageNet weights: imagenet=True needs a backbone "
                          f"({', '.join(n for n, spec in MODELS.items() if spec.pretrained)})")
-    arms = {"scratch": {}, "breakhis": {"weights": str(pretrained_path), "fine_tune_at": fine_tune_at}}
-    if imagenet:
-        arms["imagenet"] = {"weights": "imagenet", "fine_tune_at": fine_tune_at}
-    return arms
+    return {"scratch": {}, "breakhis": {"weights": str(pretrained_path), "fine_tune_at": fine_tune_at},
+            **({"imagenet": {"weights": "imagenet", "fine_tune_at": fine_tune_at}} if imagenet else {})}
 
 
 def beside_original(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -> pd.DataFrame:
@@ -145,17 +136,12 @@ def beside_original(model_name: str, runs: pd.DataFrame, cfg, split_note: str) -
     from ..reference import original_rows
 
     original = original_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
-    ours = []
-    for variant, part in runs.groupby("variant", sort=False):
-        scored_on = part["scored_on"].iloc[0]
-        ours.append({"model": part["model"].iloc[0], "setting": f"{variant} ({cfg.profile}, {cfg.epochs} epochs, "
-                     f"{len(part)} seed{'s' * (len(part) > 1)})", "train": None, "val": None,
-                     "test": round(part["accuracy"].mean(), 3) if scored_on == "test" else None,
-                     "f1": round(part["f1"].mean(), 3), "split": f"{scored_on} split, {split_note}",
-                     "note": cfg.data_label})
+    ours = [{"model": part["model"].iloc[0], "setting": f"{variant} ({cfg.profile}, {cfg.epochs} epochs, "
+             f"{len(part)} seed{'s' * (len(part) > 1)})", "train": None, "val": None,
+             "test": round(part["accuracy"].mean(), 3) if on == "test" else None,
+             "f1": round(part["f1"].mean(), 3), "split": f"{on} split, {split_note}", "note": cfg.data_label}
+            for variant, part in runs.groupby("variant", sort=False) for on in [part["scored_on"].iloc[0]]]
     return pd.concat([original, pd.DataFrame(ours)], ignore_index=True)
-
-
 
 
 def verdict(summary: pd.DataFrame, source: str, arm: str = "breakhis") -> str:

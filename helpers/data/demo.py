@@ -1,12 +1,10 @@
-"""A *generated* IDC-like demo set in the Kaggle layout ``<root>/<patient>/<0|1>/<name>.png``.
+"""A *generated* IDC-like demo set (not patient data) in the Kaggle layout ``<root>/<patient>/<0|1>/<name>.png``.
 
-Drawn by numpy, it is not patient data, shows no real tissue, and no clinical claim rests on it; it
-lets notebooks and tests run offline in seconds. Per patient, slide-level maps (tissue, tumour, fat,
-fibre direction) are drawn on a coarse grid; cells mostly covered by tissue become 50x50 patches,
-rendered through a Beer-Lambert H&E model with per-patient stain. Labels are the tumour *region*, as
-an annotator's outline, so boundary patches are ambiguous; healthy tissue has look-alikes (lymphocyte
-clusters, benign lobules, cellular stroma): "dark and dense" is not enough. The BreakHis and thyroid
-generators draw with its noise and workers too (``smooth_noise``, ``draw_all``).
+Per patient, slide-level maps (tissue, tumour, fat, fibre direction) are drawn on a coarse grid; cells
+mostly covered by tissue become 50x50 patches, through a Beer-Lambert H&E model with per-patient stain.
+Labels are the tumour *region*, as an annotator's outline, so boundary patches are ambiguous; healthy
+tissue has look-alikes (lymphocyte clusters, benign lobules, cellular stroma). The BreakHis and thyroid
+generators share its stain, noise and workers (``_H``, ``_E``, ``smooth_noise``, ``draw_all``).
 """
 from __future__ import annotations
 
@@ -27,6 +25,9 @@ FIRST_ID = 90001  # real patient ids are below 20000: no collision
 VERSION = 1  # part of the stored parameters: bump it when the pictures change
 # The Kaggle set "Breast Histopathology Images": what ``make-demo --full`` reproduces in size.
 FULL = {"patients": 279, "negatives": 198_738, "positives": 78_786}
+DESCRIPTION = ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
+               "Drawn by helpers/data/demo.py (numpy noise, an H&E colour model) to look roughly like\n"
+               "the Kaggle IDC patches: no real tissue; no clinical claim rests on it.\n")
 
 # Optical-density directions of haematoxylin and eosin, fitted (Macenko) to real patches.
 _H = np.array([0.56, 0.72, 0.40])
@@ -44,13 +45,6 @@ _HALF = _lerp(2.0 * np.arange(PATCH // 2 + 1)).astype(np.float32)  # 26 half-res
 _DISC = np.argwhere(np.hypot(*np.mgrid[-2:3, -2:3]) <= 1.6) - 2  # pixel offsets of a small lumen
 
 
-def _field(rng, shape, sigma):
-    """Smooth noise (zero mean, unit std) over the last two axes; uniform draws are cheaper than normal."""
-    a = rng.random(shape, dtype=np.float32)
-    a = ndimage.gaussian_filter(a, (0,) * (len(shape) - 2) + (sigma, sigma), mode="wrap")
-    return (a - a.mean()) / (a.std() + 1e-6)
-
-
 def _slide(rng, n_target, tumour_frac, cut, exact=False):
     """Everything drawn once per patient: layout, labels, slide-level maps, look-alikes, stain, border.
     ``exact``: exactly ``n_target`` patches, ``round(tumour_frac * n_target)`` of them IDC-positive."""
@@ -60,6 +54,7 @@ def _slide(rng, n_target, tumour_frac, cut, exact=False):
     rows = max(6, round(n_cells / cols))
     sub = (rows * k, cols * k)
     cell = lambda a: a.reshape(rows, k, cols, k).mean(axis=(1, 3))  # noqa: E731
+    first = lambda order, n: np.isin(np.arange(rows * cols), order[:n]).reshape(rows, cols)  # noqa: E731
 
     # Tissue: an elliptic blob broken up by coarse noise, so the outline is irregular.
     yy, xx = np.mgrid[0 : sub[0], 0 : sub[1]].astype(np.float32)
@@ -69,10 +64,7 @@ def _slide(rng, n_target, tumour_frac, cut, exact=False):
     thr = np.quantile(cell(tissue), 1 - min(0.95, n_target / (rows * cols)))
     is_patch = cell(np.float32(tissue > thr)) > 0.5
     if exact:  # the n_target cells most covered by tissue (ties: the deeper inside)
-        order = np.lexsort((-cell(tissue).ravel(), -cell(np.float32(tissue > thr)).ravel()))
-        is_patch = np.zeros(rows * cols, bool)
-        is_patch[order[:n_target]] = True
-        is_patch = is_patch.reshape(rows, cols)
+        is_patch = first(np.lexsort((-cell(tissue).ravel(), -cell(np.float32(tissue > thr)).ravel())), n_target)
 
     # Tumour: contiguous blobs grown from 1-3 seeds; the label is the region, decided on
     # the cell's mean score, while the pixels' own outline wanders through the cells.
@@ -85,14 +77,10 @@ def _slide(rng, n_target, tumour_frac, cut, exact=False):
     m = dict(tissue=tissue, thr=thr, score=score, t_thr=t_thr, is_patch=is_patch)
     m["label"] = is_patch & (cell(score) >= t_thr)
     if exact:  # by rank, so that ties cannot add a positive
-        ranked = np.flatnonzero(is_patch)[np.argsort(-cell(score)[is_patch], kind="stable")]
-        m["label"] = np.zeros(rows * cols, bool)
-        m["label"][ranked[:n_pos]] = True
-        m["label"] = m["label"].reshape(rows, cols)
+        m["label"] = first(np.flatnonzero(is_patch)[np.argsort(-cell(score)[is_patch], kind="stable")], n_pos)
 
     m["theta"] = rng.uniform(0, np.pi) + 1.2 * _field(rng, is_patch.shape, 3.0)  # collagen direction drifts
-    m["bend"], m["eosin"] = 3.0 * _field(rng, sub, 1.0), _field(rng, sub, 3.0)
-    m["cellular"] = _field(rng, sub, 3.0)
+    m["bend"], m["eosin"], m["cellular"] = 3.0 * _field(rng, sub, 1.0), _field(rng, sub, 3.0), _field(rng, sub, 3.0)
     m["fat"] = _field(rng, sub, 4.0) - rng.uniform(0.2, 1.2) - 1.2 * (score > t_thr)  # fat is rarer in tumour
     # Fat cells are 10-18 px across; low grade tumours look closer to normal tissue.
     m.update(period=rng.uniform(3, 5), a0=rng.uniform(0, np.pi), lam=2 * np.pi / (rng.uniform(10, 18) * 0.866),
@@ -122,10 +110,9 @@ def _slide(rng, n_target, tumour_frac, cut, exact=False):
     m["ev"] = unit(_E + rng.normal(0, 0.04, 3)) * np.float32(rng.uniform(0.7, 1.6))
     rr, cc = np.nonzero(is_patch)
     m["h"], m["w"] = np.full(len(rr), PATCH), np.full(len(rr), PATCH)
-    if cut and len(rr) and rng.random() < 0.25:  # in the real set most cut patches are at the bottom
-        m["w"][cc == cc.max()] = rng.integers(5, 46)
-    elif cut and len(rr):
-        m["h"][rr == rr.max()] = rng.integers(5, 46)
+    if cut and len(rr):  # in the real set most cut patches are at the bottom
+        side, at = (m["w"], cc) if rng.random() < 0.25 else (m["h"], rr)
+        side[at == at.max()] = rng.integers(5, 46)
     m["score_px"] = score + 0.5 * _field(rng, sub, 1.5)  # the tumour's own outline strays from the annotation
     return m
 
@@ -192,8 +179,7 @@ def _render(rng, m, rr, cc):
     grade = m["grade"]
     cellular = f32(coarse(m["cellular"]) > 0.8) * healthy
     H += 0.06 * cellular
-    dens = f32(nests) * (0.05 + 0.05 * grade) + f32(tum & soft) * 0.008 + f32(healthy) * 0.004
-    dens += 0.02 * cellular
+    dens = f32(nests) * (0.05 + 0.05 * grade) + f32(tum & soft) * 0.008 + f32(healthy) * 0.004 + 0.02 * cellular
     nuclei = f32(rng.random(dens.shape, dtype=np.float32) < dens)
     lookup = np.full(m["is_patch"].shape, -1)
     lookup[rr, cc] = np.arange(n)
@@ -234,9 +220,7 @@ def _fractions(rng, n):
 
 def _cut_slides(rng, n):
     """Which patients' slides end in cut (narrower or shorter) border patches: 30%."""
-    cut = np.zeros(n, bool)
-    cut[rng.permutation(n)[: max(1, round(0.3 * n))]] = True
-    return cut
+    return np.isin(np.arange(n), rng.permutation(n)[: max(1, round(0.3 * n))])
 
 
 def _plan(n_patients, seed, patches_scale):
@@ -256,22 +240,19 @@ def _apportion(total: int, weights, caps) -> np.ndarray:
     share = total * weights / weights.sum()
     out = np.minimum(np.floor(share).astype(int), caps)
     while out.sum() < total:
-        room = out < caps
-        gap = np.where(room, share - out, -np.inf)
-        out[np.argmax(gap)] += 1
+        out[np.argmax(np.where(out < caps, share - out, -np.inf))] += 1
     return out
 
 
 def _plan_exact(n_patients, negatives, positives, seed):
     """``_plan`` with counts adding up to exactly ``negatives`` and ``positives``; patches per patient
     spread as in the real set (a few dozen to a few thousand, the median about 0.8 of the mean)."""
-    rng = np.random.default_rng([seed, 888_888])
-    total = negatives + positives
+    rng, total = np.random.default_rng([seed, 888_888]), negatives + positives
     if n_patients < 1 or negatives < 0 or positives < 0 or total < n_patients:
         raise ValueError(f"need at least one patch per patient: {n_patients} patients, "
                          f"{negatives} negatives, {positives} positives")
-    sizes = _apportion(total, np.clip(rng.lognormal(0, 0.7, n_patients), 0.06, 4.0), np.full(n_patients, total))
-    sizes = np.maximum(sizes, 1)
+    sizes = np.maximum(_apportion(total, np.clip(rng.lognormal(0, 0.7, n_patients), 0.06, 4.0),
+                                  np.full(n_patients, total)), 1)
     sizes[np.argmax(sizes)] -= sizes.sum() - total  # the floor of one patch may have added a few
     frac = _fractions(rng, n_patients)
     pos = _apportion(positives, sizes * np.where(frac < 0.02, 0, frac) + 1e-9, sizes)  # ~6% without IDC
@@ -286,13 +267,15 @@ def _spread(n, sigma):
     return np.exp(-0.5 * ((np.arange(n)[:, None] - samples[None]) / sigma) ** 2).astype(np.float32)
 
 
-def smooth_noise(rng, shape, sigma) -> np.ndarray:
-    """Smooth noise (zero mean, unit std) with features of ~``sigma`` px (one, or one per axis). From
-    4 px on, as two small products with coarse white noise (a Gaussian filter costs in proportion to
-    sigma); by einsum, as BLAS would start threads that only spin on small matrices."""
+def smooth_noise(rng, shape, sigma, fast=True) -> np.ndarray:
+    """Smooth noise (zero mean, unit std) over the last two axes with features of ~``sigma`` px (one, or
+    one per axis). With ``fast``, from 4 px on, as two small products with coarse white noise (a Gaussian
+    filter costs in proportion to sigma); by einsum, as BLAS would start threads that only spin on small
+    matrices. Else filtered uniform draws (cheaper than normal ones)."""
     sy, sx = np.broadcast_to(sigma, 2)
-    if min(sy, sx) < 4:
-        a = ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), (sy, sx), mode="wrap")
+    if min(sy, sx) < 4 or not fast:
+        a = ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), (0,) * (len(shape) - 2) + (sy, sx),
+                                    mode="wrap")
     else:
         wy, wx = _spread(shape[0], round(float(sy), 1)), _spread(shape[1], round(float(sx), 1))
         a = rng.standard_normal((wy.shape[1], wx.shape[1]), dtype=np.float32)
@@ -300,10 +283,14 @@ def smooth_noise(rng, shape, sigma) -> np.ndarray:
     return (a - a.mean()) / (a.std() + 1e-6)
 
 
+_field = functools.partial(smooth_noise, fast=False)  # the IDC patches' noise, whatever sigma
+
+
 def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, progress: bool = False) -> list:
-    """``draw((tmp, i, item, params))`` for every item (a patient, a nodule), results concatenated in
-    order, in processes for more than a few items: ``draw`` seeds by ``params["seed"]`` and ``i``."""
-    jobs = [(tmp, i, item, params) for i, item in enumerate(items)]
+    """``draw((tmp, i, rng, item, params))`` for every item (a patient, a nodule), results concatenated in
+    order, in processes for more than a few items. ``rng`` is seeded by ``params["seed"]`` and ``i``: one
+    item's pictures do not depend on another's."""
+    jobs = [(tmp, i, np.random.default_rng([params["seed"], i]), item, params) for i, item in enumerate(items)]
     n = (workers or os.cpu_count() or 1) if len(jobs) > 8 else 1
     done = tqdm(process_map(draw, jobs, n, chunksize=4), total=len(jobs), desc="demo", disable=not progress)
     return [d for part in done for d in part]
@@ -311,9 +298,8 @@ def draw_all(draw, tmp: Path, items, params: dict, workers: int | None = None, p
 
 def _write_patient(job) -> list[tuple[int, bool]]:
     """Draw and write patient i's patches under ``tmp``; (label, is small) per patch."""
-    tmp, i, (size, frac, cut), params = job
+    tmp, i, rng, (size, frac, cut), params = job
     pid, done = str(FIRST_ID + i), []
-    rng = np.random.default_rng([params["seed"], i])
     for r, c, lab, patch in _patient(rng, size, frac, cut, exact="counts" in params):
         (tmp / pid / str(lab)).mkdir(parents=True, exist_ok=True)  # no empty label folders
         name = f"{pid}/{lab}/{pid}_idx5_x{1 + PATCH * c}_y{1 + PATCH * r}_class{lab}.png"
@@ -325,31 +311,26 @@ def _write_patient(job) -> list[tuple[int, bool]]:
 def make_demo(root, n_patients=24, seed=0, patches_scale=1.0, progress=False, counts=None,
               workers: int | None = 1) -> dict:
     """Write a *generated* IDC-like demo set under ``root`` (``io.generated_set``) and return its summary.
-
-    The same arguments give byte-identical files, whatever ``workers`` (processes; None: one per
-    core). ``patches_scale`` multiplies every patient's patch count; ``counts=(negatives, positives)``
-    fixes the set's exact class counts instead (``full_demo``).
-    """
+    The same arguments give byte-identical files, whatever ``workers`` (processes; None: one per core).
+    ``patches_scale`` multiplies every patient's patch count; ``counts=(negatives, positives)`` fixes the
+    set's exact class counts instead (``full_demo``)."""
     root = Path(root)
     if n_patients < 1 or patches_scale <= 0:
         raise ValueError(f"n_patients must be >= 1 and patches_scale > 0, not {n_patients}, {patches_scale}")
     params = dict(n_patients=int(n_patients), seed=int(seed), patches_scale=float(patches_scale),
                   version=VERSION)
     if counts is None:
-        sizes, fracs, cuts = _plan(n_patients, seed, patches_scale)
+        drawn = _plan(n_patients, seed, patches_scale)
     else:
         params["counts"] = [int(c) for c in counts]
-        sizes, fracs, cuts = _plan_exact(n_patients, *params["counts"], seed)
+        drawn = _plan_exact(n_patients, *params["counts"], seed)
+    plan = [(int(n), float(frac), bool(cut)) for n, frac, cut in zip(*drawn)]
 
     def write(tmp):
-        plan = [(int(n), float(frac), bool(cut)) for n, frac, cut in zip(sizes, fracs, cuts)]
         done = draw_all(_write_patient, tmp, plan, params, workers, progress)
         pos, small = np.sum(done, axis=0, dtype=int).tolist() if done else (0, 0)
-        summary = {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
-                   "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}
-        return summary, ("GENERATED DEMO DATA - NOT PATIENT DATA.\n"
-                         "Drawn by helpers/data/demo.py (numpy noise, an H&E colour model) to look roughly like\n"
-                         "the Kaggle IDC patches: no real tissue; no clinical claim rests on it.\n")
+        return {"root": str(root), "patients": int(n_patients), "patches": len(done), "positives": pos,
+                "negatives": len(done) - pos, "small_patches": small, "seed": int(seed), "generated": True}, DESCRIPTION
 
     return generated_set(root, params, "a demo set", write)
 

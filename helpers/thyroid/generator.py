@@ -157,14 +157,11 @@ def _draw_nodule(rng, nod, sc, R, alpha, X, Y):
     """Paint the nodule into the echogenicity R and attenuation alpha; return its box (x0, y0, x1, y1)."""
     a, b = sc["a"], sc["b"]
     reach = 1.3 * max(a, b) + 6
-    near = (np.abs(X - sc["cx"]) < reach) & (np.abs(Y - sc["cy"]) < reach)
-    rows, cols = np.nonzero(near.any(1))[0], np.nonzero(near.any(0))[0]
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    box = ndimage.find_objects(((np.abs(X - sc["cx"]) < reach) & (np.abs(Y - sc["cy"]) < reach)).view(np.uint8))[0]
     x, y = X[box] - sc["cx"], Y[box] - sc["cy"]
     c, s = np.cos(sc["rot"]), np.sin(sc["rot"])
     u, v = (x * c + y * s) / a, (y * c - x * s) / b
-    rho = np.hypot(u, v)
-    t = np.arctan2(v, u)
+    rho, t = np.hypot(u, v), np.arctan2(v, u)
     bound = np.ones_like(rho)
     for k in np.nonzero(nod["amp"])[0]:
         bound += nod["amp"][k] * np.cos(k * t + sc["phase"][k])
@@ -211,19 +208,14 @@ def _draw_nodule(rng, nod, sc, R, alpha, X, Y):
 def _image(rng, nod, sc) -> tuple[np.ndarray, tuple]:
     """The scan (uint8, FRAME, black outside the fan, no overlay) and the nodule's bounding box."""
     X, Y, inside, coords = _geometry()
-    shape = X.shape
-    R = _layers(rng, shape)
-    alpha = np.full(shape, sc["atten"], np.float32)
+    R, alpha = _layers(rng, X.shape), np.full(X.shape, sc["atten"], np.float32)
     _vessels(sc, R, alpha, X, Y)
     box = _draw_nodule(rng, nod, sc, R, alpha, X, Y)
     alpha = ndimage.gaussian_filter1d(alpha, 1.2, axis=1)  # shadows and enhancement blur across beams
     # Speckle: the magnitude of smoothed complex noise (Rayleigh), grains longer across the beams.
-    z = rng.standard_normal((2,) + shape, dtype=np.float32)
-    z = ndimage.gaussian_filter(z, (0, 0.8, 1.1))
-    speckle = np.hypot(z[0], z[1])
+    speckle = np.hypot(*ndimage.gaussian_filter(rng.standard_normal((2, *X.shape), dtype=np.float32), (0, 0.8, 1.1)))
     speckle /= speckle.mean()
-    envelope = R * speckle * np.exp(-np.cumsum(alpha, axis=0))
-    db = 20 * np.log10(envelope + 1e-4)
+    db = 20 * np.log10(R * speckle * np.exp(-np.cumsum(alpha, axis=0)) + 1e-4)  # the envelope in decibels
     gray = np.clip((db + 0.55 * sc["dr"] + sc["gain"]) / sc["dr"], 0, 1) ** 1.2
     frame = np.zeros(inside.shape, np.float32)
     frame[inside] = ndimage.map_coordinates(gray, coords, order=1)
@@ -285,8 +277,7 @@ def _plan(n_nodules, seed):
 
 def _write_nodule(job) -> list[tuple]:
     """Draw and save the images of one nodule in both variants; return (label, subset, w, h of the crop)."""
-    tmp, i, (label, subset), params = job
-    rng = np.random.default_rng([params["seed"], i])  # one nodule's pictures do not depend on another's
+    tmp, i, rng, (label, subset), params = job
     nod = _nodule(rng, label)
     day = np.datetime64("2099-01-01") + int(rng.integers(0, 365))
     done = []
@@ -295,11 +286,9 @@ def _write_nodule(job) -> list[tuple]:
         scan, box = _image(rng, nod, sc)
         name = f"{'BM'[label]}_{i + 1:03d}-{j:04d}-1.0.jpg"
         x0, y0, x1, y1 = _crop_box(rng, box)
-        crop = Image.fromarray(scan[y0:y1, x0:x1], "L").convert("RGB")
-        crop.save(tmp / "cropped" / subset / name, quality=90)
+        Image.fromarray(scan[y0:y1, x0:x1], "L").convert("RGB").save(tmp / "cropped" / subset / name, quality=90)
         frame = Image.fromarray(scan, "L")
-        when = f"{day} {int(rng.integers(8, 18)):02d}:{int(rng.integers(0, 60)):02d}"
-        _overlay(rng, frame, sc, box, when)
+        _overlay(rng, frame, sc, box, f"{day} {int(rng.integers(8, 18)):02d}:{int(rng.integers(0, 60)):02d}")
         frame.convert("RGB").save(tmp / "uncropped" / subset / name, quality=90)
         done.append((label, subset, x1 - x0, y1 - y0))
     return done
@@ -333,13 +322,12 @@ def make_demo(root, n_nodules: int = 60, images_per_nodule: int = 4, seed: int =
                 (tmp / variant / subset).mkdir(parents=True)
         labels, subsets, widths, heights = map(np.array, zip(*draw_all(_write_nodule, tmp, plan, params, workers)))
         (tmp / "README.txt").write_text(DESCRIPTION + "Parameters and counts: GENERATED.txt, generated.json.\n")
-        summary = {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
-                   "images_per_variant": len(labels), **class_counts(labels),
-                   "counts": {f"{v}/{s}": class_counts(labels[subsets == s]) for v in VARIANTS for s in SUBSETS},
-                   "frame": list(FRAME), "cropped_width_range": [int(widths.min()), int(widths.max())],
-                   "cropped_height_range": [int(heights.min()), int(heights.max())], "seed": params["seed"],
-                   "generated": True}
-        return summary, DESCRIPTION
+        return {"root": str(root), "nodules": len(plan), "malignant_nodules": sum(p[0] for p in plan),
+                "images_per_variant": len(labels), **class_counts(labels),
+                "counts": {f"{v}/{s}": class_counts(labels[subsets == s]) for v in VARIANTS for s in SUBSETS},
+                "frame": list(FRAME), "cropped_width_range": [int(widths.min()), int(widths.max())],
+                "cropped_height_range": [int(heights.min()), int(heights.max())], "seed": params["seed"],
+                "generated": True}, DESCRIPTION
 
     return generated_set(root, params, "a thyroid demo set", write)
 

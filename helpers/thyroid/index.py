@@ -1,9 +1,7 @@
-"""Thyroid ultrasound (notebooks 16-17): a folder of benign / malignant nodule images as a table,
-split by nodule.
-
-The seed project's data: JPG exports named ``B_001-0002-1.0.jpg`` (benign) or ``M_...`` (malignant),
-in ``train`` and ``test`` folders, in two versions side by side: the "uncropped" scanner frame (with
-on-screen text, depth ruler and calliper marks) and the same set "cropped" to the nodule. Accepted::
+"""Thyroid ultrasound (notebooks 16-17): a folder of benign / malignant nodule images as a table, split
+by nodule. The seed project's data: JPG exports named ``B_001-0002-1.0.jpg`` (benign) or ``M_...``
+(malignant), in ``train`` and ``test`` folders, in two versions side by side: the "uncropped" scanner
+frame (with on-screen text, depth ruler and calliper marks) and the same set "cropped" to the nodule::
 
     <root>/[cropped|uncropped/][train|test/][benign|malignant/]<B|M>_<nodule>-<image>-<n>.jpg
 
@@ -78,24 +76,21 @@ def _name_file(path, folders):
     if path.suffix.lower() not in EXTENSIONS:
         return Skip("unsupported_extension", f"extension {path.suffix or '(none)'!r}")
     said = {}  # label, variant and subset, as the folders say them
-    for part in folders:
-        low = part.lower()
-        found = {}
-        if low in CLASS_FOLDERS:
-            found["label"] = CLASS_FOLDERS[low]
-        elif m := SUBSET_FOLDER.fullmatch(low):
-            found["subset"] = m["subset"]
-        elif m := VARIANT_FOLDER.fullmatch(low):
-            found["variant"] = VARIANTS[bool(m["un"])]
-        for key, value in found.items():
-            if said.get(key, value) != value:
-                return Skip("folder_conflict", f"{key}: {said[key]} and then {value} ({'/'.join(folders)})")
-            said[key] = value
-    label, nodule = parse_name(path.name)
-    folder_label = said.get("label")
-    if label is not None and folder_label is not None and label != folder_label:
-        return Skip("label_mismatch", f"name says {CLASSES[label]}, folder {CLASSES[folder_label]}")
-    label = folder_label if label is None else label
+    for part in map(str.lower, folders):
+        if part in CLASS_FOLDERS:
+            key, value = "label", CLASS_FOLDERS[part]
+        elif m := SUBSET_FOLDER.fullmatch(part):
+            key, value = "subset", m["subset"]
+        elif m := VARIANT_FOLDER.fullmatch(part):
+            key, value = "variant", VARIANTS[bool(m["un"])]
+        else:
+            continue
+        if said.setdefault(key, value) != value:
+            return Skip("folder_conflict", f"{key}: {said[key]} and then {value} ({'/'.join(folders)})")
+    named, nodule = parse_name(path.name)
+    label = said.get("label", named)
+    if named is not None and named != label:
+        return Skip("label_mismatch", f"name says {CLASSES[named]}, folder {CLASSES[label]}")
     if label is None:
         return Skip("no_label")
     return {"label": label, "variant": said.get("variant", ""), "subset": said.get("subset", ""),
@@ -130,8 +125,7 @@ class ThyroidReport(TrackReport):
         self.variants, self.subsets = sorted(set(df["variant"])), sorted(set(df["subset"]))
         for (variant, subset), part in df.groupby(["variant", "subset"]):
             self.counts["/".join(p for p in (variant, subset) if p) or "all"] = class_counts(part["label"])
-        self.width_range = [int(df["width"].min()), int(df["width"].max())]
-        self.height_range = [int(df["height"].min()), int(df["height"].max())]
+        self.width_range, self.height_range = ([int(df[c].min()), int(df[c].max())] for c in ("width", "height"))
         numbers = df["group"].str[2:].groupby(df["label"]).agg(set)
         self.numbers_in_both_classes = sorted(numbers.get(0, set()) & numbers.get(1, set()))
         moved = _moved_to_test(df)
@@ -152,14 +146,11 @@ def _moved_to_test(df: pd.DataFrame) -> pd.Series:
 
 
 def split(df: pd.DataFrame, val: float = 0.15, test: float = 0.2, seed: int = 0) -> pd.DataFrame:
-    """The index with a ``split`` column (train/val/test), by group: every image of a nodule on one
-    side, the same in every variant, groups drawn per class.
-
-    When the index has a ``test`` subset, every nodule with an image in it is a test nodule, whole
-    (``test`` is then unused): its images from the training folder join the test split rather than
-    being dropped, marked in the column ``moved_to_test``; ``val`` is the share of the other groups
-    drawn for validation (as the seed's ``validation_split``). Otherwise both are shares of all groups.
-    """
+    """The index with a ``split`` column (train/val/test), by group: every image of a nodule on one side,
+    the same in every variant, groups drawn per class. When the index has a ``test`` subset, every nodule
+    with an image in it is a test nodule, whole (``test`` is then unused): its images from the training
+    folder join the test split, marked in the column ``moved_to_test``; ``val`` is the share of the other
+    groups drawn for validation (the seed's ``validation_split``). Otherwise both are shares of all groups."""
     given = df["subset"].eq("test")
     moved = _moved_to_test(df)
     rest = df[~(given | moved)]
@@ -191,14 +182,11 @@ def example_grid(df: pd.DataFrame, n: int = 4):
     if df.empty:
         raise ValueError("example_grid got an empty table")
     table = df.assign(name=df["path"].map(lambda p: Path(p).name))
-    paired = False
-    if set(table["variant"]) >= set(VARIANTS):
-        both = table[table["variant"] == "cropped"].merge(table[table["variant"] == "uncropped"],
-                                                          on=["subset", "name"], suffixes=("", "_uncropped"))
-        table, paired = (both, True) if len(both) else (table, False)
-    rng = np.random.default_rng(0)
-    per = 2 if paired else 1
-    panels = []
+    both = table[table["variant"] == "cropped"].merge(table[table["variant"] == "uncropped"],
+                                                      on=["subset", "name"], suffixes=("", "_uncropped"))
+    paired = len(both) > 0
+    table, per = (both, 2) if paired else (table, 1)
+    rng, panels = np.random.default_rng(0), []
     for label in (0, 1):
         part = table[table["label"] == label]
         first = part.groupby("group").nth(0) if len(part) else part

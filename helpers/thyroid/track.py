@@ -1,10 +1,9 @@
 """The thyroid track's training data and its evaluation across image variants (notebooks 16-17).
 
 Ultrasound images are few and larger than IDC patches, so they are decoded once into memory (uint8).
-Normalisation is per channel, computed on the training images only (the seed's
-``featurewise_center`` + ``featurewise_std_normalization``), and is the model's first layer, so a
-saved model carries it. Splits are by nodule. A table of scores measured here names its images in a
-``data`` column; the seed's published figures are a table of their own.
+Normalisation is per channel, on the training images only (the seed's ``featurewise_center`` +
+``featurewise_std_normalization``), as the model's first layer, so a saved model carries it. Splits are
+by nodule. A table of scores measured here names its images in a ``data`` column.
 """
 
 from __future__ import annotations
@@ -19,18 +18,16 @@ from ..plots import title_with_source
 from .index import CLASSES, VARIANTS, build_index, load_images, split
 
 CLASS_NAMES = list(CLASSES)
-# Side of the square the images are resized to, per profile. The seed's is not in its
-# slides; 224 is the backbones' ImageNet size. Smoke uses the backbones' smallest input:
-# notebook 16 took 347 s at 32 px against 430 s at 64 px (2 cores; mostly graph tracing).
+# Side of the square the images are resized to, per profile (the seed's is not in its slides; 224 is
+# the backbones' ImageNet size). Smoke's 32 px: notebook 16 took 347 s against 430 s at 64 px (2 cores).
 IMAGE_SIZE = {"smoke": 32, "cpu": 128, "full": 224, "colab": 224}
-# Notebook 16's backbones, per profile. Smoke trains the three smallest: ResNet101 and
-# EfficientNetB7 took 214 s of its 271 s of training (2 cores, 32 px, 2 epochs, mostly graph
-# tracing), and from scratch for 2 epochs they teach nothing the three do not.
+# Notebook 16's backbones, per profile. Smoke trains the three smallest: ResNet101 and EfficientNetB7
+# took 214 s of its 271 s of training (2 cores, 32 px, 2 epochs) and teach nothing more from scratch.
 BACKBONES = ("vgg16", "vgg19", "resnet50_gap", "resnet101", "efficientnet_b7")
 TRAINED_BACKBONES = {"smoke": BACKBONES[:3], "cpu": BACKBONES, "full": BACKBONES, "colab": BACKBONES}
-# The domain-shift study (notebook 17) trains a small model longer on smaller images, so
-# that even the smoke run learns enough to show the shift (measured on the smoke set with
-# CancerNet: 8 epochs at 64 px stayed near chance, 20 epochs at 32 px reached AUC 0.86).
+# The domain-shift study (notebook 17) trains a small model longer on smaller images, so that even the
+# smoke run shows the shift (CancerNet on the smoke set: 8 epochs at 64 px stayed near chance, 20 at
+# 32 px reached AUC 0.86).
 SHIFT_SETTINGS = {"smoke": {"image_size": 32, "epochs": 20, "batch_size": 32},
                   "cpu": {"image_size": 96, "epochs": 20, "batch_size": 32},
                   "full": {"image_size": 224, "epochs": 15, "batch_size": 32},
@@ -40,10 +37,9 @@ ORIGINAL_DATA = "seed project's real thyroid images (its slides)"
 
 def featurewise_stats(images) -> tuple[list[float], list[float]]:
     """Per-channel mean and variance of uint8 images (n, h, w, 3), as plain floats."""
-    x = np.asarray(images)
+    x = np.asarray(images, np.float64)
     if x.ndim != 4 or x.shape[-1] != 3 or len(x) == 0:
         raise ValueError(f"expected a non-empty batch of images (n, h, w, 3), got shape {x.shape}")
-    x = x.astype(np.float64)
     return x.mean(axis=(0, 1, 2)).tolist(), x.var(axis=(0, 1, 2)).tolist()
 
 
@@ -58,9 +54,8 @@ def _variants(which) -> list[str]:
 def split_index(root, seed: int = 42) -> tuple[pd.DataFrame, dict]:
     """The index of ``root`` split by nodule (``thyroid.index.split``), and its report."""
     df, report = build_index(root)
-    df = split(df, seed=seed)
     # evaluate.per_patient and the registry speak of patients; here a patient is a nodule id
-    return df.assign(patient=df["group"]), report
+    return split(df, seed=seed).assign(patient=lambda t: t["group"]), report
 
 
 def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="original_both_flips",
@@ -87,22 +82,18 @@ def prepare(cfg, image_size: int, train_on="cropped", test_on=None, augment="ori
     images, labels, split = load_images(table, image_size), table["label"].to_numpy(), table["split"].to_numpy()
     batch = hardware.global_batch(cfg.batch_size)
 
-    def ds(mask, shuffle=False, augment=None):
-        """(float32 images in [0, 255], one-hot labels) batches; a seeded augmentation runs batch by
-        batch in one thread, so a rerun repeats."""
+    def ds(mask, shuffle=False, augment=None):  # a seeded augmentation, in one thread: a rerun repeats
         return pipeline.make_dataset(images=images[mask], labels=labels[mask], batch_size=batch, one_hot=True,
                                      image_size=image_size, shuffle=shuffle, seed=cfg.seed,
                                      augment=None if augment in (None, "none") else augment)
 
-    tested = {v: (split == "test") & (table["variant"] == v).to_numpy() for v in VARIANTS}
-    tested = {v: mask for v, mask in tested.items() if mask.any()}
+    tested = {v: mask for v in VARIANTS if (mask := (split == "test") & (table["variant"] == v).to_numpy()).any()}
     tests = {v: ds(mask) for v, mask in tested.items()}
     arm = "+".join(train_variants)
     return Data(  # Data.part("test") must list the images of data.test, in its order
         index=table[(split != "test") | tested.get(test_variant, False)].reset_index(drop=True),
         train=ds(split == "train", shuffle=True, augment=augment), val=ds(split == "val"),
-        test=tests.get(test_variant),
-        class_weight=class_weights(labels[split == "train"]),
+        test=tests.get(test_variant), class_weight=class_weights(labels[split == "train"]),
         split_note=(f"by nodule; train and validation: {arm} images of the training folder; "
                     f"test: {test_variant} images of held-out nodules; seed {cfg.seed}"),
         image_size=image_size, batch_size=batch,
@@ -148,9 +139,7 @@ def with_data(table: pd.DataFrame, source: str) -> pd.DataFrame:
         raise ValueError(f"a table of scores needs the data it came from (thyroid.index.data_label), got {source!r}")
     if "data" in table.columns:
         raise ValueError(f"the table already has a data column: {sorted(set(table['data']))}")
-    out = table.copy()
-    out.insert(0, "data", source)
-    return out
+    return table.assign(data=source)[["data", *table.columns]]
 
 
 def original_table(**match) -> pd.DataFrame:
@@ -162,8 +151,6 @@ def original_table(**match) -> pd.DataFrame:
             raise ValueError(f"the seed's table has no column {column!r}; it has {list(table.columns)}")
         table = table[table[column] == value]
     return with_data(table.reset_index(drop=True), ORIGINAL_DATA)
-
-
 
 
 def roc_figure(curves: dict, title: str, source: str):

@@ -104,9 +104,8 @@ def _graph(model, shape=None) -> _Graph:
         x = image = keras.Input(shape)
         steps = []
         for layer in model.layers:
-            y = layer(x)
-            steps.append(_Step(layer, [x], y))
-            x = y
+            steps.append(_Step(layer, [x], layer(x)))
+            x = steps[-1].output
         graph = _Graph(image, steps, x)
     else:
         nested = [op.name for op in model.operations if isinstance(op, keras.Model)]
@@ -161,16 +160,13 @@ def _on_every_path(graph) -> set[str]:
     return names
 
 
-COLUMNS = ["name", "kind", "height", "width", "channels", "on_every_path"]
-
-
 def conv_layers(model) -> pd.DataFrame:
     """The feature maps Grad-CAM can explain (convolutions and the layers after them), in the order
     the model computes them; ``on_every_path``: the whole prediction passes through the layer."""
     graph = _graph(model)
     whole = _on_every_path(graph)
     rows = [(i.name, i.kind, i.height, i.width, i.channels, i.name in whole) for i in _candidates(graph)]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=["name", "kind", "height", "width", "channels", "on_every_path"])
 
 
 def _choose(graph, model, layer, min_side) -> LayerInfo:

@@ -32,16 +32,11 @@ def choose_threshold(y_true, proba) -> float:
     return float(cuts[int(np.argmax(f1[:-1]))])
 
 
-def _checked(y_true, proba):
+def scores(y_true, proba, threshold: float = 0.5) -> dict:
+    """Accuracy, precision, recall and F1 of IDC, balanced accuracy, ROC-AUC, confusion counts."""
     y_true, proba = np.asarray(y_true).astype(int), np.asarray(proba, dtype=float)
     if len(y_true) != len(proba):
         raise ValueError(f"{len(y_true)} labels but {len(proba)} probabilities")
-    return y_true, proba
-
-
-def scores(y_true, proba, threshold: float = 0.5) -> dict:
-    """Accuracy, precision, recall and F1 of IDC, balanced accuracy, ROC-AUC, confusion counts."""
-    y_true, proba = _checked(y_true, proba)
     if len(y_true) == 0:
         raise ValueError("no examples to score")
     y_pred = (proba >= threshold).astype(int)

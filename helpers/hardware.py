@@ -3,8 +3,7 @@
 and ``IDC_XLA`` (``0`` or ``1``) in the environment, overrides each.
 
 On a CPU mixed precision and XLA are off: float16 is emulated there, and XLA's compile time never
-pays back in a teaching run. ``models.build_model`` builds under ``strategy()``'s scope,
-``train.compile_model`` compiles with ``current().xla``.
+pays back in a teaching run.
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ def choose(gpus: int, tpu: bool = False, mixed_precision=None, xla=None, strateg
 
 
 def _tpu_resolver():
-    """A TPU cluster resolver on a Colab or Cloud TPU, else None."""
     import tensorflow as tf
 
     try:

@@ -1,15 +1,13 @@
 """Every model of the series, built by name: ``build_model("cancernet")``.
 
-Each ends in ``Dense(2)`` ("logits") and a float32 softmax ("predictions"; column 1 is IDC), float32
-so that mixed precision loses no precision in the loss. Models from scratch (``vgg_style``,
-``cancernet``) rescale [0, 255] inside. A Keras application as backbone is built on the model's own
-input (``input_tensor=``): the model is one flat graph, so ``model.get_layer("conv4_block6_out")``
-reaches any backbone layer (``backbone_layers(model)`` lists them); its ``preprocess_input`` runs in
-the data pipeline (``preprocess_for(name)``). Backbone weights: ``"imagenet"`` (downloaded once),
-None (random), or a ``.keras`` / ``.weights.h5`` / ``.h5`` file, e.g. a whole model of this registry
-trained on BreakHis: its backbone's weights are taken, the head starts fresh.
-``layer_table``, ``head_table``, ``stack_table`` and ``receptive_field`` read built layers for the
-lessons of notebooks 02-07.
+Each ends in ``Dense(2)`` ("logits") and a float32 softmax ("predictions"; column 1 is IDC), so that
+mixed precision loses no precision in the loss. Models from scratch rescale [0, 255] inside. A Keras
+application is built on the model's own input (``input_tensor=``): one flat graph, so
+``model.get_layer("conv4_block6_out")`` reaches any backbone layer; its ``preprocess_input`` runs in
+the data pipeline (``preprocess_for``). Backbone weights: ``"imagenet"``, None (random), or a ``.keras``
+/ ``.weights.h5`` / ``.h5`` file, e.g. a whole model of this registry trained on BreakHis (its
+backbone's weights are taken, the head starts fresh). The ``*_table`` functions and ``receptive_field``
+read built layers for notebooks 02-07.
 """
 
 from __future__ import annotations
@@ -57,10 +55,8 @@ class ModelSpec:
 def _classify(x, inputs, name, dropout=None):
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    # float32 here: under a mixed_float16 policy the softmax would otherwise run in float16.
-    x = layers.Dense(2, dtype="float32", name="logits")(x)
-    outputs = layers.Activation("softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name)
+    x = layers.Dense(2, dtype="float32", name="logits")(x)  # float32: else float16 under mixed precision
+    return keras.Model(inputs, layers.Activation("softmax", dtype="float32", name="predictions")(x), name=name)
 
 
 def _dense_bn(x, units, regularizer=None, momentum=BN_MOMENTUM):
@@ -101,13 +97,12 @@ def _cancernet(size, *, weights=None, pretrained=False, dropout=None, normalize=
     if head not in ("flatten", "gap"):
         raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
     reg = keras.regularizers.L2(l2) if l2 else None
-    conv_reg = dict(depthwise_regularizer=reg, pointwise_regularizer=reg)
     inputs, x = _rescaled_input(size)
     for b, block in enumerate(filters, 1):
         for c, f in enumerate(block, 1):
-            stride = 2 if downsample == "stride" and c == 1 else 1
-            x = layers.SeparableConv2D(f, kernel_size, strides=stride, padding="same",
-                                       name=f"block{b}_sepconv{c}", **conv_reg)(x)
+            x = layers.SeparableConv2D(f, kernel_size, strides=2 if downsample == "stride" and c == 1 else 1,
+                                       padding="same", name=f"block{b}_sepconv{c}",
+                                       depthwise_regularizer=reg, pointwise_regularizer=reg)(x)
             x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
             x = layers.BatchNormalization(momentum=bn_momentum, name=f"block{b}_bn{c}")(x)
         if downsample == "pool":
@@ -331,7 +326,7 @@ def build_model(name, image_size=None, weights=None, fine_tune_at=None, dropout=
 def _weights_path(name, spec, weights):
     if weights is None:
         return None
-    if isinstance(weights, str) and weights == "imagenet":
+    if weights == "imagenet":
         if not spec.pretrained:
             raise WeightsError(f"{name!r} has no ImageNet weights: use weights=None "
                                "(train from scratch) or a path to a weights file")
@@ -345,21 +340,6 @@ def _weights_path(name, spec, weights):
     return path
 
 
-def _saved_layers(path) -> list[str]:
-    # Keras 3 files name each layer's entry by its class: "dense", "conv2d_3", and
-    # "functional" for a nested model. A Keras 2 / ImageNet .h5 file has none.
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return list(f.get("layers", {}))
-
-
-def _backbone_of(source) -> list:
-    """The backbone layers of a loaded model of this registry, a bare application, or a nested one."""
-    nested = [layer for layer in source.layers if isinstance(layer, keras.Model)]
-    return nested[0].layers if len(nested) == 1 else backbone_layers(source)
-
-
 def _load_weights_file(model, spec, path, donor):
     try:
         if path.suffix == ".keras":
@@ -368,7 +348,12 @@ def _load_weights_file(model, spec, path, donor):
             model.load_weights(path)
             return
         else:
-            saved = _saved_layers(path)
+            import h5py
+
+            # Keras 3 files name each layer's entry by its class: "dense", "conv2d_3", and
+            # "functional" for a nested model. A Keras 2 / ImageNet .h5 file has none.
+            with h5py.File(path, "r") as f:
+                saved = list(f.get("layers", {}))
             if any(k.startswith("functional") for k in saved):
                 raise WeightsError(f"{path} holds a model saved when its backbone was one nested "
                                    "layer; its .keras file, or the backbone's own weights, will do")
@@ -383,8 +368,10 @@ def _load_weights_file(model, spec, path, donor):
         raise
     except Exception as exc:
         raise WeightsError(f"could not load weights from {path}: {exc}") from exc
-    if spec.pretrained:
-        _copy_weights(backbone_layers(model), _backbone_of(source), path, strict=True)
+    if spec.pretrained:  # the source: a model of this registry, a bare application, or one nesting it
+        nested = [layer for layer in source.layers if isinstance(layer, keras.Model)]
+        theirs = nested[0].layers if len(nested) == 1 else backbone_layers(source)
+        _copy_weights(backbone_layers(model), theirs, path, strict=True)
     else:
         _copy_weights(model.layers, source.layers, path, strict=False)
 
@@ -399,9 +386,8 @@ def _copy_weights(target, source, path, strict):
                            f"weights where this model has {len(dst)})")
     skipped = []
     for d, s in zip(dst, src):
-        values = s.get_weights()
-        if [v.shape for v in values] == [tuple(w.shape) for w in d.weights]:
-            d.set_weights(values)
+        if [tuple(w.shape) for w in s.weights] == [tuple(w.shape) for w in d.weights]:
+            d.set_weights(s.get_weights())
         else:
             skipped.append(d.name)
     if skipped and (strict or len(skipped) == len(dst)):
@@ -418,10 +404,9 @@ def _freeze(model, spec, fine_tune_at, pretrained):
         # BN must keep the statistics learnt in pretraining, even where layers are unfrozen: small
         # batches of a new set wreck them. trainable=False runs BN in inference mode even under
         # fit() (training=False on the call would not hold: keras-team/keras#20285).
-        if pretrained:
-            for layer in body:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False
+        for layer in body:
+            if pretrained and isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
         if fine_tune_at is None:  # pretrained: feature extraction; from scratch: all trains
             fine_tune_at = len(body) if pretrained else 0
     else:

@@ -44,12 +44,9 @@ def setup(tensorflow: bool = False) -> None:
 
 
 def install_on_colab() -> list[str]:
-    """On Colab, pip-install the requirements of pyproject.toml that are not installed; return them.
-
-    The Colab cell only clones the repository: Colab has TensorFlow, Keras, pandas and most of the
-    rest, and a full ``pip install -e`` could replace its builds by other versions. So only what is
-    missing (keras-tuner, scikit-plot, torchstain, ...) is installed, once a session. Elsewhere nothing.
-    """
+    """On Colab only, pip-install the requirements of pyproject.toml that are missing (keras-tuner,
+    scikit-plot, ...) and return them: a full ``pip install -e`` could replace Colab's own builds of
+    TensorFlow, Keras, pandas and the rest by other versions."""
     if "google.colab" not in sys.modules:
         return []
     missing = missing_requirements()

@@ -405,8 +405,7 @@ def seed_spread_bars(table: pd.DataFrame, title: str, metrics=("f1", "balanced_a
     for ax, metric in zip(axes, metrics):
         mean, sd = table[metric].astype(float), table[f"{metric}_sd"].astype(float).fillna(0)
         ax.bar(table.index, mean, yerr=sd, capsize=4, color=sns.color_palette(n_colors=len(table)))
-        low = float((mean - sd).min())
-        ax.set_ylim(max(0.0, low - 0.1), min(1.0, float((mean + sd).max()) + 0.05))
+        ax.set_ylim(max(0.0, float((mean - sd).min()) - 0.1), min(1.0, float((mean + sd).max()) + 0.05))
         ax.set_title(_METRIC_NAMES.get(metric, metric))
         ax.tick_params(axis="x", rotation=20)
     fig.suptitle(textwrap.fill(title, 90))

@@ -43,8 +43,6 @@ def original_rows(model: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ORIGINAL_IDC[0]))
 
 
-
-
 # The thyroid project (seed 001), from its slides: accuracy on the given test folder.
 _THYROID_COLUMNS = ("model", "trained on", "tested on", "test accuracy", "note")
 ORIGINAL_THYROID = [dict(zip(_THYROID_COLUMNS, row), split="the given folders") for row in (

@@ -36,8 +36,7 @@ def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
     with FileLock(str(path) + ".lock", timeout=120):
         old = _load_or_set_aside(path)
         table = pd.concat([old, new], ignore_index=True) if len(old) else new
-        ordered = [c for c in FIRST if c in table] + [c for c in table if c not in FIRST]
-        table = table[ordered]
+        table = table[[c for c in FIRST if c in table] + [c for c in table if c not in FIRST]]
         with atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
     return table
@@ -45,12 +44,8 @@ def record(cfg, notebook: str, rows: list[dict], split: str) -> pd.DataFrame:
 
 def load(path) -> pd.DataFrame:
     """The registry at ``path`` (a file, or the output folder holding it); empty if there is none."""
-    path = Path(path)
-    if path.is_dir():
-        path = registry_path(path)
-    if not path.is_file():
-        return pd.DataFrame(columns=FIRST)
-    return pd.read_csv(path)
+    path = registry_path(path) if Path(path).is_dir() else Path(path)
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=FIRST)
 
 
 def _load_or_set_aside(path) -> pd.DataFrame:

@@ -1,10 +1,6 @@
-"""The one run cache: a run is named by a fingerprint of its settings (data included), and the
-record of a finished run is saved with that fingerprint, so a rerun with the same settings reads
-the record back and a run with other settings never takes it for its own.
-
-Every cached step uses it: ``train.fit`` (``train.json``), the studies (``done.json``), the
-recipes and their cross-validation folds, BreakHis pretraining and the hyperparameter searches.
-"""
+"""The one run cache of every cached step (``train.fit``, studies, recipes, folds, pretraining, searches):
+a finished run's record is saved with a fingerprint of its settings (data included), so a rerun with
+the same settings reads it back and a run with other settings never takes it for its own."""
 
 from __future__ import annotations
 
@@ -35,9 +31,8 @@ def read_record(path, key: str) -> dict | None:
         saved = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(saved, dict) or saved.get("key") != key:
-        return None
-    return {k: v for k, v in saved.items() if k != "key"}
+    same = isinstance(saved, dict) and saved.get("key") == key
+    return {k: v for k, v in saved.items() if k != "key"} if same else None
 
 
 def write_record(path, key: str, record: dict, default=float) -> None:

@@ -1,10 +1,6 @@
-"""One training loop for every notebook: optimizer by name, class weights,
-checkpoints of the best epoch, early stopping, a CSV history, and resumption of
-an interrupted run where it stopped.
-
-Labels are one-hot (the pipeline's ``one_hot=True``) so that label smoothing
-works with the same loss; the output is a 2-way softmax, column 1 = IDC.
-"""
+"""One training loop for every notebook: optimizer by name, class weights, best-epoch checkpoints, early
+stopping, a CSV history, and resumption of an interrupted run. Labels are one-hot (the pipeline's
+``one_hot=True``) so that label smoothing works with the same loss; column 1 of the softmax is IDC."""
 
 from __future__ import annotations
 
@@ -56,11 +52,8 @@ class Training:
 
 
 def make_optimizer(name: str, learning_rate: float | None = None, **options):
-    """A Keras optimizer by name: adagrad, sgd (momentum 0.9), rmsprop, adam, adadelta.
-
-    ``options`` go to the optimizer, e.g. ``clipnorm=1.0`` (gradient clipping).
-    ``learning_rate`` may also be a ``keras.optimizers.schedules.LearningRateSchedule``.
-    """
+    """A Keras optimizer of OPTIMIZERS by name (sgd with momentum 0.9); ``learning_rate`` may be a Keras
+    schedule; ``options`` go to the optimizer, e.g. ``clipnorm=1.0``."""
     import keras
 
     key = name.lower()
@@ -85,8 +78,7 @@ def class_weights(labels) -> dict[int, float]:
     present = np.unique(labels)
     if len(present) < 2:
         raise ValueError(f"the training split holds only class {present.tolist()}: cannot weight two classes")
-    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
-    return {0: float(weights[0]), 1: float(weights[1])}
+    return dict(enumerate(map(float, compute_class_weight("balanced", classes=np.array([0, 1]), y=labels))))
 
 
 def run_metrics() -> list:
@@ -104,13 +96,11 @@ def run_metrics() -> list:
 
 def compile_model(model, optimizer="adam", learning_rate=None, label_smoothing: float = 0.0,
                   optimizer_options: dict | None = None, xla: bool | None = None):
-    """Compile with categorical cross-entropy and the metrics every run logs.
+    """Compile with categorical cross-entropy and ``run_metrics``; ``xla`` None: ``hardware.current().xla``.
 
-    ``xla`` None: the hardware's choice (``hardware.current().xla``: on with a GPU).
-    Compiled under the model's distribution strategy, so that the optimizer's slots
-    are mirrored like its weights. The slots are built here, outside fit(): built lazily
-    inside the first traced train step, they make tf.function trace the step a second
-    time (ResNet50 at 32 px: the first epoch 34 s -> 15 s).
+    Under the model's distribution strategy, so that the optimizer's slots are mirrored like its weights;
+    built here, since built lazily in the first train step they make tf.function trace it twice
+    (ResNet50 at 32 px: the first epoch 34 s -> 15 s).
     """
     import keras
 
@@ -135,9 +125,7 @@ def _f1_callback():
         """Adds f1 / val_f1 (IDC class, threshold 0.5) to the logs, before checkpoints read them."""
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs is None:
-                return
-            for prefix in ("", "val_"):
+            for prefix in ("", "val_") if logs is not None else ():
                 p, r = logs.get(f"{prefix}precision"), logs.get(f"{prefix}recall")
                 if p is not None and r is not None:
                     logs[f"{prefix}f1"] = 0.0 if p + r == 0 else 2 * p * r / (p + r)
@@ -146,10 +134,8 @@ def _f1_callback():
 
 
 def batchnorm_layers(model) -> list:
-    """Every BatchNormalization layer that learns its statistics, those of nested models included.
-
-    Frozen ones (a pretrained backbone's) run in inference mode and keep theirs.
-    """
+    """Every BatchNormalization layer that learns its statistics, nested models' included (frozen ones,
+    a pretrained backbone's, run in inference mode and keep theirs)."""
     import keras
 
     found = []
@@ -162,14 +148,13 @@ def batchnorm_layers(model) -> list:
 
 
 def recalibrate_batchnorm(model, dataset, batches: int = 20) -> int:
-    """Set the moving mean and variance of every learning BatchNormalization layer to
-    their average over ``batches`` training batches ("precise BN"); return the count.
+    """Set the moving mean and variance of every learning BatchNormalization layer to their average over
+    ``batches`` training batches ("precise BN"); return the count.
 
-    The moving statistics start at mean 0 / variance 1 and follow the batches with
-    momentum 0.9: after the ~20 steps of a short run they are still far from the real
-    ones (measured: a moving variance of 0.093 against a real 0.0049), so predict()
-    squeezes every output to nearly one probability and the validation loss can blow
-    up while training accuracy looks fine. Averaging fresh batch statistics fixes it.
+    They start at mean 0 / variance 1 and follow the batches with momentum 0.9: after the ~20 steps of a
+    short run they are still far from the real ones (measured: variance 0.093 against a real 0.0049), so
+    predict() squeezes every output to nearly one probability and the validation loss can blow up while
+    training accuracy looks fine.
     """
     layers = batchnorm_layers(model)
     if not layers or batches < 1:
@@ -198,13 +183,9 @@ _STEPS = weakref.WeakKeyDictionary()
 
 
 def _batch_statistics(model, layers):
-    """A graph that runs ``model(x, training=True)`` and returns every layer's
-    (moving mean, moving variance), traced once per model.
-
-    Run eagerly, the forward pass took 2.3x (ResNet50) to 3.3x (CancerNet) as long per
-    batch, and recalibration was a third of a CancerNet run's time. The trace keeps the
-    momentum of 0 that recalibrate_batchnorm sets around every call.
-    """
+    """A graph, traced once per model, that runs ``model(x, training=True)`` and returns every layer's
+    (moving mean, moving variance): eagerly the pass took 2.3x (ResNet50) to 3.3x (CancerNet) as long.
+    The trace keeps the momentum of 0 that recalibrate_batchnorm sets around every call."""
     import tensorflow as tf
 
     key = tuple(map(id, layers))  # unfreezing a backbone for fine-tuning adds layers: a new trace
@@ -233,8 +214,8 @@ def _recalibrate_callback(dataset, batches):
 
 
 def _seed_callback():
-    """Sets the counters of the model's random layers (Dropout) to a value of the epoch, at its
-    start: the weights backup leaves them out, and a resumed run must draw what the whole run drew."""
+    """At each epoch's start, the counters of the model's random layers (Dropout) set from the epoch: the
+    weights backup leaves them out, and a resumed run must draw what the whole run drew."""
     import keras
 
     class EpochSeeds(keras.callbacks.Callback):
@@ -246,31 +227,23 @@ def _seed_callback():
 
 
 def make_callbacks(run_dir, name: str, training: Training, extra=(), resume: dict | None = None) -> list:
-    """F1, best-epoch checkpoint, early stopping, CSV history, backup for resumption.
-
-    A checkpoint is named by model, epoch and ``training.checkpoint_metrics``, e.g.
-    ``vgg16-epoch03-val_loss0.4127-val_accuracy0.8100.keras``. ``resume`` (from :func:`resume_state`)
-    carries the best value so far and the epochs waited since, so that a resumed run keeps and stops
-    on what the whole run saw.
-    """
+    """F1, best-epoch checkpoint (e.g. ``vgg16-epoch03-val_loss0.4127-val_accuracy0.8100.keras`` with
+    ``training.checkpoint_metrics``), early stopping, CSV history, backup for resumption. ``resume``
+    (:func:`resume_state`) carries the best value so far and the epochs waited since, so that a
+    resumed run keeps and stops on what the whole run saw."""
     import keras
 
-    run_dir = Path(run_dir)
-    monitor = training.monitor
+    checkpoints, monitor, resume = Path(run_dir, "checkpoints"), training.monitor, resume or {}
     shown = "-".join(f"{m}{{{m}:.4f}}" for m in (training.checkpoint_metrics or (monitor,)))
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoints.mkdir(parents=True, exist_ok=True)
     mode = "min" if "loss" in monitor else "max"
-    resume = resume or {}
     return [
         _f1_callback(),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "checkpoints" / f"{name}-epoch{{epoch:02d}}-{shown}.keras"),
-            monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=resume.get("best")),
+        keras.callbacks.ModelCheckpoint(str(checkpoints / f"{name}-epoch{{epoch:02d}}-{shown}.keras"), monitor=monitor,
+                                        mode=mode, save_best_only=True, initial_value_threshold=resume.get("best")),
         _early_stopping(monitor, mode, training.patience, resume.get("best"), resume.get("wait", 0)),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        # Saves the weights, optimizer and epoch after every epoch; a new fit() in
-        # the same run_dir starts from there. Deleted when training ends.
-        _backup_callback(run_dir / "backup"),
+        keras.callbacks.CSVLogger(str(Path(run_dir, "history.csv")), append=True),
+        _backup_callback(Path(run_dir, "backup")),  # a new fit() in the same run_dir resumes from it
         keras.callbacks.TerminateOnNaN(),
         *extra,
     ]
@@ -280,8 +253,8 @@ BACKUP_WEIGHTS, BACKUP_STATE = "latest.weights.h5", "training_metadata.json"  # 
 
 
 def _backup_callback(backup_dir):
-    """Keras' BackupAndRestore, writing each file to a temporary name renamed into place: a
-    kill at any moment leaves the last finished epoch's backup whole, never a truncated one."""
+    """Keras' BackupAndRestore writing each file to a temporary name renamed into place: a kill at any
+    moment leaves the last finished epoch's backup whole."""
     import keras
 
     class AtomicBackup(keras.callbacks.BackupAndRestore):
@@ -293,8 +266,7 @@ def _backup_callback(backup_dir):
             write_text(self._training_metadata_path,
                        json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
-    # Kept when training ends: fit() deletes it only once train.json says the run finished, so
-    # that no moment exists at which a kill leaves neither.
+    # Kept when training ends: fit() deletes it once train.json says the run finished, so a kill leaves one of them.
     return AtomicBackup(str(backup_dir), delete_checkpoint=False)
 
 
@@ -314,11 +286,9 @@ def readable_backup(backup_dir) -> int | None:
     """The epochs a backup holds, if its weights open and its state parses; else None."""
     import h5py
 
-    backup_dir = Path(backup_dir)
     try:
-        epochs = int(json.loads((backup_dir / BACKUP_STATE).read_text())["epoch"])
-        with h5py.File(backup_dir / BACKUP_WEIGHTS, "r"):
-            pass
+        epochs = int(json.loads(Path(backup_dir, BACKUP_STATE).read_text())["epoch"])
+        h5py.File(Path(backup_dir, BACKUP_WEIGHTS), "r").close()
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return epochs
@@ -327,10 +297,7 @@ def readable_backup(backup_dir) -> int | None:
 def resume_state(run_dir, monitor: str, epochs_done: int) -> dict:
     """Best value of ``monitor`` over the first ``epochs_done`` epochs of the history, and the
     epochs since it (what EarlyStopping had counted when the run stopped)."""
-    try:
-        history = read_history(run_dir)
-    except FileNotFoundError:
-        return {}
+    history = _history_or_empty(run_dir)
     history = history[history["epoch"] < epochs_done]
     if history.empty or monitor not in history:
         return {}
@@ -370,6 +337,19 @@ def read_history(run_dir) -> pd.DataFrame:
     return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
+def _history_or_empty(run_dir) -> pd.DataFrame:
+    try:
+        return read_history(run_dir)
+    except FileNotFoundError:
+        return pd.DataFrame(columns=["epoch"])
+
+
+def _epoch_of(checkpoint: Path) -> int | None:
+    """The epoch in a checkpoint's name; Keras numbers them from 1."""
+    match = re.search(r"-epoch(\d+)-", checkpoint.name)
+    return int(match.group(1)) if match else None
+
+
 def best_checkpoint(run_dir, monitor: str = "val_auc") -> Path | None:
     """The checkpoint of the best epoch by ``monitor`` in the history (a resumed run's files are
     not in time order of merit), that opens as a .keras archive; the newest whole one if the
@@ -379,15 +359,8 @@ def best_checkpoint(run_dir, monitor: str = "val_auc") -> Path | None:
     found = [p for p in Path(run_dir, "checkpoints").glob("*.keras") if zipfile.is_zipfile(p)]
     if not found:
         return None
-    by_epoch = {}
-    for path in sorted(found, key=lambda p: p.stat().st_mtime):
-        match = re.search(r"-epoch(\d+)-", path.name)
-        if match:
-            by_epoch[int(match.group(1))] = path  # Keras numbers the files from 1
-    try:
-        history = read_history(run_dir)
-    except FileNotFoundError:
-        history = pd.DataFrame()
+    by_epoch = {_epoch_of(path): path for path in sorted(found, key=lambda p: p.stat().st_mtime)}
+    history = _history_or_empty(run_dir)
     if monitor in history:
         ranked = history.sort_values(monitor, ascending="loss" in monitor, kind="stable")
         for epoch in ranked["epoch"]:
@@ -404,23 +377,21 @@ def finished_run(run_dir, key: str, monitor: str = "val_auc") -> TrainResult | N
     best = best_checkpoint(run_dir, monitor)
     if saved.get("best_checkpoint") and best is None:  # its checkpoints were deleted: not whole
         return None
-    counts = {f: saved[f] for f in ("epochs_run", "seconds", "images_per_s", "train_patches")}
-    return TrainResult(run_dir=str(run_dir), best_checkpoint=str(best) if best else None, **counts)
+    return TrainResult(str(run_dir), str(best) if best else None,
+                       *(saved[f] for f in ("epochs_run", "seconds", "images_per_s", "train_patches")))
 
 
 def fit(model, train_ds, val_ds, run_dir, training: Training, *, epochs: int, seed: int = 42,
         key: str | None = None, name: str | None = None, class_weight=None, train_patches: int | None = None,
         extra_callbacks=(), verbose: int = 2) -> TrainResult:
-    """Compile and train ``model`` as ``training`` says for at most ``epochs``; everything the run writes
-    goes to ``run_dir``.
+    """Compile and train ``model`` as ``training`` says for at most ``epochs``, writing to ``run_dir``.
 
-    Run it again with the same ``run_dir`` after an interruption (a crash, a closed laptop, a Colab
-    timeout) and it resumes at the epoch after the last one finished. ``key`` names this run's settings,
-    data included: a run that finished in ``run_dir`` with the same key is read back, not trained again,
-    and a backup left by another key is not resumed. ``verbose=2`` prints one line per epoch: progress
-    bars would redraw into an executed notebook and bloat it. An optimizer with ``use_ema=True`` is
-    validated and checkpointed with its moving average of the weights. ``name`` (default: the model's)
-    begins the checkpoints' names; ``train_patches`` gives the speed in patches per second.
+    Run again with the same ``run_dir`` after an interruption, it resumes after the last finished epoch.
+    ``key`` names the settings, data included: a run finished in ``run_dir`` with it is read back, a
+    backup of another key is not resumed. ``verbose=2``: one line per epoch, as progress bars would bloat
+    an executed notebook. An optimizer with ``use_ema=True`` is validated and checkpointed with its
+    averaged weights. ``name`` (default: the model's) begins the checkpoints' names; ``train_patches``
+    gives the speed in patches per second.
     """
     import keras
 
@@ -430,7 +401,6 @@ def fit(model, train_ds, val_ds, run_dir, training: Training, *, epochs: int, se
     keras.utils.set_random_seed(seed)
     name = name or model.name
     run_dir = Path(run_dir)
-    # one process per run folder: a second one would resume the backup under the first one's feet
     with runs.claimed(run_dir):
         if key is not None:
             finished = finished_run(run_dir, key, monitor)
@@ -443,54 +413,41 @@ def fit(model, train_ds, val_ds, run_dir, training: Training, *, epochs: int, se
                 shutil.rmtree(run_dir / "backup", ignore_errors=True)  # another run's state: not resumed
             runs.write_record(started, key, {})
         done = readable_backup(run_dir / "backup")
-        if done is None:
-            if (run_dir / "backup").exists():
-                print(f"warning: the backup in {run_dir / 'backup'} cannot be read; training starts again "
-                      "from epoch 1", file=sys.stderr, flush=True)
-                shutil.rmtree(run_dir / "backup")
-            # A fresh start, not a resumption: the history and checkpoints of an earlier,
-            # finished run in this folder would mix with this one's.
+        if done is None and (run_dir / "backup").exists():
+            print(f"warning: the backup in {run_dir / 'backup'} cannot be read; training starts again "
+                  "from epoch 1", file=sys.stderr, flush=True)
+            shutil.rmtree(run_dir / "backup")
+        if done is None:  # a fresh start: an earlier run's history and checkpoints would mix with this one's
             (run_dir / "history.csv").unlink(missing_ok=True)
-            for old in (run_dir / "checkpoints").glob("*.keras"):
+        for old in (run_dir / "checkpoints").glob("*.keras"):  # resumed: those of epochs the backup lacks
+            if done is None or (_epoch_of(old) or 0) > done:
                 old.unlink()
-            resume = {}
-        else:
-            resume = resume_state(run_dir, monitor, done)
-            for old in (run_dir / "checkpoints").glob("*.keras"):  # epochs the backup does not hold
-                match = re.search(r"-epoch(\d+)-", old.name)
-                if match and int(match.group(1)) > done:
-                    old.unlink()
+        resume = {} if done is None else resume_state(run_dir, monitor, done)
         compile_model(model, optimizer, training.learning_rate, training.label_smoothing, training.optimizer_options)
         # A dataset from pipeline.make_dataset knows its epochs: each keyed on its number, so that a
         # resumed run trains on the batches the uninterrupted one would have.
         keyed = hasattr(train_ds, "epochs")
         batches = train_ds.epochs(done or 0, epochs) if keyed else train_ds
-        # BatchNorm statistics recomputed before every validation (and so before every checkpoint).
-        recalibrate = training.recalibrate_bn
+        recalibrate = training.recalibrate_bn  # before every validation, so before every checkpoint
         extra = ([_recalibrate_callback(getattr(train_ds, "calibration", train_ds), recalibrate)]
                  if recalibrate else []) + [_seed_callback()] + list(extra_callbacks)
         callbacks = make_callbacks(run_dir, name, training, extra, resume=resume)
         if getattr(model.optimizer, "use_ema", False):
-            # First, so that validation (and the BatchNorm recalibration before it) and the
-            # checkpoint see the averaged weights; training steps go on with the raw ones. A run
-            # resumed from its backup goes on from the averaged weights.
+            # First, so that validation (and the BatchNorm recalibration before it) and the checkpoint see
+            # the averaged weights; training steps go on with the raw ones (a resumed run, the averaged).
             callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         start = time.perf_counter()
         history = model.fit(batches, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
                             steps_per_epoch=train_ds.steps if keyed else None,
                             shuffle=False,  # the tf.data pipeline shuffles
                             callbacks=callbacks, verbose=verbose)
-        seconds = time.perf_counter() - start
-        n = train_patches or 0
+        seconds, n = time.perf_counter() - start, train_patches or 0
         best = best_checkpoint(run_dir, monitor)
         result = TrainResult(
-            run_dir=str(run_dir),
-            best_checkpoint=str(best) if best else None,
+            run_dir=str(run_dir), best_checkpoint=str(best) if best else None,
             epochs_run=len(read_history(run_dir)),  # a resumed run's earlier epochs count too
-            seconds=round(seconds, 2),
-            images_per_s=round(n * len(history.epoch) / seconds, 1) if n and seconds > 0 else math.nan,
-            train_patches=n,
-        )
+            seconds=round(seconds, 2), train_patches=n,
+            images_per_s=round(n * len(history.epoch) / seconds, 1) if n and seconds > 0 else math.nan)
         runs.write_record(run_dir / "train.json", key, {
             **asdict(result), "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
             "learning_rate": training.learning_rate, "epochs": epochs, "monitor": monitor, "seed": seed},

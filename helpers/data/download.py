@@ -10,6 +10,7 @@ refuses a non-empty folder. The ``kaggle`` command line (``method="cli"``) needs
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
@@ -37,12 +38,8 @@ class DownloadError(DataError):
     """The set could not be fetched, or what was fetched is not the whole set."""
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None = None, force: bool = False,
-                 output_dir=None, fetch=None, echo=_stderr) -> Path:
+                 output_dir=None, fetch=None, echo=functools.partial(print, file=sys.stderr, flush=True)) -> Path:
     """The root of the full IDC set (the folder of the patient folders), downloaded on first use.
 
     ``dest`` None: ``data/idc/``. A set checked there before is returned without network access;
@@ -50,17 +47,14 @@ def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None 
     ``EXPECTED``); ``output_dir``: where the index is saved (None: ``outputs/``); ``fetch(dest,
     force)``: the downloader (None: ``method``'s). Raises :class:`DownloadError` with one line.
     """
-    if fetch is None:
-        if method not in FETCHERS:
-            raise ValueError(f"unknown download method {method!r}; use 'kagglehub' or 'cli'")
-        fetch = FETCHERS[method]
+    if fetch is None and method not in FETCHERS:
+        raise ValueError(f"unknown download method {method!r}; use 'kagglehub' or 'cli'")
+    fetch = fetch or FETCHERS[method]
     dest = Path(dest).expanduser() if dest not in (None, "") else DEFAULT_DEST
     expected = EXPECTED if expected is None else dict(expected)
-    if not force:
-        root = checked_root(dest, expected)
-        if root is not None:
-            echo(f"the IDC set is here already (checked before): {root}")
-            return root
+    if not force and (root := checked_root(dest, expected)) is not None:
+        echo(f"the IDC set is here already (checked before): {root}")
+        return root
     echo(f"downloading the IDC set from Kaggle ({KAGGLE_DATASET}, about 3 GB) into {dest}; "
          "if it stops, run the same command again: it resumes")
     dest.mkdir(parents=True, exist_ok=True)
@@ -117,8 +111,7 @@ def failure_message(exc: BaseException) -> str:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
     names = {type(e).__name__ for e in chain}
-    status = next((getattr(getattr(e, "response", None), "status_code", None) for e in chain
-                   if getattr(getattr(e, "response", None), "status_code", None)), None)
+    status = next(filter(None, (getattr(getattr(e, "response", None), "status_code", None) for e in chain)), None)
     if status in (401, 403) or "UnauthenticatedError" in names:
         return (f"Kaggle refused the download{f' (HTTP {status})' if status else ''}: it asks for your Kaggle "
                 "API token. Create one at https://www.kaggle.com/settings (API, Create New Token), put kaggle.json "

@@ -95,14 +95,12 @@ class Dihedral(_RandomImageLayer):
             raise ValueError(f"Dihedral needs square images; got shape {tuple(input_shape)}")
 
     def augment(self, images):
-        n = tf.shape(images)[0]
-        k = keras.random.randint((n,), 0, 4, seed=self.generator)
+        k = keras.random.randint((tf.shape(images)[0],), 0, 4, seed=self.generator)
         # All four rotations of the batch, then each image picks its own: cheap at 50x50
         # and free of per-image Python control flow, so it runs in any graph.
         rotations = tf.stack([tf.image.rot90(images, i) for i in range(4)], axis=1)
         out = tf.gather(rotations, k, axis=1, batch_dims=1)
-        flip = self.uniform(images, 0.0, 1.0) < 0.5
-        return tf.where(flip, tf.reverse(out, axis=[2]), out)
+        return tf.where(self.uniform(images, 0.0, 1.0) < 0.5, tf.reverse(out, axis=[2]), out)
 
 
 @keras.saving.register_keras_serializable(package="idc")

@@ -10,7 +10,6 @@ refuses a non-empty folder. The ``kaggle`` command line (``method="cli"``) needs
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import os
 import shutil
@@ -38,8 +37,12 @@ class DownloadError(DataError):
     """The set could not be fetched, or what was fetched is not the whole set."""
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # sys.stderr as it is at each call
+
+
 def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None = None, force: bool = False,
-                 output_dir=None, fetch=None, echo=functools.partial(print, file=sys.stderr, flush=True)) -> Path:
+                 output_dir=None, fetch=None, echo=_stderr) -> Path:
     """The root of the full IDC set (the folder of the patient folders), downloaded on first use.
 
     ``dest`` None: ``data/idc/``. A set checked there before is returned without network access;
@@ -185,13 +188,10 @@ def find_data_root(folder) -> Path:
     def is_patient(p: Path) -> bool:
         return p.name.isdigit() and ((p / "0").is_dir() or (p / "1").is_dir())
 
-    def is_root(d: Path) -> bool:
-        return any(is_patient(p) for p in d.iterdir() if p.is_dir())
-
     level = [folder]
     for _ in range(4):  # breadth first: the archive's root is near the top
         for d in level:
-            if is_root(d):
+            if any(is_patient(p) for p in d.iterdir() if p.is_dir()):
                 return d.parent if d.name == NESTED else d
         level = [c for d in level for c in sorted(d.iterdir())
                  if c.is_dir() and not is_patient(c)]

@@ -69,8 +69,8 @@ class Layout:
 
 @dataclass
 class Report:
-    """What an index found: every skipped file with its reason, and the copies merged; the layout's
-    report adds its counts (:meth:`count`)."""
+    """What an index found: every skipped file with its reason and the copies merged; a layout's report
+    adds its counts (:meth:`count`)."""
 
     REASONS = {}  # the reasons' texts
     LISTS = ("duplicate_files",)  # fields the summary shortens to a few examples and a total
@@ -252,8 +252,7 @@ class IndexReport(Report):
 
 def build_index(root) -> tuple[pd.DataFrame, IndexReport]:
     """Index every patch under ``root``: the table (``COLUMNS``, one row per unique patch, sorted by
-    patient, y, x) and an :class:`IndexReport`. Raises :class:`DataError` if ``root`` is missing, not a
-    folder, or holds no usable patch."""
+    patient, y, x) and an :class:`IndexReport`. :class:`DataError` if ``root`` has no usable patch."""
     return index_images(root, LAYOUT, IndexReport)
 
 

@@ -20,10 +20,9 @@ from .index import DataError, PATCH
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
-    """uint8 RGB pixels as TensorFlow's PNG decoder gives them with ``channels=3`` (what training
-    sees), so one file gets one answer on every path: 16-bit samples keep their high byte (PIL's
-    own conversion clips them, and a 16-bit grey patch turns white), alpha is dropped, grey and
-    palette images are expanded."""
+    """uint8 RGB as TensorFlow's PNG decoder (``channels=3``, what training sees) gives it, so a file
+    gets one answer on every path: 16-bit samples keep their high byte (PIL's own conversion clips
+    them: a 16-bit grey patch turns white), alpha is dropped, grey and palette images expanded."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = (np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
@@ -59,18 +58,17 @@ def load_arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 # --- packed form -------------------------------------------------------------
 
 def pack(df: pd.DataFrame, path, progress: bool = True, workers: int | None = None, chunk: int = 4096) -> Path:
-    """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and ``<path>.csv`` (the index
-    rows, in the same order), both written atomically: an interrupted pack leaves the previous pack,
-    or none. ``workers`` processes (None: ``io.file_workers()``) decode, each into its own rows."""
+    """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and ``<path>.csv`` (its rows,
+    in order), both atomically. ``workers`` processes (None: ``io.file_workers()``) decode, each into its
+    own rows."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
     paths = df["path"].astype(str).tolist()
-    workers = workers or file_workers()
     with atomic_path(npy) as tmp:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(df), PATCH, PATCH, 3))
         chunks = [(tmp, start, paths[start:start + chunk]) for start in range(0, len(paths), chunk)]
         with tqdm(total=len(paths), disable=not progress, desc="pack", unit="img") as bar:
-            for done in process_map(_pack_rows, chunks, workers, spawn_under_tensorflow=True):
+            for done in process_map(_pack_rows, chunks, workers or file_workers(), spawn_under_tensorflow=True):
                 bar.update(done)
     with atomic_path(table) as tmp:
         df.drop(columns=["split"], errors="ignore").to_csv(tmp, index=False)
@@ -88,8 +86,7 @@ def _pack_rows(job) -> int:
 
 
 def load_pack(path, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """Reload a pack: (images, index). With ``mmap`` the array stays on disk until read, so
-    reloading takes milliseconds whatever its size."""
+    """Reload a pack: (images, index); with ``mmap`` the array stays on disk until read."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
     for f in (npy, table):
@@ -238,8 +235,8 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
 
 
 def _balanced_order(labels, n, seed, epoch):
-    """``n`` row numbers keyed on (seed, epoch): each place takes a class with probability 1/2, and
-    each class's rows come in a random order, each row repeated as often as the minority needs."""
+    """``n`` row numbers keyed on (seed, epoch): each place takes a class with probability 1/2, and each
+    class's rows come in a random order, repeated as often as needed."""
     import tensorflow as tf
 
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
@@ -261,8 +258,7 @@ def _balanced_order(labels, n, seed, epoch):
 
 
 def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarray:
-    """uint8 patches (n, 50, 50, 3) as a model takes them: float32, resized to
-    ``image_size`` and preprocessed exactly as ``make_dataset`` does."""
+    """uint8 patches (n, 50, 50, 3) as a model takes them, exactly as ``make_dataset`` gives them."""
     import tensorflow as tf
 
     x = tf.cast(np.asarray(images), tf.float32)

@@ -16,8 +16,7 @@ SPLITS = ("train", "val", "test")
 
 
 def _check_fractions(val, test, what, zero_allowed):
-    """Raise ValueError unless each fraction is in [0, 1) (``zero_allowed``) or (0, 1) and they leave
-    some ``what`` for training."""
+    """ValueError unless each fraction is in [0, 1) (``zero_allowed``) or (0, 1), leaving some ``what``."""
     for name, frac in (("val", val), ("test", test)):
         if not (0 <= frac < 1 if zero_allowed else 0 < frac < 1):
             raise ValueError(f"{name} fraction must be in {'[' if zero_allowed else '('}0, 1), got {frac}")
@@ -97,9 +96,7 @@ def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]
     present = set(df["patient"])
     report = {"missing_from_data": {name: sorted(set(p) - present) for name, p in ids.items()},
               "not_on_any_list": sorted(present - set(owner))}
-    out = df[df["patient"].isin(owner)].copy()
-    out["split"] = out["patient"].map(owner)
-    return out, report
+    return df[df["patient"].isin(owner)].assign(split=lambda d: d["patient"].map(owner)), report
 
 
 def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
@@ -232,9 +229,8 @@ def check_cap(cap) -> None:
 
 
 def check_classes(df: pd.DataFrame, note: str = "") -> list[str]:
-    """Raise ValueError naming the split if training or validation is empty or holds one class only
-    (nothing to learn from, validation ROC-AUC undefined); return a warning line to print for a test
-    split of one class (its F1 and balanced accuracy are undefined)."""
+    """ValueError naming the split if training or validation is empty or of one class only; for a test
+    split of one class, a warning line to print (its F1 and balanced accuracy are undefined)."""
     where = f" ({note})" if note else ""
     for name in SPLITS:
         labels = df.loc[df["split"] == name, "label"]

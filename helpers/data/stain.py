@@ -140,8 +140,7 @@ class Normalizer:
         with warnings.catch_warnings():  # a patch without tissue: an all-NaN row, replaced below
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanpercentile(phi, [alpha, 100 - alpha], axis=1)
-        v_min = (plane @ np.stack([np.cos(lo), np.sin(lo)], 1)[..., None])[..., 0]
-        v_max = (plane @ np.stack([np.cos(hi), np.sin(hi)], 1)[..., None])[..., 0]
+        v_min, v_max = ((plane @ np.stack([np.cos(a), np.sin(a)], 1)[..., None])[..., 0] for a in (lo, hi))
         # haematoxylin first (torchstain's heuristic: the larger red component)
         swap = (v_min[:, 0] > v_max[:, 0])[:, None]
         he = np.stack([np.where(swap, v_min, v_max), np.where(swap, v_max, v_min)], axis=2)  # (n, 3, 2)

@@ -47,7 +47,7 @@ def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
 
     out = df.assign(split="train")
     rest = out.index
-    for name, frac in (("test", test), ("val", val / (1 - test) if test < 1 else 0)):
+    for name, frac in (("test", test), ("val", val / (1 - test))):
         if frac == 0:
             continue
         part = out.loc[rest]

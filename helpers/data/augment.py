@@ -1,15 +1,12 @@
 """Data augmentation for the 50x50 H&E patches, as Keras layers on float32 in [0, 255].
 
-The named recipes of ``AUGMENTATIONS`` ("original", "original_both_flips", "histology", "dihedral",
-"dihedral_colour", "none") are built by ``by_name(name, seed)``. Every layer keeps shape, dtype
-float32 and the range [0, 255], so it runs where the pipeline's images are still raw pixels: before
-a pretrained model's ``preprocess_input``, which changes the range. The layers augment only when
-called with ``training=True`` (``fit`` does that; ``predict`` and ``evaluate`` do not), and each
-image of a batch gets its own random values.
+``by_name(name, seed)`` builds the recipes of ``AUGMENTATIONS``. Every layer keeps shape, dtype float32
+and the range [0, 255], so it runs before a pretrained model's ``preprocess_input`` (which changes the
+range), augments only with ``training=True`` (``fit``, not ``predict``), and draws per image.
 
-Seeds: a seeded layer draws from a Keras ``SeedGenerator``, a counter stored in the layer, so each
-call (each batch, each epoch) draws new values; two layers built with the same seed give the same
-outputs for the same sequence of calls, eagerly and in a tf.data map run on one thread (``apply``).
+Seeds: a seeded layer draws from a Keras ``SeedGenerator``, a counter stored in the layer, so each call
+draws new values; two layers with the same seed give the same outputs for the same calls, eagerly and
+in a one-thread tf.data map (``apply``).
 """
 
 from __future__ import annotations
@@ -40,10 +37,8 @@ OD_UNIT = math.log(1e6)
 def rgb_to_hed(images):
     """Float RGB in [0, 255] -> stain concentrations (H, E, DAB), skimage's unit.
 
-    Optical density is -ln((x + 1) / 256): white (255) is exactly 0 and black (0)
-    is finite, with no clamp. Unlike ``skimage.color.rgb2hed``, negative
-    concentrations (colours outside the H/E/DAB cone) are kept, so
-    ``hed_to_rgb(rgb_to_hed(x))`` gives x back.
+    Optical density is -ln((x + 1) / 256): white is exactly 0, black finite, no clamp. Unlike
+    ``skimage.color.rgb2hed``, negative concentrations are kept, so ``hed_to_rgb`` inverts it exactly.
     """
     od = -tf.math.log((tf.cast(images, tf.float32) + 1.0) / 256.0) / OD_UNIT
     return tf.tensordot(od, tf.constant(HED_FROM_RGB, tf.float32), axes=1)
@@ -58,11 +53,8 @@ def hed_to_rgb(stains):
 # --- custom layers ----------------------------------------------------------------
 
 class _RandomImageLayer(keras.layers.Layer):
-    """A seeded layer that changes a batch of images in training only.
-
-    float32 even under a mixed-precision policy: float16 would coarsen the pixel
-    values and break the float32 promise of this module.
-    """
+    """A seeded layer that changes a batch of images in training only; float32 even under a
+    mixed-precision policy (float16 would coarsen the pixel values)."""
 
     def __init__(self, seed=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -75,21 +67,26 @@ class _RandomImageLayer(keras.layers.Layer):
 
     def uniform(self, images, low, high, channels=1):
         """One draw per image (shape (n, 1, 1, channels)), to broadcast over its pixels."""
-        shape = (tf.shape(images)[0], 1, 1, channels)
-        return keras.random.uniform(shape, low, high, seed=self.generator)
+        return keras.random.uniform((tf.shape(images)[0], 1, 1, channels), low, high, seed=self.generator)
+
+    _params = ()  # the float parameters saved in the config, set by _non_negative
+
+    def _non_negative(self, **values):
+        for name, value in values.items():
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0; got {value!r}")
+            setattr(self, name, float(value))
+        self._params = tuple(values)
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
+        return {**super().get_config(), "seed": self.seed, **{k: getattr(self, k) for k in self._params}}
 
 
 @keras.saving.register_keras_serializable(package="idc")
 class Dihedral(_RandomImageLayer):
-    """One of the 8 symmetries of the square per image: rotation by k x 90 degrees
-    (k uniform in 0..3), then a horizontal flip with probability 1/2 (with the
-    rotations this gives the vertical flip and both diagonal mirrors too).
-
-    Exact: pixels move, none is interpolated or invented, so tissue texture and
-    the patch's edges stay as scanned. Needs square images.
+    """One of the 8 symmetries of the square per image: rotation by k x 90 degrees (k uniform in
+    0..3), then a horizontal flip with probability 1/2. Exact: pixels move, none is interpolated
+    or invented. Needs square images.
     """
 
     def build(self, input_shape):
@@ -98,45 +95,33 @@ class Dihedral(_RandomImageLayer):
             raise ValueError(f"Dihedral needs square images; got shape {tuple(input_shape)}")
 
     def augment(self, images):
-        n = tf.shape(images)[0]
-        k = keras.random.randint((n,), 0, 4, seed=self.generator)
+        k = keras.random.randint((tf.shape(images)[0],), 0, 4, seed=self.generator)
         # All four rotations of the batch, then each image picks its own: cheap at 50x50
         # and free of per-image Python control flow, so it runs in any graph.
         rotations = tf.stack([tf.image.rot90(images, i) for i in range(4)], axis=1)
         out = tf.gather(rotations, k, axis=1, batch_dims=1)
-        flip = self.uniform(images, 0.0, 1.0) < 0.5
-        return tf.where(flip, tf.reverse(out, axis=[2]), out)
+        return tf.where(self.uniform(images, 0.0, 1.0) < 0.5, tf.reverse(out, axis=[2]), out)
 
 
 @keras.saving.register_keras_serializable(package="idc")
 class StainJitter(_RandomImageLayer):
-    """H&E stain jitter (Tellez et al. 2018): per image and stain, the concentration
-    c becomes alpha * c + beta, alpha ~ U(1 - sigma, 1 + sigma), beta ~ U(-bias, bias).
+    """H&E stain jitter (Tellez et al. 2018): per image and stain, the concentration c becomes
+    alpha * c + beta, alpha ~ U(1 - sigma, 1 + sigma), beta ~ U(-bias, bias), in H/E/DAB space.
 
-    RGB -> optical density -> H/E/DAB (Ruifrok & Johnston) -> jitter -> RGB, clipped.
-    alpha scales each stain where it is: white glass (density 0) stays exactly white.
-    beta adds or removes a stain evenly, glass included: at bias 0.005 white moves
-    by at most 37 grey levels (green, whose density column sums to 2.26).
-
-    Tellez et al. used one sigma for both (0.05, "HED-light"), but the size of beta
-    depends on how optical density is scaled. In skimage's unit, used here, beta
-    0.05 can darken white glass to (162, 157, 209), and previews of real patches
-    looked psychedelic; alpha 0.05 changed nothing visible. Hence two parameters,
-    with defaults chosen on previews: sigma 0.2, bias 0.005.
+    alpha keeps white glass (density 0) exactly white; beta moves it too: at bias 0.005 by at most
+    37 grey levels. Tellez et al. used 0.05 for both, but in skimage's unit beta 0.05 darkens white
+    glass to (162, 157, 209) and alpha 0.05 changed nothing visible; hence two parameters, with
+    defaults chosen on previews of real patches.
     """
 
     def __init__(self, sigma=0.2, bias=0.005, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        self.sigma = _non_negative("sigma", sigma)
-        self.bias = _non_negative("bias", bias)
+        self._non_negative(sigma=sigma, bias=bias)
 
     def augment(self, images):
         alpha = self.uniform(images, 1.0 - self.sigma, 1.0 + self.sigma, channels=3)
         beta = self.uniform(images, -self.bias, self.bias, channels=3)
         return hed_to_rgb(rgb_to_hed(images) * alpha + beta)
-
-    def get_config(self):
-        return {**super().get_config(), "sigma": self.sigma, "bias": self.bias}
 
 
 # ITU-R BT.601 luma, the grey of tf.image.rgb_to_grayscale.
@@ -145,19 +130,14 @@ LUMA = (0.299, 0.587, 0.114)
 
 @keras.saving.register_keras_serializable(package="idc")
 class ColourJitter(_RandomImageLayer):
-    """Per image: brightness shift (fraction of 255), contrast and saturation factors
-    in [1 - x, 1 + x], hue shift (fraction of the colour circle), clipped to [0, 255].
-
-    Written here because Keras' RandomSaturation assumes [0, 1] inside: on [0, 255]
-    it returns negative pixels (measured: -127 with factor 0.6).
+    """Per image: brightness shift (fraction of 255), contrast and saturation factors in
+    [1 - x, 1 + x], hue shift (fraction of the colour circle), clipped to [0, 255]. Keras'
+    RandomSaturation assumes [0, 1]: on [0, 255] it returns negative pixels.
     """
 
     def __init__(self, brightness=0.05, contrast=0.1, saturation=0.1, hue=0.02, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        self.brightness = _non_negative("brightness", brightness)
-        self.contrast = _non_negative("contrast", contrast)
-        self.saturation = _non_negative("saturation", saturation)
-        self.hue = _non_negative("hue", hue)
+        self._non_negative(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
 
     def augment(self, images):
         x = images + 255.0 * self.uniform(images, -self.brightness, self.brightness)
@@ -170,16 +150,6 @@ class ColourJitter(_RandomImageLayer):
         x = 255.0 * tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1))
         return tf.clip_by_value(x, 0.0, 255.0)
 
-    def get_config(self):
-        return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast,
-                "saturation": self.saturation, "hue": self.hue}
-
-
-def _non_negative(name, value):
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0; got {value!r}")
-    return float(value)
-
 
 def _seeds(seed, count):
     """One seed per layer: the same seed in two layers would draw the same numbers."""
@@ -190,46 +160,31 @@ def _seeds(seed, count):
 
 def original_augmentation(seed=None, shear_degrees=0.2, vertical_flip: bool = False) -> keras.Sequential:
     """The seed projects' ImageDataGenerator(rotation_range=20, width_shift_range=0.2,
-    height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True),
-    in Keras 3 layers.
+    height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True), in Keras 3 layers:
 
-    The mapping, parameter by parameter:
+    * rotation_range=20 (degrees): RandomRotation(20 / 360), a fraction of a full turn;
+    * width/height_shift_range=0.2: RandomTranslation(0.2, 0.2);
+    * shear_range=0.2 is an angle in DEGREES (``apply_affine_transform`` calls ``np.deg2rad``), and
+      RandomShear's factor a displacement ratio: sin(0.2 degrees) = 0.0035, under 0.2 pixel on a patch.
+      Kept for fidelity (``shear_degrees=0`` drops the layer); along one axis, as the seed sheared;
+    * zoom_range=0.2 (zx, zy each in [0.8, 1.2]): RandomZoom((-0.2, 0.2), (-0.2, 0.2));
+    * horizontal_flip=True: RandomFlip("horizontal"); ``vertical_flip=True`` (the thyroid project's)
+      gives RandomFlip("horizontal_and_vertical");
+    * fill "nearest", ImageDataGenerator's default, which smears edge pixels into the uncovered
+      corners; Keras 3's "reflect" would mirror tissue there instead.
 
-    * rotation_range=20 (degrees, uniform in +-20): RandomRotation(20 / 360), whose
-      factor is a fraction of a full turn;
-    * width/height_shift_range=0.2 (fraction of the side): RandomTranslation(0.2, 0.2);
-    * shear_range=0.2 is an angle in DEGREES in tf.keras and keras-preprocessing
-      (``apply_affine_transform`` calls ``np.deg2rad``), not a fraction. A pixel at
-      distance d from the centre line moves by d * sin(angle), so RandomShear, whose
-      factor is that displacement ratio, gets sin(0.2 degrees) = 0.0035: under 0.2
-      pixel across a 50-pixel patch. The seed's shear did nothing visible; it is
-      kept for fidelity (``shear_degrees=0`` drops the layer). The seed sheared
-      along one axis only, so only x_factor is set;
-    * zoom_range=0.2 (zx, zy each uniform in [0.8, 1.2], independently):
-      RandomZoom((-0.2, 0.2), (-0.2, 0.2));
-    * horizontal_flip=True: RandomFlip("horizontal"); the thyroid project also set
-      vertical_flip=True: ``vertical_flip=True`` gives RandomFlip("horizontal_and_vertical");
-    * fill "nearest": ImageDataGenerator's default, which the seed kept. It
-      smears the edge pixels into streaks where rotation and shifts uncover the
-      corners; "reflect" (Keras 3's default) would mirror tissue there instead.
-
-    One difference stays: ImageDataGenerator composed everything into one affine
-    map and interpolated once; here each layer interpolates (bilinear) in turn,
-    which softens the patch a little more.
+    One difference stays: ImageDataGenerator interpolated once for its whole affine map; here each
+    layer interpolates (bilinear) in turn, which softens the patch a little more.
     """
     s = _seeds(seed, 5)
-    f32, fill_mode = {"dtype": "float32"}, "nearest"
-    steps = [
-        layers.RandomRotation(20 / 360, fill_mode=fill_mode, seed=s[0], **f32),
-        layers.RandomTranslation(0.2, 0.2, fill_mode=fill_mode, seed=s[1], **f32),
-    ]
+    common = {"fill_mode": "nearest", "dtype": "float32"}
+    steps = [layers.RandomRotation(20 / 360, seed=s[0], **common),
+             layers.RandomTranslation(0.2, 0.2, seed=s[1], **common)]
     if shear_degrees:
-        shear = math.sin(math.radians(shear_degrees))
-        steps.append(layers.RandomShear(x_factor=shear, fill_mode=fill_mode, seed=s[2], **f32))
-    steps += [
-        layers.RandomZoom((-0.2, 0.2), (-0.2, 0.2), fill_mode=fill_mode, seed=s[3], **f32),
-        layers.RandomFlip("horizontal_and_vertical" if vertical_flip else "horizontal", seed=s[4], **f32),
-    ]
+        steps.append(layers.RandomShear(x_factor=math.sin(math.radians(shear_degrees)), seed=s[2], **common))
+    steps += [layers.RandomZoom((-0.2, 0.2), (-0.2, 0.2), seed=s[3], **common),
+              layers.RandomFlip("horizontal_and_vertical" if vertical_flip else "horizontal", seed=s[4],
+                                dtype="float32")]
     return keras.Sequential(steps, name="original_augmentation")
 
 
@@ -273,14 +228,11 @@ def by_name(augmentation, seed=None):
 def apply(ds, augmentation, seed=None, parallel=False, epoch=None):
     """Augment the images (float32 in [0, 255]) of a batched tf.data dataset of (images, labels).
 
-    ``augmentation`` is a name of ``AUGMENTATIONS``, a Keras layer or a function of a batch.
-    ``parallel`` maps batches on several threads: they race for the layers' seed counter, so which
-    batch gets which draw changes from run to run (measured: no two runs alike). In one thread a
-    seeded run repeats exactly, and on 2 cores it was as fast (about 1,000 patches/s).
-
-    ``epoch`` (a number or scalar tensor) keys every draw on (epoch, batch): each batch sets the
-    layers' seed counters before it draws, so an epoch's augmentations do not depend on what
-    ran before it, and a run resumed at that epoch draws what the uninterrupted one drew.
+    ``augmentation``: a name of ``AUGMENTATIONS``, a Keras layer or a function of a batch.
+    ``parallel`` maps on several threads, which race for the seed counter: no two runs alike. In one
+    thread a seeded run repeats exactly, and on 2 cores it was as fast (about 1,000 patches/s).
+    ``epoch`` (a number or scalar tensor) keys every draw on (epoch, batch), so a run resumed at that
+    epoch draws what the uninterrupted one drew.
     """
     layer = by_name(augmentation, seed)
     if layer is None:
@@ -309,15 +261,12 @@ def apply(ds, augmentation, seed=None, parallel=False, epoch=None):
 # --- a look at what an augmentation does ---------------------------------------
 
 def preview(images, augmentation, n=8, seed=0):
-    """A Figure: one row per patch, its original then ``n`` augmented versions.
-
-    ``images``: one patch (h, w, 3) or several (k, h, w, 3), uint8 or float in [0, 255].
-    """
+    """A Figure: one row per patch (``images``: (h, w, 3) or (k, h, w, 3), in [0, 255]), its original
+    then ``n`` augmented versions."""
     import matplotlib.pyplot as plt
 
     images = np.asarray(images, dtype=np.float32)
-    if images.ndim == 3:
-        images = images[None]
+    images = images[None] if images.ndim == 3 else images
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"preview wants images (k, h, w, 3); got shape {images.shape}")
     low, high = float(images.min()), float(images.max())
@@ -334,9 +283,8 @@ def preview(images, augmentation, n=8, seed=0):
         for c, img in enumerate([images[r], *out[r]]):
             axes[r, c].imshow(np.clip(np.rint(img), 0, 255).astype(np.uint8))
             axes[r, c].axis("off")
-    axes[0, 0].set_title("original", fontsize=8)
-    for c in range(1, cols):
-        axes[0, c].set_title(f"#{c}", fontsize=8)
+            if r == 0:
+                axes[r, c].set_title(f"#{c}" if c else "original", fontsize=8)
     name = augmentation if isinstance(augmentation, str) else getattr(layer, "name", "custom")
     fig.suptitle(f"augmentation: {name}", fontsize=10)
     return fig

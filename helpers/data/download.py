@@ -38,7 +38,7 @@ class DownloadError(DataError):
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(message, file=sys.stderr, flush=True)  # sys.stderr as it is at each call
 
 
 def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None = None, force: bool = False,
@@ -50,17 +50,14 @@ def download_idc(dest=None, method: str = "kagglehub", *, expected: dict | None 
     ``EXPECTED``); ``output_dir``: where the index is saved (None: ``outputs/``); ``fetch(dest,
     force)``: the downloader (None: ``method``'s). Raises :class:`DownloadError` with one line.
     """
-    if fetch is None:
-        if method not in FETCHERS:
-            raise ValueError(f"unknown download method {method!r}; use 'kagglehub' or 'cli'")
-        fetch = FETCHERS[method]
+    if fetch is None and method not in FETCHERS:
+        raise ValueError(f"unknown download method {method!r}; use 'kagglehub' or 'cli'")
+    fetch = fetch or FETCHERS[method]
     dest = Path(dest).expanduser() if dest not in (None, "") else DEFAULT_DEST
     expected = EXPECTED if expected is None else dict(expected)
-    if not force:
-        root = checked_root(dest, expected)
-        if root is not None:
-            echo(f"the IDC set is here already (checked before): {root}")
-            return root
+    if not force and (root := checked_root(dest, expected)) is not None:
+        echo(f"the IDC set is here already (checked before): {root}")
+        return root
     echo(f"downloading the IDC set from Kaggle ({KAGGLE_DATASET}, about 3 GB) into {dest}; "
          "if it stops, run the same command again: it resumes")
     dest.mkdir(parents=True, exist_ok=True)
@@ -117,8 +114,7 @@ def failure_message(exc: BaseException) -> str:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
     names = {type(e).__name__ for e in chain}
-    status = next((getattr(getattr(e, "response", None), "status_code", None) for e in chain
-                   if getattr(getattr(e, "response", None), "status_code", None)), None)
+    status = next(filter(None, (getattr(getattr(e, "response", None), "status_code", None) for e in chain)), None)
     if status in (401, 403) or "UnauthenticatedError" in names:
         return (f"Kaggle refused the download{f' (HTTP {status})' if status else ''}: it asks for your Kaggle "
                 "API token. Create one at https://www.kaggle.com/settings (API, Create New Token), put kaggle.json "
@@ -192,13 +188,10 @@ def find_data_root(folder) -> Path:
     def is_patient(p: Path) -> bool:
         return p.name.isdigit() and ((p / "0").is_dir() or (p / "1").is_dir())
 
-    def is_root(d: Path) -> bool:
-        return any(is_patient(p) for p in d.iterdir() if p.is_dir())
-
     level = [folder]
     for _ in range(4):  # breadth first: the archive's root is near the top
         for d in level:
-            if is_root(d):
+            if any(is_patient(p) for p in d.iterdir() if p.is_dir()):
                 return d.parent if d.name == NESTED else d
         level = [c for d in level for c in sorted(d.iterdir())
                  if c.is_dir() and not is_patient(c)]

@@ -1,10 +1,9 @@
-"""Read a folder of images into a table, counting every unused file with its reason: the Kaggle
+"""Read a folder of images into a table, with every unused file and its reason in a report: the Kaggle
 "Breast Histopathology Images" layout, ``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``,
 here; the BreakHis and thyroid layouts use the same :func:`index_images`.
 
-The archive nests a second copy of the tree under ``IDC_regular_ps50_idx5/``; both are read and
-merged on the file name (which says patient, x, y and label). Nothing is dropped silently: the report
-lists every unused file.
+The archive nests a second copy of the tree under ``IDC_regular_ps50_idx5/``; both are read and merged
+on the file name (which says patient, x, y and label).
 """
 
 from __future__ import annotations
@@ -70,8 +69,8 @@ class Layout:
 
 @dataclass
 class Report:
-    """What an index found: every skipped file with its reason, and the copies merged; the layout's
-    report adds its counts (:meth:`count`)."""
+    """What an index found: every skipped file with its reason and the copies merged; a layout's report
+    adds its counts (:meth:`count`)."""
 
     REASONS = {}  # the reasons' texts
     LISTS = ("duplicate_files",)  # fields the summary shortens to a few examples and a total
@@ -83,22 +82,21 @@ class Report:
     duplicate_files: list = field(default_factory=list)  # (kept, dropped copy)
 
     def skip(self, path, reason, detail=""):
-        """Count an unused file (``detail`` by default the reason's text)."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         self.skipped_files.append((str(path), reason, detail or self.REASONS[reason]))
 
     def count(self, df: pd.DataFrame):
-        """Fill the counts from the index table."""
+        """Fill the layout's counts from the index table."""
 
     def summary(self, examples: int = 5) -> dict:
         """The JSON-ready summary; ``examples`` files per skipped category and per list."""
         out = asdict(self)
         out.pop("skipped_files")
         out["skipped_total"] = sum(self.skipped.values())
-        out["skipped_examples"] = {reason: [] for _, reason, _ in self.skipped_files}
+        found = out["skipped_examples"] = {reason: [] for _, reason, _ in self.skipped_files}
         for path, reason, detail in self.skipped_files:
-            if len(out["skipped_examples"][reason]) < examples:
-                out["skipped_examples"][reason].append({"path": path, "detail": detail})
+            if len(found[reason]) < examples:
+                found[reason].append({"path": path, "detail": detail})
         for key in self.LISTS:
             out[key] = getattr(self, key)[:examples]
             out[f"{key}_total"] = len(getattr(self, key))
@@ -152,7 +150,6 @@ def walk(root):
         seen.add(real)
         dirnames.sort()
         yield dirpath, dirnames, filenames
-
 
 
 def files(root: Path):
@@ -255,14 +252,12 @@ class IndexReport(Report):
 
 def build_index(root) -> tuple[pd.DataFrame, IndexReport]:
     """Index every patch under ``root``: the table (``COLUMNS``, one row per unique patch, sorted by
-    patient, y, x) and an :class:`IndexReport`. Raises :class:`DataError` if ``root`` is missing, not a
-    folder, or holds no usable patch."""
+    patient, y, x) and an :class:`IndexReport`. :class:`DataError` if ``root`` has no usable patch."""
     return index_images(root, LAYOUT, IndexReport)
 
 
 def save_index(df: pd.DataFrame, path) -> Path:
-    """Write the index as CSV atomically (patient ids stay strings)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
+    """Write the index as CSV atomically."""
+    with atomic_path(Path(path)) as tmp:
         df.to_csv(tmp, index=False)
-    return path
+    return Path(path)

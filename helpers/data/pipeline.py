@@ -1,10 +1,8 @@
 """From the index to batches: tf.data from PNG files, and a packed uint8 array.
 
-Border patches (smaller than 50x50) are padded on the right and bottom with
-white (255). The patch's origin is its top-left corner, so the missing part is
-beyond the slide's edge, where a scan shows bright empty glass. White keeps that
-meaning; black (zero) padding would draw a hard dark edge that no tissue has and
-that a CNN can learn as a shortcut for "border patch".
+Border patches (smaller than 50x50) are padded on the right and bottom with white (255): the missing
+part is beyond the slide's edge, where a scan shows empty glass. Black padding would draw a hard dark
+edge that a CNN can learn as a shortcut for "border patch".
 """
 
 from __future__ import annotations
@@ -22,10 +20,9 @@ from .index import DataError, PATCH
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
-    """uint8 RGB pixels as TensorFlow's PNG decoder gives them with ``channels=3`` (what training
-    sees), so one file gets one answer on every path: 16-bit samples keep their high byte (PIL's
-    own conversion clips them, and a 16-bit grey patch turns white), alpha is dropped, grey and
-    palette images are expanded."""
+    """uint8 RGB as TensorFlow's PNG decoder (``channels=3``, what training sees) gives it, so a file
+    gets one answer on every path: 16-bit samples keep their high byte (PIL's own conversion clips
+    them: a 16-bit grey patch turns white), alpha is dropped, grey and palette images expanded."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = (np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
@@ -61,19 +58,17 @@ def load_arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 # --- packed form -------------------------------------------------------------
 
 def pack(df: pd.DataFrame, path, progress: bool = True, workers: int | None = None, chunk: int = 4096) -> Path:
-    """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and ``<path>.csv`` (the index
-    rows, in the same order), both written atomically: an interrupted pack leaves the previous pack,
-    or none. ``workers`` processes (None: ``io.file_workers()``) decode, each into its own rows."""
+    """Decode the index once into ``<path>.npy`` (uint8, N x 50 x 50 x 3) and ``<path>.csv`` (its rows,
+    in order), both atomically. ``workers`` processes (None: ``io.file_workers()``) decode, each into its
+    own rows."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
     paths = df["path"].astype(str).tolist()
-    workers = workers or file_workers()
     with atomic_path(npy) as tmp:
-        # the header written now, the rows by the workers
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(df), PATCH, PATCH, 3))
         chunks = [(tmp, start, paths[start:start + chunk]) for start in range(0, len(paths), chunk)]
         with tqdm(total=len(paths), disable=not progress, desc="pack", unit="img") as bar:
-            for done in process_map(_pack_rows, chunks, workers, spawn_under_tensorflow=True):
+            for done in process_map(_pack_rows, chunks, workers or file_workers(), spawn_under_tensorflow=True):
                 bar.update(done)
     with atomic_path(table) as tmp:
         df.drop(columns=["split"], errors="ignore").to_csv(tmp, index=False)
@@ -91,8 +86,7 @@ def _pack_rows(job) -> int:
 
 
 def load_pack(path, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """Reload a pack: (images, index). With ``mmap`` the array stays on disk until read, so
-    reloading takes milliseconds whatever its size."""
+    """Reload a pack: (images, index); with ``mmap`` the array stays on disk until read."""
     path = Path(path).with_suffix("")
     npy, table = path.with_suffix(".npy"), path.with_suffix(".csv")
     for f in (npy, table):
@@ -126,16 +120,13 @@ def decode_png(path):
 
     raw = tf.io.read_file(path)
     # A file cut short (a partial copy or download) fails here with its name; decode_png's own
-    # "Invalid PNG data" names none. The index checks every file, so this meets only files
-    # changed since.
+    # "Invalid PNG data" names none.
     whole = tf.logical_and(tf.strings.substr(raw, 0, 8) == PNG_SIGNATURE,
                            tf.strings.substr(raw, -12, 12, unit="BYTE") == PNG_END)
     with tf.control_dependencies([tf.debugging.Assert(whole, ["not a whole PNG file:", path])]):
         img = tf.io.decode_png(raw, channels=3)
-    img = img[:PATCH, :PATCH]
     # pad_to_bounding_box fills with 0; invert, pad, invert back to fill with 255
-    img = 255 - tf.image.pad_to_bounding_box(255 - img, 0, 0, PATCH, PATCH)
-    return img
+    return 255 - tf.image.pad_to_bounding_box(255 - img[:PATCH, :PATCH], 0, 0, PATCH, PATCH)
 
 
 def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = None, labels=None,
@@ -144,20 +135,17 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
                  balance: bool = False):
     """A batched ``tf.data.Dataset`` of (image, label).
 
-    The source is either the index ``df`` (PNG files, decoded in parallel) or arrays from a pack
-    (``images`` uint8 N x 50 x 50 x 3 and ``labels``). Images reach ``preprocess`` (the model's own,
-    e.g. ``keras.applications.resnet50.preprocess_input``, or None) as float32 in [0, 255], resized
-    to ``image_size`` if that is not 50 (Xception needs >= 71). ``augment`` (a name of
-    ``augment.AUGMENTATIONS``, a Keras layer or a function) runs on training batches after caching,
-    so each epoch sees new variants, before ``preprocess``. ``cache`` keeps the decoded patches in
-    memory. ``balance`` (training only: it shuffles) draws IDC-negative and positive patches 50/50,
-    as many per epoch as there are patches: the minority class repeats, the majority is undersampled.
+    The source is the index ``df`` (PNG files, decoded in parallel) or a pack's arrays (``images``
+    uint8 N x 50 x 50 x 3 and ``labels``). Images reach ``preprocess`` (the model's own, or None) as
+    float32 in [0, 255], resized to ``image_size`` (Xception needs >= 71). ``augment`` (a name of
+    ``augment.AUGMENTATIONS``, a layer or a function) runs on training batches after caching, before
+    ``preprocess``. ``cache`` keeps the decoded patches in memory. ``balance`` (it shuffles) draws
+    negatives and positives 50/50, as many per epoch as there are patches.
 
     A training set (shuffled, balanced or augmented) also has, for ``train.fit``: ``epochs(start,
-    stop)``, the passes of those epochs, each keyed on its number, so that a resumed run sees the
-    batches the uninterrupted one saw; ``steps`` per epoch; and ``calibration``, fixed batches,
-    shuffled but not augmented, on which BatchNorm statistics are measured (what inference sees).
-    Iterated itself, it draws a new epoch key at each pass.
+    stop)``, those epochs' passes, each keyed on its number (a resumed run sees the batches the
+    uninterrupted one saw); ``steps`` per epoch; and ``calibration``, fixed batches, shuffled but not
+    augmented, for BatchNorm statistics. Iterated itself, it draws a new epoch key at each pass.
     """
     import tensorflow as tf
 
@@ -190,13 +178,12 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
         if cache:  # cache uint8 patches, before resizing: 4x smaller than float32
             source = source.cache()
     else:
-        # Row numbers stand in for the images until a batch is formed (see _gather): TensorFlow
-        # never copies the array, which may be the whole 2 GB set.
+        # Row numbers stand in for the images until a batch is formed (gather): TensorFlow never
+        # copies the array, which may be the whole 2 GB set.
         source = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), labels))
 
     def ordered(epoch):
-        """The examples in epoch ``epoch``'s order (a tensor; None: as given): drawn by stateless
-        random ops keyed on (seed, epoch), so the order depends on nothing that ran before."""
+        """The examples in epoch ``epoch``'s order (a tensor; None: as given), keyed on (seed, epoch)."""
         if epoch is None or not (shuffle or balance):
             return source
         if balance:
@@ -212,19 +199,20 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
 
     def to_input(x, y):
         x = tf.cast(x, tf.float32)
-        if image_size != PATCH:
-            x = tf.image.resize(x, (image_size, image_size), method="bilinear")
-        return x, y
+        return (x if image_size == PATCH else tf.image.resize(x, (image_size, image_size), method="bilinear")), y
 
     def finish(x, y):
-        if preprocess is not None:
-            x = preprocess(x)
-        return x, tf.one_hot(y, 2) if one_hot else y
+        return (x if preprocess is None else preprocess(x)), (tf.one_hot(y, 2) if one_hot else y)
+
+    def gather(rows, y):  # numpy reads the rows of a batch: TensorFlow never copies the whole array
+        x = tf.numpy_function(lambda r: images[r], [rows], tf.uint8, stateful=False)
+        x.set_shape((None, *images.shape[1:]))
+        return x, y
 
     def one_pass(epoch=None, augmented=True):
         ds = ordered(epoch).batch(batch_size)
         if images is not None:
-            ds = ds.map(_gather(images), num_parallel_calls=auto, deterministic=True)
+            ds = ds.map(gather, num_parallel_calls=auto, deterministic=True)
         ds = ds.map(to_input, num_parallel_calls=auto)
         if augment is not None and augmented:  # on [0, 255] images, before a backbone's own scaling
             # One thread: parallel calls race for the augmentation's seed counter, and a
@@ -246,23 +234,9 @@ def make_dataset(df: pd.DataFrame | None = None, *, images: np.ndarray | None = 
     return ds
 
 
-def _gather(images):
-    """A tf.data map: (row numbers, labels) -> (those rows of ``images``, labels), read by numpy."""
-    import tensorflow as tf
-
-    shape = tuple(images.shape[1:])
-
-    def gather(rows, y):
-        x = tf.numpy_function(lambda r: images[r], [rows], tf.uint8, stateful=False)
-        x.set_shape((None, *shape))
-        return x, y
-
-    return gather
-
-
 def _balanced_order(labels, n, seed, epoch):
-    """``n`` row numbers keyed on (seed, epoch): each place takes a class with probability 1/2, and
-    each class's rows come in a random order, each row repeated as often as the minority needs."""
+    """``n`` row numbers keyed on (seed, epoch): each place takes a class with probability 1/2, and each
+    class's rows come in a random order, repeated as often as needed."""
     import tensorflow as tf
 
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
@@ -284,8 +258,7 @@ def _balanced_order(labels, n, seed, epoch):
 
 
 def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarray:
-    """uint8 patches (n, 50, 50, 3) as a model takes them: float32, resized to
-    ``image_size`` and preprocessed exactly as ``make_dataset`` does."""
+    """uint8 patches (n, 50, 50, 3) as a model takes them, exactly as ``make_dataset`` gives them."""
     import tensorflow as tf
 
     x = tf.cast(np.asarray(images), tf.float32)
@@ -293,9 +266,7 @@ def to_model_input(images, image_size: int = PATCH, preprocess=None) -> np.ndarr
         raise ValueError(f"expected images of shape (n, h, w, 3), got {tuple(x.shape)}")
     if image_size != x.shape[1]:
         x = tf.image.resize(x, (image_size, image_size), method="bilinear")
-    if preprocess is not None:
-        x = preprocess(x)
-    return np.asarray(x)
+    return np.asarray(x if preprocess is None else preprocess(x))
 
 
 @dataclass

@@ -16,8 +16,7 @@ SPLITS = ("train", "val", "test")
 
 
 def _check_fractions(val, test, what, zero_allowed):
-    """Raise ValueError unless each fraction is in [0, 1) (``zero_allowed``) or (0, 1) and they leave
-    some ``what`` for training."""
+    """ValueError unless each fraction is in [0, 1) (``zero_allowed``) or (0, 1), leaving some ``what``."""
     for name, frac in (("val", val), ("test", test)):
         if not (0 <= frac < 1 if zero_allowed else 0 < frac < 1):
             raise ValueError(f"{name} fraction must be in {'[' if zero_allowed else '('}0, 1), got {frac}")
@@ -46,10 +45,9 @@ def split_by_patient(df: pd.DataFrame, val: float = 0.15, test: float = 0.15,
     if patients < 3 and (val and test):
         raise ValueError(f"a three-way split by patient needs at least 3 patients, got {patients}")
 
-    out = df.copy()
-    out["split"] = "train"
+    out = df.assign(split="train")
     rest = out.index
-    for name, frac in (("test", test), ("val", val / (1 - test) if test < 1 else 0)):
+    for name, frac in (("test", test), ("val", val / (1 - test))):
         if frac == 0:
             continue
         part = out.loc[rest]
@@ -65,8 +63,7 @@ def split_by_patch(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed
     """The leaky split the seed projects used: patches drawn at random (stratified by label),
     so most patients have patches on every side. Only for measuring how much it flatters."""
     _check_fractions(val, test, "patches", zero_allowed=False)
-    out = df.copy()
-    out["split"] = "train"
+    out = df.assign(split="train")
     rest, held = train_test_split(out.index, test_size=test, stratify=out["label"], random_state=seed)
     out.loc[held, "split"] = "test"
     _, held = train_test_split(rest, test_size=val / (1 - test), stratify=out.loc[rest, "label"],
@@ -82,11 +79,9 @@ def shared_patients(df: pd.DataFrame, side: str = "test") -> int:
 
 def read_patient_list(path) -> list[str]:
     """Patient ids, one per line (blank lines and ``#`` comments ignored)."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"patient list {path} does not exist")
-    ids = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    return [i for i in ids if i]
+    return [i for line in Path(path).read_text().splitlines() if (i := line.split("#")[0].strip())]
 
 
 def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]:
@@ -101,9 +96,7 @@ def split_from_lists(df: pd.DataFrame, lists: dict) -> tuple[pd.DataFrame, dict]
     present = set(df["patient"])
     report = {"missing_from_data": {name: sorted(set(p) - present) for name, p in ids.items()},
               "not_on_any_list": sorted(present - set(owner))}
-    out = df[df["patient"].isin(owner)].copy()
-    out["split"] = out["patient"].map(owner)
-    return out, report
+    return df[df["patient"].isin(owner)].assign(split=lambda d: d["patient"].map(owner)), report
 
 
 def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient",
@@ -114,8 +107,7 @@ def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient"
     if by == "patch":
         if split_dir:
             raise ValueError("a patch split draws patches at random: it takes no split_dir")
-        return split_by_patch(df, val=0.15, test=0.15, seed=seed), \
-            f"by patch (random, leaky), 70/15/15, seed {seed}"
+        return split_by_patch(df, seed=seed), f"by patch (random, leaky), 70/15/15, seed {seed}"
     if by != "patient":
         raise ValueError(f"a split is by 'patient' or by 'patch', not {by!r}")
     if split_dir:
@@ -129,7 +121,7 @@ def split_index(df: pd.DataFrame, seed: int, split_dir=None, by: str = "patient"
         return out, note + (f" (listed but absent: {missing})" if missing else "")
     note = f"by patient, 70/15/15, seed {seed}" + (f", {', '.join(map(str, hold_out))} held out for test"
                                                     if len(hold_out) else "")
-    return split_by_patient(df, val=0.15, test=0.15, seed=seed, hold_out=hold_out), note
+    return split_by_patient(df, seed=seed, hold_out=hold_out), note
 
 
 def sample(df: pd.DataFrame, max_patches: int | None = None, balanced: bool = False,
@@ -202,9 +194,8 @@ def training_subset(patients, share: float, by: str = "patches", seed: int = 0) 
 
 def describe(df: pd.DataFrame) -> pd.DataFrame:
     """Patients, patches and IDC share per split: the table to print under every split."""
-    table = df.groupby("split").agg(
-        patients=("patient", "nunique"), patches=("label", "size"), positives=("label", "sum")
-    )
+    table = df.groupby("split").agg(patients=("patient", "nunique"), patches=("label", "size"),
+                                    positives=("label", "sum"))
     table["positive_share"] = (table["positives"] / table["patches"]).round(3)
     order = [s for s in SPLITS if s in table.index] + [s for s in table.index if s not in SPLITS]
     return table.loc[order]
@@ -238,9 +229,8 @@ def check_cap(cap) -> None:
 
 
 def check_classes(df: pd.DataFrame, note: str = "") -> list[str]:
-    """Raise ValueError naming the split if training or validation is empty or holds one class only
-    (nothing to learn from, validation ROC-AUC undefined); return a warning line to print for a test
-    split of one class (its F1 and balanced accuracy are undefined)."""
+    """ValueError naming the split if training or validation is empty or of one class only; for a test
+    split of one class, a warning line to print (its F1 and balanced accuracy are undefined)."""
     where = f" ({note})" if note else ""
     for name in SPLITS:
         labels = df.loc[df["split"] == name, "label"]
@@ -259,7 +249,6 @@ def check_classes(df: pd.DataFrame, note: str = "") -> list[str]:
 
 def check_disjoint(df: pd.DataFrame) -> None:
     """Raise if any patient appears in more than one split."""
-    counts = df.groupby("patient")["split"].nunique()
-    leaked = counts[counts > 1]
+    leaked = df.groupby("patient")["split"].nunique().loc[lambda n: n > 1]
     if len(leaked):
         raise AssertionError(f"patients in more than one split: {list(leaked.index[:10])}")

@@ -82,8 +82,7 @@ class Normalizer:
 
     def __init__(self, target: dict):
         _check_method(target.get("method"))
-        self.target = target
-        self.method = target["method"]
+        self.target, self.method = target, target["method"]
 
     def __call__(self, images) -> np.ndarray:
         return self.normalize(images).images
@@ -92,9 +91,8 @@ class Normalizer:
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"stain normalisation wants RGB patches (n, h, w, 3); got {images.shape}")
-        start = time.perf_counter()
+        start, fallbacks = time.perf_counter(), 0
         out = np.empty_like(images, dtype=np.uint8)
-        fallbacks = 0
         step = self._reinhard if self.method == "reinhard" else self._macenko
         with np.errstate(all="ignore"):
             for i in range(0, len(images), BATCH):
@@ -142,18 +140,15 @@ class Normalizer:
         with warnings.catch_warnings():  # a patch without tissue: an all-NaN row, replaced below
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanpercentile(phi, [alpha, 100 - alpha], axis=1)
-        v_min = (plane @ np.stack([np.cos(lo), np.sin(lo)], 1)[..., None])[..., 0]
-        v_max = (plane @ np.stack([np.cos(hi), np.sin(hi)], 1)[..., None])[..., 0]
+        v_min, v_max = ((plane @ np.stack([np.cos(a), np.sin(a)], 1)[..., None])[..., 0] for a in (lo, hi))
         # haematoxylin first (torchstain's heuristic: the larger red component)
         swap = (v_min[:, 0] > v_max[:, 0])[:, None]
         he = np.stack([np.where(swap, v_min, v_max), np.where(swap, v_max, v_min)], axis=2)  # (n, 3, 2)
         failed |= ~np.isfinite(he).all(axis=(1, 2))
         he[failed] = np.asarray(t["stain_matrix"])  # any valid matrix: these patches are replaced
         conc = np.linalg.pinv(he) @ od.transpose(0, 2, 1)  # (n, 2, p): least squares per patch
-        max_c = np.percentile(conc, 99, axis=2) / np.asarray(t["max_c"])  # (n, 2)
-        conc = conc / max_c[..., None]
-        out = io * np.exp(-np.asarray(t["stain_matrix"]) @ conc)  # (n, 3, p)
-        out = np.minimum(out, 255)
+        conc = conc / (np.percentile(conc, 99, axis=2) / np.asarray(t["max_c"]))[..., None]
+        out = np.minimum(io * np.exp(-np.asarray(t["stain_matrix"]) @ conc), 255)  # (n, 3, p)
         failed |= ~np.isfinite(out).all(axis=(1, 2))
         out = np.where(np.isfinite(out), out, 0)
         return out.transpose(0, 2, 1).reshape(images.shape).astype(np.uint8), failed

@@ -21,15 +21,10 @@ from .. import results
 from ..plots import title_with_source
 from ..reference import LITERATURE_IDC, ORIGINAL_IDC
 
-# The model notebooks of the series and their models; study notebooks' rows are shown, not expected.
-EXPECTED = {
-    "02_vgg_style": "vgg_style",
-    "03_resnet50": "resnet50",
-    "04_inception_v3": "inception_v3",
-    "05_xception": "xception",
-    "06_mobilenet_v2": "mobilenet_v2",
-    "07_cancernet": "cancernet",
-}
+# The model notebooks of the series and their models (each named after its notebook); study notebooks'
+# rows are shown, not expected.
+EXPECTED = {nb: nb[3:] for nb in ("02_vgg_style", "03_resnet50", "04_inception_v3", "05_xception", "06_mobilenet_v2",
+                                  "07_cancernet")}
 
 METRICS = ["f1", "balanced_accuracy", "roc_auc"]
 # The comparison table's columns: ``data`` is readable ("real data: NAME"), ``data_dir`` the path.
@@ -74,8 +69,7 @@ def model_runs(registry, latest: bool = True, task: str = "idc") -> pd.DataFrame
     rows = rows.assign(data_dir=rows["data"],
                        data=[data_label(d, g) for d, g in zip(rows["data"], rows["generated"])])
     rows = rows.sort_values(["notebook", "time"], kind="stable", na_position="last")
-    out = rows[COLUMNS].reset_index(drop=True)
-    out = out.astype({c: "float64" for c in NUMBERS} | {"params": "Int64"})
+    out = rows[COLUMNS].reset_index(drop=True).astype(dict.fromkeys(NUMBERS, "float64") | {"params": "Int64"})
     return out.astype({c: "object" for c in COLUMNS if c not in NUMBERS and c != "params"})
 
 
@@ -115,11 +109,9 @@ def read_predictions(path, registry_auc=None) -> pd.DataFrame:
         frame = pd.read_csv(path)
     except Exception as exc:
         raise ValueError(f"predictions file {path} is unreadable: {exc}") from exc
-    absent = [c for c in ("label", "proba") if c not in frame]
-    if absent:
+    if absent := [c for c in ("label", "proba") if c not in frame]:
         raise ValueError(f"predictions file {path} has no column {', '.join(absent)}")
-    label = pd.to_numeric(frame["label"], errors="coerce")
-    proba = pd.to_numeric(frame["proba"], errors="coerce")
+    label, proba = (pd.to_numeric(frame[c], errors="coerce") for c in ("label", "proba"))
     if label.isna().any() or proba.isna().any() or not label.isin([0, 1]).all():
         raise ValueError(f"predictions file {path} has labels other than 0/1 or missing probabilities")
     if label.nunique() < 2:
@@ -167,8 +159,7 @@ def _axes(frame: pd.DataFrame, title: str, size, empty: str):
     title_with_source(ax, title, source_of(frame))
     if frame.empty:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return fig, ax
 
 
@@ -214,8 +205,7 @@ def params_vs_f1(runs: pd.DataFrame, title: str = "Size against IDC F1"):
     """Parameters (log scale) against F1: does a bigger network score better here?"""
     usable = runs.dropna(subset=["params", "f1"])
     fig, ax = _axes(usable, title, (8, 5), "no run with both a parameter count and an F1")
-    left_out = runs.loc[~runs.index.isin(usable.index), "run"].tolist()
-    if left_out:
+    if left_out := runs.loc[~runs.index.isin(usable.index), "run"].tolist():
         ax.annotate(f"left out (no parameter count or F1): {', '.join(map(str, left_out))}",
                     (0, -0.16), xycoords="axes fraction", fontsize=8, color="grey")
     if usable.empty:
@@ -229,8 +219,7 @@ def params_vs_f1(runs: pd.DataFrame, title: str = "Size against IDC F1"):
     ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v / 1e6:g}M"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    low, high = usable["params"].min(), usable["params"].max()
-    ax.set_xlim(low / 1.6, high * 2.5)  # room for the labels right of the points
+    ax.set_xlim(usable["params"].min() / 1.6, usable["params"].max() * 2.5)  # room for the labels right of the points
     ax.set(ylim=(max(0, usable["f1"].min() - 0.1), min(1.05, usable["f1"].max() + 0.1)),
            xlabel="parameters (millions, log scale)", ylabel="F1 (IDC)")
     return fig
@@ -256,10 +245,8 @@ def beside_published(runs: pd.DataFrame) -> pd.DataFrame:
     literature = [{"source": "literature", "setting": "published", "note": "", **row}
                   for row in LITERATURE_IDC]
     table = pd.concat([ours, pd.DataFrame(original), pd.DataFrame(literature)], ignore_index=True)
-    table = table.reindex(columns=PUBLISHED).astype({"f1": float, "balanced_accuracy": float,
-                                                     "accuracy": float})
+    table = table.reindex(columns=PUBLISHED).astype(dict.fromkeys(["f1", "balanced_accuracy", "accuracy"], float))
     order = list(EXPECTED.values())
     rank = table["model"].map(lambda m: order.index(m) if m in order else len(order))
-    last = (table["source"] == "literature").astype(int)
-    return table.assign(_last=last, _rank=rank).sort_values(
+    return table.assign(_last=(table["source"] == "literature").astype(int), _rank=rank).sort_values(
         ["_last", "_rank", "model"], kind="stable").drop(columns=["_last", "_rank"]).reset_index(drop=True)

@@ -64,8 +64,7 @@ def prepare_data(cfg, model_name: str = "cancernet", image_size=None, *, split_d
 
 
 def run_key(cfg, training: train.Training, **settings) -> str:
-    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size, trained as ``training``
-    says, with ``settings``."""
+    """The fingerprint of a run on ``cfg``'s data, cap, epochs and batch size, ``training`` and ``settings``."""
     return runs.fingerprint(dict(data=str(Path(cfg.data_dir).resolve()), sample=cfg.sample_size, epochs=cfg.epochs,
                                  batch=cfg.batch_size, fit=training.changes(), **settings))
 
@@ -84,11 +83,8 @@ def save_model(model, path) -> None:
 
 
 def assess(model, data: Data) -> dict:
-    """Scores on validation and test; the threshold is chosen on validation only.
-
-    Returns ``threshold``, ``val`` and ``test`` scores (test None without a test split), the
-    per-patient test table and the raw predictions (``pred``).
-    """
+    """``threshold`` (chosen on validation only), ``val`` and ``test`` scores (test None without a test
+    split), the per-patient test table (``per_patient``) and the raw predictions (``pred``)."""
     y_val, p_val = evaluate.predict(model, data.val)
     threshold = evaluate.choose_threshold(y_val, p_val)
     out = {"threshold": threshold, "val": evaluate.scores(y_val, p_val, threshold),
@@ -111,8 +107,7 @@ def registry_row(run: str, model_name: str, result, assessment: dict, params: di
            **params, "threshold": round(assessment["threshold"], 4),
            "epochs_run": result.epochs_run, "train_seconds": result.seconds,
            "images_per_s": result.images_per_s, "params": n_params,
-           "val_f1": round(assessment["val"]["f1"], 4),
-           "val_balanced_accuracy": round(assessment["val"]["balanced_accuracy"], 4)}
+           **{f"val_{k}": round(assessment["val"][k], 4) for k in ("f1", "balanced_accuracy")}}
     for key in SCORE_COLUMNS:
         value = scored[key]
         row[key] = round(value, 4) if isinstance(value, float) and not np.isnan(value) else value
@@ -160,10 +155,8 @@ def predict_patients(model, index: pd.DataFrame, patients, data: Data, batch_siz
 
 def scores_table(assessment: dict) -> pd.DataFrame:
     """Validation and test scores side by side (threshold chosen on validation)."""
-    rows = {"validation": assessment["val"]}
-    if assessment["test"]:
-        rows["test"] = assessment["test"]
-    return pd.DataFrame(rows).T[SCORE_COLUMNS].astype(float).round(3)
+    rows = {"validation": assessment["val"], "test": assessment["test"]}
+    return pd.DataFrame({k: v for k, v in rows.items() if v}).T[SCORE_COLUMNS].astype(float).round(3)
 
 
 def beside_original(model_name: str, assessment: dict, data: Data, cfg) -> pd.DataFrame:
@@ -179,8 +172,6 @@ def beside_original(model_name: str, assessment: dict, data: Data, cfg) -> pd.Da
     }])
     original = original_rows(model_name).assign(note=lambda t: t["note"].where(t["note"] != "", "seed project"))
     return pd.concat([original, ours], ignore_index=True)
-
-
 
 
 def report(cfg, notebook: str, run: str, model, model_name: str, result, assessment: dict, data: Data,

@@ -86,8 +86,7 @@ class RegistryHyperModel(keras_tuner.HyperModel):
     @property
     def dimensions(self) -> int:
         """How many hyperparameters are tuned (a fixed one is not)."""
-        return (1 + (len(self.optimizers) > 1) + (len(self.batch_sizes) > 1)
-                + (self.fine_tune_at is not None))
+        return 1 + (len(self.optimizers) > 1) + (len(self.batch_sizes) > 1) + (self.fine_tune_at is not None)
 
     def _space(self, hp) -> dict:
         # Declared in build and read again in fit: every value is sampled before the
@@ -223,8 +222,7 @@ def _search(kind, hypermodel, data, output_dir, name, budget, overwrite, **optio
         raise ValueError(f"name must be a plain folder name, got {name!r}")
     saved = directory / name / "search.json"
     old = json.loads(saved.read_text()) if saved.is_file() and not overwrite else settings
-    changed = sorted(k for k in settings if old.get(k) != settings[k])
-    if changed:
+    if changed := sorted(k for k in settings if old.get(k) != settings[k]):
         raise TuningError(f"the tuner project {directory / name} was searched with other {', '.join(changed)} "
                           f"({', '.join(f'{k}={old.get(k)}' for k in changed)}); resuming would mix "
                           "scores that do not compare: choose another name, or pass overwrite=True")
@@ -258,8 +256,7 @@ def check_trials(tuner) -> None:
     trials = list(tuner.oracle.trials.values())
     if any(t.status == DONE and _finite(t.score) for t in trials):
         return
-    failed = [t for t in trials if t.message]
-    first = _last_line(failed[0].message) if failed else "no error was kept"
+    first = next((_last_line(t.message) for t in trials if t.message), "no error was kept")
     hint = (" keras-tuner imports tensorboard in every trial with the TensorFlow backend: "
             "pip install tensorboard." if "tensorboard" in first else "")
     raise TuningError(f"none of the {len(trials)} trials in {tuner.project_dir} finished with a score; "
@@ -299,8 +296,7 @@ def trials_table(tuner) -> pd.DataFrame:
 
 
 def best_config(tuner) -> dict:
-    """The best trial's hyperparameters (learning_rate, optimizer, batch_size, and fine_tune_at if
-    searched), as ``retrain_best`` takes them."""
+    """The best trial's hyperparameters, as ``retrain_best`` takes them."""
     check_trials(tuner)
     best = trials_table(tuner).iloc[0]
     return dict(tuner.oracle.get_trial(best["trial"]).hyperparameters.values)
@@ -311,8 +307,7 @@ def _trials_figure(table: pd.DataFrame, columns, size):
     lacks is refused by name."""
     import matplotlib.pyplot as plt
 
-    missing = [c for c in columns if c is not None and c not in table]
-    if missing:
+    if missing := [c for c in columns if c is not None and c not in table]:
         raise ValueError(f"no column {missing[0]!r} in the trials table; it has {list(table.columns)}")
     fig, ax = plt.subplots(figsize=size)
     return fig, ax, table[np.isfinite(table["score"].astype(float))], table.attrs.get("objective", "score")
@@ -438,9 +433,7 @@ def default_fine_tune_range(model_name: str) -> tuple[int, int]:
 def retrain_best(cfg, best: dict, notebook: str, *, model_name: str = "cancernet", weights=None,
                  name: str = "best", study_name: str = "hyperparameter_search"):
     """Train ``best`` (``best_config``'s dict) once at the profile's full epochs and data, as a
-    one-variant study: a registry row, a history for the curves, and a rerun reads it back.
-    The batch size goes to the data, the optimizer and learning rate to ``train.fit``,
-    ``fine_tune_at`` and ``weights`` to ``models.build_model``."""
+    one-variant study: a registry row, a history for the curves, and a rerun reads it back."""
     from . import study
 
     build = {k: v for k, v in (("weights", None if weights is None else str(weights)),

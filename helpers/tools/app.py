@@ -90,7 +90,6 @@ class SavedModel:
 
 
 def _walk(root: Path, pattern: str) -> list[Path]:
-    """Files matching ``pattern`` below ``root``, none hidden or in SKIP_DIRS, sorted."""
     return sorted(path for path in root.rglob(pattern)
                   if not any(part in SKIP_DIRS or part.startswith(".") for part in path.relative_to(root).parts))
 
@@ -143,7 +142,6 @@ def discover_models(outputs_dir) -> list[SavedModel]:
         if path is not None and path not in found:
             add(path, "train.json")
     return sorted(found.values(), key=lambda m: m.rel)
-
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -216,7 +214,6 @@ def png_data_uri(array: np.ndarray) -> str:
 
 
 def _number(meta: dict, key: str, default: float) -> float:
-    """A sidecar's number, or ``default`` where it is missing or not a number."""
     try:
         return float(meta.get(key, default))
     except (TypeError, ValueError):

@@ -148,13 +148,12 @@ def split_sizes(patches: int, positives: int, cap=None) -> tuple[int, int, int]:
     """(balanced training, validation, test) patches of ``experiment.prepare_data``: test is 1 of
     round(1/0.15) = 7 patient folds, validation 1 of 6 folds of the rest (patients differ in size:
     approximate); a cap takes 70% / 15% / 15% of it, the training part balanced."""
-    val = test = round(patches / 7)
-    train = patches - val - test
+    val = round(patches / 7)  # test alike
+    train = limit = patches - 2 * val
     train_positives = round(train * positives / patches)
-    limit = train if cap is None else max(2, round(cap * 0.7))
     if cap is not None:
-        val, test = min(val, max(2, round(cap * 0.15))), min(test, max(2, round(cap * 0.15)))
-    return 2 * min(limit // 2, train_positives, train - train_positives), val, test
+        limit, val = max(2, round(cap * 0.7)), min(val, max(2, round(cap * 0.15)))
+    return 2 * min(limit // 2, train_positives, train - train_positives), val, val
 
 
 def fold_sizes(patches: int, folds: int, cap=None) -> tuple[int, int, int]:

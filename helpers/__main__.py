@@ -31,8 +31,7 @@ def _json_only():
 
 
 def _late(name: str):
-    """``helpers.<module>.<function>``, imported only when a command runs: ``--help`` and a wrong
-    argument answer at once, without TensorFlow."""
+    """``helpers.<module>.<function>``, imported when a command runs: ``--help`` needs no TensorFlow."""
     module, _, function = name.rpartition(".")
     return getattr(importlib.import_module(f"helpers.{module}"), function)
 
@@ -40,10 +39,7 @@ def _late(name: str):
 def _prints(function, as_json: bool = True):
     """A command that prints what ``function(args)`` returns, as JSON or as text."""
     def command(args) -> int:
-        if as_json:
-            _print_json(function(args))
-        else:
-            print(function(args))
+        (_print_json if as_json else print)(function(args))
         return 0
     return command
 
@@ -88,13 +84,12 @@ def _pack(args) -> int:
     return 0
 
 
-def _html(args) -> int:
+def _html(args) -> str:
     from .config import ROOT
     from .tools.site import render
 
     pages = render(args.notebooks or ROOT / "outputs" / "notebooks", args.out or ROOT / "outputs" / "html")
-    print(f"{len(pages) - 1} notebooks rendered; open {pages[-1]}")
-    return 0
+    return f"{len(pages) - 1} notebooks rendered; open {pages[-1]}"
 
 
 def _options(pairs, flag) -> dict:
@@ -156,8 +151,7 @@ def _budget(args) -> tuple[int | None, int | None]:
 
 
 def _check_dir_then_load_tensorflow(path, what: str = "data directory") -> None:
-    """Check the data folder, then import TensorFlow with its start-up chatter off: a wrong argument
-    is told in a second."""
+    """Check the folder (a wrong one is told in a second), then import TensorFlow without its chatter."""
     from .notebook import import_tensorflow_quietly
 
     if not Path(path).is_dir():
@@ -368,7 +362,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--kernel", default=None)
 
-    p = command("html", _html, "render the notebooks the last run-all executed into a static site")
+    p = command("html", _prints(_html, False), "render the notebooks the last run-all executed into a static site")
     p.add_argument("--notebooks", default=None, help="executed notebooks (default: outputs/notebooks)")
     p.add_argument("--out", default=None, help="where the pages go (default: outputs/html)")
 

@@ -1,28 +1,23 @@
 """A colour-statistics baseline: how far IDC detection gets without a CNN.
 
 Each patch becomes 44 numbers: for its red, green and blue channels and their optical
-densities (-log of transmitted light, which is proportional to the amount of stain), the mean,
-the standard deviation and five percentiles, and two of texture (the mean absolute difference
-of neighbouring grey pixels, across and down). Given each patch's patient, the same 44 numbers
-standardised within the patient (how the patch differs from the rest of its slide) are added:
-88 in all. A gradient-boosted tree model (scikit-learn's ``HistGradientBoostingClassifier``)
-learns IDC from them.
+densities (-log of transmitted light, proportional to the amount of stain), the mean, the
+standard deviation and five percentiles, and two of texture (the mean absolute difference of
+neighbouring grey pixels, across and down). Given each patch's patient, the same 44 numbers
+standardised within the patient are added: 88 in all, for scikit-learn's
+``HistGradientBoostingClassifier``.
 
-Why it is here: on the real sample it ranks test patients' patches almost as well as the
-CNNs do (docs/measurements.md), which says how much of what the CNNs learn from ~40
-patches per patient is colour, and it is a second, different model to average a CNN with.
-The patient-standardised half reads every patch of the patient, unlabelled, as slide
-context does (``helpers.recipes.context``): a test slide's own patches, never its labels.
-
-``cross_validate`` scores it on exactly the folds of ``helpers.recipes.crossval``, writing each
-fold's ``views.csv`` so that ``crossval.view_ensemble`` can average it with a recipe.
+Why it is here: on the real sample it ranks test patients' patches almost as well as the CNNs
+do (docs/measurements.md), which says how much of what they learn is colour, and it is a second,
+different model to average a CNN with. The patient-standardised half reads the patient's other
+patches, unlabelled, as slide context does (``helpers.recipes.context``), never their labels.
+``cross_validate`` writes each fold's ``views.csv``, for ``crossval.view_ensemble``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -76,12 +71,9 @@ def make_model(seed: int = 0):
 
 def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_size=None, log=None):
     """The baseline on the patient folds of ``crossval.run`` (same ``folds``, ``seed`` and
-    ``sample_size``) of a ``crossval.LoadedData``: per fold, fitted on the training patients and
-    scored at 0.5 on the test patients. Each fold's ``views.csv`` (its ``single`` and ``tta``
-    columns alike: a tree model has no views) lets ``crossval.view_ensemble`` average it with a
-    recipe. Written under ``OUT/crossval/colour-v1/<data>-k<folds>-s<seed>/``; returns a
-    ``crossval.CrossvalResult``."""
-    from ..config import ROOT
+    ``sample_size``) of a ``crossval.LoadedData``: fitted on each fold's training patients, scored
+    at 0.5 on its test patients; ``views.csv``'s ``single`` and ``tta`` alike (a tree has no views).
+    Written under ``OUT/crossval/colour-v1/<data>-k<folds>-s<seed>/``; a ``crossval.CrossvalResult``."""
     from ..io import write_text
     from . import crossval
     from .recipe import Recipe
@@ -91,8 +83,9 @@ def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_si
     x = features(data.images, data.df["patient"].to_numpy())
     feature_cpu = time.process_time() - start
     folded = crossval.patient_folds(data.df, folds, seed)
-    root = Path(out_dir or ROOT / "outputs") / "crossval" / f"{NAME}-v{VERSION}" / (
-        f"{data.slug}-k{folds}-s{seed}" + (f"-n{sample_size}" if sample_size else ""))
+    # CrossvalResult wants a Recipe: one named for the baseline; its CNN options describe nothing here
+    recipe = Recipe(name=NAME, version=VERSION, epochs=1)
+    root = crossval.run_dir(out_dir, recipe, data, folds, seed, sample_size, epochs=False)
     rows = []
     for i in range(folds):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -111,8 +104,7 @@ def cross_validate(data, folds: int = 5, seed: int = 42, out_dir=None, sample_si
         write_text(fold_dir / "done.json", json.dumps({"row": row}, indent=2, default=float))
         log(f"{NAME} fold {i + 1}/{folds}: " + ", ".join(f"{m} {row[m]:.3f}" for m in crossval.METRICS))
         rows.append(row)
-    # CrossvalResult wants a Recipe: one named for the baseline; its CNN options describe nothing here
     settings = {"data_dir": str(data.data_dir), "generated": data.generated, "folds": folds, "seed": seed,
                 "sample_size": sample_size, "model": f"HistGradientBoosting on {x.shape[1]} colour statistics"}
-    result = crossval.CrossvalResult.from_rows(Recipe(name=NAME, version=VERSION, epochs=1), rows, root, settings)
+    result = crossval.CrossvalResult.from_rows(recipe, rows, root, settings)
     return result.save_summary(recipe={"name": NAME, "version": VERSION, "options": {"model": settings["model"]}})

@@ -1,11 +1,9 @@
 """Slide context: a patch's IDC probability read together with the rest of its slide.
 
-A pathologist does not judge a 50×50 patch alone: the same purple blob means more on a
-slide full of carcinoma than on one of healthy ducts. At inference the whole slide is at
-hand, unlabelled, so a patch's decision may use the model's own probabilities for the other
-patches of its patient. Here that is a logistic regression on two numbers per patch,
-fitted on the validation patients (whose labels are known) and applied unchanged to the
-test patients:
+A pathologist does not judge a 50×50 patch alone: the same purple blob means more on a slide
+full of carcinoma than on one of healthy ducts. At inference the whole slide is at hand,
+unlabelled: a logistic regression fitted on the validation patients (whose labels are known)
+and applied unchanged to the test patients reads two numbers per patch:
 
 - the patch's own logit, ``log(p / (1 - p))``;
 - the mean logit of every patch of its patient (the patch itself included).
@@ -37,7 +35,7 @@ def features(proba, patients) -> np.ndarray:
         raise ValueError(f"slide context needs one patient per probability; got {proba.shape} probabilities "
                          f"and {len(patients)} patients")
     own = logit(proba)
-    slide = pd.Series(own).groupby(pd.Series(patients).to_numpy()).transform("mean").to_numpy()
+    slide = pd.Series(own).groupby(patients).transform("mean").to_numpy()
     return np.column_stack([own, slide])
 
 

@@ -1,18 +1,15 @@
 """Patient-level k-fold cross-validation of a recipe, and ablations of its ingredients.
 
-One 70/15/15 split gives one number whose spread nobody knows: with a few dozen test patients,
-which patients land in test moves F1 by several points. Here every patient is a test patient
-exactly once; the result is a mean and a standard deviation over folds.
+With a few dozen test patients, which patients land in test moves F1 by several points: here
+every patient is a test patient exactly once, and the result is a mean and sd over folds.
 
 Finished folds are stored under
 ``OUT/crossval/<recipe>-v<version>/<data>-k<folds>-s<seed>-e<epochs>[-n<sample>]/fold<i>/``
-with a ``done.json`` fingerprinted by recipe, data, folds, seed, epochs and sample size: a
-rerun skips them, and an interrupted fold resumes where it stopped (``recipe.train``). Each
-fold also keeps ``views.csv``, every validation and test patch's probability from one view and
-averaged over the 8 dihedral views: from it, the eight decisions (threshold rule, TTA, slide
-context) of a fold's models are scored without training them again.
-
-``python -m helpers crossval --data-dir DIR --recipe original --folds 5`` runs it from a shell.
+with a ``done.json`` fingerprinted by recipe, data, folds, seed, epochs and sample size: a rerun
+skips them; an interrupted fold resumes (``recipe.train``). Each fold's ``views.csv`` holds every
+validation and test patch's probability from one view and over the 8 dihedral views: from it the
+eight decisions (threshold rule, TTA, slide context) are scored without training again.
+Shell: ``python -m helpers crossval --data-dir DIR --recipe original --folds 5``.
 """
 
 from __future__ import annotations
@@ -63,12 +60,12 @@ def patient_folds(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
         raise ValueError(f"cross-validation needs at least 2 folds, got k={k}")
     if k > patients:
         raise ValueError(f"k={k} folds need at least {k} patients; the data has {patients}")
-    out = df.copy()
-    out["fold"] = -1
+    fold = np.full(len(df), -1)
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for i, (_, held) in enumerate(folds.split(out, out["label"], groups=out["patient"])):
-        out.iloc[held, out.columns.get_loc("fold")] = i
-    empty = sorted(set(range(k)) - set(out["fold"]))
+    for i, (_, held) in enumerate(folds.split(df, df["label"], groups=df["patient"])):
+        fold[held] = i
+    out = df.assign(fold=fold)
+    empty = sorted(set(range(k)) - set(fold))
     if empty:
         raise ValueError(f"k={k} folds left fold(s) {empty} without patients; use fewer folds")
     return out
@@ -76,8 +73,7 @@ def patient_folds(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
 
 def lockbox_folds(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with a ``fold`` column: 0 for the lockbox patients (``selection.lockbox``), 1 for the
-    development patients. ``run(..., folds="lockbox")`` tests on fold 0 alone: the recipe trains
-    and validates on the development patients and is scored once on the lockbox."""
+    development patients: ``run(..., folds="lockbox")`` trains on these and tests on fold 0 alone."""
     return df.assign(fold=np.where(selection.lockbox(df).to_numpy(), 0, 1))
 
 
@@ -209,9 +205,8 @@ class CrossvalResult:
         return history[first + [c for c in history.columns if c not in first]]
 
     def as_dict(self) -> dict:
-        rows = json.loads(self.per_fold.to_json(orient="records"))
         return {"recipe": self.recipe.as_dict(), **self.settings, "out_dir": str(self.out_dir),
-                "per_fold": rows,
+                "per_fold": json.loads(self.per_fold.to_json(orient="records")),
                 "mean": {m: _num(self.summary.loc[m, "mean"]) for m in self.summary.index},
                 "sd": {m: _num(self.summary.loc[m, "sd"]) for m in self.summary.index},
                 "seconds": {"cpu_total": round(float(self.per_fold["cpu_seconds"].sum()), 1),
@@ -236,8 +231,7 @@ class CrossvalResult:
         return cls(recipe, per_fold, summarise(per_fold), Path(out_dir), settings, **more)
 
     def save_summary(self, root=None, **replaced) -> CrossvalResult:
-        """Write ``summary.json`` (``as_dict`` with ``replaced`` keys) and ``summary.txt`` to ``root``
-        (default: ``out_dir``)."""
+        """Write ``summary.json`` (``as_dict`` with ``replaced`` keys) and ``summary.txt`` to ``root``."""
         root = Path(root or self.out_dir)
         write_text(root / "summary.json", json.dumps({**self.as_dict(), **replaced}, indent=2, default=float))
         write_text(root / "summary.txt", self.table() + "\n")
@@ -261,11 +255,12 @@ def _fingerprint(recipe, data: LoadedData, folds, seed, sample_size) -> str:
                              "sample_size": sample_size}, length=16)
 
 
-def run_dir(out_dir, recipe, data: LoadedData, folds: int, seed: int, sample_size=None) -> Path:
-    """Where the folds of this cross-validation are stored."""
+def run_dir(out_dir, recipe, data: LoadedData, folds: int, seed: int, sample_size=None, epochs: bool = True) -> Path:
+    """Where the folds of this cross-validation are stored (``epochs=False``: the colour baseline's)."""
     from ..config import ROOT
 
-    tail = f"{data.slug}-k{folds}-s{seed}-e{recipe.epochs}" + (f"-n{sample_size}" if sample_size else "")
+    tail = (f"{data.slug}-k{folds}-s{seed}" + (f"-e{recipe.epochs}" if epochs else "")
+            + (f"-n{sample_size}" if sample_size else ""))
     return Path(out_dir or ROOT / "outputs") / "crossval" / f"{recipe.name}-v{recipe.version}" / tail
 
 
@@ -402,9 +397,8 @@ def _take_first_member(donor: Path, fold_dir: Path, log) -> bool:
 
 
 def score_views(predictor: Predictor, data: LoadedData, at: dict, fold_dir) -> pd.DataFrame:
-    """P(IDC) of each validation and test patch of a fold from one view (``single``) and averaged
-    over the 8 dihedral views (``tta``), written to ``fold_dir/views.csv``: whatever the recipe's
-    own decision, both are kept, so that every decision can be scored on the same models."""
+    """A fold's ``views.csv``: P(IDC) of each validation and test patch from one view (``single``) and
+    over the 8 dihedral views (``tta``), whatever the recipe's decision: every decision is scored."""
     from ..data import stain
 
     views = fold_views_frame(data, at)
@@ -436,8 +430,7 @@ def decision_name(threshold: str, tta: bool, context: str = "none") -> str:
 
 def decision_proba(views: pd.DataFrame, tta: bool, context: str = "none", fitted: dict | None = None) -> np.ndarray:
     """P(IDC) of each row of a fold's views under a decision: one view or the TTA mean, with slide
-    ``context`` fitted on the fold's validation rows only, or ``fitted`` (the trained predictor's,
-    so that a fold's scores are those of the model it saved)."""
+    ``context`` fitted on the fold's validation rows, or ``fitted`` (the saved predictor's)."""
     from . import context as slide
 
     proba = views["tta" if tta else "single"].to_numpy(dtype=float)
@@ -487,8 +480,7 @@ def fold_views(result: CrossvalResult, data: LoadedData | None = None) -> dict[i
 
 
 def decisions(result: CrossvalResult, data: LoadedData | None = None) -> pd.DataFrame:
-    """The test scores of one cross-validation's models under each of ``DECISIONS``, one row per
-    fold and decision: the decision ingredients measured without training."""
+    """The test scores of a cross-validation's models under each of ``DECISIONS``, a row per fold and decision."""
     if result.scored_decisions is None:
         result.scored_decisions = pd.DataFrame([
             {"fold": fold, "decision": decision_name(threshold, tta, context), "threshold_rule": threshold,
@@ -507,9 +499,8 @@ def decision_table(result: CrossvalResult, data: LoadedData | None = None) -> pd
 
 
 def decided(result: CrossvalResult, recipe: Recipe, data: LoadedData | None = None) -> CrossvalResult:
-    """``result``'s trained models under ``recipe``'s decision, scored from the stored views: the
-    cross-validation of a recipe that differs from ``result``'s only in its decision, without
-    training it. Its seconds are the training's."""
+    """The cross-validation of ``recipe``, which differs from ``result``'s only in its decision:
+    ``result``'s models scored from the stored views, no training. Its seconds are the training's."""
     if recipe.training_options != result.recipe.training_options:
         raise ValueError(f"recipe {recipe.name!r} differs from {result.recipe.name!r} in more than the decision "
                          f"({', '.join(DECISION_OPTIONS)}); it has to be trained")
@@ -572,8 +563,7 @@ def view_ensemble(results, out_dir=None, name: str | None = None, threshold: str
 
 
 def _patch_keys(frame: pd.DataFrame, result: CrossvalResult) -> pd.Series:
-    """The patches' paths relative to the result's data folder: one data set given as
-    ``../data/x`` in one run and as an absolute path in another is the same data."""
+    """The patches' paths relative to the result's data folder: ``../data/x`` and its absolute path are one set."""
     root = result.settings.get("data_dir")
     return frame["path"].map(lambda p: os.path.relpath(p, root)) if root else frame["path"]
 
@@ -593,19 +583,15 @@ def paired(folds: pd.DataFrame, ref: pd.DataFrame) -> dict:
 
 def compare(results, base: int = 0) -> pd.DataFrame:
     """:func:`paired` per result against ``results[base]``, and its mean CPU seconds per fold."""
-    ref = results[base].per_fold.set_index("fold")
-    rows = {}
-    for r in results:
-        folds = r.per_fold.set_index("fold")
-        rows[r.recipe.name] = {**paired(folds, ref), "cpu_seconds": folds["cpu_seconds"].mean()}
-    return pd.DataFrame(rows).T
+    folds = [r.per_fold.set_index("fold") for r in results]
+    return pd.DataFrame({r.recipe.name: {**paired(f, folds[base]), "cpu_seconds": f["cpu_seconds"].mean()}
+                         for r, f in zip(results, folds)}).T
 
 
 def run_shares(data_dir, recipe, shares, subset: str = "patches", folds: int = 5, seed: int = 42, out_dir=None,
                epochs=None, sample_size=None, *, data: LoadedData | None = None, **run_options) -> list[CrossvalResult]:
-    """The runs of a :func:`learning_curve`: ``recipe`` learning from each of ``shares`` of every
-    fold's training split (drawn by ``subset``: "patches" or "patients"), smallest first, then from
-    all of it. A bad share fails before any training."""
+    """The runs of a :func:`learning_curve`: ``recipe`` on each of ``shares`` of every fold's training
+    split (by ``subset``: "patches" or "patients"), smallest first, then on all. A bad share fails first."""
     whole = get_recipe(recipe, epochs=epochs)
     chosen = [get_recipe(whole, train_share=share, train_subset=subset) for share in sorted(set(shares) - {1.0})]
     data = data or load(data_dir, out_dir)

@@ -1,13 +1,10 @@
-"""Named, versioned training recipes: the seed project's CancerNet set-up, each improvement
-("ingredient") on top of it alone, and a ``best`` combination.
+"""Named, versioned training recipes: the seed project's CancerNet set-up (``original``), each
+improvement ("ingredient") on top of it alone, and a ``best`` combination. A recipe is every choice
+that turns patches into a classifier: ``get("original+class_weight+tta")``, ``get("best", epochs=5)``.
 
-A recipe is every choice that turns patches into a classifier, from the architecture's knobs to
-the threshold rule, TTA, ensembling and pretraining. ``get("original")`` is the baseline;
-``get("original+class_weight+tta")`` adds ingredients; ``get("best", epochs=5)`` overrides an option.
-
-``train`` fits a recipe on arrays of patches and returns a :class:`Predictor`, saved as member
-file(s) plus ``model.json`` (recipe, stain target, TTA, members, threshold, slide context):
-``Predictor.load`` re-creates all of it, so ``python -m helpers evaluate`` needs no flags.
+``train`` returns a :class:`Predictor`, saved as member file(s) plus ``model.json`` (recipe, stain
+target, TTA, members, threshold, slide context): ``Predictor.load`` re-creates all of it, so
+``python -m helpers evaluate`` needs no flags.
 """
 
 from __future__ import annotations
@@ -26,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
+from . import context as slide
+from . import tta as dihedral
 from ..data import splits
 from ..data import stain as stain_mod
 from ..data.splits import SUBSETS, training_subset
@@ -102,9 +101,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
-        options = _checked(d.get("options", {}))
-        if "augment" in options:
-            options = {**options, "augment": _renamed(options["augment"])}
+        options = {k: _renamed(v) if k == "augment" else v for k, v in _checked(d.get("options", {})).items()}
         return cls(name=_renamed(d["name"]), version=d["version"], **options)
 
     def members(self) -> list[str]:
@@ -179,9 +176,9 @@ def _renamed(name: str) -> str:
 
 
 def _checked(options: dict) -> dict:
-    unknown = [k for k in options if k not in OPTION_NAMES]
-    if unknown:
-        raise ValueError(f"unknown recipe option {unknown[0]!r}; options: {', '.join(OPTION_NAMES)}")
+    for k in options:
+        if k not in OPTION_NAMES:
+            raise ValueError(f"unknown recipe option {k!r}; options: {', '.join(OPTION_NAMES)}")
     return options
 
 
@@ -210,12 +207,10 @@ INGREDIENTS: dict[str, dict] = {
 }
 
 # ``best`` is ``BEST_BASE`` plus ``BEST_INGREDIENTS``, chosen on the development patients alone
-# (helpers.recipes.selection; the figures and their dates: docs/measurements.md). Version 5 is
-# ``careful`` with TTA: careful beat v4 on 3 development folds x 2 seeds by more than its noise, and
-# TTA then beat careful alone there (a decision: no training). v4 (``original`` + BatchNorm fix, Adam
-# at 1e-3, TTA), whose ingredients were chosen on the folds it was reported on, stays as ``best_v4``,
-# to compare with. Edit these and bump BEST_VERSION together, so that stored
-# folds of the old ``best`` are not reused.
+# (helpers.recipes.selection; figures and dates: docs/measurements.md). v5 = ``careful`` + TTA: careful
+# beat v4 on 3 development folds x 2 seeds by more than its noise, then TTA beat careful there. v4, whose
+# ingredients were chosen on the folds it was reported on, stays as ``best_v4``. Edit these and bump
+# BEST_VERSION together, so that stored folds of the old ``best`` are not reused.
 BEST_BASE = "careful"
 BEST_INGREDIENTS: tuple = ("tta",)
 BEST_VERSION = 5
@@ -241,14 +236,12 @@ DECISION_OPTIONS = ("threshold", "tta", "context")  # change only how a trained 
 
 
 def decision_only(ingredient: str) -> bool:
-    """Whether ``ingredient`` changes only the decision: it needs no training of its own, since
-    cross-validation scores every decision on the base's models (``crossval.decisions``)."""
+    """Whether ``ingredient`` needs no training of its own (``crossval.decisions`` scores it)."""
     return set(INGREDIENTS[ingredient]) <= set(DECISION_OPTIONS)
 
 
 def best_base() -> str:
-    """The recipe ``best`` is trained as: ``BEST_BASE`` plus its ingredients that change training
-    (``"careful"`` for v5), the base a further selection adds ingredients to."""
+    """The recipe ``best`` is trained as (``"careful"`` for v5): a further selection's base."""
     return "+".join([BEST_BASE, *(i for i in BEST_INGREDIENTS if not decision_only(i))])
 
 
@@ -293,11 +286,9 @@ def get(name, **overrides) -> Recipe:
     # row instead of retraining into, and overwriting, the folds of the named recipe. Epochs are
     # left out: they are the CPU budget, and already name the folder (crossval.run_dir).
     new = dataclasses.replace(recipe, **overrides)
-    changed = [k for k in overrides if k != "epochs" and getattr(new, k) != getattr(recipe, k)]
-    if not changed:
-        return new
-    shown = ",".join(f"{k}={_shown(getattr(new, k))}" for k in changed)
-    return dataclasses.replace(new, name=f"{recipe.name}[{shown}]")
+    shown = ",".join(f"{k}={_shown(getattr(new, k))}" for k in overrides
+                     if k != "epochs" and getattr(new, k) != getattr(recipe, k))
+    return dataclasses.replace(new, name=f"{recipe.name}[{shown}]") if shown else new
 
 
 def _shown(value) -> str:
@@ -335,8 +326,7 @@ def learning_rate(recipe: Recipe, steps_per_epoch: int):
 
 
 def build_member(recipe: Recipe, arch: str, weights=None):
-    """A fresh model of ``arch`` with the recipe's architecture knobs (head and BatchNorm momentum:
-    CancerNet's) and, for ``recipe.model``, its ``fine_tune_at``, ``image_size`` and ``build``."""
+    """A fresh ``arch`` with CancerNet's knobs (head, BatchNorm) and ``recipe.model``'s own options."""
     from .. import models
 
     knobs = {"head": recipe.head, "bn_momentum": recipe.bn_momentum} if arch == "cancernet" else {}
@@ -382,13 +372,10 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
           log=print, pretrain_seed: int | None = None, val_patients=None, train_patients=None) -> Predictor:
     """Train ``recipe`` on ``train_xy`` = (uint8 images (n, 50, 50, 3), labels), choose the best
     epoch (and the threshold, slide context) on ``val_xy``; save the member(s) and ``model.json``
-    in ``out_dir``; return the :class:`Predictor`.
-
-    A rerun with the same recipe, seed and data resumes (finished members loaded, an interrupted
-    one at its last epoch); other settings start afresh. The BreakHis-pretrained model is kept in
-    ``cache_dir`` and pretrained with ``pretrain_seed``: it does not depend on the IDC split, so
-    cross-validation pretrains once for all folds. ``val_patients`` / ``train_patients`` (the
-    patient of each patch) are needed by slide context / a share of the training split."""
+    in ``out_dir``. A rerun with the same recipe, seed and data resumes; other settings start afresh.
+    The BreakHis-pretrained model (``cache_dir``, ``pretrain_seed``) does not depend on the IDC split:
+    cross-validation pretrains once for all folds. ``val_patients`` / ``train_patients`` (each
+    patch's patient) are needed by slide context / a share of the training split."""
     import keras
 
     from .. import evaluate
@@ -428,8 +415,7 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
     target = None
     if recipe.stain != "none":
         target = stain_mod.fit_target(x_train, recipe.stain, seed=seed)
-        norm = stain_mod.Normalizer(target)
-        done_train, done_val = norm.normalize(x_train), norm.normalize(x_val)
+        done_train, done_val = map(stain_mod.Normalizer(target).normalize, (x_train, x_val))
         x_train, x_val = done_train.images, done_val.images
         info["stain_run"] = {"seconds": round(done_train.seconds + done_val.seconds, 2),
                              "fallbacks": done_train.fallbacks + done_val.fallbacks,
@@ -439,8 +425,7 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
         weights = pretrained_breakhis(recipe, cache_dir or out_dir, seed if pretrain_seed is None else pretrain_seed)
         info["pretrained"] = str(weights)
 
-    archs = recipe.members()
-    members = []
+    archs, members = recipe.members(), []
     steps = math.ceil(len(y_train) / recipe.batch_size)
     for m, arch in enumerate(archs):
         file = "model.keras" if len(archs) == 1 else f"member{m}.keras"
@@ -448,33 +433,31 @@ def train(recipe, train_xy, val_xy, out_dir, *, seed: int = 42, cache_dir=None, 
         path = out_dir / file
         if path.is_file():
             print_(f"{out_dir.name}: member {m} ({arch}) trained before, loaded")
-            members.append((_load_model(path), {**meta, **_member_log(out_dir / f"run{m}")}))
-            continue
-        print_(f"{out_dir.name}: training member {m + 1}/{len(archs)} ({arch}, recipe {recipe.name}, "
-               f"{len(y_train)} patches, {recipe.epochs} epochs)")
-        keras.utils.set_random_seed(seed + m)  # the initial weights too, whatever ran before in this process
-        model = build_member(recipe, arch, weights if arch == recipe.model else None)
-        train_ds, val_ds = datasets(recipe, arch, (x_train, y_train), (x_val, y_val), seed + m)
-        averaged = {"use_ema": True, "ema_momentum": recipe.ema} if recipe.ema else {}
-        optimizer = tr.make_optimizer(recipe.optimizer, learning_rate(recipe, steps), **averaged)
-        training = tr.Training(optimizer, label_smoothing=recipe.label_smoothing, monitor=recipe.monitor,
-                               patience=recipe.patience, recalibrate_bn=recipe.recalibrate_bn)
-        result = tr.fit(model, train_ds, val_ds, out_dir / f"run{m}", training, epochs=recipe.epochs, seed=seed + m,
-                        key=f"{key}-member{m}", name=arch, train_patches=len(y_train), verbose=verbose,
-                        class_weight=tr.class_weights(y_train) if recipe.class_weight else None)
-        best = result.best_model(model)
-        with atomic_path(path) as tmp:
-            best.save(tmp)
-        shutil.rmtree(out_dir / f"run{m}" / "checkpoints", ignore_errors=True)  # ~10 MB each; saved above
+            best = _load_model(path)
+        else:
+            print_(f"{out_dir.name}: training member {m + 1}/{len(archs)} ({arch}, recipe {recipe.name}, "
+                   f"{len(y_train)} patches, {recipe.epochs} epochs)")
+            keras.utils.set_random_seed(seed + m)  # the initial weights too, whatever ran before in this process
+            model = build_member(recipe, arch, weights if arch == recipe.model else None)
+            train_ds, val_ds = datasets(recipe, arch, (x_train, y_train), (x_val, y_val), seed + m)
+            averaged = {"use_ema": True, "ema_momentum": recipe.ema} if recipe.ema else {}
+            optimizer = tr.make_optimizer(recipe.optimizer, learning_rate(recipe, steps), **averaged)
+            training = tr.Training(optimizer, label_smoothing=recipe.label_smoothing, monitor=recipe.monitor,
+                                   patience=recipe.patience, recalibrate_bn=recipe.recalibrate_bn)
+            result = tr.fit(model, train_ds, val_ds, out_dir / f"run{m}", training, epochs=recipe.epochs,
+                            seed=seed + m, key=f"{key}-member{m}", name=arch, train_patches=len(y_train),
+                            verbose=verbose, class_weight=tr.class_weights(y_train) if recipe.class_weight else None)
+            best = result.best_model(model)
+            with atomic_path(path) as tmp:
+                best.save(tmp)
+            shutil.rmtree(out_dir / f"run{m}" / "checkpoints", ignore_errors=True)  # ~10 MB each; saved above
         members.append((best, {**meta, **_member_log(out_dir / f"run{m}")}))
 
     predictor = Predictor(members, recipe, stain=target)
     proba = predictor.predict(x_val, normalized=True)
     if recipe.context == "slide":
-        from . import context
-
-        predictor.context = context.fit(proba, val_patients, y_val)
-        proba = context.apply(predictor.context, proba, val_patients)
+        predictor.context = slide.fit(proba, val_patients, y_val)
+        proba = slide.apply(predictor.context, proba, val_patients)
     if recipe.threshold == "validation":
         predictor.threshold = evaluate.choose_threshold(y_val, proba)
         predictor.threshold_source = "chosen on validation at training"
@@ -525,26 +508,18 @@ class Predictor:
         """P(IDC) for uint8 patches (n, 50, 50, 3); ``normalized``: the stain step was done;
         ``tta`` overrides the recipe's (to score the other decision, as cross-validation does).
         A predictor with slide context needs ``patients``, the patient of each patch."""
-        from .tta import predict_batches, predict_tta
-
         if self.context is not None and patients is None:
             raise ValueError(f"recipe {self.recipe.name!r} reads each patch with the other patches of its slide: "
                              "pass patients=, the patient of each patch")
-        run = predict_tta if (self.tta if tta is None else tta) else predict_batches
+        run = dihedral.predict_tta if (self.tta if tta is None else tta) else dihedral.predict_batches
         proba = self._mean_over_members(run, images, batch_size, normalized)[:, 1]
-        if self.context is None:
-            return proba
-        from . import context
-
-        return context.apply(self.context, proba, patients)
+        return proba if self.context is None else slide.apply(self.context, proba, patients)
 
     def predict_both(self, images, batch_size: int = 256, normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """P(IDC) from one view and averaged over the 8 dihedral views, from a single pass over the
         8 views (the first of them is the one view)."""
-        from .tta import predict_views
-
-        views = self._mean_over_members(predict_views, images, batch_size, normalized)[..., 1]
-        return views[0], views.mean(axis=0)
+        every = self._mean_over_members(dihedral.predict_views, images, batch_size, normalized)[..., 1]
+        return every[0], every.mean(axis=0)
 
     def _mean_over_members(self, run, images, batch_size: int, normalized: bool) -> np.ndarray:
         from .. import models
@@ -591,9 +566,8 @@ class Predictor:
         model = _load_model(file)
         meta = {"file": file.name, "model": doc.get("model"),
                 "image_size": doc.get("image_size") or int(model.input_shape[1])}
-        source = "0.5: no threshold saved with the model"
-        if "threshold" in doc:
-            source = doc.get("threshold_source", f"saved in {sidecar.name}")
+        source = (doc.get("threshold_source", f"saved in {sidecar.name}") if "threshold" in doc
+                  else "0.5: no threshold saved with the model")
         return cls([(model, meta)], None, threshold=float(doc.get("threshold", 0.5)), threshold_source=source)
 
 
@@ -635,7 +609,6 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
         split_df = splits.sample(split_df, max_patches=int(sample_size), seed=seed)
         why.append(f"capped at {int(sample_size):,} patches")
     split_df = split_df.reset_index(drop=True)
-    counts = splits.split_counts(split_df)
     log(f"{splits.used_patches_line(len(split_df), len(df), data_dir, '; '.join(why))}; split {note}; "
         f"recipe {recipe.name} (v{recipe.version}), model {recipe.model}, {recipe.epochs} epochs at most:\n"
         f"{splits.counts_table(split_df)}")
@@ -657,7 +630,7 @@ def train_to_dir(recipe, data_dir, out_dir, *, seed: int = 42, split_dir=None, s
         test = evaluate.scores(labels[part["test"]], proba, predictor.threshold)
     predictor.info.update({"data_dir": str(data_dir), "generated": is_generated(data_dir), "split": note,
                            "seed": seed, "profile": profile, "max_patches": int(sample_size) if sample_size else None,
-                           "patches_available": len(df), "counts": counts,
+                           "patches_available": len(df), "counts": splits.split_counts(split_df),
                            "seconds": round(time.perf_counter() - start, 1), "test": test})
     if recipe.name == "best" and recipe.version == BEST_VERSION:
         predictor.info["card"] = BEST_CARD  # what best is, how it was chosen, where it was scored
@@ -688,15 +661,11 @@ def evaluate_dir(model_path, data_dir, threshold: float | None = None, batch_siz
     proba = predictor.predict(images, batch_size=batch_size, patients=df["patient"].to_numpy())
     per = evaluate.per_patient(df, proba, predictor.threshold)
     r = predictor.recipe
-    return {
-        "model_path": str(model_path), "recipe": r.name if r else None,
-        "recipe_version": r.version if r else None,
-        "model": predictor.members[0][1]["model"], "members": len(predictor.members),
-        "tta": predictor.tta, "stain": predictor.stain["method"] if predictor.stain else None,
-        "slide_context": predictor.context is not None,
-        "stain_fallbacks": predictor.last_fallbacks, "data_dir": str(data_dir),
-        "threshold": float(predictor.threshold), "threshold_source": source,
-        "files_seen": report.files_seen, "skipped": report.skipped, "counts": splits.split_counts(scored),
-        **evaluate.scores(labels, proba, predictor.threshold),
-        "per_patient": json.loads(per.to_json(orient="records")),
-    }
+    return {"model_path": str(model_path), "recipe": r.name if r else None, "recipe_version": r.version if r else None,
+            "model": predictor.members[0][1]["model"], "members": len(predictor.members), "tta": predictor.tta,
+            "stain": predictor.stain["method"] if predictor.stain else None,
+            "slide_context": predictor.context is not None, "stain_fallbacks": predictor.last_fallbacks,
+            "data_dir": str(data_dir), "threshold": float(predictor.threshold), "threshold_source": source,
+            "files_seen": report.files_seen, "skipped": report.skipped, "counts": splits.split_counts(scored),
+            **evaluate.scores(labels, proba, predictor.threshold),
+            "per_patient": json.loads(per.to_json(orient="records"))}

@@ -2,10 +2,9 @@
 
 Choosing ingredients by their mean difference on the folds that are then reported flatters the
 winner: its gain was picked because it was high on those very patients. Here the patients are
-split once, before any choice, into a *development* set and a *lockbox* (``LOCKBOX_SHARE`` of
-them, chosen by their IDs alone, always the same for a data set). Every choice (ingredients, epochs, threshold)
-is made by cross-validation inside the development set; the lockbox is scored once, at the end,
-by the recipes already chosen.
+split once into a *development* set and a *lockbox* (``LOCKBOX_SHARE`` of them, by their IDs alone).
+Every choice is made by cross-validation inside the development set; the lockbox is scored once,
+at the end, by the recipes already chosen.
 
 A verdict needs a margin larger than its noise: an ingredient is kept when the one-sided lower
 confidence bound of its paired difference (one difference per fold and seed) is above zero.
@@ -61,12 +60,12 @@ def verdict(candidate: str, differences: pd.Series, metric: str, confidence: flo
     differences is above zero, measured over at least ``min_seeds`` seeds (``differences`` as
     ``paired_differences`` gives them: indexed by seed and fold)."""
     d = differences.dropna()
-    n = len(d)
-    seeds = d.index.get_level_values("seed").nunique() if n else 0
+    n, mean = len(d), float(d.mean()) if len(d) else np.nan
     if n < 2:
-        return Verdict(candidate, metric, float(d.mean()) if n else np.nan, np.nan, n, np.nan, False)
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
+        return Verdict(candidate, metric, mean, np.nan, n, np.nan, False)
+    sd = float(d.std(ddof=1))
     lower = mean - stats.t.ppf(confidence, n - 1) * sd / np.sqrt(n)
+    seeds = d.index.get_level_values("seed").nunique()
     return Verdict(candidate, metric, mean, sd, n, float(lower), bool(seeds >= min_seeds and lower > 0))
 
 
@@ -81,13 +80,10 @@ def paired_differences(candidate: pd.DataFrame, reference: pd.DataFrame, metric:
 
 def forward_selection(base: str, ingredients, score, metric: str = "roc_auc",
                       confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """Add ingredients to ``base`` one at a time while one helps by a margin.
-
-    ``score(recipe_name)`` returns per-(seed, fold) scores on development patients only. Each
-    round tries every remaining ingredient on top of the current recipe and keeps the one with
-    the highest lower bound, if that bound is above zero. Returns one row per candidate tried:
-    round, candidate, the verdict's numbers and whether it was chosen.
-    """
+    """Add ingredients to ``base`` one at a time while one helps by a margin: each round tries every
+    remaining ingredient on the current recipe and keeps the one with the highest lower bound, if it is
+    above zero. ``score(recipe_name)``: per-(seed, fold) scores on development patients only. One row
+    per candidate tried: round, candidate, the verdict's numbers and whether it was chosen."""
     current, remaining, rows = base, list(ingredients), []
     reference = score(current)
     for round_ in range(1, len(remaining) + 1):
@@ -127,16 +123,12 @@ def winners_curse(candidates: int = 12, folds: int = 5, noise: float = 0.02, tri
 
     ``candidates`` ingredients that all change nothing: each fold's paired difference is pure noise
     (normal, sd ``noise``). Each trial picks the candidate with the highest mean over ``folds`` folds,
-    as a rule "keep what scored best" does, then scores it on those folds and on ``folds`` new ones.
-    One row per trial: the winner's mean difference on the folds it was chosen on, and on new folds.
-    """
+    then scores it on those folds and on ``folds`` new ones: one row per trial."""
     rng = np.random.default_rng(seed)
     chosen_on = rng.normal(0, noise, (trials, candidates, folds)).mean(axis=2)
     fresh = rng.normal(0, noise, (trials, candidates, folds)).mean(axis=2)
-    winner = chosen_on.argmax(axis=1)
-    rows = np.arange(trials)
-    return pd.DataFrame({"on the folds it was chosen on": chosen_on[rows, winner],
-                         "on new patients": fresh[rows, winner]})
+    return pd.DataFrame({"on the folds it was chosen on": chosen_on.max(axis=1),
+                         "on new patients": fresh[np.arange(trials), chosen_on.argmax(axis=1)]})
 
 
 METRICS = ("f1", "balanced_accuracy", "roc_auc")
